@@ -1,0 +1,1 @@
+//! loom models of the partition ring live here (built with `--cfg evring_loom`).

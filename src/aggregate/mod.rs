@@ -1,0 +1,1 @@
+//! Time-window aggregations (placeholder).

@@ -1,0 +1,70 @@
+//! Every size and limit of evring in one place, with compile-time assertions tying them.
+//!
+//! Values that an operator may change live in the configuration structs (with these as
+//! defaults); the bounds that keep the on-disk format and the buffers consistent are checked
+//! here once, at compile time, and again when a configuration is validated.
+
+/// The unit of every journal offset and length, whatever the device reports.
+pub const BLOCK_BYTES: usize = 4096;
+
+/// Sector size at which the simulated device may tear a write (and real disks may too).
+pub const SECTOR_BYTES: usize = 512;
+
+/// Segment header copies occupy blocks 0 and 1; the first frame starts at this block.
+pub const SEGMENT_HEADER_BLOCKS: u64 = 2;
+
+/// Default size of one segment file.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+
+/// Smallest segment accepted: the two header blocks plus room for one maximal frame.
+pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
+
+/// Largest frame (header + records + padding) by default: one group commit.
+pub const FRAME_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+
+/// Hard upper bound on a frame, whatever the configuration says (bounds recovery look-ahead
+/// and the memory of the in-flight buffers).
+pub const FRAME_BYTES_MAX_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Frames being written at once by default (write + fdatasync each).
+pub const IN_FLIGHT_FRAMES_DEFAULT: usize = 4;
+
+/// Upper bound on frames in flight.
+pub const IN_FLIGHT_FRAMES_LIMIT: usize = 64;
+
+/// Size of the frame header at the start of every frame.
+pub const FRAME_HEADER_BYTES: usize = 96;
+
+/// Size of the fixed part of a record (before its variable-length fields).
+pub const RECORD_HEADER_BYTES: usize = 72;
+
+/// Records and their fields are aligned to this many bytes inside a frame body.
+pub const RECORD_ALIGN: usize = 8;
+
+/// Longest stream name or event type, in bytes (they are length-prefixed by u16 on the wire).
+pub const NAME_BYTES_MAX: usize = u16::MAX as usize;
+
+/// A recovery reads the journal in chunks of this many bytes.
+pub const SCAN_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// The journal remembers one (LSN → position) checkpoint at least every this many bytes, so a
+/// read from an arbitrary LSN scans at most this much of a segment.
+pub const INDEX_STRIDE_BYTES: u64 = 1024 * 1024;
+
+const _: () = assert!(BLOCK_BYTES.is_power_of_two());
+const _: () = assert!(BLOCK_BYTES % SECTOR_BYTES == 0);
+const _: () = assert!(FRAME_BYTES_MAX_DEFAULT % BLOCK_BYTES == 0);
+const _: () = assert!(FRAME_BYTES_MAX_LIMIT % BLOCK_BYTES == 0);
+const _: () = assert!(FRAME_BYTES_MAX_DEFAULT <= FRAME_BYTES_MAX_LIMIT);
+const _: () = assert!(FRAME_HEADER_BYTES % RECORD_ALIGN == 0);
+const _: () = assert!(RECORD_HEADER_BYTES % RECORD_ALIGN == 0);
+const _: () = assert!(FRAME_HEADER_BYTES + RECORD_HEADER_BYTES <= BLOCK_BYTES);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT % BLOCK_BYTES as u64 == 0);
+const _: () = assert!(
+    SEGMENT_BYTES_DEFAULT
+        >= SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64 + FRAME_BYTES_MAX_DEFAULT as u64
+);
+const _: () = assert!(SEGMENT_BYTES_MIN % BLOCK_BYTES as u64 == 0);
+const _: () = assert!(IN_FLIGHT_FRAMES_DEFAULT <= IN_FLIGHT_FRAMES_LIMIT);
+const _: () = assert!(SCAN_CHUNK_BYTES >= FRAME_BYTES_MAX_DEFAULT);
+const _: () = assert!(SCAN_CHUNK_BYTES % BLOCK_BYTES == 0);

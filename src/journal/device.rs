@@ -1,0 +1,208 @@
+//! The journal's view of storage: a directory of segment files and the four operations the
+//! journal needs from each file (allocate an aligned buffer, write it at an offset, fdatasync,
+//! read).
+//!
+//! I/O is a parameter so that the real journal code runs unchanged on three back ends:
+//! - [`crate::journal::GlommioStorage`]: O_DIRECT files through glommio's io_uring reactor
+//!   (production);
+//! - [`crate::journal::SimStorage`]: a deterministic in-memory disk that keeps written and
+//!   durable bytes apart and injects faults (tests);
+//! - [`StdStorage`]: read-only blocking access through `std::fs`, used by `evring-inspect`
+//!   through [`block_on`] (no executor, no locked memory needed).
+//!
+//! Contract every implementation keeps: `write_at` is not durable until a later `sync` on the
+//! same file has returned `Ok`; `create_segment` returns only once the new file, zero-filled
+//! to its full size with the header block in blocks 0 and 1, is durable under its final name
+//! (data synced, then renamed from a temporary name, then the directory synced), so a crash
+//! never leaves a half-prepared segment under a segment name.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+/// A buffer the journal fills with one frame before handing it to `write_at`.
+pub trait FrameBuf {
+    fn bytes(&self) -> &[u8];
+    fn bytes_mut(&mut self) -> &mut [u8];
+    /// Shortens the buffer to `len` bytes (a multiple of the block size).
+    fn trim(&mut self, len: usize);
+}
+
+impl FrameBuf for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+    fn trim(&mut self, len: usize) {
+        self.truncate(len);
+    }
+}
+
+/// One segment file.
+// The journal runs on one thread per shard, so these futures never need to be `Send`.
+#[allow(async_fn_in_trait)]
+pub trait SegmentFile {
+    type Buf: FrameBuf;
+    /// A zero-filled buffer of `len` bytes, aligned for direct I/O.
+    fn alloc_buf(&self, len: usize) -> Self::Buf;
+    /// Writes the whole buffer at `pos`; a short write is an error.
+    async fn write_at(&self, buf: Self::Buf, pos: u64) -> io::Result<()>;
+    /// fdatasync: every write that returned before this call is durable when it returns `Ok`.
+    async fn sync(&self) -> io::Result<()>;
+    /// Reads `len` bytes at `pos` (fewer only at the end of the file).
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>>;
+}
+
+/// A directory of segment files named by their sequence number.
+#[allow(async_fn_in_trait)]
+pub trait Storage {
+    type File: SegmentFile;
+    /// Sequence numbers of the segments present, ascending. Leftover temporary files from an
+    /// interrupted `create_segment` are ignored (and may be removed).
+    async fn list_segments(&self) -> io::Result<Vec<u64>>;
+    async fn open_segment(&self, seq: u64) -> io::Result<Self::File>;
+    /// Creates segment `seq`: `bytes` long, zero-filled, `header_block` in blocks 0 and 1,
+    /// durable under its final name before this returns.
+    async fn create_segment(
+        &self,
+        seq: u64,
+        bytes: u64,
+        header_block: &[u8],
+    ) -> io::Result<Self::File>;
+    async fn remove_segment(&self, seq: u64) -> io::Result<()>;
+    /// Size of segment `seq` in bytes.
+    async fn segment_len(&self, seq: u64) -> io::Result<u64>;
+    /// How to name segment `seq` in a message (its path on disk).
+    fn describe(&self, seq: u64) -> String;
+}
+
+/// The file name of segment `seq`.
+pub fn segment_file_name(seq: u64) -> String {
+    format!("{seq:016x}.seg")
+}
+
+/// Parses a segment file name back to its sequence number.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".seg")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Lists segment sequence numbers in a directory with `std::fs`.
+pub fn list_segment_dir(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut seqs = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(seq) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// Read-only access to a segment directory through blocking `std::fs` calls, for offline
+/// tools. Its futures never wait, so [`block_on`] drives them.
+pub struct StdStorage {
+    dir: PathBuf,
+}
+
+impl StdStorage {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StdStorage { dir: dir.into() }
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// A segment file opened read-only with `std::fs`.
+pub struct StdFile {
+    file: std::fs::File,
+}
+
+fn read_only() -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, "StdStorage is read-only")
+}
+
+impl SegmentFile for StdFile {
+    type Buf = Vec<u8>;
+    fn alloc_buf(&self, len: usize) -> Vec<u8> {
+        vec![0; len]
+    }
+    async fn write_at(&self, _buf: Vec<u8>, _pos: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+    async fn sync(&self) -> io::Result<()> {
+        Err(read_only())
+    }
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let n = self.file.read_at(&mut buf[done..], pos + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+}
+
+impl Storage for StdStorage {
+    type File = StdFile;
+    async fn list_segments(&self) -> io::Result<Vec<u64>> {
+        list_segment_dir(&self.dir)
+    }
+    async fn open_segment(&self, seq: u64) -> io::Result<StdFile> {
+        let file = std::fs::File::open(self.dir.join(segment_file_name(seq)))?;
+        Ok(StdFile { file })
+    }
+    async fn create_segment(&self, _: u64, _: u64, _: &[u8]) -> io::Result<StdFile> {
+        Err(read_only())
+    }
+    async fn remove_segment(&self, _: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+    async fn segment_len(&self, seq: u64) -> io::Result<u64> {
+        Ok(std::fs::metadata(self.dir.join(segment_file_name(seq)))?.len())
+    }
+    fn describe(&self, seq: u64) -> String {
+        self.dir.join(segment_file_name(seq)).display().to_string()
+    }
+}
+
+/// Runs a future that never waits (one whose I/O completes synchronously, as [`StdStorage`]
+/// and [`crate::journal::SimStorage`] do) to completion on the calling thread.
+///
+/// Panics if the future returns `Pending`: that would mean it needs a real executor.
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("block_on: the future waited; it needs an executor"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip() {
+        assert_eq!(segment_file_name(0x2a), "000000000000002a.seg");
+        assert_eq!(parse_segment_file_name("000000000000002a.seg"), Some(0x2a));
+        assert_eq!(parse_segment_file_name("2a.seg"), None);
+        assert_eq!(parse_segment_file_name("000000000000002a.seg.tmp"), None);
+    }
+}

@@ -1,0 +1,181 @@
+//! Production storage: a directory of O_DIRECT segment files driven by glommio's io_uring
+//! reactor.
+//!
+//! A new segment is created under a temporary name, preallocated with `fallocate`, written
+//! through with zeros (appending past EOF or into unwritten extents adds a metadata flush to
+//! every later fdatasync; overwriting written blocks does not), given its two header copies,
+//! fdatasync'ed, renamed to its final name, and then the directory is fsync'ed. Only then is
+//! it returned, so a segment visible under a `.seg` name is always complete.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+
+use super::device::{segment_file_name, FrameBuf, SegmentFile, Storage};
+use crate::constants::BLOCK_BYTES;
+
+/// Bytes written per zero-fill request while preparing a segment.
+const ZERO_FILL_CHUNK_BYTES: usize = 1024 * 1024;
+
+impl FrameBuf for DmaBuffer {
+    fn bytes(&self) -> &[u8] {
+        self.as_bytes()
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self.as_bytes_mut()
+    }
+    fn trim(&mut self, len: usize) {
+        self.trim_to_size(len);
+    }
+}
+
+/// A segment directory on a real filesystem.
+pub struct GlommioStorage {
+    dir: PathBuf,
+}
+
+impl GlommioStorage {
+    /// Uses `dir` (created if missing) for segment files. Leftover temporary files from an
+    /// interrupted segment preparation are removed.
+    pub fn open(dir: impl Into<PathBuf>) -> io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().ends_with(".seg.tmp") {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(GlommioStorage { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, seq: u64) -> PathBuf {
+        self.dir.join(segment_file_name(seq))
+    }
+}
+
+/// An O_DIRECT segment file.
+pub struct GlommioFile {
+    file: DmaFile,
+}
+
+impl SegmentFile for GlommioFile {
+    type Buf = DmaBuffer;
+
+    fn alloc_buf(&self, len: usize) -> DmaBuffer {
+        let mut buf = self.file.alloc_dma_buffer(len);
+        buf.as_bytes_mut().fill(0);
+        buf
+    }
+
+    async fn write_at(&self, buf: DmaBuffer, pos: u64) -> io::Result<()> {
+        let len = buf.len();
+        let written = self.file.write_at(buf, pos).await?;
+        if written != len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {written} of {len} bytes at offset {pos}"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn sync(&self) -> io::Result<()> {
+        Ok(self.file.fdatasync().await?)
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let read = self.file.read_at(pos, len).await?;
+        Ok(read.to_vec())
+    }
+}
+
+impl Storage for GlommioStorage {
+    type File = GlommioFile;
+
+    async fn list_segments(&self) -> io::Result<Vec<u64>> {
+        super::device::list_segment_dir(&self.dir)
+    }
+
+    async fn open_segment(&self, seq: u64) -> io::Result<GlommioFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .dma_open(self.path(seq))
+            .await?;
+        Ok(GlommioFile { file })
+    }
+
+    async fn create_segment(
+        &self,
+        seq: u64,
+        bytes: u64,
+        header_block: &[u8],
+    ) -> io::Result<GlommioFile> {
+        assert_eq!(bytes % BLOCK_BYTES as u64, 0);
+        assert!(header_block.len() <= BLOCK_BYTES);
+        let final_path = self.path(seq);
+        let tmp_path = self.dir.join(format!("{}.tmp", segment_file_name(seq)));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .dma_open(&tmp_path)
+            .await?;
+        let prepared = async {
+            file.pre_allocate(bytes, false).await?;
+            let mut pos = 0u64;
+            while pos < bytes {
+                let len = ZERO_FILL_CHUNK_BYTES.min((bytes - pos) as usize);
+                let mut buf = file.alloc_dma_buffer(len);
+                buf.as_bytes_mut().fill(0);
+                if pos == 0 {
+                    buf.as_bytes_mut()[..header_block.len()].copy_from_slice(header_block);
+                    let second = BLOCK_BYTES..BLOCK_BYTES + header_block.len();
+                    buf.as_bytes_mut()[second].copy_from_slice(header_block);
+                }
+                let written = file.write_at(buf, pos).await?;
+                if written != len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "short write while zero-filling a new segment",
+                    ));
+                }
+                pos += len as u64;
+            }
+            file.fdatasync().await?;
+            file.rename(&final_path).await?;
+            let dir = glommio::io::Directory::open(&self.dir).await?;
+            dir.sync().await?;
+            dir.close().await?;
+            Ok::<(), io::Error>(())
+        }
+        .await;
+        if let Err(e) = prepared {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(e);
+        }
+        Ok(GlommioFile { file })
+    }
+
+    async fn remove_segment(&self, seq: u64) -> io::Result<()> {
+        std::fs::remove_file(self.path(seq))?;
+        let dir = glommio::io::Directory::open(&self.dir).await?;
+        dir.sync().await?;
+        Ok(())
+    }
+
+    async fn segment_len(&self, seq: u64) -> io::Result<u64> {
+        Ok(std::fs::metadata(self.path(seq))?.len())
+    }
+
+    fn describe(&self, seq: u64) -> String {
+        self.path(seq).display().to_string()
+    }
+}

@@ -1,0 +1,934 @@
+//! The group-commit writer: one per partition, owned by the partition's shard thread.
+//!
+//! ## Algorithm
+//!
+//! An append encodes its records straight into the *open frame* (a direct-I/O buffer of
+//! `frame_bytes_max`), takes the next LSNs, and waits on the frame's completion signal. As
+//! soon as fewer than `in_flight_max` frames are in flight the open frame is sealed (header
+//! written, padded to a block) and submitted as one write at the segment's tail followed by
+//! one fdatasync, in its own task. While the pipeline is full, appends keep filling the open
+//! frame: that is the group commit, with no timer. When the open frame is full too, appends
+//! wait (back-pressure), so buffered bytes never exceed `(in_flight_max + 1) ×
+//! frame_bytes_max`.
+//!
+//! Completions may arrive in any order; they are *released* strictly in LSN order: the oldest
+//! in-flight frame is popped only when its own write and sync are done, and only then are its
+//! appends answered. A frame counts as in flight until released, which is what bounds the
+//! recovery look-ahead (see `scan.rs`): frame n is submitted only after frame
+//! n − `in_flight_max` was released.
+//!
+//! ## Invariants
+//!
+//! - No append resolves `Ok` before the fdatasync covering its frame, and every frame before
+//!   it, returned `Ok`.
+//! - A block that holds a submitted frame is never written again: the tail only moves forward,
+//!   and each frame starts on a fresh block.
+//! - Any write or fdatasync error poisons the journal: that frame, every frame after it and
+//!   every later append fail with [`JournalError::Poisoned`]; nothing is retried (a retried
+//!   fsync can falsely succeed after the kernel dropped the dirty pages).
+//! - The writer never pipelines across a segment boundary: it drains, then moves to the next
+//!   segment (prepared in the background ahead of time). Failing to prepare one for lack of
+//!   space fails appends with [`JournalError::DiskFull`] without poisoning; they succeed again
+//!   once a segment can be prepared.
+//! - Every frame carries `acked_lsn`, the release watermark when it was sealed, so recovery
+//!   can prove a damaged frame was acknowledged.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use super::device::{FrameBuf, SegmentFile, Storage};
+use super::format::{
+    align_up, check_frame_body, decode_frame_header, seal_frame, FrameExpect, FrameMeta,
+    OwnedRecord, RecordIter, RecordRef, SegmentMeta, StoreId,
+};
+use super::scan::{scan, DirtyTail, FrameInfo, IndexEntry, ScanConfig, ScanReport};
+use crate::constants::{
+    BLOCK_BYTES, FRAME_BYTES_MAX_DEFAULT, FRAME_BYTES_MAX_LIMIT, FRAME_HEADER_BYTES,
+    INDEX_STRIDE_BYTES, IN_FLIGHT_FRAMES_DEFAULT, IN_FLIGHT_FRAMES_LIMIT, SEGMENT_BYTES_DEFAULT,
+    SEGMENT_BYTES_MIN, SEGMENT_HEADER_BLOCKS,
+};
+use crate::error::JournalError;
+
+/// Configuration of one partition's journal.
+#[derive(Clone, Debug)]
+pub struct JournalConfig {
+    pub store_id: StoreId,
+    pub partition: u32,
+    pub segment_bytes: u64,
+    pub frame_bytes_max: usize,
+    pub in_flight_max: usize,
+}
+
+impl JournalConfig {
+    pub fn new(store_id: StoreId, partition: u32) -> Self {
+        JournalConfig {
+            store_id,
+            partition,
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            in_flight_max: IN_FLIGHT_FRAMES_DEFAULT,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), JournalError> {
+        let fail = |m: String| Err(JournalError::Config(m));
+        if self.frame_bytes_max < BLOCK_BYTES
+            || self.frame_bytes_max % BLOCK_BYTES != 0
+            || self.frame_bytes_max > FRAME_BYTES_MAX_LIMIT
+        {
+            return fail(format!(
+                "frame_bytes_max must be a multiple of {BLOCK_BYTES} between {BLOCK_BYTES} and \
+                 {FRAME_BYTES_MAX_LIMIT}, got {}",
+                self.frame_bytes_max
+            ));
+        }
+        if self.segment_bytes % BLOCK_BYTES as u64 != 0
+            || self.segment_bytes < SEGMENT_BYTES_MIN
+            || self.segment_bytes
+                < SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64 + self.frame_bytes_max as u64
+        {
+            return fail(format!(
+                "segment_bytes must be a multiple of {BLOCK_BYTES}, at least {SEGMENT_BYTES_MIN} \
+                 and hold two header blocks plus one maximal frame, got {}",
+                self.segment_bytes
+            ));
+        }
+        if self.in_flight_max == 0 || self.in_flight_max > IN_FLIGHT_FRAMES_LIMIT {
+            return fail(format!(
+                "in_flight_max must be between 1 and {IN_FLIGHT_FRAMES_LIMIT}, got {}",
+                self.in_flight_max
+            ));
+        }
+        Ok(())
+    }
+
+    fn scan_config(&self) -> ScanConfig {
+        ScanConfig {
+            store_id: Some(self.store_id),
+            frame_bytes_max: self.frame_bytes_max,
+            in_flight_max: self.in_flight_max,
+        }
+    }
+}
+
+/// The LSNs an append was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub first_lsn: u64,
+    pub last_lsn: u64,
+}
+
+/// Counters of one journal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    pub frames_written: u64,
+    pub records_written: u64,
+    pub bytes_written: u64,
+    pub appends_waited_for_space: u64,
+    pub segments_created: u64,
+}
+
+/// What recovery found, for logs.
+#[derive(Clone, Debug)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub frames: u64,
+    pub records: u64,
+    pub next_lsn: u64,
+    pub bytes_scanned: u64,
+    pub torn_tail_zeroed: Option<DirtyTail>,
+    pub elapsed: std::time::Duration,
+}
+
+/// Durability signal shared by the appends of one frame.
+#[derive(Default)]
+struct FrameSignal {
+    result: RefCell<Option<Result<(), String>>>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl FrameSignal {
+    fn finish(&self, result: Result<(), String>) {
+        if self.result.borrow().is_some() {
+            return;
+        }
+        *self.result.borrow_mut() = Some(result);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+}
+
+struct WaitSignal(Rc<FrameSignal>);
+
+impl Future for WaitSignal {
+    type Output = Result<(), String>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(r) = self.0.result.borrow().as_ref() {
+            return Poll::Ready(r.clone());
+        }
+        self.0.wakers.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+struct OpenFrame<B> {
+    buf: B,
+    /// Header + encoded records so far.
+    used: usize,
+    first_lsn: u64,
+    count: u32,
+    signal: Rc<FrameSignal>,
+}
+
+struct Submission<F: SegmentFile> {
+    id: u64,
+    file: Rc<F>,
+    buf: F::Buf,
+    offset: u64,
+    prepare: Option<(u64, u64)>,
+}
+
+struct Flight {
+    id: u64,
+    end_lsn: u64,
+    done: Option<io::Result<()>>,
+    signal: Rc<FrameSignal>,
+}
+
+enum NextSegment<F> {
+    None,
+    Preparing,
+    Ready(Rc<F>),
+}
+
+struct State<F: SegmentFile> {
+    file: Rc<F>,
+    seg_seq: u64,
+    offset: u64,
+    prev_crc: u32,
+    next_lsn: u64,
+    acked_lsn: u64,
+    oldest_lsn: u64,
+    open: Option<OpenFrame<F::Buf>>,
+    in_flight: VecDeque<Flight>,
+    next_flight_id: u64,
+    poisoned: Option<String>,
+    next_segment: NextSegment<F>,
+    /// Producers waiting for room (pipeline, roll or segment preparation).
+    space_waiters: Vec<Waker>,
+    generation: u64,
+    index: Vec<IndexEntry>,
+    last_indexed: Option<(u64, u64)>,
+    stats: JournalStats,
+}
+
+struct Shared<S: Storage> {
+    storage: S,
+    cfg: JournalConfig,
+    state: RefCell<State<S::File>>,
+    closed: Cell<bool>,
+}
+
+/// One partition's journal. Cloning gives another handle on the same journal.
+pub struct Journal<S: Storage + 'static> {
+    shared: Rc<Shared<S>>,
+}
+
+impl<S: Storage + 'static> Clone for Journal<S> {
+    fn clone(&self) -> Self {
+        Journal {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+enum Place {
+    Placed(Rc<FrameSignal>, Appended),
+    Wait,
+    Roll,
+}
+
+fn now_unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl<S: Storage + 'static> Journal<S> {
+    /// Opens (recovering) or initializes the journal in `storage`. `on_frame` sees every
+    /// valid frame in LSN order (to rebuild in-memory state).
+    ///
+    /// Must run inside a glommio executor: frames are written by tasks it spawns.
+    pub async fn open(
+        storage: S,
+        cfg: JournalConfig,
+        on_frame: impl FnMut(&FrameInfo, &[u8]),
+    ) -> Result<(Self, RecoveryReport), JournalError> {
+        cfg.validate()?;
+        let started = Instant::now();
+        // Scan with the store id the segments carry, then compare it with the configured one,
+        // so a journal of another store gets its own error rather than a corruption report.
+        let scan_cfg = ScanConfig {
+            store_id: None,
+            ..cfg.scan_config()
+        };
+        let report = scan(&storage, &scan_cfg, on_frame, |_| {}).await?;
+        if let Some(found) = report.store_id {
+            if found != cfg.store_id {
+                return Err(JournalError::WrongStore {
+                    expected: hex(&cfg.store_id),
+                    found: hex(&found),
+                });
+            }
+        }
+        let ScanReport {
+            tail,
+            next_lsn,
+            prev_crc,
+            dirty,
+            index,
+            ..
+        } = report.clone();
+        let (seg_seq, offset, file) = match tail {
+            Some((seq, offset)) => {
+                let file = storage
+                    .open_segment(seq)
+                    .await
+                    .map_err(|source| JournalError::Io {
+                        path: storage.describe(seq),
+                        source,
+                    })?;
+                (seq, offset, Rc::new(file))
+            }
+            None => {
+                let file = create_segment(&storage, &cfg, 0, 0).await?;
+                (0, SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64, Rc::new(file))
+            }
+        };
+        if let Some(dirty) = dirty {
+            // Leftovers of unacknowledged writes: zero them so no later recovery can mistake
+            // them for frames, and make that durable before the first new write.
+            let mut at = 0u64;
+            while at < dirty.len {
+                let len = (dirty.len - at).min(cfg.frame_bytes_max as u64) as usize;
+                let buf = file.alloc_buf(len);
+                file.write_at(buf, dirty.offset + at)
+                    .await
+                    .map_err(|source| JournalError::Io {
+                        path: storage.describe(seg_seq),
+                        source,
+                    })?;
+                at += len as u64;
+            }
+            file.sync().await.map_err(|source| JournalError::Io {
+                path: storage.describe(seg_seq),
+                source,
+            })?;
+        }
+        let oldest_lsn = report
+            .segments
+            .first()
+            .and_then(|s| s.first_lsn)
+            .unwrap_or(next_lsn);
+        // Spare segments after the tail (prepared before the crash) are kept for use.
+        let next_segment = NextSegment::None;
+        let shared = Rc::new(Shared {
+            storage,
+            cfg,
+            state: RefCell::new(State {
+                file,
+                seg_seq,
+                offset,
+                prev_crc,
+                next_lsn,
+                acked_lsn: next_lsn,
+                oldest_lsn,
+                open: None,
+                in_flight: VecDeque::new(),
+                next_flight_id: 0,
+                poisoned: None,
+                next_segment,
+                space_waiters: Vec::new(),
+                generation: 0,
+                last_indexed: index.last().map(|e| (e.segment_seq, e.offset)),
+                index,
+                stats: JournalStats::default(),
+            }),
+            closed: Cell::new(false),
+        });
+        let journal = Journal { shared };
+        journal.adopt_spare_segment().await;
+        let recovery = RecoveryReport {
+            segments: report.segments.len().max(1),
+            frames: report.frames,
+            records: report.records,
+            next_lsn,
+            bytes_scanned: report.bytes_scanned,
+            torn_tail_zeroed: dirty,
+            elapsed: started.elapsed(),
+        };
+        Ok((journal, recovery))
+    }
+
+    /// Uses an already prepared segment after the tail, if one exists.
+    async fn adopt_spare_segment(&self) {
+        let next_seq = self.shared.state.borrow().seg_seq + 1;
+        let exists = self
+            .shared
+            .storage
+            .list_segments()
+            .await
+            .map(|s| s.contains(&next_seq))
+            .unwrap_or(false);
+        if exists {
+            if let Ok(file) = self.shared.storage.open_segment(next_seq).await {
+                self.shared.state.borrow_mut().next_segment = NextSegment::Ready(Rc::new(file));
+            }
+        }
+    }
+
+    /// Appends `records` atomically (one frame) and resolves once they are durable.
+    pub async fn append(&self, records: &[RecordRef<'_>]) -> Result<Appended, JournalError> {
+        if records.is_empty() {
+            return Err(JournalError::InvalidRecord(
+                "an append needs at least one record",
+            ));
+        }
+        let mut need = 0usize;
+        for r in records {
+            r.validate().map_err(JournalError::InvalidRecord)?;
+            need += r.encoded_len();
+        }
+        let max = self.shared.cfg.frame_bytes_max - FRAME_HEADER_BYTES;
+        if need > max {
+            return Err(JournalError::TooLarge { bytes: need, max });
+        }
+        let mut waited = false;
+        let (signal, appended) = loop {
+            if let Some(reason) = &self.shared.state.borrow().poisoned {
+                return Err(JournalError::Poisoned {
+                    reason: reason.clone(),
+                });
+            }
+            if self.shared.closed.get() {
+                return Err(JournalError::Poisoned {
+                    reason: "journal closed".into(),
+                });
+            }
+            let place = self.try_place(records, need);
+            match place {
+                Place::Placed(signal, appended) => break (signal, appended),
+                Place::Wait => {
+                    if !waited {
+                        self.shared
+                            .state
+                            .borrow_mut()
+                            .stats
+                            .appends_waited_for_space += 1;
+                        waited = true;
+                    }
+                    self.wait_change().await;
+                }
+                Place::Roll => self.roll().await?,
+            }
+        };
+        self.kick();
+        match (WaitSignal(signal)).await {
+            Ok(()) => Ok(appended),
+            Err(reason) => Err(JournalError::Poisoned { reason }),
+        }
+    }
+
+    /// Places the records in the open frame if they fit, sealing the open frame first when
+    /// it is full and the pipeline has room.
+    fn try_place(&self, records: &[RecordRef<'_>], need: usize) -> Place {
+        let mut sealed = None;
+        let place = self.try_place_locked(records, need, &mut sealed);
+        if let Some(sub) = sealed {
+            self.submit(sub);
+        }
+        place
+    }
+
+    fn try_place_locked(
+        &self,
+        records: &[RecordRef<'_>],
+        need: usize,
+        sealed: &mut Option<Submission<S::File>>,
+    ) -> Place {
+        let cfg = &self.shared.cfg;
+        let mut st = self.shared.state.borrow_mut();
+        let seg_end = cfg.segment_bytes;
+        loop {
+            if let Some(open) = &st.open {
+                let fits_frame = open.used + need <= cfg.frame_bytes_max;
+                let fits_segment =
+                    st.offset + align_up(open.used + need, BLOCK_BYTES) as u64 <= seg_end;
+                if fits_frame && fits_segment {
+                    break;
+                }
+                if st.in_flight.len() < cfg.in_flight_max && sealed.is_none() {
+                    *sealed = self.seal(&mut st);
+                    continue;
+                }
+                return Place::Wait;
+            }
+            let fits_segment =
+                st.offset + align_up(FRAME_HEADER_BYTES + need, BLOCK_BYTES) as u64 <= seg_end;
+            if !fits_segment {
+                return if st.in_flight.is_empty() {
+                    Place::Roll
+                } else {
+                    Place::Wait
+                };
+            }
+            let buf = st.file.alloc_buf(cfg.frame_bytes_max);
+            st.open = Some(OpenFrame {
+                buf,
+                used: FRAME_HEADER_BYTES,
+                first_lsn: st.next_lsn,
+                count: 0,
+                signal: Rc::new(FrameSignal::default()),
+            });
+            break;
+        }
+        let first_lsn = st.next_lsn;
+        let open = st.open.as_mut().expect("open frame exists");
+        let mut at = open.used;
+        for (i, r) in records.iter().enumerate() {
+            let len = r.encoded_len();
+            r.encode(
+                first_lsn + i as u64,
+                &mut open.buf.bytes_mut()[at..at + len],
+            );
+            at += len;
+        }
+        open.used = at;
+        open.count += records.len() as u32;
+        let signal = open.signal.clone();
+        st.next_lsn += records.len() as u64;
+        Place::Placed(
+            signal,
+            Appended {
+                first_lsn,
+                last_lsn: first_lsn + records.len() as u64 - 1,
+            },
+        )
+    }
+
+    /// Seals the open frame; the caller starts its write + fdatasync with [`Self::submit`]
+    /// once it no longer borrows the state (glommio may poll a spawned task at once).
+    fn seal(&self, st: &mut State<S::File>) -> Option<Submission<S::File>> {
+        let mut open = st.open.take()?;
+        let cfg = &self.shared.cfg;
+        let padded = align_up(open.used, BLOCK_BYTES);
+        open.buf.trim(padded);
+        let meta = FrameMeta {
+            header_crc: 0,
+            body_crc: 0,
+            store_id: cfg.store_id,
+            segment_seq: st.seg_seq,
+            first_lsn: open.first_lsn,
+            record_count: open.count,
+            body_len: (open.used - FRAME_HEADER_BYTES) as u32,
+            padded_len: padded as u32,
+            block_index: (st.offset / BLOCK_BYTES as u64) as u32,
+            prev_crc: st.prev_crc,
+            partition: cfg.partition,
+            acked_lsn: st.acked_lsn,
+        };
+        st.prev_crc = seal_frame(open.buf.bytes_mut(), &meta);
+        let offset = st.offset;
+        let index_due = match st.last_indexed {
+            Some((seq, at)) => seq != st.seg_seq || offset >= at + INDEX_STRIDE_BYTES,
+            None => true,
+        };
+        if index_due {
+            st.index.push(IndexEntry {
+                first_lsn: open.first_lsn,
+                segment_seq: st.seg_seq,
+                offset,
+            });
+            st.last_indexed = Some((st.seg_seq, offset));
+        }
+        st.offset += padded as u64;
+        st.stats.frames_written += 1;
+        st.stats.records_written += u64::from(open.count);
+        st.stats.bytes_written += padded as u64;
+        let id = st.next_flight_id;
+        st.next_flight_id += 1;
+        st.in_flight.push_back(Flight {
+            id,
+            end_lsn: open.first_lsn + u64::from(open.count),
+            done: None,
+            signal: open.signal,
+        });
+        // Prepare the next segment in the background once this one is half used.
+        let mut prepare = None;
+        if st.offset > cfg.segment_bytes / 2 && matches!(st.next_segment, NextSegment::None) {
+            st.next_segment = NextSegment::Preparing;
+            prepare = Some((st.seg_seq + 1, st.next_lsn));
+        }
+        Some(Submission {
+            id,
+            file: st.file.clone(),
+            buf: open.buf,
+            offset,
+            prepare,
+        })
+    }
+
+    /// Starts the write + fdatasync of a sealed frame (and a segment preparation if due).
+    fn submit(&self, sub: Submission<S::File>) {
+        let Submission {
+            id,
+            file,
+            buf,
+            offset,
+            prepare,
+        } = sub;
+        let journal = self.clone();
+        glommio::spawn_local(async move {
+            let result = match file.write_at(buf, offset).await {
+                Ok(()) => file.sync().await,
+                Err(e) => Err(e),
+            };
+            journal.complete(id, result);
+        })
+        .detach();
+        if let Some((seq, base)) = prepare {
+            let journal = self.clone();
+            glommio::spawn_local(async move {
+                journal.prepare_segment(seq, base).await;
+            })
+            .detach();
+        }
+    }
+
+    async fn prepare_segment(&self, seq: u64, base_lsn: u64) {
+        let created = create_segment(&self.shared.storage, &self.shared.cfg, seq, base_lsn).await;
+        let mut st = self.shared.state.borrow_mut();
+        match created {
+            Ok(file) => {
+                st.stats.segments_created += 1;
+                st.next_segment = NextSegment::Ready(Rc::new(file));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "preparing the next journal segment failed; will retry when needed");
+                st.next_segment = NextSegment::None;
+            }
+        }
+        wake_all(&mut st);
+    }
+
+    /// Moves the tail to the next segment. Called only when nothing is in flight.
+    async fn roll(&self) -> Result<(), JournalError> {
+        enum Step<F> {
+            Switch(Rc<F>),
+            Wait,
+            Create(u64, u64),
+        }
+        loop {
+            let step = {
+                let mut st = self.shared.state.borrow_mut();
+                if !st.in_flight.is_empty() || st.open.is_some() {
+                    return Ok(()); // someone else is writing; the caller re-checks.
+                }
+                match std::mem::replace(&mut st.next_segment, NextSegment::Preparing) {
+                    NextSegment::Ready(file) => {
+                        st.next_segment = NextSegment::None;
+                        Step::Switch(file)
+                    }
+                    NextSegment::Preparing => Step::Wait,
+                    NextSegment::None => Step::Create(st.seg_seq + 1, st.next_lsn),
+                }
+            };
+            let file = match step {
+                Step::Switch(file) => file,
+                Step::Wait => {
+                    self.wait_change().await;
+                    continue;
+                }
+                Step::Create(seq, base) => {
+                    let created =
+                        create_segment(&self.shared.storage, &self.shared.cfg, seq, base).await;
+                    let mut st = self.shared.state.borrow_mut();
+                    st.next_segment = NextSegment::None;
+                    wake_all(&mut st);
+                    let file = created?;
+                    st.stats.segments_created += 1;
+                    Rc::new(file)
+                }
+            };
+            let mut st = self.shared.state.borrow_mut();
+            st.file = file;
+            st.seg_seq += 1;
+            st.offset = SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64;
+            st.prev_crc = 0;
+            wake_all(&mut st);
+            return Ok(());
+        }
+    }
+
+    /// Seals the open frame if the pipeline has room.
+    fn kick(&self) {
+        let sealed = {
+            let mut st = self.shared.state.borrow_mut();
+            if st.open.is_some()
+                && st.in_flight.len() < self.shared.cfg.in_flight_max
+                && st.poisoned.is_none()
+            {
+                self.seal(&mut st)
+            } else {
+                None
+            }
+        };
+        if let Some(sub) = sealed {
+            self.submit(sub);
+        }
+    }
+
+    /// Records a frame's completion and releases completed frames in LSN order.
+    fn complete(&self, id: u64, result: io::Result<()>) {
+        {
+            let mut st = self.shared.state.borrow_mut();
+            if let Some(f) = st.in_flight.iter_mut().find(|f| f.id == id) {
+                f.done = Some(result);
+            }
+            while st.in_flight.front().is_some_and(|f| f.done.is_some()) {
+                let flight = st.in_flight.pop_front().expect("front exists");
+                let done = flight.done.expect("checked above");
+                match (&st.poisoned, done) {
+                    (None, Ok(())) => {
+                        st.acked_lsn = flight.end_lsn;
+                        flight.signal.finish(Ok(()));
+                    }
+                    (None, Err(e)) => {
+                        let reason = format!(
+                            "write or fdatasync of {} failed: {e}",
+                            self.shared.storage.describe(st.seg_seq)
+                        );
+                        tracing::error!(%reason, "journal poisoned");
+                        st.poisoned = Some(reason.clone());
+                        flight.signal.finish(Err(reason.clone()));
+                        if let Some(open) = st.open.take() {
+                            open.signal.finish(Err(reason));
+                        }
+                    }
+                    (Some(reason), _) => flight.signal.finish(Err(reason.clone())),
+                }
+            }
+            wake_all(&mut st);
+        }
+        self.kick();
+    }
+
+    /// Waits until the writer's state changes (a release, a roll, a prepared segment).
+    async fn wait_change(&self) {
+        let start = self.shared.state.borrow().generation;
+        std::future::poll_fn(|cx| {
+            let mut st = self.shared.state.borrow_mut();
+            if st.generation != start {
+                Poll::Ready(())
+            } else {
+                st.space_waiters.push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// The LSN the next record will get.
+    pub fn next_lsn(&self) -> u64 {
+        self.shared.state.borrow().next_lsn
+    }
+
+    /// Every LSN below this is durable and acknowledged.
+    pub fn acked_lsn(&self) -> u64 {
+        self.shared.state.borrow().acked_lsn
+    }
+
+    /// The oldest LSN still held in the journal.
+    pub fn oldest_lsn(&self) -> u64 {
+        self.shared.state.borrow().oldest_lsn
+    }
+
+    pub fn poisoned(&self) -> Option<String> {
+        self.shared.state.borrow().poisoned.clone()
+    }
+
+    pub fn stats(&self) -> JournalStats {
+        self.shared.state.borrow().stats
+    }
+
+    pub fn frames_in_flight(&self) -> usize {
+        self.shared.state.borrow().in_flight.len()
+    }
+
+    /// Waits until every frame submitted so far is released, then stops accepting appends.
+    pub async fn close(&self) {
+        loop {
+            self.kick();
+            let idle = {
+                let st = self.shared.state.borrow();
+                st.in_flight.is_empty() && st.open.is_none()
+            };
+            if idle {
+                break;
+            }
+            self.wait_change().await;
+        }
+        self.shared.closed.set(true);
+    }
+
+    /// Reads up to `max` acknowledged records with LSN ≥ `from`, in LSN order.
+    pub async fn read(&self, from: u64, max: usize) -> Result<Vec<OwnedRecord>, JournalError> {
+        let (start, acked, oldest) = {
+            let st = self.shared.state.borrow();
+            let pos = st.index.partition_point(|e| e.first_lsn <= from);
+            (
+                pos.checked_sub(1).map(|i| st.index[i]),
+                st.acked_lsn,
+                st.oldest_lsn,
+            )
+        };
+        if from < oldest {
+            return Err(JournalError::Truncated { oldest });
+        }
+        let mut out = Vec::new();
+        let Some(start) = start else {
+            return Ok(out);
+        };
+        let storage = &self.shared.storage;
+        let mut seq = start.segment_seq;
+        let mut offset = start.offset;
+        let io = |seq: u64| {
+            move |source| JournalError::Io {
+                path: storage.describe(seq),
+                source,
+            }
+        };
+        let mut file = storage.open_segment(seq).await.map_err(io(seq))?;
+        let mut seg_len = storage.segment_len(seq).await.map_err(io(seq))?;
+        'frames: while out.len() < max {
+            if offset + BLOCK_BYTES as u64 > seg_len {
+                if seq >= self.shared.state.borrow().seg_seq {
+                    break;
+                }
+                seq += 1;
+                offset = SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64;
+                file = storage.open_segment(seq).await.map_err(io(seq))?;
+                seg_len = storage.segment_len(seq).await.map_err(io(seq))?;
+                continue;
+            }
+            let head = file.read_at(offset, BLOCK_BYTES).await.map_err(io(seq))?;
+            let expect = FrameExpect {
+                store_id: self.shared.cfg.store_id,
+                segment_seq: seq,
+                block_index: (offset / BLOCK_BYTES as u64) as u32,
+                frame_bytes_max: self.shared.cfg.frame_bytes_max,
+            };
+            let meta = match decode_frame_header(&head, &expect) {
+                Ok(meta) => meta,
+                Err(super::format::FrameFault::Empty) => {
+                    // End of this segment's frames: the next segment continues.
+                    offset = seg_len;
+                    continue;
+                }
+                Err(fault) => return Err(read_corrupt(storage.describe(seq), offset, fault)),
+            };
+            if meta.first_lsn >= acked {
+                break;
+            }
+            let frame = file
+                .read_at(offset, meta.padded_len as usize)
+                .await
+                .map_err(io(seq))?;
+            check_frame_body(&frame, &meta)
+                .map_err(|fault| read_corrupt(storage.describe(seq), offset, fault))?;
+            let body = &frame[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + meta.body_len as usize];
+            for record in RecordIter::new(body) {
+                let record = record.map_err(|_| {
+                    read_corrupt(
+                        storage.describe(seq),
+                        offset,
+                        super::format::FrameFault::Records,
+                    )
+                })?;
+                if record.lsn >= acked {
+                    break 'frames;
+                }
+                if record.lsn >= from {
+                    out.push(record.to_owned());
+                    if out.len() == max {
+                        break 'frames;
+                    }
+                }
+            }
+            offset += u64::from(meta.padded_len);
+        }
+        Ok(out)
+    }
+}
+
+fn read_corrupt(path: String, offset: u64, fault: super::format::FrameFault) -> JournalError {
+    JournalError::Corrupt(crate::error::Corruption {
+        path,
+        segment_seq: 0,
+        offset,
+        reason: format!("while reading: {fault}"),
+    })
+}
+
+fn wake_all<F: SegmentFile>(st: &mut State<F>) {
+    st.generation += 1;
+    for w in st.space_waiters.drain(..) {
+        w.wake();
+    }
+}
+
+async fn create_segment<S: Storage>(
+    storage: &S,
+    cfg: &JournalConfig,
+    seq: u64,
+    base_lsn: u64,
+) -> Result<S::File, JournalError> {
+    let meta = SegmentMeta {
+        store_id: cfg.store_id,
+        partition: cfg.partition,
+        segment_seq: seq,
+        base_lsn,
+        segment_bytes: cfg.segment_bytes,
+        created_unix_ns: now_unix_ns(),
+    };
+    storage
+        .create_segment(seq, cfg.segment_bytes, &meta.encode_block())
+        .await
+        .map_err(|source| {
+            if source.kind() == io::ErrorKind::StorageFull
+                || source.raw_os_error() == Some(libc::ENOSPC)
+            {
+                JournalError::DiskFull {
+                    reason: format!("{}: {source}", storage.describe(seq)),
+                }
+            } else {
+                JournalError::Io {
+                    path: storage.describe(seq),
+                    source,
+                }
+            }
+        })
+}
+
+/// Lower-case hex of a store id.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,24 @@
+//! # evring
+//!
+//! A durable, thread-per-core event store for Linux. Every acknowledged write is on disk
+//! (its fdatasync completed) before the acknowledgement leaves; recent events are served from
+//! per-partition in-memory rings.
+//!
+//! The map:
+//! - [`journal`]: the per-partition write-ahead journal: on-disk format, group-commit writer
+//!   over O_DIRECT io_uring files, crash recovery that tells a torn tail from corruption, the
+//!   reader, and a deterministic simulated disk for fault tests.
+//! - [`ring`]: the single-writer, multi-reader partition ring with lock-free stable views.
+//! - [`aggregate`]: time-window aggregations over ring columns.
+//! - [`shard`]: glommio executors pinned to cores, sized to the locked-memory limit.
+//! - [`constants`]: every size and limit, tied by compile-time assertions.
+//! - [`error`]: one error enum per operation family.
+//! - [`sync`]: the std-or-loom atomics shim.
+
+pub mod aggregate;
+pub mod constants;
+pub mod error;
+pub mod journal;
+pub mod ring;
+pub mod shard;
+pub mod sync;

@@ -1,0 +1,427 @@
+//! The real journal code on the simulated disk: crashes at every step, torn tails, bit flips,
+//! misdirected writes, EIO and ENOSPC.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::rc::Rc;
+
+use evring::error::JournalError;
+use evring::journal::{Journal, JournalConfig, OwnedRecord, RecordRef, SimStorage};
+use evring::shard::run_local;
+
+const STORE: [u8; 16] = *b"evring-sim-store";
+
+fn small_config() -> JournalConfig {
+    let mut cfg = JournalConfig::new(STORE, 0);
+    cfg.segment_bytes = 128 * 1024;
+    cfg.frame_bytes_max = 16 * 1024;
+    cfg.in_flight_max = 4;
+    cfg
+}
+
+/// Deterministic content of record `j` of batch `i` of producer `p`.
+fn payload(p: u32, i: u32, j: u32, n: u32) -> Vec<u8> {
+    let mut data = format!("p{p}-i{i}-j{j}-n{n}-").into_bytes();
+    let extra = ((p * 7 + i * 13 + j * 3) % 300) as usize;
+    data.extend((0..extra).map(|k| (k as u8).wrapping_mul(31).wrapping_add(p as u8)));
+    data
+}
+
+fn parse(data: &[u8]) -> (u32, u32, u32, u32) {
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.split('-');
+    let mut num = |prefix: char| -> u32 {
+        let part = parts.next().expect("field");
+        part.strip_prefix(prefix)
+            .expect("prefix")
+            .parse()
+            .expect("number")
+    };
+    (num('p'), num('i'), num('j'), num('n'))
+}
+
+type Acked = Rc<RefCell<Vec<(u32, u32, u64, u64)>>>;
+
+/// Runs `producers` concurrent producers, each appending `batches` batches of 1..=3 records,
+/// and returns what was acknowledged: (producer, batch, first_lsn, last_lsn).
+async fn workload(journal: &Journal<SimStorage>, producers: u32, batches: u32) -> Acked {
+    let acked: Acked = Rc::default();
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let journal = journal.clone();
+        let acked = acked.clone();
+        tasks.push(glommio::spawn_local(async move {
+            for i in 0..batches {
+                let n = 1 + (p + i) % 3;
+                let datas: Vec<Vec<u8>> = (0..n).map(|j| payload(p, i, j, n)).collect();
+                let records: Vec<RecordRef<'_>> = datas
+                    .iter()
+                    .map(|d| RecordRef::event(b"stream", b"type", d))
+                    .collect();
+                match journal.append(&records).await {
+                    Ok(a) => acked.borrow_mut().push((p, i, a.first_lsn, a.last_lsn)),
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await;
+    }
+    acked
+}
+
+async fn recover(
+    storage: SimStorage,
+) -> Result<(Journal<SimStorage>, Vec<OwnedRecord>), JournalError> {
+    let mut records = Vec::new();
+    let (journal, _) = Journal::open(storage, small_config(), |info, frame| {
+        let body = &frame[96..96 + info.meta.body_len as usize];
+        for r in evring::journal::format::RecordIter::new(body) {
+            records.push(r.unwrap().to_owned());
+        }
+    })
+    .await?;
+    Ok((journal, records))
+}
+
+/// Every acknowledged record is present byte for byte, LSNs are contiguous from 0, every
+/// batch is all-or-nothing, and each producer's batches form a prefix.
+fn check(records: &[OwnedRecord], acked: &[(u32, u32, u64, u64)], seed: u64, crash: u64) {
+    for (k, r) in records.iter().enumerate() {
+        assert_eq!(r.lsn, k as u64, "seed {seed} crash {crash}: LSN gap");
+        let (p, i, j, n) = parse(&r.data);
+        assert_eq!(
+            r.data,
+            payload(p, i, j, n),
+            "seed {seed} crash {crash}: content"
+        );
+    }
+    let by_lsn: BTreeMap<u64, &OwnedRecord> = records.iter().map(|r| (r.lsn, r)).collect();
+    for &(p, i, first, last) in acked {
+        for (j, lsn) in (first..=last).enumerate() {
+            let r = by_lsn.get(&lsn).unwrap_or_else(|| {
+                panic!("seed {seed} crash {crash}: acknowledged LSN {lsn} lost")
+            });
+            let n = (last - first + 1) as u32;
+            assert_eq!(
+                r.data,
+                payload(p, i, j as u32, n),
+                "seed {seed} crash {crash}"
+            );
+        }
+    }
+    // Batches whole; per producer a prefix.
+    let mut batches: BTreeMap<(u32, u32), (u32, u32)> = BTreeMap::new();
+    for r in records {
+        let (p, i, _, n) = parse(&r.data);
+        let e = batches.entry((p, i)).or_insert((0, n));
+        e.0 += 1;
+    }
+    let mut next_batch: BTreeMap<u32, u32> = BTreeMap::new();
+    for (&(p, i), &(count, n)) in &batches {
+        assert_eq!(count, n, "seed {seed} crash {crash}: batch p{p} i{i} torn");
+        let want = next_batch.entry(p).or_insert(0);
+        assert_eq!(
+            *want, i,
+            "seed {seed} crash {crash}: producer {p} skips a batch"
+        );
+        *want += 1;
+    }
+}
+
+#[test]
+fn recovery_restores_every_acknowledged_record_after_a_crash_at_any_step() {
+    run_local(async {
+        // Count the operations of a whole run first.
+        let total_ops = {
+            let storage = SimStorage::new(1);
+            let (journal, _) = Journal::open(storage.clone(), small_config(), |_, _| {})
+                .await
+                .unwrap();
+            workload(&journal, 4, 40).await;
+            storage.ops()
+        };
+        assert!(
+            total_ops > 100,
+            "the workload is too small to be interesting"
+        );
+        let mut crashes = 0;
+        for seed in 0..3u64 {
+            let mut crash = 1;
+            while crash <= total_ops + 2 {
+                let storage = SimStorage::new(seed);
+                storage.faults().crash_after_ops = Some(crash);
+                let acked = match Journal::open(storage.clone(), small_config(), |_, _| {}).await {
+                    Ok((journal, _)) => workload(&journal, 4, 40).await.borrow().clone(),
+                    Err(_) => Vec::new(),
+                };
+                let image = storage.crash_image();
+                let (journal, records) = recover(image.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("seed {seed} crash {crash}: {e}"));
+                check(&records, &acked, seed, crash);
+                // The journal takes new writes after recovery, and they survive another crash.
+                let more = workload(&journal, 2, 5).await.borrow().clone();
+                let (_, again) = recover(image.crash_image())
+                    .await
+                    .unwrap_or_else(|e| panic!("seed {seed} crash {crash}, second recovery: {e}"));
+                let mut all = acked.clone();
+                all.extend(more.iter().map(|&(p, i, a, b)| (p + 100, i, a, b)));
+                for &(_, _, first, last) in &more {
+                    for lsn in first..=last {
+                        assert!(
+                            again.iter().any(|r| r.lsn == lsn),
+                            "seed {seed} crash {crash}"
+                        );
+                    }
+                }
+                crashes += 1;
+                crash += 1 + seed; // denser for seed 0, every step
+            }
+        }
+        assert!(crashes > 200);
+    });
+}
+
+#[test]
+fn records_survive_segment_rolls_and_read_back_from_any_lsn() {
+    run_local(async {
+        let storage = SimStorage::new(7);
+        let (journal, _) = Journal::open(storage.clone(), small_config(), |_, _| {})
+            .await
+            .unwrap();
+        let acked = workload(&journal, 3, 200).await.borrow().clone();
+        let total: u64 = acked.iter().map(|a| a.3 - a.2 + 1).sum();
+        assert!(
+            journal.stats().segments_created >= 3,
+            "want several segments"
+        );
+        assert_eq!(journal.acked_lsn(), total);
+        for from in [0, 1, total / 3, total / 2, total - 1] {
+            let got = journal.read(from, 50).await.unwrap();
+            assert_eq!(got.first().map(|r| r.lsn), Some(from));
+            assert!(got.windows(2).all(|w| w[1].lsn == w[0].lsn + 1));
+        }
+        let all = journal.read(0, usize::MAX).await.unwrap();
+        assert_eq!(all.len() as u64, total);
+        let (_, recovered) = recover(storage.crash_image()).await.unwrap();
+        // (`value` is NaN, which never equals itself: compare the other fields.)
+        let key = |r: &OwnedRecord| {
+            (
+                r.lsn,
+                r.stream.clone(),
+                r.event_type.clone(),
+                r.data.clone(),
+            )
+        };
+        assert!(
+            recovered.iter().map(key).eq(all.iter().map(key)),
+            "recovered differs"
+        );
+    });
+}
+
+#[test]
+fn torn_tail_is_truncated_and_zeroed() {
+    run_local(async {
+        let storage = SimStorage::new(3);
+        let (journal, _) = Journal::open(storage.clone(), small_config(), |_, _| {})
+            .await
+            .unwrap();
+        let acked = workload(&journal, 1, 10).await.borrow().clone();
+        let tail = 2 * 4096 + 10 * 4096; // well past the ten one-block frames
+                                         // A torn write: half a frame of garbage after the tail.
+        storage.overwrite(0, tail as u64, &[0xAB; 6000]);
+        let (journal, records) = recover(storage.crash_image()).await.unwrap();
+        check(&records, &acked, 3, 0);
+        let image = storage.crash_image();
+        let _ = journal;
+        // The garbage is gone from the durable image of the recovered store... of the image
+        // that recovery wrote to.
+        let (j2, _) = recover(image.clone()).await.unwrap();
+        drop(j2);
+        let bytes = image.durable_bytes(0).unwrap();
+        assert!(
+            bytes[tail..tail + 6000].iter().all(|&b| b == 0),
+            "dirty tail not zeroed"
+        );
+    });
+}
+
+#[test]
+fn bit_flip_in_an_acknowledged_frame_refuses_to_start_with_its_location() {
+    run_local(async {
+        let storage = SimStorage::new(4);
+        let (journal, _) = Journal::open(storage.clone(), small_config(), |_, _| {})
+            .await
+            .unwrap();
+        workload(&journal, 1, 12).await;
+        // Frame 3 of segment 0 (one block each): flip a bit in its body.
+        let frame_offset = (2 + 3) * 4096u64;
+        storage.flip_bit(0, frame_offset + 200, 3);
+        match recover(storage.crash_image()).await {
+            Err(JournalError::Corrupt(c)) => {
+                assert_eq!(c.offset, frame_offset);
+                assert!(c.reason.contains("body checksum"), "{}", c.reason);
+                assert!(c.path.contains("0000000000000000.seg"));
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a damaged acknowledged frame went unnoticed"),
+        }
+    });
+}
+
+#[test]
+fn misdirected_write_is_detected_as_corruption() {
+    run_local(async {
+        let storage = SimStorage::new(5);
+        // The 4th write lands 20 blocks further than aimed.
+        storage.faults().misdirect_write = Some((4, 20));
+        let (journal, _) = Journal::open(storage.clone(), small_config(), |_, _| {})
+            .await
+            .unwrap();
+        workload(&journal, 1, 10).await;
+        match recover(storage.crash_image()).await {
+            Err(JournalError::Corrupt(c)) => assert!(c.reason.contains("acknowledged"), "{c}"),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a misdirected acknowledged frame went unnoticed"),
+        }
+    });
+}
+
+#[test]
+fn fdatasync_failure_poisons_and_nothing_after_is_acknowledged() {
+    run_local(async {
+        let storage = SimStorage::new(6);
+        storage.faults().fail_sync = Some((5, ErrorKind::Other));
+        let (journal, _) = Journal::open(storage.clone(), small_config(), |_, _| {})
+            .await
+            .unwrap();
+        let acked = workload(&journal, 3, 10).await.borrow().clone();
+        assert!(journal.poisoned().is_some());
+        assert!(acked.len() < 30);
+        let acked_lsn = journal.acked_lsn();
+        assert!(acked.iter().all(|a| a.3 < acked_lsn));
+        let err = journal.append(&[RecordRef::event(b"s", b"t", b"d")]).await;
+        assert!(matches!(err, Err(JournalError::Poisoned { .. })), "{err:?}");
+        // Even with the device healthy again, the journal stays poisoned until reopened.
+        let err = journal.append(&[RecordRef::event(b"s", b"t", b"d")]).await;
+        assert!(matches!(err, Err(JournalError::Poisoned { .. })));
+        // What was acknowledged survives.
+        let (_, records) = recover(storage.crash_image()).await.unwrap();
+        check(&records, &acked, 6, 0);
+    });
+}
+
+#[test]
+fn write_failure_poisons_the_journal() {
+    run_local(async {
+        let storage = SimStorage::new(8);
+        storage.faults().fail_write = Some((3, ErrorKind::Other));
+        let (journal, _) = Journal::open(storage.clone(), small_config(), |_, _| {})
+            .await
+            .unwrap();
+        let acked = workload(&journal, 1, 10).await.borrow().clone();
+        assert_eq!(acked.len(), 2);
+        assert!(journal
+            .poisoned()
+            .unwrap()
+            .contains("simulated write failure"));
+    });
+}
+
+#[test]
+fn disk_full_while_preparing_a_segment_rejects_appends_then_resumes() {
+    run_local(async {
+        let storage = SimStorage::new(9);
+        let (journal, _) = Journal::open(storage.clone(), small_config(), |_, _| {})
+            .await
+            .unwrap();
+        storage.faults().create_enospc = true;
+        let big = vec![7u8; 8000];
+        let mut full = None;
+        for _ in 0..100 {
+            match journal.append(&[RecordRef::event(b"s", b"t", &big)]).await {
+                Ok(_) => {}
+                Err(e) => {
+                    full = Some(e);
+                    break;
+                }
+            }
+        }
+        let err = full.expect("the segment should fill up");
+        assert!(matches!(err, JournalError::DiskFull { .. }), "{err}");
+        assert!(err.to_string().contains("disk full"));
+        assert!(journal.poisoned().is_none());
+        // Reads go on.
+        let before = journal.acked_lsn();
+        assert_eq!(
+            journal.read(0, usize::MAX).await.unwrap().len() as u64,
+            before
+        );
+        // Space returns: appends resume.
+        storage.faults().create_enospc = false;
+        let a = journal
+            .append(&[RecordRef::event(b"s", b"t", &big)])
+            .await
+            .unwrap();
+        assert_eq!(a.first_lsn, before);
+    });
+}
+
+#[test]
+fn a_deleted_or_truncated_segment_is_reported() {
+    run_local(async {
+        let storage = SimStorage::new(10);
+        let (journal, _) = Journal::open(storage.clone(), small_config(), |_, _| {})
+            .await
+            .unwrap();
+        workload(&journal, 2, 200).await;
+        assert!(journal.stats().segments_created >= 3);
+        let image = storage.crash_image();
+        image.delete(1);
+        match recover(image).await {
+            Err(JournalError::Corrupt(c)) => assert!(c.reason.contains("missing"), "{c}"),
+            other => panic!("expected corruption, got {:?}", other.map(|_| ())),
+        }
+    });
+}
+
+#[test]
+fn a_journal_of_another_store_is_refused() {
+    run_local(async {
+        let storage = SimStorage::new(11);
+        let (journal, _) = Journal::open(storage.clone(), small_config(), |_, _| {})
+            .await
+            .unwrap();
+        workload(&journal, 1, 3).await;
+        let mut cfg = small_config();
+        cfg.store_id = [9; 16];
+        let err = Journal::open(storage.crash_image(), cfg, |_, _| {}).await;
+        assert!(matches!(err, Err(JournalError::WrongStore { .. })));
+    });
+}
+
+#[test]
+fn oversized_and_empty_appends_are_rejected_without_harm() {
+    run_local(async {
+        let storage = SimStorage::new(12);
+        let (journal, _) = Journal::open(storage.clone(), small_config(), |_, _| {})
+            .await
+            .unwrap();
+        let huge = vec![0u8; 20_000];
+        let err = journal.append(&[RecordRef::event(b"s", b"t", &huge)]).await;
+        assert!(matches!(err, Err(JournalError::TooLarge { .. })));
+        assert!(matches!(
+            journal.append(&[]).await,
+            Err(JournalError::InvalidRecord(_))
+        ));
+        let ok = journal
+            .append(&[RecordRef::event(b"s", b"t", b"x")])
+            .await
+            .unwrap();
+        assert_eq!(ok.first_lsn, 0);
+    });
+}
