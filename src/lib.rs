@@ -19,6 +19,7 @@ pub mod aggregate;
 pub mod constants;
 pub mod error;
 pub mod journal;
+pub mod manifest;
 pub mod ring;
 pub mod shard;
 pub mod sync;

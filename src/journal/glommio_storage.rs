@@ -30,6 +30,15 @@ impl FrameBuf for DmaBuffer {
     }
 }
 
+/// fsyncs a directory so a rename or unlink in it is durable.
+///
+/// A blocking call on the shard thread, once per segment created or removed (about a
+/// millisecond): glommio 0.9's `Directory::open` fails intermittently with EBADF when several
+/// executors run, so the plain syscall is used.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// A segment directory on a real filesystem.
 pub struct GlommioStorage {
     dir: PathBuf,
@@ -151,9 +160,7 @@ impl Storage for GlommioStorage {
             }
             file.fdatasync().await?;
             file.rename(&final_path).await?;
-            let dir = glommio::io::Directory::open(&self.dir).await?;
-            dir.sync().await?;
-            dir.close().await?;
+            sync_dir(&self.dir)?;
             Ok::<(), io::Error>(())
         }
         .await;
@@ -166,9 +173,7 @@ impl Storage for GlommioStorage {
 
     async fn remove_segment(&self, seq: u64) -> io::Result<()> {
         std::fs::remove_file(self.path(seq))?;
-        let dir = glommio::io::Directory::open(&self.dir).await?;
-        dir.sync().await?;
-        Ok(())
+        sync_dir(&self.dir)
     }
 
     async fn segment_len(&self, seq: u64) -> io::Result<u64> {

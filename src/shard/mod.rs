@@ -69,6 +69,9 @@ pub fn executor_builder(
 }
 
 /// Runs `fut` to completion on a fresh unpinned executor on the calling thread (tests, tools).
+///
+/// Use it at most once per thread: glommio 0.9 leaves thread-local reactor state behind, and a
+/// second executor on the same thread fails direct reads with EOPNOTSUPP.
 pub fn run_local<T>(fut: impl std::future::Future<Output = T>) -> T {
     executor_builder("evring-local", None, 1)
         .expect("locked-memory limit too low for a glommio executor")

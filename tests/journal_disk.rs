@@ -1,0 +1,192 @@
+//! The journal on real files through glommio's O_DIRECT device: reopen, segment rolls, and a
+//! child process killed with SIGKILL in the middle of a load.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use evring::journal::{GlommioStorage, Journal, JournalConfig, OwnedRecord, RecordRef};
+use evring::shard::run_local;
+
+const STORE: [u8; 16] = *b"evring-disk-test";
+const CHILD_ENV: &str = "EVRING_TEST_CHILD_DIR";
+
+fn config() -> JournalConfig {
+    let mut cfg = JournalConfig::new(STORE, 0);
+    cfg.segment_bytes = 256 * 1024;
+    cfg.frame_bytes_max = 32 * 1024;
+    cfg
+}
+
+fn data_for(producer: u32, n: u64) -> Vec<u8> {
+    let mut d = format!("producer {producer} record {n} ").into_bytes();
+    d.resize(64 + (n % 200) as usize, b'x');
+    d
+}
+
+async fn open(dir: &std::path::Path) -> (Journal<GlommioStorage>, Vec<OwnedRecord>) {
+    let storage = GlommioStorage::open(dir).expect("open storage dir");
+    let mut records = Vec::new();
+    let (journal, _) = Journal::open(storage, config(), |info, frame| {
+        let body = &frame[96..96 + info.meta.body_len as usize];
+        for r in evring::journal::format::RecordIter::new(body) {
+            records.push(r.expect("scan checked the records").to_owned());
+        }
+    })
+    .await
+    .expect("recovery");
+    (journal, records)
+}
+
+#[test]
+fn journal_on_real_files_survives_reopen_and_segment_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let written = run_local(async move {
+        let (journal, existing) = open(&path).await;
+        assert!(existing.is_empty());
+        let mut tasks = Vec::new();
+        for p in 0..4u32 {
+            let journal = journal.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let mut acked = Vec::new();
+                for n in 0..300u64 {
+                    let data = data_for(p, n);
+                    let a = journal
+                        .append(&[RecordRef::event(b"s", b"t", &data)])
+                        .await
+                        .expect("append");
+                    acked.push((a.first_lsn, data));
+                }
+                acked
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await);
+        }
+        assert!(
+            journal.stats().segments_created >= 2,
+            "{:?}",
+            journal.stats()
+        );
+        journal.close().await;
+        all
+    });
+    // Every segment file is preallocated to its full size.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        assert_eq!(entry.metadata().unwrap().len(), config().segment_bytes);
+    }
+    let path = dir.path().to_path_buf();
+    // A fresh thread, as a restarted process would have.
+    std::thread::spawn(move || {
+        run_local(async move {
+            let (journal, records) = open(&path).await;
+            assert_eq!(records.len(), written.len());
+            for (lsn, data) in &written {
+                assert_eq!(&records[*lsn as usize].data, data);
+            }
+            let read = journal.read(500, 10).await.unwrap();
+            assert_eq!(read[0].data, records[500].data);
+            // New appends continue the LSN sequence.
+            let a = journal
+                .append(&[RecordRef::event(b"s", b"t", b"after reopen")])
+                .await
+                .unwrap();
+            assert_eq!(a.first_lsn, written.len() as u64);
+        })
+    })
+    .join()
+    .unwrap();
+}
+
+/// Not a test on its own: the body of the child process that `sigkill_*` starts.
+#[test]
+fn child_writer() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    run_local(async move {
+        let (journal, existing) = open(std::path::Path::new(&dir)).await;
+        println!("RECOVERED {}", existing.len());
+        let journal = Rc::new(journal);
+        let mut tasks = Vec::new();
+        for p in 0..8u32 {
+            let journal = journal.clone();
+            let base = existing.len() as u64;
+            tasks.push(glommio::spawn_local(async move {
+                for n in 0.. {
+                    let data = data_for(p, base + n);
+                    let a = journal
+                        .append(&[RecordRef::event(b"s", b"t", &data)])
+                        .await
+                        .expect("append");
+                    // Reported only after the append resolved, i.e. after fdatasync.
+                    println!("ACK {} {} {}", a.first_lsn, p, base + n);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+    });
+}
+
+#[test]
+fn sigkill_mid_load_loses_nothing_reported_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut acked: Vec<(u64, u32, u64)> = Vec::new();
+    for cycle in 0..4 {
+        let mut child = Command::new(&exe)
+            .args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let started = Instant::now();
+        let want = 500 + cycle * 700;
+        let mut seen = 0;
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(rest) = line.strip_prefix("RECOVERED ") {
+                let n: usize = rest.trim().parse().unwrap();
+                assert!(
+                    n >= acked.len(),
+                    "cycle {cycle}: recovered {n} < acked {}",
+                    acked.len()
+                );
+            }
+            if let Some(rest) = line.strip_prefix("ACK ") {
+                let f: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap()).collect();
+                acked.push((f[0], f[1] as u32, f[2]));
+                seen += 1;
+                if seen >= want || started.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(seen > 0, "cycle {cycle}: the child acknowledged nothing");
+    }
+    let path = dir.path().to_path_buf();
+    run_local(async move {
+        let (_, records) = open(&path).await;
+        for &(lsn, p, n) in &acked {
+            let r = records
+                .get(lsn as usize)
+                .unwrap_or_else(|| panic!("acknowledged LSN {lsn} lost"));
+            assert_eq!(r.lsn, lsn);
+            assert_eq!(r.data, data_for(p, n), "LSN {lsn} content differs");
+        }
+        println!(
+            "verified {} acknowledged records over 4 SIGKILLs",
+            acked.len()
+        );
+    });
+}
