@@ -425,3 +425,26 @@ fn oversized_and_empty_appends_are_rejected_without_harm() {
         assert_eq!(ok.first_lsn, 0);
     });
 }
+
+#[test]
+fn frame_padding_is_written_as_zeros_even_from_dirty_buffers() {
+    run_local(async {
+        // The simulated device hands out buffers full of 0xEE.
+        let storage = SimStorage::new(13);
+        let (journal, _) = Journal::open(storage.clone(), small_config(), |_, _| {})
+            .await
+            .unwrap();
+        workload(&journal, 2, 30).await;
+        let image = storage.durable_bytes(0).unwrap();
+        let mut frames = 0;
+        Journal::open(storage.crash_image(), small_config(), |info, frame| {
+            let used = 96 + info.meta.body_len as usize;
+            assert!(frame[used..].iter().all(|&b| b == 0), "padding not zeroed");
+            frames += 1;
+        })
+        .await
+        .unwrap();
+        assert!(frames > 10);
+        assert!(!image.contains(&0xEE) || image.windows(16).all(|w| w != [0xEE; 16]));
+    });
+}

@@ -48,7 +48,8 @@ impl FrameBuf for Vec<u8> {
 #[allow(async_fn_in_trait)]
 pub trait SegmentFile {
     type Buf: FrameBuf;
-    /// A zero-filled buffer of `len` bytes, aligned for direct I/O.
+    /// A buffer of `len` bytes aligned for direct I/O. Its contents are unspecified: the
+    /// journal writes every byte it submits (records, then zero padding).
     fn alloc_buf(&self, len: usize) -> Self::Buf;
     /// Writes the whole buffer at `pos`; a short write is an error.
     async fn write_at(&self, buf: Self::Buf, pos: u64) -> io::Result<()>;

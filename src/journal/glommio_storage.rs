@@ -77,9 +77,7 @@ impl SegmentFile for GlommioFile {
     type Buf = DmaBuffer;
 
     fn alloc_buf(&self, len: usize) -> DmaBuffer {
-        let mut buf = self.file.alloc_dma_buffer(len);
-        buf.as_bytes_mut().fill(0);
-        buf
+        self.file.alloc_dma_buffer(len)
     }
 
     async fn write_at(&self, buf: DmaBuffer, pos: u64) -> io::Result<()> {

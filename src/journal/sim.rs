@@ -228,7 +228,8 @@ impl SegmentFile for SimSegment {
     type Buf = Vec<u8>;
 
     fn alloc_buf(&self, len: usize) -> Vec<u8> {
-        vec![0; len]
+        // Garbage, not zeros: the journal must write every byte it submits.
+        vec![0xEE; len]
     }
 
     async fn write_at(&self, buf: Vec<u8>, pos: u64) -> io::Result<()> {

@@ -319,7 +319,8 @@ impl<S: Storage + 'static> Journal<S> {
             let mut at = 0u64;
             while at < dirty.len {
                 let len = (dirty.len - at).min(cfg.frame_bytes_max as u64) as usize;
-                let buf = file.alloc_buf(len);
+                let mut buf = file.alloc_buf(len);
+                buf.bytes_mut().fill(0);
                 file.write_at(buf, dirty.offset + at)
                     .await
                     .map_err(|source| JournalError::Io {
@@ -530,6 +531,7 @@ impl<S: Storage + 'static> Journal<S> {
         let mut open = st.open.take()?;
         let cfg = &self.shared.cfg;
         let padded = align_up(open.used, BLOCK_BYTES);
+        open.buf.bytes_mut()[open.used..padded].fill(0);
         open.buf.trim(padded);
         let meta = FrameMeta {
             header_crc: 0,
