@@ -20,6 +20,7 @@ pub mod constants;
 pub mod error;
 pub mod journal;
 pub mod manifest;
+pub mod protocol;
 pub mod ring;
 pub mod shard;
 pub mod sync;

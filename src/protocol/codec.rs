@@ -1,0 +1,660 @@
+//! Byte-level encoding and decoding of requests and replies.
+//!
+//! `Cursor` reads primitives from a body and fails with `Malformed` on any short read; every
+//! decoder ends by checking that the body was consumed exactly. Counts read from the wire are
+//! never trusted for allocation: vectors grow as elements actually decode.
+
+use super::{
+    opcode, Bucket, Direction, Event, ProtocolError, RecordedEvent, Request, Response,
+    SubscribeTarget, HEADER_AFTER_LENGTH,
+};
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+fn short(what: &str) -> ProtocolError {
+    ProtocolError::Malformed(format!("body too short for {what}"))
+}
+
+impl<'a> Cursor<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Cursor { bytes, at: 0 }
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], ProtocolError> {
+        let end = self.at.checked_add(n).ok_or_else(|| short(what))?;
+        let slice = self.bytes.get(self.at..end).ok_or_else(|| short(what))?;
+        self.at = end;
+        Ok(slice)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, ProtocolError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u16(&mut self, what: &str) -> Result<u16, ProtocolError> {
+        Ok(u16::from_le_bytes(
+            self.take(2, what)?.try_into().expect("2"),
+        ))
+    }
+    fn u32(&mut self, what: &str) -> Result<u32, ProtocolError> {
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4"),
+        ))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64, ProtocolError> {
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8"),
+        ))
+    }
+    fn i64(&mut self, what: &str) -> Result<i64, ProtocolError> {
+        Ok(self.u64(what)? as i64)
+    }
+    fn f64(&mut self, what: &str) -> Result<f64, ProtocolError> {
+        Ok(f64::from_bits(self.u64(what)?))
+    }
+    fn str(&mut self, what: &str) -> Result<String, ProtocolError> {
+        let len = self.u16(what)? as usize;
+        let bytes = self.take(len, what)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| ProtocolError::Malformed(format!("{what} is not valid UTF-8")))
+    }
+    fn blob(&mut self, what: &str) -> Result<Vec<u8>, ProtocolError> {
+        let len = self.u32(what)? as usize;
+        Ok(self.take(len, what)?.to_vec())
+    }
+    fn id(&mut self) -> Result<[u8; 16], ProtocolError> {
+        Ok(self.take(16, "event id")?.try_into().expect("16"))
+    }
+    fn event(&mut self) -> Result<Event, ProtocolError> {
+        Ok(Event {
+            id: self.id()?,
+            event_type: self.str("event type")?,
+            timestamp_ns: self.u64("timestamp")?,
+            value: self.f64("value")?,
+            data: self.blob("data")?,
+            metadata: self.blob("metadata")?,
+        })
+    }
+    fn recorded(&mut self) -> Result<RecordedEvent, ProtocolError> {
+        Ok(RecordedEvent {
+            stream_version: self.u64("stream version")?,
+            lsn: self.u64("lsn")?,
+            partition: self.u32("partition")?,
+            event: self.event()?,
+        })
+    }
+    fn recorded_list(&mut self) -> Result<Vec<RecordedEvent>, ProtocolError> {
+        let n = self.u32("event count")?;
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(self.recorded()?);
+        }
+        Ok(out)
+    }
+    fn finish<T>(self, value: T) -> Result<T, ProtocolError> {
+        if self.at != self.bytes.len() {
+            return Err(ProtocolError::Malformed(format!(
+                "{} unexpected bytes after the body",
+                self.bytes.len() - self.at
+            )));
+        }
+        Ok(value)
+    }
+}
+
+struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl Writer<'_> {
+    fn u8(&mut self, v: u8) {
+        self.out.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.out.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.out.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.out.extend_from_slice(&v.to_le_bytes());
+    }
+    fn f64(&mut self, v: f64) {
+        self.u64(v.to_bits());
+    }
+    /// Strings longer than 65535 bytes are cut at a character boundary (callers validate
+    /// user input before encoding; this keeps the encoder total).
+    fn str(&mut self, s: &str) {
+        let mut end = s.len().min(u16::MAX as usize);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.u16(end as u16);
+        self.out.extend_from_slice(&s.as_bytes()[..end]);
+    }
+    fn blob(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.out.extend_from_slice(b);
+    }
+    fn event(&mut self, e: &Event) {
+        self.out.extend_from_slice(&e.id);
+        self.str(&e.event_type);
+        self.u64(e.timestamp_ns);
+        self.f64(e.value);
+        self.blob(&e.data);
+        self.blob(&e.metadata);
+    }
+    fn recorded_list(&mut self, events: &[RecordedEvent]) {
+        self.u32(events.len() as u32);
+        for r in events {
+            self.u64(r.stream_version);
+            self.u64(r.lsn);
+            self.u32(r.partition);
+            self.event(&r.event);
+        }
+    }
+}
+
+/// Appends a whole frame (header and body) to `out`.
+fn frame(out: &mut Vec<u8>, op: u8, flags: u8, request_id: u64, body: impl FnOnce(&mut Writer)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.push(op);
+    out.push(flags);
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&request_id.to_le_bytes());
+    body(&mut Writer { out });
+    let length = (out.len() - start - 4) as u32;
+    debug_assert!(length >= HEADER_AFTER_LENGTH);
+    out[start..start + 4].copy_from_slice(&length.to_le_bytes());
+}
+
+/// Appends the frame for `req` to `out`.
+pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request) {
+    frame(out, req.opcode(), 0, request_id, |w| match req {
+        Request::Hello {
+            protocol_version,
+            client_name,
+            auth_token,
+        } => {
+            w.u16(*protocol_version);
+            w.str(client_name);
+            w.str(auth_token);
+        }
+        Request::Ping | Request::Stats => {}
+        Request::Append {
+            stream,
+            expected_version,
+            events,
+        } => {
+            w.str(stream);
+            w.u64(*expected_version as u64);
+            w.u32(events.len() as u32);
+            for e in events {
+                w.event(e);
+            }
+        }
+        Request::Read {
+            stream,
+            from_version,
+            max_count,
+            direction,
+        } => {
+            w.str(stream);
+            w.u64(*from_version);
+            w.u32(*max_count);
+            w.u8(*direction as u8);
+        }
+        Request::Subscribe {
+            target,
+            name,
+            from,
+            type_prefix,
+        } => {
+            w.u8(*target as u8);
+            w.str(name);
+            w.u64(*from);
+            w.str(type_prefix);
+        }
+        Request::Unsubscribe { subscription_id } => w.u64(*subscription_id),
+        Request::Aggregate {
+            stream,
+            type_prefix,
+            from_ns,
+            to_ns,
+            bucket_ns,
+        } => {
+            w.str(stream);
+            w.str(type_prefix);
+            w.u64(*from_ns);
+            w.u64(*to_ns);
+            w.u64(*bucket_ns);
+        }
+        Request::StreamInfo { stream } => w.str(stream),
+        Request::Execute { model, command } => {
+            w.str(model);
+            w.blob(command);
+        }
+        Request::Query { model, query } => {
+            w.str(model);
+            w.blob(query);
+        }
+    });
+}
+
+/// Decodes a request body for `op`.
+pub fn decode_request(op: u8, body: &[u8]) -> Result<Request, ProtocolError> {
+    let mut c = Cursor::new(body);
+    let req = match op {
+        opcode::HELLO => Request::Hello {
+            protocol_version: c.u16("protocol version")?,
+            client_name: c.str("client name")?,
+            auth_token: c.str("auth token")?,
+        },
+        opcode::PING => Request::Ping,
+        opcode::STATS => Request::Stats,
+        opcode::APPEND => {
+            let stream = c.str("stream")?;
+            let expected_version = c.i64("expected version")?;
+            let n = c.u32("event count")?;
+            let mut events = Vec::new();
+            for _ in 0..n {
+                events.push(c.event()?);
+            }
+            Request::Append {
+                stream,
+                expected_version,
+                events,
+            }
+        }
+        opcode::READ => Request::Read {
+            stream: c.str("stream")?,
+            from_version: c.u64("from version")?,
+            max_count: c.u32("max count")?,
+            direction: match c.u8("direction")? {
+                0 => Direction::Forward,
+                1 => Direction::Backward,
+                d => {
+                    return Err(ProtocolError::Malformed(format!(
+                        "direction {d} is not 0 or 1"
+                    )))
+                }
+            },
+        },
+        opcode::SUBSCRIBE => Request::Subscribe {
+            target: match c.u8("target")? {
+                0 => SubscribeTarget::Stream,
+                1 => SubscribeTarget::Partition,
+                2 => SubscribeTarget::All,
+                t => return Err(ProtocolError::Malformed(format!("subscribe target {t}"))),
+            },
+            name: c.str("name")?,
+            from: c.u64("from")?,
+            type_prefix: c.str("type prefix")?,
+        },
+        opcode::UNSUBSCRIBE => Request::Unsubscribe {
+            subscription_id: c.u64("subscription id")?,
+        },
+        opcode::AGGREGATE => Request::Aggregate {
+            stream: c.str("stream")?,
+            type_prefix: c.str("type prefix")?,
+            from_ns: c.u64("from_ns")?,
+            to_ns: c.u64("to_ns")?,
+            bucket_ns: c.u64("bucket_ns")?,
+        },
+        opcode::STREAM_INFO => Request::StreamInfo {
+            stream: c.str("stream")?,
+        },
+        opcode::EXECUTE => Request::Execute {
+            model: c.str("model")?,
+            command: c.blob("command")?,
+        },
+        opcode::QUERY => Request::Query {
+            model: c.str("model")?,
+            query: c.blob("query")?,
+        },
+        other => return Err(ProtocolError::UnknownOpcode(other)),
+    };
+    c.finish(req)
+}
+
+/// Appends the frame for `resp` to `out`.
+pub fn encode_response(out: &mut Vec<u8>, request_id: u64, flags: u8, resp: &Response) {
+    frame(out, resp.opcode(), flags, request_id, |w| match resp {
+        Response::Hello {
+            protocol_version,
+            server_version,
+            partition_addresses,
+        } => {
+            w.u16(*protocol_version);
+            w.str(server_version);
+            w.u32(partition_addresses.len() as u32);
+            for a in partition_addresses {
+                w.str(a);
+            }
+        }
+        Response::Pong | Response::Subscribed => {}
+        Response::Appended {
+            first_version,
+            last_version,
+            partition,
+            lsn,
+        } => {
+            w.u64(*first_version);
+            w.u64(*last_version);
+            w.u32(*partition);
+            w.u64(*lsn);
+        }
+        Response::Events {
+            events,
+            end_of_stream,
+        } => {
+            w.recorded_list(events);
+            w.u8(u8::from(*end_of_stream));
+        }
+        Response::Pushed { events } => w.recorded_list(events),
+        Response::Aggregated { buckets } => {
+            w.u32(buckets.len() as u32);
+            for b in buckets {
+                w.u64(b.start_ns);
+                w.u64(b.count);
+                w.f64(b.sum);
+                w.f64(b.min);
+                w.f64(b.max);
+            }
+        }
+        Response::StreamInfo {
+            next_version,
+            first_lsn,
+            last_lsn,
+        } => {
+            w.u64(*next_version);
+            w.u64(*first_lsn);
+            w.u64(*last_lsn);
+        }
+        Response::Executed { result } | Response::Queried { result } => w.blob(result),
+        Response::Stats { json } => w.str(json),
+        Response::Error {
+            code,
+            message,
+            current_version,
+        } => {
+            w.u16(*code);
+            w.str(message);
+            if let Some(v) = current_version {
+                w.u64(*v as u64);
+            }
+        }
+    });
+}
+
+/// Decodes a reply body for `op`.
+pub fn decode_response(op: u8, body: &[u8]) -> Result<Response, ProtocolError> {
+    let mut c = Cursor::new(body);
+    let resp = match op {
+        opcode::HELLO_OK => {
+            let protocol_version = c.u16("protocol version")?;
+            let server_version = c.str("server version")?;
+            let n = c.u32("partition count")?;
+            let mut partition_addresses = Vec::new();
+            for _ in 0..n {
+                partition_addresses.push(c.str("partition address")?);
+            }
+            Response::Hello {
+                protocol_version,
+                server_version,
+                partition_addresses,
+            }
+        }
+        opcode::PONG => Response::Pong,
+        opcode::SUBSCRIBED => Response::Subscribed,
+        opcode::APPENDED => Response::Appended {
+            first_version: c.u64("first version")?,
+            last_version: c.u64("last version")?,
+            partition: c.u32("partition")?,
+            lsn: c.u64("lsn")?,
+        },
+        opcode::EVENTS => Response::Events {
+            events: c.recorded_list()?,
+            end_of_stream: c.u8("end of stream")? != 0,
+        },
+        opcode::PUSHED => Response::Pushed {
+            events: c.recorded_list()?,
+        },
+        opcode::AGGREGATED => {
+            let n = c.u32("bucket count")?;
+            let mut buckets = Vec::new();
+            for _ in 0..n {
+                buckets.push(Bucket {
+                    start_ns: c.u64("bucket start")?,
+                    count: c.u64("count")?,
+                    sum: c.f64("sum")?,
+                    min: c.f64("min")?,
+                    max: c.f64("max")?,
+                });
+            }
+            Response::Aggregated { buckets }
+        }
+        opcode::STREAM_INFO_OK => Response::StreamInfo {
+            next_version: c.u64("next version")?,
+            first_lsn: c.u64("first lsn")?,
+            last_lsn: c.u64("last lsn")?,
+        },
+        opcode::EXECUTED => Response::Executed {
+            result: c.blob("result")?,
+        },
+        opcode::QUERIED => Response::Queried {
+            result: c.blob("result")?,
+        },
+        opcode::STATS_OK => Response::Stats {
+            json: c.str("stats json")?,
+        },
+        opcode::ERROR => {
+            let code = c.u16("error code")?;
+            let message = c.str("error message")?;
+            let current_version = if code == super::code::WRONG_EXPECTED_VERSION {
+                Some(c.i64("current version")?)
+            } else {
+                None
+            };
+            Response::Error {
+                code,
+                message,
+                current_version,
+            }
+        }
+        other => return Err(ProtocolError::UnknownOpcode(other)),
+    };
+    c.finish(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{FrameHeader, FRAME_HEADER_BYTES};
+    use super::*;
+
+    fn event(n: u8) -> Event {
+        Event {
+            id: [n; 16],
+            event_type: format!("Type{n}"),
+            timestamp_ns: 1_000 + u64::from(n),
+            value: f64::from(n) * 1.5,
+            data: vec![n; n as usize],
+            metadata: b"meta".to_vec(),
+        }
+    }
+
+    fn split(frame: &[u8]) -> (FrameHeader, &[u8]) {
+        let header = FrameHeader::parse(frame[..FRAME_HEADER_BYTES].try_into().unwrap()).unwrap();
+        assert_eq!(header.length as usize, frame.len() - 4);
+        (header, &frame[FRAME_HEADER_BYTES..])
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        let requests = vec![
+            Request::Hello {
+                protocol_version: 1,
+                client_name: "cli".into(),
+                auth_token: "".into(),
+            },
+            Request::Ping,
+            Request::Append {
+                stream: "orders-1".into(),
+                expected_version: -2,
+                events: vec![event(1), event(2)],
+            },
+            Request::Read {
+                stream: "s".into(),
+                from_version: 7,
+                max_count: 100,
+                direction: Direction::Backward,
+            },
+            Request::Subscribe {
+                target: SubscribeTarget::All,
+                name: "".into(),
+                from: 3,
+                type_prefix: "Order".into(),
+            },
+            Request::Unsubscribe { subscription_id: 9 },
+            Request::Aggregate {
+                stream: "".into(),
+                type_prefix: "T".into(),
+                from_ns: 1,
+                to_ns: 2,
+                bucket_ns: 3,
+            },
+            Request::StreamInfo { stream: "x".into() },
+            Request::Execute {
+                model: "kv".into(),
+                command: vec![1, 2],
+            },
+            Request::Query {
+                model: "kv".into(),
+                query: vec![3],
+            },
+            Request::Stats,
+        ];
+        for (i, req) in requests.iter().enumerate() {
+            let mut out = Vec::new();
+            encode_request(&mut out, i as u64 + 100, req);
+            let (header, body) = split(&out);
+            assert_eq!(header.request_id, i as u64 + 100);
+            assert_eq!(header.opcode, req.opcode());
+            assert_eq!(&decode_request(header.opcode, body).unwrap(), req);
+            // Every strict prefix of the body fails cleanly.
+            for cut in 0..body.len() {
+                assert!(decode_request(header.opcode, &body[..cut]).is_err() || cut == body.len());
+            }
+            // A trailing byte is rejected.
+            let mut longer = body.to_vec();
+            longer.push(0);
+            assert!(decode_request(header.opcode, &longer).is_err());
+        }
+    }
+
+    #[test]
+    fn every_response_round_trips() {
+        let recorded = RecordedEvent {
+            stream_version: 4,
+            lsn: 77,
+            partition: 1,
+            event: event(5),
+        };
+        let responses = vec![
+            Response::Hello {
+                protocol_version: 1,
+                server_version: "0.1.0".into(),
+                partition_addresses: vec!["127.0.0.1:7070".into(), "127.0.0.1:7071".into()],
+            },
+            Response::Pong,
+            Response::Appended {
+                first_version: 0,
+                last_version: 1,
+                partition: 1,
+                lsn: 5,
+            },
+            Response::Events {
+                events: vec![recorded.clone()],
+                end_of_stream: true,
+            },
+            Response::Subscribed,
+            Response::Pushed {
+                events: vec![recorded],
+            },
+            Response::Aggregated {
+                buckets: vec![Bucket {
+                    start_ns: 1,
+                    count: 2,
+                    sum: 3.0,
+                    min: 1.0,
+                    max: 2.0,
+                }],
+            },
+            Response::StreamInfo {
+                next_version: 3,
+                first_lsn: 1,
+                last_lsn: 9,
+            },
+            Response::Executed { result: vec![1] },
+            Response::Queried { result: vec![] },
+            Response::Stats { json: "{}".into() },
+            Response::Error {
+                code: 10,
+                message: "wrong expected version".into(),
+                current_version: Some(-1),
+            },
+            Response::error(3, "too large"),
+        ];
+        for resp in &responses {
+            let mut out = Vec::new();
+            encode_response(&mut out, 5, 0, resp);
+            let (header, body) = split(&out);
+            assert_eq!(&decode_response(header.opcode, body).unwrap(), resp);
+            for cut in 0..body.len() {
+                assert!(decode_response(header.opcode, &body[..cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_opcode_and_bad_enums_are_errors() {
+        assert_eq!(
+            decode_request(0x7e, &[]),
+            Err(ProtocolError::UnknownOpcode(0x7e))
+        );
+        let mut body = Vec::new();
+        Writer { out: &mut body }.str("s");
+        body.extend_from_slice(&[0; 12]);
+        body.push(2); // direction 2
+        assert!(matches!(
+            decode_request(opcode::READ, &body),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn huge_declared_counts_do_not_allocate() {
+        // APPEND claiming u32::MAX events in a tiny body.
+        let mut body = Vec::new();
+        let mut w = Writer { out: &mut body };
+        w.str("s");
+        w.u64(0);
+        w.u32(u32::MAX);
+        assert!(decode_request(opcode::APPEND, &body).is_err());
+    }
+
+    #[test]
+    fn header_rejects_short_length_and_nonzero_reserved() {
+        let mut h = [0u8; FRAME_HEADER_BYTES];
+        h[0] = 11;
+        assert!(FrameHeader::parse(&h).is_err());
+        h[0] = 12;
+        h[6] = 1;
+        assert!(FrameHeader::parse(&h).is_err());
+        h[6] = 0;
+        assert_eq!(FrameHeader::parse(&h).unwrap().body_len(), 0);
+    }
+}

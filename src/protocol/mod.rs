@@ -1,0 +1,328 @@
+//! Wire protocol v1: frames, requests and replies, shared by the server and the client
+//! (docs/PROTOCOL.md has the byte tables).
+//!
+//! A frame is a 16-byte header — `u32 length` (bytes after this field), `u8 opcode`,
+//! `u8 flags`, `u16 reserved`, `u64 request_id` — followed by the body. All integers are
+//! little-endian; strings are `u16 length + UTF-8`, blobs `u32 length + bytes`.
+//!
+//! Decoding is total: any byte sequence yields a value or a [`ProtocolError`], never a panic,
+//! and never allocates more than the frame's declared length (itself bounded by the caller's
+//! `max_frame_bytes` before the body is read). Encoding is the exact inverse; the round trip
+//! is tested for every message and fuzzed (`fuzz/`).
+
+mod codec;
+
+pub use codec::{decode_request, decode_response, encode_request, encode_response};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Bytes of the frame header, the `length` field included.
+pub const FRAME_HEADER_BYTES: usize = 16;
+
+/// Bytes of the header counted by `length` (everything after the length field).
+pub const HEADER_AFTER_LENGTH: u32 = 12;
+
+/// Flag bit 0: more frames follow for this request.
+pub const FLAG_MORE: u8 = 1;
+
+pub mod opcode {
+    pub const HELLO: u8 = 0x01;
+    pub const PING: u8 = 0x02;
+    pub const APPEND: u8 = 0x10;
+    pub const READ: u8 = 0x11;
+    pub const SUBSCRIBE: u8 = 0x12;
+    pub const UNSUBSCRIBE: u8 = 0x13;
+    pub const AGGREGATE: u8 = 0x14;
+    pub const STREAM_INFO: u8 = 0x15;
+    pub const EXECUTE: u8 = 0x20;
+    pub const QUERY: u8 = 0x21;
+    pub const STATS: u8 = 0x30;
+
+    pub const HELLO_OK: u8 = 0x81;
+    pub const PONG: u8 = 0x82;
+    pub const APPENDED: u8 = 0x90;
+    pub const EVENTS: u8 = 0x91;
+    pub const SUBSCRIBED: u8 = 0x92;
+    pub const PUSHED: u8 = 0x93;
+    pub const AGGREGATED: u8 = 0x94;
+    pub const STREAM_INFO_OK: u8 = 0x95;
+    pub const EXECUTED: u8 = 0xA0;
+    pub const QUERIED: u8 = 0xA1;
+    pub const STATS_OK: u8 = 0xB0;
+    pub const ERROR: u8 = 0xFF;
+}
+
+/// Error codes carried by an ERROR (0xFF) reply.
+pub mod code {
+    pub const MALFORMED_FRAME: u16 = 1;
+    pub const UNKNOWN_OPCODE: u16 = 2;
+    pub const FRAME_TOO_LARGE: u16 = 3;
+    pub const UNSUPPORTED_VERSION: u16 = 4;
+    pub const NOT_AUTHENTICATED: u16 = 5;
+    pub const WRONG_EXPECTED_VERSION: u16 = 10;
+    pub const STREAM_NOT_FOUND: u16 = 11;
+    pub const INVALID_ARGUMENT: u16 = 12;
+    pub const DISK_FULL: u16 = 20;
+    pub const PARTITION_UNAVAILABLE: u16 = 21;
+    pub const OVERLOADED: u16 = 30;
+    pub const SHUTTING_DOWN: u16 = 31;
+}
+
+/// Expected-version sentinels on APPEND.
+pub mod expected {
+    pub const ANY: i64 = -1;
+    pub const NO_STREAM: i64 = -2;
+    pub const STREAM_EXISTS: i64 = -3;
+}
+
+/// A frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Bytes after the length field: 12 + body length.
+    pub length: u32,
+    pub opcode: u8,
+    pub flags: u8,
+    pub request_id: u64,
+}
+
+impl FrameHeader {
+    /// Parses the 16 header bytes. `reserved` must be zero.
+    pub fn parse(bytes: &[u8; FRAME_HEADER_BYTES]) -> Result<FrameHeader, ProtocolError> {
+        let length = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
+        let reserved = u16::from_le_bytes(bytes[6..8].try_into().expect("2 bytes"));
+        if length < HEADER_AFTER_LENGTH {
+            return Err(ProtocolError::Malformed(format!(
+                "frame length {length} is shorter than the 12-byte header rest"
+            )));
+        }
+        if reserved != 0 {
+            return Err(ProtocolError::Malformed(
+                "reserved header field is not zero".into(),
+            ));
+        }
+        Ok(FrameHeader {
+            length,
+            opcode: bytes[4],
+            flags: bytes[5],
+            request_id: u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")),
+        })
+    }
+
+    /// Body length in bytes.
+    pub fn body_len(&self) -> usize {
+        (self.length - HEADER_AFTER_LENGTH) as usize
+    }
+}
+
+/// Why bytes could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("unknown opcode 0x{0:02x}")]
+    UnknownOpcode(u8),
+    #[error("frame of {length} bytes exceeds the limit of {max}")]
+    TooLarge { length: u64, max: u64 },
+}
+
+impl ProtocolError {
+    /// The wire error code for this failure.
+    pub fn code(&self) -> u16 {
+        match self {
+            ProtocolError::Malformed(_) => code::MALFORMED_FRAME,
+            ProtocolError::UnknownOpcode(_) => code::UNKNOWN_OPCODE,
+            ProtocolError::TooLarge { .. } => code::FRAME_TOO_LARGE,
+        }
+    }
+}
+
+/// An event as a client sends it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// All zero = no id (no idempotency).
+    pub id: [u8; 16],
+    pub event_type: String,
+    /// 0 = the server's clock.
+    pub timestamp_ns: u64,
+    /// NaN = none.
+    pub value: f64,
+    pub data: Vec<u8>,
+    pub metadata: Vec<u8>,
+}
+
+/// An event as the server stores and returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedEvent {
+    pub stream_version: u64,
+    pub lsn: u64,
+    pub partition: u32,
+    pub event: Event,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Forward = 0,
+    Backward = 1,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscribeTarget {
+    Stream = 0,
+    Partition = 1,
+    All = 2,
+}
+
+/// One bucket of an AGGREGATE reply.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bucket {
+    pub start_ns: u64,
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    Hello {
+        protocol_version: u16,
+        client_name: String,
+        auth_token: String,
+    },
+    Ping,
+    Append {
+        stream: String,
+        expected_version: i64,
+        events: Vec<Event>,
+    },
+    Read {
+        stream: String,
+        from_version: u64,
+        max_count: u32,
+        direction: Direction,
+    },
+    Subscribe {
+        target: SubscribeTarget,
+        name: String,
+        from: u64,
+        type_prefix: String,
+    },
+    Unsubscribe {
+        subscription_id: u64,
+    },
+    Aggregate {
+        stream: String,
+        type_prefix: String,
+        from_ns: u64,
+        to_ns: u64,
+        bucket_ns: u64,
+    },
+    StreamInfo {
+        stream: String,
+    },
+    Execute {
+        model: String,
+        command: Vec<u8>,
+    },
+    Query {
+        model: String,
+        query: Vec<u8>,
+    },
+    Stats,
+}
+
+impl Request {
+    pub fn opcode(&self) -> u8 {
+        match self {
+            Request::Hello { .. } => opcode::HELLO,
+            Request::Ping => opcode::PING,
+            Request::Append { .. } => opcode::APPEND,
+            Request::Read { .. } => opcode::READ,
+            Request::Subscribe { .. } => opcode::SUBSCRIBE,
+            Request::Unsubscribe { .. } => opcode::UNSUBSCRIBE,
+            Request::Aggregate { .. } => opcode::AGGREGATE,
+            Request::StreamInfo { .. } => opcode::STREAM_INFO,
+            Request::Execute { .. } => opcode::EXECUTE,
+            Request::Query { .. } => opcode::QUERY,
+            Request::Stats => opcode::STATS,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    Hello {
+        protocol_version: u16,
+        server_version: String,
+        /// Per partition: the address of the shard that owns it.
+        partition_addresses: Vec<String>,
+    },
+    Pong,
+    Appended {
+        first_version: u64,
+        last_version: u64,
+        partition: u32,
+        lsn: u64,
+    },
+    Events {
+        events: Vec<RecordedEvent>,
+        end_of_stream: bool,
+    },
+    /// SUBSCRIBE accepted, or UNSUBSCRIBE done.
+    Subscribed,
+    Pushed {
+        events: Vec<RecordedEvent>,
+    },
+    Aggregated {
+        buckets: Vec<Bucket>,
+    },
+    StreamInfo {
+        next_version: u64,
+        first_lsn: u64,
+        last_lsn: u64,
+    },
+    Executed {
+        result: Vec<u8>,
+    },
+    Queried {
+        result: Vec<u8>,
+    },
+    Stats {
+        json: String,
+    },
+    Error {
+        code: u16,
+        message: String,
+        /// Only with code 10 (wrong expected version): the stream's last version, -1 if none.
+        current_version: Option<i64>,
+    },
+}
+
+impl Response {
+    pub fn opcode(&self) -> u8 {
+        match self {
+            Response::Hello { .. } => opcode::HELLO_OK,
+            Response::Pong => opcode::PONG,
+            Response::Appended { .. } => opcode::APPENDED,
+            Response::Events { .. } => opcode::EVENTS,
+            Response::Subscribed => opcode::SUBSCRIBED,
+            Response::Pushed { .. } => opcode::PUSHED,
+            Response::Aggregated { .. } => opcode::AGGREGATED,
+            Response::StreamInfo { .. } => opcode::STREAM_INFO_OK,
+            Response::Executed { .. } => opcode::EXECUTED,
+            Response::Queried { .. } => opcode::QUERIED,
+            Response::Stats { .. } => opcode::STATS_OK,
+            Response::Error { .. } => opcode::ERROR,
+        }
+    }
+
+    pub fn error(code: u16, message: impl Into<String>) -> Response {
+        Response::Error {
+            code,
+            message: message.into(),
+            current_version: None,
+        }
+    }
+}
