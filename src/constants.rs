@@ -49,7 +49,7 @@ pub const SCAN_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// The journal remembers one (LSN → position) checkpoint at least every this many bytes, so a
 /// read from an arbitrary LSN scans at most this much of a segment.
-pub const INDEX_STRIDE_BYTES: u64 = 1024 * 1024;
+pub const INDEX_STRIDE_BYTES: u64 = 64 * 1024;
 
 const _: () = assert!(BLOCK_BYTES.is_power_of_two());
 const _: () = assert!(BLOCK_BYTES % SECTOR_BYTES == 0);

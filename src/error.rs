@@ -46,6 +46,9 @@ pub enum JournalError {
     #[error("partition unavailable: the journal is poisoned after an I/O failure ({reason}); restart evringd to recover from what is on disk")]
     Poisoned { reason: String },
     /// No room to prepare the next segment. Appends resume once space is freed.
+    /// The journal was closed (shutdown in progress).
+    #[error("shutting down: the journal is closed")]
+    Closed,
     #[error("disk full: cannot prepare the next journal segment ({reason})")]
     DiskFull { reason: String },
     #[error(

@@ -27,4 +27,6 @@ pub use device::{block_on, SegmentFile, StdStorage, Storage};
 pub use format::{OwnedRecord, RecordRef, StoreId};
 pub use glommio_storage::{GlommioFile, GlommioStorage};
 pub use sim::{FaultPlan, SimStats, SimStorage};
-pub use writer::{hex, Appended, Journal, JournalConfig, JournalStats, RecoveryReport};
+pub use writer::{
+    hex, Appended, Journal, JournalConfig, JournalStats, PendingAppend, RecoveryReport,
+};

@@ -165,6 +165,27 @@ impl FrameSignal {
     }
 }
 
+/// An append placed in the open frame, not yet durable.
+pub struct PendingAppend {
+    signal: Rc<FrameSignal>,
+    appended: Appended,
+}
+
+impl PendingAppend {
+    /// The LSNs the records were given.
+    pub fn appended(&self) -> Appended {
+        self.appended
+    }
+
+    /// Resolves once the frame holding these records (and every earlier frame) is durable.
+    pub async fn durable(self) -> Result<Appended, JournalError> {
+        match WaitSignal(self.signal).await {
+            Ok(()) => Ok(self.appended),
+            Err(reason) => Err(JournalError::Poisoned { reason }),
+        }
+    }
+}
+
 struct WaitSignal(Rc<FrameSignal>);
 
 impl Future for WaitSignal {
@@ -398,6 +419,60 @@ impl<S: Storage + 'static> Journal<S> {
 
     /// Appends `records` atomically (one frame) and resolves once they are durable.
     pub async fn append(&self, records: &[RecordRef<'_>]) -> Result<Appended, JournalError> {
+        loop {
+            match self.try_append(records)? {
+                Some(pending) => return pending.durable().await,
+                None => self.wait_for_room(records).await?,
+            }
+        }
+    }
+
+    /// Places `records` in the open frame now if there is room, without waiting: the LSNs
+    /// are assigned at once (so a caller can check and assign stream versions in the same
+    /// synchronous step), durability comes later through [`PendingAppend::durable`].
+    /// `Ok(None)` means no room: call [`Self::wait_for_room`] and try again.
+    pub fn try_append(
+        &self,
+        records: &[RecordRef<'_>],
+    ) -> Result<Option<PendingAppend>, JournalError> {
+        let need = self.check_append(records)?;
+        match self.try_place(records, need) {
+            Place::Placed(signal, appended) => {
+                self.kick();
+                Ok(Some(PendingAppend { signal, appended }))
+            }
+            Place::Wait | Place::Roll => Ok(None),
+        }
+    }
+
+    /// Waits until `records` may fit: a frame was released, or the tail moved to a new
+    /// segment (which this call performs when it is due).
+    pub async fn wait_for_room(&self, records: &[RecordRef<'_>]) -> Result<(), JournalError> {
+        let need = self.check_append(records)?;
+        let roll_due = {
+            let st = self.shared.state.borrow();
+            let end = st.offset + align_up(FRAME_HEADER_BYTES + need, BLOCK_BYTES) as u64;
+            st.open.is_none() && st.in_flight.is_empty() && end > self.shared.cfg.segment_bytes
+        };
+        if roll_due {
+            self.roll().await
+        } else {
+            self.shared.state.borrow_mut().stats.appends_waited_for_space += 1;
+            self.wait_change().await;
+            Ok(())
+        }
+    }
+
+    /// Validates an append and returns its encoded size.
+    fn check_append(&self, records: &[RecordRef<'_>]) -> Result<usize, JournalError> {
+        if let Some(reason) = &self.shared.state.borrow().poisoned {
+            return Err(JournalError::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        if self.shared.closed.get() {
+            return Err(JournalError::Closed);
+        }
         if records.is_empty() {
             return Err(JournalError::InvalidRecord(
                 "an append needs at least one record",
@@ -412,40 +487,7 @@ impl<S: Storage + 'static> Journal<S> {
         if need > max {
             return Err(JournalError::TooLarge { bytes: need, max });
         }
-        let mut waited = false;
-        let (signal, appended) = loop {
-            if let Some(reason) = &self.shared.state.borrow().poisoned {
-                return Err(JournalError::Poisoned {
-                    reason: reason.clone(),
-                });
-            }
-            if self.shared.closed.get() {
-                return Err(JournalError::Poisoned {
-                    reason: "journal closed".into(),
-                });
-            }
-            let place = self.try_place(records, need);
-            match place {
-                Place::Placed(signal, appended) => break (signal, appended),
-                Place::Wait => {
-                    if !waited {
-                        self.shared
-                            .state
-                            .borrow_mut()
-                            .stats
-                            .appends_waited_for_space += 1;
-                        waited = true;
-                    }
-                    self.wait_change().await;
-                }
-                Place::Roll => self.roll().await?,
-            }
-        };
-        self.kick();
-        match (WaitSignal(signal)).await {
-            Ok(()) => Ok(appended),
-            Err(reason) => Err(JournalError::Poisoned { reason }),
-        }
+        Ok(need)
     }
 
     /// Places the records in the open frame if they fit, sealing the open frame first when
