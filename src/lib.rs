@@ -16,11 +16,14 @@
 //! - [`sync`]: the std-or-loom atomics shim.
 
 pub mod aggregate;
+pub mod client;
+pub mod config;
 pub mod constants;
 pub mod error;
 pub mod journal;
 pub mod manifest;
 pub mod protocol;
 pub mod ring;
+pub mod server;
 pub mod shard;
 pub mod sync;

@@ -1,47 +1,44 @@
-//! evringd: opens (recovering) every partition's journal on its own pinned shard and holds
-//! the data directory until SIGINT or SIGTERM, then drains and exits 0.
-//!
-//! The network server is not built yet; this binary is the start-up and shutdown path it
-//! will grow from: memlock check, manifest, one glommio executor per shard, recovery with
-//! progress in the log, a clean close of every journal on a signal.
+//! evringd: the evring server. Flags and config handling only; the server is
+//! `evring::server`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
-use evring::constants::{FRAME_BYTES_MAX_DEFAULT, IN_FLIGHT_FRAMES_DEFAULT, SEGMENT_BYTES_DEFAULT};
-use evring::journal::{GlommioStorage, Journal, JournalConfig};
-use evring::manifest::Manifest;
-use evring::shard::{executor_builder, io_memory_per_executor};
+use evring::config::Config;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "evringd",
     version,
-    about = "evring server: durable event store"
+    about = "evring server: a durable, thread-per-core event store",
+    long_about = "evring server: a durable, thread-per-core event store.\n\n\
+        Settings come from embedded defaults, then the TOML file given with --config, then \
+        EVRING_<KEY> environment variables, then these flags (--set KEY=VALUE for any key). \
+        --print-config shows the merged result."
 )]
 struct Args {
-    /// Data directory (created if missing).
-    #[arg(long, env = "EVRING_DATA_DIR", default_value = "./evring-data")]
-    data_dir: PathBuf,
-    /// Partition count at first start (default: the number of CPUs); kept in the manifest.
-    #[arg(long, env = "EVRING_PARTITIONS")]
-    partitions: Option<u32>,
-    /// Size of each journal segment file in bytes.
-    #[arg(long, env = "EVRING_SEGMENT_BYTES", default_value_t = SEGMENT_BYTES_DEFAULT)]
-    segment_bytes: u64,
-    /// Largest group-commit frame in bytes (a multiple of 4096).
-    #[arg(long, env = "EVRING_FRAME_BYTES_MAX", default_value_t = FRAME_BYTES_MAX_DEFAULT)]
-    frame_bytes_max: usize,
-    /// Frames written at once per journal.
-    #[arg(long, env = "EVRING_IN_FLIGHT_MAX", default_value_t = IN_FLIGHT_FRAMES_DEFAULT)]
-    in_flight_max: usize,
-    /// Do not pin shards to CPUs.
+    /// TOML configuration file.
     #[arg(long)]
-    no_pin: bool,
+    config: Option<PathBuf>,
+    /// Print the merged configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Data directory (key: data_dir).
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Client listener host:port; port 0 picks a free port (key: listen).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Partition count at first start; 0 = number of CPUs (key: partitions).
+    #[arg(long)]
+    partitions: Option<u32>,
+    /// Write the bound client address to this file once ready (key: addresses_file).
+    #[arg(long)]
+    addresses_file: Option<String>,
+    /// Any setting, as KEY=VALUE (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 fn main() {
@@ -63,7 +60,8 @@ fn block_signals() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initializes it before any other use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid sigset_t owned by this frame; these calls only write to it and
-    // to this thread's signal mask (inherited by the shard threads spawned afterwards).
+    // to this thread's signal mask, which the shard threads spawned afterwards inherit, so
+    // SIGINT/SIGTERM are delivered only through `sigwait` below.
     unsafe {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
@@ -74,103 +72,53 @@ fn block_signals() -> libc::sigset_t {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let manifest = Manifest::load_or_init(&args.data_dir, args.partitions.unwrap_or(cpus as u32))?;
-    let shards = (manifest.partitions as usize).min(cpus).max(1);
-    io_memory_per_executor(shards)?;
-    let mut probe = JournalConfig::new(manifest.store_id, 0);
-    probe.segment_bytes = args.segment_bytes;
-    probe.frame_bytes_max = args.frame_bytes_max;
-    probe.in_flight_max = args.in_flight_max;
-    probe.validate()?;
-    tracing::info!(
-        data_dir = %args.data_dir.display(),
-        store_id = %evring::journal::hex(&manifest.store_id),
-        partitions = manifest.partitions,
-        shards,
-        "starting evringd"
-    );
+    let mut overrides: Vec<(String, String)> = Vec::new();
+    if let Some(v) = args.data_dir {
+        overrides.push(("data_dir".into(), format!("{v:?}")));
+    }
+    if let Some(v) = args.listen {
+        overrides.push(("listen".into(), v));
+    }
+    if let Some(v) = args.partitions {
+        overrides.push(("partitions".into(), v.to_string()));
+    }
+    if let Some(v) = args.addresses_file {
+        overrides.push(("addresses_file".into(), format!("{v:?}")));
+    }
+    for kv in &args.set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set {kv:?} is not KEY=VALUE"))?;
+        overrides.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
     let signals = block_signals();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
-    let mut threads = Vec::new();
-    for shard in 0..shards {
-        let partitions: Vec<u32> = (0..manifest.partitions)
-            .filter(|p| *p as usize % shards == shard)
-            .collect();
-        let builder = executor_builder(
-            &format!("evring-shard-{shard}"),
-            (!args.no_pin).then_some(shard),
-            shards,
-        )?;
-        let stop = stop.clone();
-        let ready_tx = ready_tx.clone();
-        let data_dir = args.data_dir.clone();
-        let base = probe.clone();
-        let handle = builder
-            .spawn(move || async move {
-                let mut journals = Vec::new();
-                for p in partitions {
-                    let opened = async {
-                        let dir = Manifest::partition_dir(&data_dir, p);
-                        let storage = GlommioStorage::open(&dir)
-                            .with_context(|| format!("cannot open {}", dir.display()))?;
-                        let mut cfg = base.clone();
-                        cfg.partition = p;
-                        let (journal, report) = Journal::open(storage, cfg, |_, _| {}).await?;
-                        tracing::info!(
-                            partition = p,
-                            segments = report.segments,
-                            frames = report.frames,
-                            records = report.records,
-                            next_lsn = report.next_lsn,
-                            torn_tail_zeroed = report.torn_tail_zeroed.is_some(),
-                            elapsed_ms = report.elapsed.as_millis() as u64,
-                            "partition recovered"
-                        );
-                        anyhow::Ok(journal)
-                    }
-                    .await;
-                    match opened {
-                        Ok(j) => journals.push(j),
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e.context(format!("partition {p}"))));
-                            return;
-                        }
-                    }
-                }
-                let _ = ready_tx.send(Ok(()));
-                while !stop.load(Ordering::Acquire) {
-                    glommio::timer::sleep(Duration::from_millis(20)).await;
-                }
-                for j in &journals {
-                    j.close().await;
-                }
-            })
-            .map_err(|e| anyhow::anyhow!("cannot start shard {shard}: {e}"))?;
-        threads.push(handle);
+    let addresses_file = config.addresses_file.clone();
+    let server = evring::server::start(config)?;
+    tracing::info!(
+        client = %server.client_addr,
+        partitions = server.partitions,
+        shards = server.shards,
+        "evringd ready"
+    );
+    if !addresses_file.is_empty() {
+        let tmp = format!("{addresses_file}.tmp");
+        std::fs::write(&tmp, format!("client={}\n", server.client_addr))
+            .and_then(|()| std::fs::rename(&tmp, &addresses_file))
+            .with_context(|| format!("cannot write addresses file {addresses_file}"))?;
     }
-    drop(ready_tx);
-    for _ in 0..shards {
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                stop.store(true, Ordering::Release);
-                return Err(e);
-            }
-            Err(_) => bail!("a shard thread exited during start-up"),
-        }
-    }
-    tracing::info!("evringd ready: every partition recovered (network server not built yet; SIGINT/SIGTERM to stop)");
     let mut sig: libc::c_int = 0;
     // SAFETY: `signals` is an initialized sigset_t and `sig` a valid out-pointer.
     unsafe { libc::sigwait(&signals, &mut sig) };
-    tracing::info!(signal = sig, "stopping: draining in-flight frames");
-    stop.store(true, Ordering::Release);
-    for t in threads {
-        t.join()
-            .map_err(|e| anyhow::anyhow!("shard thread failed: {e:?}"))?;
-    }
+    tracing::info!(
+        signal = sig,
+        "stopping: no new connections, draining in-flight frames"
+    );
+    server.stop()?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -68,9 +68,16 @@ impl GlommioStorage {
     }
 }
 
-/// An O_DIRECT segment file.
+/// An O_DIRECT segment file (writes), with a plain descriptor for reads.
+///
+/// Reads go through `pread` on a buffered descriptor rather than glommio's DMA reads:
+/// glommio 0.9 submits reads into its registered-buffer pool as `READ_FIXED`, which failed
+/// here with EOPNOTSUPP on ext4/virtio. O_DIRECT writes invalidate cached pages, so buffered
+/// reads see exactly what was written. A read is a blocking call on the shard thread; reads
+/// of recent events are served from memory, so journal reads are catch-up and recovery work.
 pub struct GlommioFile {
     file: DmaFile,
+    reader: std::fs::File,
 }
 
 impl SegmentFile for GlommioFile {
@@ -97,8 +104,18 @@ impl SegmentFile for GlommioFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-        let read = self.file.read_at(pos, len).await?;
-        Ok(read.to_vec())
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let n = self.reader.read_at(&mut buf[done..], pos + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
     }
 }
 
@@ -115,7 +132,8 @@ impl Storage for GlommioStorage {
             .write(true)
             .dma_open(self.path(seq))
             .await?;
-        Ok(GlommioFile { file })
+        let reader = std::fs::File::open(self.path(seq))?;
+        Ok(GlommioFile { file, reader })
     }
 
     async fn create_segment(
@@ -166,7 +184,8 @@ impl Storage for GlommioStorage {
             let _ = std::fs::remove_file(&tmp_path);
             return Err(e);
         }
-        Ok(GlommioFile { file })
+        let reader = std::fs::File::open(&final_path)?;
+        Ok(GlommioFile { file, reader })
     }
 
     async fn remove_segment(&self, seq: u64) -> io::Result<()> {

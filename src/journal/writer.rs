@@ -457,7 +457,11 @@ impl<S: Storage + 'static> Journal<S> {
         if roll_due {
             self.roll().await
         } else {
-            self.shared.state.borrow_mut().stats.appends_waited_for_space += 1;
+            self.shared
+                .state
+                .borrow_mut()
+                .stats
+                .appends_waited_for_space += 1;
             self.wait_change().await;
             Ok(())
         }

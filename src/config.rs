@@ -1,0 +1,265 @@
+//! One `Config` for `evringd`: embedded defaults < TOML file (`--config`) < `EVRING_*`
+//! environment variables < command-line flags.
+//!
+//! Merging happens on TOML tables so every layer uses the same key names: `listen` in the
+//! file, `EVRING_LISTEN` in the environment, `--listen` (or `--set listen=...`) on the command
+//! line. An environment or `--set` value is read as a TOML value when it parses as one
+//! (`8`, `true`) and as a string otherwise (`127.0.0.1:7070`). Unknown keys are errors, so a
+//! typo never silently falls back to a default. `evringd --print-config` prints the result.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::constants::{FRAME_BYTES_MAX_DEFAULT, IN_FLIGHT_FRAMES_DEFAULT, SEGMENT_BYTES_DEFAULT};
+
+/// Every setting of `evringd`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Data directory: manifest and one journal directory per partition.
+    pub data_dir: PathBuf,
+    /// Client listener (`host:port`; port 0 picks a free port).
+    pub listen: String,
+    /// Prometheus text endpoint (`host:port`; empty disables it).
+    pub metrics_listen: String,
+    /// Write the bound addresses to this file once ready (empty: don't).
+    pub addresses_file: String,
+    /// Partition count at first start (0 = number of CPUs); kept in the manifest after that.
+    pub partitions: u32,
+    /// Pin each shard to one CPU.
+    pub pin_cpus: bool,
+    /// Token clients must present in HELLO (empty: no authentication).
+    pub auth_token: String,
+    /// Largest frame a client may send, in bytes.
+    pub max_frame_bytes: u32,
+    /// Open client connections at most (over the whole server).
+    pub max_connections: u32,
+    /// Requests in flight per connection; the server stops reading beyond it.
+    pub max_in_flight_per_connection: u32,
+    /// Subscriptions per connection.
+    pub max_subscriptions_per_connection: u32,
+    /// Reply and push bytes buffered per connection before a subscription is dropped as too
+    /// slow.
+    pub connection_buffer_bytes: u32,
+    /// Events per stream read reply at most.
+    pub max_read_count: u32,
+    /// Appends remembered per partition for idempotent retries (by event id).
+    pub idempotency_window: u32,
+    /// Journal segment file size in bytes.
+    pub segment_bytes: u64,
+    /// Largest group-commit frame in bytes (multiple of 4096).
+    pub frame_bytes_max: u32,
+    /// Frames written at once per partition.
+    pub in_flight_frames: u32,
+    /// Events kept in memory per partition for reads and aggregations.
+    pub ring_capacity_events: u32,
+    /// Payload bytes kept in memory per partition.
+    pub ring_capacity_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./evring-data"),
+            listen: "127.0.0.1:7070".into(),
+            metrics_listen: "127.0.0.1:9470".into(),
+            addresses_file: String::new(),
+            partitions: 0,
+            pin_cpus: true,
+            auth_token: String::new(),
+            max_frame_bytes: 4 * 1024 * 1024,
+            max_connections: 1024,
+            max_in_flight_per_connection: 256,
+            max_subscriptions_per_connection: 16,
+            connection_buffer_bytes: 8 * 1024 * 1024,
+            max_read_count: 10_000,
+            idempotency_window: 100_000,
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT as u32,
+            in_flight_frames: IN_FLIGHT_FRAMES_DEFAULT as u32,
+            ring_capacity_events: 1 << 18,
+            ring_capacity_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{origin}: {message}")]
+    Value { origin: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Merges the layers. `file` is the `--config` path; `env` the process environment
+    /// (`EVRING_*` variables are used); `overrides` are `key=value` pairs from the command line.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut table = toml::Table::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let from_file: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    })?;
+            merge(
+                &mut table,
+                from_file,
+                &format!("config file {}", path.display()),
+            )?;
+        }
+        let mut from_env = toml::Table::new();
+        for (key, value) in env {
+            if let Some(name) = key.strip_prefix("EVRING_") {
+                if name == "LOG" {
+                    continue; // the log filter, read by the binary
+                }
+                from_env.insert(name.to_ascii_lowercase(), scalar(&value));
+            }
+        }
+        merge(&mut table, from_env, "environment (EVRING_*)")?;
+        let mut from_flags = toml::Table::new();
+        for (key, value) in overrides {
+            from_flags.insert(key.replace('-', "_"), scalar(value));
+        }
+        merge(&mut table, from_flags, "command line")?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The merged configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.max_frame_bytes < 64 {
+            return bad("max_frame_bytes must be at least 64".into());
+        }
+        if self.max_connections == 0 || self.max_in_flight_per_connection == 0 {
+            return bad("max_connections and max_in_flight_per_connection must be > 0".into());
+        }
+        if self.ring_capacity_events == 0 {
+            return bad("ring_capacity_events must be > 0".into());
+        }
+        if self.listen.is_empty() {
+            return bad("listen must be set (host:port)".into());
+        }
+        Ok(())
+    }
+}
+
+fn scalar(value: &str) -> toml::Value {
+    let probe = format!("v = {value}");
+    match probe.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(value.into())),
+        Err(_) => toml::Value::String(value.into()),
+    }
+}
+
+fn merge(base: &mut toml::Table, layer: toml::Table, origin: &str) -> Result<(), ConfigError> {
+    for (key, value) in layer {
+        let Some(slot) = base.get_mut(&key) else {
+            return Err(ConfigError::Value {
+                origin: origin.into(),
+                message: format!("unknown setting {key:?}"),
+            });
+        };
+        // Integers given where a string is expected (or the reverse) are coerced through
+        // their text form so `EVRING_LISTEN=7070`-like inputs get a type error, not a panic.
+        let value = match (&*slot, value) {
+            (toml::Value::String(_), toml::Value::Integer(i)) => toml::Value::String(i.to_string()),
+            (toml::Value::String(_), toml::Value::Boolean(b)) => toml::Value::String(b.to_string()),
+            (toml::Value::String(_), toml::Value::Float(f)) => toml::Value::String(f.to_string()),
+            (_, v) => v,
+        };
+        if std::mem::discriminant(&*slot) != std::mem::discriminant(&value) {
+            return Err(ConfigError::Value {
+                origin: origin.into(),
+                message: format!(
+                    "setting {key:?} wants a {} but got {value}",
+                    slot.type_str()
+                ),
+            });
+        }
+        *slot = value;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(k: &str, v: &str) -> (String, String) {
+        (k.to_string(), v.to_string())
+    }
+
+    #[test]
+    fn layers_apply_in_order_defaults_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("evring.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1\"\npartitions = 3\nmax_connections = 5\n",
+        )
+        .unwrap();
+        let env = vec![
+            kv("EVRING_PARTITIONS", "4"),
+            kv("EVRING_LISTEN", "127.0.0.1:2"),
+        ];
+        let flags = vec![kv("listen", "127.0.0.1:3")];
+        let c = Config::load(Some(&file), env, &flags).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:3");
+        assert_eq!(c.partitions, 4);
+        assert_eq!(c.max_connections, 5);
+        assert_eq!(c.segment_bytes, SEGMENT_BYTES_DEFAULT);
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_errors() {
+        let err = Config::load(None, vec![kv("EVRING_LISTN", "x")], &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown setting \"listn\""),
+            "{err}"
+        );
+        let err = Config::load(None, vec![], &[kv("partitions", "many")]).unwrap_err();
+        assert!(err.to_string().contains("partitions"), "{err}");
+    }
+
+    #[test]
+    fn printed_config_reloads_to_the_same_config() {
+        let c = Config::default();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, c.to_toml()).unwrap();
+        assert_eq!(Config::load(Some(&file), vec![], &[]).unwrap(), c);
+    }
+}

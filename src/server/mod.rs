@@ -1,0 +1,290 @@
+//! The evringd server: one shard (glommio executor) per CPU, each owning some partitions,
+//! all accepting on the shared client port.
+//!
+//! [`start`] brings the server up and returns once every partition is recovered and every
+//! shard listens: shard 0 binds first (resolving port 0), the others bind the same address
+//! with SO_REUSEPORT. [`Running::stop`] stops accepting, lets in-flight frames finish, closes
+//! every journal and joins the shard threads.
+//!
+//! - [`partition`]: one partition's streams on its journal.
+//! - [`shard`]: routing, cross-shard calls, connections, subscriptions.
+
+pub mod partition;
+pub mod shard;
+mod slot;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::net::TcpListener;
+
+use crate::config::Config;
+use crate::journal::{GlommioStorage, Journal, JournalConfig};
+use crate::manifest::Manifest;
+use crate::shard::{executor_builder, io_memory_per_executor};
+use partition::{Partition, PartitionLimits, Rebuild};
+use shard::{Shard, ShardMsg, Shared};
+
+/// Capacity of each cross-shard channel, in messages.
+const SHARD_CHANNEL_CAPACITY: usize = 4096;
+
+/// A running server.
+pub struct Running {
+    pub client_addr: SocketAddr,
+    pub partitions: u32,
+    pub shards: usize,
+    shared: Arc<Shared>,
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight frames, closes the journals, joins the shards.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.shared.stop.store(true, Ordering::Release);
+        for t in self.threads {
+            t.join().map_err(|e| anyhow!("shard thread failed: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+struct ShardEndpoints {
+    senders: Vec<Option<SharedSender<ShardMsg>>>,
+    receivers: Vec<SharedReceiver<ShardMsg>>,
+}
+
+/// Starts the server and returns once it serves.
+pub fn start(config: Config) -> anyhow::Result<Running> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let wanted = if config.partitions == 0 {
+        cpus as u32
+    } else {
+        config.partitions
+    };
+    let manifest = Manifest::load_or_init(&config.data_dir, wanted)?;
+    if config.partitions != 0 && config.partitions != manifest.partitions {
+        tracing::warn!(
+            configured = config.partitions,
+            manifest = manifest.partitions,
+            "the partition count is fixed at first start; using the manifest's"
+        );
+    }
+    let shards = (manifest.partitions as usize).min(cpus).max(1);
+    io_memory_per_executor(shards)?;
+    let mut journal_cfg = JournalConfig::new(manifest.store_id, 0);
+    journal_cfg.segment_bytes = config.segment_bytes;
+    journal_cfg.frame_bytes_max = config.frame_bytes_max as usize;
+    journal_cfg.in_flight_max = config.in_flight_frames as usize;
+    journal_cfg.validate()?;
+    let listen: SocketAddr = config
+        .listen
+        .parse()
+        .with_context(|| format!("listen address {:?} is not host:port", config.listen))?;
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        store_id = %crate::journal::hex(&manifest.store_id),
+        partitions = manifest.partitions,
+        shards,
+        "starting evringd"
+    );
+
+    // One channel per ordered pair of shards.
+    let mut endpoints: Vec<ShardEndpoints> = (0..shards)
+        .map(|_| ShardEndpoints {
+            senders: (0..shards).map(|_| None).collect(),
+            receivers: Vec::new(),
+        })
+        .collect();
+    for from in 0..shards {
+        for to in 0..shards {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(SHARD_CHANNEL_CAPACITY);
+                endpoints[from].senders[to] = Some(tx);
+                endpoints[to].receivers.push(rx);
+            }
+        }
+    }
+
+    let shared_slot: Arc<std::sync::OnceLock<Arc<Shared>>> = Arc::new(std::sync::OnceLock::new());
+    let stop_early = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<SocketAddr>>();
+    let mut threads = Vec::new();
+    let limits = PartitionLimits {
+        idempotency_window: config.idempotency_window as usize,
+        max_read_count: config.max_read_count as usize,
+    };
+    let mut client_addr = None;
+    for (shard_id, ep) in endpoints.into_iter().enumerate() {
+        let owned: Vec<u32> = (0..manifest.partitions)
+            .filter(|p| *p as usize % shards == shard_id)
+            .collect();
+        let builder = executor_builder(
+            &format!("evring-shard-{shard_id}"),
+            config.pin_cpus.then_some(shard_id % cpus),
+            shards,
+        )?;
+        let data_dir = config.data_dir.clone();
+        let journal_cfg = journal_cfg.clone();
+        let ready_tx = ready_tx.clone();
+        let shard_shared_slot = shared_slot.clone();
+        let shard_stop_early = stop_early.clone();
+        let bind_addr = client_addr.unwrap_or(listen);
+        let thread = builder
+            .spawn(move || async move {
+                let result = run_shard(
+                    shard_id,
+                    owned,
+                    data_dir,
+                    journal_cfg,
+                    limits,
+                    ep,
+                    bind_addr,
+                    &ready_tx,
+                    shard_shared_slot,
+                    shard_stop_early,
+                )
+                .await;
+                if let Err(e) = result {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| anyhow!("cannot start shard {shard_id}: {e}"))?;
+        threads.push(thread);
+        // Wait for this shard's recovery and bind before starting the next, so shard 0's
+        // resolved port is the one everyone binds.
+        match ready_rx.recv() {
+            Ok(Ok(addr)) => {
+                if client_addr.is_none() {
+                    client_addr = Some(addr);
+                    let _ = shared_slot.set(Arc::new(Shared {
+                        config: config.clone(),
+                        partitions: manifest.partitions,
+                        shards,
+                        client_addr: addr,
+                        connections: AtomicUsize::new(0),
+                        stop: AtomicBool::new(false),
+                    }));
+                }
+            }
+            Ok(Err(e)) => {
+                stop_early.store(true, Ordering::Release);
+                if let Some(s) = shared_slot.get() {
+                    s.stop.store(true, Ordering::Release);
+                }
+                return Err(e.context(format!("shard {shard_id} failed to start")));
+            }
+            Err(_) => bail!("shard {shard_id} exited during start-up"),
+        }
+    }
+    let shared = shared_slot.get().cloned().context("no shard started")?;
+    // Tell every shard the server is complete.
+    let client_addr = shared.client_addr;
+    Ok(Running {
+        client_addr,
+        partitions: manifest.partitions,
+        shards,
+        shared,
+        threads,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_shard(
+    shard_id: usize,
+    owned: Vec<u32>,
+    data_dir: std::path::PathBuf,
+    journal_cfg: JournalConfig,
+    limits: PartitionLimits,
+    ep: ShardEndpoints,
+    bind_addr: SocketAddr,
+    ready_tx: &mpsc::Sender<anyhow::Result<SocketAddr>>,
+    shared_slot: Arc<std::sync::OnceLock<Arc<Shared>>>,
+    stop_early: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let mut partitions = HashMap::new();
+    for p in owned {
+        let dir = Manifest::partition_dir(&data_dir, p);
+        let storage =
+            GlommioStorage::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
+        let mut cfg = journal_cfg.clone();
+        cfg.partition = p;
+        let started = Instant::now();
+        let mut rebuild = Rebuild::new(limits.idempotency_window);
+        let (journal, report) =
+            Journal::open(storage, cfg, |info, frame| rebuild.frame(info, frame))
+                .await
+                .with_context(|| format!("partition {p}"))?;
+        tracing::info!(
+            partition = p,
+            shard = shard_id,
+            segments = report.segments,
+            frames = report.frames,
+            events = rebuild.events,
+            next_lsn = report.next_lsn,
+            bytes_scanned = report.bytes_scanned,
+            torn_tail_zeroed = report.torn_tail_zeroed.is_some(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "partition recovered"
+        );
+        partitions.insert(p, Rc::new(Partition::new(p, journal, rebuild, limits)));
+    }
+    let listener =
+        TcpListener::bind(bind_addr).map_err(|e| anyhow!("cannot listen on {bind_addr}: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| anyhow!("listener address: {e}"))?;
+    ready_tx
+        .send(Ok(addr))
+        .map_err(|_| anyhow!("start-up was abandoned"))?;
+    // Wait for the shared state (set by the starter after shard 0 is up).
+    let shared = loop {
+        if let Some(s) = shared_slot.get() {
+            break s.clone();
+        }
+        if stop_early.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    };
+    // Connecting an endpoint waits for its peer, so receivers connect in their own tasks
+    // while this one connects the senders (sequential connects would deadlock shards).
+    let shard_rx: Rc<std::cell::RefCell<Option<Rc<Shard>>>> = Rc::default();
+    for rx in ep.receivers {
+        let cell = shard_rx.clone();
+        glommio::spawn_local(async move {
+            let rx = rx.connect().await;
+            let shard = loop {
+                if let Some(s) = cell.borrow().clone() {
+                    break s;
+                }
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            };
+            shard.receive_loop(rx).await;
+        })
+        .detach();
+    }
+    let mut senders = Vec::new();
+    for s in ep.senders {
+        senders.push(match s {
+            Some(s) => Some(s.connect().await),
+            None => None,
+        });
+    }
+    let shard = Shard::new(shard_id, shared.clone(), partitions, senders);
+    *shard_rx.borrow_mut() = Some(shard.clone());
+    glommio::spawn_local(shard.clone().accept_loop(listener)).detach();
+    while !shared.stop.load(Ordering::Acquire) {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::info!(shard = shard_id, "stopping: draining in-flight frames");
+    for p in shard.partitions.values() {
+        p.journal().close().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,627 @@
+//! One partition on its owning shard: the journal, the stream index, the idempotency window,
+//! publication in LSN order, and the partition's subscribers.
+//!
+//! ## Invariants
+//!
+//! - Expected-version checks, stream-version assignment and LSN assignment happen in one
+//!   synchronous step (`Journal::try_append`), so appends to a stream get consecutive versions
+//!   in LSN order even when many are pipelined.
+//! - An event becomes visible (reads, stream info, subscribers) only once it is durable and
+//!   every LSN before it is too: `published_lsn` is the visibility horizon, advanced in LSN
+//!   order by `publish`.
+//! - A failed frame poisons the journal; the versions assigned to its appends stay beyond the
+//!   visibility horizon forever (until restart recovers from disk).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
+
+use crate::error::JournalError;
+use crate::journal::format::{RecordIter, RECORD_KIND_EVENT};
+use crate::journal::scan::FrameInfo;
+use crate::journal::{GlommioStorage, Journal, OwnedRecord, RecordRef};
+use crate::protocol::{code, expected, Direction, Event, RecordedEvent};
+
+/// A request failure, as the wire reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiError {
+    pub code: u16,
+    pub message: String,
+    pub current_version: Option<i64>,
+}
+
+impl ApiError {
+    pub fn new(code: u16, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            current_version: None,
+        }
+    }
+}
+
+impl From<JournalError> for ApiError {
+    fn from(e: JournalError) -> Self {
+        let code = match &e {
+            JournalError::DiskFull { .. } => code::DISK_FULL,
+            JournalError::TooLarge { .. } | JournalError::InvalidRecord(_) => {
+                code::INVALID_ARGUMENT
+            }
+            JournalError::Closed => code::SHUTTING_DOWN,
+            _ => code::PARTITION_UNAVAILABLE,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// The result of an append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendOk {
+    pub first_version: u64,
+    pub last_version: u64,
+    pub partition: u32,
+    pub lsn: u64,
+}
+
+/// Stream information.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub next_version: u64,
+    pub first_lsn: u64,
+    pub last_lsn: u64,
+}
+
+/// Limits a partition enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct PartitionLimits {
+    pub idempotency_window: usize,
+    pub max_read_count: usize,
+}
+
+#[derive(Default)]
+struct StreamEntry {
+    /// `lsns[v]` is the LSN of version `v`.
+    lsns: Vec<u64>,
+}
+
+/// Where an event with an id was written: a retry whose first event has this id gets the
+/// original result back.
+struct IdemEntry {
+    stream: String,
+    version: u64,
+    lsn: u64,
+}
+
+/// A sink for events published by this partition (a subscriber).
+pub trait PublishSink {
+    /// Offers one append's events (all of `stream`), in LSN order; returns false to be
+    /// removed (gone or too slow).
+    fn offer(&self, stream: &str, events: &[RecordedEvent]) -> bool;
+}
+
+struct State {
+    streams: HashMap<String, StreamEntry>,
+    idem: HashMap<[u8; 16], IdemEntry>,
+    idem_order: VecDeque<[u8; 16]>,
+    published_lsn: u64,
+    pending_publish: BTreeMap<u64, (String, Vec<RecordedEvent>)>,
+    sinks: Vec<Rc<dyn PublishSink>>,
+    appends: u64,
+    events_appended: u64,
+    bytes_appended: u64,
+    errors: u64,
+}
+
+/// One partition, owned by one shard.
+pub struct Partition {
+    pub id: u32,
+    journal: Journal<GlommioStorage>,
+    limits: PartitionLimits,
+    state: RefCell<State>,
+}
+
+/// Counters for STATS and metrics.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct PartitionStats {
+    pub partition: u32,
+    pub streams: u64,
+    pub appends: u64,
+    pub events_appended: u64,
+    pub bytes_appended: u64,
+    pub errors: u64,
+    pub published_lsn: u64,
+    pub frames_written: u64,
+    pub frames_in_flight: u64,
+    pub journal_bytes_written: u64,
+    pub poisoned: bool,
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Rebuilds stream state from journal frames during recovery.
+pub struct Rebuild {
+    streams: HashMap<String, StreamEntry>,
+    idem: VecDeque<([u8; 16], IdemEntry)>,
+    window: usize,
+    pub events: u64,
+}
+
+impl Rebuild {
+    pub fn new(idempotency_window: usize) -> Self {
+        Rebuild {
+            streams: HashMap::new(),
+            idem: VecDeque::new(),
+            window: idempotency_window,
+            events: 0,
+        }
+    }
+
+    /// Feeds one recovered frame.
+    pub fn frame(&mut self, info: &FrameInfo, frame: &[u8]) {
+        let body = &frame[96..96 + info.meta.body_len as usize];
+        for record in RecordIter::new(body).flatten() {
+            if record.record.kind != RECORD_KIND_EVENT {
+                continue;
+            }
+            let stream = String::from_utf8_lossy(record.record.stream).into_owned();
+            let entry = self.streams.entry(stream.clone()).or_default();
+            entry.lsns.push(record.lsn);
+            self.events += 1;
+            if record.record.event_id != [0; 16] && self.window > 0 {
+                if self.idem.len() == self.window {
+                    self.idem.pop_front();
+                }
+                self.idem.push_back((
+                    record.record.event_id,
+                    IdemEntry {
+                        stream,
+                        version: record.record.stream_version,
+                        lsn: record.lsn,
+                    },
+                ));
+            }
+        }
+    }
+}
+
+fn to_recorded(r: OwnedRecord, partition: u32) -> RecordedEvent {
+    RecordedEvent {
+        stream_version: r.stream_version,
+        lsn: r.lsn,
+        partition,
+        event: Event {
+            id: r.event_id,
+            event_type: String::from_utf8_lossy(&r.event_type).into_owned(),
+            timestamp_ns: r.timestamp_ns,
+            value: r.value,
+            data: r.data,
+            metadata: r.metadata,
+        },
+    }
+}
+
+impl Partition {
+    /// Wraps a recovered journal and the state rebuilt from it.
+    pub fn new(
+        id: u32,
+        journal: Journal<GlommioStorage>,
+        rebuilt: Rebuild,
+        limits: PartitionLimits,
+    ) -> Partition {
+        let mut idem = HashMap::new();
+        let mut idem_order = VecDeque::new();
+        for (id, entry) in rebuilt.idem {
+            idem_order.push_back(id);
+            idem.insert(id, entry);
+        }
+        let published_lsn = journal.acked_lsn();
+        Partition {
+            id,
+            journal,
+            limits,
+            state: RefCell::new(State {
+                streams: rebuilt.streams,
+                idem,
+                idem_order,
+                published_lsn,
+                pending_publish: BTreeMap::new(),
+                sinks: Vec::new(),
+                appends: 0,
+                events_appended: 0,
+                bytes_appended: 0,
+                errors: 0,
+            }),
+        }
+    }
+
+    pub fn journal(&self) -> &Journal<GlommioStorage> {
+        &self.journal
+    }
+
+    /// Appends `events` to `stream` if its last version matches `expected_version`; resolves
+    /// once they are durable and visible.
+    pub async fn append(
+        &self,
+        stream: &str,
+        expected_version: i64,
+        mut events: Vec<Event>,
+    ) -> Result<AppendOk, ApiError> {
+        if stream.is_empty() {
+            return Err(ApiError::new(
+                code::INVALID_ARGUMENT,
+                "stream name is empty",
+            ));
+        }
+        if events.is_empty() {
+            return Err(ApiError::new(
+                code::INVALID_ARGUMENT,
+                "an append needs at least one event",
+            ));
+        }
+        if expected_version < expected::STREAM_EXISTS {
+            return Err(ApiError::new(
+                code::INVALID_ARGUMENT,
+                format!("expected version {expected_version} is not -1, -2, -3 or >= 0"),
+            ));
+        }
+        let now = now_ns();
+        for e in &mut events {
+            if e.timestamp_ns == 0 {
+                e.timestamp_ns = now;
+            }
+        }
+        let pending = loop {
+            {
+                let mut st = self.state.borrow_mut();
+                // Idempotent retry: the first event's id was seen.
+                if events[0].id != [0; 16] {
+                    if let Some(hit) = st.idem.get(&events[0].id) {
+                        if hit.stream == stream && hit.lsn < st.published_lsn {
+                            return Ok(AppendOk {
+                                first_version: hit.version,
+                                last_version: hit.version + events.len() as u64 - 1,
+                                partition: self.id,
+                                lsn: hit.lsn,
+                            });
+                        }
+                    }
+                }
+                let next = st.streams.get(stream).map_or(0, |e| e.lsns.len() as u64);
+                let current = next as i64 - 1;
+                let ok = match expected_version {
+                    expected::ANY => true,
+                    expected::NO_STREAM => next == 0,
+                    expected::STREAM_EXISTS => next > 0,
+                    n => current == n,
+                };
+                if !ok {
+                    st.errors += 1;
+                    return Err(ApiError {
+                        code: code::WRONG_EXPECTED_VERSION,
+                        message: format!(
+                            "wrong expected version: expected {expected_version}, stream {stream:?} is at {current}"
+                        ),
+                        current_version: Some(current),
+                    });
+                }
+                let records: Vec<RecordRef<'_>> = events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| RecordRef {
+                        kind: RECORD_KIND_EVENT,
+                        stream_version: next + i as u64,
+                        timestamp_ns: e.timestamp_ns,
+                        event_id: e.id,
+                        value: e.value,
+                        stream: stream.as_bytes(),
+                        event_type: e.event_type.as_bytes(),
+                        data: &e.data,
+                        metadata: &e.metadata,
+                    })
+                    .collect();
+                match self.journal.try_append(&records) {
+                    Err(e) => {
+                        st.errors += 1;
+                        return Err(e.into());
+                    }
+                    Ok(Some(pending)) => {
+                        let a = pending.appended();
+                        let entry = st.streams.entry(stream.to_string()).or_default();
+                        entry.lsns.extend(a.first_lsn..=a.last_lsn);
+                        break (pending, next);
+                    }
+                    Ok(None) => {}
+                }
+            }
+            let records: Vec<RecordRef<'_>> = events
+                .iter()
+                .map(|e| RecordRef {
+                    kind: RECORD_KIND_EVENT,
+                    stream_version: 0,
+                    timestamp_ns: e.timestamp_ns,
+                    event_id: e.id,
+                    value: e.value,
+                    stream: stream.as_bytes(),
+                    event_type: e.event_type.as_bytes(),
+                    data: &e.data,
+                    metadata: &e.metadata,
+                })
+                .collect();
+            self.journal.wait_for_room(&records).await?;
+        };
+        let (pending, first_version) = pending;
+        let appended = match pending.durable().await {
+            Ok(a) => a,
+            Err(e) => {
+                self.state.borrow_mut().errors += 1;
+                return Err(e.into());
+            }
+        };
+        let n = events.len() as u64;
+        let bytes: u64 = events
+            .iter()
+            .map(|e| (e.data.len() + e.metadata.len()) as u64)
+            .sum();
+        let recorded: Vec<RecordedEvent> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| RecordedEvent {
+                stream_version: first_version + i as u64,
+                lsn: appended.first_lsn + i as u64,
+                partition: self.id,
+                event,
+            })
+            .collect();
+        {
+            let mut st = self.state.borrow_mut();
+            st.appends += 1;
+            st.events_appended += n;
+            st.bytes_appended += bytes;
+            if self.limits.idempotency_window > 0 {
+                for r in &recorded {
+                    if r.event.id == [0; 16] {
+                        continue;
+                    }
+                    if st.idem_order.len() >= self.limits.idempotency_window {
+                        if let Some(old) = st.idem_order.pop_front() {
+                            st.idem.remove(&old);
+                        }
+                    }
+                    st.idem_order.push_back(r.event.id);
+                    st.idem.insert(
+                        r.event.id,
+                        IdemEntry {
+                            stream: stream.to_string(),
+                            version: r.stream_version,
+                            lsn: r.lsn,
+                        },
+                    );
+                }
+            }
+        }
+        self.publish(appended.first_lsn, stream, recorded);
+        Ok(AppendOk {
+            first_version,
+            last_version: first_version + n - 1,
+            partition: self.id,
+            lsn: appended.first_lsn,
+        })
+    }
+
+    /// Makes durable events visible in LSN order and offers them to subscribers.
+    fn publish(&self, first_lsn: u64, stream: &str, events: Vec<RecordedEvent>) {
+        let (ready, sinks) = {
+            let mut st = self.state.borrow_mut();
+            st.pending_publish
+                .insert(first_lsn, (stream.to_string(), events));
+            let mut ready = Vec::new();
+            loop {
+                let next = st.published_lsn;
+                let Some(batch) = st.pending_publish.remove(&next) else {
+                    break;
+                };
+                st.published_lsn += batch.1.len() as u64;
+                ready.push(batch);
+            }
+            (ready, st.sinks.clone())
+        };
+        if ready.is_empty() || sinks.is_empty() {
+            return;
+        }
+        let mut dead: Vec<Rc<dyn PublishSink>> = Vec::new();
+        for sink in &sinks {
+            for (stream, events) in &ready {
+                if !sink.offer(stream, events) {
+                    dead.push(sink.clone());
+                    break;
+                }
+            }
+        }
+        if !dead.is_empty() {
+            let mut st = self.state.borrow_mut();
+            st.sinks.retain(|s| !dead.iter().any(|d| Rc::ptr_eq(s, d)));
+        }
+    }
+
+    /// Reads up to `max` visible events of `stream` from `from` in `direction`.
+    pub async fn read(
+        &self,
+        stream: &str,
+        from: u64,
+        max: u32,
+        direction: Direction,
+    ) -> Result<(Vec<RecordedEvent>, bool), ApiError> {
+        let max = (max as usize).min(self.limits.max_read_count);
+        let (lsns, end) = {
+            let st = self.state.borrow();
+            let Some(entry) = st.streams.get(stream) else {
+                return Err(ApiError::new(
+                    code::STREAM_NOT_FOUND,
+                    format!("stream {stream:?} not found"),
+                ));
+            };
+            let visible = entry.lsns.partition_point(|&l| l < st.published_lsn) as u64;
+            match direction {
+                Direction::Forward => {
+                    let start = from.min(visible);
+                    let stop = start.saturating_add(max as u64).min(visible);
+                    (
+                        entry.lsns[start as usize..stop as usize].to_vec(),
+                        stop == visible,
+                    )
+                }
+                Direction::Backward => {
+                    if visible == 0 {
+                        (Vec::new(), true)
+                    } else {
+                        let start = from.min(visible - 1);
+                        let stop = (start + 1).saturating_sub(max as u64);
+                        let mut l = entry.lsns[stop as usize..=start as usize].to_vec();
+                        l.reverse();
+                        (l, stop == 0)
+                    }
+                }
+            }
+        };
+        if lsns.is_empty() {
+            return Ok((Vec::new(), end));
+        }
+        let events = self.fetch(&lsns).await?;
+        Ok((events, end))
+    }
+
+    /// Fetches records by LSN from the journal, in the order given.
+    async fn fetch(&self, lsns: &[u64]) -> Result<Vec<RecordedEvent>, ApiError> {
+        let mut sorted: Vec<u64> = lsns.to_vec();
+        sorted.sort_unstable();
+        let mut found: HashMap<u64, RecordedEvent> = HashMap::with_capacity(lsns.len());
+        let mut i = 0;
+        while i < sorted.len() {
+            // Read a run of records; LSNs of one stream are often close together.
+            let start = sorted[i];
+            let mut j = i;
+            while j + 1 < sorted.len() && sorted[j + 1] - sorted[j] <= 64 {
+                j += 1;
+            }
+            let count = (sorted[j] - start + 1) as usize;
+            let records = self.journal.read(start, count).await?;
+            for r in records {
+                if sorted[i..=j].binary_search(&r.lsn).is_ok() {
+                    found.insert(r.lsn, to_recorded(r, self.id));
+                }
+            }
+            i = j + 1;
+        }
+        lsns.iter()
+            .map(|l| {
+                found.remove(l).ok_or_else(|| {
+                    ApiError::new(
+                        code::PARTITION_UNAVAILABLE,
+                        format!("event at LSN {l} could not be read back from the journal"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Version and LSN range of a stream (visible events only).
+    pub fn stream_info(&self, stream: &str) -> Result<StreamInfo, ApiError> {
+        let st = self.state.borrow();
+        let entry = st.streams.get(stream).ok_or_else(|| {
+            ApiError::new(
+                code::STREAM_NOT_FOUND,
+                format!("stream {stream:?} not found"),
+            )
+        })?;
+        let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
+        if visible == 0 {
+            return Err(ApiError::new(
+                code::STREAM_NOT_FOUND,
+                format!("stream {stream:?} not found"),
+            ));
+        }
+        Ok(StreamInfo {
+            next_version: visible as u64,
+            first_lsn: entry.lsns[0],
+            last_lsn: entry.lsns[visible - 1],
+        })
+    }
+
+    /// The stream's visible versions' LSNs from `from_version` (for subscriptions).
+    pub fn stream_lsns_from(&self, stream: &str, from_version: u64) -> Vec<u64> {
+        let st = self.state.borrow();
+        let Some(entry) = st.streams.get(stream) else {
+            return Vec::new();
+        };
+        let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
+        let from = (from_version as usize).min(visible);
+        entry.lsns[from..visible].to_vec()
+    }
+
+    /// Every LSN below this is durable and visible.
+    pub fn published_lsn(&self) -> u64 {
+        self.state.borrow().published_lsn
+    }
+
+    /// Visible records from LSN `from`, at most `max`, each with its stream name.
+    pub async fn read_lsn_range(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(String, RecordedEvent)>, ApiError> {
+        let to = self.published_lsn();
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let count = ((to - from) as usize).min(max);
+        let records = self.journal.read(from, count).await?;
+        Ok(records
+            .into_iter()
+            .filter(|r| r.kind == RECORD_KIND_EVENT && r.lsn < to)
+            .map(|r| {
+                let stream = String::from_utf8_lossy(&r.stream).into_owned();
+                (stream, to_recorded(r, self.id))
+            })
+            .collect())
+    }
+
+    /// Fetches specific LSNs (public for subscription catch-up).
+    pub async fn fetch_lsns(&self, lsns: &[u64]) -> Result<Vec<RecordedEvent>, ApiError> {
+        self.fetch(lsns).await
+    }
+
+    /// Adds a live sink; it sees every event published from now on.
+    pub fn add_sink(&self, sink: Rc<dyn PublishSink>) {
+        self.state.borrow_mut().sinks.push(sink);
+    }
+
+    pub fn remove_sink(&self, sink: &Rc<dyn PublishSink>) {
+        self.state
+            .borrow_mut()
+            .sinks
+            .retain(|s| !Rc::ptr_eq(s, sink));
+    }
+
+    pub fn stats(&self) -> PartitionStats {
+        let st = self.state.borrow();
+        let js = self.journal.stats();
+        PartitionStats {
+            partition: self.id,
+            streams: st.streams.len() as u64,
+            appends: st.appends,
+            events_appended: st.events_appended,
+            bytes_appended: st.bytes_appended,
+            errors: st.errors,
+            published_lsn: st.published_lsn,
+            frames_written: js.frames_written,
+            frames_in_flight: self.journal.frames_in_flight() as u64,
+            journal_bytes_written: js.bytes_written,
+            poisoned: self.journal.poisoned().is_some(),
+        }
+    }
+}

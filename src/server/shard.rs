@@ -1,0 +1,893 @@
+//! One shard: a glommio executor that owns some partitions, accepts connections on the shared
+//! client port (SO_REUSEPORT), serves their requests, and forwards requests for partitions it
+//! does not own over bounded cross-shard channels.
+//!
+//! ## Cross-shard protocol
+//!
+//! Every ordered pair of shards has one bounded channel carrying [`ShardMsg`]. A request for
+//! a remote partition is a `Call` with a token; the owner runs it in its own task and answers
+//! with a `Reply` carrying the token. A full channel makes the caller wait (back-pressure);
+//! the receiving loop never waits on anything but its channel, so calls cannot deadlock.
+//! Subscriptions live on the connection's shard; partitions push matching events to it
+//! (`Push`). A push that finds the channel full drops the subscription: the subscriber gets
+//! error 30 and resubscribes from its last position (bounded memory, never unbounded
+//! buffering).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
+use glommio::net::{TcpListener, TcpStream};
+
+use super::partition::{ApiError, AppendOk, Partition, PartitionStats, PublishSink, StreamInfo};
+use super::slot::{slot, Filler};
+use crate::config::Config;
+use crate::protocol::{
+    code, decode_request, encode_response, Direction, Event, FrameHeader, RecordedEvent, Request,
+    Response, SubscribeTarget, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
+};
+
+/// Partition of a stream: FNV-1a 64 of the name, modulo the partition count.
+pub fn partition_of(stream: &str, partitions: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in stream.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % u64::from(partitions.max(1))) as u32
+}
+
+/// An operation on one partition.
+#[derive(Debug)]
+pub enum PartOp {
+    Append {
+        stream: String,
+        expected_version: i64,
+        events: Vec<Event>,
+    },
+    Read {
+        stream: String,
+        from: u64,
+        max: u32,
+        direction: Direction,
+    },
+    Info {
+        stream: String,
+    },
+    Stats,
+    Subscribe {
+        origin: usize,
+        conn: u64,
+        sub: u64,
+        target: SubscribeTarget,
+        stream: String,
+        from: u64,
+        type_prefix: String,
+    },
+    Unsubscribe {
+        origin: usize,
+        conn: u64,
+        sub: u64,
+    },
+}
+
+#[derive(Debug)]
+pub enum OpResult {
+    Appended(AppendOk),
+    Events(Vec<RecordedEvent>, bool),
+    Info(StreamInfo),
+    Stats(PartitionStats),
+    Done,
+    Err(ApiError),
+}
+
+/// Messages between shards.
+#[derive(Debug)]
+pub enum ShardMsg {
+    Call {
+        from: usize,
+        token: u64,
+        partition: u32,
+        op: PartOp,
+    },
+    Reply {
+        token: u64,
+        result: OpResult,
+    },
+    Push {
+        conn: u64,
+        sub: u64,
+        events: Vec<RecordedEvent>,
+    },
+}
+
+/// State shared by every shard thread.
+pub struct Shared {
+    pub config: Config,
+    pub partitions: u32,
+    pub shards: usize,
+    pub client_addr: SocketAddr,
+    pub connections: AtomicUsize,
+    pub stop: AtomicBool,
+}
+
+/// Outbound side of one connection: encoded frames waiting for the writer task.
+struct ConnOut {
+    buf: RefCell<Vec<u8>>,
+    waker: RefCell<Option<std::task::Waker>>,
+    closed: Cell<bool>,
+    limit: usize,
+    /// Subscriptions of this connection: id → type prefix filter is applied at the source.
+    subs: RefCell<HashMap<u64, Vec<u32>>>,
+}
+
+impl ConnOut {
+    fn send(&self, request_id: u64, resp: &Response) {
+        if self.closed.get() {
+            return;
+        }
+        encode_response(&mut self.buf.borrow_mut(), request_id, 0, resp);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Queues pushed events unless the buffer is over its limit; false means too slow.
+    fn push(&self, sub: u64, events: &[RecordedEvent]) -> bool {
+        if self.closed.get() || !self.subs.borrow().contains_key(&sub) {
+            return false;
+        }
+        if self.buf.borrow().len() > self.limit {
+            return false;
+        }
+        self.send(
+            sub,
+            &Response::Pushed {
+                events: events.to_vec(),
+            },
+        );
+        true
+    }
+}
+
+/// (origin shard, connection, subscription, partition).
+type SinkKey = (usize, u64, u64, u32);
+
+/// One shard's context.
+pub struct Shard {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub partitions: HashMap<u32, Rc<Partition>>,
+    senders: Vec<Option<ConnectedSender<ShardMsg>>>,
+    next_token: Cell<u64>,
+    waiting: RefCell<HashMap<u64, Filler<OpResult>>>,
+    next_conn: Cell<u64>,
+    conns: RefCell<HashMap<u64, Rc<ConnOut>>>,
+    /// Sinks registered at local partitions for subscriptions: (origin, conn, sub, partition).
+    sinks: RefCell<HashMap<SinkKey, Rc<dyn PublishSink>>>,
+}
+
+/// Pushes a partition's events to a subscriber, filtering by stream or type prefix.
+struct SubSink {
+    shard: std::rc::Weak<Shard>,
+    origin: usize,
+    conn: u64,
+    sub: u64,
+    stream: Option<String>,
+    type_prefix: String,
+}
+
+impl PublishSink for SubSink {
+    fn offer(&self, stream: &str, events: &[RecordedEvent]) -> bool {
+        let Some(shard) = self.shard.upgrade() else {
+            return false;
+        };
+        if self.stream.as_deref().is_some_and(|s| s != stream) {
+            return true;
+        }
+        let selected: Vec<RecordedEvent> = events
+            .iter()
+            .filter(|e| e.event.event_type.starts_with(&self.type_prefix))
+            .cloned()
+            .collect();
+        if selected.is_empty() {
+            return true;
+        }
+        shard.deliver_push(self.origin, self.conn, self.sub, selected)
+    }
+}
+
+fn unavailable(what: &str) -> ApiError {
+    ApiError::new(code::PARTITION_UNAVAILABLE, what.to_string())
+}
+
+fn error_response(e: ApiError) -> Response {
+    Response::Error {
+        code: e.code,
+        message: e.message,
+        current_version: e.current_version,
+    }
+}
+
+/// Events per catch-up read.
+const CATCH_UP_CHUNK: usize = 512;
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        partitions: HashMap<u32, Rc<Partition>>,
+        senders: Vec<Option<ConnectedSender<ShardMsg>>>,
+    ) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            shared,
+            partitions,
+            senders,
+            next_token: Cell::new(0),
+            waiting: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(0),
+            conns: RefCell::new(HashMap::new()),
+            sinks: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn owner_of(&self, partition: u32) -> usize {
+        partition as usize % self.shared.shards
+    }
+
+    /// Runs `op` on `partition`, here or on its owning shard.
+    pub async fn call(self: &Rc<Self>, partition: u32, op: PartOp) -> OpResult {
+        if partition >= self.shared.partitions {
+            return OpResult::Err(ApiError::new(
+                code::INVALID_ARGUMENT,
+                format!("partition {partition} does not exist"),
+            ));
+        }
+        let owner = self.owner_of(partition);
+        if owner == self.id {
+            return self.execute(partition, op).await;
+        }
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        let (filler, result) = slot();
+        self.waiting.borrow_mut().insert(token, filler);
+        let Some(sender) = self.senders[owner].as_ref() else {
+            self.waiting.borrow_mut().remove(&token);
+            return OpResult::Err(unavailable("no channel to the owning shard"));
+        };
+        let msg = ShardMsg::Call {
+            from: self.id,
+            token,
+            partition,
+            op,
+        };
+        if sender.send(msg).await.is_err() {
+            self.waiting.borrow_mut().remove(&token);
+            return OpResult::Err(unavailable("the owning shard is gone"));
+        }
+        result
+            .await
+            .unwrap_or_else(|| OpResult::Err(unavailable("the owning shard dropped the call")))
+    }
+
+    async fn execute(self: &Rc<Self>, partition: u32, op: PartOp) -> OpResult {
+        let Some(p) = self.partitions.get(&partition).cloned() else {
+            return OpResult::Err(unavailable("partition not on this shard"));
+        };
+        match op {
+            PartOp::Append {
+                stream,
+                expected_version,
+                events,
+            } => match p.append(&stream, expected_version, events).await {
+                Ok(a) => OpResult::Appended(a),
+                Err(e) => OpResult::Err(e),
+            },
+            PartOp::Read {
+                stream,
+                from,
+                max,
+                direction,
+            } => match p.read(&stream, from, max, direction).await {
+                Ok((events, end)) => OpResult::Events(events, end),
+                Err(e) => OpResult::Err(e),
+            },
+            PartOp::Info { stream } => match p.stream_info(&stream) {
+                Ok(i) => OpResult::Info(i),
+                Err(e) => OpResult::Err(e),
+            },
+            PartOp::Stats => OpResult::Stats(p.stats()),
+            PartOp::Subscribe {
+                origin,
+                conn,
+                sub,
+                target,
+                stream,
+                from,
+                type_prefix,
+            } => {
+                let sink = Rc::new(SubSink {
+                    shard: Rc::downgrade(self),
+                    origin,
+                    conn,
+                    sub,
+                    stream: (target == SubscribeTarget::Stream).then(|| stream.clone()),
+                    type_prefix,
+                });
+                match self.catch_up(&p, &sink, target, &stream, from).await {
+                    Ok(true) => {
+                        let sink: Rc<dyn PublishSink> = sink;
+                        p.add_sink(sink.clone());
+                        self.sinks
+                            .borrow_mut()
+                            .insert((origin, conn, sub, partition), sink);
+                        OpResult::Done
+                    }
+                    Ok(false) => OpResult::Done,
+                    Err(e) => OpResult::Err(e),
+                }
+            }
+            PartOp::Unsubscribe { origin, conn, sub } => {
+                if let Some(sink) = self
+                    .sinks
+                    .borrow_mut()
+                    .remove(&(origin, conn, sub, partition))
+                {
+                    p.remove_sink(&sink);
+                }
+                OpResult::Done
+            }
+        }
+    }
+
+    /// Pushes history from `from` until caught up. Returns false if the subscriber went away.
+    /// The caller registers the live sink in the same synchronous step as the final check,
+    /// so no event falls between catch-up and live.
+    async fn catch_up(
+        &self,
+        p: &Rc<Partition>,
+        sink: &SubSink,
+        target: SubscribeTarget,
+        stream: &str,
+        from: u64,
+    ) -> Result<bool, ApiError> {
+        match target {
+            SubscribeTarget::Stream => {
+                let mut version = from;
+                loop {
+                    let lsns = p.stream_lsns_from(stream, version);
+                    if lsns.is_empty() {
+                        return Ok(true);
+                    }
+                    let chunk = &lsns[..lsns.len().min(CATCH_UP_CHUNK)];
+                    let events = p.fetch_lsns(chunk).await?;
+                    version += chunk.len() as u64;
+                    if !sink.offer(stream, &events) {
+                        return Ok(false);
+                    }
+                }
+            }
+            SubscribeTarget::Partition | SubscribeTarget::All => {
+                let mut lsn = from;
+                loop {
+                    if lsn >= p.published_lsn() {
+                        return Ok(true);
+                    }
+                    let batch = p.read_lsn_range(lsn, CATCH_UP_CHUNK).await?;
+                    let Some(last) = batch.last() else {
+                        return Ok(true);
+                    };
+                    lsn = last.1.lsn + 1;
+                    // Offer runs of one stream at a time.
+                    let mut i = 0;
+                    while i < batch.len() {
+                        let mut j = i;
+                        while j + 1 < batch.len() && batch[j + 1].0 == batch[i].0 {
+                            j += 1;
+                        }
+                        let events: Vec<RecordedEvent> =
+                            batch[i..=j].iter().map(|(_, e)| e.clone()).collect();
+                        if !sink.offer(&batch[i].0, &events) {
+                            return Ok(false);
+                        }
+                        i = j + 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers pushed events to a subscription on shard `origin`.
+    fn deliver_push(&self, origin: usize, conn: u64, sub: u64, events: Vec<RecordedEvent>) -> bool {
+        if origin == self.id {
+            return self.local_push(conn, sub, &events);
+        }
+        match self.senders[origin].as_ref() {
+            Some(sender) => sender
+                .try_send(ShardMsg::Push { conn, sub, events })
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    fn local_push(&self, conn: u64, sub: u64, events: &[RecordedEvent]) -> bool {
+        let Some(out) = self.conns.borrow().get(&conn).cloned() else {
+            return false;
+        };
+        if out.push(sub, events) {
+            return true;
+        }
+        if out.subs.borrow_mut().remove(&sub).is_some() {
+            out.send(
+                sub,
+                &Response::error(
+                    code::OVERLOADED,
+                    "subscription dropped: the subscriber reads too slowly; resubscribe from \
+                     the last position received",
+                ),
+            );
+        }
+        false
+    }
+
+    /// Handles messages from shard `from` until the channel closes.
+    pub async fn receive_loop(self: Rc<Self>, receiver: ConnectedReceiver<ShardMsg>) {
+        while let Some(msg) = receiver.recv().await {
+            match msg {
+                ShardMsg::Call {
+                    from,
+                    token,
+                    partition,
+                    op,
+                } => {
+                    let shard = self.clone();
+                    glommio::spawn_local(async move {
+                        let result = shard.execute(partition, op).await;
+                        if let Some(sender) = shard.senders[from].as_ref() {
+                            let _ = sender.send(ShardMsg::Reply { token, result }).await;
+                        }
+                    })
+                    .detach();
+                }
+                ShardMsg::Reply { token, result } => {
+                    if let Some(filler) = self.waiting.borrow_mut().remove(&token) {
+                        filler.fill(result);
+                    }
+                }
+                ShardMsg::Push { conn, sub, events } => {
+                    // A dropped subscription is cleaned up at its partitions by the
+                    // connection (unsubscribe on close) or stays inert: pushes to unknown
+                    // subscriptions are discarded.
+                    self.local_push(conn, sub, &events);
+                }
+            }
+        }
+    }
+
+    /// Accepts connections until the listener fails.
+    pub async fn accept_loop(self: Rc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    let shard = self.clone();
+                    glommio::spawn_local(async move { shard.serve(stream).await }).detach();
+                }
+                Err(e) => {
+                    if self.shared.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    tracing::warn!(error = %e, "accept failed");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    async fn serve(self: Rc<Self>, stream: TcpStream) {
+        let cfg = &self.shared.config;
+        let count = self.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        let peer = stream.peer_addr().ok();
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = futures_lite::io::split(stream);
+        if count > cfg.max_connections as usize {
+            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            let mut frame = Vec::new();
+            encode_response(
+                &mut frame,
+                0,
+                0,
+                &Response::error(
+                    code::OVERLOADED,
+                    format!(
+                        "too many connections (max_connections = {})",
+                        cfg.max_connections
+                    ),
+                ),
+            );
+            let _ = wr.write_all(&frame).await;
+            let _ = wr.close().await;
+            return;
+        }
+        let conn_id = self.next_conn.get();
+        self.next_conn.set(conn_id + 1);
+        let out = Rc::new(ConnOut {
+            buf: RefCell::new(Vec::with_capacity(4096)),
+            waker: RefCell::new(None),
+            closed: Cell::new(false),
+            limit: cfg.connection_buffer_bytes as usize,
+            subs: RefCell::new(HashMap::new()),
+        });
+        self.conns.borrow_mut().insert(conn_id, out.clone());
+        let writer = {
+            let out = out.clone();
+            glommio::spawn_local(async move {
+                let mut pending = Vec::new();
+                loop {
+                    std::future::poll_fn(|cx| {
+                        if !out.buf.borrow().is_empty() || out.closed.get() {
+                            std::task::Poll::Ready(())
+                        } else {
+                            *out.waker.borrow_mut() = Some(cx.waker().clone());
+                            std::task::Poll::Pending
+                        }
+                    })
+                    .await;
+                    std::mem::swap(&mut pending, &mut *out.buf.borrow_mut());
+                    if pending.is_empty() {
+                        break; // closed and drained
+                    }
+                    if wr.write_all(&pending).await.is_err() || wr.flush().await.is_err() {
+                        out.closed.set(true);
+                        break;
+                    }
+                    pending.clear();
+                }
+                let _ = wr.close().await;
+            })
+        };
+        let permits = Rc::new(glommio::sync::Semaphore::new(u64::from(
+            cfg.max_in_flight_per_connection,
+        )));
+        let mut hello_done = false;
+        let reason = loop {
+            let mut header = [0u8; FRAME_HEADER_BYTES];
+            if let Err(e) = rd.read_exact(&mut header).await {
+                break format!("read: {e}");
+            }
+            let header = match FrameHeader::parse(&header) {
+                Ok(h) => h,
+                Err(e) => {
+                    out.send(0, &Response::error(e.code(), e.to_string()));
+                    break e.to_string();
+                }
+            };
+            if u64::from(header.length) + 4 > u64::from(cfg.max_frame_bytes) {
+                let msg = format!(
+                    "frame of {} bytes exceeds max_frame_bytes = {}",
+                    u64::from(header.length) + 4,
+                    cfg.max_frame_bytes
+                );
+                out.send(
+                    header.request_id,
+                    &Response::error(code::FRAME_TOO_LARGE, msg.clone()),
+                );
+                break msg;
+            }
+            let mut body = vec![0u8; header.body_len()];
+            if let Err(e) = rd.read_exact(&mut body).await {
+                break format!("read body: {e}");
+            }
+            let request = match decode_request(header.opcode, &body) {
+                Ok(r) => r,
+                Err(e) => {
+                    out.send(header.request_id, &Response::error(e.code(), e.to_string()));
+                    break e.to_string();
+                }
+            };
+            if !hello_done {
+                match request {
+                    Request::Hello {
+                        protocol_version,
+                        auth_token,
+                        ..
+                    } => {
+                        if protocol_version != PROTOCOL_VERSION {
+                            out.send(
+                                header.request_id,
+                                &Response::error(
+                                    code::UNSUPPORTED_VERSION,
+                                    format!(
+                                        "protocol version {protocol_version} is not supported; \
+                                         this server speaks {PROTOCOL_VERSION}"
+                                    ),
+                                ),
+                            );
+                            break "unsupported protocol version".into();
+                        }
+                        if !cfg.auth_token.is_empty() && auth_token != cfg.auth_token {
+                            out.send(
+                                header.request_id,
+                                &Response::error(code::NOT_AUTHENTICATED, "wrong auth token"),
+                            );
+                            break "wrong auth token".into();
+                        }
+                        hello_done = true;
+                        let addr = self.shared.client_addr.to_string();
+                        out.send(
+                            header.request_id,
+                            &Response::Hello {
+                                protocol_version: PROTOCOL_VERSION,
+                                server_version: env!("CARGO_PKG_VERSION").into(),
+                                partition_addresses: vec![addr; self.shared.partitions as usize],
+                            },
+                        );
+                        continue;
+                    }
+                    _ => {
+                        out.send(
+                            header.request_id,
+                            &Response::error(
+                                code::NOT_AUTHENTICATED,
+                                "the first request on a connection must be HELLO",
+                            ),
+                        );
+                        break "request before HELLO".into();
+                    }
+                }
+            }
+            let Ok(permit) = permits.acquire_static_permit(1).await else {
+                break "permits closed".into();
+            };
+            let shard = self.clone();
+            let out2 = out.clone();
+            glommio::spawn_local(async move {
+                shard
+                    .handle(&out2, conn_id, header.request_id, request)
+                    .await;
+                drop(permit);
+            })
+            .detach();
+        };
+        tracing::debug!(?peer, %reason, "connection closing");
+        out.closed.set(true);
+        if let Some(w) = out.waker.borrow_mut().take() {
+            w.wake();
+        }
+        writer.await;
+        // Drop the connection's subscriptions at their partitions.
+        let subs: Vec<(u64, Vec<u32>)> = out.subs.borrow_mut().drain().collect();
+        for (sub, parts) in subs {
+            for p in parts {
+                let _ = self
+                    .call(
+                        p,
+                        PartOp::Unsubscribe {
+                            origin: self.id,
+                            conn: conn_id,
+                            sub,
+                        },
+                    )
+                    .await;
+            }
+        }
+        self.conns.borrow_mut().remove(&conn_id);
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    async fn handle(self: &Rc<Self>, out: &Rc<ConnOut>, conn: u64, request_id: u64, req: Request) {
+        let partitions = self.shared.partitions;
+        let resp = match req {
+            Request::Ping => Response::Pong,
+            Request::Hello { .. } => {
+                Response::error(code::INVALID_ARGUMENT, "HELLO was already sent")
+            }
+            Request::Append {
+                stream,
+                expected_version,
+                events,
+            } => {
+                let p = partition_of(&stream, partitions);
+                let op = PartOp::Append {
+                    stream,
+                    expected_version,
+                    events,
+                };
+                match self.call(p, op).await {
+                    OpResult::Appended(a) => Response::Appended {
+                        first_version: a.first_version,
+                        last_version: a.last_version,
+                        partition: a.partition,
+                        lsn: a.lsn,
+                    },
+                    OpResult::Err(e) => error_response(e),
+                    other => unexpected(other),
+                }
+            }
+            Request::Read {
+                stream,
+                from_version,
+                max_count,
+                direction,
+            } => {
+                let p = partition_of(&stream, partitions);
+                let op = PartOp::Read {
+                    stream,
+                    from: from_version,
+                    max: max_count,
+                    direction,
+                };
+                match self.call(p, op).await {
+                    OpResult::Events(events, end_of_stream) => Response::Events {
+                        events,
+                        end_of_stream,
+                    },
+                    OpResult::Err(e) => error_response(e),
+                    other => unexpected(other),
+                }
+            }
+            Request::StreamInfo { stream } => {
+                let p = partition_of(&stream, partitions);
+                match self.call(p, PartOp::Info { stream }).await {
+                    OpResult::Info(i) => Response::StreamInfo {
+                        next_version: i.next_version,
+                        first_lsn: i.first_lsn,
+                        last_lsn: i.last_lsn,
+                    },
+                    OpResult::Err(e) => error_response(e),
+                    other => unexpected(other),
+                }
+            }
+            Request::Subscribe {
+                target,
+                name,
+                from,
+                type_prefix,
+            } => {
+                self.subscribe(out, conn, request_id, target, name, from, type_prefix)
+                    .await;
+                return;
+            }
+            Request::Unsubscribe { subscription_id } => {
+                let parts = out.subs.borrow_mut().remove(&subscription_id);
+                match parts {
+                    None => Response::error(
+                        code::INVALID_ARGUMENT,
+                        format!("no subscription with request id {subscription_id}"),
+                    ),
+                    Some(parts) => {
+                        for p in parts {
+                            let op = PartOp::Unsubscribe {
+                                origin: self.id,
+                                conn,
+                                sub: subscription_id,
+                            };
+                            let _ = self.call(p, op).await;
+                        }
+                        Response::Subscribed
+                    }
+                }
+            }
+            Request::Stats => self.stats().await,
+            Request::Aggregate { .. } => self.aggregate_unavailable(),
+            Request::Execute { model, .. } | Request::Query { model, .. } => Response::error(
+                code::INVALID_ARGUMENT,
+                format!("no model named {model:?} is served"),
+            ),
+        };
+        out.send(request_id, &resp);
+    }
+
+    fn aggregate_unavailable(&self) -> Response {
+        Response::error(
+            code::INVALID_ARGUMENT,
+            "AGGREGATE is not served by this build",
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn subscribe(
+        self: &Rc<Self>,
+        out: &Rc<ConnOut>,
+        conn: u64,
+        request_id: u64,
+        target: SubscribeTarget,
+        name: String,
+        from: u64,
+        type_prefix: String,
+    ) {
+        let cfg = &self.shared.config;
+        if out.subs.borrow().len() >= cfg.max_subscriptions_per_connection as usize {
+            out.send(
+                request_id,
+                &Response::error(
+                    code::OVERLOADED,
+                    format!(
+                        "too many subscriptions on this connection (max {})",
+                        cfg.max_subscriptions_per_connection
+                    ),
+                ),
+            );
+            return;
+        }
+        let parts: Vec<u32> = match target {
+            SubscribeTarget::Stream => vec![partition_of(&name, self.shared.partitions)],
+            SubscribeTarget::Partition => match name.parse::<u32>() {
+                Ok(p) if p < self.shared.partitions => vec![p],
+                _ => {
+                    out.send(
+                        request_id,
+                        &Response::error(
+                            code::INVALID_ARGUMENT,
+                            format!("{name:?} is not a partition number"),
+                        ),
+                    );
+                    return;
+                }
+            },
+            SubscribeTarget::All => (0..self.shared.partitions).collect(),
+        };
+        if out.subs.borrow().contains_key(&request_id) {
+            out.send(
+                request_id,
+                &Response::error(
+                    code::INVALID_ARGUMENT,
+                    "request id already used by a subscription",
+                ),
+            );
+            return;
+        }
+        out.subs.borrow_mut().insert(request_id, parts.clone());
+        out.send(request_id, &Response::Subscribed);
+        for p in parts {
+            let op = PartOp::Subscribe {
+                origin: self.id,
+                conn,
+                sub: request_id,
+                target,
+                stream: name.clone(),
+                from,
+                type_prefix: type_prefix.clone(),
+            };
+            if let OpResult::Err(e) = self.call(p, op).await {
+                if out.subs.borrow_mut().remove(&request_id).is_some() {
+                    out.send(request_id, &error_response(e));
+                }
+                return;
+            }
+        }
+    }
+
+    async fn stats(self: &Rc<Self>) -> Response {
+        let mut parts = Vec::new();
+        for p in 0..self.shared.partitions {
+            match self.call(p, PartOp::Stats).await {
+                OpResult::Stats(s) => parts.push(s),
+                OpResult::Err(e) => return error_response(e),
+                other => return unexpected(other),
+            }
+        }
+        let json = serde_json::json!({
+            "server_version": env!("CARGO_PKG_VERSION"),
+            "shards": self.shared.shards,
+            "partitions": parts,
+            "connections": self.shared.connections.load(Ordering::Acquire),
+        });
+        Response::Stats {
+            json: json.to_string(),
+        }
+    }
+}
+
+fn unexpected(r: OpResult) -> Response {
+    Response::error(
+        code::PARTITION_UNAVAILABLE,
+        format!("internal: unexpected partition result {r:?}"),
+    )
+}
