@@ -1,0 +1,115 @@
+//! Starting the real `evringd` binary for integration tests.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `evringd` child process on an ephemeral loopback port.
+pub struct Server {
+    pub child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub extra: Vec<String>,
+}
+
+impl Server {
+    /// Starts evringd on `data_dir` with small segments, waits until it serves.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = spawn(data_dir, &extra);
+        Server {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            extra,
+        }
+    }
+
+    /// SIGKILL, then start again on the same data directory.
+    pub fn kill_and_restart(&mut self) {
+        self.kill();
+        let (child, addr) = spawn(&self.data_dir, &self.extra);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        // SAFETY: sending a signal to our own child process by pid has no memory effects.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let status = c.wait().expect("wait for evringd");
+        status.code()
+    }
+
+    pub fn restart(&mut self) {
+        let (child, addr) = spawn(&self.data_dir, &self.extra);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    pub fn client(&self) -> evring::client::BlockingClient {
+        evring::client::BlockingClient::connect(&self.addr, "test", "").expect("connect")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(data_dir: &Path, extra: &[String]) -> (Child, String) {
+    let addr_file = data_dir.with_extension("addr");
+    let _ = std::fs::remove_file(&addr_file);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_evringd"));
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--addresses-file")
+        .arg(&addr_file)
+        .args([
+            "--set",
+            "segment_bytes=4194304",
+            "--set",
+            "metrics_listen=\"\"",
+        ])
+        .args(extra)
+        .env("EVRING_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("start evringd");
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&addr_file) {
+            if let Some(addr) = text.trim().strip_prefix("client=") {
+                return (child, addr.to_string());
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("evringd exited during start-up: {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "evringd did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// An event with a type, data and value.
+pub fn ev(event_type: &str, data: &[u8]) -> evring::protocol::Event {
+    evring::client::event(event_type, data.to_vec())
+}

@@ -1,0 +1,413 @@
+//! The real evringd binary on an ephemeral loopback port, driven by the Rust client and by
+//! raw sockets.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{ev, Server};
+use evring::client::{BlockingClient, ClientError, SubscriptionItem};
+use evring::protocol::{
+    self, code, encode_request, expected, Direction, FrameHeader, Request, Response,
+    SubscribeTarget, FRAME_HEADER_BYTES,
+};
+
+#[test]
+fn append_read_and_info_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let c = server.client();
+    c.ping().unwrap();
+    let a = c
+        .append(
+            "orders-1",
+            expected::NO_STREAM,
+            vec![ev("Created", b"a"), ev("Paid", b"b")],
+        )
+        .unwrap();
+    assert_eq!((a.first_version, a.last_version), (0, 1));
+    let b = c.append("orders-1", 1, vec![ev("Shipped", b"c")]).unwrap();
+    assert_eq!(b.first_version, 2);
+    assert_eq!(b.lsn, a.lsn + 2);
+    let (events, end) = c.read("orders-1", 0, 100, Direction::Forward).unwrap();
+    assert!(end);
+    let types: Vec<_> = events.iter().map(|e| e.event.event_type.as_str()).collect();
+    assert_eq!(types, ["Created", "Paid", "Shipped"]);
+    assert_eq!(events[1].event.data, b"b");
+    assert!(events.iter().all(|e| e.event.timestamp_ns > 0));
+    let (back, end) = c
+        .read("orders-1", u64::MAX, 2, Direction::Backward)
+        .unwrap();
+    assert_eq!(
+        back.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert!(!end);
+    let info = c.stream_info("orders-1").unwrap();
+    assert_eq!(info.next_version, 3);
+    assert_eq!(info.first_lsn, a.lsn);
+    let err = c.read("nope", 0, 10, Direction::Forward).unwrap_err();
+    assert_eq!(err.code(), Some(code::STREAM_NOT_FOUND));
+    let stats: serde_json::Value = serde_json::from_str(&c.stats().unwrap()).unwrap();
+    assert!(stats["partitions"].as_array().unwrap().len() >= 1);
+}
+
+#[test]
+fn expected_version_conflicts_under_concurrent_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let won = Arc::new(Mutex::new(Vec::new()));
+    let mut threads = Vec::new();
+    for w in 0..6 {
+        let addr = server.addr.clone();
+        let won = won.clone();
+        threads.push(std::thread::spawn(move || {
+            let c = BlockingClient::connect(&addr, "w", "").unwrap();
+            let mut last: i64 = -1;
+            let mut conflicts = 0;
+            while last < 60 {
+                let e = ev("Step", format!("writer {w}").as_bytes());
+                match c.append("contended", last, vec![e]) {
+                    Ok(a) => {
+                        won.lock().unwrap().push(a.first_version);
+                        last = a.first_version as i64;
+                    }
+                    Err(ClientError::WrongExpectedVersion { current, .. }) => {
+                        conflicts += 1;
+                        last = current;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            conflicts
+        }));
+    }
+    let conflicts: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let mut won = won.lock().unwrap().clone();
+    won.sort_unstable();
+    let unique: HashSet<_> = won.iter().collect();
+    assert_eq!(unique.len(), won.len(), "a version was granted twice");
+    assert_eq!(won, (0..won.len() as u64).collect::<Vec<_>>());
+    assert!(conflicts > 0, "six writers never conflicted");
+    let c = server.client();
+    let (events, _) = c.read("contended", 0, 1000, Direction::Forward).unwrap();
+    assert_eq!(events.len(), won.len());
+}
+
+#[test]
+fn retried_append_with_the_same_event_id_is_not_written_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let c = server.client();
+    let mut e = ev("Paid", b"x");
+    e.id = [7; 16];
+    let first = c
+        .append("payments", expected::ANY, vec![e.clone()])
+        .unwrap();
+    c.append("payments", expected::ANY, vec![ev("Other", b"y")])
+        .unwrap();
+    let retry = c.append("payments", expected::ANY, vec![e]).unwrap();
+    assert_eq!(retry, first);
+    let (events, _) = c.read("payments", 0, 10, Direction::Forward).unwrap();
+    assert_eq!(events.len(), 2);
+}
+
+#[test]
+fn subscription_catches_up_then_goes_live_without_gaps_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let c = server.client();
+    for i in 0..50 {
+        c.append("feed", expected::ANY, vec![ev("Tick", &[i])])
+            .unwrap();
+        c.append("other", expected::ANY, vec![ev("Noise", &[i])])
+            .unwrap();
+    }
+    let sub = c
+        .subscribe(SubscribeTarget::Stream, "feed", 10, "")
+        .unwrap();
+    let all = c.subscribe(SubscribeTarget::All, "", 0, "Tick").unwrap();
+    let writer = {
+        let addr = server.addr.clone();
+        std::thread::spawn(move || {
+            let w = BlockingClient::connect(&addr, "w", "").unwrap();
+            for i in 50..100u8 {
+                w.append("feed", expected::ANY, vec![ev("Tick", &[i])])
+                    .unwrap();
+            }
+        })
+    };
+    let mut versions = Vec::new();
+    while versions.len() < 90 {
+        match sub.next_timeout(Duration::from_secs(10)) {
+            Some(SubscriptionItem::Events(events)) => {
+                versions.extend(events.iter().map(|e| e.stream_version))
+            }
+            other => panic!("subscription ended: {other:?}"),
+        }
+    }
+    assert_eq!(versions, (10..100).collect::<Vec<u64>>());
+    let mut ticks = 0;
+    while ticks < 100 {
+        match all.next_timeout(Duration::from_secs(10)) {
+            Some(SubscriptionItem::Events(events)) => {
+                assert!(events.iter().all(|e| e.event.event_type == "Tick"));
+                ticks += events.len();
+            }
+            other => panic!("all-subscription ended: {other:?}"),
+        }
+    }
+    assert_eq!(ticks, 100);
+    writer.join().unwrap();
+}
+
+#[test]
+fn restart_after_sigterm_preserves_everything_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("data"), &[]);
+    let c = server.client();
+    for i in 0..200u32 {
+        c.append(
+            &format!("s{}", i % 7),
+            expected::ANY,
+            vec![ev("E", &i.to_le_bytes())],
+        )
+        .unwrap();
+    }
+    drop(c);
+    assert_eq!(server.terminate(), Some(0), "SIGTERM must exit 0");
+    server.restart();
+    let c = server.client();
+    let mut total = 0;
+    for s in 0..7 {
+        let (events, _) = c
+            .read(&format!("s{s}"), 0, 1000, Direction::Forward)
+            .unwrap();
+        for (v, e) in events.iter().enumerate() {
+            assert_eq!(e.stream_version, v as u64);
+            let i = u32::from_le_bytes(e.event.data[..4].try_into().unwrap());
+            assert_eq!(i % 7, s);
+        }
+        total += events.len();
+    }
+    assert_eq!(total, 200);
+    // Versions continue after the restart.
+    let a = c
+        .append("s0", expected::ANY, vec![ev("E", b"after")])
+        .unwrap();
+    assert_eq!(a.first_version, 29);
+}
+
+#[test]
+fn sigkill_during_load_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("data"), &[]);
+    let acked = Arc::new(Mutex::new(Vec::<(String, u64, Vec<u8>)>::new()));
+    for round in 0..3 {
+        let mut threads = Vec::new();
+        for w in 0..4 {
+            let addr = server.addr.clone();
+            let acked = acked.clone();
+            threads.push(std::thread::spawn(move || {
+                let c = BlockingClient::connect(&addr, "load", "").unwrap();
+                for i in 0.. {
+                    let stream = format!("load-{w}");
+                    let data = format!("round {round} writer {w} item {i}").into_bytes();
+                    match c.append(&stream, expected::ANY, vec![ev("L", &data)]) {
+                        Ok(a) => acked.lock().unwrap().push((stream, a.first_version, data)),
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(400));
+        server.kill_and_restart();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+    let c = server.client();
+    let acked = acked.lock().unwrap();
+    assert!(acked.len() > 50, "too little load: {}", acked.len());
+    for (stream, version, data) in acked.iter() {
+        let (events, _) = c.read(stream, *version, 1, Direction::Forward).unwrap();
+        assert_eq!(events.len(), 1, "{stream} v{version} lost");
+        assert_eq!(&events[0].event.data, data, "{stream} v{version} differs");
+    }
+}
+
+fn raw_connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn send(s: &mut TcpStream, id: u64, req: &Request) {
+    let mut buf = Vec::new();
+    encode_request(&mut buf, id, req);
+    s.write_all(&buf).unwrap();
+}
+
+fn hello() -> Request {
+    Request::Hello {
+        protocol_version: protocol::PROTOCOL_VERSION,
+        client_name: "raw".into(),
+        auth_token: "".into(),
+    }
+}
+
+/// Reads one reply, or None when the server closed the connection.
+fn recv(s: &mut TcpStream) -> Option<(u64, Response)> {
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    s.read_exact(&mut header).ok()?;
+    let h = FrameHeader::parse(&header).unwrap();
+    let mut body = vec![0u8; h.body_len()];
+    s.read_exact(&mut body).ok()?;
+    Some((
+        h.request_id,
+        protocol::decode_response(h.opcode, &body).unwrap(),
+    ))
+}
+
+fn expect_error_then_close(s: &mut TcpStream, want: u16) {
+    match recv(s) {
+        Some((_, Response::Error { code, .. })) => assert_eq!(code, want),
+        other => panic!("expected error {want}, got {other:?}"),
+    }
+    assert!(recv(s).is_none(), "the connection should be closed");
+}
+
+#[test]
+fn malformed_frames_get_an_error_and_the_server_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--set", "max_frame_bytes=65536"],
+    );
+    let bystander = server.client();
+    bystander
+        .append("keep", expected::ANY, vec![ev("A", b"1")])
+        .unwrap();
+
+    // Request before HELLO.
+    let mut s = raw_connect(&server.addr);
+    send(&mut s, 1, &Request::Ping);
+    expect_error_then_close(&mut s, code::NOT_AUTHENTICATED);
+
+    // Unknown opcode.
+    let mut s = raw_connect(&server.addr);
+    send(&mut s, 1, &hello());
+    assert!(matches!(recv(&mut s), Some((1, Response::Hello { .. }))));
+    let mut frame = Vec::new();
+    encode_request(&mut frame, 2, &Request::Ping);
+    frame[4] = 0x7e;
+    s.write_all(&frame).unwrap();
+    expect_error_then_close(&mut s, code::UNKNOWN_OPCODE);
+
+    // Length shorter than the header.
+    let mut s = raw_connect(&server.addr);
+    s.write_all(&[3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        .unwrap();
+    expect_error_then_close(&mut s, code::MALFORMED_FRAME);
+
+    // Declared length over the limit (huge).
+    let mut s = raw_connect(&server.addr);
+    send(&mut s, 1, &hello());
+    recv(&mut s).unwrap();
+    let mut frame = Vec::new();
+    encode_request(&mut frame, 3, &Request::Ping);
+    frame[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    s.write_all(&frame).unwrap();
+    expect_error_then_close(&mut s, code::FRAME_TOO_LARGE);
+
+    // Body that does not decode (APPEND with a truncated event).
+    let mut s = raw_connect(&server.addr);
+    send(&mut s, 1, &hello());
+    recv(&mut s).unwrap();
+    let mut frame = Vec::new();
+    encode_request(
+        &mut frame,
+        4,
+        &Request::Append {
+            stream: "x".into(),
+            expected_version: -1,
+            events: vec![ev("A", b"abc")],
+        },
+    );
+    let cut = frame.len() - 5;
+    frame.truncate(cut);
+    let len = (frame.len() - 4) as u32;
+    frame[0..4].copy_from_slice(&len.to_le_bytes());
+    s.write_all(&frame).unwrap();
+    expect_error_then_close(&mut s, code::MALFORMED_FRAME);
+
+    // Garbage bytes.
+    let mut s = raw_connect(&server.addr);
+    s.write_all(&[0xde; 64]).unwrap();
+    expect_error_then_close(&mut s, code::MALFORMED_FRAME);
+
+    // Truncated frame, then the client goes away.
+    let mut s = raw_connect(&server.addr);
+    send(&mut s, 1, &hello());
+    recv(&mut s).unwrap();
+    s.write_all(&[40, 0, 0, 0, 0x02]).unwrap();
+    drop(s);
+
+    // Wrong protocol version.
+    let mut s = raw_connect(&server.addr);
+    send(
+        &mut s,
+        1,
+        &Request::Hello {
+            protocol_version: 99,
+            client_name: "x".into(),
+            auth_token: "".into(),
+        },
+    );
+    expect_error_then_close(&mut s, code::UNSUPPORTED_VERSION);
+
+    // The server and the other connection go on; nothing acknowledged was lost.
+    bystander.ping().unwrap();
+    let (events, _) = bystander.read("keep", 0, 10, Direction::Forward).unwrap();
+    assert_eq!(events.len(), 1);
+    let fresh = server.client();
+    fresh.append("keep", 0, vec![ev("B", b"2")]).unwrap();
+}
+
+#[test]
+fn auth_token_is_checked_in_hello() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--set", "auth_token=\"s3cret\""],
+    );
+    let err = BlockingClient::connect(&server.addr, "t", "wrong")
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), Some(code::NOT_AUTHENTICATED));
+    let ok = BlockingClient::connect(&server.addr, "t", "s3cret").unwrap();
+    ok.ping().unwrap();
+}
+
+#[test]
+fn print_config_shows_the_merged_configuration() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_evringd"))
+        .args(["--print-config", "--listen", "127.0.0.1:9999"])
+        .env("EVRING_MAX_CONNECTIONS", "77")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("listen = \"127.0.0.1:9999\""), "{text}");
+    assert!(text.contains("max_connections = 77"), "{text}");
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_evringd"))
+        .args(["--print-config", "--set", "no_such_key=1"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown setting"));
+}
