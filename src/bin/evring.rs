@@ -1,0 +1,313 @@
+//! evring: the command-line client. Thin: parse flags, call `evring::client`, print.
+
+use std::io::Read;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use evring::client::{BlockingClient, SubscriptionItem};
+use evring::protocol::{Direction, Event, RecordedEvent, SubscribeTarget};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(name = "evring", version, about = "evring command-line client")]
+struct Args {
+    /// Server address.
+    #[arg(long, env = "EVRING_ADDR", default_value = "127.0.0.1:7070", global = true)]
+    addr: String,
+    /// Auth token sent in HELLO.
+    #[arg(long, env = "EVRING_TOKEN", default_value = "", global = true)]
+    token: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Target {
+    Stream,
+    Partition,
+    All,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Check that the server answers.
+    Ping,
+    /// Append one event (data from --data, --file, or standard input).
+    Append {
+        stream: String,
+        /// Event type.
+        #[arg(long = "type", default_value = "event")]
+        event_type: String,
+        /// Event data as text.
+        #[arg(long, conflicts_with = "file")]
+        data: Option<String>,
+        /// Read the event data from this file ("-" for standard input).
+        #[arg(long)]
+        file: Option<String>,
+        /// Expected version: any, no-stream, exists, or the stream's last version.
+        #[arg(long, default_value = "any")]
+        expected: String,
+        /// Event id (32 hex digits) for idempotent retries.
+        #[arg(long)]
+        id: Option<String>,
+        /// Numeric value for aggregations.
+        #[arg(long)]
+        value: Option<f64>,
+    },
+    /// Read events of a stream.
+    Read {
+        stream: String,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = 100)]
+        count: u32,
+        /// Read backwards from --from (default: from the end).
+        #[arg(long)]
+        backward: bool,
+    },
+    /// Subscribe and print events as they arrive.
+    Subscribe {
+        #[arg(value_enum)]
+        target: Target,
+        /// Stream name or partition number (empty for all).
+        #[arg(default_value = "")]
+        name: String,
+        /// Start position (stream version, or LSN per partition); omit for live only.
+        #[arg(long)]
+        from: Option<u64>,
+        #[arg(long, default_value = "")]
+        type_prefix: String,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Count/sum/min/max/average of event values over a time window.
+    Aggregate {
+        #[arg(long, default_value = "")]
+        stream: String,
+        #[arg(long, default_value = "")]
+        type_prefix: String,
+        #[arg(long, default_value_t = 0)]
+        from_ns: u64,
+        #[arg(long, default_value_t = u64::MAX)]
+        to_ns: u64,
+        #[arg(long, default_value_t = 0)]
+        bucket_ns: u64,
+    },
+    /// Version and LSN range of a stream.
+    Info { stream: String },
+    /// Server statistics (JSON).
+    Stats,
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("evring: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn parse_expected(s: &str) -> anyhow::Result<i64> {
+    Ok(match s {
+        "any" => -1,
+        "no-stream" => -2,
+        "exists" => -3,
+        n => n
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v >= 0)
+            .with_context(|| format!("--expected {n:?}: use any, no-stream, exists or a version"))?,
+    })
+}
+
+fn parse_id(s: &str) -> anyhow::Result<[u8; 16]> {
+    if s.len() != 32 {
+        bail!("--id must be 32 hex digits");
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).context("--id must be hex")?;
+    }
+    Ok(id)
+}
+
+fn event_json(e: &RecordedEvent) -> serde_json::Value {
+    json!({
+        "stream_version": e.stream_version,
+        "lsn": e.lsn,
+        "partition": e.partition,
+        "type": e.event.event_type,
+        "timestamp_ns": e.event.timestamp_ns,
+        "value": if e.event.value.is_nan() { serde_json::Value::Null } else { json!(e.event.value) },
+        "data": String::from_utf8_lossy(&e.event.data),
+        "metadata": String::from_utf8_lossy(&e.event.metadata),
+    })
+}
+
+fn print_event(e: &RecordedEvent, as_json: bool) {
+    if as_json {
+        println!("{}", event_json(e));
+    } else {
+        println!(
+            "v{} lsn {} p{} {} {}",
+            e.stream_version,
+            e.lsn,
+            e.partition,
+            e.event.event_type,
+            String::from_utf8_lossy(&e.event.data)
+        );
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let c = BlockingClient::connect(&args.addr, "evring-cli", &args.token)
+        .with_context(|| format!("cannot talk to evringd at {}", args.addr))?;
+    match args.command {
+        Cmd::Ping => {
+            c.ping()?;
+            println!("{}", if args.json { "{\"ok\":true}" } else { "pong" });
+        }
+        Cmd::Append {
+            stream,
+            event_type,
+            data,
+            file,
+            expected,
+            id,
+            value,
+        } => {
+            let data = match (data, file.as_deref()) {
+                (Some(d), _) => d.into_bytes(),
+                (None, Some("-")) | (None, None) => {
+                    let mut buf = Vec::new();
+                    std::io::stdin().read_to_end(&mut buf)?;
+                    buf
+                }
+                (None, Some(path)) => {
+                    std::fs::read(path).with_context(|| format!("cannot read {path}"))?
+                }
+            };
+            let event = Event {
+                id: id.as_deref().map(parse_id).transpose()?.unwrap_or([0; 16]),
+                event_type,
+                timestamp_ns: 0,
+                value: value.unwrap_or(f64::NAN),
+                data,
+                metadata: Vec::new(),
+            };
+            let a = c.append(&stream, parse_expected(&expected)?, vec![event])?;
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"first_version": a.first_version, "last_version": a.last_version,
+                           "partition": a.partition, "lsn": a.lsn})
+                );
+            } else {
+                println!(
+                    "appended {stream} v{} (partition {}, lsn {})",
+                    a.first_version, a.partition, a.lsn
+                );
+            }
+        }
+        Cmd::Read {
+            stream,
+            from,
+            count,
+            backward,
+        } => {
+            let (direction, from) = if backward {
+                (Direction::Backward, if from == 0 { u64::MAX } else { from })
+            } else {
+                (Direction::Forward, from)
+            };
+            let (events, end) = c.read(&stream, from, count, direction)?;
+            if args.json {
+                let list: Vec<_> = events.iter().map(event_json).collect();
+                println!("{}", json!({"events": list, "end_of_stream": end}));
+            } else {
+                for e in &events {
+                    print_event(e, false);
+                }
+                if end {
+                    println!("(end of stream)");
+                }
+            }
+        }
+        Cmd::Subscribe {
+            target,
+            name,
+            from,
+            type_prefix,
+            count,
+        } => {
+            let target = match target {
+                Target::Stream => SubscribeTarget::Stream,
+                Target::Partition => SubscribeTarget::Partition,
+                Target::All => SubscribeTarget::All,
+            };
+            let sub = c.subscribe(target, &name, from.unwrap_or(u64::MAX), &type_prefix)?;
+            let mut seen = 0usize;
+            loop {
+                match sub.next() {
+                    SubscriptionItem::Events(events) => {
+                        for e in &events {
+                            print_event(e, args.json);
+                            seen += 1;
+                            if count.is_some_and(|n| seen >= n) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    SubscriptionItem::Ended(e) => bail!("subscription ended: {e}"),
+                }
+            }
+        }
+        Cmd::Aggregate {
+            stream,
+            type_prefix,
+            from_ns,
+            to_ns,
+            bucket_ns,
+        } => {
+            let buckets = c.aggregate(&stream, &type_prefix, from_ns, to_ns, bucket_ns)?;
+            if args.json {
+                let list: Vec<_> = buckets
+                    .iter()
+                    .map(|b| {
+                        json!({"start_ns": b.start_ns, "count": b.count, "sum": b.sum,
+                               "min": b.min, "max": b.max,
+                               "avg": if b.count > 0 { json!(b.sum / b.count as f64) } else { serde_json::Value::Null }})
+                    })
+                    .collect();
+                println!("{}", json!({ "buckets": list }));
+            } else {
+                for b in &buckets {
+                    let avg = if b.count > 0 { b.sum / b.count as f64 } else { f64::NAN };
+                    println!(
+                        "{} count {} sum {} min {} max {} avg {}",
+                        b.start_ns, b.count, b.sum, b.min, b.max, avg
+                    );
+                }
+            }
+        }
+        Cmd::Info { stream } => {
+            let i = c.stream_info(&stream)?;
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"next_version": i.next_version, "first_lsn": i.first_lsn, "last_lsn": i.last_lsn})
+                );
+            } else {
+                println!(
+                    "{stream}: next version {}, LSNs {}..={}",
+                    i.next_version, i.first_lsn, i.last_lsn
+                );
+            }
+        }
+        Cmd::Stats => println!("{}", c.stats()?),
+    }
+    Ok(())
+}
