@@ -22,6 +22,7 @@ pub mod constants;
 pub mod error;
 pub mod journal;
 pub mod manifest;
+pub mod metrics;
 pub mod protocol;
 pub mod ring;
 pub mod server;

@@ -411,3 +411,36 @@ fn print_config_shows_the_merged_configuration() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown setting"));
 }
+
+#[test]
+fn prometheus_endpoint_reports_appends_and_flush_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--set", "metrics_listen=\"127.0.0.1:0\""],
+    );
+    let text = std::fs::read_to_string(dir.path().join("data.addr")).unwrap();
+    let metrics = text
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics="))
+        .expect("metrics address in the addresses file")
+        .to_string();
+    let c = server.client();
+    for _ in 0..5 {
+        c.append("m", expected::ANY, vec![ev("E", b"x")]).unwrap();
+    }
+    let mut s = TcpStream::connect(&metrics).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let total: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("evring_appends_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(total, 5.0);
+    assert!(body.contains("evring_flush_latency_seconds_bucket{"));
+    assert!(body.contains("evring_frames_written_total{"));
+}

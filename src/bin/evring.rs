@@ -12,7 +12,12 @@ use serde_json::json;
 #[command(name = "evring", version, about = "evring command-line client")]
 struct Args {
     /// Server address.
-    #[arg(long, env = "EVRING_ADDR", default_value = "127.0.0.1:7070", global = true)]
+    #[arg(
+        long,
+        env = "EVRING_ADDR",
+        default_value = "127.0.0.1:7070",
+        global = true
+    )]
     addr: String,
     /// Auth token sent in HELLO.
     #[arg(long, env = "EVRING_TOKEN", default_value = "", global = true)]
@@ -115,11 +120,9 @@ fn parse_expected(s: &str) -> anyhow::Result<i64> {
         "any" => -1,
         "no-stream" => -2,
         "exists" => -3,
-        n => n
-            .parse::<i64>()
-            .ok()
-            .filter(|v| *v >= 0)
-            .with_context(|| format!("--expected {n:?}: use any, no-stream, exists or a version"))?,
+        n => n.parse::<i64>().ok().filter(|v| *v >= 0).with_context(|| {
+            format!("--expected {n:?}: use any, no-stream, exists or a version")
+        })?,
     })
 }
 
@@ -285,7 +288,11 @@ fn run(args: Args) -> anyhow::Result<()> {
                 println!("{}", json!({ "buckets": list }));
             } else {
                 for b in &buckets {
-                    let avg = if b.count > 0 { b.sum / b.count as f64 } else { f64::NAN };
+                    let avg = if b.count > 0 {
+                        b.sum / b.count as f64
+                    } else {
+                        f64::NAN
+                    };
                     println!(
                         "{} count {} sum {} min {} max {} avg {}",
                         b.start_ns, b.count, b.sum, b.min, b.max, avg

@@ -107,7 +107,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     );
     if !addresses_file.is_empty() {
         let tmp = format!("{addresses_file}.tmp");
-        std::fs::write(&tmp, format!("client={}\n", server.client_addr))
+        let mut text = format!("client={}\n", server.client_addr);
+        if let Some(m) = server.metrics_addr {
+            text.push_str(&format!("metrics={m}\n"));
+        }
+        std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, &addresses_file))
             .with_context(|| format!("cannot write addresses file {addresses_file}"))?;
     }

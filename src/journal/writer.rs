@@ -218,6 +218,8 @@ struct Submission<F: SegmentFile> {
 
 struct Flight {
     id: u64,
+    submitted: Instant,
+    bytes: u64,
     end_lsn: u64,
     done: Option<io::Result<()>>,
     signal: Rc<FrameSignal>,
@@ -615,6 +617,8 @@ impl<S: Storage + 'static> Journal<S> {
         st.next_flight_id += 1;
         st.in_flight.push_back(Flight {
             id,
+            submitted: Instant::now(),
+            bytes: padded as u64,
             end_lsn: open.first_lsn + u64::from(open.count),
             done: None,
             signal: open.signal,
@@ -756,6 +760,13 @@ impl<S: Storage + 'static> Journal<S> {
                 let done = flight.done.expect("checked above");
                 match (&st.poisoned, done) {
                     (None, Ok(())) => {
+                        let partition = self.shared.cfg.partition.to_string();
+                        metrics::histogram!(crate::metrics::FLUSH_LATENCY_SECONDS, "partition" => partition.clone())
+                            .record(flight.submitted.elapsed().as_secs_f64());
+                        metrics::counter!(crate::metrics::FRAMES_WRITTEN_TOTAL, "partition" => partition.clone())
+                            .increment(1);
+                        metrics::counter!(crate::metrics::JOURNAL_BYTES_WRITTEN_TOTAL, "partition" => partition)
+                            .increment(flight.bytes);
                         st.acked_lsn = flight.end_lsn;
                         flight.signal.finish(Ok(()));
                     }
@@ -765,6 +776,8 @@ impl<S: Storage + 'static> Journal<S> {
                             self.shared.storage.describe(st.seg_seq)
                         );
                         tracing::error!(%reason, "journal poisoned");
+                        metrics::gauge!(crate::metrics::PARTITION_POISONED, "partition" => self.shared.cfg.partition.to_string())
+                            .set(1.0);
                         st.poisoned = Some(reason.clone());
                         flight.signal.finish(Err(reason.clone()));
                         if let Some(open) = st.open.take() {
@@ -774,6 +787,8 @@ impl<S: Storage + 'static> Journal<S> {
                     (Some(reason), _) => flight.signal.finish(Err(reason.clone())),
                 }
             }
+            metrics::gauge!(crate::metrics::FRAMES_IN_FLIGHT, "partition" => self.shared.cfg.partition.to_string())
+                .set(st.in_flight.len() as f64);
             wake_all(&mut st);
         }
         self.kick();

@@ -37,6 +37,8 @@ const SHARD_CHANNEL_CAPACITY: usize = 4096;
 /// A running server.
 pub struct Running {
     pub client_addr: SocketAddr,
+    /// The Prometheus endpoint, when `metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub partitions: u32,
     pub shards: usize,
     shared: Arc<Shared>,
@@ -77,6 +79,14 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
     }
     let shards = (manifest.partitions as usize).min(cpus).max(1);
     io_memory_per_executor(shards)?;
+    let metrics_addr = if config.metrics_listen.is_empty() {
+        None
+    } else {
+        let handle = crate::metrics::install();
+        let addr = crate::metrics::serve(&config.metrics_listen, handle)
+            .with_context(|| format!("cannot serve metrics on {:?}", config.metrics_listen))?;
+        Some(addr)
+    };
     let mut journal_cfg = JournalConfig::new(manifest.store_id, 0);
     journal_cfg.segment_bytes = config.segment_bytes;
     journal_cfg.frame_bytes_max = config.frame_bytes_max as usize;
@@ -183,10 +193,12 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
         }
     }
     let shared = shared_slot.get().cloned().context("no shard started")?;
+
     // Tell every shard the server is complete.
     let client_addr = shared.client_addr;
     Ok(Running {
         client_addr,
+        metrics_addr,
         partitions: manifest.partitions,
         shards,
         shared,

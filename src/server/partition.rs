@@ -382,6 +382,13 @@ impl Partition {
             st.appends += 1;
             st.events_appended += n;
             st.bytes_appended += bytes;
+            let partition = self.id.to_string();
+            metrics::counter!(crate::metrics::APPENDS_TOTAL, "partition" => partition.clone())
+                .increment(1);
+            metrics::counter!(crate::metrics::EVENTS_APPENDED_TOTAL, "partition" => partition.clone())
+                .increment(n);
+            metrics::counter!(crate::metrics::APPEND_BYTES_TOTAL, "partition" => partition)
+                .increment(bytes);
             if self.limits.idempotency_window > 0 {
                 for r in &recorded {
                     if r.event.id == [0; 16] {

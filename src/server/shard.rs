@@ -493,6 +493,7 @@ impl Shard {
     async fn serve(self: Rc<Self>, stream: TcpStream) {
         let cfg = &self.shared.config;
         let count = self.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        metrics::gauge!(crate::metrics::CONNECTIONS).set(count as f64);
         let peer = stream.peer_addr().ok();
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = futures_lite::io::split(stream);
@@ -678,7 +679,8 @@ impl Shard {
             }
         }
         self.conns.borrow_mut().remove(&conn_id);
-        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        let left = self.shared.connections.fetch_sub(1, Ordering::AcqRel) - 1;
+        metrics::gauge!(crate::metrics::CONNECTIONS).set(left as f64);
     }
 
     async fn handle(self: &Rc<Self>, out: &Rc<ConnOut>, conn: u64, request_id: u64, req: Request) {
@@ -781,6 +783,10 @@ impl Shard {
                 format!("no model named {model:?} is served"),
             ),
         };
+        if let Response::Error { code, .. } = &resp {
+            metrics::counter!(crate::metrics::ERRORS_TOTAL, "code" => code.to_string())
+                .increment(1);
+        }
         out.send(request_id, &resp);
     }
 
