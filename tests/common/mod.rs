@@ -94,7 +94,7 @@ fn spawn(data_dir: &Path, extra: &[String]) -> (Child, String) {
     let started = Instant::now();
     loop {
         if let Ok(text) = std::fs::read_to_string(&addr_file) {
-            if let Some(addr) = text.trim().strip_prefix("client=") {
+            if let Some(addr) = text.lines().find_map(|l| l.strip_prefix("client=")) {
                 return (child, addr.to_string());
             }
         }
