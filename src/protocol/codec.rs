@@ -657,4 +657,78 @@ mod tests {
         h[6] = 0;
         assert_eq!(FrameHeader::parse(&h).unwrap().body_len(), 0);
     }
+
+    fn unhex(text: &str) -> Vec<u8> {
+        text.lines()
+            .flat_map(|l| l.split_whitespace().skip(1))
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn worked_examples_in_protocol_md_match_the_encoder() {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let blocks: Vec<Vec<u8>> = doc
+            .split("```")
+            .skip(1)
+            .step_by(2)
+            .filter(|b| b.trim_start().starts_with("0000"))
+            .map(unhex)
+            .collect();
+        assert_eq!(blocks.len(), 4, "expected four hex examples");
+        let mut hello = Vec::new();
+        encode_request(
+            &mut hello,
+            1,
+            &Request::Hello {
+                protocol_version: 1,
+                client_name: "cli".into(),
+                auth_token: "".into(),
+            },
+        );
+        assert_eq!(blocks[0], hello);
+        let mut append = Vec::new();
+        encode_request(
+            &mut append,
+            2,
+            &Request::Append {
+                stream: "orders-1".into(),
+                expected_version: -2,
+                events: vec![Event {
+                    id: [0; 16],
+                    event_type: "Created".into(),
+                    timestamp_ns: 0,
+                    value: f64::NAN,
+                    data: b"hi".to_vec(),
+                    metadata: vec![],
+                }],
+            },
+        );
+        assert_eq!(blocks[1], append);
+        let mut reply = Vec::new();
+        encode_response(
+            &mut reply,
+            2,
+            0,
+            &Response::Appended {
+                first_version: 0,
+                last_version: 0,
+                partition: 1,
+                lsn: 0,
+            },
+        );
+        assert_eq!(blocks[2], reply);
+        let mut err = Vec::new();
+        encode_response(
+            &mut err,
+            3,
+            0,
+            &Response::Error {
+                code: 10,
+                message: "wrong expected version".into(),
+                current_version: Some(4),
+            },
+        );
+        assert_eq!(blocks[3], err);
+    }
 }
