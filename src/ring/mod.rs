@@ -48,6 +48,10 @@
 //!   `max_retries` times, then returns [`RingError::Retry`].
 //!
 //! The writer never waits for readers: it has no loop that depends on them.
+//!
+//! `--cfg evring_mutant="..."` builds a deliberately broken ring (`no_recheck`,
+//! `no_release_fence`, `no_evict_mark`) for the loom negative controls; see
+//! `loom-tests/run.sh`.
 
 pub mod table;
 
@@ -234,6 +238,7 @@ impl RingWriter {
         let seq = self.tail;
         let i = self.slot(seq);
         let c = &self.inner.cols;
+        #[cfg(not(evring_mutant = "no_evict_mark"))]
         c.stamp[i].store(2 * seq + 1, Ordering::Relaxed);
         let pos = c.payload_pos[i].load(Ordering::Relaxed);
         let len = c.payload_len[i].load(Ordering::Relaxed);
@@ -285,6 +290,7 @@ impl RingWriter {
         let c = &self.inner.cols;
         c.stamp[i].store(2 * seq + 1, Ordering::Relaxed);
         self.inner.tail.store(self.tail, Ordering::Relaxed);
+        #[cfg(not(evring_mutant = "no_release_fence"))]
         fence(Ordering::Release);
         c.lsn[i].store(e.lsn, Ordering::Relaxed);
         c.timestamp[i].store(e.timestamp_ns, Ordering::Relaxed);
@@ -464,6 +470,11 @@ impl RingReader {
         };
         fence(Ordering::Acquire);
         let s2 = c.stamp[i].load(Ordering::Relaxed);
+        #[cfg(evring_mutant = "no_recheck")]
+        let s2 = {
+            let _ = s2;
+            s1
+        };
         (s2 == s1).then_some(e)
     }
 
