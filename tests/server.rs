@@ -441,6 +441,133 @@ fn prometheus_endpoint_reports_appends_and_flush_latency() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
     assert_eq!(total, 5.0);
+    let ring_events: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("evring_ring_events{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(ring_events, 5.0);
+    assert!(body.contains("evring_ring_bytes{"));
     assert!(body.contains("evring_flush_latency_seconds_bucket{"));
     assert!(body.contains("evring_frames_written_total{"));
+}
+
+fn valued(event_type: &str, value: f64, timestamp_ns: u64) -> protocol::Event {
+    let mut e = ev(event_type, format!("{value}").as_bytes());
+    e.value = value;
+    e.timestamp_ns = timestamp_ns;
+    e
+}
+
+#[test]
+fn aggregate_over_in_memory_events_by_stream_type_and_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("data"), &[]);
+    let c = server.client();
+    let base = 1_000_000_000u64;
+    // Stream a: prices 1..=10 at base + i seconds; stream b: 100 once; type filter by prefix.
+    for i in 1..=10u64 {
+        let kind = if i % 2 == 0 {
+            "price.even"
+        } else {
+            "price.odd"
+        };
+        c.append(
+            "a",
+            expected::ANY,
+            vec![valued(kind, i as f64, base + i * 1_000_000_000)],
+        )
+        .unwrap();
+    }
+    c.append(
+        "b",
+        expected::ANY,
+        vec![valued("price.odd", 100.0, base + 1_000_000_000)],
+    )
+    .unwrap();
+    c.append("b", expected::ANY, vec![ev("note", b"no value")])
+        .unwrap();
+    let check = |c: &BlockingClient| {
+        let all = c.aggregate("", "", 0, u64::MAX, 0).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].count, 11, "the valueless event is not counted");
+        assert_eq!(all[0].sum, 155.0);
+        assert_eq!((all[0].min, all[0].max), (1.0, 100.0));
+        let a = c.aggregate("a", "", 0, u64::MAX, 0).unwrap();
+        assert_eq!((a[0].count, a[0].sum), (10, 55.0));
+        let even = c.aggregate("a", "price.even", 0, u64::MAX, 0).unwrap();
+        assert_eq!((even[0].count, even[0].sum), (5, 30.0));
+        let odd_all = c.aggregate("", "price.o", 0, u64::MAX, 0).unwrap();
+        assert_eq!((odd_all[0].count, odd_all[0].sum), (6, 125.0));
+        // Buckets of 5 s over [base+1s, base+11s): values 1..=5 and 6..=10.
+        let from = base + 1_000_000_000;
+        let series = c
+            .aggregate("a", "", from, from + 10_000_000_000, 5_000_000_000)
+            .unwrap();
+        let got: Vec<(u64, u64, f64)> = series
+            .iter()
+            .map(|b| (b.start_ns, b.count, b.sum))
+            .collect();
+        assert_eq!(got, [(from, 5, 15.0), (from + 5_000_000_000, 5, 40.0)]);
+        let err = c.aggregate("a", "", 10, 5, 0).unwrap_err();
+        assert_eq!(err.code(), Some(code::INVALID_ARGUMENT));
+        let err = c.aggregate("a", "", 0, u64::MAX, 1).unwrap_err();
+        assert_eq!(err.code(), Some(code::INVALID_ARGUMENT), "too many buckets");
+    };
+    check(&c);
+    drop(c);
+    // The ring is rebuilt from the journal at start-up: the same answers after a crash.
+    server.kill_and_restart();
+    check(&server.client());
+}
+
+#[test]
+fn reads_span_the_ring_and_the_journal_when_the_ring_has_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        &dir.path().join("data"),
+        &["--set", "ring_capacity_events=16", "--set", "partitions=1"],
+    );
+    let c = server.client();
+    for i in 0..200u64 {
+        c.append(
+            "s",
+            if i == 0 {
+                expected::NO_STREAM
+            } else {
+                i as i64 - 1
+            },
+            vec![valued("t", i as f64, 0)],
+        )
+        .unwrap();
+    }
+    let verify = |c: &BlockingClient| {
+        let (events, end) = c.read("s", 0, 1000, Direction::Forward).unwrap();
+        assert!(end);
+        assert_eq!(events.len(), 200);
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e.stream_version, i as u64);
+            assert_eq!(e.event.data, format!("{}", i as f64).as_bytes());
+            assert_eq!(e.event.value, i as f64);
+        }
+        let (back, _) = c.read("s", u64::MAX, 20, Direction::Backward).unwrap();
+        let versions: Vec<u64> = back.iter().map(|e| e.stream_version).collect();
+        assert_eq!(versions, (180..200).rev().collect::<Vec<_>>());
+        // The ring holds only the newest 16 events: aggregations cover what is in memory.
+        let agg = c.aggregate("s", "", 0, u64::MAX, 0).unwrap();
+        assert_eq!(agg[0].count, 16);
+        assert_eq!(agg[0].min, 184.0);
+        let stats: serde_json::Value = serde_json::from_str(&c.stats().unwrap()).unwrap();
+        let held: u64 = stats["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["ring"]["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(held, 16);
+    };
+    verify(&c);
+    drop(c);
+    server.kill_and_restart();
+    verify(&server.client());
 }

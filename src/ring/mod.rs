@@ -663,7 +663,8 @@ mod tests {
                 views
             }));
         }
-        for lsn in 0..300_000u64 {
+        let pushes: u64 = if cfg!(miri) { 500 } else { 300_000 };
+        for lsn in 0..pushes {
             let p = vec![lsn as u8; (lsn % 33) as usize];
             w.push(&ev(lsn, &p)).unwrap();
         }

@@ -128,6 +128,11 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
     let limits = PartitionLimits {
         idempotency_window: config.idempotency_window as usize,
         max_read_count: config.max_read_count as usize,
+        ring: crate::ring::RingConfig {
+            capacity_events: config.ring_capacity_events as usize,
+            capacity_bytes: config.ring_capacity_bytes as usize,
+            max_retries: 8,
+        },
     };
     let mut client_addr = None;
     for (shard_id, ep) in endpoints.into_iter().enumerate() {
@@ -227,7 +232,7 @@ async fn run_shard(
         let mut cfg = journal_cfg.clone();
         cfg.partition = p;
         let started = Instant::now();
-        let mut rebuild = Rebuild::new(limits.idempotency_window);
+        let mut rebuild = Rebuild::new(limits.idempotency_window, limits.ring);
         let (journal, report) =
             Journal::open(storage, cfg, |info, frame| rebuild.frame(info, frame))
                 .await

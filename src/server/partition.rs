@@ -16,11 +16,13 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
+use crate::aggregate::{aggregate_columns, Bucket, Query};
 use crate::error::JournalError;
 use crate::journal::format::{RecordIter, RECORD_KIND_EVENT};
 use crate::journal::scan::FrameInfo;
 use crate::journal::{GlommioStorage, Journal, OwnedRecord, RecordRef};
 use crate::protocol::{code, expected, Direction, Event, RecordedEvent};
+use crate::ring::{ring, NameTable, NewEvent, RingConfig, RingStats, RingWriter};
 
 /// A request failure, as the wire reports it.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,6 +78,7 @@ pub struct StreamInfo {
 pub struct PartitionLimits {
     pub idempotency_window: usize,
     pub max_read_count: usize,
+    pub ring: RingConfig,
 }
 
 #[derive(Default)]
@@ -100,6 +103,8 @@ pub trait PublishSink {
 }
 
 struct State {
+    ring: RingWriter,
+    types: NameTable,
     streams: HashMap<String, StreamEntry>,
     idem: HashMap<[u8; 16], IdemEntry>,
     idem_order: VecDeque<[u8; 16]>,
@@ -118,10 +123,12 @@ pub struct Partition {
     journal: Journal<GlommioStorage>,
     limits: PartitionLimits,
     state: RefCell<State>,
+    ring_events_gauge: metrics::Gauge,
+    ring_bytes_gauge: metrics::Gauge,
 }
 
 /// Counters for STATS and metrics.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct PartitionStats {
     pub partition: u32,
     pub streams: u64,
@@ -134,6 +141,7 @@ pub struct PartitionStats {
     pub frames_in_flight: u64,
     pub journal_bytes_written: u64,
     pub poisoned: bool,
+    pub ring: RingStats,
 }
 
 fn now_ns() -> u64 {
@@ -148,15 +156,19 @@ pub struct Rebuild {
     streams: HashMap<String, StreamEntry>,
     idem: VecDeque<([u8; 16], IdemEntry)>,
     window: usize,
+    ring: RingWriter,
+    types: NameTable,
     pub events: u64,
 }
 
 impl Rebuild {
-    pub fn new(idempotency_window: usize) -> Self {
+    pub fn new(idempotency_window: usize, ring_config: RingConfig) -> Self {
         Rebuild {
             streams: HashMap::new(),
             idem: VecDeque::new(),
             window: idempotency_window,
+            ring: ring(ring_config).0,
+            types: NameTable::new(),
             events: 0,
         }
     }
@@ -172,6 +184,21 @@ impl Rebuild {
             let entry = self.streams.entry(stream.clone()).or_default();
             entry.lsns.push(record.lsn);
             self.events += 1;
+            let event_type = String::from_utf8_lossy(record.record.event_type);
+            let recorded = RecordedEvent {
+                stream_version: record.record.stream_version,
+                lsn: record.lsn,
+                partition: 0,
+                event: Event {
+                    id: record.record.event_id,
+                    event_type: event_type.into_owned(),
+                    timestamp_ns: record.record.timestamp_ns,
+                    value: record.record.value,
+                    data: record.record.data.to_vec(),
+                    metadata: record.record.metadata.to_vec(),
+                },
+            };
+            ring_push(&mut self.ring, &mut self.types, &stream, &recorded);
             if record.record.event_id != [0; 16] && self.window > 0 {
                 if self.idem.len() == self.window {
                     self.idem.pop_front();
@@ -186,6 +213,83 @@ impl Rebuild {
                 ));
             }
         }
+    }
+}
+
+/// The ring's stream id of a stream: FNV-1a 64 of its name (a collision only makes an
+/// aggregation filter coarser, never a read wrong: reads check the name in the payload).
+pub fn stream_id(stream: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in stream.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Ring payload: `u16 stream, u16 type, u32 data, u32 metadata` lengths, `[16] id`, then the
+/// four fields.
+fn ring_payload(stream: &str, e: &Event) -> Vec<u8> {
+    let mut p = Vec::with_capacity(28 + stream.len() + e.event_type.len() + e.data.len());
+    p.extend_from_slice(&(stream.len() as u16).to_le_bytes());
+    p.extend_from_slice(&(e.event_type.len() as u16).to_le_bytes());
+    p.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
+    p.extend_from_slice(&(e.metadata.len() as u32).to_le_bytes());
+    p.extend_from_slice(&e.id);
+    p.extend_from_slice(stream.as_bytes());
+    p.extend_from_slice(e.event_type.as_bytes());
+    p.extend_from_slice(&e.data);
+    p.extend_from_slice(&e.metadata);
+    p
+}
+
+fn ring_decode(e: &crate::ring::RingEvent, partition: u32) -> Option<RecordedEvent> {
+    let p = &e.payload;
+    let u16_at = |i: usize| Some(u16::from_le_bytes(p.get(i..i + 2)?.try_into().ok()?) as usize);
+    let u32_at = |i: usize| Some(u32::from_le_bytes(p.get(i..i + 4)?.try_into().ok()?) as usize);
+    let (sl, tl, dl, ml) = (u16_at(0)?, u16_at(2)?, u32_at(4)?, u32_at(8)?);
+    let id: [u8; 16] = p.get(12..28)?.try_into().ok()?;
+    let mut at = 28 + sl;
+    let event_type = String::from_utf8(p.get(at..at + tl)?.to_vec()).ok()?;
+    at += tl;
+    let data = p.get(at..at + dl)?.to_vec();
+    at += dl;
+    let metadata = p.get(at..at + ml)?.to_vec();
+    Some(RecordedEvent {
+        stream_version: e.stream_version,
+        lsn: e.lsn,
+        partition,
+        event: Event {
+            id,
+            event_type,
+            timestamp_ns: e.timestamp_ns,
+            value: e.value,
+            data,
+            metadata,
+        },
+    })
+}
+
+/// Pushes a published event into the ring. LSNs in the ring stay contiguous: an event too
+/// large for the ring's arena clears it (reads then go to the journal).
+fn ring_push(ring: &mut RingWriter, types: &mut NameTable, stream: &str, e: &RecordedEvent) {
+    let payload = ring_payload(stream, &e.event);
+    let new = NewEvent {
+        lsn: e.lsn,
+        timestamp_ns: e.event.timestamp_ns,
+        value: e.event.value,
+        type_id: types.intern(&e.event.event_type),
+        stream_id: stream_id(stream),
+        stream_version: e.stream_version,
+        payload: &payload,
+    };
+    if let Some((_, newest)) = ring.lsn_range() {
+        if newest + 1 != e.lsn {
+            ring.clear();
+        }
+    }
+    if ring.push(&new).is_err() {
+        ring.clear();
     }
 }
 
@@ -220,11 +324,22 @@ impl Partition {
             idem.insert(id, entry);
         }
         let published_lsn = journal.acked_lsn();
+        let label = id.to_string();
+        let ring_events_gauge =
+            metrics::gauge!(crate::metrics::RING_EVENTS, "partition" => label.clone());
+        let ring_bytes_gauge = metrics::gauge!(crate::metrics::RING_BYTES, "partition" => label);
+        let rs = rebuilt.ring.stats();
+        ring_events_gauge.set(rs.count as f64);
+        ring_bytes_gauge.set(rs.payload_bytes as f64);
         Partition {
             id,
             journal,
             limits,
+            ring_events_gauge,
+            ring_bytes_gauge,
             state: RefCell::new(State {
+                ring: rebuilt.ring,
+                types: rebuilt.types,
                 streams: rebuilt.streams,
                 idem,
                 idem_order,
@@ -433,8 +548,15 @@ impl Partition {
                     break;
                 };
                 st.published_lsn += batch.1.len() as u64;
+                let State { ring, types, .. } = &mut *st;
+                for e in &batch.1 {
+                    ring_push(ring, types, &batch.0, e);
+                }
                 ready.push(batch);
             }
+            let rs = st.ring.stats();
+            self.ring_events_gauge.set(rs.count as f64);
+            self.ring_bytes_gauge.set(rs.payload_bytes as f64);
             (ready, st.sinks.clone())
         };
         if ready.is_empty() || sinks.is_empty() {
@@ -504,9 +626,25 @@ impl Partition {
 
     /// Fetches records by LSN from the journal, in the order given.
     async fn fetch(&self, lsns: &[u64]) -> Result<Vec<RecordedEvent>, ApiError> {
-        let mut sorted: Vec<u64> = lsns.to_vec();
-        sorted.sort_unstable();
         let mut found: HashMap<u64, RecordedEvent> = HashMap::with_capacity(lsns.len());
+        {
+            let st = self.state.borrow();
+            for &lsn in lsns {
+                if let Some(e) = st
+                    .ring
+                    .get_by_lsn(lsn)
+                    .and_then(|e| ring_decode(&e, self.id))
+                {
+                    found.insert(lsn, e);
+                }
+            }
+        }
+        let mut sorted: Vec<u64> = lsns
+            .iter()
+            .copied()
+            .filter(|l| !found.contains_key(l))
+            .collect();
+        sorted.sort_unstable();
         let mut i = 0;
         while i < sorted.len() {
             // Read a run of records; LSNs of one stream are often close together.
@@ -614,6 +752,32 @@ impl Partition {
             .retain(|s| !Rc::ptr_eq(s, sink));
     }
 
+    /// Aggregates the events held in memory (the ring) of this partition.
+    pub fn aggregate(
+        &self,
+        stream: &str,
+        type_prefix: &str,
+        from_ns: u64,
+        to_ns: u64,
+        bucket_ns: u64,
+    ) -> Result<Vec<Bucket>, ApiError> {
+        let st = self.state.borrow();
+        let type_ids = (!type_prefix.is_empty()).then(|| st.types.ids_with_prefix(type_prefix));
+        let q = Query {
+            from_ns,
+            to_ns,
+            bucket_ns,
+            stream_id: (!stream.is_empty()).then(|| stream_id(stream)),
+            type_ids,
+        };
+        aggregate_columns(&st.ring, q)
+            .map_err(|e| ApiError::new(code::INVALID_ARGUMENT, e.to_string()))
+    }
+
+    pub fn ring_stats(&self) -> RingStats {
+        self.state.borrow().ring.stats()
+    }
+
     pub fn stats(&self) -> PartitionStats {
         let st = self.state.borrow();
         let js = self.journal.stats();
@@ -629,6 +793,7 @@ impl Partition {
             frames_in_flight: self.journal.frames_in_flight() as u64,
             journal_bytes_written: js.bytes_written,
             poisoned: self.journal.poisoned().is_some(),
+            ring: st.ring.stats(),
         }
     }
 }

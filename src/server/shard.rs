@@ -29,8 +29,8 @@ use super::partition::{ApiError, AppendOk, Partition, PartitionStats, PublishSin
 use super::slot::{slot, Filler};
 use crate::config::Config;
 use crate::protocol::{
-    code, decode_request, encode_response, Direction, Event, FrameHeader, RecordedEvent, Request,
-    Response, SubscribeTarget, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
+    self, code, decode_request, encode_response, Direction, Event, FrameHeader, RecordedEvent,
+    Request, Response, SubscribeTarget, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
 };
 
 /// Partition of a stream: FNV-1a 64 of the name, modulo the partition count.
@@ -60,6 +60,13 @@ pub enum PartOp {
     Info {
         stream: String,
     },
+    Aggregate {
+        stream: String,
+        type_prefix: String,
+        from_ns: u64,
+        to_ns: u64,
+        bucket_ns: u64,
+    },
     Stats,
     Subscribe {
         origin: usize,
@@ -82,6 +89,7 @@ pub enum OpResult {
     Appended(AppendOk),
     Events(Vec<RecordedEvent>, bool),
     Info(StreamInfo),
+    Buckets(Vec<crate::aggregate::Bucket>),
     Stats(PartitionStats),
     Done,
     Err(ApiError),
@@ -304,6 +312,16 @@ impl Shard {
                 Err(e) => OpResult::Err(e),
             },
             PartOp::Stats => OpResult::Stats(p.stats()),
+            PartOp::Aggregate {
+                stream,
+                type_prefix,
+                from_ns,
+                to_ns,
+                bucket_ns,
+            } => match p.aggregate(&stream, &type_prefix, from_ns, to_ns, bucket_ns) {
+                Ok(b) => OpResult::Buckets(b),
+                Err(e) => OpResult::Err(e),
+            },
             PartOp::Subscribe {
                 origin,
                 conn,
@@ -777,7 +795,16 @@ impl Shard {
                 }
             }
             Request::Stats => self.stats().await,
-            Request::Aggregate { .. } => self.aggregate_unavailable(),
+            Request::Aggregate {
+                stream,
+                type_prefix,
+                from_ns,
+                to_ns,
+                bucket_ns,
+            } => {
+                self.aggregate(stream, type_prefix, from_ns, to_ns, bucket_ns)
+                    .await
+            }
             Request::Execute { model, .. } | Request::Query { model, .. } => Response::error(
                 code::INVALID_ARGUMENT,
                 format!("no model named {model:?} is served"),
@@ -790,11 +817,55 @@ impl Shard {
         out.send(request_id, &resp);
     }
 
-    fn aggregate_unavailable(&self) -> Response {
-        Response::error(
-            code::INVALID_ARGUMENT,
-            "AGGREGATE is not served by this build",
-        )
+    /// Aggregates over one stream's partition, or every partition for stream "".
+    async fn aggregate(
+        self: &Rc<Self>,
+        stream: String,
+        type_prefix: String,
+        from_ns: u64,
+        to_ns: u64,
+        bucket_ns: u64,
+    ) -> Response {
+        let parts: Vec<u32> = if stream.is_empty() {
+            (0..self.shared.partitions).collect()
+        } else {
+            vec![partition_of(&stream, self.shared.partitions)]
+        };
+        let mut merged: Option<Vec<crate::aggregate::Bucket>> = None;
+        for p in parts {
+            let op = PartOp::Aggregate {
+                stream: stream.clone(),
+                type_prefix: type_prefix.clone(),
+                from_ns,
+                to_ns,
+                bucket_ns,
+            };
+            match self.call(p, op).await {
+                OpResult::Buckets(b) => match merged.as_mut() {
+                    None => merged = Some(b),
+                    Some(m) => {
+                        for (x, y) in m.iter_mut().zip(&b) {
+                            x.merge(y);
+                        }
+                    }
+                },
+                OpResult::Err(e) => return error_response(e),
+                other => return unexpected(other),
+            }
+        }
+        Response::Aggregated {
+            buckets: merged
+                .unwrap_or_default()
+                .into_iter()
+                .map(|b| protocol::Bucket {
+                    start_ns: b.start_ns,
+                    count: b.count,
+                    sum: b.sum,
+                    min: b.min,
+                    max: b.max,
+                })
+                .collect(),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
