@@ -46,6 +46,19 @@ impl Manifest {
         data_dir.join(format!("p{p}"))
     }
 
+    /// Reads the manifest of `data_dir`; `Ok(None)` if it has none (offline tools never
+    /// create one).
+    pub fn load(data_dir: &Path) -> Result<Option<Manifest>, ManifestError> {
+        let path = data_dir.join(MANIFEST_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text)
+                .map(Some)
+                .map_err(|reason| ManifestError::Malformed { path, reason }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ManifestError::Io { path, source }),
+        }
+    }
+
     /// Reads the manifest of `data_dir`, or creates one with a random store id and
     /// `partitions` partitions if there is none.
     pub fn load_or_init(data_dir: &Path, partitions: u32) -> Result<Manifest, ManifestError> {

@@ -113,11 +113,23 @@ pub fn list_segment_dir(dir: &Path) -> io::Result<Vec<u64>> {
 /// tools. Its futures never wait, so [`block_on`] drives them.
 pub struct StdStorage {
     dir: PathBuf,
+    only: Option<u64>,
 }
 
 impl StdStorage {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        StdStorage { dir: dir.into() }
+        StdStorage {
+            dir: dir.into(),
+            only: None,
+        }
+    }
+    /// The one segment `seq` of `dir`, as if it were the whole journal (to inspect a single
+    /// file).
+    pub fn only(dir: impl Into<PathBuf>, seq: u64) -> Self {
+        StdStorage {
+            dir: dir.into(),
+            only: Some(seq),
+        }
     }
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -162,7 +174,10 @@ impl SegmentFile for StdFile {
 impl Storage for StdStorage {
     type File = StdFile;
     async fn list_segments(&self) -> io::Result<Vec<u64>> {
-        list_segment_dir(&self.dir)
+        match self.only {
+            Some(seq) => Ok(vec![seq]),
+            None => list_segment_dir(&self.dir),
+        }
     }
     async fn open_segment(&self, seq: u64) -> io::Result<StdFile> {
         let file = std::fs::File::open(self.dir.join(segment_file_name(seq)))?;

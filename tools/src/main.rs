@@ -1,1 +1,663 @@
-fn main() {}
+//! `evring-inspect`: reads and verifies evring journals offline.
+//!
+//! It takes a data directory (with a `MANIFEST`: every partition), one partition's journal
+//! directory, or a single segment file, and runs the same frame scan recovery runs
+//! (`evring::journal::scan`), read-only through `std::fs`. So `verify` finds exactly what
+//! `evringd` would refuse to start on, and says where: segment path, byte offset, failed
+//! check. A torn tail (a crash during a write that was never acknowledged) is not a fault:
+//! `verify` reports it and exits 0, as recovery truncates it.
+//!
+//! Exit status: 0 clean, 2 corruption found, 1 any other error (unreadable path, bad flags).
+//! Progress goes to stderr as a bar when stderr is a terminal; results go to stdout, as text
+//! or, with `--json`, as one JSON document (`dump`: one JSON object per line).
+
+use std::collections::{HashMap, HashSet};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use evring::constants::{FRAME_BYTES_MAX_DEFAULT, FRAME_HEADER_BYTES, IN_FLIGHT_FRAMES_DEFAULT};
+use evring::error::{Corruption, JournalError};
+use evring::journal::device::parse_segment_file_name;
+use evring::journal::format::{RecordIter, StoreId};
+use evring::journal::scan::{scan, FrameInfo, ScanConfig, ScanReport};
+use evring::journal::{block_on, StdStorage};
+use evring::manifest::Manifest;
+
+#[derive(Parser)]
+#[command(
+    name = "evring-inspect",
+    version,
+    about = "Read and verify evring journal segments offline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Segments of each journal: sequence, LSN range, frames, records, header copies.
+    List(Target),
+    /// Every frame and record, in LSN order.
+    Dump(DumpArgs),
+    /// Check every frame as recovery does; exit 0 when clean, 2 with the first fault.
+    Verify(Target),
+    /// Totals per journal: frames, records, streams, event types, bytes, fill.
+    Stats(Target),
+}
+
+#[derive(Args)]
+struct Target {
+    /// A data directory, a partition's journal directory, or one segment file.
+    path: PathBuf,
+    /// Output JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Only this partition of a data directory.
+    #[arg(long)]
+    partition: Option<u32>,
+    /// The server's `frame_bytes_max` (frames larger than this are faults).
+    #[arg(long, default_value_t = FRAME_BYTES_MAX_DEFAULT)]
+    frame_bytes_max: usize,
+    /// The server's `in_flight_frames` (how far a torn tail may reach).
+    #[arg(long, default_value_t = IN_FLIGHT_FRAMES_DEFAULT)]
+    in_flight_frames: usize,
+}
+
+#[derive(Args)]
+struct DumpArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Start at this LSN.
+    #[arg(long, default_value_t = 0)]
+    from_lsn: u64,
+    /// Print at most this many records per journal.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Print frame headers only.
+    #[arg(long)]
+    frames_only: bool,
+}
+
+/// One journal to scan: a label and where its segments are.
+struct Journal {
+    name: String,
+    storage: StdStorage,
+    store_id: Option<StoreId>,
+    bytes_on_disk: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::List(t) => run(t, Mode::List),
+        Command::Verify(t) => run(t, Mode::Verify),
+        Command::Stats(t) => run(t, Mode::Stats),
+        Command::Dump(d) => run(
+            &d.target,
+            Mode::Dump {
+                from_lsn: d.from_lsn,
+                limit: d.limit.unwrap_or(u64::MAX),
+                frames_only: d.frames_only,
+            },
+        ),
+    };
+    match result {
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::Corrupt) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("evring-inspect: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    List,
+    Verify,
+    Stats,
+    Dump {
+        from_lsn: u64,
+        limit: u64,
+        frames_only: bool,
+    },
+}
+
+enum Outcome {
+    Clean,
+    Corrupt,
+}
+
+/// Finds the journals `path` names.
+fn journals(path: &Path, partition: Option<u32>) -> anyhow::Result<Vec<Journal>> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let size_of = |dir: &Path, only: Option<u64>| -> u64 {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let seq = e.file_name().to_str().and_then(parse_segment_file_name);
+                seq.is_some() && (only.is_none() || seq == only)
+            })
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    if meta.is_file() {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let seq = parse_segment_file_name(name).ok_or_else(|| {
+            anyhow!(
+                "{} is not a segment file (NNNNNNNNNNNNNNNN.seg)",
+                path.display()
+            )
+        })?;
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        return Ok(vec![Journal {
+            name: path.display().to_string(),
+            storage: StdStorage::only(dir, seq),
+            store_id: None,
+            bytes_on_disk: meta.len(),
+        }]);
+    }
+    if let Some(manifest) = Manifest::load(path)? {
+        let mut out = Vec::new();
+        for p in 0..manifest.partitions {
+            if partition.is_some_and(|want| want != p) {
+                continue;
+            }
+            let dir = Manifest::partition_dir(path, p);
+            out.push(Journal {
+                name: format!("p{p}"),
+                bytes_on_disk: size_of(&dir, None),
+                storage: StdStorage::new(dir),
+                store_id: Some(manifest.store_id),
+            });
+        }
+        if out.is_empty() {
+            bail!(
+                "{} has {} partitions; there is no partition {}",
+                path.display(),
+                manifest.partitions,
+                partition.unwrap_or(0)
+            );
+        }
+        return Ok(out);
+    }
+    let has_segments = std::fs::read_dir(path)?.flatten().any(|e| {
+        e.file_name()
+            .to_str()
+            .and_then(parse_segment_file_name)
+            .is_some()
+    });
+    if !has_segments {
+        bail!(
+            "{} is neither a data directory (no MANIFEST) nor a journal directory (no .seg files)",
+            path.display()
+        );
+    }
+    Ok(vec![Journal {
+        name: path.display().to_string(),
+        bytes_on_disk: size_of(path, None),
+        storage: StdStorage::new(path),
+        store_id: None,
+    }])
+}
+
+fn progress_bar(total: u64, name: &str, json: bool) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(name.to_string());
+    bar
+}
+
+/// What one scan found, whatever the mode.
+struct Scanned {
+    report: Option<ScanReport>,
+    fault: Option<Corruption>,
+    stats: Totals,
+}
+
+#[derive(Default)]
+struct Totals {
+    streams: HashSet<Vec<u8>>,
+    types: HashMap<Vec<u8>, u64>,
+    data_bytes: u64,
+    frame_bytes: u64,
+    min_ts: Option<u64>,
+    max_ts: Option<u64>,
+    printed: u64,
+}
+
+fn run(t: &Target, mode: Mode) -> anyhow::Result<Outcome> {
+    let journals = journals(&t.path, t.partition)?;
+    let mut out = std::io::stdout().lock();
+    let mut docs = Vec::new();
+    let mut any_corrupt = false;
+    for j in &journals {
+        let cfg = ScanConfig {
+            store_id: j.store_id,
+            frame_bytes_max: t.frame_bytes_max,
+            in_flight_max: t.in_flight_frames,
+        };
+        let bar = progress_bar(j.bytes_on_disk, &j.name, t.json);
+        let mut totals = Totals::default();
+        let mut write_err: Option<std::io::Error> = None;
+        let result = block_on(scan(
+            &j.storage,
+            &cfg,
+            |info, frame| {
+                if write_err.is_some() {
+                    return;
+                }
+                if let Err(e) = on_frame(&mut out, mode, t.json, &j.name, info, frame, &mut totals)
+                {
+                    write_err = Some(e);
+                }
+            },
+            |bytes| bar.set_position(bytes),
+        ));
+        bar.finish_and_clear();
+        if let Some(e) = write_err {
+            // A closed pipe (`| head`) ends the dump quietly.
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(Outcome::Clean);
+            }
+            return Err(e.into());
+        }
+        let scanned = match result {
+            Ok(report) => Scanned {
+                report: Some(report),
+                fault: None,
+                stats: totals,
+            },
+            Err(JournalError::Corrupt(c)) => Scanned {
+                report: None,
+                fault: Some(c),
+                stats: totals,
+            },
+            Err(e) => return Err(anyhow!(e).context(format!("scanning {}", j.name))),
+        };
+        any_corrupt |= scanned.fault.is_some();
+        match mode {
+            Mode::Dump { .. } => {
+                if let Some(c) = &scanned.fault {
+                    if t.json {
+                        writeln!(
+                            out,
+                            "{}",
+                            json!({"journal": j.name, "fault": fault_json(c)})
+                        )?;
+                    } else {
+                        writeln!(out, "{}: FAULT {c}", j.name)?;
+                    }
+                }
+            }
+            Mode::List => {
+                let doc = list_doc(j, &scanned);
+                if t.json {
+                    docs.push(doc);
+                } else {
+                    print_list(&mut out, j, &scanned)?;
+                }
+            }
+            Mode::Verify => {
+                let doc = verify_doc(j, &scanned);
+                if t.json {
+                    docs.push(doc);
+                } else {
+                    print_verify(&mut out, j, &scanned)?;
+                }
+            }
+            Mode::Stats => {
+                let doc = stats_doc(j, &scanned);
+                if t.json {
+                    docs.push(doc);
+                } else {
+                    print_stats(&mut out, &doc)?;
+                }
+            }
+        }
+    }
+    if t.json && !matches!(mode, Mode::Dump { .. }) {
+        let doc = json!({"ok": !any_corrupt, "journals": docs});
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+    }
+    Ok(if any_corrupt {
+        Outcome::Corrupt
+    } else {
+        Outcome::Clean
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn on_frame(
+    out: &mut impl Write,
+    mode: Mode,
+    as_json: bool,
+    journal: &str,
+    info: &FrameInfo,
+    frame: &[u8],
+    totals: &mut Totals,
+) -> std::io::Result<()> {
+    let m = &info.meta;
+    totals.frame_bytes += u64::from(m.padded_len);
+    let body = &frame[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + m.body_len as usize];
+    let print = match mode {
+        Mode::Dump {
+            from_lsn,
+            limit,
+            frames_only,
+        } => {
+            let in_range = m.end_lsn() > from_lsn && totals.printed < limit;
+            if in_range {
+                if as_json {
+                    let doc = json!({"journal": journal, "frame": {
+                        "segment_seq": info.segment_seq, "offset": info.offset,
+                        "first_lsn": m.first_lsn, "records": m.record_count,
+                        "body_len": m.body_len, "padded_len": m.padded_len,
+                        "acked_lsn": m.acked_lsn, "header_crc": format!("{:08x}", m.header_crc),
+                        "body_crc": format!("{:08x}", m.body_crc),
+                        "prev_crc": format!("{:08x}", m.prev_crc)}});
+                    writeln!(out, "{doc}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{journal} frame seg={} off={} lsn={}..{} records={} body={} padded={} \
+                         acked<{} crc={:08x} prev={:08x}",
+                        info.segment_seq,
+                        info.offset,
+                        m.first_lsn,
+                        m.end_lsn(),
+                        m.record_count,
+                        m.body_len,
+                        m.padded_len,
+                        m.acked_lsn,
+                        m.header_crc,
+                        m.prev_crc
+                    )?;
+                }
+            }
+            (!frames_only && in_range).then_some((from_lsn, limit))
+        }
+        _ => None,
+    };
+    for r in RecordIter::new(body) {
+        // The scan checked the records of every frame it hands over.
+        let Ok(view) = r else { break };
+        let lsn = view.lsn;
+        let rec = &view.record;
+        totals.data_bytes += (rec.data.len() + rec.metadata.len()) as u64;
+        if matches!(mode, Mode::Stats) {
+            if !totals.streams.contains(rec.stream) {
+                totals.streams.insert(rec.stream.to_vec());
+            }
+            *totals.types.entry(rec.event_type.to_vec()).or_default() += 1;
+            totals.min_ts = Some(
+                totals
+                    .min_ts
+                    .map_or(rec.timestamp_ns, |t| t.min(rec.timestamp_ns)),
+            );
+            totals.max_ts = Some(
+                totals
+                    .max_ts
+                    .map_or(rec.timestamp_ns, |t| t.max(rec.timestamp_ns)),
+            );
+        }
+        let Some((from_lsn, limit)) = print else {
+            continue;
+        };
+        if lsn < from_lsn || totals.printed >= limit {
+            continue;
+        }
+        totals.printed += 1;
+        let stream = String::from_utf8_lossy(rec.stream);
+        let event_type = String::from_utf8_lossy(rec.event_type);
+        if as_json {
+            let doc = json!({"journal": journal, "record": {
+                "lsn": lsn, "kind": rec.kind, "stream": stream, "stream_version": rec.stream_version,
+                "event_type": event_type, "timestamp_ns": rec.timestamp_ns,
+                "event_id": hex(&rec.event_id),
+                "value": if rec.value.is_nan() { Value::Null } else { json!(rec.value) },
+                "data": String::from_utf8_lossy(rec.data), "data_len": rec.data.len(),
+                "metadata": String::from_utf8_lossy(rec.metadata)}});
+            writeln!(out, "{doc}")?;
+        } else {
+            writeln!(
+                out,
+                "  lsn={lsn} {stream}@{} {event_type} ts={} value={} data[{}]={}",
+                rec.stream_version,
+                rec.timestamp_ns,
+                rec.value,
+                rec.data.len(),
+                preview(rec.data)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The first 48 bytes of data as escaped text.
+fn preview(data: &[u8]) -> String {
+    let shown: String = data
+        .iter()
+        .take(48)
+        .flat_map(|&b| std::ascii::escape_default(b))
+        .map(char::from)
+        .collect();
+    if data.len() > 48 {
+        format!("\"{shown}\"…")
+    } else {
+        format!("\"{shown}\"")
+    }
+}
+
+fn fault_json(c: &Corruption) -> Value {
+    json!({"path": c.path, "segment_seq": c.segment_seq, "offset": c.offset, "reason": c.reason})
+}
+
+/// The torn tail a clean scan found, if any: (segment, offset, bytes to zero, why).
+fn torn_tail(r: &ScanReport) -> Option<(u64, u64, u64, &'static str)> {
+    let fault = r.tail_fault?;
+    if fault == evring::journal::format::FrameFault::Empty && r.dirty.is_none() {
+        return None;
+    }
+    let (seg, off) = r.tail.unwrap_or((0, 0));
+    let len = r.dirty.map_or(0, |d| d.len);
+    Some((seg, off, len, fault.describe()))
+}
+
+fn list_doc(j: &Journal, s: &Scanned) -> Value {
+    let segments: Vec<Value> = s
+        .report
+        .iter()
+        .flat_map(|r| &r.segments)
+        .map(|g| {
+            json!({"seq": g.seq, "path": g.path, "bytes": g.bytes, "partition": g.meta.partition,
+                   "base_lsn": g.meta.base_lsn, "created_unix_ns": g.meta.created_unix_ns,
+                   "header_copies_ok": g.header_copies_ok, "frames": g.frames,
+                   "records": g.records, "first_lsn": g.first_lsn, "end_lsn": g.end_lsn,
+                   "used_bytes": g.end_offset})
+        })
+        .collect();
+    json!({"journal": j.name, "segments": segments, "fault": s.fault.as_ref().map(fault_json)})
+}
+
+fn print_list(out: &mut impl Write, j: &Journal, s: &Scanned) -> std::io::Result<()> {
+    writeln!(out, "{}:", j.name)?;
+    if let Some(r) = &s.report {
+        if r.segments.is_empty() {
+            writeln!(out, "  no segments")?;
+        }
+        for g in &r.segments {
+            let headers = match g.header_copies_ok {
+                [true, true] => "headers ok",
+                [true, false] => "header copy 1 damaged",
+                [false, true] => "header copy 0 damaged",
+                [false, false] => "both headers damaged",
+            };
+            let lsns = match g.first_lsn {
+                Some(first) => format!("lsn {first}..{}", g.end_lsn),
+                None => "empty".to_string(),
+            };
+            writeln!(
+                out,
+                "  {:>6}  {}  {} frames  {} records  {}/{} bytes used  {}  {}",
+                g.seq, lsns, g.frames, g.records, g.end_offset, g.bytes, headers, g.path
+            )?;
+        }
+    }
+    if let Some(c) = &s.fault {
+        writeln!(out, "  FAULT: {c}")?;
+    }
+    Ok(())
+}
+
+fn verify_doc(j: &Journal, s: &Scanned) -> Value {
+    let (frames, records, next_lsn, torn) = match &s.report {
+        Some(r) => (
+            Some(r.frames),
+            Some(r.records),
+            Some(r.next_lsn),
+            torn_tail(r).map(|(seg, off, len, why)| {
+                json!({"segment_seq": seg, "offset": off, "dirty_bytes": len, "reason": why})
+            }),
+        ),
+        None => (None, None, None, None),
+    };
+    json!({"journal": j.name, "ok": s.fault.is_none(), "frames": frames, "records": records,
+           "next_lsn": next_lsn, "torn_tail": torn, "fault": s.fault.as_ref().map(fault_json)})
+}
+
+fn print_verify(out: &mut impl Write, j: &Journal, s: &Scanned) -> std::io::Result<()> {
+    match (&s.report, &s.fault) {
+        (_, Some(c)) => writeln!(
+            out,
+            "{}: CORRUPT segment {} ({}) offset {}: {}",
+            j.name, c.segment_seq, c.path, c.offset, c.reason
+        ),
+        (Some(r), None) => {
+            write!(
+                out,
+                "{}: ok, {} segments, {} frames, {} records, next LSN {}",
+                j.name,
+                r.segments.len(),
+                r.frames,
+                r.records,
+                r.next_lsn
+            )?;
+            match torn_tail(r) {
+                Some((seg, off, len, why)) => writeln!(
+                    out,
+                    "; torn tail at segment {seg} offset {off} ({why}): {len} bytes of an \
+                     unacknowledged write, zeroed at the next start"
+                ),
+                None => writeln!(out),
+            }
+        }
+        (None, None) => Ok(()),
+    }
+}
+
+fn stats_doc(j: &Journal, s: &Scanned) -> Value {
+    let t = &s.stats;
+    let r = s.report.as_ref();
+    let frames = r.map_or(0, |r| r.frames);
+    let records = r.map_or(0, |r| r.records);
+    let mut types: Vec<(&Vec<u8>, &u64)> = t.types.iter().collect();
+    types.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let top: Vec<Value> = types
+        .iter()
+        .take(10)
+        .map(|(name, n)| json!({"event_type": String::from_utf8_lossy(name), "records": n}))
+        .collect();
+    let segments = r.map_or(0, |r| r.segments.len());
+    let first_lsn = r.and_then(|r| r.segments.iter().find_map(|g| g.first_lsn));
+    json!({
+        "journal": j.name,
+        "ok": s.fault.is_none(),
+        "segments": segments,
+        "bytes_on_disk": j.bytes_on_disk,
+        "frame_bytes": t.frame_bytes,
+        "fill": if j.bytes_on_disk > 0 { t.frame_bytes as f64 / j.bytes_on_disk as f64 } else { 0.0 },
+        "frames": frames,
+        "records": records,
+        "first_lsn": first_lsn,
+        "next_lsn": r.map(|r| r.next_lsn),
+        "streams": t.streams.len(),
+        "event_types": t.types.len(),
+        "top_event_types": top,
+        "data_bytes": t.data_bytes,
+        "records_per_frame": if frames > 0 { records as f64 / frames as f64 } else { 0.0 },
+        "bytes_per_frame": if frames > 0 { t.frame_bytes as f64 / frames as f64 } else { 0.0 },
+        "min_timestamp_ns": t.min_ts,
+        "max_timestamp_ns": t.max_ts,
+        "fault": s.fault.as_ref().map(fault_json),
+    })
+}
+
+fn print_stats(out: &mut impl Write, d: &Value) -> std::io::Result<()> {
+    writeln!(out, "{}:", d["journal"].as_str().unwrap_or(""))?;
+    for key in [
+        "segments",
+        "bytes_on_disk",
+        "frame_bytes",
+        "fill",
+        "frames",
+        "records",
+        "first_lsn",
+        "next_lsn",
+        "streams",
+        "event_types",
+        "data_bytes",
+        "records_per_frame",
+        "bytes_per_frame",
+        "min_timestamp_ns",
+        "max_timestamp_ns",
+    ] {
+        let v = &d[key];
+        let shown = match v.as_f64() {
+            Some(f) if v.is_f64() => format!("{f:.3}"),
+            _ => v.to_string(),
+        };
+        writeln!(out, "  {key:<18} {shown}")?;
+    }
+    if let Some(types) = d["top_event_types"].as_array() {
+        for t in types {
+            writeln!(
+                out,
+                "  type {:<24} {}",
+                t["event_type"].as_str().unwrap_or(""),
+                t["records"]
+            )?;
+        }
+    }
+    if let Some(f) = d["fault"].as_object() {
+        writeln!(
+            out,
+            "  FAULT: {} at offset {}: {}",
+            f["path"].as_str().unwrap_or(""),
+            f["offset"],
+            f["reason"].as_str().unwrap_or("")
+        )?;
+    }
+    Ok(())
+}
