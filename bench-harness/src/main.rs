@@ -1,1 +1,185 @@
-fn main() {}
+//! `evring-bench`: load runs for evring, measured side by side in one run.
+//!
+//! - `disk`: the raw ceiling — O_DIRECT write + fdatasync through io_uring, N in flight.
+//! - `journal`: the journal alone, K producers; prints the raw ceiling at the same frame size
+//!   and depth first, then the journal, then their ratio.
+//! - `network`: the real `evringd` over TCP: C connections × P requests in flight.
+//!
+//! Figures are medians of `--runs` runs where a run is repeated (the machine is noisy); every
+//! run's figures are printed too. docs/BENCHMARKS.md records results and commands.
+
+mod disk;
+mod journal;
+mod network;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "evring-bench", version, about = "Load runs for evring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Raw device ceiling: O_DIRECT write + fdatasync via io_uring.
+    Disk(DiskArgs),
+    /// The journal alone, side by side with the raw ceiling at the same frame size and depth.
+    Journal(JournalArgs),
+    /// The evringd server over TCP.
+    Network(network::NetworkArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct Common {
+    /// Directory for benchmark files (on the disk to measure; not tmpfs).
+    #[arg(long, default_value = "./target/evring-bench")]
+    dir: PathBuf,
+    /// Length of each run.
+    #[arg(long, default_value = "5s", value_parser = report::parse_duration)]
+    duration: Duration,
+    /// Repetitions; the median run is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// One JSON object per result row.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DiskArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Bytes per write.
+    #[arg(long, default_value = "64KiB", value_parser = report::parse_bytes)]
+    frame_bytes: u64,
+    /// Writes (each with its fdatasync) in flight.
+    #[arg(long, default_value_t = 4)]
+    depth: usize,
+    /// Size of the preallocated, pre-written file.
+    #[arg(long, default_value = "256MiB", value_parser = report::parse_bytes)]
+    file_bytes: u64,
+}
+
+#[derive(Args)]
+struct JournalArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Data bytes per record (the record header adds 72).
+    #[arg(long, default_value = "100", value_parser = report::parse_bytes)]
+    record_bytes: u64,
+    /// Concurrent producer tasks, each with one append outstanding.
+    #[arg(long, default_value_t = 1000)]
+    producers: usize,
+    /// Largest group-commit frame.
+    #[arg(long, default_value = "1MiB", value_parser = report::parse_bytes)]
+    frame_bytes_max: u64,
+    /// Frames being written at once.
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
+    /// Journal segment size.
+    #[arg(long, default_value = "256MiB", value_parser = report::parse_bytes)]
+    segment_bytes: u64,
+    /// Skip the raw-disk run.
+    #[arg(long)]
+    no_disk: bool,
+}
+
+/// The run with the median of `key` among `runs`.
+pub fn median_by<T>(mut runs: Vec<T>, key: impl Fn(&T) -> f64) -> T {
+    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let mid = runs.len() / 2;
+    runs.swap_remove(mid)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Disk(a) => {
+            std::fs::create_dir_all(&a.common.dir)?;
+            let file = a.common.dir.join("disk-bench.dat");
+            let mut rows = Vec::new();
+            let mut results = Vec::new();
+            for i in 0..a.common.runs.max(1) {
+                let r = disk::run(
+                    &file,
+                    a.file_bytes,
+                    a.frame_bytes as usize,
+                    a.depth,
+                    a.common.duration,
+                )?;
+                rows.push(r.row(&format!("disk run {}", i + 1)));
+                results.push(r);
+            }
+            let med = median_by(results, |r| r.flushes as f64 / r.elapsed.as_secs_f64());
+            rows.push(med.row(&format!("disk {}B x{} median", a.frame_bytes, a.depth)));
+            report::print(&rows, a.common.json);
+        }
+        Command::Journal(a) => {
+            std::fs::create_dir_all(&a.common.dir)?;
+            let params = journal::JournalParams {
+                record_bytes: a.record_bytes as usize,
+                producers: a.producers,
+                frame_bytes_max: a.frame_bytes_max as usize,
+                in_flight: a.in_flight,
+                segment_bytes: a.segment_bytes,
+                duration: a.common.duration,
+            };
+            let mut disk_runs = Vec::new();
+            let mut journal_runs = Vec::new();
+            // Alternate the two so both see the same disk weather.
+            for _ in 0..a.common.runs.max(1) {
+                if !a.no_disk {
+                    let file = a.common.dir.join("disk-bench.dat");
+                    disk_runs.push(disk::run(
+                        &file,
+                        a.segment_bytes,
+                        a.frame_bytes_max as usize,
+                        a.in_flight,
+                        a.common.duration,
+                    )?);
+                }
+                journal_runs.push(journal::run(&a.common.dir.join("journal"), &params)?);
+            }
+            let mut rows = Vec::new();
+            for (i, r) in journal_runs.iter().enumerate() {
+                rows.push(r.row(&format!("journal run {}", i + 1)));
+            }
+            let j = median_by(journal_runs, |r| r.records as f64 / r.elapsed.as_secs_f64());
+            rows.push(j.row(&format!(
+                "journal {}B records, {} producers, median",
+                a.record_bytes, a.producers
+            )));
+            report::print(&rows, a.common.json);
+            if !disk_runs.is_empty() {
+                let mut rows = Vec::new();
+                for (i, r) in disk_runs.iter().enumerate() {
+                    rows.push(r.row(&format!("disk run {}", i + 1)));
+                }
+                let d = median_by(disk_runs, |r| r.bytes as f64 / r.elapsed.as_secs_f64());
+                rows.push(d.row(&format!(
+                    "disk {}B x{} median",
+                    a.frame_bytes_max, a.in_flight
+                )));
+                report::print(&rows, a.common.json);
+                let jb = j.bytes as f64 / j.elapsed.as_secs_f64();
+                let db = d.bytes as f64 / d.elapsed.as_secs_f64();
+                let jf = j.frames as f64 / j.elapsed.as_secs_f64();
+                let df = d.flushes as f64 / d.elapsed.as_secs_f64();
+                report::print(
+                    &[report::Row::new("journal / disk")
+                        .cell("MB/s ratio", format!("{:.2}", jb / db))
+                        .cell("flushes/s ratio", format!("{:.2}", jf / df))],
+                    a.common.json,
+                );
+            }
+        }
+        Command::Network(a) => network::main(a)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! `evring-bench network`: the real `evringd` over TCP.
+//!
+//! `C` connections, each driven by one thread that keeps `P` APPEND requests in flight on its
+//! connection (pipelining: a new request leaves as soon as one is answered). Each request
+//! carries `E` events of `B` data bytes to one of `N` streams chosen uniformly or by a Zipf
+//! law (s = 0.99). Latency is request sent → reply received, which for APPEND means the
+//! events' frame is durable. A warm-up period is not counted.
+//!
+//! Without `--addr`, the benchmark starts `evringd` itself (the binary next to this one) on
+//! an ephemeral loopback port with a fresh data directory under `--dir`, and stops it after.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use hdrhistogram::Histogram;
+
+use evring::client::{Client, ReplyFuture};
+use evring::protocol::{expected, Event, Request, Response};
+
+use crate::report;
+
+#[derive(clap::Args)]
+pub struct NetworkArgs {
+    #[command(flatten)]
+    common: crate::Common,
+    /// An already running server; without it evringd is started here.
+    #[arg(long)]
+    addr: Option<String>,
+    /// Connections.
+    #[arg(long, short = 'c', default_value_t = 50)]
+    connections: usize,
+    /// Requests in flight per connection.
+    #[arg(long, short = 'p', default_value_t = 1)]
+    pipeline: usize,
+    /// Events per APPEND.
+    #[arg(long, default_value_t = 1)]
+    events: usize,
+    /// Data bytes per event.
+    #[arg(long, default_value = "100", value_parser = report::parse_bytes)]
+    payload: u64,
+    /// Number of streams.
+    #[arg(long, default_value_t = 1000)]
+    streams: usize,
+    /// Stream popularity: uniform or zipf.
+    #[arg(long, default_value = "uniform")]
+    distribution: String,
+    /// Not counted at the start of each run.
+    #[arg(long, default_value = "1s", value_parser = report::parse_duration)]
+    warmup: Duration,
+    /// Extra `--set key=value` for the evringd started here (repeatable).
+    #[arg(long = "server-set")]
+    server_set: Vec<String>,
+}
+
+/// A small xorshift generator: enough for picking streams.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Picks stream indices: uniform, or Zipf through a precomputed CDF.
+enum Picker {
+    Uniform(usize),
+    Zipf(Vec<f64>),
+}
+
+impl Picker {
+    fn new(n: usize, distribution: &str) -> anyhow::Result<Picker> {
+        match distribution {
+            "uniform" => Ok(Picker::Uniform(n)),
+            "zipf" => {
+                let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(0.99)).collect();
+                let total: f64 = weights.iter().sum();
+                let mut acc = 0.0;
+                Ok(Picker::Zipf(
+                    weights
+                        .iter()
+                        .map(|w| {
+                            acc += w / total;
+                            acc
+                        })
+                        .collect(),
+                ))
+            }
+            other => bail!("unknown distribution {other:?} (uniform, zipf)"),
+        }
+    }
+    fn pick(&self, rng: &mut Rng) -> usize {
+        match self {
+            Picker::Uniform(n) => (rng.next() % *n as u64) as usize,
+            Picker::Zipf(cdf) => {
+                let u = rng.unit();
+                cdf.partition_point(|&c| c < u).min(cdf.len() - 1)
+            }
+        }
+    }
+}
+
+/// evringd started for the run; killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+    data: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by pid has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn start_server(dir: &Path, sets: &[String]) -> anyhow::Result<Server> {
+    let exe = std::env::current_exe()?;
+    let evringd = exe.with_file_name("evringd");
+    if !evringd.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release` or pass --addr",
+            evringd.display()
+        );
+    }
+    let data = dir.join("network-data");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(dir)?;
+    let addr_file = dir.join("network.addr");
+    let _ = std::fs::remove_file(&addr_file);
+    let mut cmd = Command::new(&evringd);
+    cmd.arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0", "--addresses-file"])
+        .arg(&addr_file)
+        .args(["--set", "metrics_listen=\"\""])
+        .env("EVRING_LOG", "warn")
+        .stdout(Stdio::null());
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let mut child = cmd.spawn().context("start evringd")?;
+    let t0 = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&addr_file) {
+            if let Some(addr) = text.lines().find_map(|l| l.strip_prefix("client=")) {
+                return Ok(Server {
+                    child,
+                    addr: addr.to_string(),
+                    data,
+                });
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("evringd exited during start-up: {status}");
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            bail!("evringd did not become ready in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub struct NetResult {
+    pub requests: u64,
+    pub events: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latency: Histogram<u64>,
+}
+
+impl NetResult {
+    pub fn row(&self, name: &str) -> report::Row {
+        let secs = self.elapsed.as_secs_f64();
+        report::Row::new(name)
+            .cell("requests/s", format!("{:.0}", self.requests as f64 / secs))
+            .cell("events/s", format!("{:.0}", self.events as f64 / secs))
+            .cell("errors", self.errors.to_string())
+            .latency(&self.latency)
+    }
+}
+
+struct Params {
+    pipeline: usize,
+    events: usize,
+    payload: usize,
+    streams: usize,
+    warmup: Duration,
+    duration: Duration,
+}
+
+/// Polls every in-flight reply once; returns the indices that completed.
+fn wait_any(
+    inflight: &mut [(ReplyFuture, Instant)],
+) -> Vec<(usize, Result<Response, evring::client::ClientError>)> {
+    futures_lite::future::block_on(std::future::poll_fn(|cx| {
+        let mut done = Vec::new();
+        for (i, (fut, _)) in inflight.iter_mut().enumerate() {
+            if let Poll::Ready(r) = Pin::new(fut).poll(cx) {
+                done.push((i, r));
+            }
+        }
+        if done.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(done)
+        }
+    }))
+}
+
+fn connection(
+    addr: &str,
+    id: usize,
+    p: &Params,
+    picker: &Picker,
+    start: Instant,
+) -> anyhow::Result<NetResult> {
+    let client = Client::connect(addr, &format!("bench-{id}"), "")
+        .map_err(|e| anyhow!("connect to {addr}: {e}"))?;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let data = vec![b'e'; p.payload];
+    let names: Vec<String> = (0..p.streams).map(|s| format!("bench-{s}")).collect();
+    let request = |rng: &mut Rng| Request::Append {
+        stream: names[picker.pick(rng)].clone(),
+        expected_version: expected::ANY,
+        events: (0..p.events)
+            .map(|_| Event {
+                id: [0; 16],
+                event_type: "bench".into(),
+                timestamp_ns: 0,
+                value: 1.0,
+                data: data.clone(),
+                metadata: Vec::new(),
+            })
+            .collect(),
+    };
+    let measure_from = start + p.warmup;
+    let deadline = measure_from + p.duration;
+    let mut latency = report::histogram();
+    let (mut requests, mut errors) = (0u64, 0u64);
+    let mut inflight: Vec<(ReplyFuture, Instant)> = (0..p.pipeline)
+        .map(|_| (client.request(&request(&mut rng)), Instant::now()))
+        .collect();
+    while !inflight.is_empty() {
+        let mut done = wait_any(&mut inflight);
+        let now = Instant::now();
+        done.sort_by_key(|d| std::cmp::Reverse(d.0));
+        for (i, result) in done {
+            let (_, sent) = inflight.swap_remove(i);
+            let counted = sent >= measure_from && now <= deadline;
+            match result {
+                Ok(Response::Appended { .. }) if counted => {
+                    requests += 1;
+                    report::record(&mut latency, now - sent);
+                }
+                Ok(Response::Appended { .. }) => {}
+                Ok(Response::Error { code, message, .. }) => {
+                    errors += 1;
+                    if errors == 1 {
+                        eprintln!("connection {id}: error {code}: {message}");
+                    }
+                }
+                Ok(other) => bail!("unexpected reply {other:?}"),
+                Err(e) => bail!("connection {id}: {e}"),
+            }
+        }
+        while inflight.len() < p.pipeline && Instant::now() < deadline {
+            inflight.push((client.request(&request(&mut rng)), Instant::now()));
+        }
+    }
+    Ok(NetResult {
+        requests,
+        events: requests * p.events as u64,
+        errors,
+        elapsed: p.duration,
+        latency,
+    })
+}
+
+fn one_run(addr: &str, a: &NetworkArgs, picker: &Arc<Picker>) -> anyhow::Result<NetResult> {
+    let params = Arc::new(Params {
+        pipeline: a.pipeline.max(1),
+        events: a.events.max(1),
+        payload: a.payload as usize,
+        streams: a.streams.max(1),
+        warmup: a.warmup,
+        duration: a.common.duration,
+    });
+    let start = Instant::now();
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let mut threads = Vec::new();
+    for id in 0..a.connections.max(1) {
+        let (addr, params, picker, results) = (
+            addr.to_string(),
+            params.clone(),
+            picker.clone(),
+            results.clone(),
+        );
+        threads.push(std::thread::spawn(move || {
+            let r = connection(&addr, id, &params, &picker, start);
+            results.lock().expect("results").push(r);
+        }));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    let mut total = NetResult {
+        requests: 0,
+        events: 0,
+        errors: 0,
+        elapsed: a.common.duration,
+        latency: report::histogram(),
+    };
+    for r in results.lock().expect("results").drain(..) {
+        let r = r?;
+        total.requests += r.requests;
+        total.events += r.events;
+        total.errors += r.errors;
+        total.latency.add(&r.latency).expect("same bounds");
+    }
+    Ok(total)
+}
+
+pub fn main(a: NetworkArgs) -> anyhow::Result<()> {
+    let picker = Arc::new(Picker::new(a.streams.max(1), &a.distribution)?);
+    let mut rows = Vec::new();
+    let mut runs = Vec::new();
+    for i in 0..a.common.runs.max(1) {
+        // A fresh server per run: every run starts from an empty journal.
+        let server = match &a.addr {
+            Some(_) => None,
+            None => Some(start_server(&a.common.dir, &a.server_set)?),
+        };
+        let addr = a
+            .addr
+            .clone()
+            .or_else(|| server.as_ref().map(|s| s.addr.clone()))
+            .expect("an address");
+        let r = one_run(&addr, &a, &picker)?;
+        drop(server);
+        rows.push(r.row(&format!("evring run {}", i + 1)));
+        runs.push(r);
+    }
+    let med = crate::median_by(runs, |r| r.requests as f64);
+    rows.push(med.row(&format!(
+        "evring {}c x {}p, {} ev x {}B, {} {} streams, median",
+        a.connections, a.pipeline, a.events, a.payload, a.streams, a.distribution
+    )));
+    report::print(&rows, a.common.json);
+    Ok(())
+}
