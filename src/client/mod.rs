@@ -139,7 +139,7 @@ impl Drop for ReplyFuture {
     }
 }
 
-fn read_frame(stream: &mut TcpStream) -> Result<(FrameHeader, Vec<u8>), ClientError> {
+fn read_frame(stream: &mut impl Read) -> Result<(FrameHeader, Vec<u8>), ClientError> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
     stream.read_exact(&mut header)?;
     let header = FrameHeader::parse(&header).map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -157,7 +157,7 @@ impl Client {
     ) -> Result<Client, ClientError> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
-        let mut reader = stream.try_clone()?;
+        let mut reader = std::io::BufReader::with_capacity(64 * 1024, stream.try_clone()?);
         let inner = Arc::new(Inner {
             writer: Mutex::new(stream),
             pending: Mutex::new(HashMap::new()),

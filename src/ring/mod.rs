@@ -117,8 +117,22 @@ pub struct NewEvent<'a> {
     pub payload: &'a [u8],
 }
 
+/// Views atomics the caller cannot be racing with as plain integers.
+///
+/// Only for column slices borrowed through `&RingWriter`: every store to a column goes
+/// through `&mut RingWriter` (the writer is neither `Clone` nor `Sync`), so none can happen
+/// while this borrow lives, and readers on other threads only load. Loads never race with
+/// loads, so plain reads here are not data races.
+#[cfg(not(evring_loom))]
+fn plain(a: &[AtomicU64]) -> &[u64] {
+    // SAFETY: `AtomicU64` has the same size, alignment and bit validity as `u64` (std
+    // documents this), so the memory is a valid `[u64]` of the same length; no store to it
+    // can happen while the shared borrow of the writer lives (see above).
+    unsafe { std::slice::from_raw_parts(a.as_ptr().cast::<u64>(), a.len()) }
+}
+
 /// Counters of a ring.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct RingStats {
     pub appended: u64,
     pub evicted: u64,
@@ -126,6 +140,17 @@ pub struct RingStats {
     pub payload_bytes: u64,
     pub capacity_events: u64,
     pub capacity_bytes: u64,
+    /// Appends per second over the last window of at least one second between calls of
+    /// [`RingWriter::stats`] (over the time since creation until a window completes).
+    pub appends_per_sec: f64,
+}
+
+/// Where the appends-per-second window started: time, `appended` then, last rate.
+#[derive(Clone, Copy)]
+struct RateMark {
+    at: std::time::Instant,
+    appended: u64,
+    rate: f64,
 }
 
 struct Columns {
@@ -190,6 +215,11 @@ pub fn ring(cfg: RingConfig) -> (RingWriter, RingReader) {
             appended: 0,
             evicted: 0,
             on_evict: None,
+            rate: std::cell::Cell::new(RateMark {
+                at: std::time::Instant::now(),
+                appended: 0,
+                rate: 0.0,
+            }),
             _not_sync: std::marker::PhantomData,
         },
         RingReader { inner },
@@ -205,7 +235,7 @@ pub struct Evicted {
     pub stream_version: u64,
 }
 
-type EvictFn = Box<dyn FnMut(&Evicted)>;
+type EvictFn = Box<dyn FnMut(&Evicted) + Send>;
 
 /// The single writer (owned by the partition's shard; not `Sync`, not `Clone`).
 pub struct RingWriter {
@@ -218,12 +248,13 @@ pub struct RingWriter {
     appended: u64,
     evicted: u64,
     on_evict: Option<EvictFn>,
+    rate: std::cell::Cell<RateMark>,
     _not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
 }
 
 impl RingWriter {
     /// Calls `f` with every event that leaves the ring (capacity, purge or clear).
-    pub fn on_evict(&mut self, f: impl FnMut(&Evicted) + 'static) {
+    pub fn on_evict(&mut self, f: impl FnMut(&Evicted) + Send + 'static) {
         self.on_evict = Some(Box::new(f));
     }
 
@@ -342,7 +373,25 @@ impl RingWriter {
     }
 
     pub fn stats(&self) -> RingStats {
+        // The clock is read here, not per push: pushes stay free of syscalls and vDSO calls.
+        let mut mark = self.rate.get();
+        let secs = mark.at.elapsed().as_secs_f64();
+        let recent = self.appended - mark.appended;
+        let appends_per_sec = if secs >= 1.0 {
+            mark = RateMark {
+                at: std::time::Instant::now(),
+                appended: self.appended,
+                rate: recent as f64 / secs,
+            };
+            self.rate.set(mark);
+            mark.rate
+        } else if mark.appended == 0 && mark.rate == 0.0 && secs > 0.0 {
+            recent as f64 / secs
+        } else {
+            mark.rate
+        };
         RingStats {
+            appends_per_sec,
             appended: self.appended,
             evicted: self.evicted,
             count: self.len() as u64,
@@ -398,6 +447,33 @@ impl RingWriter {
             stream_id: c.stream_id[i].load(Ordering::Relaxed),
             stream_version: c.stream_version[i].load(Ordering::Relaxed),
             payload: copy_payload(&self.inner.arena, self.inner.arena_bytes, pos, len),
+        }
+    }
+
+    /// The owner's aggregation columns — timestamp, value bits, type id, stream id — as
+    /// plain slices, in at most two contiguous runs, oldest first. Scanning plain slices lets
+    /// the compiler keep several accumulators in flight (see `aggregate::Aggregator::add_run`).
+    #[cfg(not(evring_loom))]
+    pub fn column_runs(&self, mut f: impl FnMut(&[u64], &[u64], &[u64], &[u64])) {
+        let n = self.len();
+        if n == 0 {
+            return;
+        }
+        let c = &self.inner.cols;
+        let cap = (self.inner.mask + 1) as usize;
+        let start = self.slot(self.tail);
+        let first = n.min(cap - start);
+        for (at, len) in [(start, first), (0, n - first)] {
+            if len == 0 {
+                continue;
+            }
+            let r = at..at + len;
+            f(
+                plain(&c.timestamp[r.clone()]),
+                plain(&c.value[r.clone()]),
+                plain(&c.type_id[r.clone()]),
+                plain(&c.stream_id[r]),
+            );
         }
     }
 
@@ -547,6 +623,34 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // sleeps a second
+    fn stats_report_appends_per_second_over_windows_of_a_second() {
+        let (mut w, _r) = ring(RingConfig {
+            capacity_events: 64,
+            capacity_bytes: 1024,
+            max_retries: 4,
+        });
+        for lsn in 0..1000 {
+            w.push(&ev(lsn, &[])).unwrap();
+        }
+        let early = w.stats();
+        assert_eq!((early.appended, early.count), (1000, 64));
+        assert!(
+            early.appends_per_sec > 0.0,
+            "rate since creation before a window ends"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let first = w.stats().appends_per_sec;
+        // 1000 appends over a window of at least 1.1 s.
+        assert!(first > 0.0 && first <= 1000.0 / 1.1, "{first}");
+        // Within the next second the last window's rate is reported unchanged.
+        for lsn in 1000..1500 {
+            w.push(&ev(lsn, &[])).unwrap();
+        }
+        assert_eq!(w.stats().appends_per_sec, first);
+    }
+
+    #[test]
     fn wraps_at_capacity_and_keeps_the_newest() {
         let (mut w, r) = ring(RingConfig {
             capacity_events: 4,
@@ -592,13 +696,13 @@ mod tests {
             capacity_bytes: 1024,
             max_retries: 4,
         });
-        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let s = seen.clone();
-        w.on_evict(move |e| s.borrow_mut().push(e.lsn));
+        w.on_evict(move |e| s.lock().unwrap().push(e.lsn));
         for lsn in 100..105 {
             w.push(&ev(lsn, b"x")).unwrap();
         }
-        assert_eq!(*seen.borrow(), [100, 101, 102]);
+        assert_eq!(*seen.lock().unwrap(), [100, 101, 102]);
     }
 
     #[test]

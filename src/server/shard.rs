@@ -514,7 +514,10 @@ impl Shard {
         metrics::gauge!(crate::metrics::CONNECTIONS).set(count as f64);
         let peer = stream.peer_addr().ok();
         let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = futures_lite::io::split(stream);
+        let (rd, mut wr) = futures_lite::io::split(stream);
+        // Pipelined requests arrive many to a segment: one recv fills the buffer with
+        // several frames instead of two reads per frame.
+        let mut rd = futures_lite::io::BufReader::with_capacity(64 * 1024, rd);
         if count > cfg.max_connections as usize {
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
             let mut frame = Vec::new();
