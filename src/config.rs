@@ -56,6 +56,10 @@ pub struct Config {
     pub ring_capacity_events: u32,
     /// Payload bytes kept in memory per partition.
     pub ring_capacity_bytes: u64,
+    /// How long an idle shard polls for I/O completions before it sleeps, in µs. Polling
+    /// keeps fdatasync completions from waiting for a timer tick; 0 saves CPU when the
+    /// server shares its cores with other work.
+    pub spin_before_park_us: u32,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             in_flight_frames: IN_FLIGHT_FRAMES_DEFAULT as u32,
             ring_capacity_events: 1 << 18,
             ring_capacity_bytes: 64 * 1024 * 1024,
+            spin_before_park_us: crate::shard::SPIN_BEFORE_PARK.as_micros() as u32,
         }
     }
 }

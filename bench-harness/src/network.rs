@@ -335,6 +335,18 @@ fn one_run(addr: &str, a: &NetworkArgs, picker: &Arc<Picker>) -> anyhow::Result<
     Ok(total)
 }
 
+/// VmHWM (peak resident set) of a process, in KiB; 0 if unreadable.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 pub fn main(a: NetworkArgs) -> anyhow::Result<()> {
     let picker = Arc::new(Picker::new(a.streams.max(1), &a.distribution)?);
     let mut rows = Vec::new();
@@ -351,8 +363,15 @@ pub fn main(a: NetworkArgs) -> anyhow::Result<()> {
             .or_else(|| server.as_ref().map(|s| s.addr.clone()))
             .expect("an address");
         let r = one_run(&addr, &a, &picker)?;
+        let mut row = r.row(&format!("evring run {}", i + 1));
+        if let Some(s) = &server {
+            row = row.cell(
+                "server peak RSS MiB",
+                format!("{:.1}", peak_rss_kib(s.child.id()) as f64 / 1024.0),
+            );
+        }
         drop(server);
-        rows.push(r.row(&format!("evring run {}", i + 1)));
+        rows.push(row);
         runs.push(r);
     }
     let med = crate::median_by(runs, |r| r.requests as f64);

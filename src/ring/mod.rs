@@ -105,6 +105,18 @@ pub struct RingEvent {
     pub payload: Vec<u8>,
 }
 
+/// An event borrowed from the owner's ring ([`RingWriter::iter`]): no copy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EventRef<'a> {
+    pub lsn: u64,
+    pub timestamp_ns: u64,
+    pub value: f64,
+    pub type_id: u64,
+    pub stream_id: u64,
+    pub stream_version: u64,
+    pub payload: &'a [u8],
+}
+
 /// An event to push (borrowed payload).
 #[derive(Clone, Copy, Debug)]
 pub struct NewEvent<'a> {
@@ -129,6 +141,20 @@ fn plain(a: &[AtomicU64]) -> &[u64] {
     // documents this), so the memory is a valid `[u64]` of the same length; no store to it
     // can happen while the shared borrow of the writer lives (see above).
     unsafe { std::slice::from_raw_parts(a.as_ptr().cast::<u64>(), a.len()) }
+}
+
+/// The arena's words as bytes, for the owner (see [`plain`]). Payload bytes are stored
+/// little-endian in each word, so on a little-endian machine the bytes in memory are the
+/// payload bytes in order.
+#[cfg(not(evring_loom))]
+fn plain_bytes(a: &[AtomicU64]) -> &[u8] {
+    const _: () = assert!(
+        cfg!(target_endian = "little"),
+        "the arena layout assumes little-endian"
+    );
+    // SAFETY: as for `plain`: no store can happen while the writer is borrowed, and any
+    // initialized `u64` memory is valid as `8 × len` bytes with alignment 1.
+    unsafe { std::slice::from_raw_parts(a.as_ptr().cast::<u8>(), a.len() * 8) }
 }
 
 /// Counters of a ring.
@@ -450,6 +476,52 @@ impl RingWriter {
         }
     }
 
+    /// The owner's events from the oldest retained, borrowed in place (zero-copy): the
+    /// payload is a slice of the arena. Only the owner can do this: no write can happen while
+    /// the iterator borrows the writer.
+    #[cfg(not(evring_loom))]
+    pub fn iter(&self) -> impl Iterator<Item = EventRef<'_>> + '_ {
+        self.iter_seqs(self.tail)
+    }
+
+    /// Like [`RingWriter::iter`], from the first event whose LSN is `from_lsn` or more (LSNs
+    /// in a ring increase; binary search over the LSN column).
+    #[cfg(not(evring_loom))]
+    pub fn iter_from(&self, from_lsn: u64) -> impl Iterator<Item = EventRef<'_>> + '_ {
+        let c = &self.inner.cols;
+        let (mut lo, mut hi) = (self.tail, self.head + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if c.lsn[self.slot(mid)].load(Ordering::Relaxed) < from_lsn {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        self.iter_seqs(lo)
+    }
+
+    #[cfg(not(evring_loom))]
+    fn iter_seqs(&self, from_seq: u64) -> impl Iterator<Item = EventRef<'_>> + '_ {
+        let c = &self.inner.cols;
+        let arena = plain_bytes(&self.inner.arena);
+        (from_seq..=self.head).map(move |seq| {
+            let i = self.slot(seq);
+            let pos = (c.payload_pos[i].load(Ordering::Relaxed) % self.inner.arena_bytes) as usize;
+            let len = c.payload_len[i].load(Ordering::Relaxed) as usize;
+            EventRef {
+                lsn: c.lsn[i].load(Ordering::Relaxed),
+                timestamp_ns: c.timestamp[i].load(Ordering::Relaxed),
+                value: f64::from_bits(c.value[i].load(Ordering::Relaxed)),
+                type_id: c.type_id[i].load(Ordering::Relaxed),
+                stream_id: c.stream_id[i].load(Ordering::Relaxed),
+                stream_version: c.stream_version[i].load(Ordering::Relaxed),
+                // A payload never straddles the arena's end (see `push`).
+                payload: &arena[pos..pos + len],
+            }
+        })
+    }
+
     /// The owner's aggregation columns — timestamp, value bits, type id, stream id — as
     /// plain slices, in at most two contiguous runs, oldest first. Scanning plain slices lets
     /// the compiler keep several accumulators in flight (see `aggregate::Aggregator::add_run`).
@@ -610,6 +682,15 @@ impl RingReader {
 mod tests {
     use super::*;
 
+    /// A ring small enough for Miri to allocate quickly.
+    fn small() -> RingConfig {
+        RingConfig {
+            capacity_events: 128,
+            capacity_bytes: 4096,
+            max_retries: 8,
+        }
+    }
+
     fn ev(lsn: u64, payload: &[u8]) -> NewEvent<'_> {
         NewEvent {
             lsn,
@@ -706,8 +787,46 @@ mod tests {
     }
 
     #[test]
+    fn owner_iterates_in_place_from_any_lsn() {
+        let (mut w, r) = ring(small());
+        for lsn in 0..300u64 {
+            let payload: Vec<u8> = (0..(lsn % 37) as u8).map(|b| b ^ lsn as u8).collect();
+            w.push(&ev(lsn * 2, &payload)).unwrap();
+        }
+        let copied = r.strict().unwrap();
+        let borrowed: Vec<EventRef<'_>> = w.iter().collect();
+        assert_eq!(borrowed.len(), copied.len());
+        for (b, c) in borrowed.iter().zip(&copied) {
+            assert_eq!(
+                (b.lsn, b.stream_version, b.payload),
+                (c.lsn, c.stream_version, &c.payload[..])
+            );
+        }
+        let first = borrowed[0].lsn;
+        assert_eq!(
+            w.iter_from(first + 11).next().unwrap().lsn,
+            first + 12,
+            "next even LSN"
+        );
+        assert_eq!(w.iter_from(0).count(), borrowed.len());
+        assert_eq!(w.iter_from(599).count(), 0);
+        assert_eq!(w.iter_from(598).map(|e| e.lsn).collect::<Vec<_>>(), [598]);
+        // The column runs (two here: the ring has wrapped) hold the same events in order.
+        let mut ts = Vec::new();
+        let mut runs = 0;
+        w.column_runs(|t, v, _, _| {
+            runs += 1;
+            ts.extend_from_slice(t);
+            assert_eq!(t.len(), v.len());
+        });
+        assert_eq!(runs, 2);
+        let want: Vec<u64> = copied.iter().map(|e| e.timestamp_ns).collect();
+        assert_eq!(ts, want);
+    }
+
+    #[test]
     fn purge_and_clear() {
-        let (mut w, r) = ring(RingConfig::default());
+        let (mut w, r) = ring(small());
         for lsn in 0..10 {
             w.push(&ev(lsn, b"p")).unwrap();
         }
@@ -721,7 +840,7 @@ mod tests {
 
     #[test]
     fn suffix_and_time_window_views() {
-        let (mut w, r) = ring(RingConfig::default());
+        let (mut w, r) = ring(small());
         for lsn in 0..100 {
             w.push(&ev(lsn, b"abcdefghij")).unwrap();
         }

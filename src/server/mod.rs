@@ -143,6 +143,7 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
             &format!("evring-shard-{shard_id}"),
             config.pin_cpus.then_some(shard_id % cpus),
             shards,
+            Duration::from_micros(u64::from(config.spin_before_park_us)),
         )?;
         let data_dir = config.data_dir.clone();
         let journal_cfg = journal_cfg.clone();

@@ -57,6 +57,7 @@ pub fn executor_builder(
     name: &str,
     cpu: Option<usize>,
     executors: usize,
+    spin_before_park: Duration,
 ) -> Result<LocalExecutorBuilder, RuntimeError> {
     let placement = match cpu {
         Some(cpu) => Placement::Fixed(cpu),
@@ -65,7 +66,7 @@ pub fn executor_builder(
     Ok(LocalExecutorBuilder::new(placement)
         .name(name)
         .io_memory(io_memory_per_executor(executors)?)
-        .spin_before_park(SPIN_BEFORE_PARK))
+        .spin_before_park(spin_before_park))
 }
 
 /// Runs `fut` to completion on a fresh unpinned executor on the calling thread (tests, tools).
@@ -73,7 +74,7 @@ pub fn executor_builder(
 /// Use it at most once per thread: glommio 0.9 leaves thread-local reactor state behind, and a
 /// second executor on the same thread fails direct reads with EOPNOTSUPP.
 pub fn run_local<T>(fut: impl std::future::Future<Output = T>) -> T {
-    executor_builder("evring-local", None, 1)
+    executor_builder("evring-local", None, 1, SPIN_BEFORE_PARK)
         .expect("locked-memory limit too low for a glommio executor")
         .make()
         .expect("cannot start a glommio executor")
