@@ -60,6 +60,9 @@ pub struct Config {
     /// keeps fdatasync completions from waiting for a timer tick; 0 saves CPU when the
     /// server shares its cores with other work.
     pub spin_before_park_us: u32,
+    /// How a journal frame is made durable: "dsync" (segment files opened with O_DSYNC, one
+    /// operation per frame) or "fdatasync" (a write, then an fdatasync).
+    pub journal_write_mode: String,
 }
 
 impl Default for Config {
@@ -85,6 +88,7 @@ impl Default for Config {
             ring_capacity_events: 1 << 18,
             ring_capacity_bytes: 64 * 1024 * 1024,
             spin_before_park_us: crate::shard::SPIN_BEFORE_PARK.as_micros() as u32,
+            journal_write_mode: "dsync".into(),
         }
     }
 }
@@ -175,7 +179,19 @@ impl Config {
         if self.listen.is_empty() {
             return bad("listen must be set (host:port)".into());
         }
+        self.write_mode()?;
         Ok(())
+    }
+
+    /// `journal_write_mode` parsed.
+    pub fn write_mode(&self) -> Result<crate::journal::WriteMode, ConfigError> {
+        match self.journal_write_mode.as_str() {
+            "dsync" => Ok(crate::journal::WriteMode::Dsync),
+            "fdatasync" => Ok(crate::journal::WriteMode::Fdatasync),
+            other => Err(ConfigError::Invalid(format!(
+                "journal_write_mode must be \"dsync\" or \"fdatasync\", not {other:?}"
+            ))),
+        }
     }
 }
 

@@ -190,3 +190,98 @@ fn sigkill_mid_load_loses_nothing_reported_durable() {
         );
     });
 }
+
+#[test]
+fn both_write_modes_write_the_same_journal() {
+    use evring::journal::WriteMode;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let written = run_local(async move {
+        let mut written = Vec::new();
+        // Alternate the modes across reopenings of one journal.
+        for (round, mode) in [WriteMode::Fdatasync, WriteMode::Dsync, WriteMode::Fdatasync]
+            .into_iter()
+            .enumerate()
+        {
+            let storage = GlommioStorage::open(&path).unwrap().with_write_mode(mode);
+            let (journal, _) = Journal::open(storage, config(), |_, _| {}).await.unwrap();
+            for n in 0..200u64 {
+                let data = data_for(round as u32, n);
+                let a = journal
+                    .append(&[RecordRef::event(b"s", b"t", &data)])
+                    .await
+                    .unwrap();
+                written.push((a.first_lsn, data));
+            }
+            journal.close().await;
+        }
+        written
+    });
+    let path = dir.path().to_path_buf();
+    let records = run_local(async move { open(&path).await.1 });
+    assert_eq!(records.len(), written.len());
+    for (r, (lsn, data)) in records.iter().zip(&written) {
+        assert_eq!((r.lsn, &r.data), (*lsn, data));
+    }
+}
+
+/// Open-file flags (octal, from /proc/self/fdinfo) of this process's descriptors on `.seg`
+/// files under `dir` that are open for writing.
+fn segment_fd_flags(dir: &std::path::Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if !target.starts_with(dir) || target.extension().is_none_or(|e| e != "seg") {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/self/fdinfo/{}",
+            entry.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        if let Some(flags) = info.lines().find_map(|l| l.strip_prefix("flags:")) {
+            let flags = u32::from_str_radix(flags.trim(), 8).unwrap();
+            if flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32 {
+                out.push(flags);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dsync_mode_really_opens_segments_with_o_dsync_and_o_direct() {
+    use evring::journal::WriteMode;
+    // The journal skips fdatasync exactly when the file says its writes are durable; this
+    // checks the claim against the kernel's view of the descriptors.
+    for (mode, want_dsync) in [(WriteMode::Dsync, true), (WriteMode::Fdatasync, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().canonicalize().unwrap();
+        let flags = run_local(async move {
+            let storage = GlommioStorage::open(&path).unwrap().with_write_mode(mode);
+            let (journal, _) = Journal::open(storage, config(), |_, _| {}).await.unwrap();
+            journal
+                .append(&[RecordRef::event(b"s", b"t", b"x")])
+                .await
+                .unwrap();
+            let flags = segment_fd_flags(&path);
+            journal.close().await;
+            flags
+        });
+        assert!(!flags.is_empty(), "no writable segment descriptor found");
+        for f in flags {
+            assert_ne!(
+                f & libc::O_DIRECT as u32,
+                0,
+                "{mode:?}: O_DIRECT missing ({f:o})"
+            );
+            assert_eq!(
+                f & libc::O_DSYNC as u32 != 0,
+                want_dsync,
+                "{mode:?}: flags {f:o}"
+            );
+        }
+    }
+}

@@ -394,6 +394,37 @@ fn auth_token_is_checked_in_hello() {
 }
 
 #[test]
+fn fdatasync_write_mode_serves_and_restarts_and_bad_modes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        &dir.path().join("data"),
+        &["--set", "journal_write_mode=\"fdatasync\""],
+    );
+    let c = server.client();
+    for i in 0..20 {
+        c.append("w", expected::ANY, vec![ev("E", format!("{i}").as_bytes())])
+            .unwrap();
+    }
+    drop(c);
+    server.kill_and_restart();
+    let (events, _) = server
+        .client()
+        .read("w", 0, 100, Direction::Forward)
+        .unwrap();
+    assert_eq!(events.len(), 20);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_evringd"))
+        .args([
+            "--set",
+            "journal_write_mode=\"sometimes\"",
+            "--print-config",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("journal_write_mode"));
+}
+
+#[test]
 fn print_config_shows_the_merged_configuration() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_evringd"))
         .args(["--print-config", "--listen", "127.0.0.1:9999"])

@@ -5,6 +5,9 @@
 //! offset, linked (IOSQE_IO_LINK) to an fdatasync, submitted through one io_uring; a slot is
 //! done when its fdatasync completes. That is exactly what the journal does per frame, with
 //! nothing else: no records, no checksums, no executor.
+//!
+//! With `dsync` the file is opened with `O_DSYNC` and each slot is one write that completes
+//! once durable (the journal's default write mode), instead of a write linked to an fdatasync.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::fs::OpenOptions;
@@ -55,6 +58,16 @@ pub struct DiskResult {
 }
 
 impl DiskResult {
+    /// A placeholder with no flushes (for moving results out of a list).
+    pub fn empty() -> DiskResult {
+        DiskResult {
+            flushes: 0,
+            bytes: 0,
+            elapsed: Duration::from_secs(1),
+            latency: report::histogram(),
+        }
+    }
+
     pub fn row(&self, name: &str) -> report::Row {
         let secs = self.elapsed.as_secs_f64();
         report::Row::new(name)
@@ -85,6 +98,7 @@ pub fn run(
     frame_bytes: usize,
     depth: usize,
     duration: Duration,
+    dsync: bool,
 ) -> anyhow::Result<DiskResult> {
     if frame_bytes == 0 || !frame_bytes.is_multiple_of(4096) {
         bail!("frame size must be a positive multiple of 4096");
@@ -98,7 +112,7 @@ pub fn run(
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_DIRECT)
+        .custom_flags(libc::O_DIRECT | if dsync { libc::O_DSYNC } else { 0 })
         .open(path)
         .with_context(|| format!("open {} with O_DIRECT", path.display()))?;
     let fd = types::Fd(file.as_raw_fd());
@@ -125,9 +139,23 @@ pub fn run(
                 .flags(types::FsyncFlags::DATASYNC)
                 .build()
                 .user_data(((slot as u64) << 1) | 1);
-            // SAFETY: the buffer outlives the operation: `bufs` lives until every submitted
-            // operation completed (the loop below drains in-flight slots before returning), and
-            // a slot's buffer is not reused before its fdatasync completed.
+            if dsync {
+                // One operation per slot: the O_DSYNC write completes once durable.
+                let write = opcode::Write::new(fd, buf.ptr, frame_bytes as u32)
+                    .offset(offset)
+                    .build()
+                    .user_data(((slot as u64) << 1) | 1);
+                // SAFETY: the buffer outlives the operation: `bufs` lives until every
+                // submitted operation completed (the loop below drains in-flight slots before
+                // returning), and a slot's buffer is not reused before its write completed.
+                unsafe {
+                    ring.submission()
+                        .push(&write)
+                        .map_err(|_| anyhow::anyhow!("submission queue full"))?;
+                }
+                return Ok(());
+            }
+            // SAFETY: as above; a slot's buffer is not reused before its fdatasync completed.
             unsafe {
                 let mut sq = ring.submission();
                 sq.push(&write)
@@ -154,15 +182,20 @@ pub fn run(
             if res < 0 {
                 bail!(
                     "{} failed: {}",
-                    if user & 1 == 0 { "write" } else { "fdatasync" },
+                    if user & 1 == 0 || dsync {
+                        "write"
+                    } else {
+                        "fdatasync"
+                    },
                     std::io::Error::from_raw_os_error(-res)
                 );
             }
+            let is_write = user & 1 == 0 || dsync;
+            if is_write && res as usize != frame_bytes {
+                bail!("short write: {res} of {frame_bytes} bytes");
+            }
             if user & 1 == 0 {
-                if res as usize != frame_bytes {
-                    bail!("short write: {res} of {frame_bytes} bytes");
-                }
-                continue;
+                continue; // a linked write: its fdatasync completes the slot
             }
             flushes += 1;
             bytes += frame_bytes as u64;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 
-use evring::journal::{GlommioStorage, Journal, JournalConfig, RecordRef};
+use evring::journal::{GlommioStorage, Journal, JournalConfig, RecordRef, WriteMode};
 use evring::shard::run_local;
 
 use crate::report;
@@ -51,11 +51,14 @@ pub struct JournalParams {
     pub in_flight: usize,
     pub segment_bytes: u64,
     pub duration: Duration,
+    pub write_mode: WriteMode,
 }
 
 pub fn run(dir: &Path, p: &JournalParams) -> anyhow::Result<JournalResult> {
     let _ = std::fs::remove_dir_all(dir);
-    let storage = GlommioStorage::open(dir).with_context(|| format!("create {}", dir.display()))?;
+    let storage = GlommioStorage::open(dir)
+        .with_context(|| format!("create {}", dir.display()))?
+        .with_write_mode(p.write_mode);
     let mut cfg = JournalConfig::new(*b"evring-benchmark", 0);
     cfg.frame_bytes_max = p.frame_bytes_max;
     cfg.in_flight_max = p.in_flight;

@@ -13,6 +13,8 @@ mod journal;
 mod network;
 mod report;
 
+use disk::DiskResult;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -64,6 +66,9 @@ struct DiskArgs {
     /// Size of the preallocated, pre-written file.
     #[arg(long, default_value = "256MiB", value_parser = report::parse_bytes)]
     file_bytes: u64,
+    /// Open with O_DSYNC: one write per slot, durable on completion, no fdatasync.
+    #[arg(long)]
+    dsync: bool,
 }
 
 #[derive(Args)]
@@ -88,6 +93,9 @@ struct JournalArgs {
     /// Skip the raw-disk run.
     #[arg(long)]
     no_disk: bool,
+    /// How the journal makes a frame durable: dsync (O_DSYNC writes) or fdatasync.
+    #[arg(long, default_value = "dsync")]
+    write_mode: String,
 }
 
 /// The run with the median of `key` among `runs`.
@@ -112,12 +120,21 @@ fn main() -> anyhow::Result<()> {
                     a.frame_bytes as usize,
                     a.depth,
                     a.common.duration,
+                    a.dsync,
                 )?;
                 rows.push(r.row(&format!("disk run {}", i + 1)));
                 results.push(r);
             }
             let med = median_by(results, |r| r.flushes as f64 / r.elapsed.as_secs_f64());
-            rows.push(med.row(&format!("disk {}B x{} median", a.frame_bytes, a.depth)));
+            let mode = if a.dsync {
+                "O_DSYNC write"
+            } else {
+                "write+fdatasync"
+            };
+            rows.push(med.row(&format!(
+                "disk {mode} {}B x{} median",
+                a.frame_bytes, a.depth
+            )));
             report::print(&rows, a.common.json);
         }
         Command::Journal(a) => {
@@ -129,6 +146,11 @@ fn main() -> anyhow::Result<()> {
                 in_flight: a.in_flight,
                 segment_bytes: a.segment_bytes,
                 duration: a.common.duration,
+                write_mode: match a.write_mode.as_str() {
+                    "dsync" => evring::journal::WriteMode::Dsync,
+                    "fdatasync" => evring::journal::WriteMode::Fdatasync,
+                    other => anyhow::bail!("--write-mode {other:?}: use dsync or fdatasync"),
+                },
             };
             let mut disk_runs = Vec::new();
             let mut journal_runs = Vec::new();
@@ -140,14 +162,17 @@ fn main() -> anyhow::Result<()> {
                 if !a.no_disk {
                     let mean = (j.bytes / j.frames.max(1)).div_ceil(4096).max(1) * 4096;
                     let file = a.common.dir.join("disk-bench.dat");
-                    let d = disk::run(
-                        &file,
-                        a.segment_bytes,
-                        mean as usize,
-                        a.in_flight,
-                        a.common.duration,
-                    )?;
-                    disk_runs.push((mean, d));
+                    for dsync in [false, true] {
+                        let d = disk::run(
+                            &file,
+                            a.segment_bytes,
+                            mean as usize,
+                            a.in_flight,
+                            a.common.duration,
+                            dsync,
+                        )?;
+                        disk_runs.push((mean, dsync, d));
+                    }
                 }
                 journal_runs.push(j);
             }
@@ -163,22 +188,38 @@ fn main() -> anyhow::Result<()> {
             )));
             report::print(&rows, a.common.json);
             if !disk_runs.is_empty() {
-                let mut rows = Vec::new();
-                for (i, (mean, r)) in disk_runs.iter().enumerate() {
-                    rows.push(r.row(&format!("disk run {} ({mean}B x{})", i + 1, a.in_flight)));
-                }
-                let (_, d) = median_by(disk_runs, |(_, r)| {
-                    r.flushes as f64 / r.elapsed.as_secs_f64()
-                });
-                rows.push(d.row("disk median"));
-                report::print(&rows, a.common.json);
                 let jf = j.frames as f64 / j.elapsed.as_secs_f64();
-                let df = d.flushes as f64 / d.elapsed.as_secs_f64();
-                report::print(
-                    &[report::Row::new("journal / disk (medians)")
-                        .cell("flushes/s ratio", format!("{:.2}", jf / df))],
-                    a.common.json,
-                );
+                let mut rows = Vec::new();
+                let mut ratios = Vec::new();
+                for dsync in [false, true] {
+                    let mode = if dsync {
+                        "O_DSYNC write"
+                    } else {
+                        "write+fdatasync"
+                    };
+                    let mine: Vec<(u64, DiskResult)> = disk_runs
+                        .iter_mut()
+                        .filter(|(_, d, _)| *d == dsync)
+                        .map(|(mean, _, r)| (*mean, std::mem::replace(r, DiskResult::empty())))
+                        .collect();
+                    for (i, (mean, r)) in mine.iter().enumerate() {
+                        rows.push(r.row(&format!(
+                            "disk {mode} run {} ({mean}B x{})",
+                            i + 1,
+                            a.in_flight
+                        )));
+                    }
+                    let (_, d) =
+                        median_by(mine, |(_, r)| r.flushes as f64 / r.elapsed.as_secs_f64());
+                    rows.push(d.row(&format!("disk {mode} median")));
+                    let df = d.flushes as f64 / d.elapsed.as_secs_f64();
+                    ratios.push(
+                        report::Row::new(format!("journal / disk {mode} (medians)"))
+                            .cell("flushes/s ratio", format!("{:.2}", jf / df)),
+                    );
+                }
+                report::print(&rows, a.common.json);
+                report::print(&ratios, a.common.json);
             }
         }
         Command::Network(a) => network::main(a)?,

@@ -55,6 +55,11 @@ pub trait SegmentFile {
     async fn write_at(&self, buf: Self::Buf, pos: u64) -> io::Result<()>;
     /// fdatasync: every write that returned before this call is durable when it returns `Ok`.
     async fn sync(&self) -> io::Result<()>;
+    /// Whether a write that returned `Ok` is already durable (an `O_DSYNC` file), so the
+    /// journal acknowledges after the write alone instead of following it with [`Self::sync`].
+    fn write_is_durable(&self) -> bool {
+        false
+    }
     /// Reads `len` bytes at `pos` (fewer only at the end of the file).
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>>;
 }

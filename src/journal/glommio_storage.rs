@@ -39,9 +39,20 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// How a frame is made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Segment files are opened with `O_DSYNC`: a write completes only once durable (the
+    /// kernel issues a FUA write or a cache flush), so a frame costs one io_uring operation.
+    Dsync,
+    /// Each frame's write is followed by an `fdatasync` (two operations, one after the other).
+    Fdatasync,
+}
+
 /// A segment directory on a real filesystem.
 pub struct GlommioStorage {
     dir: PathBuf,
+    mode: WriteMode,
 }
 
 impl GlommioStorage {
@@ -56,7 +67,23 @@ impl GlommioStorage {
                 std::fs::remove_file(entry.path())?;
             }
         }
-        Ok(GlommioStorage { dir })
+        Ok(GlommioStorage {
+            dir,
+            mode: WriteMode::Dsync,
+        })
+    }
+
+    /// Chooses how frames are made durable (the default is [`WriteMode::Dsync`]).
+    pub fn with_write_mode(mut self, mode: WriteMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    fn open_flags(&self) -> i32 {
+        match self.mode {
+            WriteMode::Dsync => libc::O_DSYNC,
+            WriteMode::Fdatasync => 0,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -78,6 +105,7 @@ impl GlommioStorage {
 pub struct GlommioFile {
     file: DmaFile,
     reader: std::fs::File,
+    dsync: bool,
 }
 
 impl SegmentFile for GlommioFile {
@@ -101,6 +129,10 @@ impl SegmentFile for GlommioFile {
 
     async fn sync(&self) -> io::Result<()> {
         Ok(self.file.fdatasync().await?)
+    }
+
+    fn write_is_durable(&self) -> bool {
+        self.dsync
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
@@ -130,10 +162,15 @@ impl Storage for GlommioStorage {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(self.open_flags())
             .dma_open(self.path(seq))
             .await?;
         let reader = std::fs::File::open(self.path(seq))?;
-        Ok(GlommioFile { file, reader })
+        Ok(GlommioFile {
+            file,
+            reader,
+            dsync: self.mode == WriteMode::Dsync,
+        })
     }
 
     async fn create_segment(
@@ -151,6 +188,7 @@ impl Storage for GlommioStorage {
             .write(true)
             .create(true)
             .truncate(true)
+            .custom_flags(self.open_flags())
             .dma_open(&tmp_path)
             .await?;
         let prepared = async {
@@ -185,7 +223,11 @@ impl Storage for GlommioStorage {
             return Err(e);
         }
         let reader = std::fs::File::open(&final_path)?;
-        Ok(GlommioFile { file, reader })
+        Ok(GlommioFile {
+            file,
+            reader,
+            dsync: self.mode == WriteMode::Dsync,
+        })
     }
 
     async fn remove_segment(&self, seq: u64) -> io::Result<()> {

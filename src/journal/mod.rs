@@ -1,5 +1,6 @@
 //! The durable journal: one per partition, a directory of fixed-size segment files written
-//! with O_DIRECT group commit and fdatasync, recovered exactly after any crash.
+//! with O_DIRECT group commit (O_DSYNC writes, or writes then fdatasync), recovered exactly
+//! after any crash.
 //!
 //! - [`format`]: segment header, frame header and record layouts (docs/FORMAT.md).
 //! - [`device`]: the storage traits the journal is generic over, and a read-only `std::fs`
@@ -11,8 +12,9 @@
 //!   that tells a torn tail from corruption of acknowledged data.
 //! - [`Journal`]: the group-commit writer, recovery at open, and the reader.
 //!
-//! The durability contract: [`Journal::append`] resolves `Ok` only after the fdatasync of the
-//! frame holding the records (and of every earlier frame) returned; after that, no crash
+//! The durability contract: [`Journal::append`] resolves `Ok` only after the durable write (or
+//! write then fdatasync) of the frame holding the records, and of every earlier frame,
+//! returned; after that, no crash
 //! loses the records, and recovery either restores them byte for byte or refuses to start,
 //! naming the segment, offset and failed check.
 
@@ -25,7 +27,7 @@ mod writer;
 
 pub use device::{block_on, SegmentFile, StdStorage, Storage};
 pub use format::{OwnedRecord, RecordRef, StoreId};
-pub use glommio_storage::{GlommioFile, GlommioStorage};
+pub use glommio_storage::{GlommioFile, GlommioStorage, WriteMode};
 pub use sim::{FaultPlan, SimStats, SimStorage};
 pub use writer::{
     hex, Appended, Journal, JournalConfig, JournalStats, PendingAppend, RecoveryReport,

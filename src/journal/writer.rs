@@ -6,7 +6,8 @@
 //! `frame_bytes_max`), takes the next LSNs, and waits on the frame's completion signal. As
 //! soon as fewer than `in_flight_max` frames are in flight the open frame is sealed (header
 //! written, padded to a block) and submitted as one write at the segment's tail followed by
-//! one fdatasync, in its own task. While the pipeline is full, appends keep filling the open
+//! one fdatasync (skipped when the file's writes are durable on completion: `O_DSYNC`), in
+//! its own task. While the pipeline is full, appends keep filling the open
 //! frame: that is the group commit, with no timer. When the open frame is full too, appends
 //! wait (back-pressure), so buffered bytes never exceed `(in_flight_max + 1) ×
 //! frame_bytes_max`.
@@ -19,8 +20,8 @@
 //!
 //! ## Invariants
 //!
-//! - No append resolves `Ok` before the fdatasync covering its frame, and every frame before
-//!   it, returned `Ok`.
+//! - No append resolves `Ok` before its frame, and every frame before it, is durable: the
+//!   fdatasync covering it returned `Ok`, or (O_DSYNC) its write did.
 //! - A block that holds a submitted frame is never written again: the tail only moves forward,
 //!   and each frame starts on a fresh block.
 //! - Any write or fdatasync error poisons the journal: that frame, every frame after it and
@@ -649,7 +650,9 @@ impl<S: Storage + 'static> Journal<S> {
         } = sub;
         let journal = self.clone();
         glommio::spawn_local(async move {
+            // Durable when the write returns on an O_DSYNC file; otherwise after fdatasync.
             let result = match file.write_at(buf, offset).await {
+                Ok(()) if file.write_is_durable() => Ok(()),
                 Ok(()) => file.sync().await,
                 Err(e) => Err(e),
             };

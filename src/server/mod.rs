@@ -133,6 +133,7 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
             capacity_bytes: config.ring_capacity_bytes as usize,
             max_retries: 8,
         },
+        write_mode: config.write_mode()?,
     };
     let mut client_addr = None;
     for (shard_id, ep) in endpoints.into_iter().enumerate() {
@@ -228,8 +229,9 @@ async fn run_shard(
     let mut partitions = HashMap::new();
     for p in owned {
         let dir = Manifest::partition_dir(&data_dir, p);
-        let storage =
-            GlommioStorage::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
+        let storage = GlommioStorage::open(&dir)
+            .with_context(|| format!("cannot open {}", dir.display()))?
+            .with_write_mode(limits.write_mode);
         let mut cfg = journal_cfg.clone();
         cfg.partition = p;
         let started = Instant::now();

@@ -79,6 +79,8 @@ pub struct PartitionLimits {
     pub idempotency_window: usize,
     pub max_read_count: usize,
     pub ring: RingConfig,
+    /// How the partition's journal makes frames durable.
+    pub write_mode: crate::journal::WriteMode,
 }
 
 #[derive(Default)]
