@@ -25,10 +25,14 @@ pub struct Config {
     pub metrics_listen: String,
     /// Write the bound addresses to this file once ready (empty: don't).
     pub addresses_file: String,
-    /// Partition count at first start (0 = number of CPUs); kept in the manifest after that.
+    /// Partition count at first start (0 = one per shard); kept in the manifest after that.
     pub partitions: u32,
     /// Pin each shard to one CPU.
     pub pin_cpus: bool,
+    /// Shards (executor threads) to run; 0 = one per CPU but one, so a CPU is left for the
+    /// kernel's work on evringd's behalf (network stack, io_uring workers that complete the
+    /// durable writes). Never more than the partition count.
+    pub shards: u32,
     /// Token clients must present in HELLO (empty: no authentication).
     pub auth_token: String,
     /// Largest frame a client may send, in bytes.
@@ -74,6 +78,7 @@ impl Default for Config {
             addresses_file: String::new(),
             partitions: 0,
             pin_cpus: true,
+            shards: 0,
             auth_token: String::new(),
             max_frame_bytes: 4 * 1024 * 1024,
             max_connections: 1024,

@@ -602,3 +602,77 @@ fn reads_span_the_ring_and_the_journal_when_the_ring_has_evicted() {
     server.kill_and_restart();
     verify(&server.client());
 }
+
+#[test]
+fn two_shards_route_requests_to_the_owning_shard_and_merge_across_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--set",
+            "shards=2",
+            "--set",
+            "partitions=4",
+            "--set",
+            "pin_cpus=false",
+        ],
+    );
+    let c = server.client();
+    let stats: serde_json::Value = serde_json::from_str(&c.stats().unwrap()).unwrap();
+    assert_eq!(stats["partitions"].as_array().unwrap().len(), 4);
+    let all = c.subscribe(SubscribeTarget::All, "", 0, "").unwrap();
+    // 40 streams spread over 4 partitions on 2 shards; one connection reaches them all.
+    for s in 0..40 {
+        let stream = format!("s-{s}");
+        for v in 0..3u64 {
+            let mut e = ev("T", format!("{s}/{v}").as_bytes());
+            e.value = 1.0;
+            e.timestamp_ns = 1_000 + v;
+            let want = if v == 0 {
+                expected::NO_STREAM
+            } else {
+                v as i64 - 1
+            };
+            let a = c.append(&stream, want, vec![e]);
+            assert_eq!(a.unwrap().first_version, v);
+        }
+    }
+    let stats: serde_json::Value = serde_json::from_str(&c.stats().unwrap()).unwrap();
+    let used = stats["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["streams"].as_u64().unwrap() > 0)
+        .count();
+    assert_eq!(used, 4, "the streams landed on every partition");
+    let agg = c.aggregate("", "", 0, u64::MAX, 0).unwrap();
+    assert_eq!(
+        (agg[0].count, agg[0].sum),
+        (120, 120.0),
+        "merged over partitions"
+    );
+    let mut seen = HashSet::new();
+    while seen.len() < 120 {
+        match all.next_timeout(Duration::from_secs(10)) {
+            Some(SubscriptionItem::Events(events)) => {
+                for e in events {
+                    assert!(seen.insert(e.event.data.clone()), "no duplicates");
+                }
+            }
+            other => panic!("subscription ended early: {:?}", other.is_some()),
+        }
+    }
+    drop(c);
+    server.kill_and_restart();
+    let c = server.client();
+    for s in 0..40 {
+        let (events, _) = c
+            .read(&format!("s-{s}"), 0, 10, Direction::Forward)
+            .unwrap();
+        let data: Vec<String> = events
+            .iter()
+            .map(|e| String::from_utf8(e.event.data.clone()).unwrap())
+            .collect();
+        assert_eq!(data, [format!("{s}/0"), format!("{s}/1"), format!("{s}/2")]);
+    }
+}

@@ -11,6 +11,7 @@
 mod disk;
 mod journal;
 mod network;
+mod poller;
 mod report;
 
 use disk::DiskResult;

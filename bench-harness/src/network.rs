@@ -56,6 +56,13 @@ pub struct NetworkArgs {
     /// Extra `--set key=value` for the evringd started here (repeatable).
     #[arg(long = "server-set")]
     server_set: Vec<String>,
+    /// Load driver: `poll` (non-blocking sockets and poll(2) in `--threads` threads, speaking
+    /// the protocol directly) or `client` (the Rust client, one thread per connection).
+    #[arg(long, default_value = "poll")]
+    driver: String,
+    /// Threads of the poll driver (connections are split among them).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 /// A small xorshift generator: enough for picking streams.
@@ -291,7 +298,69 @@ fn connection(
     })
 }
 
+/// One run with the poll driver.
+fn poll_run(addr: &str, a: &NetworkArgs, picker: &Arc<Picker>) -> anyhow::Result<NetResult> {
+    let start = Instant::now();
+    let threads = a.threads.clamp(1, a.connections.max(1));
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let conns = a.connections / threads + usize::from(t < a.connections % threads);
+        let (addr, picker) = (addr.to_string(), picker.clone());
+        let (pipeline, events, payload, streams) = (
+            a.pipeline.max(1),
+            a.events.max(1),
+            a.payload as usize,
+            a.streams.max(1),
+        );
+        let (warmup, duration) = (a.warmup, a.common.duration);
+        handles.push(std::thread::spawn(move || {
+            let mut rng =
+                Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+            let names: Vec<String> = (0..streams).map(|s| format!("bench-{s}")).collect();
+            let data = vec![b'e'; payload];
+            crate::poller::drive(&addr, conns, pipeline, start, warmup, duration, || {
+                Request::Append {
+                    stream: names[picker.pick(&mut rng)].clone(),
+                    expected_version: expected::ANY,
+                    events: (0..events)
+                        .map(|_| Event {
+                            id: [0; 16],
+                            event_type: "bench".into(),
+                            timestamp_ns: 0,
+                            value: 1.0,
+                            data: data.clone(),
+                            metadata: Vec::new(),
+                        })
+                        .collect(),
+                }
+            })
+        }));
+    }
+    let mut total = NetResult {
+        requests: 0,
+        events: 0,
+        errors: 0,
+        elapsed: a.common.duration,
+        latency: report::histogram(),
+    };
+    for h in handles {
+        let r = h
+            .join()
+            .map_err(|_| anyhow!("a driver thread panicked"))??;
+        total.requests += r.requests;
+        total.events += r.requests * a.events.max(1) as u64;
+        total.errors += r.errors;
+        total.latency.add(&r.latency).expect("same bounds");
+    }
+    Ok(total)
+}
+
 fn one_run(addr: &str, a: &NetworkArgs, picker: &Arc<Picker>) -> anyhow::Result<NetResult> {
+    match a.driver.as_str() {
+        "poll" => return poll_run(addr, a, picker),
+        "client" => {}
+        other => bail!("unknown driver {other:?} (poll, client)"),
+    }
     let params = Arc::new(Params {
         pipeline: a.pipeline.max(1),
         events: a.events.max(1),
@@ -376,8 +445,8 @@ pub fn main(a: NetworkArgs) -> anyhow::Result<()> {
     }
     let med = crate::median_by(runs, |r| r.requests as f64);
     rows.push(med.row(&format!(
-        "evring {}c x {}p, {} ev x {}B, {} {} streams, median",
-        a.connections, a.pipeline, a.events, a.payload, a.streams, a.distribution
+        "evring {}c x {}p, {} ev x {}B, {} {} streams, {} driver, median",
+        a.connections, a.pipeline, a.events, a.payload, a.streams, a.distribution, a.driver
     )));
     report::print(&rows, a.common.json);
     Ok(())

@@ -30,7 +30,7 @@ struct Args {
     /// Client listener host:port; port 0 picks a free port (key: listen).
     #[arg(long)]
     listen: Option<String>,
-    /// Partition count at first start; 0 = number of CPUs (key: partitions).
+    /// Partition count at first start; 0 = one per shard (key: partitions).
     #[arg(long)]
     partitions: Option<u32>,
     /// Write the bound client address to this file once ready (key: addresses_file).

@@ -64,8 +64,15 @@ struct ShardEndpoints {
 /// Starts the server and returns once it serves.
 pub fn start(config: Config) -> anyhow::Result<Running> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let auto = if cpus > 1 { cpus - 1 } else { 1 };
+    let auto_shards = if config.shards == 0 {
+        auto
+    } else {
+        config.shards as usize
+    };
+    // One partition per shard unless configured otherwise.
     let wanted = if config.partitions == 0 {
-        cpus as u32
+        auto_shards as u32
     } else {
         config.partitions
     };
@@ -77,7 +84,7 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
             "the partition count is fixed at first start; using the manifest's"
         );
     }
-    let shards = (manifest.partitions as usize).min(cpus).max(1);
+    let shards = auto_shards.min(manifest.partitions as usize).max(1);
     io_memory_per_executor(shards)?;
     let metrics_addr = if config.metrics_listen.is_empty() {
         None
