@@ -676,3 +676,51 @@ fn two_shards_route_requests_to_the_owning_shard_and_merge_across_partitions() {
         assert_eq!(data, [format!("{s}/0"), format!("{s}/1"), format!("{s}/2")]);
     }
 }
+
+#[test]
+fn a_second_evringd_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[]);
+    let c = server.client();
+    c.append("locked", expected::ANY, vec![ev("E", b"1")])
+        .unwrap();
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_evringd"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0", "--set", "metrics_listen=\"\""])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second evringd started on a data directory in use");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("in use by another evringd"), "{err}");
+    // The first server is unharmed, and the lock goes with its process.
+    c.append("locked", expected::ANY, vec![ev("E", b"2")])
+        .unwrap();
+    drop(c);
+    server.kill_and_restart();
+    let (events, _) = server
+        .client()
+        .read("locked", 0, 10, Direction::Forward)
+        .unwrap();
+    assert_eq!(events.len(), 2);
+}

@@ -43,6 +43,44 @@ pub struct Running {
     pub shards: usize,
     shared: Arc<Shared>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// Holds the data directory's advisory lock until the server is dropped.
+    _lock: DataDirLock,
+}
+
+/// An exclusive advisory lock (`flock`) on `DATA_DIR/LOCK`, held for the life of the server:
+/// two evringd processes writing one journal would overwrite each other's frames.
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock or says who (which file) holds it.
+    pub fn acquire(data_dir: &std::path::Path) -> anyhow::Result<DataDirLock> {
+        use std::os::unix::io::AsRawFd;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let path = data_dir.join("LOCK");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own; no memory is passed to the kernel.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                return Err(anyhow!(
+                    "data directory {} is in use by another evringd (it holds the lock on {})",
+                    data_dir.display(),
+                    path.display()
+                ));
+            }
+            return Err(anyhow!("cannot lock {}: {e}", path.display()));
+        }
+        Ok(DataDirLock { _file: file })
+    }
 }
 
 impl Running {
@@ -76,6 +114,7 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
     } else {
         config.partitions
     };
+    let lock = DataDirLock::acquire(&config.data_dir)?;
     let manifest = Manifest::load_or_init(&config.data_dir, wanted)?;
     if config.partitions != 0 && config.partitions != manifest.partitions {
         tracing::warn!(
@@ -217,6 +256,7 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
         shards,
         shared,
         threads,
+        _lock: lock,
     })
 }
 
