@@ -79,6 +79,48 @@ impl Rng {
     }
 }
 
+impl Rng {
+    /// A distinct stream of numbers per driver thread or connection.
+    fn for_thread(id: usize) -> Rng {
+        Rng(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D))
+    }
+}
+
+/// What each request carries: an APPEND of `events` events of `payload` bytes to one of
+/// `streams` streams.
+struct Load {
+    names: Vec<String>,
+    events: usize,
+    data: Vec<u8>,
+}
+
+impl Load {
+    fn new(streams: usize, events: usize, payload: usize) -> Load {
+        Load {
+            names: (0..streams).map(|s| format!("bench-{s}")).collect(),
+            events,
+            data: vec![b'e'; payload],
+        }
+    }
+
+    fn request(&self, picker: &Picker, rng: &mut Rng) -> Request {
+        Request::Append {
+            stream: self.names[picker.pick(rng)].clone(),
+            expected_version: expected::ANY,
+            events: (0..self.events)
+                .map(|_| Event {
+                    id: [0; 16],
+                    event_type: "bench".into(),
+                    timestamp_ns: 0,
+                    value: 1.0,
+                    data: self.data.clone(),
+                    metadata: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Picks stream indices: uniform, or Zipf through a precomputed CDF.
 enum Picker {
     Uniform(usize),
@@ -238,23 +280,9 @@ fn connection(
 ) -> anyhow::Result<NetResult> {
     let client = Client::connect(addr, &format!("bench-{id}"), "")
         .map_err(|e| anyhow!("connect to {addr}: {e}"))?;
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
-    let data = vec![b'e'; p.payload];
-    let names: Vec<String> = (0..p.streams).map(|s| format!("bench-{s}")).collect();
-    let request = |rng: &mut Rng| Request::Append {
-        stream: names[picker.pick(rng)].clone(),
-        expected_version: expected::ANY,
-        events: (0..p.events)
-            .map(|_| Event {
-                id: [0; 16],
-                event_type: "bench".into(),
-                timestamp_ns: 0,
-                value: 1.0,
-                data: data.clone(),
-                metadata: Vec::new(),
-            })
-            .collect(),
-    };
+    let mut rng = Rng::for_thread(id);
+    let load = Load::new(p.streams, p.events, p.payload);
+    let request = |rng: &mut Rng| load.request(picker, rng);
     let measure_from = start + p.warmup;
     let deadline = measure_from + p.duration;
     let mut latency = report::histogram();
@@ -314,25 +342,10 @@ fn poll_run(addr: &str, a: &NetworkArgs, picker: &Arc<Picker>) -> anyhow::Result
         );
         let (warmup, duration) = (a.warmup, a.common.duration);
         handles.push(std::thread::spawn(move || {
-            let mut rng =
-                Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
-            let names: Vec<String> = (0..streams).map(|s| format!("bench-{s}")).collect();
-            let data = vec![b'e'; payload];
+            let mut rng = Rng::for_thread(t);
+            let load = Load::new(streams, events, payload);
             crate::poller::drive(&addr, conns, pipeline, start, warmup, duration, || {
-                Request::Append {
-                    stream: names[picker.pick(&mut rng)].clone(),
-                    expected_version: expected::ANY,
-                    events: (0..events)
-                        .map(|_| Event {
-                            id: [0; 16],
-                            event_type: "bench".into(),
-                            timestamp_ns: 0,
-                            value: 1.0,
-                            data: data.clone(),
-                            metadata: Vec::new(),
-                        })
-                        .collect(),
-                }
+                load.request(&picker, &mut rng)
             })
         }));
     }
