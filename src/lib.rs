@@ -23,6 +23,7 @@ pub mod error;
 pub mod journal;
 pub mod manifest;
 pub mod metrics;
+pub mod notify;
 pub mod protocol;
 pub mod ring;
 pub mod server;

@@ -115,6 +115,16 @@ fn run(args: Args) -> anyhow::Result<()> {
             .and_then(|()| std::fs::rename(&tmp, &addresses_file))
             .with_context(|| format!("cannot write addresses file {addresses_file}"))?;
     }
+    let status = format!(
+        "READY=1\nSTATUS=serving on {} ({} partitions, {} shards)\nMAINPID={}",
+        server.client_addr,
+        server.partitions,
+        server.shards,
+        std::process::id()
+    );
+    if let Err(e) = evring::notify::notify(&status) {
+        tracing::warn!(error = %e, "cannot notify systemd of readiness");
+    }
     let mut sig: libc::c_int = 0;
     // SAFETY: `signals` is an initialized sigset_t and `sig` a valid out-pointer.
     unsafe { libc::sigwait(&signals, &mut sig) };
@@ -122,6 +132,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         signal = sig,
         "stopping: no new connections, draining in-flight frames"
     );
+    if let Err(e) = evring::notify::notify("STOPPING=1\nSTATUS=draining in-flight frames") {
+        tracing::warn!(error = %e, "cannot notify systemd of the stop");
+    }
     server.stop()?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -1,0 +1,96 @@
+//! The systemd unit and the example configuration shipped in `systemd/`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn shipped(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("systemd")
+        .join(name)
+}
+
+#[test]
+fn example_config_names_every_key_and_evringd_accepts_it() {
+    let printed = Command::new(env!("CARGO_BIN_EXE_evringd"))
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let keys: BTreeSet<String> = String::from_utf8(printed.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.to_string()))
+        .collect();
+    let example = std::fs::read_to_string(shipped("evring.toml")).unwrap();
+    for key in &keys {
+        assert!(
+            example.contains(&format!("# {key} = ")),
+            "systemd/evring.toml does not show {key}"
+        );
+    }
+    // Uncommented, the example is a valid configuration.
+    let dir = tempfile::tempdir().unwrap();
+    let all = example
+        .lines()
+        .map(|l| {
+            match l
+                .strip_prefix("# ")
+                .and_then(|r| r.split_once(" = ").map(|kv| (r, kv)))
+            {
+                Some((rest, (key, _))) if keys.contains(key) => rest,
+                _ => l,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = dir.path().join("evring.toml");
+    std::fs::write(&path, all).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_evringd"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn systemd_analyze_verifies_the_unit() {
+    let Ok(probe) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze is not installed: skipping the unit check");
+        return;
+    };
+    assert!(probe.status.success());
+    // Verify a copy whose ExecStart names the binary just built (the unit names
+    // /usr/bin/evringd, which exists only once the package is installed).
+    let unit = std::fs::read_to_string(shipped("evringd.service")).unwrap();
+    assert!(unit.contains("Type=notify") && unit.contains("SystemCallFilter="));
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("evringd.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/bin/evringd", env!("CARGO_BIN_EXE_evringd")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Complaints about other units on this machine are not ours; anything naming our unit is.
+    let ours: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("evringd.service"))
+        .collect();
+    assert!(ours.is_empty(), "systemd-analyze verify: {text}");
+}
