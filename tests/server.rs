@@ -724,3 +724,39 @@ fn a_second_evringd_on_the_same_data_directory_is_refused() {
         .unwrap();
     assert_eq!(events.len(), 2);
 }
+
+#[test]
+fn a_second_evringd_on_a_port_in_use_is_refused() {
+    // The shards share their port with SO_REUSEPORT; another server must not join it.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("a"), &[]);
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_evringd"))
+        .arg("--data-dir")
+        .arg(dir.path().join("b"))
+        .args(["--listen", &server.addr, "--set", "metrics_listen=\"\""])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second evringd started on a port in use");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("address is in use"), "{err}");
+    server.client().ping().unwrap();
+}

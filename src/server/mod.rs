@@ -142,6 +142,19 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
         .listen
         .parse()
         .with_context(|| format!("listen address {:?} is not host:port", config.listen))?;
+    // The shards' listeners share the port through SO_REUSEPORT, which would also let a second
+    // evringd (same user) join it and take half the connections. A plain bind first fails if
+    // anything already listens there.
+    if listen.port() != 0 {
+        match std::net::TcpListener::bind(listen) {
+            Ok(probe) => drop(probe),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+                "cannot listen on {listen}: the address is in use (another evringd or another \
+                 program listens there)"
+            ),
+            Err(e) => bail!("cannot listen on {listen}: {e}"),
+        }
+    }
     tracing::info!(
         data_dir = %config.data_dir.display(),
         store_id = %crate::journal::hex(&manifest.store_id),
