@@ -760,3 +760,84 @@ fn a_second_evringd_on_a_port_in_use_is_refused() {
     assert!(err.contains("address is in use"), "{err}");
     server.client().ping().unwrap();
 }
+
+/// Runs evringd with `args` and returns (exit success, stderr); fails the test if it serves.
+fn start_failure(args: &[&str], setup: impl FnOnce(&mut std::process::Command)) -> (bool, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_evringd"));
+    cmd.args(args)
+        .args(["--set", "metrics_listen=\"\""])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    setup(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("evringd started where it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.success(), err)
+}
+
+#[test]
+fn start_up_failures_exit_non_zero_with_one_clear_line() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    // Locked memory below what io_uring needs: the message names the fix.
+    let (ok, err) = start_failure(&["--data-dir", data, "--listen", "127.0.0.1:0"], |cmd| {
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // setrlimit, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 256 * 1024,
+                    rlim_max: 256 * 1024,
+                };
+                if libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    assert!(!ok);
+    assert!(
+        err.contains("RLIMIT_MEMLOCK") && err.contains("ulimit -l"),
+        "{err}"
+    );
+    // A data directory that cannot be created.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let under_file = file.join("data");
+    let (ok, err) = start_failure(
+        &[
+            "--data-dir",
+            under_file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        |_| {},
+    );
+    assert!(!ok);
+    assert!(err.contains("cannot create data directory"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    // A listen address that is not host:port.
+    let (ok, err) = start_failure(&["--data-dir", data, "--listen", "nowhere"], |_| {});
+    assert!(!ok);
+    assert!(err.contains("not host:port"), "{err}");
+}
