@@ -94,3 +94,30 @@ fn systemd_analyze_verifies_the_unit() {
         .collect();
     assert!(ours.is_empty(), "systemd-analyze verify: {text}");
 }
+
+#[test]
+fn the_grafana_dashboard_uses_only_documented_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("ops/grafana-dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ops = std::fs::read_to_string(root.join("docs/OPERATIONS.md")).unwrap();
+    let mut exprs = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            exprs += 1;
+            for (i, _) in expr.match_indices("evring_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = name.strip_suffix("_bucket").unwrap_or(&name);
+                assert!(
+                    ops.contains(&format!("| `{family}`")),
+                    "{family} (in {expr:?}) is not documented"
+                );
+            }
+        }
+    }
+    assert!(exprs >= 7);
+}
