@@ -225,3 +225,14 @@ fn paths_that_are_not_journals_are_refused_with_a_reason() {
         .unwrap()
         .contains("not a segment file"));
 }
+
+#[test]
+fn evring_inspect_renders_a_manual_page() {
+    let out = inspect(&["--print-man"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(".TH evring-inspect 1"));
+    for sub in ["list", "dump", "verify", "stats"] {
+        assert!(text.contains(sub), "evring-inspect(1) lists {sub}");
+    }
+}
