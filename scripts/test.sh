@@ -9,6 +9,7 @@ if [ "$(ulimit -l)" != "unlimited" ] && [ "$(ulimit -l)" -lt 1024 ]; then
   exit 1
 fi
 cargo test --workspace --release
+scripts/check-deb.sh
 if [ -x loom-tests/run.sh ]; then
   loom-tests/run.sh
 fi
