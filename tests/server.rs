@@ -836,6 +836,13 @@ fn start_up_failures_exit_non_zero_with_one_clear_line() {
     assert!(!ok);
     assert!(err.contains("cannot create data directory"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    // A filesystem without O_DIRECT (injected: every filesystem here supports it).
+    let (ok, err) = start_failure(&["--data-dir", data, "--listen", "127.0.0.1:0"], |cmd| {
+        cmd.env("EVRINGD_INJECT_ODIRECT_FAILURE", "1");
+    });
+    assert!(!ok);
+    assert!(err.contains("does not support direct I/O"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     // A listen address that is not host:port.
     let (ok, err) = start_failure(&["--data-dir", data, "--listen", "nowhere"], |_| {});
     assert!(!ok);

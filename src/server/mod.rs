@@ -47,6 +47,47 @@ pub struct Running {
     _lock: DataDirLock,
 }
 
+/// Writes and syncs one aligned block with O_DIRECT in the data directory, so a filesystem
+/// that refuses direct I/O is reported at start-up in one line instead of as a journal error.
+/// `EVRINGD_INJECT_ODIRECT_FAILURE=1` makes the probe fail (for tests: the filesystems at
+/// hand all accept O_DIRECT).
+fn probe_direct_io(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join(".direct-io-probe");
+    let result = (|| -> std::io::Result<()> {
+        if std::env::var_os("EVRINGD_INJECT_ODIRECT_FAILURE").is_some() {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)?;
+        let layout = std::alloc::Layout::from_size_align(4096, 4096).expect("valid layout");
+        // SAFETY: the layout has a non-zero size; the block is freed below.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(std::io::Error::other("out of memory"));
+        }
+        // SAFETY: `ptr` points to 4096 zeroed bytes owned here until the dealloc below.
+        let block = unsafe { std::slice::from_raw_parts(ptr, 4096) };
+        let written = file.write_all(block).and_then(|()| file.sync_data());
+        // SAFETY: allocated above with this layout, not used after this point.
+        unsafe { std::alloc::dealloc(ptr, layout) };
+        written
+    })();
+    let _ = std::fs::remove_file(&path);
+    result.map_err(|e| {
+        anyhow!(
+            "the filesystem of data directory {} does not support direct I/O (O_DIRECT): {e}; \
+             put the data directory on a filesystem that does (ext4, xfs)",
+            data_dir.display()
+        )
+    })
+}
+
 /// An exclusive advisory lock (`flock`) on `DATA_DIR/LOCK`, held for the life of the server:
 /// two evringd processes writing one journal would overwrite each other's frames.
 pub struct DataDirLock {
@@ -115,6 +156,7 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
         config.partitions
     };
     let lock = DataDirLock::acquire(&config.data_dir)?;
+    probe_direct_io(&config.data_dir)?;
     let manifest = Manifest::load_or_init(&config.data_dir, wanted)?;
     if config.partitions != 0 && config.partitions != manifest.partitions {
         tracing::warn!(
