@@ -16,6 +16,7 @@
 //! - [`sync`]: the std-or-loom atomics shim.
 
 pub mod aggregate;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod constants;

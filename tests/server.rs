@@ -685,33 +685,16 @@ fn a_second_evringd_on_the_same_data_directory_is_refused() {
     let c = server.client();
     c.append("locked", expected::ANY, vec![ev("E", b"1")])
         .unwrap();
-    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_evringd"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--listen", "127.0.0.1:0", "--set", "metrics_listen=\"\""])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = second.kill();
-            let _ = second.wait();
-            panic!("a second evringd started on a data directory in use");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success());
-    let mut err = String::new();
-    second
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (ok, err) = start_failure(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        |_| {},
+    );
+    assert!(!ok);
     assert!(err.contains("in use by another evringd"), "{err}");
     // The first server is unharmed, and the lock goes with its process.
     c.append("locked", expected::ANY, vec![ev("E", b"2")])
@@ -730,33 +713,17 @@ fn a_second_evringd_on_a_port_in_use_is_refused() {
     // The shards share their port with SO_REUSEPORT; another server must not join it.
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("a"), &[]);
-    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_evringd"))
-        .arg("--data-dir")
-        .arg(dir.path().join("b"))
-        .args(["--listen", &server.addr, "--set", "metrics_listen=\"\""])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = second.kill();
-            let _ = second.wait();
-            panic!("a second evringd started on a port in use");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success());
-    let mut err = String::new();
-    second
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let other = dir.path().join("b");
+    let (ok, err) = start_failure(
+        &[
+            "--data-dir",
+            other.to_str().unwrap(),
+            "--listen",
+            &server.addr,
+        ],
+        |_| {},
+    );
+    assert!(!ok);
     assert!(err.contains("address is in use"), "{err}");
     server.client().ping().unwrap();
 }

@@ -42,7 +42,7 @@ struct Args {
 }
 
 fn main() {
-    if print_man_if_asked::<Args>() {
+    if evring::cli::print_man_if_asked::<Args>() {
         return;
     }
     tracing_subscriber::fmt()
@@ -141,19 +141,4 @@ fn run(args: Args) -> anyhow::Result<()> {
     server.stop()?;
     tracing::info!("stopped cleanly");
     Ok(())
-}
-
-/// `--print-man` as the only argument prints this program's manual page (roff) and exits.
-fn print_man_if_asked<C: clap::CommandFactory>() -> bool {
-    let mut args = std::env::args().skip(1);
-    if args.next().as_deref() != Some("--print-man") || args.next().is_some() {
-        return false;
-    }
-    let man = clap_mangen::Man::new(C::command());
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = man.render(&mut out) {
-        eprintln!("cannot render the manual page: {e}");
-        std::process::exit(1);
-    }
-    true
 }

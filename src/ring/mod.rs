@@ -192,6 +192,63 @@ struct Columns {
     payload_len: Box<[AtomicU64]>,
 }
 
+/// The scalar columns of one slot and its payload's place, loaded Relaxed. Callers either
+/// own the ring (the writer) or validate the load with the slot's stamp (readers).
+#[derive(Clone, Copy)]
+struct SlotFields {
+    lsn: u64,
+    timestamp_ns: u64,
+    value: f64,
+    type_id: u64,
+    stream_id: u64,
+    stream_version: u64,
+    /// Arena position (unwrapped) and length of the payload.
+    pos: u64,
+    len: u64,
+}
+
+impl Columns {
+    fn load(&self, i: usize) -> SlotFields {
+        SlotFields {
+            lsn: self.lsn[i].load(Ordering::Relaxed),
+            timestamp_ns: self.timestamp[i].load(Ordering::Relaxed),
+            value: f64::from_bits(self.value[i].load(Ordering::Relaxed)),
+            type_id: self.type_id[i].load(Ordering::Relaxed),
+            stream_id: self.stream_id[i].load(Ordering::Relaxed),
+            stream_version: self.stream_version[i].load(Ordering::Relaxed),
+            pos: self.payload_pos[i].load(Ordering::Relaxed),
+            len: self.payload_len[i].load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl SlotFields {
+    fn owned(self, payload: Vec<u8>) -> RingEvent {
+        RingEvent {
+            lsn: self.lsn,
+            timestamp_ns: self.timestamp_ns,
+            value: self.value,
+            type_id: self.type_id,
+            stream_id: self.stream_id,
+            stream_version: self.stream_version,
+            payload,
+        }
+    }
+
+    #[cfg(not(evring_loom))]
+    fn borrowed(self, payload: &[u8]) -> EventRef<'_> {
+        EventRef {
+            lsn: self.lsn,
+            timestamp_ns: self.timestamp_ns,
+            value: self.value,
+            type_id: self.type_id,
+            stream_id: self.stream_id,
+            stream_version: self.stream_version,
+            payload,
+        }
+    }
+}
+
 struct Inner {
     cols: Columns,
     arena: Box<[AtomicU64]>,
@@ -461,19 +518,19 @@ impl RingWriter {
 
     /// Reads a retained event; the writer needs no validation (nobody else writes).
     fn read_owned(&self, seq: u64) -> RingEvent {
-        let i = self.slot(seq);
-        let c = &self.inner.cols;
-        let pos = c.payload_pos[i].load(Ordering::Relaxed);
-        let len = c.payload_len[i].load(Ordering::Relaxed) as usize;
-        RingEvent {
-            lsn: c.lsn[i].load(Ordering::Relaxed),
-            timestamp_ns: c.timestamp[i].load(Ordering::Relaxed),
-            value: f64::from_bits(c.value[i].load(Ordering::Relaxed)),
-            type_id: c.type_id[i].load(Ordering::Relaxed),
-            stream_id: c.stream_id[i].load(Ordering::Relaxed),
-            stream_version: c.stream_version[i].load(Ordering::Relaxed),
-            payload: copy_payload(&self.inner.arena, self.inner.arena_bytes, pos, len),
-        }
+        let f = self.inner.cols.load(self.slot(seq));
+        f.owned(copy_payload(
+            &self.inner.arena,
+            self.inner.arena_bytes,
+            f.pos,
+            f.len as usize,
+        ))
+    }
+
+    /// The event with LSN `lsn`, borrowed in place, if the ring holds it.
+    #[cfg(not(evring_loom))]
+    pub fn get_ref(&self, lsn: u64) -> Option<EventRef<'_>> {
+        self.iter_from(lsn).next().filter(|e| e.lsn == lsn)
     }
 
     /// The owner's events from the oldest retained, borrowed in place (zero-copy): the
@@ -506,19 +563,10 @@ impl RingWriter {
         let c = &self.inner.cols;
         let arena = plain_bytes(&self.inner.arena);
         (from_seq..=self.head).map(move |seq| {
-            let i = self.slot(seq);
-            let pos = (c.payload_pos[i].load(Ordering::Relaxed) % self.inner.arena_bytes) as usize;
-            let len = c.payload_len[i].load(Ordering::Relaxed) as usize;
-            EventRef {
-                lsn: c.lsn[i].load(Ordering::Relaxed),
-                timestamp_ns: c.timestamp[i].load(Ordering::Relaxed),
-                value: f64::from_bits(c.value[i].load(Ordering::Relaxed)),
-                type_id: c.type_id[i].load(Ordering::Relaxed),
-                stream_id: c.stream_id[i].load(Ordering::Relaxed),
-                stream_version: c.stream_version[i].load(Ordering::Relaxed),
-                // A payload never straddles the arena's end (see `push`).
-                payload: &arena[pos..pos + len],
-            }
+            let f = c.load(self.slot(seq));
+            let pos = (f.pos % self.inner.arena_bytes) as usize;
+            // A payload never straddles the arena's end (see `push`).
+            f.borrowed(&arena[pos..pos + f.len as usize])
         })
     }
 
@@ -603,19 +651,10 @@ impl RingReader {
         if s1 != 2 * seq {
             return None;
         }
-        let pos = c.payload_pos[i].load(Ordering::Relaxed);
-        let len = c.payload_len[i].load(Ordering::Relaxed);
+        let f = c.load(i);
         // A racing (rejected) read may see a nonsense length: bound the copy.
-        let len = len.min(inner.arena_bytes) as usize;
-        let e = RingEvent {
-            lsn: c.lsn[i].load(Ordering::Relaxed),
-            timestamp_ns: c.timestamp[i].load(Ordering::Relaxed),
-            value: f64::from_bits(c.value[i].load(Ordering::Relaxed)),
-            type_id: c.type_id[i].load(Ordering::Relaxed),
-            stream_id: c.stream_id[i].load(Ordering::Relaxed),
-            stream_version: c.stream_version[i].load(Ordering::Relaxed),
-            payload: copy_payload(&inner.arena, inner.arena_bytes, pos, len),
-        };
+        let len = f.len.min(inner.arena_bytes) as usize;
+        let e = f.owned(copy_payload(&inner.arena, inner.arena_bytes, f.pos, len));
         fence(Ordering::Acquire);
         let s2 = c.stamp[i].load(Ordering::Relaxed);
         #[cfg(evring_mutant = "no_recheck")]

@@ -105,8 +105,7 @@ pub trait PublishSink {
 }
 
 struct State {
-    ring: RingWriter,
-    types: NameTable,
+    mem: InMemory,
     streams: HashMap<String, StreamEntry>,
     idem: HashMap<[u8; 16], IdemEntry>,
     idem_order: VecDeque<[u8; 16]>,
@@ -158,8 +157,7 @@ pub struct Rebuild {
     streams: HashMap<String, StreamEntry>,
     idem: VecDeque<([u8; 16], IdemEntry)>,
     window: usize,
-    ring: RingWriter,
-    types: NameTable,
+    mem: InMemory,
     pub events: u64,
 }
 
@@ -169,8 +167,7 @@ impl Rebuild {
             streams: HashMap::new(),
             idem: VecDeque::new(),
             window: idempotency_window,
-            ring: ring(ring_config).0,
-            types: NameTable::new(),
+            mem: InMemory::new(ring_config),
             events: 0,
         }
     }
@@ -186,21 +183,7 @@ impl Rebuild {
             let entry = self.streams.entry(stream.clone()).or_default();
             entry.lsns.push(record.lsn);
             self.events += 1;
-            let event_type = String::from_utf8_lossy(record.record.event_type);
-            let recorded = RecordedEvent {
-                stream_version: record.record.stream_version,
-                lsn: record.lsn,
-                partition: 0,
-                event: Event {
-                    id: record.record.event_id,
-                    event_type: event_type.into_owned(),
-                    timestamp_ns: record.record.timestamp_ns,
-                    value: record.record.value,
-                    data: record.record.data.to_vec(),
-                    metadata: record.record.metadata.to_vec(),
-                },
-            };
-            ring_push(&mut self.ring, &mut self.types, &stream, &recorded);
+            self.mem.push(record.lsn, &record.record);
             if record.record.event_id != [0; 16] && self.window > 0 {
                 if self.idem.len() == self.window {
                     self.idem.pop_front();
@@ -221,77 +204,100 @@ impl Rebuild {
 /// The ring's stream id of a stream: FNV-1a 64 of its name (a collision only makes an
 /// aggregation filter coarser, never a read wrong: reads check the name in the payload).
 pub fn stream_id(stream: &str) -> u64 {
+    stream_id_bytes(stream.as_bytes())
+}
+
+fn stream_id_bytes(stream: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in stream.as_bytes() {
+    for b in stream {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
 }
 
+/// The partition's events in memory: the ring, the names behind its event-type ids, and one
+/// reused buffer for encoding ring payloads (no allocation per event).
+///
 /// Ring payload: `u16 stream, u16 type, u32 data, u32 metadata` lengths, `[16] id`, then the
-/// four fields.
-fn ring_payload(stream: &str, e: &Event) -> Vec<u8> {
-    let mut p = Vec::with_capacity(28 + stream.len() + e.event_type.len() + e.data.len());
-    p.extend_from_slice(&(stream.len() as u16).to_le_bytes());
-    p.extend_from_slice(&(e.event_type.len() as u16).to_le_bytes());
-    p.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
-    p.extend_from_slice(&(e.metadata.len() as u32).to_le_bytes());
-    p.extend_from_slice(&e.id);
-    p.extend_from_slice(stream.as_bytes());
-    p.extend_from_slice(e.event_type.as_bytes());
-    p.extend_from_slice(&e.data);
-    p.extend_from_slice(&e.metadata);
-    p
+/// four fields. LSNs in the ring stay contiguous: a gap, or an event too large for the
+/// ring's arena, clears it (reads then go to the journal).
+struct InMemory {
+    ring: RingWriter,
+    types: NameTable,
+    scratch: Vec<u8>,
 }
 
-fn ring_decode(e: &crate::ring::RingEvent, partition: u32) -> Option<RecordedEvent> {
-    let p = &e.payload;
-    let u16_at = |i: usize| Some(u16::from_le_bytes(p.get(i..i + 2)?.try_into().ok()?) as usize);
-    let u32_at = |i: usize| Some(u32::from_le_bytes(p.get(i..i + 4)?.try_into().ok()?) as usize);
-    let (sl, tl, dl, ml) = (u16_at(0)?, u16_at(2)?, u32_at(4)?, u32_at(8)?);
-    let id: [u8; 16] = p.get(12..28)?.try_into().ok()?;
-    let mut at = 28 + sl;
-    let event_type = String::from_utf8(p.get(at..at + tl)?.to_vec()).ok()?;
-    at += tl;
-    let data = p.get(at..at + dl)?.to_vec();
-    at += dl;
-    let metadata = p.get(at..at + ml)?.to_vec();
-    Some(RecordedEvent {
-        stream_version: e.stream_version,
-        lsn: e.lsn,
-        partition,
-        event: Event {
-            id,
-            event_type,
-            timestamp_ns: e.timestamp_ns,
-            value: e.value,
-            data,
-            metadata,
-        },
-    })
-}
-
-/// Pushes a published event into the ring. LSNs in the ring stay contiguous: an event too
-/// large for the ring's arena clears it (reads then go to the journal).
-fn ring_push(ring: &mut RingWriter, types: &mut NameTable, stream: &str, e: &RecordedEvent) {
-    let payload = ring_payload(stream, &e.event);
-    let new = NewEvent {
-        lsn: e.lsn,
-        timestamp_ns: e.event.timestamp_ns,
-        value: e.event.value,
-        type_id: types.intern(&e.event.event_type),
-        stream_id: stream_id(stream),
-        stream_version: e.stream_version,
-        payload: &payload,
-    };
-    if let Some((_, newest)) = ring.lsn_range() {
-        if newest + 1 != e.lsn {
-            ring.clear();
+impl InMemory {
+    fn new(cfg: RingConfig) -> Self {
+        InMemory {
+            ring: ring(cfg).0,
+            types: NameTable::new(),
+            scratch: Vec::new(),
         }
     }
-    if ring.push(&new).is_err() {
-        ring.clear();
+
+    /// Pushes one durable event.
+    fn push(&mut self, lsn: u64, r: &RecordRef<'_>) {
+        let p = &mut self.scratch;
+        p.clear();
+        p.extend_from_slice(&(r.stream.len() as u16).to_le_bytes());
+        p.extend_from_slice(&(r.event_type.len() as u16).to_le_bytes());
+        p.extend_from_slice(&(r.data.len() as u32).to_le_bytes());
+        p.extend_from_slice(&(r.metadata.len() as u32).to_le_bytes());
+        p.extend_from_slice(&r.event_id);
+        p.extend_from_slice(r.stream);
+        p.extend_from_slice(r.event_type);
+        p.extend_from_slice(r.data);
+        p.extend_from_slice(r.metadata);
+        let new = NewEvent {
+            lsn,
+            timestamp_ns: r.timestamp_ns,
+            value: r.value,
+            type_id: self.types.intern(&String::from_utf8_lossy(r.event_type)),
+            stream_id: stream_id_bytes(r.stream),
+            stream_version: r.stream_version,
+            payload: p,
+        };
+        if let Some((_, newest)) = self.ring.lsn_range() {
+            if newest + 1 != lsn {
+                self.ring.clear();
+            }
+        }
+        if self.ring.push(&new).is_err() {
+            self.ring.clear();
+        }
+    }
+
+    /// The event with `lsn`, if the ring holds it, decoded from its payload in place.
+    fn get(&self, lsn: u64, partition: u32) -> Option<RecordedEvent> {
+        let e = self.ring.get_ref(lsn)?;
+        let p = e.payload;
+        let u16_at =
+            |i: usize| Some(u16::from_le_bytes(p.get(i..i + 2)?.try_into().ok()?) as usize);
+        let u32_at =
+            |i: usize| Some(u32::from_le_bytes(p.get(i..i + 4)?.try_into().ok()?) as usize);
+        let (sl, tl, dl, ml) = (u16_at(0)?, u16_at(2)?, u32_at(4)?, u32_at(8)?);
+        let id: [u8; 16] = p.get(12..28)?.try_into().ok()?;
+        let mut at = 28 + sl;
+        let event_type = String::from_utf8(p.get(at..at + tl)?.to_vec()).ok()?;
+        at += tl;
+        let data = p.get(at..at + dl)?.to_vec();
+        at += dl;
+        let metadata = p.get(at..at + ml)?.to_vec();
+        Some(RecordedEvent {
+            stream_version: e.stream_version,
+            lsn: e.lsn,
+            partition,
+            event: Event {
+                id,
+                event_type,
+                timestamp_ns: e.timestamp_ns,
+                value: e.value,
+                data,
+                metadata,
+            },
+        })
     }
 }
 
@@ -330,7 +336,7 @@ impl Partition {
         let ring_events_gauge =
             metrics::gauge!(crate::metrics::RING_EVENTS, "partition" => label.clone());
         let ring_bytes_gauge = metrics::gauge!(crate::metrics::RING_BYTES, "partition" => label);
-        let rs = rebuilt.ring.stats();
+        let rs = rebuilt.mem.ring.stats();
         ring_events_gauge.set(rs.count as f64);
         ring_bytes_gauge.set(rs.payload_bytes as f64);
         Partition {
@@ -340,8 +346,7 @@ impl Partition {
             ring_events_gauge,
             ring_bytes_gauge,
             state: RefCell::new(State {
-                ring: rebuilt.ring,
-                types: rebuilt.types,
+                mem: rebuilt.mem,
                 streams: rebuilt.streams,
                 idem,
                 idem_order,
@@ -550,13 +555,26 @@ impl Partition {
                     break;
                 };
                 st.published_lsn += batch.1.len() as u64;
-                let State { ring, types, .. } = &mut *st;
                 for e in &batch.1 {
-                    ring_push(ring, types, &batch.0, e);
+                    let ev = &e.event;
+                    st.mem.push(
+                        e.lsn,
+                        &RecordRef {
+                            kind: RECORD_KIND_EVENT,
+                            stream_version: e.stream_version,
+                            timestamp_ns: ev.timestamp_ns,
+                            event_id: ev.id,
+                            value: ev.value,
+                            stream: batch.0.as_bytes(),
+                            event_type: ev.event_type.as_bytes(),
+                            data: &ev.data,
+                            metadata: &ev.metadata,
+                        },
+                    );
                 }
                 ready.push(batch);
             }
-            let rs = st.ring.stats();
+            let rs = st.mem.ring.stats();
             self.ring_events_gauge.set(rs.count as f64);
             self.ring_bytes_gauge.set(rs.payload_bytes as f64);
             (ready, st.sinks.clone())
@@ -632,11 +650,7 @@ impl Partition {
         {
             let st = self.state.borrow();
             for &lsn in lsns {
-                if let Some(e) = st
-                    .ring
-                    .get_by_lsn(lsn)
-                    .and_then(|e| ring_decode(&e, self.id))
-                {
+                if let Some(e) = st.mem.get(lsn, self.id) {
                     found.insert(lsn, e);
                 }
             }
@@ -764,7 +778,7 @@ impl Partition {
         bucket_ns: u64,
     ) -> Result<Vec<Bucket>, ApiError> {
         let st = self.state.borrow();
-        let type_ids = (!type_prefix.is_empty()).then(|| st.types.ids_with_prefix(type_prefix));
+        let type_ids = (!type_prefix.is_empty()).then(|| st.mem.types.ids_with_prefix(type_prefix));
         let q = Query {
             from_ns,
             to_ns,
@@ -772,12 +786,8 @@ impl Partition {
             stream_id: (!stream.is_empty()).then(|| stream_id(stream)),
             type_ids,
         };
-        aggregate_columns(&st.ring, q)
+        aggregate_columns(&st.mem.ring, q)
             .map_err(|e| ApiError::new(code::INVALID_ARGUMENT, e.to_string()))
-    }
-
-    pub fn ring_stats(&self) -> RingStats {
-        self.state.borrow().ring.stats()
     }
 
     pub fn stats(&self) -> PartitionStats {
@@ -795,7 +805,7 @@ impl Partition {
             frames_in_flight: self.journal.frames_in_flight() as u64,
             journal_bytes_written: js.bytes_written,
             poisoned: self.journal.poisoned().is_some(),
-            ring: st.ring.stats(),
+            ring: st.mem.ring.stats(),
         }
     }
 }

@@ -94,7 +94,7 @@ struct Journal {
 }
 
 fn main() -> ExitCode {
-    if print_man_if_asked::<Cli>() {
+    if evring::cli::print_man_if_asked::<Cli>() {
         return ExitCode::SUCCESS;
     }
     let cli = Cli::parse();
@@ -663,19 +663,4 @@ fn print_stats(out: &mut impl Write, d: &Value) -> std::io::Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// `--print-man` as the only argument prints this program's manual page (roff) and exits.
-fn print_man_if_asked<C: clap::CommandFactory>() -> bool {
-    let mut args = std::env::args().skip(1);
-    if args.next().as_deref() != Some("--print-man") || args.next().is_some() {
-        return false;
-    }
-    let man = clap_mangen::Man::new(C::command());
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = man.render(&mut out) {
-        eprintln!("cannot render the manual page: {e}");
-        std::process::exit(1);
-    }
-    true
 }
