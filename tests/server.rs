@@ -759,6 +759,42 @@ fn start_failure(args: &[&str], setup: impl FnOnce(&mut std::process::Command)) 
     (status.success(), err)
 }
 
+/// Installs a seccomp filter that makes io_uring_setup fail with EPERM and allows every other
+/// system call. Runs in a forked child before exec (prctl is async-signal-safe).
+fn deny_io_uring_setup() -> std::io::Result<()> {
+    const BPF_LD_W_ABS: u16 = 0x20;
+    const BPF_JEQ_K: u16 = 0x15;
+    const BPF_RET_K: u16 = 0x06;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    let ins = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let mut program = [
+        // seccomp_data.nr is the first u32.
+        ins(BPF_LD_W_ABS, 0, 0, 0),
+        ins(BPF_JEQ_K, 0, 1, libc::SYS_io_uring_setup as u32),
+        ins(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        ins(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: plain prctl calls; `prog` points to `program`, alive across the call, and the
+    // kernel copies the filter.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn start_up_failures_exit_non_zero_with_one_clear_line() {
     use std::os::unix::process::CommandExt;
@@ -809,6 +845,21 @@ fn start_up_failures_exit_non_zero_with_one_clear_line() {
     });
     assert!(!ok);
     assert!(err.contains("does not support direct I/O"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    // io_uring denied by a seccomp filter (what `SystemCallFilter=~io_uring_setup` or a
+    // container runtime's default profile does): io_uring_setup fails with EPERM.
+    let (ok, err) = start_failure(&["--data-dir", data, "--listen", "127.0.0.1:0"], |cmd| {
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl with a
+        // filter program that lives on its stack for the duration of the call.
+        unsafe {
+            cmd.pre_exec(deny_io_uring_setup);
+        }
+    });
+    assert!(!ok);
+    assert!(
+        err.contains("io_uring is unavailable") && err.contains("io_uring_disabled"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     // A listen address that is not host:port.
     let (ok, err) = start_failure(&["--data-dir", data, "--listen", "nowhere"], |_| {});

@@ -18,6 +18,7 @@
 //! loses the records, and recovery either restores them byte for byte or refuses to start,
 //! naming the segment, offset and failed check.
 
+pub mod backup;
 pub mod device;
 pub mod format;
 mod glommio_storage;

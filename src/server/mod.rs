@@ -88,6 +88,34 @@ fn probe_direct_io(data_dir: &std::path::Path) -> anyhow::Result<()> {
     })
 }
 
+/// Sets up (and closes) one small io_uring, so a kernel where io_uring is disabled
+/// (`kernel.io_uring_disabled` sysctl, a seccomp filter, an old kernel) is reported at start-up
+/// in one line instead of as an executor panic.
+fn probe_io_uring() -> anyhow::Result<()> {
+    // struct io_uring_params is 120 bytes on every architecture; zeroed means "defaults".
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup reads and writes exactly one struct io_uring_params (120 bytes),
+    // which `params` provides; the returned descriptor is closed right below.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        let hint = match e.raw_os_error() {
+            Some(libc::ENOSYS) => "this kernel has no io_uring (Linux 5.8 or newer is needed)",
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                "it is disabled: check `sysctl kernel.io_uring_disabled` (must be 0, or 1 with \
+                 evringd's group in kernel.io_uring_group) and any seccomp/SystemCallFilter= \
+                 that denies io_uring_setup"
+            }
+            Some(libc::ENOMEM) => "not enough locked memory: raise RLIMIT_MEMLOCK (ulimit -l)",
+            _ => "check the kernel's io_uring support",
+        };
+        bail!("io_uring is unavailable ({e}): {hint}");
+    }
+    // SAFETY: `fd` is the descriptor io_uring_setup just returned, owned here and closed once.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
+}
+
 /// An exclusive advisory lock (`flock`) on `DATA_DIR/LOCK`, held for the life of the server:
 /// two evringd processes writing one journal would overwrite each other's frames.
 pub struct DataDirLock {
@@ -155,6 +183,7 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
     } else {
         config.partitions
     };
+    probe_io_uring()?;
     let lock = DataDirLock::acquire(&config.data_dir)?;
     probe_direct_io(&config.data_dir)?;
     let manifest = Manifest::load_or_init(&config.data_dir, wanted)?;
