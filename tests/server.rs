@@ -685,7 +685,7 @@ fn a_second_evringd_on_the_same_data_directory_is_refused() {
     let c = server.client();
     c.append("locked", expected::ANY, vec![ev("E", b"1")])
         .unwrap();
-    let (ok, err) = start_failure(
+    let (ok, err) = common::start_failure(
         &[
             "--data-dir",
             data.to_str().unwrap(),
@@ -714,7 +714,7 @@ fn a_second_evringd_on_a_port_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("a"), &[]);
     let other = dir.path().join("b");
-    let (ok, err) = start_failure(
+    let (ok, err) = common::start_failure(
         &[
             "--data-dir",
             other.to_str().unwrap(),
@@ -726,37 +726,6 @@ fn a_second_evringd_on_a_port_in_use_is_refused() {
     assert!(!ok);
     assert!(err.contains("address is in use"), "{err}");
     server.client().ping().unwrap();
-}
-
-/// Runs evringd with `args` and returns (exit success, stderr); fails the test if it serves.
-fn start_failure(args: &[&str], setup: impl FnOnce(&mut std::process::Command)) -> (bool, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_evringd"));
-    cmd.args(args)
-        .args(["--set", "metrics_listen=\"\""])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    setup(&mut cmd);
-    let mut child = cmd.spawn().unwrap();
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("evringd started where it should have refused");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status.success(), err)
 }
 
 /// Installs a seccomp filter that makes io_uring_setup fail with EPERM and allows every other
@@ -802,22 +771,23 @@ fn start_up_failures_exit_non_zero_with_one_clear_line() {
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
     // Locked memory below what io_uring needs: the message names the fix.
-    let (ok, err) = start_failure(&["--data-dir", data, "--listen", "127.0.0.1:0"], |cmd| {
-        // SAFETY: the closure runs in the forked child before exec and only calls
-        // setrlimit, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                let lim = libc::rlimit {
-                    rlim_cur: 256 * 1024,
-                    rlim_max: 256 * 1024,
-                };
-                if libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    });
+    let (ok, err) =
+        common::start_failure(&["--data-dir", data, "--listen", "127.0.0.1:0"], |cmd| {
+            // SAFETY: the closure runs in the forked child before exec and only calls
+            // setrlimit, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let lim = libc::rlimit {
+                        rlim_cur: 256 * 1024,
+                        rlim_max: 256 * 1024,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        });
     assert!(!ok);
     assert!(
         err.contains("RLIMIT_MEMLOCK") && err.contains("ulimit -l"),
@@ -827,7 +797,7 @@ fn start_up_failures_exit_non_zero_with_one_clear_line() {
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
     let under_file = file.join("data");
-    let (ok, err) = start_failure(
+    let (ok, err) = common::start_failure(
         &[
             "--data-dir",
             under_file.to_str().unwrap(),
@@ -840,21 +810,23 @@ fn start_up_failures_exit_non_zero_with_one_clear_line() {
     assert!(err.contains("cannot create data directory"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     // A filesystem without O_DIRECT (injected: every filesystem here supports it).
-    let (ok, err) = start_failure(&["--data-dir", data, "--listen", "127.0.0.1:0"], |cmd| {
-        cmd.env("EVRINGD_INJECT_ODIRECT_FAILURE", "1");
-    });
+    let (ok, err) =
+        common::start_failure(&["--data-dir", data, "--listen", "127.0.0.1:0"], |cmd| {
+            cmd.env("EVRINGD_INJECT_ODIRECT_FAILURE", "1");
+        });
     assert!(!ok);
     assert!(err.contains("does not support direct I/O"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     // io_uring denied by a seccomp filter (what `SystemCallFilter=~io_uring_setup` or a
     // container runtime's default profile does): io_uring_setup fails with EPERM.
-    let (ok, err) = start_failure(&["--data-dir", data, "--listen", "127.0.0.1:0"], |cmd| {
-        // SAFETY: the closure runs in the forked child before exec and only calls prctl with a
-        // filter program that lives on its stack for the duration of the call.
-        unsafe {
-            cmd.pre_exec(deny_io_uring_setup);
-        }
-    });
+    let (ok, err) =
+        common::start_failure(&["--data-dir", data, "--listen", "127.0.0.1:0"], |cmd| {
+            // SAFETY: the closure runs in the forked child before exec and only calls prctl with a
+            // filter program that lives on its stack for the duration of the call.
+            unsafe {
+                cmd.pre_exec(deny_io_uring_setup);
+            }
+        });
     assert!(!ok);
     assert!(
         err.contains("io_uring is unavailable") && err.contains("io_uring_disabled"),
@@ -862,7 +834,7 @@ fn start_up_failures_exit_non_zero_with_one_clear_line() {
     );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     // A listen address that is not host:port.
-    let (ok, err) = start_failure(&["--data-dir", data, "--listen", "nowhere"], |_| {});
+    let (ok, err) = common::start_failure(&["--data-dir", data, "--listen", "nowhere"], |_| {});
     assert!(!ok);
     assert!(err.contains("not host:port"), "{err}");
 }

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -112,4 +113,38 @@ fn spawn(data_dir: &Path, extra: &[String]) -> (Child, String) {
 /// An event with a type, data and value.
 pub fn ev(event_type: &str, data: &[u8]) -> evring::protocol::Event {
     evring::client::event(event_type, data.to_vec())
+}
+
+/// Runs evringd with `args` and returns (exit success, stderr); fails the test if it serves.
+pub fn start_failure(
+    args: &[&str],
+    setup: impl FnOnce(&mut std::process::Command),
+) -> (bool, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_evringd"));
+    cmd.args(args)
+        .args(["--set", "metrics_listen=\"\""])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    setup(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("evringd started where it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.success(), err)
 }
