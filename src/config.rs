@@ -37,17 +37,24 @@ pub struct Config {
     pub auth_token: String,
     /// Largest frame a client may send, in bytes.
     pub max_frame_bytes: u32,
+    /// Once a request frame's first byte has arrived, the rest must arrive within this many
+    /// milliseconds, or the connection gets error 1 and is closed (slow-drip clients).
+    pub frame_timeout_ms: u32,
     /// Open client connections at most (over the whole server).
     pub max_connections: u32,
     /// Requests in flight per connection; the server stops reading beyond it.
     pub max_in_flight_per_connection: u32,
     /// Subscriptions per connection.
     pub max_subscriptions_per_connection: u32,
-    /// Reply and push bytes buffered per connection before a subscription is dropped as too
-    /// slow.
+    /// Reply and push bytes buffered per connection: beyond it the server stops reading the
+    /// connection's requests until the client reads its replies, and drops subscriptions of
+    /// the connection as too slow.
     pub connection_buffer_bytes: u32,
     /// Events per stream read reply at most.
     pub max_read_count: u32,
+    /// Bytes of events per stream read reply at most (a reply always holds one event); the
+    /// client reads on from the next version.
+    pub max_read_bytes: u32,
     /// Appends remembered per partition for idempotent retries (by event id).
     pub idempotency_window: u32,
     /// Journal segment file size in bytes.
@@ -81,11 +88,13 @@ impl Default for Config {
             shards: 0,
             auth_token: String::new(),
             max_frame_bytes: 4 * 1024 * 1024,
+            frame_timeout_ms: 10_000,
             max_connections: 1024,
             max_in_flight_per_connection: 256,
             max_subscriptions_per_connection: 16,
             connection_buffer_bytes: 8 * 1024 * 1024,
             max_read_count: 10_000,
+            max_read_bytes: 1024 * 1024,
             idempotency_window: 100_000,
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT as u32,
@@ -172,6 +181,12 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.max_read_bytes == 0 {
+            return bad("max_read_bytes must be > 0".into());
+        }
+        if self.frame_timeout_ms == 0 {
+            return bad("frame_timeout_ms must be > 0".into());
+        }
         if self.max_frame_bytes < 64 {
             return bad("max_frame_bytes must be at least 64".into());
         }

@@ -9,11 +9,10 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{ev, Server};
+use common::{ev, expect_error_then_close, hello, raw_connect, recv, send, Server};
 use evring::client::{BlockingClient, ClientError, SubscriptionItem};
 use evring::protocol::{
-    self, code, encode_request, expected, Direction, FrameHeader, Request, Response,
-    SubscribeTarget, FRAME_HEADER_BYTES,
+    self, code, encode_request, expected, Direction, Request, Response, SubscribeTarget,
 };
 
 #[test]
@@ -238,47 +237,6 @@ fn sigkill_during_load_loses_nothing_acknowledged() {
         assert_eq!(events.len(), 1, "{stream} v{version} lost");
         assert_eq!(&events[0].event.data, data, "{stream} v{version} differs");
     }
-}
-
-fn raw_connect(addr: &str) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-fn send(s: &mut TcpStream, id: u64, req: &Request) {
-    let mut buf = Vec::new();
-    encode_request(&mut buf, id, req);
-    s.write_all(&buf).unwrap();
-}
-
-fn hello() -> Request {
-    Request::Hello {
-        protocol_version: protocol::PROTOCOL_VERSION,
-        client_name: "raw".into(),
-        auth_token: "".into(),
-    }
-}
-
-/// Reads one reply, or None when the server closed the connection.
-fn recv(s: &mut TcpStream) -> Option<(u64, Response)> {
-    let mut header = [0u8; FRAME_HEADER_BYTES];
-    s.read_exact(&mut header).ok()?;
-    let h = FrameHeader::parse(&header).unwrap();
-    let mut body = vec![0u8; h.body_len()];
-    s.read_exact(&mut body).ok()?;
-    Some((
-        h.request_id,
-        protocol::decode_response(h.opcode, &body).unwrap(),
-    ))
-}
-
-fn expect_error_then_close(s: &mut TcpStream, want: u16) {
-    match recv(s) {
-        Some((_, Response::Error { code, .. })) => assert_eq!(code, want),
-        other => panic!("expected error {want}, got {other:?}"),
-    }
-    assert!(recv(s).is_none(), "the connection should be closed");
 }
 
 #[test]

@@ -258,6 +258,7 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
     let limits = PartitionLimits {
         idempotency_window: config.idempotency_window as usize,
         max_read_count: config.max_read_count as usize,
+        max_read_bytes: config.max_read_bytes as usize,
         ring: crate::ring::RingConfig {
             capacity_events: config.ring_capacity_events as usize,
             capacity_bytes: config.ring_capacity_bytes as usize,

@@ -78,6 +78,8 @@ pub struct StreamInfo {
 pub struct PartitionLimits {
     pub idempotency_window: usize,
     pub max_read_count: usize,
+    /// A READ reply stops adding events past this many bytes (it always holds one).
+    pub max_read_bytes: usize,
     pub ring: RingConfig,
     /// How the partition's journal makes frames durable.
     pub write_mode: crate::journal::WriteMode,
@@ -640,7 +642,22 @@ impl Partition {
         if lsns.is_empty() {
             return Ok((Vec::new(), end));
         }
-        let events = self.fetch(&lsns).await?;
+        let mut events = self.fetch(&lsns).await?;
+        // Bound the reply's size: a reply is memory held until the client reads it.
+        let mut bytes = 0usize;
+        if let Some(cut) = events.iter().position(|e| {
+            bytes += stream.len()
+                + e.event.event_type.len()
+                + e.event.data.len()
+                + e.event.metadata.len()
+                + 64;
+            bytes > self.limits.max_read_bytes
+        }) {
+            if cut > 0 || events.len() > 1 {
+                events.truncate(cut.max(1));
+                return Ok((events, false));
+            }
+        }
         Ok((events, end))
     }
 

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::net::{TcpListener, TcpStream};
 
@@ -128,7 +128,10 @@ pub struct Shared {
 /// Outbound side of one connection: encoded frames waiting for the writer task.
 struct ConnOut {
     buf: RefCell<Vec<u8>>,
+    /// The writer task, waiting for bytes to send.
     waker: RefCell<Option<std::task::Waker>>,
+    /// The reader, waiting for the buffer to drop to `limit` (see `wait_for_room`).
+    room_waker: RefCell<Option<std::task::Waker>>,
     closed: Cell<bool>,
     limit: usize,
     /// Subscriptions of this connection: id → type prefix filter is applied at the source.
@@ -136,6 +139,26 @@ struct ConnOut {
 }
 
 impl ConnOut {
+    /// Resolves once the outbound buffer holds at most `limit` bytes (or the connection is
+    /// closed). The writer task wakes it each time it takes the buffer.
+    async fn wait_for_room(&self) {
+        std::future::poll_fn(|cx| {
+            if self.closed.get() || self.buf.borrow().len() <= self.limit {
+                std::task::Poll::Ready(())
+            } else {
+                *self.room_waker.borrow_mut() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    fn wake_reader(&self) {
+        if let Some(w) = self.room_waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
     fn send(&self, request_id: u64, resp: &Response) {
         if self.closed.get() {
             return;
@@ -209,6 +232,43 @@ impl PublishSink for SubSink {
         }
         shard.deliver_push(self.origin, self.conn, self.sub, selected)
     }
+}
+
+/// Why a request frame could not be read: the connection ended, or an error to reply before
+/// closing it (request id, code, message).
+enum FrameReadError {
+    Closed(String),
+    Reply(u64, u16, String),
+}
+
+/// Reads one request frame (header, body) and decodes it.
+async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
+    rd: &mut R,
+    max_frame_bytes: u32,
+) -> Result<(FrameHeader, Request), FrameReadError> {
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    if let Err(e) = rd.read_exact(&mut header).await {
+        return Err(FrameReadError::Closed(format!("read: {e}")));
+    }
+    let header = FrameHeader::parse(&header)
+        .map_err(|e| FrameReadError::Reply(0, e.code(), e.to_string()))?;
+    if u64::from(header.length) + 4 > u64::from(max_frame_bytes) {
+        return Err(FrameReadError::Reply(
+            header.request_id,
+            code::FRAME_TOO_LARGE,
+            format!(
+                "frame of {} bytes exceeds max_frame_bytes = {max_frame_bytes}",
+                u64::from(header.length) + 4
+            ),
+        ));
+    }
+    let mut body = vec![0u8; header.body_len()];
+    if let Err(e) = rd.read_exact(&mut body).await {
+        return Err(FrameReadError::Closed(format!("read body: {e}")));
+    }
+    let request = decode_request(header.opcode, &body)
+        .map_err(|e| FrameReadError::Reply(header.request_id, e.code(), e.to_string()))?;
+    Ok((header, request))
 }
 
 fn unavailable(what: &str) -> ApiError {
@@ -542,6 +602,7 @@ impl Shard {
         let out = Rc::new(ConnOut {
             buf: RefCell::new(Vec::with_capacity(4096)),
             waker: RefCell::new(None),
+            room_waker: RefCell::new(None),
             closed: Cell::new(false),
             limit: cfg.connection_buffer_bytes as usize,
             subs: RefCell::new(HashMap::new()),
@@ -562,11 +623,13 @@ impl Shard {
                     })
                     .await;
                     std::mem::swap(&mut pending, &mut *out.buf.borrow_mut());
+                    out.wake_reader();
                     if pending.is_empty() {
                         break; // closed and drained
                     }
                     if wr.write_all(&pending).await.is_err() || wr.flush().await.is_err() {
                         out.closed.set(true);
+                        out.wake_reader();
                         break;
                     }
                     pending.clear();
@@ -578,39 +641,48 @@ impl Shard {
             cfg.max_in_flight_per_connection,
         )));
         let mut hello_done = false;
+        let frame_timeout = Duration::from_millis(u64::from(cfg.frame_timeout_ms));
+        let heavy_slots =
+            (u64::from(cfg.connection_buffer_bytes) / u64::from(cfg.max_read_bytes)).max(1);
+        let heavy = Rc::new(glommio::sync::Semaphore::new(heavy_slots));
         let reason = loop {
-            let mut header = [0u8; FRAME_HEADER_BYTES];
-            if let Err(e) = rd.read_exact(&mut header).await {
-                break format!("read: {e}");
+            // A client that does not read its replies is not read either: the outbound
+            // buffer stays near `connection_buffer_bytes` instead of growing without bound.
+            out.wait_for_room().await;
+            // Between frames a connection may idle as long as it likes.
+            match rd.fill_buf().await {
+                Ok([]) => break "closed by the client".to_string(),
+                Ok(_) => {}
+                Err(e) => break format!("read: {e}"),
             }
-            let header = match FrameHeader::parse(&header) {
-                Ok(h) => h,
-                Err(e) => {
-                    out.send(0, &Response::error(e.code(), e.to_string()));
-                    break e.to_string();
+            // Once a frame has begun it must arrive whole within `frame_timeout_ms`
+            // (slowloris). The timer is only armed when the frame is not already buffered.
+            let buffered = rd.buffer();
+            let whole = buffered.len() >= 4
+                && u32::from_le_bytes(buffered[..4].try_into().expect("4 bytes")) as usize + 4
+                    <= buffered.len();
+            let read = read_frame(&mut rd, cfg.max_frame_bytes);
+            let result = if whole {
+                read.await
+            } else {
+                match glommio::timer::timeout(frame_timeout, async { Ok(read.await) }).await {
+                    Ok(r) => r,
+                    Err(_) => Err(FrameReadError::Reply(
+                        0,
+                        code::MALFORMED_FRAME,
+                        format!(
+                            "frame not complete after {} ms (frame_timeout_ms)",
+                            cfg.frame_timeout_ms
+                        ),
+                    )),
                 }
             };
-            if u64::from(header.length) + 4 > u64::from(cfg.max_frame_bytes) {
-                let msg = format!(
-                    "frame of {} bytes exceeds max_frame_bytes = {}",
-                    u64::from(header.length) + 4,
-                    cfg.max_frame_bytes
-                );
-                out.send(
-                    header.request_id,
-                    &Response::error(code::FRAME_TOO_LARGE, msg.clone()),
-                );
-                break msg;
-            }
-            let mut body = vec![0u8; header.body_len()];
-            if let Err(e) = rd.read_exact(&mut body).await {
-                break format!("read body: {e}");
-            }
-            let request = match decode_request(header.opcode, &body) {
-                Ok(r) => r,
-                Err(e) => {
-                    out.send(header.request_id, &Response::error(e.code(), e.to_string()));
-                    break e.to_string();
+            let (header, request) = match result {
+                Ok(got) => got,
+                Err(FrameReadError::Closed(reason)) => break reason,
+                Err(FrameReadError::Reply(request_id, code, msg)) => {
+                    out.send(request_id, &Response::error(code, msg.clone()));
+                    break msg;
                 }
             };
             if !hello_done {
@@ -667,12 +739,29 @@ impl Shard {
             let Ok(permit) = permits.acquire_static_permit(1).await else {
                 break "permits closed".into();
             };
+            // Requests with large replies also take room from `heavy`, so the replies being
+            // built at once add at most about `connection_buffer_bytes` (READ) or one
+            // AGGREGATE reply to what waits in the outbound buffer.
+            let weight = match request {
+                Request::Read { .. } => 1,
+                Request::Aggregate { .. } => heavy_slots,
+                _ => 0,
+            };
+            let heavy_permit = if weight > 0 {
+                match heavy.acquire_static_permit(weight).await {
+                    Ok(p) => Some(p),
+                    Err(_) => break "permits closed".into(),
+                }
+            } else {
+                None
+            };
             let shard = self.clone();
             let out2 = out.clone();
             glommio::spawn_local(async move {
                 shard
                     .handle(&out2, conn_id, header.request_id, request)
                     .await;
+                drop(heavy_permit);
                 drop(permit);
             })
             .detach();

@@ -2,7 +2,10 @@
 
 #![allow(dead_code)]
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use evring::protocol::{self, encode_request, FrameHeader, Request, Response, FRAME_HEADER_BYTES};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -147,4 +150,47 @@ pub fn start_failure(
         .read_to_string(&mut err)
         .unwrap();
     (status.success(), err)
+}
+
+// Raw protocol access, for tests that send what the client library never would.
+
+pub fn raw_connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+pub fn send(s: &mut TcpStream, id: u64, req: &Request) {
+    let mut buf = Vec::new();
+    encode_request(&mut buf, id, req);
+    s.write_all(&buf).unwrap();
+}
+
+pub fn hello() -> Request {
+    Request::Hello {
+        protocol_version: protocol::PROTOCOL_VERSION,
+        client_name: "raw".into(),
+        auth_token: "".into(),
+    }
+}
+
+/// Reads one reply, or None when the server closed the connection.
+pub fn recv(s: &mut TcpStream) -> Option<(u64, Response)> {
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    s.read_exact(&mut header).ok()?;
+    let h = FrameHeader::parse(&header).unwrap();
+    let mut body = vec![0u8; h.body_len()];
+    s.read_exact(&mut body).ok()?;
+    Some((
+        h.request_id,
+        protocol::decode_response(h.opcode, &body).unwrap(),
+    ))
+}
+
+pub fn expect_error_then_close(s: &mut TcpStream, want: u16) {
+    match recv(s) {
+        Some((_, Response::Error { code, .. })) => assert_eq!(code, want),
+        other => panic!("expected error {want}, got {other:?}"),
+    }
+    assert!(recv(s).is_none(), "the connection should be closed");
 }

@@ -1,0 +1,333 @@
+//! Protocol abuse and overload against the real evringd: clients that drip bytes, clients that
+//! never read their replies, connection floods, and more appends in flight than the pipeline
+//! holds. In every case the abusive connection is bounded or refused, the server's memory
+//! stays under the budget docs/OPERATIONS.md states for its configuration, and other clients
+//! go on with nothing acknowledged lost.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{ev, expect_error_then_close, hello, raw_connect, recv, send, Server};
+use evring::protocol::{code, encode_request, expected, Direction, Request, Response};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Flags for a small server whose memory budget is easy to exceed if a bound is missing.
+const SMALL: [&str; 22] = [
+    "--partitions",
+    "1",
+    "--set",
+    "ring_capacity_bytes=16777216",
+    "--set",
+    "ring_capacity_events=65536",
+    "--set",
+    "connection_buffer_bytes=1048576",
+    "--set",
+    "max_read_bytes=262144",
+    "--set",
+    "max_frame_bytes=1048576",
+    "--set",
+    "max_in_flight_per_connection=64",
+    "--set",
+    "max_connections=64",
+    "--set",
+    "idempotency_window=10000",
+    "--set",
+    "segment_bytes=16777216",
+    "--set",
+    "frame_bytes_max=1048576",
+];
+
+/// docs/OPERATIONS.md's memory budget for the SMALL configuration, with `c` connections and
+/// `e` events written:
+/// 30 MiB + P × ((in_flight_frames + 1) × frame_bytes_max + 72 × ring_capacity_events
+///   + ring_capacity_bytes + 100 × idempotency_window)
+/// + C × (2 × (connection_buffer_bytes + max(connection_buffer_bytes, 4 MiB)
+///   + max_in_flight_per_connection × 1 KiB) + max_frame_bytes + 64 KiB) + 8 × E.
+fn small_budget(c: u64, e: u64) -> u64 {
+    let partition = 5 * MIB + 72 * 65536 + 16 * MIB + 100 * 10_000;
+    let connection = 2 * (MIB + 4 * MIB + 64 * 1024) + MIB + 64 * 1024;
+    30 * MIB + partition + c * connection + 8 * e
+}
+
+/// (VmRSS, VmHWM) of a process in bytes.
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn pid(server: &Server) -> u32 {
+    server.child.as_ref().unwrap().id()
+}
+
+#[test]
+fn a_client_dripping_bytes_is_served_in_time_and_cut_off_after_frame_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--set", "frame_timeout_ms=400"]);
+    let bystander = server.client();
+    let mut s = raw_connect(&server.addr);
+    send(&mut s, 1, &hello());
+    assert!(matches!(recv(&mut s), Some((1, Response::Hello { .. }))));
+    // A whole APPEND, one byte at a time, well within the timeout: served normally.
+    let mut frame = Vec::new();
+    encode_request(
+        &mut frame,
+        2,
+        &Request::Append {
+            stream: "drip".into(),
+            expected_version: expected::ANY,
+            events: vec![ev("Dripped", b"one byte at a time")],
+        },
+    );
+    for b in &frame {
+        s.write_all(std::slice::from_ref(b)).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    match recv(&mut s) {
+        Some((2, Response::Appended { .. })) => {}
+        other => panic!("expected the dripped append to succeed, got {other:?}"),
+    }
+    // A frame begun and never finished: error 1 after frame_timeout_ms, connection closed,
+    // while the bystander is served all along.
+    let mut frame = Vec::new();
+    encode_request(&mut frame, 3, &Request::Ping);
+    s.write_all(&frame[..5]).unwrap();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(200) {
+        bystander.ping().unwrap();
+    }
+    let _ = s.write_all(&frame[5..6]);
+    expect_error_then_close(&mut s, code::MALFORMED_FRAME);
+    bystander.ping().unwrap();
+    let (events, _) = bystander.read("drip", 0, 10, Direction::Forward).unwrap();
+    assert_eq!(events.len(), 1);
+    // An idle connection (no frame begun) is not timed out.
+    let mut idle = raw_connect(&server.addr);
+    send(&mut idle, 1, &hello());
+    assert!(recv(&mut idle).is_some());
+    std::thread::sleep(Duration::from_millis(900));
+    send(&mut idle, 2, &Request::Ping);
+    assert!(matches!(recv(&mut idle), Some((2, Response::Pong))));
+}
+
+#[test]
+fn a_client_that_never_reads_its_replies_is_not_read_either_and_memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &SMALL);
+    let writer = server.client();
+    // 1,000 events of 2 KiB: a READ of all of them is cut at max_read_bytes (256 KiB).
+    for batch in 0..100 {
+        let events = (0..10)
+            .map(|i| {
+                ev(
+                    "Big",
+                    format!("{batch}-{i}-{}", "b".repeat(2048)).as_bytes(),
+                )
+            })
+            .collect();
+        writer.append("big", expected::ANY, events).unwrap();
+    }
+    let (before, _) = rss(pid(&server));
+    // The abuser: 20,000 READs of 256 KiB replies each (5 GB if the server kept reading and
+    // answering), never reading a byte back.
+    let mut s = raw_connect(&server.addr);
+    send(&mut s, 1, &hello());
+    assert!(recv(&mut s).is_some());
+    s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut frame = Vec::new();
+    encode_request(
+        &mut frame,
+        7,
+        &Request::Read {
+            stream: "big".into(),
+            from_version: 0,
+            max_count: 1000,
+            direction: Direction::Forward,
+        },
+    );
+    let mut sent = 0;
+    for _ in 0..20_000 {
+        if s.write_all(&frame).is_err() {
+            break; // the server stopped reading: our send buffer is full
+        }
+        sent += 1;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (now, peak) = rss(pid(&server));
+    let budget = small_budget(3, 1100);
+    eprintln!(
+        "never-reading client: {sent} READs sent; server RSS {} MiB before, {} MiB now, peak {} \
+         MiB, budget {} MiB",
+        before / MIB,
+        now / MIB,
+        peak / MIB,
+        budget / MIB
+    );
+    assert!(
+        peak <= budget,
+        "server peak RSS {peak} exceeds the budget {budget}"
+    );
+    // Everyone else goes on.
+    let r = writer
+        .append("big", expected::ANY, vec![ev("After", b"x")])
+        .unwrap();
+    assert_eq!(r.first_version, 1000);
+    // The abuser's replies are intact once it reads: each a valid READ reply.
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..3 {
+        match recv(&mut s) {
+            Some((7, Response::Events { events, .. })) => {
+                assert!(!events.is_empty());
+                let bytes: usize = events.iter().map(|e| e.event.data.len()).sum();
+                assert!(bytes <= 262_144 + 4096, "reply of {bytes} bytes");
+            }
+            other => panic!("expected a READ reply, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_connections_are_bounded_by_max_connections_with_a_clear_refusal() {
+    // Room for 10,000 sockets in this process.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct owned by this frame.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    let attempts = 10_000usize.min((lim.rlim_cur as usize).saturating_sub(200));
+    if attempts < 10_000 {
+        eprintln!(
+            "RLIMIT_NOFILE hard limit {}: {attempts} connection attempts",
+            lim.rlim_max
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &SMALL);
+    let bystander = server.client();
+    let mut socks = Vec::with_capacity(attempts);
+    for _ in 0..attempts {
+        socks.push(TcpStream::connect(&server.addr).unwrap());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut held, mut refused) = (0, 0);
+    for s in &mut socks {
+        s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        let mut b = [0u8; 1];
+        match s.peek(&mut b) {
+            Ok(0) | Ok(_) => refused += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => held += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => held += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    eprintln!("{attempts} connection attempts: {held} held, {refused} refused");
+    // max_connections = 64, one of them the bystander's.
+    assert_eq!(held, 63);
+    assert_eq!(refused, attempts - 63);
+    // A refused connection got error 30 naming the limit, then EOF.
+    let refused_sock = socks
+        .iter_mut()
+        .find(|s| {
+            let mut b = [0u8; 1];
+            s.peek(&mut b).is_ok()
+        })
+        .unwrap();
+    refused_sock
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    match recv(refused_sock) {
+        Some((_, Response::Error { code, message, .. })) => {
+            assert_eq!(code, code::OVERLOADED);
+            assert!(message.contains("max_connections"), "{message}");
+        }
+        other => panic!("expected error 30, got {other:?}"),
+    }
+    let mut rest = Vec::new();
+    assert_eq!(refused_sock.read_to_end(&mut rest).unwrap(), 0);
+    bystander.ping().unwrap();
+    let (_, peak) = rss(pid(&server));
+    assert!(peak <= small_budget(64, 0), "peak RSS {peak}");
+    // Once the flood goes away, new clients get in again.
+    drop(socks);
+    let started = Instant::now();
+    loop {
+        match evring::client::BlockingClient::connect(&server.addr, "after", "") {
+            Ok(c) if c.ping().is_ok() => break,
+            _ => {
+                assert!(started.elapsed() < Duration::from_secs(10));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+#[test]
+fn more_appends_in_flight_than_the_pipeline_holds_are_all_acknowledged_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &SMALL);
+    // 32 connections × 1,000 appends written back to back without waiting (32,000 in flight
+    // from the clients' side; the server holds 64 per connection and 4 journal frames).
+    let conns = 32;
+    let per_conn = 1000u64;
+    let threads: Vec<_> = (0..conns)
+        .map(|c| {
+            let client = evring::client::Client::connect(&server.addr, "flood", "").unwrap();
+            std::thread::spawn(move || {
+                let futures: Vec<_> = (0..per_conn)
+                    .map(|i| {
+                        client.request(&Request::Append {
+                            stream: format!("flood-{c}"),
+                            expected_version: expected::ANY,
+                            events: vec![ev(
+                                "F",
+                                format!("{c}:{i}:{}", "f".repeat(200)).as_bytes(),
+                            )],
+                        })
+                    })
+                    .collect();
+                let mut versions = Vec::new();
+                for f in futures {
+                    match futures_lite::future::block_on(f).unwrap() {
+                        Response::Appended { first_version, .. } => versions.push(first_version),
+                        other => panic!("append: {other:?}"),
+                    }
+                }
+                versions
+            })
+        })
+        .collect();
+    for t in threads {
+        let versions = t.join().unwrap();
+        assert_eq!(versions, (0..per_conn).collect::<Vec<_>>());
+    }
+    let (_, peak) = rss(pid(&server));
+    let budget = small_budget(conns, conns * per_conn);
+    eprintln!(
+        "overload: {} appends acknowledged; server peak RSS {} MiB, budget {} MiB",
+        conns * per_conn,
+        peak / MIB,
+        budget / MIB
+    );
+    assert!(peak <= budget, "peak RSS {peak} over budget {budget}");
+    let c = server.client();
+    for s in 0..conns {
+        let info = c.stream_info(&format!("flood-{s}")).unwrap();
+        assert_eq!(info.next_version, per_conn);
+    }
+}
