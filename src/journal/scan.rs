@@ -17,7 +17,9 @@
 //!    whose `acked_lsn` is above the fault's LSN proves the fault's records were acknowledged:
 //!    corruption. Valid frames that prove nothing were in flight and unacknowledged.
 //! 4. A later segment holding frames is corruption, except the normal roll: the fault is an
-//!    empty block and the next segment's first frame carries exactly the next LSN.
+//!    empty block less than `frame_bytes_max` before the segment's end (where the writer rolls)
+//!    and the next segment's first frame carries exactly the next LSN, or is itself torn (the
+//!    crash hit the new segment's first write; the scan goes on there and rules 1–3 decide).
 //! 5. Otherwise the fault is a torn tail: everything from it on was never acknowledged. The
 //!    scan reports the dirty part of the window so the journal zeroes it before writing again.
 //!
@@ -418,6 +420,17 @@ pub async fn scan<S: Storage>(
                 Err(FrameFault::Empty) => continue,
                 Ok((meta, _))
                     if j == i + 1 && fault == FrameFault::Empty && meta.first_lsn == lsn =>
+                {
+                    rolled = true;
+                    break;
+                }
+                // The roll happened and the new segment's first frame was torn by the
+                // crash: the tail is in that segment. Only where the writer could have rolled
+                // (the next frame no longer fitting in this segment).
+                Err(_)
+                    if j == i + 1
+                        && fault == FrameFault::Empty
+                        && seg_len - offset < cfg.frame_bytes_max as u64 =>
                 {
                     rolled = true;
                     break;

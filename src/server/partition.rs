@@ -18,6 +18,7 @@ use std::rc::Rc;
 
 use crate::aggregate::{aggregate_columns, Bucket, Query};
 use crate::error::JournalError;
+use crate::journal::device::Storage;
 use crate::journal::format::{RecordIter, RECORD_KIND_EVENT};
 use crate::journal::scan::FrameInfo;
 use crate::journal::{GlommioStorage, Journal, OwnedRecord, RecordRef};
@@ -120,10 +121,11 @@ struct State {
     errors: u64,
 }
 
-/// One partition, owned by one shard.
-pub struct Partition {
+/// One partition, owned by one shard. Generic over the journal's storage so the same code
+/// runs on real files (glommio, the default) and on the simulated disk in crash tests.
+pub struct Partition<S: Storage + 'static = GlommioStorage> {
     pub id: u32,
-    journal: Journal<GlommioStorage>,
+    journal: Journal<S>,
     limits: PartitionLimits,
     state: RefCell<State>,
     ring_events_gauge: metrics::Gauge,
@@ -319,14 +321,14 @@ fn to_recorded(r: OwnedRecord, partition: u32) -> RecordedEvent {
     }
 }
 
-impl Partition {
+impl<S: Storage + 'static> Partition<S> {
     /// Wraps a recovered journal and the state rebuilt from it.
     pub fn new(
         id: u32,
-        journal: Journal<GlommioStorage>,
+        journal: Journal<S>,
         rebuilt: Rebuild,
         limits: PartitionLimits,
-    ) -> Partition {
+    ) -> Partition<S> {
         let mut idem = HashMap::new();
         let mut idem_order = VecDeque::new();
         for (id, entry) in rebuilt.idem {
@@ -363,7 +365,7 @@ impl Partition {
         }
     }
 
-    pub fn journal(&self) -> &Journal<GlommioStorage> {
+    pub fn journal(&self) -> &Journal<S> {
         &self.journal
     }
 
