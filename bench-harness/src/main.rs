@@ -4,15 +4,24 @@
 //! - `journal`: the journal alone, K producers; prints the raw ceiling at the same frame size
 //!   and depth first, then the journal, then their ratio.
 //! - `network`: the real `evringd` over TCP: C connections × P requests in flight.
+//! - `compare`: a workload file against evring, Redis (AOF always / no persistence),
+//!   PostgreSQL and the raw disk, interleaved round by round, with JSON and SVG charts.
+//! - `recovery`: restart time of evringd after N events.
 //!
 //! Figures are medians of `--runs` runs where a run is repeated (the machine is noisy); every
 //! run's figures are printed too. docs/BENCHMARKS.md records results and commands.
 
+mod charts;
+mod codecs;
+mod compare;
 mod disk;
+mod driver;
 mod journal;
 mod network;
-mod poller;
+mod peers;
+mod recovery;
 mod report;
+mod workload;
 
 use disk::DiskResult;
 
@@ -36,6 +45,10 @@ enum Command {
     Journal(JournalArgs),
     /// The evringd server over TCP.
     Network(network::NetworkArgs),
+    /// One workload against evring, Redis, PostgreSQL and the raw disk, interleaved.
+    Compare(compare::CompareArgs),
+    /// Time to restart evringd after N events (journal replay).
+    Recovery(recovery::RecoveryArgs),
 }
 
 #[derive(Args, Clone)]
@@ -224,6 +237,8 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Network(a) => network::main(a)?,
+        Command::Compare(a) => compare::main(a)?,
+        Command::Recovery(a) => recovery::main(a)?,
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ use hdrhistogram::Histogram;
 use evring::client::{Client, ReplyFuture};
 use evring::protocol::{expected, Event, Request, Response};
 
+use crate::driver::{Picker, Rng};
 use crate::report;
 
 #[derive(clap::Args)]
@@ -65,55 +66,29 @@ pub struct NetworkArgs {
     threads: usize,
 }
 
-/// A small xorshift generator: enough for picking streams.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-impl Rng {
-    /// A distinct stream of numbers per driver thread or connection.
-    fn for_thread(id: usize) -> Rng {
-        Rng(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D))
-    }
-}
-
 /// What each request carries: an APPEND of `events` events of `payload` bytes to one of
 /// `streams` streams.
 struct Load {
-    names: Vec<String>,
     events: usize,
-    data: Vec<u8>,
+    payload: usize,
 }
 
 impl Load {
-    fn new(streams: usize, events: usize, payload: usize) -> Load {
-        Load {
-            names: (0..streams).map(|s| format!("bench-{s}")).collect(),
-            events,
-            data: vec![b'e'; payload],
-        }
+    fn new(_streams: usize, events: usize, payload: usize) -> Load {
+        Load { events, payload }
     }
 
-    fn request(&self, picker: &Picker, rng: &mut Rng) -> Request {
+    fn request(&self, picker: &Picker, rng: &mut Rng, conn: u32, seq: u64) -> Request {
         Request::Append {
-            stream: self.names[picker.pick(rng)].clone(),
+            stream: crate::codecs::stream_name(picker.pick(rng)),
             expected_version: expected::ANY,
             events: (0..self.events)
-                .map(|_| Event {
+                .map(|j| Event {
                     id: [0; 16],
                     event_type: "bench".into(),
                     timestamp_ns: 0,
                     value: 1.0,
-                    data: self.data.clone(),
+                    data: crate::codecs::payload(conn, seq, j, self.payload),
                     metadata: Vec::new(),
                 })
                 .collect(),
@@ -121,49 +96,17 @@ impl Load {
     }
 }
 
-/// Picks stream indices: uniform, or Zipf through a precomputed CDF.
-enum Picker {
-    Uniform(usize),
-    Zipf(Vec<f64>),
-}
-
-impl Picker {
-    fn new(n: usize, distribution: &str) -> anyhow::Result<Picker> {
-        match distribution {
-            "uniform" => Ok(Picker::Uniform(n)),
-            "zipf" => {
-                let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(0.99)).collect();
-                let total: f64 = weights.iter().sum();
-                let mut acc = 0.0;
-                Ok(Picker::Zipf(
-                    weights
-                        .iter()
-                        .map(|w| {
-                            acc += w / total;
-                            acc
-                        })
-                        .collect(),
-                ))
-            }
-            other => bail!("unknown distribution {other:?} (uniform, zipf)"),
-        }
-    }
-    fn pick(&self, rng: &mut Rng) -> usize {
-        match self {
-            Picker::Uniform(n) => (rng.next() % *n as u64) as usize,
-            Picker::Zipf(cdf) => {
-                let u = rng.unit();
-                cdf.partition_point(|&c| c < u).min(cdf.len() - 1)
-            }
-        }
-    }
-}
-
-/// evringd started for the run; killed on drop.
-struct Server {
+/// evringd started for the run; stopped on drop.
+pub struct Server {
     child: Child,
-    addr: String,
+    pub addr: String,
     data: PathBuf,
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Server {
@@ -177,7 +120,17 @@ impl Drop for Server {
     }
 }
 
-fn start_server(dir: &Path, sets: &[String]) -> anyhow::Result<Server> {
+pub fn start_server(dir: &Path, sets: &[String]) -> anyhow::Result<Server> {
+    let data = dir.join("network-data");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(dir)?;
+    let (child, addr) = spawn_evringd(&data, sets)?;
+    Ok(Server { child, addr, data })
+}
+
+/// Starts the evringd next to this binary on `data` (kept as it is) and an ephemeral
+/// loopback port; returns once it serves.
+pub fn spawn_evringd(data: &Path, sets: &[String]) -> anyhow::Result<(Child, String)> {
     let exe = std::env::current_exe()?;
     let evringd = exe.with_file_name("evringd");
     if !evringd.exists() {
@@ -186,14 +139,11 @@ fn start_server(dir: &Path, sets: &[String]) -> anyhow::Result<Server> {
             evringd.display()
         );
     }
-    let data = dir.join("network-data");
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(dir)?;
-    let addr_file = dir.join("network.addr");
+    let addr_file = data.with_extension("addr");
     let _ = std::fs::remove_file(&addr_file);
     let mut cmd = Command::new(&evringd);
     cmd.arg("--data-dir")
-        .arg(&data)
+        .arg(data)
         .args(["--listen", "127.0.0.1:0", "--addresses-file"])
         .arg(&addr_file)
         .args(["--set", "metrics_listen=\"\""])
@@ -207,20 +157,17 @@ fn start_server(dir: &Path, sets: &[String]) -> anyhow::Result<Server> {
     loop {
         if let Ok(text) = std::fs::read_to_string(&addr_file) {
             if let Some(addr) = text.lines().find_map(|l| l.strip_prefix("client=")) {
-                return Ok(Server {
-                    child,
-                    addr: addr.to_string(),
-                    data,
-                });
+                return Ok((child, addr.to_string()));
             }
         }
         if let Some(status) = child.try_wait()? {
             bail!("evringd exited during start-up: {status}");
         }
-        if t0.elapsed() > Duration::from_secs(60) {
-            bail!("evringd did not become ready in 60 s");
+        if t0.elapsed() > Duration::from_secs(600) {
+            let _ = child.kill();
+            bail!("evringd did not become ready in 600 s");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -280,9 +227,13 @@ fn connection(
 ) -> anyhow::Result<NetResult> {
     let client = Client::connect(addr, &format!("bench-{id}"), "")
         .map_err(|e| anyhow!("connect to {addr}: {e}"))?;
-    let mut rng = Rng::for_thread(id);
+    let mut rng = Rng::new(id as u64 + 1);
     let load = Load::new(p.streams, p.events, p.payload);
-    let request = |rng: &mut Rng| load.request(picker, rng);
+    let mut seq = 0u64;
+    let mut request = |rng: &mut Rng| {
+        seq += 1;
+        load.request(picker, rng, id as u32, seq)
+    };
     let measure_from = start + p.warmup;
     let deadline = measure_from + p.duration;
     let mut latency = report::histogram();
@@ -326,51 +277,39 @@ fn connection(
     })
 }
 
-/// One run with the poll driver.
-fn poll_run(addr: &str, a: &NetworkArgs, picker: &Arc<Picker>) -> anyhow::Result<NetResult> {
-    let start = Instant::now();
-    let threads = a.threads.clamp(1, a.connections.max(1));
-    let mut handles = Vec::new();
-    for t in 0..threads {
-        let conns = a.connections / threads + usize::from(t < a.connections % threads);
-        let (addr, picker) = (addr.to_string(), picker.clone());
-        let (pipeline, events, payload, streams) = (
-            a.pipeline.max(1),
-            a.events.max(1),
-            a.payload as usize,
-            a.streams.max(1),
-        );
-        let (warmup, duration) = (a.warmup, a.common.duration);
-        handles.push(std::thread::spawn(move || {
-            let mut rng = Rng::for_thread(t);
-            let load = Load::new(streams, events, payload);
-            crate::poller::drive(&addr, conns, pipeline, start, warmup, duration, || {
-                load.request(&picker, &mut rng)
-            })
-        }));
-    }
-    let mut total = NetResult {
-        requests: 0,
-        events: 0,
-        errors: 0,
-        elapsed: a.common.duration,
-        latency: report::histogram(),
+/// One run with the poll driver (`driver.rs`, speaking the protocol through `EvringCodec`).
+fn poll_run(addr: &str, a: &NetworkArgs) -> anyhow::Result<NetResult> {
+    let w = crate::workload::Workload {
+        name: "network".into(),
+        connections: a.connections.max(1),
+        pipeline: a.pipeline.max(1),
+        events_per_request: a.events.max(1),
+        payload_bytes: a.payload as usize,
+        streams: a.streams.max(1),
+        distribution: a.distribution.clone(),
+        duration: a.common.duration,
+        warmup: a.warmup,
+        ..Default::default()
     };
-    for h in handles {
-        let r = h
-            .join()
-            .map_err(|_| anyhow!("a driver thread panicked"))??;
-        total.requests += r.requests;
-        total.events += r.requests * a.events.max(1) as u64;
-        total.errors += r.errors;
-        total.latency.add(&r.latency).expect("same bounds");
-    }
-    Ok(total)
+    let r = crate::driver::run(
+        &w,
+        addr,
+        a.threads,
+        false,
+        crate::codecs::EvringCodec::default,
+    )?;
+    Ok(NetResult {
+        requests: r.appends,
+        events: r.appends * w.events_per_request as u64,
+        errors: r.errors,
+        elapsed: a.common.duration,
+        latency: r.latency,
+    })
 }
 
 fn one_run(addr: &str, a: &NetworkArgs, picker: &Arc<Picker>) -> anyhow::Result<NetResult> {
     match a.driver.as_str() {
-        "poll" => return poll_run(addr, a, picker),
+        "poll" => return poll_run(addr, a),
         "client" => {}
         other => bail!("unknown driver {other:?} (poll, client)"),
     }
@@ -418,7 +357,7 @@ fn one_run(addr: &str, a: &NetworkArgs, picker: &Arc<Picker>) -> anyhow::Result<
 }
 
 /// VmHWM (peak resident set) of a process, in KiB; 0 if unreadable.
-fn peak_rss_kib(pid: u32) -> u64 {
+pub fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

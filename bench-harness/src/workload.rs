@@ -1,0 +1,209 @@
+//! Workloads as data: one TOML file per workload under `bench-harness/workloads/`.
+//!
+//! ```toml
+//! name = "50x1-100B"
+//! connections = 50          # client connections
+//! pipeline = 1              # closed loop: requests in flight per connection
+//! rate = 0                  # > 0: open loop at this many requests/s in total (pipeline is
+//!                           #      then only a cap on what one connection may have waiting)
+//! events_per_request = 1
+//! payload_bytes = 100
+//! streams = 1000
+//! distribution = "uniform"  # or "zipf" (s = 0.99)
+//! expected_version = false  # evring: append with the stream's expected version
+//! read_fraction = 0.0       # share of requests that read the 10 newest events of a stream
+//! duration = "5s"
+//! warmup = "1s"
+//! ```
+//!
+//! Every key but `name` has the default shown. Unknown keys are an error (a typo must not
+//! silently run another workload).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use crate::report;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Workload {
+    pub name: String,
+    pub connections: usize,
+    pub pipeline: usize,
+    pub rate: f64,
+    pub events_per_request: usize,
+    pub payload_bytes: usize,
+    pub streams: usize,
+    pub distribution: String,
+    pub expected_version: bool,
+    pub read_fraction: f64,
+    #[serde(deserialize_with = "duration")]
+    pub duration: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub warmup: Duration,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            name: String::new(),
+            connections: 50,
+            pipeline: 1,
+            rate: 0.0,
+            events_per_request: 1,
+            payload_bytes: 100,
+            streams: 1000,
+            distribution: "uniform".into(),
+            expected_version: false,
+            read_fraction: 0.0,
+            duration: Duration::from_secs(5),
+            warmup: Duration::from_secs(1),
+        }
+    }
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    report::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+impl Workload {
+    pub fn parse(text: &str) -> anyhow::Result<Workload> {
+        let w: Workload = toml::from_str(text)?;
+        w.validate()?;
+        Ok(w)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Workload> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read workload {}", path.display()))?;
+        let mut w =
+            Workload::parse(&text).with_context(|| format!("workload {}", path.display()))?;
+        if w.name.is_empty() {
+            w.name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        Ok(w)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.connections == 0 || self.pipeline == 0 {
+            bail!("connections and pipeline must be at least 1");
+        }
+        if self.events_per_request == 0 || self.streams == 0 {
+            bail!("events_per_request and streams must be at least 1");
+        }
+        if !(self.rate >= 0.0 && self.rate.is_finite()) {
+            bail!("rate must be a non-negative number of requests per second");
+        }
+        if !(0.0..=1.0).contains(&self.read_fraction) {
+            bail!("read_fraction must be within 0..=1");
+        }
+        if !["uniform", "zipf"].contains(&self.distribution.as_str()) {
+            bail!(
+                "distribution {:?}: use \"uniform\" or \"zipf\"",
+                self.distribution
+            );
+        }
+        if self.expected_version && self.streams < self.connections {
+            bail!("expected_version needs at least one stream per connection (each connection owns its streams)");
+        }
+        if self.duration.is_zero() {
+            bail!("duration must be > 0");
+        }
+        Ok(())
+    }
+
+    /// Open loop (fixed arrival rate) or closed loop (fixed in-flight count).
+    pub fn open_loop(&self) -> bool {
+        self.rate > 0.0
+    }
+
+    pub fn describe(&self) -> String {
+        let mode = if self.open_loop() {
+            format!("open loop {:.0} req/s", self.rate)
+        } else {
+            format!("{}c x {}p", self.connections, self.pipeline)
+        };
+        format!(
+            "{}: {mode}, {} ev x {} B, {} {} streams{}{}",
+            self.name,
+            self.events_per_request,
+            self.payload_bytes,
+            self.streams,
+            self.distribution,
+            if self.expected_version {
+                ", expected versions"
+            } else {
+                ""
+            },
+            if self.read_fraction > 0.0 {
+                format!(", {:.0}% reads", self.read_fraction * 100.0)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_what_the_file_leaves_out() {
+        let w = Workload::parse("name = \"x\"\nconnections = 8\npayload_bytes = 1000\n").unwrap();
+        assert_eq!(w.connections, 8);
+        assert_eq!(w.payload_bytes, 1000);
+        assert_eq!(w.pipeline, 1);
+        assert_eq!(w.duration, Duration::from_secs(5));
+        assert!(!w.open_loop());
+    }
+
+    #[test]
+    fn durations_rates_and_modes_parse() {
+        let w = Workload::parse(
+            "rate = 20000\nduration = \"250ms\"\nwarmup = \"0s\"\ndistribution = \"zipf\"\n\
+             read_fraction = 0.25\n",
+        )
+        .unwrap();
+        assert!(w.open_loop());
+        assert_eq!(w.duration, Duration::from_millis(250));
+        assert_eq!(w.warmup, Duration::ZERO);
+        assert!(w.describe().contains("open loop 20000 req/s"));
+        assert!(w.describe().contains("25% reads"));
+    }
+
+    #[test]
+    fn mistakes_are_errors_naming_the_key() {
+        let e = Workload::parse("conections = 5\n").unwrap_err().to_string();
+        assert!(e.contains("conections"), "{e}");
+        let e = Workload::parse("distribution = \"pareto\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pareto"), "{e}");
+        assert!(Workload::parse("read_fraction = 1.5\n").is_err());
+        assert!(Workload::parse("pipeline = 0\n").is_err());
+        assert!(Workload::parse("duration = \"soon\"\n").is_err());
+        assert!(Workload::parse("expected_version = true\nstreams = 2\n").is_err());
+    }
+
+    #[test]
+    fn the_shipped_workloads_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                Workload::load(&path).unwrap();
+                n += 1;
+            }
+        }
+        assert!(n >= 4);
+    }
+}

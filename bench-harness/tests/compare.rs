@@ -1,0 +1,120 @@
+//! A tiny `evring-bench compare` (evring and the raw disk, one short round each): the JSON
+//! has the documented shape, the charts are written, and `--verify` fails when an
+//! acknowledged event is missing. No timing is asserted.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bench() -> Command {
+    let exe = env!("CARGO_BIN_EXE_evring-bench");
+    assert!(
+        Path::new(exe).with_file_name("evringd").exists(),
+        "evringd must be built next to evring-bench (cargo test --workspace builds it)"
+    );
+    Command::new(exe)
+}
+
+fn workload() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("workloads/tiny.toml")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn a_tiny_compare_writes_json_and_charts_and_verify_reads_everything_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = bench()
+        .args([
+            "compare",
+            &workload(),
+            "--targets",
+            "evring,disk",
+            "--rounds",
+            "1",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&out)
+        .arg("--verify")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("verify: all"), "{stdout}");
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tiny.json")).unwrap()).unwrap();
+    assert_eq!(doc["workload"]["name"], "tiny");
+    assert_eq!(doc["workload"]["connections"], 4);
+    let rounds = doc["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2, "one round of each target");
+    for r in rounds {
+        assert!(r["events_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["round"], 1);
+        assert!(r["latency_ms"].as_array().unwrap().len() >= 5);
+    }
+    let summary = doc["summary"].as_array().unwrap();
+    let targets: Vec<&str> = summary
+        .iter()
+        .map(|s| s["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, ["evring", "disk"]);
+    for s in summary {
+        let q = &s["requests_per_s"];
+        assert!(q["min"].as_f64() <= q["median"].as_f64());
+        assert!(q["median"].as_f64() <= q["max"].as_f64());
+    }
+    let ratio = &doc["ratios"][0];
+    assert_eq!(ratio["peer"], "disk");
+    assert_eq!(ratio["unit"], "bytes/s");
+    assert_eq!(ratio["per_round"].as_array().unwrap().len(), 1);
+    assert!(doc["verify"]["acknowledged_events"].as_u64().unwrap() > 0);
+    assert_eq!(doc["verify"]["failures"].as_array().unwrap().len(), 0);
+    for chart in ["tiny-throughput.svg", "tiny-latency.svg"] {
+        let svg = std::fs::read_to_string(out.join(chart)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("evring"), "{chart}");
+    }
+}
+
+#[test]
+fn verify_fails_when_an_acknowledged_event_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = bench()
+        .args([
+            "compare",
+            &workload(),
+            "--targets",
+            "evring",
+            "--rounds",
+            "1",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--verify", "--verify-fault"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("--verify failed") && err.contains("is missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_workload_file_is_refused_with_its_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "connections = 4\npipelines = 2\n").unwrap();
+    let run = bench().arg("compare").arg(&path).output().unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("pipelines"));
+}
