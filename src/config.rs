@@ -71,6 +71,18 @@ pub struct Config {
     /// keeps fdatasync completions from waiting for a timer tick; 0 saves CPU when the
     /// server shares its cores with other work.
     pub spin_before_park_us: u32,
+    /// Snapshot a partition once this many events were published since its last snapshot
+    /// (0: never by count).
+    pub snapshot_every_events: u64,
+    /// Snapshot a partition at most this many seconds after its last one if anything was
+    /// published (0: never by time).
+    pub snapshot_every_secs: u32,
+    /// Snapshot files kept per partition (the newest ones).
+    pub snapshot_keep: u32,
+    /// Snapshots being written at once per shard.
+    pub snapshot_max_jobs: u32,
+    /// Take a snapshot of every partition on a clean stop.
+    pub snapshot_on_shutdown: bool,
     /// How a journal frame is made durable: "dsync" (segment files opened with O_DSYNC, one
     /// operation per frame) or "fdatasync" (a write, then an fdatasync).
     pub journal_write_mode: String,
@@ -103,6 +115,11 @@ impl Default for Config {
             ring_capacity_bytes: 64 * 1024 * 1024,
             spin_before_park_us: crate::shard::SPIN_BEFORE_PARK.as_micros() as u32,
             journal_write_mode: "dsync".into(),
+            snapshot_every_events: 1_000_000,
+            snapshot_every_secs: 300,
+            snapshot_keep: 2,
+            snapshot_max_jobs: 1,
+            snapshot_on_shutdown: true,
         }
     }
 }

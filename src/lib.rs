@@ -29,4 +29,5 @@ pub mod protocol;
 pub mod ring;
 pub mod server;
 pub mod shard;
+pub mod snapshot;
 pub mod sync;

@@ -23,11 +23,18 @@ pub const RING_BYTES: &str = "evring_ring_bytes";
 pub const CONNECTIONS: &str = "evring_connections";
 pub const ERRORS_TOTAL: &str = "evring_errors_total";
 pub const PARTITION_POISONED: &str = "evring_partition_poisoned";
+pub const SNAPSHOTS: &str = "evring_snapshots_total";
+pub const SNAPSHOT_FAILURES: &str = "evring_snapshot_failures_total";
+pub const SNAPSHOT_SECONDS: &str = "evring_snapshot_duration_seconds";
+pub const SNAPSHOT_LSN: &str = "evring_snapshot_lsn";
 
 /// Histogram buckets of the flush latency (write + fdatasync of one frame), in seconds.
 const FLUSH_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
 ];
+
+/// Histogram buckets of a snapshot's duration (copy, encode, write, fsync), in seconds.
+const SNAPSHOT_BUCKETS: &[f64] = &[0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -38,6 +45,8 @@ pub fn install() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(FLUSH_LATENCY_SECONDS.into()), FLUSH_BUCKETS)
                 .expect("flush buckets are non-empty")
+                .set_buckets_for_metric(Matcher::Full(SNAPSHOT_SECONDS.into()), SNAPSHOT_BUCKETS)
+                .expect("snapshot buckets are non-empty")
                 .build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (tests): then ours only renders

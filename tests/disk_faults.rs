@@ -14,11 +14,19 @@ use evring::protocol::{expected, Direction};
 use serde_json::Value;
 
 const SEGMENT_BYTES: u64 = 65536;
-const FLAGS: [&str; 4] = [
+// No snapshots: with one, start-up scans only the segments after it (damage before it is
+// found by reads, which check every frame, and by `evring-inspect verify`).
+const FLAGS: [&str; 10] = [
     "--set",
     "segment_bytes=65536",
     "--set",
     "frame_bytes_max=16384",
+    "--set",
+    "snapshot_every_events=0",
+    "--set",
+    "snapshot_every_secs=0",
+    "--set",
+    "snapshot_on_shutdown=false",
 ];
 
 fn inspect_bin() -> PathBuf {

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use evring::journal::{Journal, JournalConfig, SimStorage};
 use evring::protocol::{expected, Direction};
 use evring::ring::RingConfig;
-use evring::server::partition::{Partition, PartitionLimits, Rebuild};
+use evring::server::partition::{Partition, PartitionImage, PartitionLimits, Rebuild};
 use evring::shard::run_local;
 
 const STORE: [u8; 16] = *b"evring-part-sim!";
@@ -44,13 +44,41 @@ fn limits() -> PartitionLimits {
 }
 
 async fn open(storage: SimStorage) -> Result<Partition<SimStorage>, String> {
+    open_from(storage, None).await
+}
+
+/// Opens from a snapshot image (as start-up does with a snapshot file) or from the journal.
+async fn open_from(
+    storage: SimStorage,
+    image: Option<&[u8]>,
+) -> Result<Partition<SimStorage>, String> {
     let l = limits();
-    let mut rebuild = Rebuild::new(l.idempotency_window, l.ring);
-    let (journal, _) = Journal::open(storage, journal_config(), |info, frame| {
-        rebuild.frame(info, frame)
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let (mut rebuild, resume) = match image {
+        Some(bytes) => {
+            let image = PartitionImage::decode(bytes)?;
+            let resume = image.resume.clone();
+            (
+                Rebuild::from_image(image, l.idempotency_window, l.ring)?,
+                Some(resume),
+            )
+        }
+        None => (Rebuild::new(l.idempotency_window, l.ring), None),
+    };
+    let (journal, report) =
+        Journal::open_resuming(storage, journal_config(), resume, |info, frame| {
+            rebuild.frame(info, frame)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    if image.is_some()
+        && (report.next_lsn < rebuild.from_lsn
+            || rebuild.first_seen.is_some_and(|f| f > rebuild.from_lsn))
+    {
+        return Err(format!(
+            "the journal does not continue the snapshot at LSN {} (ends at {}, first seen {:?})",
+            rebuild.from_lsn, report.next_lsn, rebuild.first_seen
+        ));
+    }
     Ok(Partition::new(0, journal, rebuild, l))
 }
 
@@ -78,10 +106,25 @@ fn parse(d: &[u8]) -> (u32, u32, u32, u32) {
 type Acked = Rc<RefCell<Vec<(String, u64, Vec<Vec<u8>>)>>>;
 
 async fn workload(part: &Rc<Partition<SimStorage>>, producers: u32, batches: u32) -> Acked {
+    workload_snapshotting(part, producers, batches, None).await
+}
+
+/// The newest snapshot image taken during a workload (encoded, as a file would hold it).
+type Latest = Rc<RefCell<Option<Vec<u8>>>>;
+
+/// The workload; with `latest`, producer 0 snapshots the partition after each of its
+/// acknowledged appends (while the others' appends are in flight).
+async fn workload_snapshotting(
+    part: &Rc<Partition<SimStorage>>,
+    producers: u32,
+    batches: u32,
+    latest: Option<Latest>,
+) -> Acked {
     let acked: Acked = Rc::default();
     let mut tasks = Vec::new();
     for p in 0..producers {
         let (part, acked) = (part.clone(), acked.clone());
+        let latest = latest.clone().filter(|_| p == 0);
         tasks.push(glommio::spawn_local(async move {
             for b in 0..batches {
                 let n = 1 + (p + b) % 3;
@@ -92,7 +135,12 @@ async fn workload(part: &Rc<Partition<SimStorage>>, producers: u32, batches: u32
                     .map(|d| evring::client::event("T", d.clone()))
                     .collect();
                 match part.append(&stream, expected::ANY, events).await {
-                    Ok(r) => acked.borrow_mut().push((stream, r.first_version, datas)),
+                    Ok(r) => {
+                        acked.borrow_mut().push((stream, r.first_version, datas));
+                        if let Some(latest) = &latest {
+                            *latest.borrow_mut() = Some(part.image().encode());
+                        }
+                    }
                     Err(_) => return, // the disk is gone: nothing more is acknowledged
                 }
             }
@@ -200,5 +248,61 @@ fn every_acknowledged_event_survives_power_loss_at_any_point_under_the_partition
              {verified} acknowledged events verified"
         );
         assert!(crashes > 100);
+    });
+}
+
+#[test]
+fn power_loss_with_snapshots_taken_during_the_load_loses_nothing() {
+    // As above, while a task snapshots the partition every few milliseconds of simulated
+    // work; recovery starts from the newest snapshot taken before the crash and scans only
+    // the journal segments from its resume point (what start-up does with a snapshot file).
+    run_local(async {
+        let total_ops = {
+            let storage = SimStorage::new(1);
+            let part = Rc::new(open(storage.clone()).await.unwrap());
+            workload(&part, 4, 30).await;
+            storage.ops()
+        };
+        let seeds: u64 = std::env::var("PARTITION_SIM_SEEDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20);
+        let (mut crashes, mut from_snapshot, mut skipping) = (0, 0, 0);
+        for seed in 0..seeds {
+            let mut crash = 1 + seed % 3;
+            while crash <= total_ops + 2 {
+                let storage = SimStorage::new(seed);
+                storage.faults().crash_after_ops = Some(crash);
+                let latest: Latest = Rc::default();
+                let acked = match open(storage.clone()).await {
+                    Ok(part) => {
+                        workload_snapshotting(&Rc::new(part), 4, 30, Some(latest.clone())).await
+                    }
+                    Err(_) => Rc::default(),
+                };
+                let image = storage.crash_image();
+                let snap = latest.borrow().clone();
+                if let Some(bytes) = &snap {
+                    let image = PartitionImage::decode(bytes).unwrap();
+                    from_snapshot += usize::from(image.lsn > 0);
+                    skipping += usize::from(image.resume.first_segment > 0);
+                }
+                let part = open_from(image, snap.as_deref())
+                    .await
+                    .unwrap_or_else(|e| panic!("seed {seed} crash {crash}: recovery: {e}"));
+                check(&part, &acked, seed, crash).await;
+                let part = Rc::new(part);
+                let more = workload(&part, 2, 3).await;
+                check(&part, &more, seed, crash).await;
+                crashes += 1;
+                crash += 1 + seed % 3;
+            }
+        }
+        eprintln!(
+            "with snapshots: {crashes} crash points, {from_snapshot} recovered from a non-empty \
+             snapshot, {skipping} of them skipping whole segments"
+        );
+        assert!(from_snapshot > crashes / 2, "{from_snapshot} of {crashes}");
+        assert!(skipping > crashes / 4, "{skipping} of {crashes}");
     });
 }

@@ -31,5 +31,5 @@ pub use format::{OwnedRecord, RecordRef, StoreId};
 pub use glommio_storage::{GlommioFile, GlommioStorage, WriteMode};
 pub use sim::{FaultPlan, SimStats, SimStorage};
 pub use writer::{
-    hex, Appended, Journal, JournalConfig, JournalStats, PendingAppend, RecoveryReport,
+    hex, Appended, Journal, JournalConfig, JournalStats, PendingAppend, RecoveryReport, Resume,
 };

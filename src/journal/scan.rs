@@ -42,6 +42,9 @@ pub struct ScanConfig {
     pub store_id: Option<StoreId>,
     pub frame_bytes_max: usize,
     pub in_flight_max: usize,
+    /// Scan frames from this segment on; earlier segments only get their headers checked
+    /// (a snapshot covers them). `None`: every segment.
+    pub first_segment: Option<u64>,
 }
 
 /// One frame as the scan met it.
@@ -72,7 +75,7 @@ pub struct SegmentSummary {
 }
 
 /// A sparse map from LSN to the position of the frame that starts with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IndexEntry {
     pub first_lsn: u64,
     pub segment_seq: u64,
@@ -283,6 +286,10 @@ pub async fn scan<S: Storage>(
     let mut bytes_before = 0u64;
     let mut i = 0;
     while i < files.len() {
+        if cfg.first_segment.is_some_and(|first| seqs[i] < first) && i + 1 < files.len() {
+            i += 1;
+            continue;
+        }
         let file = &files[i];
         let seq = seqs[i];
         let seg_len = report.segments[i].bytes;

@@ -114,8 +114,18 @@ impl JournalConfig {
             store_id: Some(self.store_id),
             frame_bytes_max: self.frame_bytes_max,
             in_flight_max: self.in_flight_max,
+            first_segment: None,
         }
     }
+}
+
+/// Where recovery may start when a snapshot covers the journal's beginning: frames are
+/// scanned from `first_segment` on, and `index` (the sparse LSN index of the segments before
+/// it, saved with the snapshot) stands in for what their scan would have built.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resume {
+    pub first_segment: u64,
+    pub index: Vec<IndexEntry>,
 }
 
 /// The LSNs an append was given.
@@ -296,12 +306,24 @@ impl<S: Storage + 'static> Journal<S> {
         cfg: JournalConfig,
         on_frame: impl FnMut(&FrameInfo, &[u8]),
     ) -> Result<(Self, RecoveryReport), JournalError> {
+        Self::open_resuming(storage, cfg, None, on_frame).await
+    }
+
+    /// [`Journal::open`], scanning frames only from `resume.first_segment` on (a snapshot
+    /// holds the state before it). `on_frame` sees the frames scanned.
+    pub async fn open_resuming(
+        storage: S,
+        cfg: JournalConfig,
+        resume: Option<Resume>,
+        on_frame: impl FnMut(&FrameInfo, &[u8]),
+    ) -> Result<(Self, RecoveryReport), JournalError> {
         cfg.validate()?;
         let started = Instant::now();
         // Scan with the store id the segments carry, then compare it with the configured one,
         // so a journal of another store gets its own error rather than a corruption report.
         let scan_cfg = ScanConfig {
             store_id: None,
+            first_segment: resume.as_ref().map(|r| r.first_segment),
             ..cfg.scan_config()
         };
         let report = scan(&storage, &scan_cfg, on_frame, |_| {}).await?;
@@ -318,9 +340,20 @@ impl<S: Storage + 'static> Journal<S> {
             next_lsn,
             prev_crc,
             dirty,
-            index,
+            index: scanned_index,
             ..
         } = report.clone();
+        // The saved index of the skipped segments, then what the scan built.
+        let index: Vec<IndexEntry> = match &resume {
+            Some(r) => r
+                .index
+                .iter()
+                .copied()
+                .filter(|e| e.segment_seq < r.first_segment)
+                .chain(scanned_index)
+                .collect(),
+            None => scanned_index,
+        };
         let (seg_seq, offset, file) = match tail {
             Some((seq, offset)) => {
                 let file = storage
@@ -358,10 +391,10 @@ impl<S: Storage + 'static> Journal<S> {
                 source,
             })?;
         }
-        let oldest_lsn = report
-            .segments
+        let oldest_lsn = index
             .first()
-            .and_then(|s| s.first_lsn)
+            .map(|e| e.first_lsn)
+            .or_else(|| report.segments.first().and_then(|s| s.first_lsn))
             .unwrap_or(next_lsn);
         // Spare segments after the tail (prepared before the crash) are kept for use.
         let next_segment = NextSegment::None;
@@ -825,6 +858,27 @@ impl<S: Storage + 'static> Journal<S> {
     /// The oldest LSN still held in the journal.
     pub fn oldest_lsn(&self) -> u64 {
         self.shared.state.borrow().oldest_lsn
+    }
+
+    /// Where a recovery that already has the state of every LSN below `lsn` may start: the
+    /// segment of the last index entry at or below `lsn`, and the index of the segments
+    /// before it.
+    pub fn resume_point(&self, lsn: u64) -> Resume {
+        let st = self.shared.state.borrow();
+        let pos = st.index.partition_point(|e| e.first_lsn <= lsn);
+        let first_segment = match pos.checked_sub(1) {
+            Some(i) => st.index[i].segment_seq,
+            None => st.index.first().map_or(st.seg_seq, |e| e.segment_seq),
+        };
+        Resume {
+            first_segment,
+            index: st
+                .index
+                .iter()
+                .copied()
+                .take_while(|e| e.segment_seq < first_segment)
+                .collect(),
+        }
     }
 
     pub fn poisoned(&self) -> Option<String> {

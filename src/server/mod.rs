@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::journal::{GlommioStorage, Journal, JournalConfig};
 use crate::manifest::Manifest;
 use crate::shard::{executor_builder, io_memory_per_executor};
-use partition::{Partition, PartitionLimits, Rebuild};
+use partition::{Partition, PartitionImage, PartitionLimits, Rebuild};
 use shard::{Shard, ShardMsg, Shared};
 
 /// Capacity of each cross-shard channel, in messages.
@@ -367,17 +367,40 @@ async fn run_shard(
         let mut cfg = journal_cfg.clone();
         cfg.partition = p;
         let started = Instant::now();
-        let mut rebuild = Rebuild::new(limits.idempotency_window, limits.ring);
-        let (journal, report) =
-            Journal::open(storage, cfg, |info, frame| rebuild.frame(info, frame))
-                .await
-                .with_context(|| format!("partition {p}"))?;
+        let snapshot = load_snapshot(&dir, journal_cfg.store_id, p, &limits);
+        let snapshot_path = snapshot.as_ref().map(|s| s.2.clone());
+        let (mut rebuild, resume) = match snapshot {
+            Some((rebuild, resume, _)) => (rebuild, Some(resume)),
+            None => (Rebuild::new(limits.idempotency_window, limits.ring), None),
+        };
+        let (journal, report) = Journal::open_resuming(storage, cfg, resume, |info, frame| {
+            rebuild.frame(info, frame)
+        })
+        .await
+        .with_context(|| format!("partition {p}"))?;
+        if let Some(path) = &snapshot_path {
+            // The journal must hold everything from the snapshot's LSN on, with no gap.
+            let from = rebuild.from_lsn;
+            if report.next_lsn < from || rebuild.first_seen.is_some_and(|f| f > from) {
+                bail!(
+                    "partition {p}: snapshot {} covers LSNs below {from} but the journal does \
+                     not continue from there (journal ends at {}, first record scanned {:?}); \
+                     acknowledged data may be missing. Run `evring-inspect verify`; moving the \
+                     snapshot aside makes evringd recover from the journal alone",
+                    path.display(),
+                    report.next_lsn,
+                    rebuild.first_seen
+                );
+            }
+        }
         tracing::info!(
             partition = p,
             shard = shard_id,
             segments = report.segments,
             frames = report.frames,
             events = rebuild.events,
+            snapshot = snapshot_path.as_ref().map(|p| p.display().to_string()),
+            snapshot_lsn = rebuild.from_lsn,
             next_lsn = report.next_lsn,
             bytes_scanned = report.bytes_scanned,
             torn_tail_zeroed = report.torn_tail_zeroed.is_some(),
@@ -431,12 +454,228 @@ async fn run_shard(
     let shard = Shard::new(shard_id, shared.clone(), partitions, senders);
     *shard_rx.borrow_mut() = Some(shard.clone());
     glommio::spawn_local(shard.clone().accept_loop(listener)).detach();
+    let policy = SnapshotPolicy::from_config(&shared.config);
+    let jobs = Rc::new(glommio::sync::Semaphore::new(u64::from(
+        shared.config.snapshot_max_jobs.max(1),
+    )));
+    let mut snapshot_tasks = Vec::new();
+    if policy.enabled() {
+        for (&id, part) in &shard.partitions {
+            let task = snapshot_loop(
+                part.clone(),
+                Manifest::partition_dir(&data_dir, id),
+                journal_cfg.store_id,
+                policy,
+                shared.clone(),
+                jobs.clone(),
+            );
+            snapshot_tasks.push(glommio::spawn_local(task));
+        }
+    }
     while !shared.stop.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     tracing::info!(shard = shard_id, "stopping: draining in-flight frames");
+    for t in snapshot_tasks {
+        t.await;
+    }
     for p in shard.partitions.values() {
         p.journal().close().await;
     }
+    if shared.config.snapshot_on_shutdown {
+        for (&id, part) in &shard.partitions {
+            if part.published_lsn() == 0 {
+                continue;
+            }
+            let dir = Manifest::partition_dir(&data_dir, id);
+            if let Err(e) = take_snapshot(part, &dir, journal_cfg.store_id, policy.keep).await {
+                tracing::warn!(partition = id, error = %e, "final snapshot failed");
+            }
+        }
+    }
     Ok(())
+}
+
+/// When partitions are snapshotted (config keys `snapshot_*`).
+#[derive(Clone, Copy, Debug)]
+struct SnapshotPolicy {
+    every_events: u64,
+    every: Option<Duration>,
+    keep: usize,
+}
+
+impl SnapshotPolicy {
+    fn from_config(c: &Config) -> Self {
+        SnapshotPolicy {
+            every_events: c.snapshot_every_events,
+            every: (c.snapshot_every_secs > 0)
+                .then(|| Duration::from_secs(u64::from(c.snapshot_every_secs))),
+            keep: c.snapshot_keep.max(1) as usize,
+        }
+    }
+    fn enabled(&self) -> bool {
+        self.every_events > 0 || self.every.is_some()
+    }
+}
+
+/// The newest usable snapshot of partition `p`, turned into a rebuild start; snapshots that
+/// cannot be used are logged with the reason and the next older one is tried.
+fn load_snapshot(
+    dir: &std::path::Path,
+    store: crate::journal::StoreId,
+    p: u32,
+    limits: &PartitionLimits,
+) -> Option<(Rebuild, crate::journal::Resume, std::path::PathBuf)> {
+    let list = match crate::snapshot::list(dir) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(partition = p, error = %e, "cannot list snapshots; replaying the whole journal");
+            return None;
+        }
+    };
+    for (lsn, path) in list {
+        let attempt = (|| -> Result<(Rebuild, crate::journal::Resume), String> {
+            let bytes = std::fs::read(&path).map_err(|e| format!("cannot read it: {e}"))?;
+            let (meta, body) = crate::snapshot::decode(&bytes).map_err(|e| e.to_string())?;
+            if meta.store_id != store || meta.partition != p || meta.lsn != lsn {
+                return Err("it belongs to another store, partition or LSN".into());
+            }
+            if meta.kind != crate::snapshot::KIND_PARTITION
+                || meta.codec != crate::snapshot::CODEC_BINARY
+            {
+                return Err(format!(
+                    "unknown kind {} or codec {}",
+                    meta.kind, meta.codec
+                ));
+            }
+            let image = PartitionImage::decode(body)?;
+            if image.lsn != lsn {
+                return Err("its body names another LSN than its header".into());
+            }
+            let resume = image.resume.clone();
+            let rebuild = Rebuild::from_image(image, limits.idempotency_window, limits.ring)?;
+            Ok((rebuild, resume))
+        })();
+        match attempt {
+            Ok((rebuild, resume)) => return Some((rebuild, resume, path)),
+            Err(reason) => tracing::warn!(
+                partition = p,
+                snapshot = %path.display(),
+                %reason,
+                "snapshot not usable; trying an older one (or the whole journal)"
+            ),
+        }
+    }
+    None
+}
+
+/// Snapshots `part` whenever the policy says so, until the server stops. Failures are logged,
+/// counted and retried with exponential backoff and jitter; appends never wait for them.
+async fn snapshot_loop(
+    part: Rc<Partition>,
+    dir: std::path::PathBuf,
+    store: crate::journal::StoreId,
+    policy: SnapshotPolicy,
+    shared: Arc<Shared>,
+    jobs: Rc<glommio::sync::Semaphore>,
+) {
+    let mut last_lsn = crate::snapshot::list(&dir)
+        .ok()
+        .and_then(|l| l.first().map(|x| x.0))
+        .unwrap_or(0);
+    let mut last_time = Instant::now();
+    let mut failures = 0u32;
+    let mut retry_at: Option<Instant> = None;
+    let mut seed = u64::from(part.id) ^ 0x9E37_79B9_7F4A_7C15;
+    while !shared.stop.load(Ordering::Acquire) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        let published = part.published_lsn();
+        if published <= last_lsn || retry_at.is_some_and(|t| Instant::now() < t) {
+            continue;
+        }
+        let due = (policy.every_events > 0 && published - last_lsn >= policy.every_events)
+            || policy
+                .every
+                .is_some_and(|every| last_time.elapsed() >= every)
+            || retry_at.is_some();
+        if !due {
+            continue;
+        }
+        let Ok(_permit) = jobs.acquire_static_permit(1).await else {
+            return;
+        };
+        match take_snapshot(&part, &dir, store, policy.keep).await {
+            Ok(lsn) => {
+                last_lsn = lsn;
+                last_time = Instant::now();
+                failures = 0;
+                retry_at = None;
+            }
+            Err(e) => {
+                failures += 1;
+                metrics::counter!(crate::metrics::SNAPSHOT_FAILURES, "partition" => part.id.to_string())
+                    .increment(1);
+                // 1 s, 2 s, 4 s … up to 5 min, times a jitter in [0.5, 1.5).
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let jitter = 0.5 + (seed >> 11) as f64 / (1u64 << 53) as f64;
+                let backoff =
+                    Duration::from_secs(1 << failures.min(8)).min(Duration::from_secs(300));
+                let wait = backoff.mul_f64(jitter);
+                tracing::warn!(partition = part.id, error = %e, failures, retry_in_ms = wait.as_millis() as u64, "snapshot failed; appends are not affected");
+                retry_at = Some(Instant::now() + wait);
+            }
+        }
+    }
+}
+
+/// Copies the partition's state (on the shard), then encodes, writes and prunes on glommio's
+/// blocking pool. Returns the snapshot's LSN.
+async fn take_snapshot(
+    part: &Partition,
+    dir: &std::path::Path,
+    store: crate::journal::StoreId,
+    keep: usize,
+) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    let image = part.image();
+    let copied = started.elapsed();
+    let lsn = image.lsn;
+    let meta = crate::snapshot::SnapshotMeta {
+        kind: crate::snapshot::KIND_PARTITION,
+        codec: crate::snapshot::CODEC_BINARY,
+        partition: part.id,
+        store_id: store,
+        lsn,
+    };
+    let dir = dir.to_path_buf();
+    let inject = std::env::var_os("EVRINGD_INJECT_SNAPSHOT_FAILURE").is_some();
+    let (path, bytes) = glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<(std::path::PathBuf, usize)> {
+            if inject {
+                return Err(std::io::Error::other("injected snapshot failure"));
+            }
+            let body = image.encode();
+            let path = crate::snapshot::write(&dir, &meta, &body)?;
+            crate::snapshot::prune(&dir, keep)?;
+            Ok((path, body.len()))
+        })
+        .await
+        .context("writing the snapshot")?;
+    let label = part.id.to_string();
+    metrics::counter!(crate::metrics::SNAPSHOTS, "partition" => label.clone()).increment(1);
+    metrics::histogram!(crate::metrics::SNAPSHOT_SECONDS, "partition" => label.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::gauge!(crate::metrics::SNAPSHOT_LSN, "partition" => label).set(lsn as f64);
+    tracing::info!(
+        partition = part.id,
+        lsn,
+        bytes,
+        copy_ms = copied.as_secs_f64() * 1000.0,
+        total_ms = started.elapsed().as_secs_f64() * 1000.0,
+        path = %path.display(),
+        "snapshot written"
+    );
+    Ok(lsn)
 }

@@ -162,7 +162,48 @@ pub struct Rebuild {
     idem: VecDeque<([u8; 16], IdemEntry)>,
     window: usize,
     mem: InMemory,
+    /// Events recovered from the journal (not counting a snapshot's).
     pub events: u64,
+    /// Records below this LSN are in the snapshot the rebuild started from.
+    pub from_lsn: u64,
+    /// The first LSN the journal scan offered at or above `from_lsn` (to prove no gap).
+    pub first_seen: Option<u64>,
+}
+
+/// A partition's state at an LSN, as a snapshot file holds it (encoded with postcard):
+/// every stream's version → LSN map, the idempotency window, the ring's events, and where a
+/// recovery from it resumes the journal scan.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct PartitionImage {
+    /// The image holds every record below this LSN and nothing from it on.
+    pub lsn: u64,
+    streams: Vec<(String, Vec<u64>)>,
+    idem: Vec<([u8; 16], String, u64, u64)>,
+    ring: Vec<RingItem>,
+    pub resume: crate::journal::Resume,
+}
+
+/// One ring event: its columns and its payload bytes (see `InMemory`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RingItem {
+    lsn: u64,
+    stream_version: u64,
+    timestamp_ns: u64,
+    value: f64,
+    payload: Vec<u8>,
+}
+
+impl PartitionImage {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("an image always encodes")
+    }
+    pub fn decode(bytes: &[u8]) -> Result<PartitionImage, String> {
+        postcard::from_bytes(bytes).map_err(|e| format!("undecodable partition image: {e}"))
+    }
+    /// Events the image holds.
+    pub fn events(&self) -> u64 {
+        self.streams.iter().map(|(_, l)| l.len() as u64).sum()
+    }
 }
 
 impl Rebuild {
@@ -173,13 +214,83 @@ impl Rebuild {
             window: idempotency_window,
             mem: InMemory::new(ring_config),
             events: 0,
+            from_lsn: 0,
+            first_seen: None,
         }
+    }
+
+    /// Starts from a snapshot's image; the journal scan then adds what follows it.
+    pub fn from_image(
+        image: PartitionImage,
+        idempotency_window: usize,
+        ring_config: RingConfig,
+    ) -> Result<Self, String> {
+        let mut r = Rebuild::new(idempotency_window, ring_config);
+        r.from_lsn = image.lsn;
+        for (name, lsns) in image.streams {
+            if lsns.last().is_some_and(|&l| l >= image.lsn) {
+                return Err(format!("stream {name:?} has an LSN beyond the image's"));
+            }
+            r.streams.insert(name, StreamEntry { lsns });
+        }
+        for (id, stream, version, lsn) in image.idem {
+            if r.window > 0 {
+                if r.idem.len() == r.window {
+                    r.idem.pop_front();
+                }
+                r.idem.push_back((
+                    id,
+                    IdemEntry {
+                        stream,
+                        version,
+                        lsn,
+                    },
+                ));
+            }
+        }
+        for item in &image.ring {
+            let p = &item.payload;
+            let field = |at: usize, len: usize| p.get(at..at + len).ok_or("ring payload too short");
+            let u16_at = |i: usize| field(i, 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+            let u32_at = |i: usize| {
+                field(i, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            };
+            let (sl, tl, dl, ml) = (u16_at(0)?, u16_at(2)?, u32_at(4)?, u32_at(8)?);
+            let id: [u8; 16] = field(12, 16)?.try_into().expect("16 bytes");
+            let mut at = 28;
+            let stream = field(at, sl)?;
+            at += sl;
+            let event_type = field(at, tl)?;
+            at += tl;
+            let data = field(at, dl)?;
+            at += dl;
+            let metadata = field(at, ml)?;
+            r.mem.push(
+                item.lsn,
+                &RecordRef {
+                    kind: RECORD_KIND_EVENT,
+                    stream_version: item.stream_version,
+                    timestamp_ns: item.timestamp_ns,
+                    event_id: id,
+                    value: item.value,
+                    stream,
+                    event_type,
+                    data,
+                    metadata,
+                },
+            );
+        }
+        Ok(r)
     }
 
     /// Feeds one recovered frame.
     pub fn frame(&mut self, info: &FrameInfo, frame: &[u8]) {
         let body = &frame[96..96 + info.meta.body_len as usize];
         for record in RecordIter::new(body).flatten() {
+            if record.lsn < self.from_lsn {
+                continue;
+            }
+            self.first_seen.get_or_insert(record.lsn);
             if record.record.kind != RECORD_KIND_EVENT {
                 continue;
             }
@@ -367,6 +478,50 @@ impl<S: Storage + 'static> Partition<S> {
 
     pub fn journal(&self) -> &Journal<S> {
         &self.journal
+    }
+
+    /// A copy of the partition's published state, for a snapshot. Runs on the shard and
+    /// copies (the stream index, the idempotency window, the ring's events); encoding and
+    /// writing happen elsewhere.
+    pub fn image(&self) -> PartitionImage {
+        let st = self.state.borrow();
+        let lsn = st.published_lsn;
+        let streams = st
+            .streams
+            .iter()
+            .filter_map(|(name, e)| {
+                let n = e.lsns.partition_point(|&l| l < lsn);
+                (n > 0).then(|| (name.clone(), e.lsns[..n].to_vec()))
+            })
+            .collect();
+        let idem = st
+            .idem_order
+            .iter()
+            .filter_map(|id| {
+                let e = st.idem.get(id)?;
+                (e.lsn < lsn).then(|| (*id, e.stream.clone(), e.version, e.lsn))
+            })
+            .collect();
+        let ring = st
+            .mem
+            .ring
+            .iter()
+            .filter(|e| e.lsn < lsn)
+            .map(|e| RingItem {
+                lsn: e.lsn,
+                stream_version: e.stream_version,
+                timestamp_ns: e.timestamp_ns,
+                value: e.value,
+                payload: e.payload.to_vec(),
+            })
+            .collect();
+        PartitionImage {
+            lsn,
+            streams,
+            idem,
+            ring,
+            resume: self.journal.resume_point(lsn),
+        }
     }
 
     /// Appends `events` to `stream` if its last version matches `expected_version`; resolves

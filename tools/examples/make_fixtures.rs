@@ -102,6 +102,7 @@ fn frames(storage: &SimStorage) -> Vec<FrameInfo> {
         store_id: Some(STORE),
         frame_bytes_max: FRAME_BYTES_MAX,
         in_flight_max: 4,
+        first_segment: None,
     };
     let mut out = Vec::new();
     block_on(scan(storage, &cfg, |info, _| out.push(*info), |_| {})).expect("scan");

@@ -355,6 +355,7 @@ fn run(t: &Target, mode: Mode) -> anyhow::Result<Outcome> {
             store_id: j.store_id,
             frame_bytes_max: t.frame_bytes_max,
             in_flight_max: t.in_flight_frames,
+            first_segment: None,
         };
         let bar = progress_bar(j.bytes_on_disk, &j.name, t.json);
         let mut totals = Totals::default();

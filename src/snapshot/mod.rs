@@ -1,0 +1,358 @@
+//! Snapshot files: a partition's in-memory state at an LSN, so a restart loads it and replays
+//! only the journal after it.
+//!
+//! ## File
+//!
+//! `DATA_DIR/p<N>/snapshot-<lsn as 16 hex digits>.snap`: a 64-byte header (zerocopy struct,
+//! little-endian) and a body.
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..8 | magic `EVRSNAP1` |
+//! | 8..10 | format version (1) |
+//! | 10 | kind (1 = partition: streams, ring, idempotency window, models) |
+//! | 11 | codec of the body (0 = binary (postcard), 1 = JSON) |
+//! | 12..16 | partition |
+//! | 16..32 | store id |
+//! | 32..40 | LSN: the snapshot holds every record below it and nothing from it on |
+//! | 40..48 | body length |
+//! | 48..52 | CRC-32 (crc32fast) of the body |
+//! | 52..56 | CRC-32 of header bytes 0..52 |
+//! | 56..64 | reserved, zero |
+//!
+//! ## Invariants
+//!
+//! - A snapshot file is complete or absent: it is written to `*.tmp`, fsynced, renamed, and
+//!   the directory fsynced; a leftover `*.tmp` is ignored and removed.
+//! - A snapshot is used only if both checksums, the magic, version, store id and partition
+//!   match; otherwise the next older one is tried (the caller logs why), then none (full
+//!   replay). A snapshot never replaces the journal: the journal still holds everything from
+//!   the oldest kept snapshot on.
+//! - Snapshots never block appends: the state is copied on the shard, encoded and written on
+//!   glommio's blocking pool.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::journal::StoreId;
+
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"EVRSNAP1";
+pub const SNAPSHOT_VERSION: u16 = 1;
+pub const SNAPSHOT_HEADER_BYTES: usize = 64;
+pub const KIND_PARTITION: u8 = 1;
+pub const CODEC_BINARY: u8 = 0;
+pub const CODEC_JSON: u8 = 1;
+
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct SnapshotHeader {
+    magic: [u8; 8],
+    version: U16,
+    kind: u8,
+    codec: u8,
+    partition: U32,
+    store_id: [u8; 16],
+    lsn: U64,
+    body_len: U64,
+    body_crc: U32,
+    header_crc: U32,
+    reserved: [u8; 8],
+}
+const _: () = assert!(std::mem::size_of::<SnapshotHeader>() == SNAPSHOT_HEADER_BYTES);
+
+/// What a snapshot's header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    pub kind: u8,
+    pub codec: u8,
+    pub partition: u32,
+    pub store_id: StoreId,
+    pub lsn: u64,
+}
+
+/// Why a snapshot file is not usable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotError {
+    #[error("shorter than its 64-byte header")]
+    Short,
+    #[error("bad magic (not a snapshot file)")]
+    Magic,
+    #[error("header checksum mismatch")]
+    HeaderChecksum,
+    #[error("unsupported snapshot format version {0}")]
+    Version(u16),
+    #[error("body is {have} bytes but the header says {want}")]
+    Length { have: u64, want: u64 },
+    #[error("body checksum mismatch")]
+    BodyChecksum,
+    #[error("belongs to another store or partition")]
+    Foreign,
+}
+
+/// Header followed by `body`.
+pub fn encode(meta: &SnapshotMeta, body: &[u8]) -> Vec<u8> {
+    let mut h = SnapshotHeader {
+        magic: SNAPSHOT_MAGIC,
+        version: SNAPSHOT_VERSION.into(),
+        kind: meta.kind,
+        codec: meta.codec,
+        partition: meta.partition.into(),
+        store_id: meta.store_id,
+        lsn: meta.lsn.into(),
+        body_len: (body.len() as u64).into(),
+        body_crc: crc32fast::hash(body).into(),
+        header_crc: 0.into(),
+        reserved: [0; 8],
+    };
+    h.header_crc = crc32fast::hash(&h.as_bytes()[..52]).into();
+    let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + body.len());
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Checks a whole snapshot file's bytes; returns its header fields and body.
+pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), SnapshotError> {
+    let Ok((h, body)) = SnapshotHeader::read_from_prefix(bytes) else {
+        return Err(SnapshotError::Short);
+    };
+    if h.magic != SNAPSHOT_MAGIC {
+        return Err(SnapshotError::Magic);
+    }
+    if crc32fast::hash(&h.as_bytes()[..52]) != h.header_crc.get() {
+        return Err(SnapshotError::HeaderChecksum);
+    }
+    if h.version.get() != SNAPSHOT_VERSION {
+        return Err(SnapshotError::Version(h.version.get()));
+    }
+    if body.len() as u64 != h.body_len.get() {
+        return Err(SnapshotError::Length {
+            have: body.len() as u64,
+            want: h.body_len.get(),
+        });
+    }
+    if crc32fast::hash(body) != h.body_crc.get() {
+        return Err(SnapshotError::BodyChecksum);
+    }
+    Ok((
+        SnapshotMeta {
+            kind: h.kind,
+            codec: h.codec,
+            partition: h.partition.get(),
+            store_id: h.store_id,
+            lsn: h.lsn.get(),
+        },
+        body,
+    ))
+}
+
+pub fn file_name(lsn: u64) -> String {
+    format!("snapshot-{lsn:016x}.snap")
+}
+
+fn parse_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix("snapshot-")?.strip_suffix(".snap")?;
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+/// Snapshot files in `dir`, newest (highest LSN) first.
+pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        if let Some(lsn) = e.file_name().to_str().and_then(parse_file_name) {
+            out.push((lsn, e.path()));
+        }
+    }
+    out.sort_by_key(|x| std::cmp::Reverse(x.0));
+    Ok(out)
+}
+
+/// Writes a snapshot durably: temporary file, fsync, rename, directory fsync.
+pub fn write(dir: &Path, meta: &SnapshotMeta, body: &[u8]) -> io::Result<PathBuf> {
+    let path = dir.join(file_name(meta.lsn));
+    let tmp = dir.join(format!("{}.tmp", file_name(meta.lsn)));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(&encode(meta, body))?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|()| path)
+}
+
+/// A usable snapshot: its header fields, its body, and where it came from.
+pub struct Loaded {
+    pub meta: SnapshotMeta,
+    pub body: Vec<u8>,
+    pub path: PathBuf,
+}
+
+/// The newest usable snapshot of `store`/`partition` in `dir` with an LSN no higher than
+/// `max_lsn`. Each file passed over is reported to `skipped` with the reason.
+pub fn load_newest(
+    dir: &Path,
+    store: StoreId,
+    partition: u32,
+    max_lsn: u64,
+    mut skipped: impl FnMut(&Path, String),
+) -> io::Result<Option<Loaded>> {
+    for (lsn, path) in list(dir)? {
+        if lsn > max_lsn {
+            skipped(
+                &path,
+                format!("its LSN {lsn} is beyond the journal's end {max_lsn}"),
+            );
+            continue;
+        }
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                skipped(&path, format!("cannot read it: {e}"));
+                continue;
+            }
+        };
+        match decode(&bytes) {
+            Ok((meta, _)) if meta.store_id != store || meta.partition != partition => {
+                skipped(&path, SnapshotError::Foreign.to_string());
+            }
+            Ok((meta, _)) if meta.lsn != lsn => {
+                skipped(
+                    &path,
+                    "its header names another LSN than its file name".into(),
+                );
+            }
+            Ok((meta, body)) => {
+                let body = body.to_vec();
+                return Ok(Some(Loaded { meta, body, path }));
+            }
+            Err(e) => skipped(&path, e.to_string()),
+        }
+    }
+    Ok(None)
+}
+
+/// Removes all but the `keep` newest snapshots and any leftover temporary file; returns what
+/// it removed.
+pub fn prune(dir: &Path, keep: usize) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for (_, path) in list(dir)?.into_iter().skip(keep.max(1)) {
+        fs::remove_file(&path)?;
+        removed.push(path);
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("snapshot-") && name.ends_with(".snap.tmp") {
+                let _ = fs::remove_file(e.path());
+                removed.push(e.path());
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(lsn: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            kind: KIND_PARTITION,
+            codec: CODEC_BINARY,
+            partition: 3,
+            store_id: [7; 16],
+            lsn,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_every_damage_is_named() {
+        let bytes = encode(&meta(42), b"state");
+        let (m, body) = decode(&bytes).unwrap();
+        assert_eq!(m, meta(42));
+        assert_eq!(body, b"state");
+        assert_eq!(decode(&bytes[..10]).unwrap_err(), SnapshotError::Short);
+        let mut b = bytes.clone();
+        b[0] ^= 1;
+        assert_eq!(decode(&b).unwrap_err(), SnapshotError::Magic);
+        let mut b = bytes.clone();
+        b[33] ^= 1;
+        assert_eq!(decode(&b).unwrap_err(), SnapshotError::HeaderChecksum);
+        let mut b = bytes.clone();
+        *b.last_mut().unwrap() ^= 1;
+        assert_eq!(decode(&b).unwrap_err(), SnapshotError::BodyChecksum);
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 1]).unwrap_err(),
+            SnapshotError::Length { .. }
+        ));
+    }
+
+    #[test]
+    fn newest_usable_wins_and_damaged_ones_are_passed_over_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &meta(10), b"ten").unwrap();
+        write(dir.path(), &meta(20), b"twenty").unwrap();
+        let newest = dir.path().join(file_name(20));
+        let mut bytes = fs::read(&newest).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&newest, bytes).unwrap();
+        let mut reasons = Vec::new();
+        let got = load_newest(dir.path(), [7; 16], 3, u64::MAX, |p, r| {
+            reasons.push((p.to_path_buf(), r))
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(got.meta.lsn, 10);
+        assert_eq!(got.body, b"ten");
+        assert_eq!(reasons.len(), 1);
+        assert!(reasons[0].1.contains("body checksum"), "{reasons:?}");
+        // Another partition's or store's snapshot is never used.
+        assert!(load_newest(dir.path(), [8; 16], 3, u64::MAX, |_, _| {})
+            .unwrap()
+            .is_none());
+        // Beyond the journal's end: not used.
+        assert!(load_newest(dir.path(), [7; 16], 3, 5, |_, _| {})
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_and_clears_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        for lsn in [1, 2, 3, 4] {
+            write(dir.path(), &meta(lsn), b"x").unwrap();
+        }
+        fs::write(
+            dir.path().join("snapshot-0000000000000009.snap.tmp"),
+            b"half",
+        )
+        .unwrap();
+        let removed = prune(dir.path(), 2).unwrap();
+        assert_eq!(removed.len(), 3);
+        let left: Vec<u64> = list(dir.path()).unwrap().iter().map(|x| x.0).collect();
+        assert_eq!(left, vec![4, 3]);
+    }
+}
