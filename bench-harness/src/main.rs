@@ -7,6 +7,7 @@
 //! - `compare`: a workload file against evring, Redis (AOF always / no persistence),
 //!   PostgreSQL and the raw disk, interleaved round by round, with JSON and SVG charts.
 //! - `recovery`: restart time of evringd after N events.
+//! - `engine`: the event-sourced engine's durable commands/s and replay speed.
 //!
 //! Figures are medians of `--runs` runs where a run is repeated (the machine is noisy); every
 //! run's figures are printed too. docs/BENCHMARKS.md records results and commands.
@@ -16,6 +17,7 @@ mod codecs;
 mod compare;
 mod disk;
 mod driver;
+mod engine_bench;
 mod journal;
 mod network;
 mod peers;
@@ -49,6 +51,8 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Time to restart evringd after N events (journal replay).
     Recovery(recovery::RecoveryArgs),
+    /// The event-sourced engine: durable commands/s and replay speed.
+    Engine(engine_bench::EngineArgs),
 }
 
 #[derive(Args, Clone)]
@@ -239,6 +243,7 @@ fn main() -> anyhow::Result<()> {
         Command::Network(a) => network::main(a)?,
         Command::Compare(a) => compare::main(a)?,
         Command::Recovery(a) => recovery::main(a)?,
+        Command::Engine(a) => engine_bench::main(a)?,
     }
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! |---|---|
 //! | 0..8 | magic `EVRSNAP1` |
 //! | 8..10 | format version (1) |
-//! | 10 | kind (1 = partition: streams, ring, idempotency window, models) |
+//! | 10 | kind (1 = partition: streams, ring, idempotency window; 2 = an engine's model) |
 //! | 11 | codec of the body (0 = binary (postcard), 1 = JSON) |
 //! | 12..16 | partition |
 //! | 16..32 | store id |
@@ -44,6 +44,7 @@ pub const SNAPSHOT_MAGIC: [u8; 8] = *b"EVRSNAP1";
 pub const SNAPSHOT_VERSION: u16 = 1;
 pub const SNAPSHOT_HEADER_BYTES: usize = 64;
 pub const KIND_PARTITION: u8 = 1;
+pub const KIND_MODEL: u8 = 2;
 pub const CODEC_BINARY: u8 = 0;
 pub const CODEC_JSON: u8 = 1;
 

@@ -1,0 +1,638 @@
+//! Event-sourced models (the Memstate model): define a model, its commands and queries in
+//! code; the engine journals every command durably, applies commands one at a time, rebuilds
+//! the model at start-up from the newest snapshot plus the journal after it, and
+//! materializes the model as of any past LSN.
+//!
+//! ## The path of a command
+//!
+//! `execute(cmd)` encodes the command with the store's codec and appends it to the engine's
+//! journal as one command record (type = the command's `NAME`, timestamp = now). Once the
+//! record is durable, the command is queued under its LSN; commands are applied strictly in
+//! LSN order, one at a time, each with a [`Context`] holding the journaled timestamp and a
+//! random generator seeded by the LSN — so replay, which decodes the same records and runs the
+//! same code, reproduces the same model. The caller gets the command's typed result.
+//!
+//! ## Invariants
+//!
+//! - **Durable before applied.** A command is applied, and its result returned, only after its
+//!   record is durable; queries never see a command that could be lost at a crash.
+//! - **Check, then mutate.** A command that returns an error must not have changed the model:
+//!   validate first, mutate after. (Failed commands are journaled too; replay fails them the
+//!   same way, without effect.)
+//! - **A panic stops the engine.** A command that panics may have left the model half
+//!   changed, so the engine stops: every later `execute` and `query` returns
+//!   [`EngineError::Stopped`] naming the command and LSN. A restart replays the journal and
+//!   stops at the same command, saying so, until the model code is fixed.
+//! - **One codec per store.** The codec (JSON or binary) is written to `CODEC` in the engine's
+//!   directory at creation; opening with the other codec is refused.
+//! - **Domain events** raised by a command ([`Context::raise`]) are delivered to subscribers
+//!   after the command is applied, in LSN order; they are not journaled separately (replay
+//!   re-derives them and does not deliver them again).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::Waker;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::journal::device::Storage;
+use crate::journal::format::{RecordIter, RecordRef, RECORD_KIND_COMMAND};
+use crate::journal::{GlommioStorage, Journal, JournalConfig, StoreId};
+
+/// A model: the state commands change and queries read.
+pub trait Model: Default + Serialize + DeserializeOwned + 'static {}
+
+/// A journaled, deterministic change of the model.
+pub trait Command<M: Model>: Serialize + DeserializeOwned + 'static {
+    /// The name journaled with the command; replay finds the command type by it. Never
+    /// rename a command that is in a journal.
+    const NAME: &'static str;
+    type Output: 'static;
+    /// Validates, then mutates. An `Err` must leave the model unchanged.
+    fn execute(&self, model: &mut M, ctx: &mut Context) -> Result<Self::Output, DomainError>;
+}
+
+/// A read-only question to the model.
+pub trait Query<M: Model> {
+    type Output;
+    fn run(&self, model: &M) -> Self::Output;
+}
+
+/// A command's refusal: the model is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DomainError(pub String);
+
+impl DomainError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        DomainError(msg.into())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("command refused: {0}")]
+    Domain(DomainError),
+    #[error("engine stopped: {0}")]
+    Stopped(String),
+    #[error(transparent)]
+    Journal(#[from] crate::error::JournalError),
+    #[error("{0}")]
+    Store(String),
+}
+
+/// How commands and model snapshots are encoded in a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    Json,
+    Binary,
+}
+
+impl Codec {
+    fn name(self) -> &'static str {
+        match self {
+            Codec::Json => "json",
+            Codec::Binary => "binary",
+        }
+    }
+    fn encode<T: Serialize>(self, v: &T) -> Vec<u8> {
+        match self {
+            Codec::Json => serde_json::to_vec(v).expect("serializable values encode"),
+            Codec::Binary => postcard::to_allocvec(v).expect("serializable values encode"),
+        }
+    }
+    fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, String> {
+        match self {
+            Codec::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+            Codec::Binary => postcard::from_bytes(bytes).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// A domain event raised by a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainEvent {
+    /// The LSN of the command that raised it.
+    pub lsn: u64,
+    pub stream: String,
+    pub event_type: String,
+    pub data: Vec<u8>,
+}
+
+/// What a command may use besides the model: the journaled time and a deterministic random
+/// generator (both identical at replay), and a way to raise domain events.
+pub struct Context {
+    lsn: u64,
+    timestamp_ns: u64,
+    rng: u64,
+    events: Vec<DomainEvent>,
+}
+
+impl Context {
+    fn new(lsn: u64, timestamp_ns: u64) -> Context {
+        Context {
+            lsn,
+            timestamp_ns,
+            rng: (lsn ^ 0x9E37_79B9_7F4A_7C15).wrapping_mul(0xBF58_476D_1CE4_E5B9) | 1,
+            events: Vec::new(),
+        }
+    }
+    /// The command's LSN.
+    pub fn lsn(&self) -> u64 {
+        self.lsn
+    }
+    /// When the command was executed (journaled; the same at replay), ns since the epoch.
+    pub fn now_ns(&self) -> u64 {
+        self.timestamp_ns
+    }
+    /// A pseudo-random number, the same sequence at replay.
+    pub fn random_u64(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+    /// Raises a domain event, delivered to subscribers once the command is applied.
+    pub fn raise(&mut self, stream: &str, event_type: &str, data: impl Into<Vec<u8>>) {
+        self.events.push(DomainEvent {
+            lsn: self.lsn,
+            stream: stream.into(),
+            event_type: event_type.into(),
+            data: data.into(),
+        });
+    }
+}
+
+type Replay<M> = fn(Codec, &[u8], &mut M, &mut Context) -> Result<(), String>;
+
+fn replay_one<M: Model, C: Command<M>>(
+    codec: Codec,
+    bytes: &[u8],
+    model: &mut M,
+    ctx: &mut Context,
+) -> Result<(), String> {
+    let cmd: C = codec
+        .decode(bytes)
+        .map_err(|e| format!("cannot decode command {}: {e}", C::NAME))?;
+    let _ = cmd.execute(model, ctx);
+    Ok(())
+}
+
+/// How to open an engine.
+pub struct EngineBuilder<M: Model> {
+    name: String,
+    codec: Codec,
+    commands: HashMap<&'static str, Replay<M>>,
+    journal: JournalConfig,
+}
+
+impl<M: Model> EngineBuilder<M> {
+    /// The journal's settings (segment size, frame cap, frames in flight).
+    pub fn journal_config(mut self, f: impl FnOnce(&mut JournalConfig)) -> Self {
+        f(&mut self.journal);
+        self
+    }
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+    /// Registers a command type so replay can decode it.
+    pub fn command<C: Command<M>>(mut self) -> Self {
+        self.commands.insert(C::NAME, replay_one::<M, C>);
+        self
+    }
+
+    /// Opens (recovering) the engine whose journal and snapshots live in `dir`, on glommio
+    /// files. Must run inside a glommio executor.
+    pub async fn open(self, dir: &Path) -> Result<Engine<M>, EngineError> {
+        let storage = GlommioStorage::open(dir.join("journal"))
+            .map_err(|e| EngineError::Store(format!("cannot open {}: {e}", dir.display())))?;
+        self.open_on(storage, dir).await
+    }
+
+    /// Opens on any journal storage; `dir` holds `CODEC` and the snapshots.
+    pub async fn open_on<S: Storage + 'static>(
+        self,
+        storage: S,
+        dir: &Path,
+    ) -> Result<Engine<M, S>, EngineError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| EngineError::Store(format!("cannot create {}: {e}", dir.display())))?;
+        check_codec(dir, self.codec)?;
+        let codec = self.codec;
+        // Start from the newest usable snapshot, if any.
+        let mut model = M::default();
+        let mut from_lsn = 0;
+        let mut resume = None;
+        if let Some((m, lsn, r)) = load_model_snapshot::<M>(dir, codec, &self.journal) {
+            model = m;
+            from_lsn = lsn;
+            resume = Some(r);
+        }
+        let mut replay_error: Option<String> = None;
+        let mut replayed = 0u64;
+        let commands = &self.commands;
+        let (journal, report) =
+            Journal::open_resuming(storage, self.journal.clone(), resume, |info, frame| {
+                if replay_error.is_some() {
+                    return;
+                }
+                let body = &frame[crate::constants::FRAME_HEADER_BYTES
+                    ..crate::constants::FRAME_HEADER_BYTES + info.meta.body_len as usize];
+                for r in RecordIter::new(body).flatten() {
+                    if r.lsn < from_lsn || r.record.kind != RECORD_KIND_COMMAND {
+                        continue;
+                    }
+                    if let Err(e) = apply_recorded(commands, codec, &mut model, r.lsn, &r.record) {
+                        replay_error = Some(e);
+                        return;
+                    }
+                    replayed += 1;
+                }
+            })
+            .await?;
+        if let Some(e) = replay_error {
+            return Err(EngineError::Stopped(format!(
+                "replay of {}: {e}",
+                dir.display()
+            )));
+        }
+        if report.next_lsn < from_lsn {
+            return Err(EngineError::Store(format!(
+                "the snapshot in {} covers LSNs below {from_lsn} but the journal ends at {}",
+                dir.display(),
+                report.next_lsn
+            )));
+        }
+        tracing::info!(engine = %self.name, from_lsn, replayed, next_lsn = report.next_lsn, "engine recovered");
+        Ok(Engine {
+            inner: Rc::new(Inner {
+                name: self.name,
+                dir: dir.to_path_buf(),
+                codec,
+                commands: self.commands,
+                journal_cfg: self.journal,
+                journal,
+                model: RefCell::new(model),
+                applied: Cell::new(report.next_lsn),
+                pending: RefCell::new(BTreeMap::new()),
+                waiters: RefCell::new(Vec::new()),
+                stopped: RefCell::new(None),
+                subscribers: RefCell::new(Vec::new()),
+            }),
+        })
+    }
+}
+
+/// Applies one journaled command record to `model` (replay and time travel).
+fn apply_recorded<M: Model>(
+    commands: &HashMap<&'static str, Replay<M>>,
+    codec: Codec,
+    model: &mut M,
+    lsn: u64,
+    r: &RecordRef<'_>,
+) -> Result<(), String> {
+    let name = String::from_utf8_lossy(r.event_type);
+    let replay = commands.get(name.as_ref()).ok_or_else(|| {
+        format!("command {name:?} at LSN {lsn} is not registered with the engine")
+    })?;
+    let mut ctx = Context::new(lsn, r.timestamp_ns);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        replay(codec, r.data, model, &mut ctx)
+    })) {
+        Ok(result) => result,
+        Err(p) => Err(format!(
+            "command {name} at LSN {lsn} panicked: {}",
+            panic_text(&p)
+        )),
+    }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+fn check_codec(dir: &Path, codec: Codec) -> Result<(), EngineError> {
+    let path = dir.join("CODEC");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let found = text.trim();
+            if found != codec.name() {
+                return Err(EngineError::Store(format!(
+                    "the store in {} was created with the {found} codec; this engine is \
+                     configured for {} (a store keeps its codec for life)",
+                    dir.display(),
+                    codec.name()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let write = || -> std::io::Result<()> {
+                let tmp = dir.join("CODEC.tmp");
+                std::fs::write(&tmp, format!("{}\n", codec.name()))?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(dir)?.sync_all()
+            };
+            write().map_err(|e| EngineError::Store(format!("cannot write {}: {e}", path.display())))
+        }
+        Err(e) => Err(EngineError::Store(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// The body of a model snapshot: the model (store codec) and the journal resume point.
+#[derive(Serialize, serde::Deserialize)]
+struct ModelImage {
+    model: Vec<u8>,
+    resume: crate::journal::Resume,
+}
+
+fn engine_store(cfg: &JournalConfig) -> StoreId {
+    cfg.store_id
+}
+
+fn load_model_snapshot<M: Model>(
+    dir: &Path,
+    codec: Codec,
+    cfg: &JournalConfig,
+) -> Option<(M, u64, crate::journal::Resume)> {
+    for (lsn, path) in crate::snapshot::list(dir).ok()? {
+        let attempt = (|| -> Result<(M, crate::journal::Resume), String> {
+            let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+            let (meta, body) = crate::snapshot::decode(&bytes).map_err(|e| e.to_string())?;
+            if meta.kind != crate::snapshot::KIND_MODEL || meta.store_id != engine_store(cfg) {
+                return Err("not a snapshot of this engine".into());
+            }
+            let image: ModelImage = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+            let model: M = codec.decode(&image.model)?;
+            Ok((model, image.resume))
+        })();
+        match attempt {
+            Ok((m, r)) => return Some((m, lsn, r)),
+            Err(reason) => {
+                tracing::warn!(snapshot = %path.display(), %reason, "model snapshot not usable; trying an older one")
+            }
+        }
+    }
+    None
+}
+
+struct Inner<M: Model, S: Storage + 'static> {
+    name: String,
+    dir: PathBuf,
+    codec: Codec,
+    commands: HashMap<&'static str, Replay<M>>,
+    journal_cfg: JournalConfig,
+    journal: Journal<S>,
+    model: RefCell<M>,
+    /// LSN of the next command to apply.
+    applied: Cell<u64>,
+    /// Durable commands waiting for their turn, by LSN.
+    pending: RefCell<BTreeMap<u64, PendingApply<M>>>,
+    waiters: RefCell<Vec<Waker>>,
+    stopped: RefCell<Option<String>>,
+    subscribers: RefCell<Vec<std::sync::mpsc::Sender<DomainEvent>>>,
+}
+
+/// Where a command's result waits for its caller.
+type ResultSlot<T> = Rc<RefCell<Option<Result<T, DomainError>>>>;
+
+type PendingApply<M> = (u64, Box<dyn FnOnce(&mut M, &mut Context)>);
+
+/// An engine running model `M` on one executor (not `Send`: it belongs to its core).
+pub struct Engine<M: Model, S: Storage + 'static = GlommioStorage> {
+    inner: Rc<Inner<M, S>>,
+}
+
+impl<M: Model, S: Storage + 'static> Clone for Engine<M, S> {
+    fn clone(&self) -> Self {
+        Engine {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<M: Model> Engine<M> {
+    /// An engine named `name` (it names the store in logs and errors); `store_id` identifies
+    /// its journal.
+    pub fn builder(name: &str, store_id: StoreId) -> EngineBuilder<M> {
+        EngineBuilder {
+            name: name.into(),
+            codec: Codec::Binary,
+            commands: HashMap::new(),
+            journal: JournalConfig::new(store_id, 0),
+        }
+    }
+}
+
+impl<M: Model, S: Storage + 'static> Engine<M, S> {
+    /// Journals `cmd`, waits until it is durable, applies it in LSN order and returns its
+    /// result.
+    pub async fn execute<C: Command<M>>(&self, cmd: C) -> Result<C::Output, EngineError> {
+        let inner = &self.inner;
+        if let Some(why) = inner.stopped.borrow().clone() {
+            return Err(EngineError::Stopped(why));
+        }
+        if !inner.commands.contains_key(C::NAME) {
+            return Err(EngineError::Store(format!(
+                "command {} is not registered with engine {} (EngineBuilder::command)",
+                C::NAME,
+                inner.name
+            )));
+        }
+        let bytes = inner.codec.encode(&cmd);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut record = RecordRef::event(inner.name.as_bytes(), C::NAME.as_bytes(), &bytes);
+        record.kind = RECORD_KIND_COMMAND;
+        record.timestamp_ns = now;
+        let appended = inner.journal.append(&[record]).await?;
+        let lsn = appended.first_lsn;
+        let slot: ResultSlot<C::Output> = Rc::default();
+        let out = slot.clone();
+        inner.pending.borrow_mut().insert(
+            lsn,
+            (
+                now,
+                Box::new(move |model: &mut M, ctx: &mut Context| {
+                    *out.borrow_mut() = Some(cmd.execute(model, ctx));
+                }),
+            ),
+        );
+        self.drain();
+        std::future::poll_fn(|cx| {
+            if let Some(r) = slot.borrow_mut().take() {
+                return std::task::Poll::Ready(r.map_err(EngineError::Domain));
+            }
+            if let Some(why) = inner.stopped.borrow().clone() {
+                return std::task::Poll::Ready(Err(EngineError::Stopped(why)));
+            }
+            inner.waiters.borrow_mut().push(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// Applies every durable command whose turn has come.
+    fn drain(&self) {
+        let inner = &self.inner;
+        loop {
+            if inner.stopped.borrow().is_some() {
+                break;
+            }
+            let next = inner.applied.get();
+            let Some((ts, apply)) = inner.pending.borrow_mut().remove(&next) else {
+                break;
+            };
+            let mut ctx = Context::new(next, ts);
+            let outcome = {
+                let mut model = inner.model.borrow_mut();
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    apply(&mut model, &mut ctx)
+                }))
+            };
+            inner.applied.set(next + 1);
+            match outcome {
+                Ok(()) => {
+                    let mut subs = inner.subscribers.borrow_mut();
+                    for e in ctx.events {
+                        subs.retain(|s| s.send(e.clone()).is_ok());
+                    }
+                }
+                Err(p) => {
+                    let why = format!(
+                        "a command at LSN {next} panicked ({}); the model may be half changed, \
+                         so engine {} serves nothing until it is restarted with fixed code",
+                        panic_text(&p),
+                        inner.name
+                    );
+                    tracing::error!(engine = %inner.name, lsn = next, "{why}");
+                    *inner.stopped.borrow_mut() = Some(why);
+                }
+            }
+        }
+        for w in inner.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Reads the current model (every applied command, nothing that is not durable).
+    pub fn query<Q: Query<M>>(&self, q: &Q) -> Result<Q::Output, EngineError> {
+        if let Some(why) = self.inner.stopped.borrow().clone() {
+            return Err(EngineError::Stopped(why));
+        }
+        Ok(q.run(&self.inner.model.borrow()))
+    }
+
+    /// Reads the current model through a closure.
+    pub fn read<T>(&self, f: impl FnOnce(&M) -> T) -> Result<T, EngineError> {
+        if let Some(why) = self.inner.stopped.borrow().clone() {
+            return Err(EngineError::Stopped(why));
+        }
+        Ok(f(&self.inner.model.borrow()))
+    }
+
+    /// The LSN the next command will get (every command below it is applied).
+    pub fn applied_lsn(&self) -> u64 {
+        self.inner.applied.get()
+    }
+
+    /// Domain events raised from now on, in LSN order.
+    pub fn subscribe(&self) -> std::sync::mpsc::Receiver<DomainEvent> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.inner.subscribers.borrow_mut().push(tx);
+        rx
+    }
+
+    /// Writes a snapshot of the model at the applied LSN (encoded with the store's codec) and
+    /// keeps the newest `keep`. A restart loads it and replays only the journal after it.
+    pub async fn snapshot(&self, keep: usize) -> Result<u64, EngineError> {
+        let inner = &self.inner;
+        let lsn = inner.applied.get();
+        let model = inner.codec.encode(&*inner.model.borrow());
+        let image = ModelImage {
+            model,
+            resume: inner.journal.resume_point(lsn),
+        };
+        let body = postcard::to_allocvec(&image).expect("an image encodes");
+        let meta = crate::snapshot::SnapshotMeta {
+            kind: crate::snapshot::KIND_MODEL,
+            codec: match inner.codec {
+                Codec::Json => crate::snapshot::CODEC_JSON,
+                Codec::Binary => crate::snapshot::CODEC_BINARY,
+            },
+            partition: 0,
+            store_id: inner.journal_cfg.store_id,
+            lsn,
+        };
+        let dir = inner.dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<()> {
+                crate::snapshot::write(&dir, &meta, &body)?;
+                crate::snapshot::prune(&dir, keep)?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| EngineError::Store(format!("snapshot: {e}")))?;
+        Ok(lsn)
+    }
+
+    /// Time travel: the model as it was with every command below `lsn` applied (and none
+    /// from `lsn` on), built from the newest snapshot at or below `lsn` plus the journal.
+    pub async fn state_at(&self, lsn: u64) -> Result<M, EngineError> {
+        let inner = &self.inner;
+        if lsn > inner.applied.get() {
+            return Err(EngineError::Store(format!(
+                "LSN {lsn} is in the future (the engine has applied up to {})",
+                inner.applied.get()
+            )));
+        }
+        let mut model = M::default();
+        let mut from = inner.journal.oldest_lsn();
+        if let Some((m, at, _)) =
+            load_model_snapshot::<M>(&inner.dir, inner.codec, &inner.journal_cfg)
+                .filter(|(_, at, _)| *at <= lsn)
+        {
+            model = m;
+            from = at;
+        } else if from > 0 {
+            return Err(EngineError::Store(format!(
+                "history before LSN {from} is no longer in the journal and no snapshot covers LSN {lsn}"
+            )));
+        }
+        let mut next = from;
+        while next < lsn {
+            let records = inner.journal.read(next, 4096).await?;
+            if records.is_empty() {
+                break;
+            }
+            for r in &records {
+                if r.lsn >= lsn {
+                    break;
+                }
+                if r.kind == RECORD_KIND_COMMAND {
+                    apply_recorded(&inner.commands, inner.codec, &mut model, r.lsn, &r.as_ref())
+                        .map_err(EngineError::Stopped)?;
+                }
+                next = r.lsn + 1;
+            }
+        }
+        Ok(model)
+    }
+
+    /// Lets in-flight commands finish and closes the journal.
+    pub async fn close(&self) {
+        self.inner.journal.close().await;
+    }
+}
