@@ -83,6 +83,12 @@ pub struct Config {
     pub snapshot_max_jobs: u32,
     /// Take a snapshot of every partition on a clean stop.
     pub snapshot_on_shutdown: bool,
+    /// Delete a partition's oldest journal segments once its segments exceed this many bytes
+    /// (0: keep everything). Only segments a kept snapshot covers are ever deleted.
+    pub retention_max_bytes: u64,
+    /// Delete journal segments older than this many seconds (0: keep everything); same
+    /// condition.
+    pub retention_max_age_secs: u64,
     /// How a journal frame is made durable: "dsync" (segment files opened with O_DSYNC, one
     /// operation per frame) or "fdatasync" (a write, then an fdatasync).
     pub journal_write_mode: String,
@@ -120,6 +126,8 @@ impl Default for Config {
             snapshot_keep: 2,
             snapshot_max_jobs: 1,
             snapshot_on_shutdown: true,
+            retention_max_bytes: 0,
+            retention_max_age_secs: 0,
         }
     }
 }

@@ -368,3 +368,59 @@ fn a_failing_snapshot_never_affects_appends() {
     let (events, _) = c.read("st-0", 0, 1000, Direction::Forward).unwrap();
     assert_eq!(events.len(), 400);
 }
+
+#[test]
+fn retention_deletes_only_what_a_snapshot_covers_and_old_reads_say_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let flags = [
+        "--set",
+        "snapshot_every_events=200",
+        "--set",
+        "retention_max_bytes=600000",
+        "--set",
+        "ring_capacity_events=64",
+    ];
+    let p = start(&data, &dir.path().join("1.log"), &flags, &[]);
+    let c = client(&p);
+    for i in 0..3000u64 {
+        c.append("st-0", expected::ANY, vec![event(i, false)])
+            .unwrap();
+    }
+    let segments = |d: &Path| {
+        std::fs::read_dir(d.join("p0"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+            .count()
+    };
+    let started = Instant::now();
+    while segments(&data) > 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "retention removed nothing"
+        );
+        // More appends trigger more snapshots and retention passes.
+        c.append("st-0", expected::ANY, vec![event(1, false)])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let e = c.read("st-0", 0, 10, Direction::Forward).unwrap_err();
+    assert_eq!(e.code(), Some(12), "{e}");
+    assert!(e.to_string().contains("truncated before LSN"), "{e}");
+    let info = c.stream_info("st-0").unwrap();
+    let last = info.next_version - 1;
+    let (recent, _) = c.read("st-0", last, 1, Direction::Forward).unwrap();
+    assert_eq!(recent.len(), 1);
+    drop(c);
+    drop(p);
+    // A restart recovers from the snapshot and the journal that is left.
+    let p = start(&data, &dir.path().join("2.log"), &flags, &[]);
+    let c = client(&p);
+    assert_eq!(
+        c.stream_info("st-0").unwrap().next_version,
+        info.next_version
+    );
+    let (recent, _) = c.read("st-0", last, 1, Direction::Forward).unwrap();
+    assert_eq!(recent.len(), 1);
+}

@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
         partition: 0,
         store_id: [1; 16],
         lsn: data.len() as u64,
+        resume_segment: 7,
     };
     let file = snapshot::encode(&meta, data);
     let (m, body) = snapshot::decode(&file).expect("an encoded snapshot decodes");

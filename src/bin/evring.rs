@@ -106,6 +106,66 @@ enum Cmd {
     Info { stream: String },
     /// Server statistics (JSON).
     Stats,
+    /// Send a command to a model (JSON); the built-in model is "kv".
+    Execute {
+        /// Model name.
+        model: String,
+        /// The command as JSON, e.g. '{"op":"set","key":"a","value":"1"}'.
+        command: String,
+    },
+    /// Ask a model a read-only question (JSON), now or as of a past LSN.
+    Query {
+        model: String,
+        /// The query as JSON, e.g. '{"op":"get","key":"a"}'.
+        query: String,
+        /// Time travel: the model as of this LSN of the key's partition.
+        #[arg(long)]
+        as_of: Option<u64>,
+    },
+    /// The built-in key-value store (shorthands for execute/query on model "kv").
+    Kv {
+        #[command(subcommand)]
+        op: KvOp,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KvOp {
+    /// Set a key; prints its new version.
+    Set { key: String, value: String },
+    /// Read a key (now, or --as-of an LSN of its partition).
+    Get {
+        key: String,
+        #[arg(long)]
+        as_of: Option<u64>,
+    },
+    /// Delete a key.
+    Delete { key: String },
+    /// Set a key only if it is at VERSION (0: only if it does not exist).
+    Cas {
+        key: String,
+        version: u64,
+        value: String,
+    },
+    /// Keys with a prefix, in order.
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+}
+
+/// Prints a model's JSON result: as is with --json, else pretty.
+fn print_result(bytes: &[u8], as_json: bool) -> anyhow::Result<()> {
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).context("the server's result is not JSON")?;
+    if as_json {
+        println!("{v}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(())
 }
 
 fn main() {
@@ -172,6 +232,57 @@ fn run(args: Args) -> anyhow::Result<()> {
     let c = BlockingClient::connect(&args.addr, "evring-cli", &args.token)
         .with_context(|| format!("cannot talk to evringd at {}", args.addr))?;
     match args.command {
+        Cmd::Execute { model, command } => {
+            serde_json::from_str::<serde_json::Value>(&command)
+                .context("the command must be JSON")?;
+            print_result(&c.execute(&model, command.into_bytes())?, args.json)?;
+        }
+        Cmd::Query {
+            model,
+            query,
+            as_of,
+        } => {
+            let mut q: serde_json::Value =
+                serde_json::from_str(&query).context("the query must be JSON")?;
+            if let Some(lsn) = as_of {
+                q["as_of"] = json!(lsn);
+            }
+            print_result(&c.query(&model, q.to_string().into_bytes())?, args.json)?;
+        }
+        Cmd::Kv { op } => {
+            let (is_query, body) = match op {
+                KvOp::Set { key, value } => {
+                    (false, json!({"op": "set", "key": key, "value": value}))
+                }
+                KvOp::Delete { key } => (false, json!({"op": "delete", "key": key})),
+                KvOp::Cas {
+                    key,
+                    version,
+                    value,
+                } => (
+                    false,
+                    json!({"op": "cas", "key": key, "expected_version": version, "value": value}),
+                ),
+                KvOp::Get { key, as_of } => {
+                    let mut q = json!({"op": "get", "key": key});
+                    if let Some(lsn) = as_of {
+                        q["as_of"] = json!(lsn);
+                    }
+                    (true, q)
+                }
+                KvOp::List { prefix, limit } => (
+                    true,
+                    json!({"op": "list", "prefix": prefix, "limit": limit}),
+                ),
+            };
+            let bytes = body.to_string().into_bytes();
+            let result = if is_query {
+                c.query("kv", bytes)?
+            } else {
+                c.execute("kv", bytes)?
+            };
+            print_result(&result, args.json)?;
+        }
         Cmd::Ping => {
             c.ping()?;
             println!("{}", if args.json { "{\"ok\":true}" } else { "pong" });

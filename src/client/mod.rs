@@ -348,6 +348,30 @@ impl Client {
     }
 
     /// Server statistics as JSON text.
+    /// EXECUTE: a command (bytes the model understands; JSON for `"kv"`) to `model`.
+    pub async fn execute(&self, model: &str, command: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        let req = Request::Execute {
+            model: model.into(),
+            command,
+        };
+        match self.request(&req).await? {
+            Response::Executed { result } => Ok(result),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// QUERY: a read-only question to `model`.
+    pub async fn query(&self, model: &str, query: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        let req = Request::Query {
+            model: model.into(),
+            query,
+        };
+        match self.request(&req).await? {
+            Response::Queried { result } => Ok(result),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub async fn stats(&self) -> Result<String, ClientError> {
         match self.request(&Request::Stats).await? {
             Response::Stats { json } => Ok(json),
@@ -560,6 +584,12 @@ impl BlockingClient {
     }
     pub fn stats(&self) -> Result<String, ClientError> {
         futures_lite::future::block_on(self.client.stats())
+    }
+    pub fn execute(&self, model: &str, command: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        futures_lite::future::block_on(self.client.execute(model, command))
+    }
+    pub fn query(&self, model: &str, query: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        futures_lite::future::block_on(self.client.query(model, query))
     }
     pub fn aggregate(
         &self,

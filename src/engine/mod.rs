@@ -29,6 +29,8 @@
 //!   after the command is applied, in LSN order; they are not journaled separately (replay
 //!   re-derives them and does not deliver them again).
 
+pub mod kv;
+
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -84,7 +86,9 @@ pub enum EngineError {
     Store(String),
 }
 
-/// How commands and model snapshots are encoded in a store.
+/// How commands and model snapshots are encoded in a store. `Binary` is postcard: compact,
+/// but it cannot decode serde's internally tagged or untagged enums (`#[serde(tag = …)]`,
+/// `#[serde(untagged)]`) — an engine whose commands use them must use `Json`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Codec {
     Json,
@@ -179,6 +183,18 @@ fn replay_one<M: Model, C: Command<M>>(
         .map_err(|e| format!("cannot decode command {}: {e}", C::NAME))?;
     let _ = cmd.execute(model, ctx);
     Ok(())
+}
+
+/// Applies one journaled command of type `C` to `model` outside an engine (offline tools),
+/// exactly as replay does: same context (LSN, journaled time, seeded random).
+pub fn replay_command<M: Model, C: Command<M>>(
+    codec: Codec,
+    data: &[u8],
+    lsn: u64,
+    timestamp_ns: u64,
+    model: &mut M,
+) -> Result<(), String> {
+    replay_one::<M, C>(codec, data, model, &mut Context::new(lsn, timestamp_ns))
 }
 
 /// How to open an engine.
@@ -575,6 +591,7 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
             partition: 0,
             store_id: inner.journal_cfg.store_id,
             lsn,
+            resume_segment: image.resume.first_segment,
         };
         let dir = inner.dir.clone();
         glommio::executor()

@@ -85,6 +85,10 @@ pub trait Storage {
     async fn segment_len(&self, seq: u64) -> io::Result<u64>;
     /// How to name segment `seq` in a message (its path on disk).
     fn describe(&self, seq: u64) -> String;
+    /// How long ago segment `seq` was last modified (retention by age); zero if unknown.
+    async fn segment_age(&self, _seq: u64) -> io::Result<std::time::Duration> {
+        Ok(std::time::Duration::ZERO)
+    }
 }
 
 /// The file name of segment `seq`.

@@ -239,6 +239,11 @@ impl Storage for GlommioStorage {
         Ok(std::fs::metadata(self.path(seq))?.len())
     }
 
+    async fn segment_age(&self, seq: u64) -> io::Result<std::time::Duration> {
+        let modified = std::fs::metadata(self.path(seq))?.modified()?;
+        Ok(modified.elapsed().unwrap_or_default())
+    }
+
     fn describe(&self, seq: u64) -> String {
         self.path(seq).display().to_string()
     }

@@ -344,12 +344,14 @@ impl<S: Storage + 'static> Journal<S> {
             ..
         } = report.clone();
         // The saved index of the skipped segments, then what the scan built.
+        // (Entries of segments retention has removed are dropped.)
+        let first_present = report.segments.first().map_or(0, |s| s.seq);
         let index: Vec<IndexEntry> = match &resume {
             Some(r) => r
                 .index
                 .iter()
                 .copied()
-                .filter(|e| e.segment_seq < r.first_segment)
+                .filter(|e| e.segment_seq < r.first_segment && e.segment_seq >= first_present)
                 .chain(scanned_index)
                 .collect(),
             None => scanned_index,
@@ -858,6 +860,51 @@ impl<S: Storage + 'static> Journal<S> {
     /// The oldest LSN still held in the journal.
     pub fn oldest_lsn(&self) -> u64 {
         self.shared.state.borrow().oldest_lsn
+    }
+
+    /// Deletes the segments wholly below segment `keep_from` (a snapshot covers them),
+    /// oldest first, while `want(seq, bytes, age)` says so (bytes: all segments' bytes
+    /// before removing this one; age: the segment file's age). Never the segment being
+    /// written. Returns the LSN of the oldest record still held.
+    pub async fn remove_segments_below(
+        &self,
+        keep_from: u64,
+        mut want: impl FnMut(u64, u64, std::time::Duration) -> bool,
+    ) -> Result<u64, JournalError> {
+        let storage = &self.shared.storage;
+        let io = |seq: u64| {
+            move |source| JournalError::Io {
+                path: storage.describe(seq),
+                source,
+            }
+        };
+        let seqs = storage.list_segments().await.map_err(io(keep_from))?;
+        let mut total = 0u64;
+        for &seq in &seqs {
+            total += storage.segment_len(seq).await.map_err(io(seq))?;
+        }
+        let current = self.shared.state.borrow().seg_seq;
+        for seq in seqs {
+            if seq >= keep_from || seq >= current {
+                break;
+            }
+            let age = storage.segment_age(seq).await.unwrap_or_default();
+            if !want(seq, total, age) {
+                break;
+            }
+            let len = storage.segment_len(seq).await.map_err(io(seq))?;
+            storage.remove_segment(seq).await.map_err(io(seq))?;
+            total -= len;
+            let mut st = self.shared.state.borrow_mut();
+            st.index.retain(|e| e.segment_seq > seq);
+            st.oldest_lsn = st.index.first().map_or(st.next_lsn, |e| e.first_lsn);
+            tracing::info!(
+                segment = %storage.describe(seq),
+                oldest_lsn = st.oldest_lsn,
+                "journal segment removed by retention"
+            );
+        }
+        Ok(self.oldest_lsn())
     }
 
     /// Where a recovery that already has the state of every LSN below `lsn` may start: the

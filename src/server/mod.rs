@@ -10,6 +10,7 @@
 //! - [`shard`]: routing, cross-shard calls, connections, subscriptions.
 
 pub mod partition;
+pub mod serve;
 pub mod shard;
 mod slot;
 
@@ -25,6 +26,7 @@ use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::net::TcpListener;
 
 use crate::config::Config;
+use crate::engine::kv::{KvCommand, KvModel};
 use crate::journal::{GlommioStorage, Journal, JournalConfig};
 use crate::manifest::Manifest;
 use crate::shard::{executor_builder, io_memory_per_executor};
@@ -170,6 +172,14 @@ struct ShardEndpoints {
 
 /// Starts the server and returns once it serves.
 pub fn start(config: Config) -> anyhow::Result<Running> {
+    start_serving(config, None)
+}
+
+/// [`start`], also serving a user's model (see [`serve`]).
+pub fn start_serving(
+    config: Config,
+    model: Option<Arc<dyn serve::ModelFactory>>,
+) -> anyhow::Result<Running> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let auto = if cpus > 1 { cpus - 1 } else { 1 };
     let auto_shards = if config.shards == 0 {
@@ -281,11 +291,13 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
         let journal_cfg = journal_cfg.clone();
         let ready_tx = ready_tx.clone();
         let shard_shared_slot = shared_slot.clone();
+        let shard_model = model.clone();
         let shard_stop_early = stop_early.clone();
         let bind_addr = client_addr.unwrap_or(listen);
         let thread = builder
             .spawn(move || async move {
                 let result = run_shard(
+                    shard_model,
                     shard_id,
                     owned,
                     data_dir,
@@ -311,6 +323,7 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
                 if client_addr.is_none() {
                     client_addr = Some(addr);
                     let _ = shared_slot.set(Arc::new(Shared {
+                        served_model: model.as_ref().map(|m| m.name().to_string()),
                         config: config.clone(),
                         partitions: manifest.partitions,
                         shards,
@@ -347,6 +360,7 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
 
 #[allow(clippy::too_many_arguments)]
 async fn run_shard(
+    model: Option<Arc<dyn serve::ModelFactory>>,
     shard_id: usize,
     owned: Vec<u32>,
     data_dir: std::path::PathBuf,
@@ -359,6 +373,7 @@ async fn run_shard(
     stop_early: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let mut partitions = HashMap::new();
+    let mut kv = HashMap::new();
     for p in owned {
         let dir = Manifest::partition_dir(&data_dir, p);
         let storage = GlommioStorage::open(&dir)
@@ -408,6 +423,23 @@ async fn run_shard(
             "partition recovered"
         );
         partitions.insert(p, Rc::new(Partition::new(p, journal, rebuild, limits)));
+        // The partition's key-value engine: its own journal in p<N>/kv/.
+        let kv_cfg = journal_cfg.clone();
+        let engine =
+            crate::engine::Engine::<KvModel>::builder(&format!("kv-p{p}"), kv_cfg.store_id)
+                // JSON: the commands are JSON on the wire already, and their serde enums are
+                // internally tagged, which the binary codec cannot decode.
+                .codec(crate::engine::Codec::Json)
+                .journal_config(|j| {
+                    *j = kv_cfg;
+                    j.partition = p;
+                    j.segment_bytes = j.segment_bytes.min(64 << 20);
+                })
+                .command::<KvCommand>()
+                .open(&dir.join("kv"))
+                .await
+                .map_err(|e| anyhow!("partition {p}: key-value store: {e}"))?;
+        kv.insert(p, engine);
     }
     let listener =
         TcpListener::bind(bind_addr).map_err(|e| anyhow!("cannot listen on {bind_addr}: {e}"))?;
@@ -451,7 +483,21 @@ async fn run_shard(
             None => None,
         });
     }
-    let shard = Shard::new(shard_id, shared.clone(), partitions, senders);
+    // A user's model runs on the shard that owns partition 0.
+    let served = match model.filter(|_| shard_id == 0) {
+        Some(f) => {
+            let dir = data_dir.join(format!("model-{}", f.name()));
+            let mut cfg = journal_cfg.clone();
+            cfg.segment_bytes = cfg.segment_bytes.min(64 << 20);
+            let service = f
+                .open(dir, cfg)
+                .await
+                .map_err(|e| anyhow!("model {}: {e}", f.name()))?;
+            Some((f.name().to_string(), service))
+        }
+        None => None,
+    };
+    let shard = Shard::new(shard_id, shared.clone(), partitions, kv, served, senders);
     *shard_rx.borrow_mut() = Some(shard.clone());
     glommio::spawn_local(shard.clone().accept_loop(listener)).detach();
     let policy = SnapshotPolicy::from_config(&shared.config);
@@ -471,6 +517,16 @@ async fn run_shard(
             );
             snapshot_tasks.push(glommio::spawn_local(task));
         }
+        for (&id, engine) in &shard.kv {
+            let service: Rc<dyn serve::ModelService> = Rc::new(KvService(engine.clone()));
+            let task = model_snapshot_loop(service, id, policy, shared.clone(), jobs.clone());
+            snapshot_tasks.push(glommio::spawn_local(task));
+        }
+        if let Some((_, service)) = &shard.served {
+            let task =
+                model_snapshot_loop(service.clone(), 0, policy, shared.clone(), jobs.clone());
+            snapshot_tasks.push(glommio::spawn_local(task));
+        }
     }
     while !shared.stop.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -481,6 +537,27 @@ async fn run_shard(
     }
     for p in shard.partitions.values() {
         p.journal().close().await;
+    }
+    let mut models: Vec<(u32, Rc<dyn serve::ModelService>)> = shard
+        .kv
+        .iter()
+        .map(|(&id, e)| {
+            (
+                id,
+                Rc::new(KvService(e.clone())) as Rc<dyn serve::ModelService>,
+            )
+        })
+        .collect();
+    if let Some((_, service)) = &shard.served {
+        models.push((0, service.clone()));
+    }
+    for (id, service) in models {
+        service.close().await;
+        if shared.config.snapshot_on_shutdown && service.applied_lsn() > 0 {
+            if let Err(e) = service.snapshot(policy.keep).await {
+                tracing::warn!(partition = id, error = %e, "final model snapshot failed");
+            }
+        }
     }
     if shared.config.snapshot_on_shutdown {
         for (&id, part) in &shard.partitions {
@@ -496,12 +573,15 @@ async fn run_shard(
     Ok(())
 }
 
-/// When partitions are snapshotted (config keys `snapshot_*`).
+/// When partitions are snapshotted (config keys `snapshot_*`) and how much journal they
+/// keep (`retention_*`).
 #[derive(Clone, Copy, Debug)]
 struct SnapshotPolicy {
     every_events: u64,
     every: Option<Duration>,
     keep: usize,
+    retention_bytes: u64,
+    retention_age: Option<Duration>,
 }
 
 impl SnapshotPolicy {
@@ -511,6 +591,9 @@ impl SnapshotPolicy {
             every: (c.snapshot_every_secs > 0)
                 .then(|| Duration::from_secs(u64::from(c.snapshot_every_secs))),
             keep: c.snapshot_keep.max(1) as usize,
+            retention_bytes: c.retention_max_bytes,
+            retention_age: (c.retention_max_age_secs > 0)
+                .then(|| Duration::from_secs(c.retention_max_age_secs)),
         }
     }
     fn enabled(&self) -> bool {
@@ -610,6 +693,9 @@ async fn snapshot_loop(
                 last_time = Instant::now();
                 failures = 0;
                 retry_at = None;
+                if policy.retention_bytes > 0 || policy.retention_age.is_some() {
+                    apply_retention(&part, &dir, policy).await;
+                }
             }
             Err(e) => {
                 failures += 1;
@@ -627,6 +713,96 @@ async fn snapshot_loop(
                 retry_at = Some(Instant::now() + wait);
             }
         }
+    }
+}
+
+/// The key-value engine seen as a served model (for snapshots and shutdown).
+struct KvService(crate::engine::Engine<KvModel>);
+
+impl serve::ModelService for KvService {
+    fn execute(&self, _: Vec<u8>) -> serve::LocalFuture<'_, Result<Vec<u8>, partition::ApiError>> {
+        unreachable!("key-value commands go through Shard::kv_op")
+    }
+    fn query(&self, _: Vec<u8>) -> Result<Vec<u8>, partition::ApiError> {
+        unreachable!("key-value queries go through Shard::kv_op")
+    }
+    fn applied_lsn(&self) -> u64 {
+        self.0.applied_lsn()
+    }
+    fn snapshot(&self, keep: usize) -> serve::LocalFuture<'_, Result<u64, String>> {
+        Box::pin(async move { self.0.snapshot(keep).await.map_err(|e| e.to_string()) })
+    }
+    fn close(&self) -> serve::LocalFuture<'_, ()> {
+        Box::pin(self.0.close())
+    }
+}
+
+/// Snapshots a model (a partition's key-value engine, or the served model) on the same
+/// policy as the streams.
+async fn model_snapshot_loop(
+    service: Rc<dyn serve::ModelService>,
+    partition: u32,
+    policy: SnapshotPolicy,
+    shared: Arc<Shared>,
+    jobs: Rc<glommio::sync::Semaphore>,
+) {
+    let mut last_lsn = service.applied_lsn();
+    let mut last_time = Instant::now();
+    while !shared.stop.load(Ordering::Acquire) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        let applied = service.applied_lsn();
+        if applied <= last_lsn {
+            continue;
+        }
+        let due = (policy.every_events > 0 && applied - last_lsn >= policy.every_events)
+            || policy
+                .every
+                .is_some_and(|every| last_time.elapsed() >= every);
+        if !due {
+            continue;
+        }
+        let Ok(_permit) = jobs.acquire_static_permit(1).await else {
+            return;
+        };
+        match service.snapshot(policy.keep).await {
+            Ok(lsn) => {
+                last_lsn = lsn;
+                last_time = Instant::now();
+            }
+            Err(e) => {
+                metrics::counter!(crate::metrics::SNAPSHOT_FAILURES, "partition" => partition.to_string())
+                    .increment(1);
+                tracing::warn!(partition, error = %e, "model snapshot failed; retrying later");
+                last_time = Instant::now();
+            }
+        }
+    }
+}
+
+/// Deletes journal segments the retention policy no longer wants, but only those wholly
+/// below the resume segment of the oldest snapshot kept (so every kept snapshot can still
+/// be recovered from).
+async fn apply_retention(part: &Partition, dir: &std::path::Path, policy: SnapshotPolicy) {
+    let mut bound = u64::MAX;
+    for (_, path) in crate::snapshot::list(dir).unwrap_or_default() {
+        match crate::snapshot::read_meta(&path) {
+            Ok(m) => bound = bound.min(m.resume_segment),
+            // A kept snapshot we cannot read: delete nothing.
+            Err(_) => return,
+        }
+    }
+    if bound == u64::MAX {
+        return;
+    }
+    let result = part
+        .journal()
+        .remove_segments_below(bound, |_, total, age| {
+            (policy.retention_bytes > 0 && total > policy.retention_bytes)
+                || policy.retention_age.is_some_and(|max| age > max)
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(partition = part.id, error = %e, "retention could not remove a segment");
     }
 }
 
@@ -648,6 +824,7 @@ async fn take_snapshot(
         partition: part.id,
         store_id: store,
         lsn,
+        resume_segment: image.resume.first_segment,
     };
     let dir = dir.to_path_buf();
     let inject = std::env::var_os("EVRINGD_INJECT_SNAPSHOT_FAILURE").is_some();

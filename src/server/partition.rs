@@ -51,6 +51,8 @@ impl From<JournalError> for ApiError {
                 code::INVALID_ARGUMENT
             }
             JournalError::Closed => code::SHUTTING_DOWN,
+            // History deleted by retention: the request asked for what no longer exists.
+            JournalError::Truncated { .. } => code::INVALID_ARGUMENT,
             _ => code::PARTITION_UNAVAILABLE,
         };
         ApiError::new(code, e.to_string())

@@ -28,6 +28,8 @@ use glommio::net::{TcpListener, TcpStream};
 use super::partition::{ApiError, AppendOk, Partition, PartitionStats, PublishSink, StreamInfo};
 use super::slot::{slot, Filler};
 use crate::config::Config;
+use crate::engine::kv::KvModel;
+use crate::engine::Engine;
 use crate::protocol::{
     self, code, decode_request, encode_response, Direction, Event, FrameHeader, RecordedEvent,
     Request, Response, SubscribeTarget, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
@@ -82,10 +84,27 @@ pub enum PartOp {
         conn: u64,
         sub: u64,
     },
+    /// A command to the partition's key-value engine.
+    KvExecute(crate::engine::kv::KvCommand),
+    KvGet {
+        key: String,
+        as_of: Option<u64>,
+    },
+    KvList {
+        prefix: String,
+        limit: usize,
+    },
+    /// EXECUTE or QUERY of the served model (on partition 0's shard).
+    Model {
+        blob: Vec<u8>,
+        is_query: bool,
+    },
 }
 
 #[derive(Debug)]
 pub enum OpResult {
+    Json(serde_json::Value),
+    Blob(Vec<u8>),
     Appended(AppendOk),
     Events(Vec<RecordedEvent>, bool),
     Info(StreamInfo),
@@ -123,6 +142,8 @@ pub struct Shared {
     pub client_addr: SocketAddr,
     pub connections: AtomicUsize,
     pub stop: AtomicBool,
+    /// The name of the user's model this server serves, if any (on partition 0's shard).
+    pub served_model: Option<String>,
 }
 
 /// Outbound side of one connection: encoded frames waiting for the writer task.
@@ -202,6 +223,10 @@ pub struct Shard {
     conns: RefCell<HashMap<u64, Rc<ConnOut>>>,
     /// Sinks registered at local partitions for subscriptions: (origin, conn, sub, partition).
     sinks: RefCell<HashMap<SinkKey, Rc<dyn PublishSink>>>,
+    /// The key-value engine of each local partition.
+    pub kv: HashMap<u32, Engine<KvModel>>,
+    /// The user's model, on the shard that owns partition 0.
+    pub served: Option<(String, Rc<dyn super::serve::ModelService>)>,
 }
 
 /// Pushes a partition's events to a subscriber, filtering by stream or type prefix.
@@ -291,12 +316,16 @@ impl Shard {
         id: usize,
         shared: Arc<Shared>,
         partitions: HashMap<u32, Rc<Partition>>,
+        kv: HashMap<u32, Engine<KvModel>>,
+        served: Option<(String, Rc<dyn super::serve::ModelService>)>,
         senders: Vec<Option<ConnectedSender<ShardMsg>>>,
     ) -> Rc<Shard> {
         Rc::new(Shard {
             id,
             shared,
             partitions,
+            kv,
+            served,
             senders,
             next_token: Cell::new(0),
             waiting: RefCell::new(HashMap::new()),
@@ -350,6 +379,23 @@ impl Shard {
             return OpResult::Err(unavailable("partition not on this shard"));
         };
         match op {
+            op @ (PartOp::KvExecute(_) | PartOp::KvGet { .. } | PartOp::KvList { .. }) => {
+                self.kv_op(partition, op).await
+            }
+            PartOp::Model { blob, is_query } => {
+                let Some((_, service)) = self.served.clone() else {
+                    return OpResult::Err(unavailable("the served model is not on this shard"));
+                };
+                let result = if is_query {
+                    service.query(blob)
+                } else {
+                    service.execute(blob).await
+                };
+                match result {
+                    Ok(bytes) => OpResult::Blob(bytes),
+                    Err(e) => OpResult::Err(e),
+                }
+            }
             PartOp::Append {
                 stream,
                 expected_version,
@@ -422,6 +468,134 @@ impl Shard {
                 }
                 OpResult::Done
             }
+        }
+    }
+
+    /// An operation on the partition's key-value engine.
+    async fn kv_op(&self, partition: u32, op: PartOp) -> OpResult {
+        use crate::engine::kv::{entry_json, list, KvOutcome};
+        use crate::engine::EngineError;
+        let Some(engine) = self.kv.get(&partition) else {
+            return OpResult::Err(unavailable("key-value partition not on this shard"));
+        };
+        let engine_err = |e: EngineError| match e {
+            EngineError::Domain(d) => ApiError::new(code::INVALID_ARGUMENT, d.0),
+            EngineError::Journal(j) => ApiError::from(j),
+            other => ApiError::new(code::PARTITION_UNAVAILABLE, other.to_string()),
+        };
+        match op {
+            PartOp::KvExecute(cmd) => match engine.execute(cmd).await {
+                Ok(KvOutcome::Version { version, lsn }) => {
+                    OpResult::Json(serde_json::json!({"version": version, "lsn": lsn}))
+                }
+                Ok(KvOutcome::Deleted { deleted, lsn }) => {
+                    OpResult::Json(serde_json::json!({"deleted": deleted, "lsn": lsn}))
+                }
+                Ok(KvOutcome::Conflict { current }) => OpResult::Err(ApiError {
+                    code: code::WRONG_EXPECTED_VERSION,
+                    message: format!("the key is at version {current}"),
+                    current_version: Some(current as i64),
+                }),
+                Err(e) => OpResult::Err(engine_err(e)),
+            },
+            PartOp::KvGet { key, as_of: None } => {
+                match engine.read(|m| m.entries.get(&key).map(|e| entry_json(&key, e))) {
+                    Ok(v) => OpResult::Json(v.unwrap_or(serde_json::Value::Null)),
+                    Err(e) => OpResult::Err(engine_err(e)),
+                }
+            }
+            PartOp::KvGet {
+                key,
+                as_of: Some(lsn),
+            } => match engine.state_at(lsn).await {
+                Ok(m) => OpResult::Json(
+                    m.entries
+                        .get(&key)
+                        .map_or(serde_json::Value::Null, |e| entry_json(&key, e)),
+                ),
+                Err(e) => OpResult::Err(ApiError::new(code::INVALID_ARGUMENT, e.to_string())),
+            },
+            PartOp::KvList { prefix, limit } => match engine.read(|m| list(m, &prefix, limit)) {
+                Ok(v) => OpResult::Json(serde_json::Value::Array(v)),
+                Err(e) => OpResult::Err(engine_err(e)),
+            },
+            _ => unreachable!("kv_op is only called with key-value operations"),
+        }
+    }
+
+    /// EXECUTE / QUERY of the built-in `kv` model: decode the JSON blob, route by key.
+    async fn model_request(self: &Rc<Self>, model: &str, blob: &[u8], is_query: bool) -> Response {
+        use crate::engine::kv::{KvCommand, KvQuery, LIST_LIMIT_MAX};
+        if self.shared.served_model.as_deref() == Some(model) {
+            let op = PartOp::Model {
+                blob: blob.to_vec(),
+                is_query,
+            };
+            return match self.call(0, op).await {
+                OpResult::Blob(result) if is_query => Response::Queried { result },
+                OpResult::Blob(result) => Response::Executed { result },
+                OpResult::Err(e) => error_response(e),
+                other => unexpected(other),
+            };
+        }
+        if model != "kv" {
+            return Response::error(
+                code::INVALID_ARGUMENT,
+                format!("no model named {model:?} is served (this server serves \"kv\")"),
+            );
+        }
+        let partitions = self.shared.partitions;
+        let bad = |e: serde_json::Error| {
+            Response::error(code::INVALID_ARGUMENT, format!("bad kv request: {e}"))
+        };
+        let result = if is_query {
+            let q: KvQuery = match serde_json::from_slice(blob) {
+                Ok(q) => q,
+                Err(e) => return bad(e),
+            };
+            match q {
+                KvQuery::Get { key, as_of } => {
+                    let p = partition_of(&key, partitions);
+                    self.call(p, PartOp::KvGet { key, as_of }).await
+                }
+                KvQuery::List { prefix, limit } => {
+                    let limit = limit.min(LIST_LIMIT_MAX);
+                    let mut all = Vec::new();
+                    for p in 0..partitions {
+                        let op = PartOp::KvList {
+                            prefix: prefix.clone(),
+                            limit,
+                        };
+                        match self.call(p, op).await {
+                            OpResult::Json(serde_json::Value::Array(v)) => all.extend(v),
+                            OpResult::Err(e) => return error_response(e),
+                            other => return unexpected(other),
+                        }
+                    }
+                    all.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
+                    all.truncate(limit);
+                    OpResult::Json(serde_json::Value::Array(all))
+                }
+            }
+        } else {
+            let c: KvCommand = match serde_json::from_slice(blob) {
+                Ok(c) => c,
+                Err(e) => return bad(e),
+            };
+            let p = partition_of(c.key(), partitions);
+            self.call(p, PartOp::KvExecute(c)).await
+        };
+        match result {
+            OpResult::Json(v) => {
+                let result = serde_json::to_vec(&v).expect("JSON values encode");
+                if is_query {
+                    Response::Queried { result }
+                } else {
+                    Response::Executed { result }
+                }
+            }
+            OpResult::Err(e) => error_response(e),
+            other => unexpected(other),
         }
     }
 
@@ -897,10 +1071,10 @@ impl Shard {
                 self.aggregate(stream, type_prefix, from_ns, to_ns, bucket_ns)
                     .await
             }
-            Request::Execute { model, .. } | Request::Query { model, .. } => Response::error(
-                code::INVALID_ARGUMENT,
-                format!("no model named {model:?} is served"),
-            ),
+            Request::Execute { model, command } => {
+                self.model_request(&model, &command, false).await
+            }
+            Request::Query { model, query } => self.model_request(&model, &query, true).await,
         };
         if let Response::Error { code, .. } = &resp {
             metrics::counter!(crate::metrics::ERRORS_TOTAL, "code" => code.to_string())

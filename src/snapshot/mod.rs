@@ -17,8 +17,8 @@
 //! | 32..40 | LSN: the snapshot holds every record below it and nothing from it on |
 //! | 40..48 | body length |
 //! | 48..52 | CRC-32 (crc32fast) of the body |
-//! | 52..56 | CRC-32 of header bytes 0..52 |
-//! | 56..64 | reserved, zero |
+//! | 52..56 | CRC-32 of header bytes 0..52 and 56..64 |
+//! | 56..64 | resume segment: the first journal segment a recovery from this snapshot reads (segments below it may be deleted by retention while the snapshot is kept) |
 //!
 //! ## Invariants
 //!
@@ -61,7 +61,7 @@ struct SnapshotHeader {
     body_len: U64,
     body_crc: U32,
     header_crc: U32,
-    reserved: [u8; 8],
+    resume_segment: U64,
 }
 const _: () = assert!(std::mem::size_of::<SnapshotHeader>() == SNAPSHOT_HEADER_BYTES);
 
@@ -73,6 +73,8 @@ pub struct SnapshotMeta {
     pub partition: u32,
     pub store_id: StoreId,
     pub lsn: u64,
+    /// The first journal segment a recovery from this snapshot reads.
+    pub resume_segment: u64,
 }
 
 /// Why a snapshot file is not usable.
@@ -94,6 +96,36 @@ pub enum SnapshotError {
     Foreign,
 }
 
+/// CRC-32 of the header without its own checksum field (bytes 0..52 and 56..64).
+fn header_crc(h: &SnapshotHeader) -> u32 {
+    let b = h.as_bytes();
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&b[..52]);
+    hasher.update(&b[56..]);
+    hasher.finalize()
+}
+
+/// The header fields of a snapshot file, read and checked without its body (retention).
+pub fn read_meta(path: &Path) -> io::Result<SnapshotMeta> {
+    use std::io::Read;
+    let mut head = [0u8; SNAPSHOT_HEADER_BYTES];
+    File::open(path)?.read_exact(&mut head)?;
+    let Ok((h, _)) = SnapshotHeader::read_from_prefix(&head[..]) else {
+        return Err(io::Error::other("short snapshot header"));
+    };
+    if h.magic != SNAPSHOT_MAGIC || header_crc(&h) != h.header_crc.get() {
+        return Err(io::Error::other("damaged snapshot header"));
+    }
+    Ok(SnapshotMeta {
+        kind: h.kind,
+        codec: h.codec,
+        partition: h.partition.get(),
+        store_id: h.store_id,
+        lsn: h.lsn.get(),
+        resume_segment: h.resume_segment.get(),
+    })
+}
+
 /// Header followed by `body`.
 pub fn encode(meta: &SnapshotMeta, body: &[u8]) -> Vec<u8> {
     let mut h = SnapshotHeader {
@@ -107,9 +139,9 @@ pub fn encode(meta: &SnapshotMeta, body: &[u8]) -> Vec<u8> {
         body_len: (body.len() as u64).into(),
         body_crc: crc32fast::hash(body).into(),
         header_crc: 0.into(),
-        reserved: [0; 8],
+        resume_segment: meta.resume_segment.into(),
     };
-    h.header_crc = crc32fast::hash(&h.as_bytes()[..52]).into();
+    h.header_crc = header_crc(&h).into();
     let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + body.len());
     out.extend_from_slice(h.as_bytes());
     out.extend_from_slice(body);
@@ -124,7 +156,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), SnapshotError> {
     if h.magic != SNAPSHOT_MAGIC {
         return Err(SnapshotError::Magic);
     }
-    if crc32fast::hash(&h.as_bytes()[..52]) != h.header_crc.get() {
+    if header_crc(&h) != h.header_crc.get() {
         return Err(SnapshotError::HeaderChecksum);
     }
     if h.version.get() != SNAPSHOT_VERSION {
@@ -146,6 +178,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), SnapshotError> {
             partition: h.partition.get(),
             store_id: h.store_id,
             lsn: h.lsn.get(),
+            resume_segment: h.resume_segment.get(),
         },
         body,
     ))
@@ -285,6 +318,7 @@ mod tests {
             partition: 3,
             store_id: [7; 16],
             lsn,
+            resume_segment: lsn / 2,
         }
     }
 

@@ -50,9 +50,29 @@ enum Command {
     Verify(Target),
     /// Totals per journal: frames, records, streams, event types, bytes, fill.
     Stats(Target),
+    /// The built-in key-value store of one partition as of an LSN (time travel, offline).
+    Kv(KvArgs),
     /// Copy a data directory consistently while evringd runs (or not): every partition's
     /// valid journal prefix, then the MANIFEST. Start evringd on the copy to restore it.
     Backup(BackupArgs),
+}
+
+#[derive(Args)]
+struct KvArgs {
+    /// The data directory.
+    path: PathBuf,
+    /// The partition whose keys to show.
+    #[arg(long, default_value_t = 0)]
+    partition: u32,
+    /// Show the state with every command below this LSN applied (default: all).
+    #[arg(long)]
+    as_of: Option<u64>,
+    /// Only keys with this prefix.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Output JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -117,6 +137,7 @@ fn main() -> ExitCode {
         Command::Verify(t) => run(t, Mode::Verify),
         Command::Stats(t) => run(t, Mode::Stats),
         Command::Backup(b) => backup(b).map(|()| Outcome::Clean),
+        Command::Kv(k) => kv(k).map(|()| Outcome::Clean),
         Command::Dump(d) => run(
             &d.target,
             Mode::Dump {
@@ -134,6 +155,95 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `evring-inspect kv`: replays the partition's key-value journal (read-only) up to the LSN.
+fn kv(k: &KvArgs) -> anyhow::Result<()> {
+    use evring::engine::kv::{KvCommand, KvModel};
+    use evring::journal::format::RECORD_KIND_COMMAND;
+    let manifest = Manifest::load(&k.path)?
+        .ok_or_else(|| anyhow!("{} is not a data directory (no MANIFEST)", k.path.display()))?;
+    if k.partition >= manifest.partitions {
+        bail!(
+            "there is no partition {} (the store has {})",
+            k.partition,
+            manifest.partitions
+        );
+    }
+    let codec = match std::fs::read_to_string(
+        Manifest::partition_dir(&k.path, k.partition).join("kv/CODEC"),
+    ) {
+        Ok(t) if t.trim() == "json" => evring::engine::Codec::Json,
+        Ok(_) => evring::engine::Codec::Binary,
+        Err(_) => bail!("partition {} has no key-value store yet", k.partition),
+    };
+    let dir = Manifest::partition_dir(&k.path, k.partition).join("kv/journal");
+    let storage = StdStorage::new(&dir);
+    let cfg = ScanConfig {
+        store_id: Some(manifest.store_id),
+        frame_bytes_max: evring::constants::FRAME_BYTES_MAX_LIMIT,
+        in_flight_max: evring::constants::IN_FLIGHT_FRAMES_LIMIT,
+        first_segment: None,
+    };
+    let as_of = k.as_of.unwrap_or(u64::MAX);
+    let mut model = KvModel::default();
+    let mut failure: Option<String> = None;
+    let report = block_on(scan(
+        &storage,
+        &cfg,
+        |info, frame| {
+            let body = &frame[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + info.meta.body_len as usize];
+            for r in RecordIter::new(body).flatten() {
+                if r.lsn >= as_of || r.record.kind != RECORD_KIND_COMMAND || failure.is_some() {
+                    continue;
+                }
+                if let Err(e) = evring::engine::replay_command::<KvModel, KvCommand>(
+                    codec,
+                    r.record.data,
+                    r.lsn,
+                    r.record.timestamp_ns,
+                    &mut model,
+                ) {
+                    failure = Some(format!("LSN {}: {e}", r.lsn));
+                }
+            }
+        },
+        |_| {},
+    ))
+    .map_err(|e| anyhow!("{e}"))?;
+    if let Some(f) = failure {
+        bail!("cannot replay the key-value journal: {f}");
+    }
+    let entries = evring::engine::kv::list(&model, &k.prefix, usize::MAX);
+    let mut out = std::io::stdout().lock();
+    if k.json {
+        let doc = json!({
+            "partition": k.partition,
+            "as_of": k.as_of,
+            "next_lsn": report.next_lsn,
+            "entries": entries,
+        });
+        writeln!(out, "{doc}")?;
+    } else {
+        writeln!(
+            out,
+            "p{}: {} keys as of LSN {} (journal ends at {})",
+            k.partition,
+            entries.len(),
+            k.as_of.map_or("end".to_string(), |l| l.to_string()),
+            report.next_lsn
+        )?;
+        for e in entries {
+            writeln!(
+                out,
+                "{} = {} (v{})",
+                e["key"].as_str().unwrap_or(""),
+                e["value"].as_str().unwrap_or(""),
+                e["version"]
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// `evring-inspect backup`: see `evring::journal::backup` for why the copy is consistent.
