@@ -108,6 +108,24 @@ pub struct GlommioFile {
     dsync: bool,
 }
 
+/// Test hook for the one fault real disks cannot produce on demand: with
+/// `EVRINGD_INJECT_WRITE_FAILURE_AFTER=N` set, the N-th journal write of the process fails
+/// with EIO (what a failing device returns). Unset in production: one relaxed load.
+fn injected_write_failure() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static AFTER: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let after = AFTER.get_or_init(|| {
+        std::env::var("EVRINGD_INJECT_WRITE_FAILURE_AFTER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    match after {
+        Some(n) => WRITES.fetch_add(1, Ordering::Relaxed) + 1 == *n,
+        None => false,
+    }
+}
+
 impl SegmentFile for GlommioFile {
     type Buf = DmaBuffer;
 
@@ -116,6 +134,9 @@ impl SegmentFile for GlommioFile {
     }
 
     async fn write_at(&self, buf: DmaBuffer, pos: u64) -> io::Result<()> {
+        if injected_write_failure() {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
         let len = buf.len();
         let written = self.file.write_at(buf, pos).await?;
         if written != len {
