@@ -155,3 +155,84 @@ fn the_cli_sets_gets_and_travels_in_time() {
     let then = run(&["--as-of", &(lsn + 1).to_string()]);
     assert_eq!(then["entries"][0]["value"], "red");
 }
+
+#[test]
+fn the_models_domain_events_are_delivered_catch_up_then_live_without_gaps() {
+    use evring::client::SubscriptionItem;
+    use evring::protocol::SubscribeTarget;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--partitions", "2"]);
+    let c = server.client();
+    // History: 20 sets, one failed CAS (no event), one delete.
+    for i in 0..20 {
+        exec(
+            &c,
+            json!({"op":"set","key":format!("k{}", i % 7),"value":format!("v{i}")}),
+        )
+        .unwrap();
+    }
+    assert!(exec(
+        &c,
+        json!({"op":"cas","key":"k1","expected_version":99,"value":"x"})
+    )
+    .is_err());
+    exec(&c, json!({"op":"delete","key":"k2"})).unwrap();
+    let sub = c.subscribe(SubscribeTarget::Model, "kv", 0, "").unwrap();
+    let live = server.client();
+    for i in 20..35 {
+        exec(
+            &live,
+            json!({"op":"set","key":format!("k{}", i % 7),"value":format!("v{i}")}),
+        )
+        .unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 36 {
+        match sub.next_timeout(Duration::from_secs(10)) {
+            Some(SubscriptionItem::Events(events)) => got.extend(events),
+            other => panic!("after {} events: {other:?}", got.len()),
+        }
+    }
+    assert!(
+        sub.next_timeout(Duration::from_millis(300)).is_none(),
+        "no duplicates"
+    );
+    let sets = got
+        .iter()
+        .filter(|e| e.event.event_type == "KeySet")
+        .count();
+    let deletes = got
+        .iter()
+        .filter(|e| e.event.event_type == "KeyDeleted")
+        .count();
+    assert_eq!((sets, deletes), (35, 1));
+    for p in 0..2 {
+        let lsns: Vec<u64> = got
+            .iter()
+            .filter(|e| e.partition == p)
+            .map(|e| e.lsn)
+            .collect();
+        assert!(
+            lsns.windows(2).all(|w| w[0] < w[1]),
+            "partition {p}: in LSN order, once"
+        );
+    }
+    let last: Value = serde_json::from_slice(
+        &got.iter()
+            .rev()
+            .find(|e| e.event.event_type == "KeySet")
+            .unwrap()
+            .event
+            .data,
+    )
+    .unwrap();
+    assert!(
+        last["key"].as_str().unwrap().starts_with('k') && last["version"].as_u64().unwrap() >= 1
+    );
+    // Another model name publishes nothing: a clear error.
+    match c.subscribe(SubscribeTarget::Model, "nope", 0, "") {
+        Err(e) => assert_eq!(e.code(), Some(12), "{e}"),
+        Ok(_) => panic!("a subscription to a model that publishes nothing"),
+    }
+}

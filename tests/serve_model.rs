@@ -20,13 +20,14 @@ enum Vote {
 impl Command<Tally> for Vote {
     const NAME: &'static str = "vote";
     type Output = u64;
-    fn execute(&self, m: &mut Tally, _: &mut Context) -> Result<u64, DomainError> {
+    fn execute(&self, m: &mut Tally, ctx: &mut Context) -> Result<u64, DomainError> {
         let Vote::For { option } = self;
         if option.is_empty() {
             return Err(DomainError::new("empty option"));
         }
         let v = m.votes.entry(option.clone()).or_default();
         *v += 1;
+        ctx.raise("tally", "Voted", option.clone());
         Ok(*v)
     }
 }

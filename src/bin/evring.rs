@@ -34,6 +34,8 @@ enum Target {
     Stream,
     Partition,
     All,
+    /// A model's domain events (name: the model, e.g. kv; --from: an LSN per partition).
+    Model,
 }
 
 #[derive(Subcommand, Debug)]
@@ -364,6 +366,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 Target::Stream => SubscribeTarget::Stream,
                 Target::Partition => SubscribeTarget::Partition,
                 Target::All => SubscribeTarget::All,
+                Target::Model => SubscribeTarget::Model,
             };
             let sub = c.subscribe(target, &name, from.unwrap_or(u64::MAX), &type_prefix)?;
             let mut seen = 0usize;

@@ -12,6 +12,9 @@
 //! | `{"op":"cas","key":K,"expected_version":n,"value":V}` (n = 0: the key must not exist) | `{"version":n,"lsn":l}`, or error 10 with the current version |
 //! | `{"op":"get","key":K}` (query; `"as_of":LSN`: the state with every command below that LSN of the key's partition applied) | `{"key":K,"value":V,"version":n}` or `null` |
 //! | `{"op":"list","prefix":P,"limit":n}` (query; all partitions, sorted by key) | `[{"key","value","version"}, …]` |
+//!
+//! Every change raises a domain event — `KeySet` (`{"key","value","version"}`) or `KeyDeleted`
+//! (`{"key"}`) — which SUBSCRIBE target 3 (model `"kv"`) delivers, catch-up then live.
 
 use std::collections::BTreeMap;
 
@@ -85,14 +88,19 @@ impl Command<KvModel> for KvCommand {
     fn execute(&self, m: &mut KvModel, ctx: &mut Context) -> Result<KvOutcome, DomainError> {
         let lsn = ctx.lsn();
         match self {
-            KvCommand::Set { key, value } => Ok(KvOutcome::Version {
-                version: set(m, key, value),
-                lsn,
-            }),
-            KvCommand::Delete { key } => Ok(KvOutcome::Deleted {
-                deleted: m.entries.remove(key).is_some(),
-                lsn,
-            }),
+            KvCommand::Set { key, value } => {
+                let version = set(m, key, value);
+                raise_set(ctx, key, value, version);
+                Ok(KvOutcome::Version { version, lsn })
+            }
+            KvCommand::Delete { key } => {
+                let deleted = m.entries.remove(key).is_some();
+                if deleted {
+                    let data = serde_json::json!({"key": key}).to_string();
+                    ctx.raise("kv", "KeyDeleted", data);
+                }
+                Ok(KvOutcome::Deleted { deleted, lsn })
+            }
             KvCommand::Cas {
                 key,
                 expected_version,
@@ -102,13 +110,18 @@ impl Command<KvModel> for KvCommand {
                 if current != *expected_version {
                     return Ok(KvOutcome::Conflict { current });
                 }
-                Ok(KvOutcome::Version {
-                    version: set(m, key, value),
-                    lsn,
-                })
+                let version = set(m, key, value);
+                raise_set(ctx, key, value, version);
+                Ok(KvOutcome::Version { version, lsn })
             }
         }
     }
+}
+
+/// The domain event of a change: `KeySet` with `{"key","value","version"}`.
+fn raise_set(ctx: &mut Context, key: &str, value: &str, version: u64) {
+    let data = serde_json::json!({"key": key, "value": value, "version": version}).to_string();
+    ctx.raise("kv", "KeySet", data);
 }
 
 fn set(m: &mut KvModel, key: &str, value: &str) -> u64 {

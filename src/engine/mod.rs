@@ -121,6 +121,8 @@ impl Codec {
 pub struct DomainEvent {
     /// The LSN of the command that raised it.
     pub lsn: u64,
+    /// The command's journaled time.
+    pub timestamp_ns: u64,
     pub stream: String,
     pub event_type: String,
     pub data: Vec<u8>,
@@ -163,6 +165,7 @@ impl Context {
     pub fn raise(&mut self, stream: &str, event_type: &str, data: impl Into<Vec<u8>>) {
         self.events.push(DomainEvent {
             lsn: self.lsn,
+            timestamp_ns: self.timestamp_ns,
             stream: stream.into(),
             event_type: event_type.into(),
             data: data.into(),
@@ -298,6 +301,8 @@ impl<M: Model> EngineBuilder<M> {
                 waiters: RefCell::new(Vec::new()),
                 stopped: RefCell::new(None),
                 subscribers: RefCell::new(Vec::new()),
+                sinks: RefCell::new(Vec::new()),
+                next_sink: Cell::new(0),
             }),
         })
     }
@@ -311,13 +316,25 @@ fn apply_recorded<M: Model>(
     lsn: u64,
     r: &RecordRef<'_>,
 ) -> Result<(), String> {
+    let mut ctx = Context::new(lsn, r.timestamp_ns);
+    apply_recorded_ctx(commands, codec, model, lsn, r, &mut ctx)
+}
+
+/// [`apply_recorded`] with the caller's context (to collect the domain events it raises).
+fn apply_recorded_ctx<M: Model>(
+    commands: &HashMap<&'static str, Replay<M>>,
+    codec: Codec,
+    model: &mut M,
+    lsn: u64,
+    r: &RecordRef<'_>,
+    ctx: &mut Context,
+) -> Result<(), String> {
     let name = String::from_utf8_lossy(r.event_type);
     let replay = commands.get(name.as_ref()).ok_or_else(|| {
         format!("command {name:?} at LSN {lsn} is not registered with the engine")
     })?;
-    let mut ctx = Context::new(lsn, r.timestamp_ns);
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        replay(codec, r.data, model, &mut ctx)
+        replay(codec, r.data, model, ctx)
     })) {
         Ok(result) => result,
         Err(p) => Err(format!(
@@ -418,7 +435,13 @@ struct Inner<M: Model, S: Storage + 'static> {
     waiters: RefCell<Vec<Waker>>,
     stopped: RefCell<Option<String>>,
     subscribers: RefCell<Vec<std::sync::mpsc::Sender<DomainEvent>>>,
+    /// In-executor sinks of domain events (the server's model subscriptions), by id.
+    sinks: RefCell<Vec<(u64, EventSink)>>,
+    next_sink: Cell<u64>,
 }
+
+/// Receives each domain event once its command is applied; false removes it.
+pub type EventSink = Rc<dyn Fn(&DomainEvent) -> bool>;
 
 /// Where a command's result waits for its caller.
 type ResultSlot<T> = Rc<RefCell<Option<Result<T, DomainError>>>>;
@@ -521,9 +544,25 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
             inner.applied.set(next + 1);
             match outcome {
                 Ok(()) => {
-                    let mut subs = inner.subscribers.borrow_mut();
-                    for e in ctx.events {
-                        subs.retain(|s| s.send(e.clone()).is_ok());
+                    if !ctx.events.is_empty() {
+                        let mut subs = inner.subscribers.borrow_mut();
+                        for e in &ctx.events {
+                            subs.retain(|s| s.send(e.clone()).is_ok());
+                        }
+                        drop(subs);
+                        let sinks: Vec<(u64, EventSink)> = inner.sinks.borrow().clone();
+                        let mut dead = Vec::new();
+                        for (id, sink) in &sinks {
+                            if !ctx.events.iter().all(|e| sink(e)) {
+                                dead.push(*id);
+                            }
+                        }
+                        if !dead.is_empty() {
+                            inner
+                                .sinks
+                                .borrow_mut()
+                                .retain(|(id, _)| !dead.contains(id));
+                        }
                     }
                 }
                 Err(p) => {
@@ -562,6 +601,60 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
     /// The LSN the next command will get (every command below it is applied).
     pub fn applied_lsn(&self) -> u64 {
         self.inner.applied.get()
+    }
+
+    /// Adds a sink for domain events raised from now on (in LSN order, on this executor);
+    /// returns its id for [`Engine::remove_sink`].
+    pub fn add_sink(&self, sink: EventSink) -> u64 {
+        let id = self.inner.next_sink.get();
+        self.inner.next_sink.set(id + 1);
+        self.inner.sinks.borrow_mut().push((id, sink));
+        id
+    }
+
+    pub fn remove_sink(&self, id: u64) {
+        self.inner.sinks.borrow_mut().retain(|(i, _)| *i != id);
+    }
+
+    /// The domain events the commands with LSNs in `from..to` raised, re-derived from the
+    /// journal (the model as of `from`, then those commands applied again): what a
+    /// subscriber from `from` missed.
+    pub async fn events_between(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<DomainEvent>, EngineError> {
+        let inner = &self.inner;
+        let mut model = self.state_at(from).await?;
+        let mut out = Vec::new();
+        let mut next = from;
+        while next < to {
+            let records = inner.journal.read(next, 4096).await?;
+            if records.is_empty() {
+                break;
+            }
+            for r in &records {
+                if r.lsn >= to {
+                    next = to;
+                    break;
+                }
+                if r.kind == RECORD_KIND_COMMAND {
+                    let mut ctx = Context::new(r.lsn, r.timestamp_ns);
+                    apply_recorded_ctx(
+                        &inner.commands,
+                        inner.codec,
+                        &mut model,
+                        r.lsn,
+                        &r.as_ref(),
+                        &mut ctx,
+                    )
+                    .map_err(EngineError::Stopped)?;
+                    out.extend(ctx.events);
+                }
+                next = r.lsn + 1;
+            }
+        }
+        Ok(out)
     }
 
     /// Domain events raised from now on, in LSN order.

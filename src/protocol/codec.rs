@@ -288,6 +288,7 @@ pub fn decode_request(op: u8, body: &[u8]) -> Result<Request, ProtocolError> {
                 0 => SubscribeTarget::Stream,
                 1 => SubscribeTarget::Partition,
                 2 => SubscribeTarget::All,
+                3 => SubscribeTarget::Model,
                 t => return Err(ProtocolError::Malformed(format!("subscribe target {t}"))),
             },
             name: c.str("name")?,

@@ -172,6 +172,9 @@ pub enum SubscribeTarget {
     Stream = 0,
     Partition = 1,
     All = 2,
+    /// The domain events of a served model (name: the model), from an LSN of each of its
+    /// partitions.
+    Model = 3,
 }
 
 /// One bucket of an AGGREGATE reply.

@@ -518,7 +518,7 @@ async fn run_shard(
             snapshot_tasks.push(glommio::spawn_local(task));
         }
         for (&id, engine) in &shard.kv {
-            let service: Rc<dyn serve::ModelService> = Rc::new(KvService(engine.clone()));
+            let service: Rc<dyn serve::ModelService> = Rc::new(serve::KvService(engine.clone()));
             let task = model_snapshot_loop(service, id, policy, shared.clone(), jobs.clone());
             snapshot_tasks.push(glommio::spawn_local(task));
         }
@@ -544,7 +544,7 @@ async fn run_shard(
         .map(|(&id, e)| {
             (
                 id,
-                Rc::new(KvService(e.clone())) as Rc<dyn serve::ModelService>,
+                Rc::new(serve::KvService(e.clone())) as Rc<dyn serve::ModelService>,
             )
         })
         .collect();
@@ -713,27 +713,6 @@ async fn snapshot_loop(
                 retry_at = Some(Instant::now() + wait);
             }
         }
-    }
-}
-
-/// The key-value engine seen as a served model (for snapshots and shutdown).
-struct KvService(crate::engine::Engine<KvModel>);
-
-impl serve::ModelService for KvService {
-    fn execute(&self, _: Vec<u8>) -> serve::LocalFuture<'_, Result<Vec<u8>, partition::ApiError>> {
-        unreachable!("key-value commands go through Shard::kv_op")
-    }
-    fn query(&self, _: Vec<u8>) -> Result<Vec<u8>, partition::ApiError> {
-        unreachable!("key-value queries go through Shard::kv_op")
-    }
-    fn applied_lsn(&self) -> u64 {
-        self.0.applied_lsn()
-    }
-    fn snapshot(&self, keep: usize) -> serve::LocalFuture<'_, Result<u64, String>> {
-        Box::pin(async move { self.0.snapshot(keep).await.map_err(|e| e.to_string()) })
-    }
-    fn close(&self) -> serve::LocalFuture<'_, ()> {
-        Box::pin(self.0.close())
     }
 }
 

@@ -16,7 +16,9 @@
 //! `M` on the shard that owns partition 0, with its journal and snapshots in
 //! `DATA_DIR/model-<NAME>/`. EXECUTE with the model's name carries a JSON `M::Cmd` and
 //! answers the command's output as JSON once it is durable and applied; QUERY carries a JSON
-//! `M::Q`. Commands of one model run one at a time, in LSN order.
+//! `M::Q`. Commands of one model run one at a time, in LSN order. SUBSCRIBE target 3 with the
+//! model's name delivers the domain events its commands raise (catch-up from an LSN, re-derived
+//! from the journal, then live).
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -28,7 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::partition::ApiError;
-use crate::engine::{Command, Engine, EngineError, Model, Query};
+use crate::engine::{Command, DomainEvent, Engine, EngineError, EventSink, Model, Query};
 use crate::journal::{JournalConfig, StoreId};
 use crate::protocol::code;
 
@@ -49,6 +51,69 @@ pub trait ModelService {
     fn applied_lsn(&self) -> u64;
     fn snapshot(&self, keep: usize) -> LocalFuture<'_, Result<u64, String>>;
     fn close(&self) -> LocalFuture<'_, ()>;
+    /// Domain events of the commands in `from..to`, re-derived (subscription catch-up).
+    fn events_between(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> LocalFuture<'_, Result<Vec<DomainEvent>, String>>;
+    fn add_sink(&self, sink: EventSink) -> u64;
+    fn remove_sink(&self, id: u64);
+}
+
+/// Snapshot, close and domain-event plumbing shared by every engine a shard runs.
+macro_rules! engine_plumbing {
+    () => {
+        fn applied_lsn(&self) -> u64 {
+            self.0.applied_lsn()
+        }
+        fn snapshot(&self, keep: usize) -> LocalFuture<'_, Result<u64, String>> {
+            Box::pin(async move { self.0.snapshot(keep).await.map_err(|e| e.to_string()) })
+        }
+        fn close(&self) -> LocalFuture<'_, ()> {
+            Box::pin(self.0.close())
+        }
+        fn events_between(
+            &self,
+            from: u64,
+            to: u64,
+        ) -> LocalFuture<'_, Result<Vec<DomainEvent>, String>> {
+            Box::pin(async move {
+                self.0
+                    .events_between(from, to)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
+        fn add_sink(&self, sink: EventSink) -> u64 {
+            self.0.add_sink(sink)
+        }
+        fn remove_sink(&self, id: u64) {
+            self.0.remove_sink(id)
+        }
+    };
+}
+
+/// The key-value engine of a partition as a service (its commands and queries go through
+/// `Shard::kv_op`, which routes and fans out; this carries the rest).
+pub(crate) struct KvService(pub Engine<crate::engine::kv::KvModel>);
+
+impl ModelService for KvService {
+    fn execute(&self, _: Vec<u8>) -> LocalFuture<'_, Result<Vec<u8>, ApiError>> {
+        Box::pin(async {
+            Err(ApiError::new(
+                code::INVALID_ARGUMENT,
+                "key-value commands go through the kv routing",
+            ))
+        })
+    }
+    fn query(&self, _: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+        Err(ApiError::new(
+            code::INVALID_ARGUMENT,
+            "key-value queries go through the kv routing",
+        ))
+    }
+    engine_plumbing!();
 }
 
 /// Opens the served model on its shard.
@@ -101,15 +166,7 @@ where
         let out = self.0.query(&q).map_err(engine_error)?;
         Ok(serde_json::to_vec(&out).expect("outputs serialize"))
     }
-    fn applied_lsn(&self) -> u64 {
-        self.0.applied_lsn()
-    }
-    fn snapshot(&self, keep: usize) -> LocalFuture<'_, Result<u64, String>> {
-        Box::pin(async move { self.0.snapshot(keep).await.map_err(|e| e.to_string()) })
-    }
-    fn close(&self) -> LocalFuture<'_, ()> {
-        Box::pin(self.0.close())
-    }
+    engine_plumbing!();
 }
 
 impl<M> ModelFactory for Factory<M>

@@ -211,6 +211,9 @@ impl ConnOut {
 /// (origin shard, connection, subscription, partition).
 type SinkKey = (usize, u64, u64, u32);
 
+/// A live model subscription: its sink id at the engine, and the engine.
+type ModelSink = (u64, Rc<dyn super::serve::ModelService>);
+
 /// One shard's context.
 pub struct Shard {
     pub id: usize,
@@ -225,6 +228,8 @@ pub struct Shard {
     sinks: RefCell<HashMap<SinkKey, Rc<dyn PublishSink>>>,
     /// The key-value engine of each local partition.
     pub kv: HashMap<u32, Engine<KvModel>>,
+    /// Live sinks of model subscriptions at the local engines: key → (sink id, engine).
+    model_sinks: RefCell<HashMap<SinkKey, ModelSink>>,
     /// The user's model, on the shard that owns partition 0.
     pub served: Option<(String, Rc<dyn super::serve::ModelService>)>,
 }
@@ -325,6 +330,7 @@ impl Shard {
             shared,
             partitions,
             kv,
+            model_sinks: RefCell::new(HashMap::new()),
             served,
             senders,
             next_token: Cell::new(0),
@@ -445,6 +451,23 @@ impl Shard {
                     stream: (target == SubscribeTarget::Stream).then(|| stream.clone()),
                     type_prefix,
                 });
+                if target == SubscribeTarget::Model {
+                    let service: Option<Rc<dyn super::serve::ModelService>> = if stream == "kv" {
+                        self.kv.get(&partition).map(|e| {
+                            Rc::new(super::serve::KvService(e.clone()))
+                                as Rc<dyn super::serve::ModelService>
+                        })
+                    } else {
+                        self.served
+                            .as_ref()
+                            .filter(|(name, _)| *name == stream)
+                            .map(|(_, s)| s.clone())
+                    };
+                    let Some(service) = service else {
+                        return OpResult::Err(unavailable("the model is not on this shard"));
+                    };
+                    return self.subscribe_model(partition, service, sink, from).await;
+                }
                 match self.catch_up(&p, &sink, target, &stream, from).await {
                     Ok(true) => {
                         let sink: Rc<dyn PublishSink> = sink;
@@ -466,7 +489,68 @@ impl Shard {
                 {
                     p.remove_sink(&sink);
                 }
+                if let Some((id, service)) = self
+                    .model_sinks
+                    .borrow_mut()
+                    .remove(&(origin, conn, sub, partition))
+                {
+                    service.remove_sink(id);
+                }
                 OpResult::Done
+            }
+        }
+    }
+
+    /// A subscription to the key-value model's domain events of one partition: the events
+    /// of commands from LSN `from` on re-derived from the journal, then live. The live sink
+    /// is added in the same synchronous step as the final check that nothing was applied
+    /// since the catch-up, so no event falls between them.
+    async fn subscribe_model(
+        &self,
+        partition: u32,
+        engine: Rc<dyn super::serve::ModelService>,
+        sink: Rc<SubSink>,
+        from: u64,
+    ) -> OpResult {
+        let to_recorded = move |e: &crate::engine::DomainEvent| RecordedEvent {
+            stream_version: e.lsn,
+            lsn: e.lsn,
+            partition,
+            event: Event {
+                id: [0; 16],
+                event_type: e.event_type.clone(),
+                timestamp_ns: e.timestamp_ns,
+                value: f64::NAN,
+                data: e.data.clone(),
+                metadata: Vec::new(),
+            },
+        };
+        let mut from = if from == u64::MAX {
+            engine.applied_lsn()
+        } else {
+            from
+        };
+        loop {
+            let upto = engine.applied_lsn();
+            if from < upto {
+                let events = match engine.events_between(from, upto).await {
+                    Ok(e) => e,
+                    Err(e) => return OpResult::Err(ApiError::new(code::INVALID_ARGUMENT, e)),
+                };
+                let recorded: Vec<RecordedEvent> = events.iter().map(to_recorded).collect();
+                if !recorded.is_empty() && !sink.offer("kv", &recorded) {
+                    return OpResult::Done; // the subscriber went away
+                }
+                from = upto;
+            }
+            if engine.applied_lsn() == from {
+                let live = sink.clone();
+                let id = engine.add_sink(Rc::new(move |e: &crate::engine::DomainEvent| {
+                    live.offer("kv", &[to_recorded(e)])
+                }));
+                let key = (sink.origin, sink.conn, sink.sub, partition);
+                self.model_sinks.borrow_mut().insert(key, (id, engine));
+                return OpResult::Done;
             }
         }
     }
@@ -626,7 +710,7 @@ impl Shard {
                     }
                 }
             }
-            SubscribeTarget::Partition | SubscribeTarget::All => {
+            SubscribeTarget::Partition | SubscribeTarget::All | SubscribeTarget::Model => {
                 let mut lsn = from;
                 loop {
                     if lsn >= p.published_lsn() {
@@ -1175,6 +1259,23 @@ impl Shard {
                 }
             },
             SubscribeTarget::All => (0..self.shared.partitions).collect(),
+            SubscribeTarget::Model if name == "kv" => (0..self.shared.partitions).collect(),
+            // A user's model runs on partition 0's shard.
+            SubscribeTarget::Model
+                if self.shared.served_model.as_deref() == Some(name.as_str()) =>
+            {
+                vec![0]
+            }
+            SubscribeTarget::Model => {
+                out.send(
+                    request_id,
+                    &Response::error(
+                        code::INVALID_ARGUMENT,
+                        format!("no model named {name:?} is served"),
+                    ),
+                );
+                return;
+            }
         };
         if out.subs.borrow().contains_key(&request_id) {
             out.send(
