@@ -794,7 +794,7 @@ async fn take_snapshot(
     keep: usize,
 ) -> anyhow::Result<u64> {
     let started = Instant::now();
-    let image = part.image();
+    let image = part.image_yielding().await;
     let copied = started.elapsed();
     let lsn = image.lsn;
     let meta = crate::snapshot::SnapshotMeta {

@@ -195,6 +195,111 @@ struct RingItem {
     payload: Vec<u8>,
 }
 
+/// Items (stream index entries or ring events) copied between two yields of
+/// [`Partition::image_yielding`].
+const IMAGE_SLICE: usize = 16 * 1024;
+
+/// The state of an image copy in progress.
+struct ImageCopier {
+    lsn: u64,
+    names: Vec<String>,
+    next_name: usize,
+    streams: Vec<(String, Vec<u64>)>,
+    ring: Vec<RingItem>,
+    next_ring_lsn: u64,
+    ring_done: bool,
+}
+
+impl ImageCopier {
+    fn new<S: Storage + 'static>(part: &Partition<S>, lsn: u64) -> Self {
+        let st = part.state.borrow();
+        let names = st.streams.keys().cloned().collect();
+        let next_ring_lsn = st.mem.ring.lsn_range().map_or(lsn, |(oldest, _)| oldest);
+        ImageCopier {
+            lsn,
+            names,
+            next_name: 0,
+            streams: Vec::new(),
+            ring: Vec::new(),
+            next_ring_lsn,
+            ring_done: false,
+        }
+    }
+
+    /// Copies about `budget` more items; true when everything is copied.
+    fn step<S: Storage + 'static>(&mut self, part: &Partition<S>, budget: usize) -> bool {
+        let st = part.state.borrow();
+        let mut spent = 0usize;
+        while self.next_name < self.names.len() && spent < budget {
+            let name = &self.names[self.next_name];
+            self.next_name += 1;
+            if let Some(e) = st.streams.get(name) {
+                let n = e.lsns.partition_point(|&l| l < self.lsn);
+                if n > 0 {
+                    self.streams.push((name.clone(), e.lsns[..n].to_vec()));
+                }
+                spent += n + 1;
+            }
+        }
+        if self.next_name < self.names.len() {
+            return false;
+        }
+        if !self.ring_done {
+            let mut taken = 0usize;
+            for e in st.mem.ring.iter_from(self.next_ring_lsn) {
+                if e.lsn >= self.lsn || spent + taken >= budget {
+                    break;
+                }
+                if e.lsn != self.next_ring_lsn && !self.ring.is_empty() {
+                    // Events were evicted during a yield: keep the copy contiguous (the
+                    // restored ring must be) by starting over from here.
+                    self.ring.clear();
+                }
+                self.ring.push(RingItem {
+                    lsn: e.lsn,
+                    stream_version: e.stream_version,
+                    timestamp_ns: e.timestamp_ns,
+                    value: e.value,
+                    payload: e.payload.to_vec(),
+                });
+                self.next_ring_lsn = e.lsn + 1;
+                taken += 1;
+            }
+            let finished = self.next_ring_lsn >= self.lsn
+                || st
+                    .mem
+                    .ring
+                    .lsn_range()
+                    .is_none_or(|(_, newest)| self.next_ring_lsn > newest);
+            if !finished {
+                return false;
+            }
+            self.ring_done = true;
+        }
+        true
+    }
+
+    fn finish<S: Storage + 'static>(self, part: &Partition<S>) -> PartitionImage {
+        let st = part.state.borrow();
+        let lsn = self.lsn;
+        let idem = st
+            .idem_order
+            .iter()
+            .filter_map(|id| {
+                let e = st.idem.get(id)?;
+                (e.lsn < lsn).then(|| (*id, e.stream.clone(), e.version, e.lsn))
+            })
+            .collect();
+        PartitionImage {
+            lsn,
+            streams: self.streams,
+            idem,
+            ring: self.ring,
+            resume: part.journal.resume_point(lsn),
+        }
+    }
+}
+
 impl PartitionImage {
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("an image always encodes")
@@ -482,48 +587,28 @@ impl<S: Storage + 'static> Partition<S> {
         &self.journal
     }
 
-    /// A copy of the partition's published state, for a snapshot. Runs on the shard and
-    /// copies (the stream index, the idempotency window, the ring's events); encoding and
-    /// writing happen elsewhere.
+    /// A copy of the partition's published state, for a snapshot: a consistent cut at the
+    /// published LSN taken on the shard. Synchronous; [`Partition::image_yielding`] is the
+    /// same copy in slices.
     pub fn image(&self) -> PartitionImage {
-        let st = self.state.borrow();
-        let lsn = st.published_lsn;
-        let streams = st
-            .streams
-            .iter()
-            .filter_map(|(name, e)| {
-                let n = e.lsns.partition_point(|&l| l < lsn);
-                (n > 0).then(|| (name.clone(), e.lsns[..n].to_vec()))
-            })
-            .collect();
-        let idem = st
-            .idem_order
-            .iter()
-            .filter_map(|id| {
-                let e = st.idem.get(id)?;
-                (e.lsn < lsn).then(|| (*id, e.stream.clone(), e.version, e.lsn))
-            })
-            .collect();
-        let ring = st
-            .mem
-            .ring
-            .iter()
-            .filter(|e| e.lsn < lsn)
-            .map(|e| RingItem {
-                lsn: e.lsn,
-                stream_version: e.stream_version,
-                timestamp_ns: e.timestamp_ns,
-                value: e.value,
-                payload: e.payload.to_vec(),
-            })
-            .collect();
-        PartitionImage {
-            lsn,
-            streams,
-            idem,
-            ring,
-            resume: self.journal.resume_point(lsn),
+        let lsn = self.state.borrow().published_lsn;
+        let mut copier = ImageCopier::new(self, lsn);
+        while !copier.step(self, usize::MAX) {}
+        copier.finish(self)
+    }
+
+    /// [`Partition::image`] in slices of about `IMAGE_SLICE` items, yielding to the executor
+    /// between them so appends go on while a snapshot is copied. The cut stays consistent:
+    /// stream versions and ring events are taken below the LSN fixed at the start (appends
+    /// only add above it); an idempotency entry or ring event evicted meanwhile is simply not
+    /// in the image (both are bounded windows, and the ring is a cache).
+    pub async fn image_yielding(&self) -> PartitionImage {
+        let lsn = self.state.borrow().published_lsn;
+        let mut copier = ImageCopier::new(self, lsn);
+        while !copier.step(self, IMAGE_SLICE) {
+            futures_lite::future::yield_now().await;
         }
+        copier.finish(self)
     }
 
     /// Appends `events` to `stream` if its last version matches `expected_version`; resolves
