@@ -245,8 +245,7 @@ impl ImageCopier {
             return false;
         }
         if !self.ring_done {
-            let mut taken = 0usize;
-            for e in st.mem.ring.iter_from(self.next_ring_lsn) {
+            for (taken, e) in st.mem.ring.iter_from(self.next_ring_lsn).enumerate() {
                 if e.lsn >= self.lsn || spent + taken >= budget {
                     break;
                 }
@@ -263,7 +262,6 @@ impl ImageCopier {
                     payload: e.payload.to_vec(),
                 });
                 self.next_ring_lsn = e.lsn + 1;
-                taken += 1;
             }
             let finished = self.next_ring_lsn >= self.lsn
                 || st
