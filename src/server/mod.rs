@@ -701,14 +701,7 @@ async fn snapshot_loop(
                 failures += 1;
                 metrics::counter!(crate::metrics::SNAPSHOT_FAILURES, "partition" => part.id.to_string())
                     .increment(1);
-                // 1 s, 2 s, 4 s … up to 5 min, times a jitter in [0.5, 1.5).
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let jitter = 0.5 + (seed >> 11) as f64 / (1u64 << 53) as f64;
-                let backoff =
-                    Duration::from_secs(1 << failures.min(8)).min(Duration::from_secs(300));
-                let wait = backoff.mul_f64(jitter);
+                let wait = snapshot_backoff(failures, &mut seed);
                 tracing::warn!(partition = part.id, error = %e, failures, retry_in_ms = wait.as_millis() as u64, "snapshot failed; appends are not affected");
                 retry_at = Some(Instant::now() + wait);
             }
@@ -718,6 +711,18 @@ async fn snapshot_loop(
 
 /// Snapshots a model (a partition's key-value engine, or the served model) on the same
 /// policy as the streams.
+/// The wait before retrying a failed snapshot: 1 s, 2 s, 4 s … up to 5 min, times a jitter
+/// in [0.5, 1.5) drawn from `seed` (so partitions that failed together retry apart).
+fn snapshot_backoff(failures: u32, seed: &mut u64) -> Duration {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let jitter = 0.5 + (*seed >> 11) as f64 / (1u64 << 53) as f64;
+    Duration::from_secs(1 << failures.min(8))
+        .min(Duration::from_secs(300))
+        .mul_f64(jitter)
+}
+
 async fn model_snapshot_loop(
     service: Rc<dyn serve::ModelService>,
     partition: u32,
@@ -727,16 +732,20 @@ async fn model_snapshot_loop(
 ) {
     let mut last_lsn = service.applied_lsn();
     let mut last_time = Instant::now();
+    let mut failures = 0u32;
+    let mut retry_at: Option<Instant> = None;
+    let mut seed = u64::from(partition) ^ 0xD1B5_4A32_D192_ED03;
     while !shared.stop.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
         let applied = service.applied_lsn();
-        if applied <= last_lsn {
+        if applied <= last_lsn || retry_at.is_some_and(|t| Instant::now() < t) {
             continue;
         }
         let due = (policy.every_events > 0 && applied - last_lsn >= policy.every_events)
             || policy
                 .every
-                .is_some_and(|every| last_time.elapsed() >= every);
+                .is_some_and(|every| last_time.elapsed() >= every)
+            || retry_at.is_some();
         if !due {
             continue;
         }
@@ -747,12 +756,16 @@ async fn model_snapshot_loop(
             Ok(lsn) => {
                 last_lsn = lsn;
                 last_time = Instant::now();
+                failures = 0;
+                retry_at = None;
             }
             Err(e) => {
+                failures += 1;
                 metrics::counter!(crate::metrics::SNAPSHOT_FAILURES, "partition" => partition.to_string())
                     .increment(1);
-                tracing::warn!(partition, error = %e, "model snapshot failed; retrying later");
-                last_time = Instant::now();
+                let wait = snapshot_backoff(failures, &mut seed);
+                tracing::warn!(partition, error = %e, failures, retry_in_ms = wait.as_millis() as u64, "model snapshot failed; commands are not affected");
+                retry_at = Some(Instant::now() + wait);
             }
         }
     }
@@ -834,4 +847,29 @@ async fn take_snapshot(
         "snapshot written"
     );
     Ok(lsn)
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    #[test]
+    fn snapshot_retries_back_off_exponentially_with_jitter_up_to_five_minutes() {
+        let mut seed = 42;
+        let waits: Vec<f64> = (1..=12)
+            .map(|f| super::snapshot_backoff(f, &mut seed).as_secs_f64())
+            .collect();
+        for (i, w) in waits.iter().enumerate().take(8) {
+            let base = f64::from(1u32 << (i + 1));
+            assert!(
+                *w >= 0.5 * base && *w < 1.5 * base,
+                "failure {}: {w}",
+                i + 1
+            );
+        }
+        assert!(waits.iter().all(|w| *w < 1.5 * 300.0));
+        let mut other = 7;
+        assert_ne!(
+            super::snapshot_backoff(3, &mut other),
+            super::snapshot_backoff(3, &mut 42)
+        );
+    }
 }
