@@ -6,23 +6,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{ev, Server};
 use evring::protocol::{expected, Direction};
-
-fn inspect_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_evringd")).with_file_name("evring-inspect");
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace (cargo test --workspace builds it)",
-        path.display()
-    );
-    path
-}
 
 /// Acknowledged events: stream → data of versions 0, 1, … in order.
 type Acked = Arc<Mutex<HashMap<String, Vec<Vec<u8>>>>>;
@@ -72,7 +61,7 @@ fn backup_while_appending_restores_everything_acknowledged_before_it() {
     }
     let before: HashMap<String, Vec<Vec<u8>>> = acked.lock().unwrap().clone();
     let copy = dir.path().join("copy");
-    let out = std::process::Command::new(inspect_bin())
+    let out = std::process::Command::new(common::inspect_bin())
         .arg("backup")
         .arg(&data)
         .arg(&copy)
@@ -92,7 +81,7 @@ fn backup_while_appending_restores_everything_acknowledged_before_it() {
     assert!(during > 0, "the backup must run while appends go on");
 
     // The copy verifies clean and serves.
-    let verify = std::process::Command::new(inspect_bin())
+    let verify = std::process::Command::new(common::inspect_bin())
         .arg("verify")
         .arg(&copy)
         .output()
@@ -159,7 +148,7 @@ fn backup_while_appending_restores_everything_acknowledged_before_it() {
     assert!(r.first_version >= before["w0-s0"].len() as u64);
 
     // Backing up into a directory that is not empty is refused.
-    let out = std::process::Command::new(inspect_bin())
+    let out = std::process::Command::new(common::inspect_bin())
         .arg("backup")
         .arg(&data)
         .arg(&copy)

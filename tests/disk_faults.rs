@@ -29,26 +29,9 @@ const FLAGS: [&str; 10] = [
     "snapshot_on_shutdown=false",
 ];
 
-fn inspect_bin() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_evringd")).with_file_name("evring-inspect")
-}
-
 fn seg(dir: &Path, seq: u64) -> PathBuf {
     dir.join("p0")
         .join(evring::journal::device::segment_file_name(seq))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else if e.file_name() != "LOCK" {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 /// Writes 200 single-event appends (one 4 KiB frame each, so about 14 per 64 KiB segment) to
@@ -73,7 +56,7 @@ fn write_journal(data: &Path) -> Vec<Vec<u8>> {
 }
 
 fn verify(dir: &Path) -> (Option<i32>, Value) {
-    let out = std::process::Command::new(inspect_bin())
+    let out = std::process::Command::new(common::inspect_bin())
         .arg("verify")
         .arg(dir)
         .args(["--json", "--frame-bytes-max", "16384"])
@@ -130,7 +113,7 @@ fn damaged_segments_are_refused_with_file_offset_and_fault_and_garbage_after_the
 
     // 1. Bytes flipped inside a frame of a middle segment.
     let dir = tmp.path().join("flip");
-    copy_dir(&pristine, &dir);
+    common::copy_dir(&pristine, &dir, &["LOCK"]);
     let file = seg(&dir, 3);
     let mut b = [0u8; 16];
     let f = std::fs::OpenOptions::new()
@@ -148,7 +131,7 @@ fn damaged_segments_are_refused_with_file_offset_and_fault_and_garbage_after_the
 
     // 2. A middle segment truncated.
     let dir = tmp.path().join("truncate");
-    copy_dir(&pristine, &dir);
+    common::copy_dir(&pristine, &dir, &["LOCK"]);
     let file = seg(&dir, 4);
     std::fs::OpenOptions::new()
         .write(true)
@@ -165,7 +148,7 @@ fn damaged_segments_are_refused_with_file_offset_and_fault_and_garbage_after_the
 
     // 3. A segment deleted from the middle.
     let dir = tmp.path().join("delete");
-    copy_dir(&pristine, &dir);
+    common::copy_dir(&pristine, &dir, &["LOCK"]);
     let file = seg(&dir, 5);
     std::fs::remove_file(&file).unwrap();
     assert_refused(&dir, &file, None, "segment missing from the middle");
@@ -173,7 +156,7 @@ fn damaged_segments_are_refused_with_file_offset_and_fault_and_garbage_after_the
     // 4. Garbage written after the tail: indistinguishable from a torn write that was never
     // acknowledged. evringd recovers, zeroes it, serves every acknowledged event, appends on.
     let dir = tmp.path().join("garbage");
-    copy_dir(&pristine, &dir);
+    common::copy_dir(&pristine, &dir, &["LOCK"]);
     let (code, doc) = verify(&dir);
     assert_eq!(code, Some(0), "{doc}");
     let last = std::fs::read_dir(dir.join("p0"))

@@ -148,18 +148,6 @@ fn everything(c: &BlockingClient, streams: usize) -> Vec<Vec<Seen>> {
         .collect()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else if e.file_name() != "LOCK" {
-            std::fs::copy(e.path(), t).unwrap();
-        }
-    }
-}
-
 #[test]
 fn restart_from_a_snapshot_and_the_journal_tail_serves_what_a_full_replay_serves() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,7 +190,7 @@ fn restart_from_a_snapshot_and_the_journal_tail_serves_what_a_full_replay_serves
         "keeps at most snapshot_keep files"
     );
     let full = dir.path().join("full");
-    copy_dir(&data, &full);
+    common::copy_dir(&data, &full, &["LOCK"]);
     for s in snapshots(&full) {
         std::fs::remove_file(s).unwrap();
     }

@@ -652,6 +652,59 @@ fn load_snapshot(
     None
 }
 
+/// When the next snapshot of one partition or model is due, and the retry state after a
+/// failure (exponential backoff with jitter).
+struct Schedule {
+    policy: SnapshotPolicy,
+    last_lsn: u64,
+    last_time: Instant,
+    failures: u32,
+    retry_at: Option<Instant>,
+    seed: u64,
+}
+
+impl Schedule {
+    fn new(policy: SnapshotPolicy, last_lsn: u64, seed: u64) -> Schedule {
+        Schedule {
+            policy,
+            last_lsn,
+            last_time: Instant::now(),
+            failures: 0,
+            retry_at: None,
+            seed,
+        }
+    }
+
+    /// Whether a snapshot is due now that the state is at `position` (published or applied
+    /// LSN).
+    fn due(&self, position: u64) -> bool {
+        if position <= self.last_lsn || self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        (self.policy.every_events > 0 && position - self.last_lsn >= self.policy.every_events)
+            || self
+                .policy
+                .every
+                .is_some_and(|every| self.last_time.elapsed() >= every)
+            || self.retry_at.is_some()
+    }
+
+    fn succeeded(&mut self, lsn: u64) {
+        self.last_lsn = lsn;
+        self.last_time = Instant::now();
+        self.failures = 0;
+        self.retry_at = None;
+    }
+
+    /// Records a failure; returns how long until the retry.
+    fn failed(&mut self) -> Duration {
+        self.failures += 1;
+        let wait = snapshot_backoff(self.failures, &mut self.seed);
+        self.retry_at = Some(Instant::now() + wait);
+        wait
+    }
+}
+
 /// Snapshots `part` whenever the policy says so, until the server stops. Failures are logged,
 /// counted and retried with exponential backoff and jitter; appends never wait for them.
 async fn snapshot_loop(
@@ -662,26 +715,14 @@ async fn snapshot_loop(
     shared: Arc<Shared>,
     jobs: Rc<glommio::sync::Semaphore>,
 ) {
-    let mut last_lsn = crate::snapshot::list(&dir)
+    let newest = crate::snapshot::list(&dir)
         .ok()
         .and_then(|l| l.first().map(|x| x.0))
         .unwrap_or(0);
-    let mut last_time = Instant::now();
-    let mut failures = 0u32;
-    let mut retry_at: Option<Instant> = None;
-    let mut seed = u64::from(part.id) ^ 0x9E37_79B9_7F4A_7C15;
+    let mut schedule = Schedule::new(policy, newest, u64::from(part.id) ^ 0x9E37_79B9_7F4A_7C15);
     while !shared.stop.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
-        let published = part.published_lsn();
-        if published <= last_lsn || retry_at.is_some_and(|t| Instant::now() < t) {
-            continue;
-        }
-        let due = (policy.every_events > 0 && published - last_lsn >= policy.every_events)
-            || policy
-                .every
-                .is_some_and(|every| last_time.elapsed() >= every)
-            || retry_at.is_some();
-        if !due {
+        if !schedule.due(part.published_lsn()) {
             continue;
         }
         let Ok(_permit) = jobs.acquire_static_permit(1).await else {
@@ -689,28 +730,21 @@ async fn snapshot_loop(
         };
         match take_snapshot(&part, &dir, store, policy.keep).await {
             Ok(lsn) => {
-                last_lsn = lsn;
-                last_time = Instant::now();
-                failures = 0;
-                retry_at = None;
+                schedule.succeeded(lsn);
                 if policy.retention_bytes > 0 || policy.retention_age.is_some() {
                     apply_retention(&part, &dir, policy).await;
                 }
             }
             Err(e) => {
-                failures += 1;
                 metrics::counter!(crate::metrics::SNAPSHOT_FAILURES, "partition" => part.id.to_string())
                     .increment(1);
-                let wait = snapshot_backoff(failures, &mut seed);
-                tracing::warn!(partition = part.id, error = %e, failures, retry_in_ms = wait.as_millis() as u64, "snapshot failed; appends are not affected");
-                retry_at = Some(Instant::now() + wait);
+                let wait = schedule.failed();
+                tracing::warn!(partition = part.id, error = %e, failures = schedule.failures, retry_in_ms = wait.as_millis() as u64, "snapshot failed; appends are not affected");
             }
         }
     }
 }
 
-/// Snapshots a model (a partition's key-value engine, or the served model) on the same
-/// policy as the streams.
 /// The wait before retrying a failed snapshot: 1 s, 2 s, 4 s … up to 5 min, times a jitter
 /// in [0.5, 1.5) drawn from `seed` (so partitions that failed together retry apart).
 fn snapshot_backoff(failures: u32, seed: &mut u64) -> Duration {
@@ -723,6 +757,8 @@ fn snapshot_backoff(failures: u32, seed: &mut u64) -> Duration {
         .mul_f64(jitter)
 }
 
+/// Snapshots a model (a partition's key-value engine, or the served model) on the same
+/// policy as the streams.
 async fn model_snapshot_loop(
     service: Rc<dyn serve::ModelService>,
     partition: u32,
@@ -730,42 +766,26 @@ async fn model_snapshot_loop(
     shared: Arc<Shared>,
     jobs: Rc<glommio::sync::Semaphore>,
 ) {
-    let mut last_lsn = service.applied_lsn();
-    let mut last_time = Instant::now();
-    let mut failures = 0u32;
-    let mut retry_at: Option<Instant> = None;
-    let mut seed = u64::from(partition) ^ 0xD1B5_4A32_D192_ED03;
+    let mut schedule = Schedule::new(
+        policy,
+        service.applied_lsn(),
+        u64::from(partition) ^ 0xD1B5_4A32_D192_ED03,
+    );
     while !shared.stop.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
-        let applied = service.applied_lsn();
-        if applied <= last_lsn || retry_at.is_some_and(|t| Instant::now() < t) {
-            continue;
-        }
-        let due = (policy.every_events > 0 && applied - last_lsn >= policy.every_events)
-            || policy
-                .every
-                .is_some_and(|every| last_time.elapsed() >= every)
-            || retry_at.is_some();
-        if !due {
+        if !schedule.due(service.applied_lsn()) {
             continue;
         }
         let Ok(_permit) = jobs.acquire_static_permit(1).await else {
             return;
         };
         match service.snapshot(policy.keep).await {
-            Ok(lsn) => {
-                last_lsn = lsn;
-                last_time = Instant::now();
-                failures = 0;
-                retry_at = None;
-            }
+            Ok(lsn) => schedule.succeeded(lsn),
             Err(e) => {
-                failures += 1;
                 metrics::counter!(crate::metrics::SNAPSHOT_FAILURES, "partition" => partition.to_string())
                     .increment(1);
-                let wait = snapshot_backoff(failures, &mut seed);
-                tracing::warn!(partition, error = %e, failures, retry_in_ms = wait.as_millis() as u64, "model snapshot failed; commands are not affected");
-                retry_at = Some(Instant::now() + wait);
+                let wait = schedule.failed();
+                tracing::warn!(partition, error = %e, failures = schedule.failures, retry_in_ms = wait.as_millis() as u64, "model snapshot failed; commands are not affected");
             }
         }
     }

@@ -194,3 +194,28 @@ pub fn expect_error_then_close(s: &mut TcpStream, want: u16) {
     }
     assert!(recv(s).is_none(), "the connection should be closed");
 }
+
+/// Copies a directory tree, leaving out files named in `skip` (a data directory's `LOCK`,
+/// a fixture's `expected.json`).
+pub fn copy_dir(from: &Path, to: &Path, skip: &[&str]) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target, skip);
+        } else if !skip.iter().any(|s| e.file_name() == *s) {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// `evring-inspect`, built next to evringd by `cargo test --workspace`.
+pub fn inspect_bin() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_evringd")).with_file_name("evring-inspect");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace (cargo test --workspace builds it)",
+        path.display()
+    );
+    path
+}
