@@ -30,8 +30,19 @@ fn backup_while_appending_restores_everything_acknowledged_before_it() {
             "segment_bytes=262144",
             "--set",
             "frame_bytes_max=65536",
+            "--set",
+            "snapshot_every_events=1000",
         ],
     );
+    // Key-value data too: the backup carries every store of the data directory.
+    let kv = server.client();
+    for i in 0..20 {
+        kv.execute(
+            "kv",
+            format!(r#"{{"op":"set","key":"key-{i}","value":"value-{i}"}}"#).into_bytes(),
+        )
+        .unwrap();
+    }
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
@@ -58,6 +69,16 @@ fn backup_while_appending_restores_everything_acknowledged_before_it() {
     while count(&acked) < 3000 {
         assert!(started.elapsed() < Duration::from_secs(60), "load too slow");
         std::thread::sleep(Duration::from_millis(10));
+    }
+    // Snapshots exist by now (one per 1,000 events per partition).
+    let started = Instant::now();
+    while !std::fs::read_dir(data.join("p0"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "no snapshot");
+        std::thread::sleep(Duration::from_millis(20));
     }
     let before: HashMap<String, Vec<Vec<u8>>> = acked.lock().unwrap().clone();
     let copy = dir.path().join("copy");
@@ -90,6 +111,13 @@ fn backup_while_appending_restores_everything_acknowledged_before_it() {
         verify.status.success(),
         "verify of the copy: {}",
         String::from_utf8_lossy(&verify.stdout)
+    );
+    assert!(
+        std::fs::read_dir(copy.join("p0"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".snap")),
+        "the copy holds the snapshots"
     );
     let restored = Server::start(
         &copy,
@@ -141,6 +169,17 @@ fn backup_while_appending_restores_everything_acknowledged_before_it() {
         "backup: {} acknowledged before, {during} during; {restored_events} restored",
         before.values().map(Vec::len).sum::<usize>()
     );
+    // The key-value store came along.
+    for i in 0..20 {
+        let got = client
+            .query(
+                "kv",
+                format!(r#"{{"op":"get","key":"key-{i}"}}"#).into_bytes(),
+            )
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&got).unwrap();
+        assert_eq!(v["value"], format!("value-{i}"));
+    }
     // The restored server takes appends after the copied history.
     let r = client
         .append("w0-s0", expected::ANY, vec![ev("After", b"restore")])

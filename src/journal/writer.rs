@@ -149,6 +149,8 @@ pub struct JournalStats {
 #[derive(Clone, Debug)]
 pub struct RecoveryReport {
     pub segments: usize,
+    /// The oldest segment present (above 0 once retention removed segments).
+    pub first_segment: u64,
     pub frames: u64,
     pub records: u64,
     pub next_lsn: u64,
@@ -428,6 +430,7 @@ impl<S: Storage + 'static> Journal<S> {
         journal.adopt_spare_segment().await;
         let recovery = RecoveryReport {
             segments: report.segments.len().max(1),
+            first_segment: report.segments.first().map_or(0, |s| s.seq),
             frames: report.frames,
             records: report.records,
             next_lsn,

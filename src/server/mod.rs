@@ -393,6 +393,16 @@ async fn run_shard(
         })
         .await
         .with_context(|| format!("partition {p}"))?;
+        if snapshot_path.is_none() && report.first_segment > 0 {
+            // Retention removed the journal's beginning; only a snapshot covers it. Replaying
+            // what is left would renumber stream versions: refuse rather than serve that.
+            bail!(
+                "partition {p}: the journal starts at segment {} (retention removed the \
+                 segments before it) and no usable snapshot covers them; restore the \
+                 partition's snapshot files (see the log for why each was not usable)",
+                report.first_segment
+            );
+        }
         if let Some(path) = &snapshot_path {
             // The journal must hold everything from the snapshot's LSN on, with no gap.
             let from = rebuild.from_lsn;

@@ -269,29 +269,75 @@ fn backup(b: &BackupArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", b.dest.display()))?;
     let started = std::time::Instant::now();
     let mut docs = Vec::new();
+    // Per partition: its stream journal (with its snapshots) and its key-value store; then
+    // the served models' stores. Snapshot files are copied before their journal, so every
+    // copied snapshot's LSN is within the copied journal.
+    let mut stores: Vec<(String, PathBuf, PathBuf, &str)> = Vec::new();
     for p in 0..manifest.partitions {
         let src = Manifest::partition_dir(&b.source, p);
         let dst = Manifest::partition_dir(&b.dest, p);
-        let bytes_on_disk: u64 = std::fs::read_dir(&src)
+        stores.push((format!("p{p}"), src.clone(), dst.clone(), ""));
+        if src.join("kv").exists() {
+            stores.push((
+                format!("p{p}/kv"),
+                src.join("kv"),
+                dst.join("kv"),
+                "journal",
+            ));
+        }
+    }
+    for e in std::fs::read_dir(&b.source)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("model-") && e.path().is_dir() {
+            stores.push((name.clone(), e.path(), b.dest.join(&name), "journal"));
+        }
+    }
+    for (label, src, dst, journal_sub) in stores {
+        std::fs::create_dir_all(&dst)?;
+        let mut snapshots = 0;
+        for (_, path) in evring::snapshot::list(&src)? {
+            let to = dst.join(path.file_name().expect("a snapshot file name"));
+            match std::fs::copy(&path, &to) {
+                Ok(_) => {
+                    std::fs::File::open(&to)?.sync_all()?;
+                    snapshots += 1;
+                }
+                // Pruned between the listing and the copy: an older one, not needed.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot copy {}", path.display())),
+            }
+        }
+        if src.join("CODEC").exists() {
+            std::fs::copy(src.join("CODEC"), dst.join("CODEC"))?;
+        }
+        let (jsrc, jdst) = if journal_sub.is_empty() {
+            (src.clone(), dst.clone())
+        } else {
+            (src.join(journal_sub), dst.join(journal_sub))
+        };
+        let bytes_on_disk: u64 = std::fs::read_dir(&jsrc)
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| e.metadata().ok())
             .map(|m| m.len())
             .sum();
-        let bar = progress_bar(bytes_on_disk, &format!("p{p}"), b.json);
-        let copied = evring::journal::backup::backup_journal(&src, &dst, manifest.store_id, |n| {
-            bar.set_position(n)
-        })
-        .with_context(|| format!("cannot back up {} to {}", src.display(), dst.display()))?;
+        let bar = progress_bar(bytes_on_disk, &label, b.json);
+        let copied =
+            evring::journal::backup::backup_journal(&jsrc, &jdst, manifest.store_id, |n| {
+                bar.set_position(n)
+            })
+            .with_context(|| format!("cannot back up {} to {}", jsrc.display(), jdst.display()))?;
         bar.finish_and_clear();
+        std::fs::File::open(&dst)?.sync_all()?;
         docs.push(json!({
-            "partition": p,
+            "store": label,
             "segments": copied.segments,
             "frames": copied.frames,
             "records": copied.records,
             "end_lsn": copied.end_lsn,
             "bytes_copied": copied.bytes_copied,
+            "snapshots": snapshots,
         }));
     }
     // The MANIFEST last, through a temporary name: a copy without one is not a data directory.
@@ -308,15 +354,20 @@ fn backup(b: &BackupArgs) -> anyhow::Result<()> {
             "source": b.source.display().to_string(),
             "dest": b.dest.display().to_string(),
             "seconds": started.elapsed().as_secs_f64(),
-            "partitions": docs,
+            "stores": docs,
         });
         writeln!(out, "{doc}")?;
     } else {
         for d in &docs {
             writeln!(
                 out,
-                "p{}: {} segments, {} frames, {} records up to LSN {}",
-                d["partition"], d["segments"], d["frames"], d["records"], d["end_lsn"]
+                "{}: {} segments, {} frames, {} records up to LSN {}, {} snapshots",
+                d["store"].as_str().unwrap_or(""),
+                d["segments"],
+                d["frames"],
+                d["records"],
+                d["end_lsn"],
+                d["snapshots"]
             )?;
         }
         writeln!(

@@ -245,7 +245,7 @@ fn backup_copies_every_record_of_a_clean_journal() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let doc = json_of(&out);
     let want = expected("clean");
-    for (j, p) in doc["partitions"]
+    for (j, p) in doc["stores"]
         .as_array()
         .unwrap()
         .iter()
@@ -281,7 +281,7 @@ fn backup_stops_at_a_damaged_frame_and_leaves_a_clean_copy() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let doc = json_of(&out);
     let fault_lsn = expected("corrupt-middle")["fault"]["first_lsn"].clone();
-    assert_eq!(doc["partitions"][0]["end_lsn"], fault_lsn);
+    assert_eq!(doc["stores"][0]["end_lsn"], fault_lsn);
     let verify = inspect(&["verify", copy.to_str().unwrap(), "--json"]);
     assert_eq!(verify.status.code(), Some(0), "{verify:?}");
     assert_eq!(json_of(&verify)["journals"][0]["next_lsn"], fault_lsn);
