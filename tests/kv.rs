@@ -230,6 +230,14 @@ fn the_models_domain_events_are_delivered_catch_up_then_live_without_gaps() {
     assert!(
         last["key"].as_str().unwrap().starts_with('k') && last["version"].as_u64().unwrap() >= 1
     );
+    // From an LSN beyond what is applied: nothing to catch up, the server goes on, and
+    // events below that LSN are skipped.
+    let future = c
+        .subscribe(SubscribeTarget::Model, "kv", 1_000_000, "")
+        .unwrap();
+    c.ping().unwrap();
+    exec(&live, json!({"op":"set","key":"later","value":"x"})).unwrap();
+    assert!(future.next_timeout(Duration::from_millis(300)).is_none());
     // Another model name publishes nothing: a clear error.
     match c.subscribe(SubscribeTarget::Model, "nope", 0, "") {
         Err(e) => assert_eq!(e.code(), Some(12), "{e}"),

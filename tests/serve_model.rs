@@ -34,13 +34,19 @@ impl Command<Tally> for Vote {
 
 #[derive(Serialize, Deserialize)]
 enum Ask {
-    Count { option: String },
+    Count {
+        option: String,
+    },
+    /// A buggy query: it panics.
+    Boom,
 }
 impl Query<Tally> for Ask {
     type Output = u64;
     fn run(&self, m: &Tally) -> u64 {
-        let Ask::Count { option } = self;
-        m.votes.get(option).copied().unwrap_or(0)
+        match self {
+            Ask::Count { option } => m.votes.get(option).copied().unwrap_or(0),
+            Ask::Boom => panic!("a bug in the query"),
+        }
     }
 }
 

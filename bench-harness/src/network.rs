@@ -67,14 +67,14 @@ pub struct NetworkArgs {
 }
 
 /// What each request carries: an APPEND of `events` events of `payload` bytes to one of
-/// `streams` streams.
+/// the streams the picker chooses.
 struct Load {
     events: usize,
     payload: usize,
 }
 
 impl Load {
-    fn new(_streams: usize, events: usize, payload: usize) -> Load {
+    fn new(events: usize, payload: usize) -> Load {
         Load { events, payload }
     }
 
@@ -194,7 +194,6 @@ struct Params {
     pipeline: usize,
     events: usize,
     payload: usize,
-    streams: usize,
     warmup: Duration,
     duration: Duration,
 }
@@ -228,7 +227,7 @@ fn connection(
     let client = Client::connect(addr, &format!("bench-{id}"), "")
         .map_err(|e| anyhow!("connect to {addr}: {e}"))?;
     let mut rng = Rng::new(id as u64 + 1);
-    let load = Load::new(p.streams, p.events, p.payload);
+    let load = Load::new(p.events, p.payload);
     let mut seq = 0u64;
     let mut request = |rng: &mut Rng| {
         seq += 1;
@@ -317,7 +316,6 @@ fn one_run(addr: &str, a: &NetworkArgs, picker: &Arc<Picker>) -> anyhow::Result<
         pipeline: a.pipeline.max(1),
         events: a.events.max(1),
         payload: a.payload as usize,
-        streams: a.streams.max(1),
         warmup: a.warmup,
         duration: a.common.duration,
     });

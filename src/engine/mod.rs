@@ -102,10 +102,11 @@ impl Codec {
             Codec::Binary => "binary",
         }
     }
-    fn encode<T: Serialize>(self, v: &T) -> Vec<u8> {
+    /// Fails for values the codec cannot represent (e.g. JSON maps with non-string keys).
+    fn encode<T: Serialize>(self, v: &T) -> Result<Vec<u8>, String> {
         match self {
-            Codec::Json => serde_json::to_vec(v).expect("serializable values encode"),
-            Codec::Binary => postcard::to_allocvec(v).expect("serializable values encode"),
+            Codec::Json => serde_json::to_vec(v).map_err(|e| e.to_string()),
+            Codec::Binary => postcard::to_allocvec(v).map_err(|e| e.to_string()),
         }
     }
     fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, String> {
@@ -390,10 +391,6 @@ struct ModelImage {
     resume: crate::journal::Resume,
 }
 
-fn engine_store(cfg: &JournalConfig) -> StoreId {
-    cfg.store_id
-}
-
 fn load_model_snapshot<M: Model>(
     dir: &Path,
     codec: Codec,
@@ -403,7 +400,7 @@ fn load_model_snapshot<M: Model>(
         let attempt = (|| -> Result<(M, crate::journal::Resume), String> {
             let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
             let (meta, body) = crate::snapshot::decode(&bytes).map_err(|e| e.to_string())?;
-            if meta.kind != crate::snapshot::KIND_MODEL || meta.store_id != engine_store(cfg) {
+            if meta.kind != crate::snapshot::KIND_MODEL || meta.store_id != cfg.store_id {
                 return Err("not a snapshot of this engine".into());
             }
             let image: ModelImage = postcard::from_bytes(body).map_err(|e| e.to_string())?;
@@ -489,7 +486,9 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
                 inner.name
             )));
         }
-        let bytes = inner.codec.encode(&cmd);
+        let bytes = inner.codec.encode(&cmd).map_err(|e| {
+            EngineError::Store(format!("command {} cannot be encoded: {e}", C::NAME))
+        })?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -587,7 +586,10 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
         if let Some(why) = self.inner.stopped.borrow().clone() {
             return Err(EngineError::Stopped(why));
         }
-        Ok(q.run(&self.inner.model.borrow()))
+        // A query cannot change the model, so a panicking one fails alone.
+        let model = self.inner.model.borrow();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.run(&model)))
+            .map_err(|p| EngineError::Store(format!("the query panicked: {}", panic_text(&p))))
     }
 
     /// Reads the current model through a closure.
@@ -624,36 +626,9 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
         from: u64,
         to: u64,
     ) -> Result<Vec<DomainEvent>, EngineError> {
-        let inner = &self.inner;
         let mut model = self.state_at(from).await?;
         let mut out = Vec::new();
-        let mut next = from;
-        while next < to {
-            let records = inner.journal.read(next, 4096).await?;
-            if records.is_empty() {
-                break;
-            }
-            for r in &records {
-                if r.lsn >= to {
-                    next = to;
-                    break;
-                }
-                if r.kind == RECORD_KIND_COMMAND {
-                    let mut ctx = Context::new(r.lsn, r.timestamp_ns);
-                    apply_recorded_ctx(
-                        &inner.commands,
-                        inner.codec,
-                        &mut model,
-                        r.lsn,
-                        &r.as_ref(),
-                        &mut ctx,
-                    )
-                    .map_err(EngineError::Stopped)?;
-                    out.extend(ctx.events);
-                }
-                next = r.lsn + 1;
-            }
-        }
+        self.replay(&mut model, from, to, Some(&mut out)).await?;
         Ok(out)
     }
 
@@ -669,7 +644,10 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
     pub async fn snapshot(&self, keep: usize) -> Result<u64, EngineError> {
         let inner = &self.inner;
         let lsn = inner.applied.get();
-        let model = inner.codec.encode(&*inner.model.borrow());
+        let model = inner
+            .codec
+            .encode(&*inner.model.borrow())
+            .map_err(|e| EngineError::Store(format!("the model cannot be encoded: {e}")))?;
         let image = ModelImage {
             model,
             resume: inner.journal.resume_point(lsn),
@@ -721,24 +699,49 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
                 "history before LSN {from} is no longer in the journal and no snapshot covers LSN {lsn}"
             )));
         }
+        self.replay(&mut model, from, lsn, None).await?;
+        Ok(model)
+    }
+
+    /// Applies the journaled commands with LSNs in `from..to` to `model` again (time travel,
+    /// subscription catch-up), collecting the domain events they raise into `events`.
+    async fn replay(
+        &self,
+        model: &mut M,
+        from: u64,
+        to: u64,
+        mut events: Option<&mut Vec<DomainEvent>>,
+    ) -> Result<(), EngineError> {
+        let inner = &self.inner;
         let mut next = from;
-        while next < lsn {
+        while next < to {
             let records = inner.journal.read(next, 4096).await?;
             if records.is_empty() {
                 break;
             }
-            for r in &records {
-                if r.lsn >= lsn {
-                    break;
-                }
+            for r in records.iter().take_while(|r| r.lsn < to) {
                 if r.kind == RECORD_KIND_COMMAND {
-                    apply_recorded(&inner.commands, inner.codec, &mut model, r.lsn, &r.as_ref())
-                        .map_err(EngineError::Stopped)?;
+                    let mut ctx = Context::new(r.lsn, r.timestamp_ns);
+                    apply_recorded_ctx(
+                        &inner.commands,
+                        inner.codec,
+                        model,
+                        r.lsn,
+                        &r.as_ref(),
+                        &mut ctx,
+                    )
+                    .map_err(EngineError::Stopped)?;
+                    if let Some(out) = events.as_deref_mut() {
+                        out.extend(ctx.events);
+                    }
                 }
                 next = r.lsn + 1;
             }
+            if records.last().is_some_and(|r| r.lsn >= to) {
+                break;
+            }
         }
-        Ok(model)
+        Ok(())
     }
 
     /// Lets in-flight commands finish and closes the journal.

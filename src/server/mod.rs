@@ -528,13 +528,13 @@ async fn run_shard(
             snapshot_tasks.push(glommio::spawn_local(task));
         }
         for (&id, engine) in &shard.kv {
-            let service: Rc<dyn serve::ModelService> = Rc::new(serve::KvService(engine.clone()));
+            let service: Rc<dyn serve::ModelEngine> = Rc::new(engine.clone());
             let task = model_snapshot_loop(service, id, policy, shared.clone(), jobs.clone());
             snapshot_tasks.push(glommio::spawn_local(task));
         }
         if let Some((_, service)) = &shard.served {
             let task =
-                model_snapshot_loop(service.clone(), 0, policy, shared.clone(), jobs.clone());
+                model_snapshot_loop(service.engine(), 0, policy, shared.clone(), jobs.clone());
             snapshot_tasks.push(glommio::spawn_local(task));
         }
     }
@@ -548,18 +548,13 @@ async fn run_shard(
     for p in shard.partitions.values() {
         p.journal().close().await;
     }
-    let mut models: Vec<(u32, Rc<dyn serve::ModelService>)> = shard
+    let mut models: Vec<(u32, Rc<dyn serve::ModelEngine>)> = shard
         .kv
         .iter()
-        .map(|(&id, e)| {
-            (
-                id,
-                Rc::new(serve::KvService(e.clone())) as Rc<dyn serve::ModelService>,
-            )
-        })
+        .map(|(&id, e)| (id, Rc::new(e.clone()) as Rc<dyn serve::ModelEngine>))
         .collect();
     if let Some((_, service)) = &shard.served {
-        models.push((0, service.clone()));
+        models.push((0, service.engine()));
     }
     for (id, service) in models {
         service.close().await;
@@ -770,7 +765,7 @@ fn snapshot_backoff(failures: u32, seed: &mut u64) -> Duration {
 /// Snapshots a model (a partition's key-value engine, or the served model) on the same
 /// policy as the streams.
 async fn model_snapshot_loop(
-    service: Rc<dyn serve::ModelService>,
+    service: Rc<dyn serve::ModelEngine>,
     partition: u32,
     policy: SnapshotPolicy,
     shared: Arc<Shared>,

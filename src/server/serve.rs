@@ -44,10 +44,9 @@ pub trait ServedModel: Model {
 
 pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
-/// A model as the shard serves it: bytes in, bytes out.
-pub trait ModelService {
-    fn execute(&self, blob: Vec<u8>) -> LocalFuture<'_, Result<Vec<u8>, ApiError>>;
-    fn query(&self, blob: Vec<u8>) -> Result<Vec<u8>, ApiError>;
+/// What a shard does with any engine it runs besides commands and queries: snapshots,
+/// shutdown, and domain-event subscriptions. Every `Engine<M>` is one.
+pub trait ModelEngine {
     fn applied_lsn(&self) -> u64;
     fn snapshot(&self, keep: usize) -> LocalFuture<'_, Result<u64, String>>;
     fn close(&self) -> LocalFuture<'_, ()>;
@@ -61,59 +60,45 @@ pub trait ModelService {
     fn remove_sink(&self, id: u64);
 }
 
-/// Snapshot, close and domain-event plumbing shared by every engine a shard runs.
-macro_rules! engine_plumbing {
-    () => {
-        fn applied_lsn(&self) -> u64 {
-            self.0.applied_lsn()
-        }
-        fn snapshot(&self, keep: usize) -> LocalFuture<'_, Result<u64, String>> {
-            Box::pin(async move { self.0.snapshot(keep).await.map_err(|e| e.to_string()) })
-        }
-        fn close(&self) -> LocalFuture<'_, ()> {
-            Box::pin(self.0.close())
-        }
-        fn events_between(
-            &self,
-            from: u64,
-            to: u64,
-        ) -> LocalFuture<'_, Result<Vec<DomainEvent>, String>> {
-            Box::pin(async move {
-                self.0
-                    .events_between(from, to)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        }
-        fn add_sink(&self, sink: EventSink) -> u64 {
-            self.0.add_sink(sink)
-        }
-        fn remove_sink(&self, id: u64) {
-            self.0.remove_sink(id)
-        }
-    };
-}
-
-/// The key-value engine of a partition as a service (its commands and queries go through
-/// `Shard::kv_op`, which routes and fans out; this carries the rest).
-pub(crate) struct KvService(pub Engine<crate::engine::kv::KvModel>);
-
-impl ModelService for KvService {
-    fn execute(&self, _: Vec<u8>) -> LocalFuture<'_, Result<Vec<u8>, ApiError>> {
-        Box::pin(async {
-            Err(ApiError::new(
-                code::INVALID_ARGUMENT,
-                "key-value commands go through the kv routing",
-            ))
+impl<M: Model> ModelEngine for Engine<M> {
+    fn applied_lsn(&self) -> u64 {
+        Engine::applied_lsn(self)
+    }
+    fn snapshot(&self, keep: usize) -> LocalFuture<'_, Result<u64, String>> {
+        Box::pin(async move {
+            Engine::snapshot(self, keep)
+                .await
+                .map_err(|e| e.to_string())
         })
     }
-    fn query(&self, _: Vec<u8>) -> Result<Vec<u8>, ApiError> {
-        Err(ApiError::new(
-            code::INVALID_ARGUMENT,
-            "key-value queries go through the kv routing",
-        ))
+    fn close(&self) -> LocalFuture<'_, ()> {
+        Box::pin(Engine::close(self))
     }
-    engine_plumbing!();
+    fn events_between(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> LocalFuture<'_, Result<Vec<DomainEvent>, String>> {
+        Box::pin(async move {
+            Engine::events_between(self, from, to)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+    fn add_sink(&self, sink: EventSink) -> u64 {
+        Engine::add_sink(self, sink)
+    }
+    fn remove_sink(&self, id: u64) {
+        Engine::remove_sink(self, id)
+    }
+}
+
+/// A user's model as the shard serves it: JSON bytes in, JSON bytes out.
+pub trait ModelService {
+    fn execute(&self, blob: Vec<u8>) -> LocalFuture<'_, Result<Vec<u8>, ApiError>>;
+    fn query(&self, blob: Vec<u8>) -> Result<Vec<u8>, ApiError>;
+    /// The engine behind it (snapshots, shutdown, subscriptions).
+    fn engine(&self) -> Rc<dyn ModelEngine>;
 }
 
 /// Opens the served model on its shard.
@@ -128,15 +113,27 @@ pub trait ModelFactory: Send + Sync {
 
 struct Factory<M>(PhantomData<fn() -> M>);
 
-fn engine_error(e: EngineError) -> ApiError {
+/// How an engine failure reaches the wire.
+pub(crate) fn engine_error(e: EngineError) -> ApiError {
     match e {
         EngineError::Domain(d) => ApiError::new(code::INVALID_ARGUMENT, d.0),
         EngineError::Journal(j) => ApiError::from(j),
-        other => ApiError::new(code::PARTITION_UNAVAILABLE, other.to_string()),
+        EngineError::Store(m) => ApiError::new(code::INVALID_ARGUMENT, m),
+        EngineError::Stopped(m) => ApiError::new(code::PARTITION_UNAVAILABLE, m),
     }
 }
 
 struct Served<M: ServedModel>(Engine<M>);
+
+/// A command's or query's output as JSON; a type JSON cannot hold is an error, not a panic.
+fn json_output<T: Serialize>(out: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(out).map_err(|e| {
+        ApiError::new(
+            code::INVALID_ARGUMENT,
+            format!("the output cannot be encoded as JSON: {e}"),
+        )
+    })
+}
 
 impl<M> ModelService for Served<M>
 where
@@ -153,7 +150,7 @@ where
                 )
             })?;
             let out = self.0.execute(cmd).await.map_err(engine_error)?;
-            Ok(serde_json::to_vec(&out).expect("outputs serialize"))
+            json_output(&out)
         })
     }
     fn query(&self, blob: Vec<u8>) -> Result<Vec<u8>, ApiError> {
@@ -164,9 +161,11 @@ where
             )
         })?;
         let out = self.0.query(&q).map_err(engine_error)?;
-        Ok(serde_json::to_vec(&out).expect("outputs serialize"))
+        json_output(&out)
     }
-    engine_plumbing!();
+    fn engine(&self) -> Rc<dyn ModelEngine> {
+        Rc::new(self.0.clone())
+    }
 }
 
 impl<M> ModelFactory for Factory<M>

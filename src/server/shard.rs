@@ -212,7 +212,7 @@ impl ConnOut {
 type SinkKey = (usize, u64, u64, u32);
 
 /// A live model subscription: its sink id at the engine, and the engine.
-type ModelSink = (u64, Rc<dyn super::serve::ModelService>);
+type ModelSink = (u64, Rc<dyn super::serve::ModelEngine>);
 
 /// One shard's context.
 pub struct Shard {
@@ -452,16 +452,15 @@ impl Shard {
                     type_prefix,
                 });
                 if target == SubscribeTarget::Model {
-                    let service: Option<Rc<dyn super::serve::ModelService>> = if stream == "kv" {
-                        self.kv.get(&partition).map(|e| {
-                            Rc::new(super::serve::KvService(e.clone()))
-                                as Rc<dyn super::serve::ModelService>
-                        })
+                    let service: Option<Rc<dyn super::serve::ModelEngine>> = if stream == "kv" {
+                        self.kv
+                            .get(&partition)
+                            .map(|e| Rc::new(e.clone()) as Rc<dyn super::serve::ModelEngine>)
                     } else {
                         self.served
                             .as_ref()
                             .filter(|(name, _)| *name == stream)
-                            .map(|(_, s)| s.clone())
+                            .map(|(_, s)| s.engine())
                     };
                     let Some(service) = service else {
                         return OpResult::Err(unavailable("the model is not on this shard"));
@@ -508,7 +507,7 @@ impl Shard {
     async fn subscribe_model(
         &self,
         partition: u32,
-        engine: Rc<dyn super::serve::ModelService>,
+        engine: Rc<dyn super::serve::ModelEngine>,
         sink: Rc<SubSink>,
         from: u64,
     ) -> OpResult {
@@ -525,15 +524,18 @@ impl Shard {
                 metadata: Vec::new(),
             },
         };
-        let mut from = if from == u64::MAX {
+        // `u64::MAX`: live only. A `from` beyond what is applied: nothing to catch up; the
+        // live sink skips events below it.
+        let start = if from == u64::MAX {
             engine.applied_lsn()
         } else {
             from
         };
+        let mut next = start;
         loop {
             let upto = engine.applied_lsn();
-            if from < upto {
-                let events = match engine.events_between(from, upto).await {
+            if next < upto {
+                let events = match engine.events_between(next, upto).await {
                     Ok(e) => e,
                     Err(e) => return OpResult::Err(ApiError::new(code::INVALID_ARGUMENT, e)),
                 };
@@ -541,12 +543,13 @@ impl Shard {
                 if !recorded.is_empty() && !sink.offer("kv", &recorded) {
                     return OpResult::Done; // the subscriber went away
                 }
-                from = upto;
+                next = upto;
             }
-            if engine.applied_lsn() == from {
+            // No await between this check and the registration: no event falls between.
+            if engine.applied_lsn() <= next {
                 let live = sink.clone();
                 let id = engine.add_sink(Rc::new(move |e: &crate::engine::DomainEvent| {
-                    live.offer("kv", &[to_recorded(e)])
+                    e.lsn < start || live.offer("kv", &[to_recorded(e)])
                 }));
                 let key = (sink.origin, sink.conn, sink.sub, partition);
                 self.model_sinks.borrow_mut().insert(key, (id, engine));
@@ -558,15 +561,10 @@ impl Shard {
     /// An operation on the partition's key-value engine.
     async fn kv_op(&self, partition: u32, op: PartOp) -> OpResult {
         use crate::engine::kv::{entry_json, list, KvOutcome};
-        use crate::engine::EngineError;
         let Some(engine) = self.kv.get(&partition) else {
             return OpResult::Err(unavailable("key-value partition not on this shard"));
         };
-        let engine_err = |e: EngineError| match e {
-            EngineError::Domain(d) => ApiError::new(code::INVALID_ARGUMENT, d.0),
-            EngineError::Journal(j) => ApiError::from(j),
-            other => ApiError::new(code::PARTITION_UNAVAILABLE, other.to_string()),
-        };
+        let engine_err = super::serve::engine_error;
         match op {
             PartOp::KvExecute(cmd) => match engine.execute(cmd).await {
                 Ok(KvOutcome::Version { version, lsn }) => {
