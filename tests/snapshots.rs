@@ -375,18 +375,26 @@ fn retention_deletes_only_what_a_snapshot_covers_and_old_reads_say_truncated() {
         c.append("st-0", expected::ANY, vec![event(i, false)])
             .unwrap();
     }
-    let segments = |d: &Path| {
-        std::fs::read_dir(d.join("p0"))
+    // Retention runs after each snapshot; the oldest kept snapshot bounds what it may delete,
+    // so the journal settles at a few segments (measured 5 to 9 here), never at a fixed count:
+    // wait for the first segment to go and for fewer than 20 of the 47 written to be left.
+    let first = data
+        .join("p0")
+        .join(evring::journal::device::segment_file_name(0));
+    let segments = || {
+        std::fs::read_dir(data.join("p0"))
             .unwrap()
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
             .count()
     };
     let started = Instant::now();
-    while segments(&data) > 4 {
+    while first.exists() || segments() >= 20 {
         assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "retention removed nothing"
+            started.elapsed() < Duration::from_secs(60),
+            "retention left {} segments (segment 0 present: {})",
+            segments(),
+            first.exists()
         );
         // More appends trigger more snapshots and retention passes.
         c.append("st-0", expected::ANY, vec![event(1, false)])
