@@ -92,6 +92,10 @@ pub struct Config {
     /// How a journal frame is made durable: "dsync" (segment files opened with O_DSYNC, one
     /// operation per frame) or "fdatasync" (a write, then an fdatasync).
     pub journal_write_mode: String,
+    /// One extra client port per shard, advertised in HELLO so shard-aware clients send each
+    /// partition's requests straight to its owning shard: "off", "auto" (a free port per shard
+    /// on the `listen` host) or a base port N (shard i listens on N + i).
+    pub shard_ports: String,
 }
 
 impl Default for Config {
@@ -121,6 +125,7 @@ impl Default for Config {
             ring_capacity_bytes: 64 * 1024 * 1024,
             spin_before_park_us: crate::shard::SPIN_BEFORE_PARK.as_micros() as u32,
             journal_write_mode: "dsync".into(),
+            shard_ports: "off".into(),
             snapshot_every_events: 1_000_000,
             snapshot_every_secs: 300,
             snapshot_keep: 2,
@@ -225,7 +230,23 @@ impl Config {
             return bad("listen must be set (host:port)".into());
         }
         self.write_mode()?;
+        self.shard_ports()?;
         Ok(())
+    }
+
+    /// `shard_ports` parsed: `None` for "off", `Some(0)` for "auto", else the base port.
+    pub fn shard_ports(&self) -> Result<Option<u16>, ConfigError> {
+        match self.shard_ports.as_str() {
+            "off" => Ok(None),
+            "auto" => Ok(Some(0)),
+            other => match other.parse::<u16>() {
+                Ok(base) if base > 0 => Ok(Some(base)),
+                _ => Err(ConfigError::Invalid(format!(
+                    "shard_ports must be \"off\", \"auto\" or a base port (1-65535), not \
+                     {other:?}"
+                ))),
+            },
+        }
     }
 
     /// `journal_write_mode` parsed.

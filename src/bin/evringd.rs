@@ -106,6 +106,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         client = %server.client_addr,
         partitions = server.partitions,
         shards = server.shards,
+        shard_ports = ?server.shard_addrs,
         "evringd ready"
     );
     if !addresses_file.is_empty() {
@@ -113,6 +114,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         let mut text = format!("client={}\n", server.client_addr);
         if let Some(m) = server.metrics_addr {
             text.push_str(&format!("metrics={m}\n"));
+        }
+        for (i, a) in server.shard_addrs.iter().enumerate() {
+            text.push_str(&format!("shard{i}={a}\n"));
         }
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, &addresses_file))

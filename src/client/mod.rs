@@ -1,6 +1,14 @@
 //! The Rust client: one TCP connection, many requests in flight (pipelining), replies matched
 //! by request id, subscriptions as a stream of events.
 //!
+//! Shard-aware routing: HELLO's reply names an address per partition. When the server
+//! advertises addresses other than the one connected to (its `shard_ports`), the client
+//! opens one more connection per distinct address and sends every request about one stream
+//! (append, read, stream info, a stream's aggregate or subscription) over the connection of
+//! the stream's partition, so the owning shard serves it without a cross-shard hop. Every
+//! other request uses the first connection. An advertised address that cannot be reached
+//! falls back to the first connection (the server routes any request on any port).
+//!
 //! [`Client`] is runtime-agnostic: its request methods are `async` and their futures are
 //! woken by the connection's reader thread, so they run on any executor (or none: see
 //! [`BlockingClient`], which drives them with `block_on`). Writes go through a mutex-guarded
@@ -101,10 +109,14 @@ struct Inner {
     partitions: AtomicU64,
 }
 
-/// An evring connection (async API).
+/// An evring connection (async API): the first connection, plus one per shard port when
+/// the server advertises them.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Partition → the connection to its owner; empty when the server advertises no
+    /// addresses beyond the one connected to.
+    routes: Arc<Vec<Arc<Inner>>>,
 }
 
 /// A reply that has not arrived yet.
@@ -148,73 +160,143 @@ fn read_frame(stream: &mut impl Read) -> Result<(FrameHeader, Vec<u8>), ClientEr
     Ok((header, body))
 }
 
+/// Opens one connection, sends HELLO and returns it with HELLO's partition addresses.
+fn open(
+    addr: impl ToSocketAddrs,
+    client_name: &str,
+    auth_token: &str,
+) -> Result<(Arc<Inner>, Vec<String>), ClientError> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024, stream.try_clone()?);
+    let inner = Arc::new(Inner {
+        writer: Mutex::new(stream),
+        pending: Mutex::new(HashMap::new()),
+        subs: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        closed: AtomicBool::new(false),
+        close_reason: Mutex::new(String::new()),
+        partitions: AtomicU64::new(0),
+    });
+    let weak = Arc::downgrade(&inner);
+    std::thread::Builder::new()
+        .name("evring-client-reader".into())
+        .spawn(move || {
+            let reason = loop {
+                let (header, body) = match read_frame(&mut reader) {
+                    Ok(f) => f,
+                    Err(e) => break e.to_string(),
+                };
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                let resp = match decode_response(header.opcode, &body) {
+                    Ok(r) => r,
+                    Err(e) => break format!("undecodable reply: {e}"),
+                };
+                inner.dispatch(header.request_id, resp);
+            };
+            if let Some(inner) = weak.upgrade() {
+                inner.close(reason);
+            }
+        })?;
+    let hello = futures_lite::future::block_on(inner.request(&Request::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_name: client_name.into(),
+        auth_token: auth_token.into(),
+    }))?;
+    match hello {
+        Response::Hello {
+            partition_addresses,
+            ..
+        } => {
+            inner
+                .partitions
+                .store(partition_addresses.len() as u64, Ordering::Release);
+            Ok((inner, partition_addresses))
+        }
+        Response::Error {
+            code,
+            message,
+            current_version,
+        } => Err(server_error(code, message, current_version)),
+        other => Err(ClientError::Protocol(format!(
+            "unexpected HELLO reply {other:?}"
+        ))),
+    }
+}
+
 impl Client {
-    /// Connects, sends HELLO and waits for its reply.
+    /// Connects, sends HELLO and waits for its reply; when the server advertises shard
+    /// ports, also connects to each (see the module docs).
     pub fn connect(
         addr: impl ToSocketAddrs,
         client_name: &str,
         auth_token: &str,
     ) -> Result<Client, ClientError> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        let mut reader = std::io::BufReader::with_capacity(64 * 1024, stream.try_clone()?);
-        let inner = Arc::new(Inner {
-            writer: Mutex::new(stream),
-            pending: Mutex::new(HashMap::new()),
-            subs: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-            closed: AtomicBool::new(false),
-            close_reason: Mutex::new(String::new()),
-            partitions: AtomicU64::new(0),
-        });
-        let weak = Arc::downgrade(&inner);
-        std::thread::Builder::new()
-            .name("evring-client-reader".into())
-            .spawn(move || {
-                let reason = loop {
-                    let (header, body) = match read_frame(&mut reader) {
-                        Ok(f) => f,
-                        Err(e) => break e.to_string(),
-                    };
-                    let Some(inner) = weak.upgrade() else {
-                        return;
-                    };
-                    let resp = match decode_response(header.opcode, &body) {
-                        Ok(r) => r,
-                        Err(e) => break format!("undecodable reply: {e}"),
-                    };
-                    inner.dispatch(header.request_id, resp);
+        let (inner, addresses) = open(addr, client_name, auth_token)?;
+        let connected = inner.writer.lock().expect("writer lock").peer_addr()?;
+        let mut routes = Vec::new();
+        if addresses
+            .iter()
+            .any(|a| a.parse::<std::net::SocketAddr>().ok() != Some(connected))
+        {
+            let mut by_address: HashMap<String, Arc<Inner>> = HashMap::new();
+            by_address.insert(connected.to_string(), inner.clone());
+            for a in &addresses {
+                let conn = match by_address.get(a) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = match open(a.as_str(), client_name, auth_token) {
+                            Ok((c, _)) => c,
+                            // Unreachable from here (NAT, firewall): the first connection
+                            // serves these partitions too.
+                            Err(ClientError::Io(_)) => inner.clone(),
+                            Err(e) => return Err(e),
+                        };
+                        by_address.insert(a.clone(), c.clone());
+                        c
+                    }
                 };
-                if let Some(inner) = weak.upgrade() {
-                    inner.close(reason);
-                }
-            })?;
-        let client = Client { inner };
-        let hello = futures_lite::future::block_on(client.request(&Request::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            client_name: client_name.into(),
-            auth_token: auth_token.into(),
-        }))?;
-        match hello {
-            Response::Hello {
-                partition_addresses,
-                ..
-            } => {
-                client
-                    .inner
-                    .partitions
-                    .store(partition_addresses.len() as u64, Ordering::Release);
-                Ok(client)
+                routes.push(conn);
             }
-            Response::Error {
-                code,
-                message,
-                current_version,
-            } => Err(server_error(code, message, current_version)),
-            other => Err(ClientError::Protocol(format!(
-                "unexpected HELLO reply {other:?}"
-            ))),
         }
+        Ok(Client {
+            inner,
+            routes: Arc::new(routes),
+        })
+    }
+
+    /// Connections this client holds open (1 unless the server advertises shard ports).
+    pub fn connections(&self) -> usize {
+        let mut seen: Vec<*const Inner> = vec![Arc::as_ptr(&self.inner)];
+        for r in self.routes.iter() {
+            if !seen.contains(&Arc::as_ptr(r)) {
+                seen.push(Arc::as_ptr(r));
+            }
+        }
+        seen.len()
+    }
+
+    /// The connection for a request: its stream's partition's, when routing.
+    fn conn_for(&self, req: &Request) -> &Arc<Inner> {
+        let stream = match req {
+            Request::Append { stream, .. }
+            | Request::Read { stream, .. }
+            | Request::StreamInfo { stream } => stream,
+            Request::Aggregate { stream, .. } if !stream.is_empty() => stream,
+            Request::Subscribe {
+                target: SubscribeTarget::Stream,
+                name,
+                ..
+            } => name,
+            _ => return &self.inner,
+        };
+        if self.routes.is_empty() {
+            return &self.inner;
+        }
+        let p = crate::server::shard::partition_of(stream, self.routes.len() as u32);
+        &self.routes[p as usize]
     }
 
     /// Partition count the server announced.
@@ -222,29 +304,10 @@ impl Client {
         self.inner.partitions.load(Ordering::Acquire) as u32
     }
 
-    /// Sends one request; the future resolves with its reply.
+    /// Sends one request (over its stream's connection when routing); the future resolves
+    /// with its reply.
     pub fn request(&self, req: &Request) -> ReplyFuture {
-        let id = self.inner.next_id.fetch_add(1, Ordering::AcqRel);
-        self.send_with_id(id, req);
-        ReplyFuture {
-            inner: self.inner.clone(),
-            id,
-        }
-    }
-
-    fn send_with_id(&self, id: u64, req: &Request) {
-        self.inner
-            .pending
-            .lock()
-            .expect("pending lock")
-            .insert(id, Pending::Waiting(None));
-        let mut frame = Vec::new();
-        encode_request(&mut frame, id, req);
-        let mut w = self.inner.writer.lock().expect("writer lock");
-        if let Err(e) = w.write_all(&frame) {
-            drop(w);
-            self.inner.close(format!("write failed: {e}"));
-        }
+        self.conn_for(req).request(req)
     }
 
     pub async fn ping(&self) -> Result<(), ClientError> {
@@ -388,35 +451,30 @@ impl Client {
         from: u64,
         type_prefix: &str,
     ) -> Result<Subscription, ClientError> {
-        let id = self.inner.next_id.fetch_add(1, Ordering::AcqRel);
+        let req = Request::Subscribe {
+            target,
+            name: name.into(),
+            from,
+            type_prefix: type_prefix.into(),
+        };
+        let conn = self.conn_for(&req).clone();
+        let id = conn.next_id.fetch_add(1, Ordering::AcqRel);
         let (tx, rx) = mpsc::channel();
-        self.inner.subs.lock().expect("subs lock").insert(id, tx);
-        self.send_with_id(
-            id,
-            &Request::Subscribe {
-                target,
-                name: name.into(),
-                from,
-                type_prefix: type_prefix.into(),
-            },
-        );
+        conn.subs.lock().expect("subs lock").insert(id, tx);
+        conn.send_with_id(id, &req);
         let reply = ReplyFuture {
-            inner: self.inner.clone(),
+            inner: conn.clone(),
             id,
         }
         .await;
         match reply {
-            Ok(Response::Subscribed) => Ok(Subscription {
-                id,
-                client: self.clone(),
-                rx,
-            }),
+            Ok(Response::Subscribed) => Ok(Subscription { id, conn, rx }),
             Ok(other) => {
-                self.inner.subs.lock().expect("subs lock").remove(&id);
+                conn.subs.lock().expect("subs lock").remove(&id);
                 Err(unexpected(other))
             }
             Err(e) => {
-                self.inner.subs.lock().expect("subs lock").remove(&id);
+                conn.subs.lock().expect("subs lock").remove(&id);
                 Err(e)
             }
         }
@@ -435,6 +493,30 @@ fn unexpected(resp: Response) -> ClientError {
 }
 
 impl Inner {
+    /// Sends one request on this connection; the future resolves with its reply.
+    fn request(self: &Arc<Self>, req: &Request) -> ReplyFuture {
+        let id = self.next_id.fetch_add(1, Ordering::AcqRel);
+        self.send_with_id(id, req);
+        ReplyFuture {
+            inner: self.clone(),
+            id,
+        }
+    }
+
+    fn send_with_id(&self, id: u64, req: &Request) {
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .insert(id, Pending::Waiting(None));
+        let mut frame = Vec::new();
+        encode_request(&mut frame, id, req);
+        let mut w = self.writer.lock().expect("writer lock");
+        if let Err(e) = w.write_all(&frame) {
+            drop(w);
+            self.close(format!("write failed: {e}"));
+        }
+    }
+
     fn dispatch(&self, id: u64, resp: Response) {
         // Subscription traffic: pushes, and errors after the subscription was accepted.
         {
@@ -500,7 +582,8 @@ impl Inner {
 /// A live subscription: events arrive in LSN order per partition.
 pub struct Subscription {
     id: u64,
-    client: Client,
+    /// The connection the subscription lives on.
+    conn: Arc<Inner>,
     rx: mpsc::Receiver<SubscriptionItem>,
 }
 
@@ -524,14 +607,9 @@ impl Subscription {
 
     /// Ends the subscription.
     pub async fn unsubscribe(self) -> Result<(), ClientError> {
-        self.client
-            .inner
-            .subs
-            .lock()
-            .expect("subs lock")
-            .remove(&self.id);
+        self.conn.subs.lock().expect("subs lock").remove(&self.id);
         match self
-            .client
+            .conn
             .request(&Request::Unsubscribe {
                 subscription_id: self.id,
             })

@@ -39,6 +39,8 @@ const SHARD_CHANNEL_CAPACITY: usize = 4096;
 /// A running server.
 pub struct Running {
     pub client_addr: SocketAddr,
+    /// Each shard's own client port (`shard_ports`), by shard; empty when off.
+    pub shard_addrs: Vec<SocketAddr>,
     /// The Prometheus endpoint, when `metrics_listen` is set.
     pub metrics_addr: Option<SocketAddr>,
     pub partitions: u32,
@@ -236,6 +238,22 @@ pub fn start_serving(
             Err(e) => bail!("cannot listen on {listen}: {e}"),
         }
     }
+    let shard_ports = config.shard_ports()?;
+    if let Some(base) = shard_ports.filter(|b| *b > 0) {
+        for shard in 0..shards {
+            let port = u32::from(base) + shard as u32;
+            let Ok(port) = u16::try_from(port) else {
+                bail!("shard_ports = {base}: shard {shard}'s port {port} is beyond 65535");
+            };
+            if port == listen.port() {
+                bail!("shard_ports = {base}: shard {shard}'s port {port} is the client port");
+            }
+            let addr = SocketAddr::new(listen.ip(), port);
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                bail!("cannot listen on {addr} (shard {shard}'s port): {e}");
+            }
+        }
+    }
     tracing::info!(
         data_dir = %config.data_dir.display(),
         store_id = %crate::journal::hex(&manifest.store_id),
@@ -263,7 +281,8 @@ pub fn start_serving(
 
     let shared_slot: Arc<std::sync::OnceLock<Arc<Shared>>> = Arc::new(std::sync::OnceLock::new());
     let stop_early = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<SocketAddr>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<(SocketAddr, Option<SocketAddr>)>>();
+    let mut shard_addrs = Vec::new();
     let mut threads = Vec::new();
     let limits = PartitionLimits {
         idempotency_window: config.idempotency_window as usize,
@@ -294,6 +313,10 @@ pub fn start_serving(
         let shard_model = model.clone();
         let shard_stop_early = stop_early.clone();
         let bind_addr = client_addr.unwrap_or(listen);
+        let shard_addr = shard_ports.map(|base| {
+            let port = if base == 0 { 0 } else { base + shard_id as u16 };
+            SocketAddr::new(listen.ip(), port)
+        });
         let thread = builder
             .spawn(move || async move {
                 let result = run_shard(
@@ -305,6 +328,7 @@ pub fn start_serving(
                     limits,
                     ep,
                     bind_addr,
+                    shard_addr,
                     &ready_tx,
                     shard_shared_slot,
                     shard_stop_early,
@@ -319,7 +343,8 @@ pub fn start_serving(
         // Wait for this shard's recovery and bind before starting the next, so shard 0's
         // resolved port is the one everyone binds.
         match ready_rx.recv() {
-            Ok(Ok(addr)) => {
+            Ok(Ok((addr, shard_addr))) => {
+                shard_addrs.extend(shard_addr);
                 if client_addr.is_none() {
                     client_addr = Some(addr);
                     let _ = shared_slot.set(Arc::new(Shared {
@@ -328,6 +353,8 @@ pub fn start_serving(
                         partitions: manifest.partitions,
                         shards,
                         client_addr: addr,
+                        shard_addrs: std::sync::OnceLock::new(),
+                        cross_shard_calls: std::sync::atomic::AtomicU64::new(0),
                         connections: AtomicUsize::new(0),
                         stop: AtomicBool::new(false),
                     }));
@@ -344,11 +371,15 @@ pub fn start_serving(
         }
     }
     let shared = shared_slot.get().cloned().context("no shard started")?;
+    if !shard_addrs.is_empty() {
+        let _ = shared.shard_addrs.set(shard_addrs.clone());
+    }
 
     // Tell every shard the server is complete.
     let client_addr = shared.client_addr;
     Ok(Running {
         client_addr,
+        shard_addrs,
         metrics_addr,
         partitions: manifest.partitions,
         shards,
@@ -368,7 +399,8 @@ async fn run_shard(
     limits: PartitionLimits,
     ep: ShardEndpoints,
     bind_addr: SocketAddr,
-    ready_tx: &mpsc::Sender<anyhow::Result<SocketAddr>>,
+    shard_addr: Option<SocketAddr>,
+    ready_tx: &mpsc::Sender<anyhow::Result<(SocketAddr, Option<SocketAddr>)>>,
     shared_slot: Arc<std::sync::OnceLock<Arc<Shared>>>,
     stop_early: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
@@ -456,8 +488,22 @@ async fn run_shard(
     let addr = listener
         .local_addr()
         .map_err(|e| anyhow!("listener address: {e}"))?;
+    let shard_listener = match shard_addr {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .map_err(|e| anyhow!("cannot listen on {a} (shard {shard_id}'s port): {e}"))?,
+        ),
+        None => None,
+    };
+    let shard_addr = match &shard_listener {
+        Some(l) => Some(
+            l.local_addr()
+                .map_err(|e| anyhow!("shard listener address: {e}"))?,
+        ),
+        None => None,
+    };
     ready_tx
-        .send(Ok(addr))
+        .send(Ok((addr, shard_addr)))
         .map_err(|_| anyhow!("start-up was abandoned"))?;
     // Wait for the shared state (set by the starter after shard 0 is up).
     let shared = loop {
@@ -510,6 +556,9 @@ async fn run_shard(
     let shard = Shard::new(shard_id, shared.clone(), partitions, kv, served, senders);
     *shard_rx.borrow_mut() = Some(shard.clone());
     glommio::spawn_local(shard.clone().accept_loop(listener)).detach();
+    if let Some(l) = shard_listener {
+        glommio::spawn_local(shard.clone().accept_loop(l)).detach();
+    }
     let policy = SnapshotPolicy::from_config(&shared.config);
     let jobs = Rc::new(glommio::sync::Semaphore::new(u64::from(
         shared.config.snapshot_max_jobs.max(1),

@@ -140,6 +140,10 @@ pub struct Shared {
     pub partitions: u32,
     pub shards: usize,
     pub client_addr: SocketAddr,
+    /// Each shard's own client port, by shard (`shard_ports`); set once every shard listens.
+    pub shard_addrs: std::sync::OnceLock<Vec<SocketAddr>>,
+    /// Partition calls forwarded to another shard (STATS `cross_shard_calls`).
+    pub cross_shard_calls: std::sync::atomic::AtomicU64,
     pub connections: AtomicUsize,
     pub stop: AtomicBool,
     /// The name of the user's model this server serves, if any (on partition 0's shard).
@@ -341,6 +345,17 @@ impl Shard {
         })
     }
 
+    /// HELLO's address per partition: its owning shard's own port when `shard_ports` is on
+    /// (and every shard listens), else the client port.
+    fn partition_addresses(&self) -> Vec<String> {
+        (0..self.shared.partitions)
+            .map(|p| match self.shared.shard_addrs.get() {
+                Some(addrs) => addrs[self.owner_of(p)].to_string(),
+                None => self.shared.client_addr.to_string(),
+            })
+            .collect()
+    }
+
     fn owner_of(&self, partition: u32) -> usize {
         partition as usize % self.shared.shards
     }
@@ -357,6 +372,9 @@ impl Shard {
         if owner == self.id {
             return self.execute(partition, op).await;
         }
+        self.shared
+            .cross_shard_calls
+            .fetch_add(1, Ordering::Relaxed);
         let token = self.next_token.get();
         self.next_token.set(token + 1);
         let (filler, result) = slot();
@@ -969,13 +987,12 @@ impl Shard {
                             break "wrong auth token".into();
                         }
                         hello_done = true;
-                        let addr = self.shared.client_addr.to_string();
                         out.send(
                             header.request_id,
                             &Response::Hello {
                                 protocol_version: PROTOCOL_VERSION,
                                 server_version: env!("CARGO_PKG_VERSION").into(),
-                                partition_addresses: vec![addr; self.shared.partitions as usize],
+                                partition_addresses: self.partition_addresses(),
                             },
                         );
                         continue;
@@ -1307,6 +1324,8 @@ impl Shard {
     }
 
     async fn stats(self: &Rc<Self>) -> Response {
+        // Read before this request's own calls to other shards.
+        let cross_shard_calls = self.shared.cross_shard_calls.load(Ordering::Relaxed);
         let mut parts = Vec::new();
         for p in 0..self.shared.partitions {
             match self.call(p, PartOp::Stats).await {
@@ -1320,6 +1339,7 @@ impl Shard {
             "shards": self.shared.shards,
             "partitions": parts,
             "connections": self.shared.connections.load(Ordering::Acquire),
+            "cross_shard_calls": cross_shard_calls,
         });
         Response::Stats {
             json: json.to_string(),
