@@ -63,6 +63,9 @@ pub struct Config {
     pub frame_bytes_max: u32,
     /// Frames written at once per partition.
     pub in_flight_frames: u32,
+    /// While a partition has frames in flight, the next frame is started only once it holds
+    /// this many bytes (or is full); with none in flight it starts at once.
+    pub pipeline_min_bytes: u32,
     /// Events kept in memory per partition for reads and aggregations.
     pub ring_capacity_events: u32,
     /// Payload bytes kept in memory per partition.
@@ -121,6 +124,7 @@ impl Default for Config {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT as u32,
             in_flight_frames: IN_FLIGHT_FRAMES_DEFAULT as u32,
+            pipeline_min_bytes: crate::constants::PIPELINE_MIN_BYTES_DEFAULT as u32,
             ring_capacity_events: 1 << 18,
             ring_capacity_bytes: 64 * 1024 * 1024,
             spin_before_park_us: crate::shard::SPIN_BEFORE_PARK.as_micros() as u32,

@@ -28,6 +28,8 @@ pub const FRAME_BYTES_MAX_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Frames being written at once by default (write + fdatasync each).
 pub const IN_FLIGHT_FRAMES_DEFAULT: usize = 4;
+/// Bytes the open frame must hold before it is sealed while other frames are in flight.
+pub const PIPELINE_MIN_BYTES_DEFAULT: usize = 64 * 1024;
 
 /// Upper bound on frames in flight.
 pub const IN_FLIGHT_FRAMES_LIMIT: usize = 64;

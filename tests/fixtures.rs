@@ -52,6 +52,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 fn config(partition: u32) -> JournalConfig {
     let mut cfg = JournalConfig::new(STORE, partition);
+    // Every frame as soon as the pipeline has room: the most frames in flight at a crash.
+    cfg.pipeline_min_bytes = 0;
     cfg.segment_bytes = 64 * 1024;
     cfg.frame_bytes_max = 16 * 1024;
     cfg

@@ -285,3 +285,57 @@ fn dsync_mode_really_opens_segments_with_o_dsync_and_o_direct() {
         }
     }
 }
+
+/// 64 producers append small records on real files; returns the most frames seen in flight
+/// (sampled after every append) and the frames written.
+fn max_frames_in_flight(pipeline_min_bytes: usize) -> (usize, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run_local(async move {
+        let storage = GlommioStorage::open(&path).expect("open storage dir");
+        let mut cfg = config();
+        cfg.segment_bytes = 4 << 20;
+        cfg.in_flight_max = 4;
+        cfg.pipeline_min_bytes = pipeline_min_bytes;
+        let (journal, _) = Journal::open(storage, cfg, |_, _| {}).await.unwrap();
+        let max = Rc::new(std::cell::Cell::new(0usize));
+        let mut tasks = Vec::new();
+        for p in 0..64u32 {
+            let (journal, max) = (journal.clone(), max.clone());
+            tasks.push(glommio::spawn_local(async move {
+                for n in 0..100u64 {
+                    let data = data_for(p, n);
+                    journal
+                        .append(&[RecordRef::event(b"s", b"t", &data)])
+                        .await
+                        .expect("append");
+                    max.set(max.get().max(journal.frames_in_flight()));
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+        let frames = journal.stats().frames_written;
+        journal.close().await;
+        (max.get(), frames)
+    })
+}
+
+#[test]
+fn small_frames_are_not_written_side_by_side() {
+    // 64 producers × ~200 B records: a frame never reaches 1 MiB, so with that threshold one
+    // frame is in flight at a time (the next one fills meanwhile) ...
+    let (max, frames_one) = max_frames_in_flight(1 << 20);
+    assert_eq!(max, 1, "frames in flight with pipeline_min_bytes = 1 MiB");
+    // ... while with no threshold the pipeline fills up with small frames.
+    let (max, frames_many) = max_frames_in_flight(0);
+    assert!(
+        max > 1,
+        "frames in flight with pipeline_min_bytes = 0: {max}"
+    );
+    assert!(
+        frames_one < frames_many,
+        "frames written: {frames_one} (one at a time) vs {frames_many}"
+    );
+}

@@ -14,6 +14,8 @@ const STORE: [u8; 16] = *b"evring-sim-store";
 
 fn small_config() -> JournalConfig {
     let mut cfg = JournalConfig::new(STORE, 0);
+    // Every frame as soon as the pipeline has room: the most frames in flight at a crash.
+    cfg.pipeline_min_bytes = 0;
     cfg.segment_bytes = 128 * 1024;
     cfg.frame_bytes_max = 16 * 1024;
     cfg.in_flight_max = 4;

@@ -22,6 +22,8 @@ const STREAMS: u32 = 3;
 
 fn journal_config() -> JournalConfig {
     let mut cfg = JournalConfig::new(STORE, 0);
+    // Every frame as soon as the pipeline has room: the most frames in flight at a crash.
+    cfg.pipeline_min_bytes = 0;
     cfg.segment_bytes = 64 * 1024;
     cfg.frame_bytes_max = 16 * 1024;
     cfg.in_flight_max = 4;

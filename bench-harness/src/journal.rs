@@ -49,6 +49,7 @@ pub struct JournalParams {
     pub producers: usize,
     pub frame_bytes_max: usize,
     pub in_flight: usize,
+    pub pipeline_min_bytes: usize,
     pub segment_bytes: u64,
     pub duration: Duration,
     pub write_mode: WriteMode,
@@ -62,6 +63,7 @@ pub fn run(dir: &Path, p: &JournalParams) -> anyhow::Result<JournalResult> {
     let mut cfg = JournalConfig::new(*b"evring-benchmark", 0);
     cfg.frame_bytes_max = p.frame_bytes_max;
     cfg.in_flight_max = p.in_flight;
+    cfg.pipeline_min_bytes = p.pipeline_min_bytes;
     cfg.segment_bytes = p.segment_bytes;
     let (producers, record_bytes, duration) = (p.producers, p.record_bytes, p.duration);
     let result = run_local(async move {

@@ -105,6 +105,11 @@ struct JournalArgs {
     /// Frames being written at once.
     #[arg(long, default_value_t = 4)]
     in_flight: usize,
+    /// Bytes a frame must hold before it is written while others are in flight (the
+    /// server's `pipeline_min_bytes`, 64 KiB by default there). 0 here: every frame as soon
+    /// as `--in-flight` allows, the same depth as the raw-disk run it is compared with.
+    #[arg(long, default_value = "0", value_parser = report::parse_bytes)]
+    pipeline_min_bytes: u64,
     /// Journal segment size.
     #[arg(long, default_value = "256MiB", value_parser = report::parse_bytes)]
     segment_bytes: u64,
@@ -162,6 +167,7 @@ fn main() -> anyhow::Result<()> {
                 producers: a.producers,
                 frame_bytes_max: a.frame_bytes_max as usize,
                 in_flight: a.in_flight,
+                pipeline_min_bytes: a.pipeline_min_bytes as usize,
                 segment_bytes: a.segment_bytes,
                 duration: a.common.duration,
                 write_mode: match a.write_mode.as_str() {

@@ -3,12 +3,15 @@
 //! ## Algorithm
 //!
 //! An append encodes its records straight into the *open frame* (a direct-I/O buffer of
-//! `frame_bytes_max`), takes the next LSNs, and waits on the frame's completion signal. As
-//! soon as fewer than `in_flight_max` frames are in flight the open frame is sealed (header
-//! written, padded to a block) and submitted as one write at the segment's tail followed by
-//! one fdatasync (skipped when the file's writes are durable on completion: `O_DSYNC`), in
-//! its own task. While the pipeline is full, appends keep filling the open
-//! frame: that is the group commit, with no timer. When the open frame is full too, appends
+//! `frame_bytes_max`), takes the next LSNs, and waits on the frame's completion signal. When
+//! no frame is in flight the open frame is sealed at once (header written, padded to a block)
+//! and submitted as one write at the segment's tail followed by one fdatasync (skipped when
+//! the file's writes are durable on completion: `O_DSYNC`), in its own task. While frames are
+//! in flight, a further frame is sealed only when fewer than `in_flight_max` are and it holds
+//! at least `pipeline_min_bytes` (or is full): many small frames side by side cost more CPU
+//! per record (one I/O, interrupt and completion each) than one larger frame a moment later,
+//! while large frames gain from overlapping. Until then appends keep filling the open
+//! frame: that is the group commit, with no timer (a release seals it). When the open frame is full too, appends
 //! wait (back-pressure), so buffered bytes never exceed `(in_flight_max + 1) ×
 //! frame_bytes_max`.
 //!
@@ -51,8 +54,8 @@ use super::format::{
 use super::scan::{scan, DirtyTail, FrameInfo, IndexEntry, ScanConfig, ScanReport};
 use crate::constants::{
     BLOCK_BYTES, FRAME_BYTES_MAX_DEFAULT, FRAME_BYTES_MAX_LIMIT, FRAME_HEADER_BYTES,
-    INDEX_STRIDE_BYTES, IN_FLIGHT_FRAMES_DEFAULT, IN_FLIGHT_FRAMES_LIMIT, SEGMENT_BYTES_DEFAULT,
-    SEGMENT_BYTES_MIN, SEGMENT_HEADER_BLOCKS,
+    INDEX_STRIDE_BYTES, IN_FLIGHT_FRAMES_DEFAULT, IN_FLIGHT_FRAMES_LIMIT,
+    PIPELINE_MIN_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BLOCKS,
 };
 use crate::error::JournalError;
 
@@ -64,6 +67,9 @@ pub struct JournalConfig {
     pub segment_bytes: u64,
     pub frame_bytes_max: usize,
     pub in_flight_max: usize,
+    /// While other frames are in flight, the open frame is sealed only once it holds this
+    /// many bytes (or is full); with nothing in flight it is sealed at once.
+    pub pipeline_min_bytes: usize,
 }
 
 impl JournalConfig {
@@ -74,6 +80,7 @@ impl JournalConfig {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
             in_flight_max: IN_FLIGHT_FRAMES_DEFAULT,
+            pipeline_min_bytes: PIPELINE_MIN_BYTES_DEFAULT,
         }
     }
 
@@ -771,13 +778,24 @@ impl<S: Storage + 'static> Journal<S> {
         }
     }
 
-    /// Seals the open frame if the pipeline has room.
+    /// Seals the open frame if the pipeline has room: at once when nothing is in flight,
+    /// else once the frame holds `pipeline_min_bytes` (small frames side by side cost more
+    /// per event than one frame twice as large a moment later).
     fn kick(&self) {
         let sealed = {
             let mut st = self.shared.state.borrow_mut();
+            let cfg = &self.shared.cfg;
+            let worth_it = |st: &State<S::File>| {
+                st.in_flight.is_empty()
+                    || st
+                        .open
+                        .as_ref()
+                        .is_some_and(|o| o.used >= cfg.pipeline_min_bytes)
+            };
             if st.open.is_some()
-                && st.in_flight.len() < self.shared.cfg.in_flight_max
+                && st.in_flight.len() < cfg.in_flight_max
                 && st.poisoned.is_none()
+                && worth_it(&st)
             {
                 self.seal(&mut st)
             } else {

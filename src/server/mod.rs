@@ -220,6 +220,7 @@ pub fn start_serving(
     journal_cfg.segment_bytes = config.segment_bytes;
     journal_cfg.frame_bytes_max = config.frame_bytes_max as usize;
     journal_cfg.in_flight_max = config.in_flight_frames as usize;
+    journal_cfg.pipeline_min_bytes = config.pipeline_min_bytes as usize;
     journal_cfg.validate()?;
     let listen: SocketAddr = config
         .listen

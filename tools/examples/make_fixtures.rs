@@ -33,6 +33,8 @@ const BASE_TS: u64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
 
 fn config(partition: u32) -> JournalConfig {
     let mut cfg = JournalConfig::new(STORE, partition);
+    // Every frame as soon as the pipeline has room: the most frames in flight at a crash.
+    cfg.pipeline_min_bytes = 0;
     cfg.segment_bytes = SEGMENT_BYTES;
     cfg.frame_bytes_max = FRAME_BYTES_MAX;
     cfg.in_flight_max = 4;
