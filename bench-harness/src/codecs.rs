@@ -80,6 +80,8 @@ pub fn payload(conn: u32, seq: u64, j: usize, len: usize) -> Vec<u8> {
 #[derive(Default)]
 pub struct EvringCodec {
     next_id: u64,
+    /// Send PING instead of every request: the server's network path alone, no journal.
+    pub ping: bool,
 }
 
 impl Codec for EvringCodec {
@@ -97,6 +99,7 @@ impl Codec for EvringCodec {
         self.next_id += 1;
         let id = self.next_id;
         let req = match *op {
+            _ if self.ping => Request::Ping,
             Op::Append {
                 stream,
                 events,
@@ -142,7 +145,7 @@ impl Codec for EvringCodec {
                 error: None,
                 first_version: Some(first_version),
             },
-            Response::Events { .. } => Decoded::Done {
+            Response::Events { .. } | Response::Pong => Decoded::Done {
                 key: h.request_id,
                 error: None,
                 first_version: None,

@@ -64,6 +64,10 @@ pub struct NetworkArgs {
     /// Threads of the poll driver (connections are split among them).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Send PING instead of APPEND (poll driver): the ceiling of the server's network path
+    /// on this machine, with no journal write behind the reply.
+    #[arg(long)]
+    ping: bool,
 }
 
 /// What each request carries: an APPEND of `events` events of `payload` bytes to one of
@@ -290,13 +294,12 @@ fn poll_run(addr: &str, a: &NetworkArgs) -> anyhow::Result<NetResult> {
         warmup: a.warmup,
         ..Default::default()
     };
-    let r = crate::driver::run(
-        &w,
-        addr,
-        a.threads,
-        false,
-        crate::codecs::EvringCodec::default,
-    )?;
+    let ping = a.ping;
+    let r = crate::driver::run(&w, addr, a.threads, false, move || {
+        let mut codec = crate::codecs::EvringCodec::default();
+        codec.ping = ping;
+        codec
+    })?;
     Ok(NetResult {
         requests: r.appends,
         events: r.appends * w.events_per_request as u64,
@@ -309,6 +312,7 @@ fn poll_run(addr: &str, a: &NetworkArgs) -> anyhow::Result<NetResult> {
 fn one_run(addr: &str, a: &NetworkArgs, picker: &Arc<Picker>) -> anyhow::Result<NetResult> {
     match a.driver.as_str() {
         "poll" => return poll_run(addr, a),
+        "client" if a.ping => bail!("--ping needs the poll driver"),
         "client" => {}
         other => bail!("unknown driver {other:?} (poll, client)"),
     }
@@ -394,9 +398,17 @@ pub fn main(a: NetworkArgs) -> anyhow::Result<()> {
         runs.push(r);
     }
     let med = crate::median_by(runs, |r| r.requests as f64);
+    let what = if a.ping {
+        "PING".to_string()
+    } else {
+        format!(
+            "{} ev x {}B, {} {} streams",
+            a.events, a.payload, a.streams, a.distribution
+        )
+    };
     rows.push(med.row(&format!(
-        "evring {}c x {}p, {} ev x {}B, {} {} streams, {} driver, median",
-        a.connections, a.pipeline, a.events, a.payload, a.streams, a.distribution, a.driver
+        "evring {}c x {}p, {what}, {} driver, median",
+        a.connections, a.pipeline, a.driver
     )));
     report::print(&rows, a.common.json);
     Ok(())

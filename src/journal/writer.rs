@@ -272,9 +272,30 @@ struct State<F: SegmentFile> {
     stats: JournalStats,
 }
 
+/// Metric handles of one journal, looked up once at open.
+struct JournalMetrics {
+    flush_latency: metrics::Histogram,
+    frames: metrics::Counter,
+    bytes: metrics::Counter,
+    in_flight: metrics::Gauge,
+}
+
+impl JournalMetrics {
+    fn new(partition: u32) -> JournalMetrics {
+        let p = partition.to_string();
+        JournalMetrics {
+            flush_latency: metrics::histogram!(crate::metrics::FLUSH_LATENCY_SECONDS, "partition" => p.clone()),
+            frames: metrics::counter!(crate::metrics::FRAMES_WRITTEN_TOTAL, "partition" => p.clone()),
+            bytes: metrics::counter!(crate::metrics::JOURNAL_BYTES_WRITTEN_TOTAL, "partition" => p.clone()),
+            in_flight: metrics::gauge!(crate::metrics::FRAMES_IN_FLIGHT, "partition" => p),
+        }
+    }
+}
+
 struct Shared<S: Storage> {
     storage: S,
     cfg: JournalConfig,
+    metrics: JournalMetrics,
     state: RefCell<State<S::File>>,
     closed: Cell<bool>,
 }
@@ -411,6 +432,7 @@ impl<S: Storage + 'static> Journal<S> {
         let next_segment = NextSegment::None;
         let shared = Rc::new(Shared {
             storage,
+            metrics: JournalMetrics::new(cfg.partition),
             cfg,
             state: RefCell::new(State {
                 file,
@@ -819,13 +841,11 @@ impl<S: Storage + 'static> Journal<S> {
                 let done = flight.done.expect("checked above");
                 match (&st.poisoned, done) {
                     (None, Ok(())) => {
-                        let partition = self.shared.cfg.partition.to_string();
-                        metrics::histogram!(crate::metrics::FLUSH_LATENCY_SECONDS, "partition" => partition.clone())
+                        let m = &self.shared.metrics;
+                        m.flush_latency
                             .record(flight.submitted.elapsed().as_secs_f64());
-                        metrics::counter!(crate::metrics::FRAMES_WRITTEN_TOTAL, "partition" => partition.clone())
-                            .increment(1);
-                        metrics::counter!(crate::metrics::JOURNAL_BYTES_WRITTEN_TOTAL, "partition" => partition)
-                            .increment(flight.bytes);
+                        m.frames.increment(1);
+                        m.bytes.increment(flight.bytes);
                         st.acked_lsn = flight.end_lsn;
                         flight.signal.finish(Ok(()));
                     }
@@ -846,8 +866,7 @@ impl<S: Storage + 'static> Journal<S> {
                     (Some(reason), _) => flight.signal.finish(Err(reason.clone())),
                 }
             }
-            metrics::gauge!(crate::metrics::FRAMES_IN_FLIGHT, "partition" => self.shared.cfg.partition.to_string())
-                .set(st.in_flight.len() as f64);
+            self.shared.metrics.in_flight.set(st.in_flight.len() as f64);
             wake_all(&mut st);
         }
         self.kick();

@@ -132,6 +132,11 @@ pub struct Partition<S: Storage + 'static = GlommioStorage> {
     state: RefCell<State>,
     ring_events_gauge: metrics::Gauge,
     ring_bytes_gauge: metrics::Gauge,
+    /// Handles looked up once: a lookup per append (label string, key hash, registry map)
+    /// costs more than the increment.
+    appends_counter: metrics::Counter,
+    events_counter: metrics::Counter,
+    bytes_counter: metrics::Counter,
 }
 
 /// Counters for STATS and metrics.
@@ -555,7 +560,14 @@ impl<S: Storage + 'static> Partition<S> {
         let label = id.to_string();
         let ring_events_gauge =
             metrics::gauge!(crate::metrics::RING_EVENTS, "partition" => label.clone());
-        let ring_bytes_gauge = metrics::gauge!(crate::metrics::RING_BYTES, "partition" => label);
+        let ring_bytes_gauge =
+            metrics::gauge!(crate::metrics::RING_BYTES, "partition" => label.clone());
+        let appends_counter =
+            metrics::counter!(crate::metrics::APPENDS_TOTAL, "partition" => label.clone());
+        let events_counter =
+            metrics::counter!(crate::metrics::EVENTS_APPENDED_TOTAL, "partition" => label.clone());
+        let bytes_counter =
+            metrics::counter!(crate::metrics::APPEND_BYTES_TOTAL, "partition" => label);
         let rs = rebuilt.mem.ring.stats();
         ring_events_gauge.set(rs.count as f64);
         ring_bytes_gauge.set(rs.payload_bytes as f64);
@@ -565,6 +577,9 @@ impl<S: Storage + 'static> Partition<S> {
             limits,
             ring_events_gauge,
             ring_bytes_gauge,
+            appends_counter,
+            events_counter,
+            bytes_counter,
             state: RefCell::new(State {
                 mem: rebuilt.mem,
                 streams: rebuilt.streams,
@@ -748,13 +763,9 @@ impl<S: Storage + 'static> Partition<S> {
             st.appends += 1;
             st.events_appended += n;
             st.bytes_appended += bytes;
-            let partition = self.id.to_string();
-            metrics::counter!(crate::metrics::APPENDS_TOTAL, "partition" => partition.clone())
-                .increment(1);
-            metrics::counter!(crate::metrics::EVENTS_APPENDED_TOTAL, "partition" => partition.clone())
-                .increment(n);
-            metrics::counter!(crate::metrics::APPEND_BYTES_TOTAL, "partition" => partition)
-                .increment(bytes);
+            self.appends_counter.increment(1);
+            self.events_counter.increment(n);
+            self.bytes_counter.increment(bytes);
             if self.limits.idempotency_window > 0 {
                 for r in &recorded {
                     if r.event.id == [0; 16] {
