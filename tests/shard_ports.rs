@@ -200,3 +200,29 @@ fn bad_shard_ports_settings_are_refused_in_one_line() {
         "{err}"
     );
 }
+
+#[test]
+fn dropping_a_client_closes_every_connection_it_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data, "auto");
+    let watcher = server.client(); // 3 connections
+    let connections = || -> u64 {
+        let json: serde_json::Value = serde_json::from_str(&watcher.stats().unwrap()).unwrap();
+        json["connections"].as_u64().unwrap()
+    };
+    assert_eq!(connections(), 3);
+    let c = server.client();
+    c.append("s", expected::ANY, vec![ev("t", b"x")]).unwrap();
+    assert_eq!(connections(), 6);
+    drop(c);
+    let started = std::time::Instant::now();
+    while connections() != 3 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the dropped client's connections stay open: {}",
+            connections()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -109,6 +109,16 @@ struct Inner {
     partitions: AtomicU64,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The reader thread reads from a clone of the socket: shutting it down ends that
+        // thread and lets the server see the connection close.
+        if let Ok(w) = self.writer.get_mut() {
+            let _ = w.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 /// An evring connection (async API): the first connection, plus one per shard port when
 /// the server advertises them.
 #[derive(Clone)]
