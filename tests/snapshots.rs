@@ -459,3 +459,59 @@ fn a_damaged_frame_a_snapshot_covers_is_never_served() {
     assert_eq!(recent.len(), 10);
     assert_eq!(recent[9].event.data, event(599, false).data);
 }
+
+#[test]
+fn snapshot_work_runs_off_the_shards_cpu() {
+    // Threads inherit their creator's CPU affinity: without care, glommio's blocking-pool
+    // thread that encodes and writes snapshots would share the pinned shard's CPU.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipped: one CPU, nowhere else to run snapshot work");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let flags = [
+        "--set",
+        "snapshot_every_events=50",
+        "--set",
+        "pin_cpus=true",
+        "--set",
+        "shards=1",
+    ];
+    let p = start(&data, &dir.path().join("1.log"), &flags, &[]);
+    let c = client(&p);
+    for i in 0..200u64 {
+        c.append("st-0", expected::ANY, vec![event(i, false)])
+            .unwrap();
+    }
+    wait_for_snapshots(&data, 1);
+    // The shard and the blocking-pool thread share the name; the shard is pinned to one CPU.
+    let pid = p.child.id();
+    let mut allowed = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("evring-shard-0") {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        if let Some(list) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        {
+            allowed.push(list.trim().to_string());
+        }
+    }
+    assert!(
+        allowed.len() >= 2,
+        "shard and blocking threads: {allowed:?}"
+    );
+    let shard_cpu = &allowed[0];
+    assert!(
+        allowed.iter().any(|a| a != shard_cpu),
+        "every shard-named thread is on the shard's CPU {shard_cpu}: {allowed:?}"
+    );
+}

@@ -667,6 +667,7 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
         let dir = inner.dir.clone();
         glommio::executor()
             .spawn_blocking(move || -> std::io::Result<()> {
+                crate::shard::off_shard_cpus();
                 crate::snapshot::write(&dir, &meta, &body)?;
                 crate::snapshot::prune(&dir, keep)?;
                 Ok(())

@@ -897,6 +897,7 @@ async fn take_snapshot(
     let inject = std::env::var_os("EVRINGD_INJECT_SNAPSHOT_FAILURE").is_some();
     let (path, bytes) = glommio::executor()
         .spawn_blocking(move || -> std::io::Result<(std::path::PathBuf, usize)> {
+            crate::shard::off_shard_cpus();
             if inject {
                 return Err(std::io::Error::other("injected snapshot failure"));
             }

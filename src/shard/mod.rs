@@ -9,7 +9,13 @@
 //! spin delayed every cross-shard call by about the spin time (measured: 1 ms at 1000 µs,
 //! 0.2 ms at 100 µs, one connection, one request at a time), and a spinning shard takes CPU
 //! from the kernel work that completes its own writes.
+//!
+//! A thread inherits its creator's CPU affinity, so glommio's blocking-pool threads, spawned
+//! by a pinned executor, would run on that executor's CPU. Blocking jobs (snapshot encoding
+//! and writing) call [`off_shard_cpus`] first, which moves the calling thread to the CPUs no
+//! shard is pinned to (all CPUs when every CPU has a shard).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
@@ -63,7 +69,12 @@ pub fn executor_builder(
     spin_before_park: Duration,
 ) -> Result<LocalExecutorBuilder, RuntimeError> {
     let placement = match cpu {
-        Some(cpu) => Placement::Fixed(cpu),
+        Some(cpu) => {
+            if cpu < 64 {
+                SHARD_CPUS.fetch_or(1 << cpu, Ordering::AcqRel);
+            }
+            Placement::Fixed(cpu)
+        }
         None => Placement::Unbound,
     };
     Ok(LocalExecutorBuilder::new(placement)
@@ -82,4 +93,39 @@ pub fn run_local<T>(fut: impl std::future::Future<Output = T>) -> T {
         .make()
         .expect("cannot start a glommio executor")
         .run(fut)
+}
+
+/// CPUs (below 64) some executor is pinned to, as a bit mask.
+static SHARD_CPUS: AtomicU64 = AtomicU64::new(0);
+
+/// Moves the calling thread to the online CPUs no executor is pinned to (every online CPU
+/// when that leaves none). For blocking-pool jobs, which would otherwise share their
+/// executor's CPU. Best effort: a failure leaves the affinity as it was.
+pub fn off_shard_cpus() {
+    let pinned = SHARD_CPUS.load(Ordering::Acquire);
+    if pinned == 0 {
+        return;
+    }
+    // SAFETY: sysconf has no memory effects.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.clamp(1, 1024) as usize;
+    // SAFETY: cpu_set_t is plain data; all zeros is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let mut any = false;
+    for cpu in 0..online {
+        if cpu >= 64 || pinned & (1 << cpu) == 0 {
+            // SAFETY: `cpu` is below CPU_SETSIZE (1024), the size of `set`.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+            any = true;
+        }
+    }
+    if !any {
+        for cpu in 0..online {
+            // SAFETY: as above.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    unsafe {
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }
