@@ -158,41 +158,28 @@ fn without_shard_ports_hello_names_the_client_port_and_appends_cross_shards() {
     assert!(crossings_for_appends(&c) > 0);
 }
 
+/// Starts evringd with `settings` expecting a refusal; returns its error output.
+fn refused(data: &str, settings: &[&str]) -> String {
+    let mut args = vec!["--data-dir", data, "--listen", "127.0.0.1:0"];
+    for s in settings {
+        args.extend(["--set", s]);
+    }
+    let (ok, err) = common::start_failure(&args, |_| {});
+    assert!(!ok, "evringd accepted {settings:?}");
+    err
+}
+
 #[test]
 fn bad_shard_ports_settings_are_refused_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
-    let (ok, err) = common::start_failure(
-        &[
-            "--data-dir",
-            data,
-            "--listen",
-            "127.0.0.1:0",
-            "--set",
-            "shard_ports=\"some\"",
-        ],
-        |_| {},
-    );
-    assert!(!ok);
+    let err = refused(data, &["shard_ports=\"some\""]);
     assert!(err.contains("shard_ports must be"), "{err}");
     // A base port whose range is taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let (ok, err) = common::start_failure(
-        &[
-            "--data-dir",
-            data,
-            "--listen",
-            "127.0.0.1:0",
-            "--set",
-            "shards=1",
-            "--set",
-            &format!("shard_ports=\"{port}\""),
-        ],
-        |_| {},
-    );
-    assert!(!ok);
+    let err = refused(data, &["shards=1", &format!("shard_ports=\"{port}\"")]);
     assert!(
         err.contains(&format!(
             "cannot listen on 127.0.0.1:{port} (shard 0's port)"
