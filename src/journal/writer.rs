@@ -980,13 +980,17 @@ impl<S: Storage + 'static> Journal<S> {
         self.shared.state.borrow().in_flight.len()
     }
 
-    /// Waits until every frame submitted so far is released, then stops accepting appends.
+    /// Waits until every frame submitted so far is released and a segment being prepared in
+    /// the background is ready (so a clean stop leaves no half-written temporary file), then
+    /// stops accepting appends.
     pub async fn close(&self) {
         loop {
             self.kick();
             let idle = {
                 let st = self.shared.state.borrow();
-                st.in_flight.is_empty() && st.open.is_none()
+                st.in_flight.is_empty()
+                    && st.open.is_none()
+                    && !matches!(st.next_segment, NextSegment::Preparing)
             };
             if idle {
                 break;

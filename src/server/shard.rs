@@ -346,12 +346,13 @@ impl Shard {
     }
 
     /// HELLO's address per partition: its owning shard's own port when `shard_ports` is on
-    /// (and every shard listens), else the client port.
-    fn partition_addresses(&self) -> Vec<String> {
+    /// (and every shard listens), else the client port. A wildcard host (0.0.0.0, ::) is
+    /// replaced by `local_ip`, the address the client connected to.
+    fn partition_addresses(&self, local_ip: Option<std::net::IpAddr>) -> Vec<String> {
         (0..self.shared.partitions)
             .map(|p| match self.shared.shard_addrs.get() {
-                Some(addrs) => addrs[self.owner_of(p)].to_string(),
-                None => self.shared.client_addr.to_string(),
+                Some(addrs) => advertised(addrs[self.owner_of(p)], local_ip),
+                None => advertised(self.shared.client_addr, local_ip),
             })
             .collect()
     }
@@ -847,6 +848,9 @@ impl Shard {
         let count = self.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
         metrics::gauge!(crate::metrics::CONNECTIONS).set(count as f64);
         let peer = stream.peer_addr().ok();
+        // The address this client reached us at: HELLO advertises shard ports on it when
+        // the listener is bound to a wildcard address.
+        let local_ip = stream.local_addr().ok().map(|a| a.ip());
         let _ = stream.set_nodelay(true);
         let (rd, mut wr) = futures_lite::io::split(stream);
         // Pipelined requests arrive many to a segment: one recv fills the buffer with
@@ -992,7 +996,7 @@ impl Shard {
                             &Response::Hello {
                                 protocol_version: PROTOCOL_VERSION,
                                 server_version: env!("CARGO_PKG_VERSION").into(),
-                                partition_addresses: self.partition_addresses(),
+                                partition_addresses: self.partition_addresses(local_ip),
                             },
                         );
                         continue;
@@ -1344,6 +1348,41 @@ impl Shard {
         Response::Stats {
             json: json.to_string(),
         }
+    }
+}
+
+/// `addr` as a client can reach it: a wildcard host (0.0.0.0, ::) becomes `local_ip`, the
+/// address the client connected to.
+fn advertised(mut addr: SocketAddr, local_ip: Option<std::net::IpAddr>) -> String {
+    if let Some(ip) = local_ip.filter(|_| addr.ip().is_unspecified()) {
+        addr.set_ip(ip);
+    }
+    addr.to_string()
+}
+
+#[cfg(test)]
+mod advertised_tests {
+    use super::advertised;
+
+    #[test]
+    fn wildcard_hosts_become_the_address_the_client_reached() {
+        let local = Some("10.1.2.3".parse().unwrap());
+        assert_eq!(
+            advertised("0.0.0.0:7071".parse().unwrap(), local),
+            "10.1.2.3:7071"
+        );
+        assert_eq!(
+            advertised("[::]:7071".parse().unwrap(), local),
+            "10.1.2.3:7071"
+        );
+        assert_eq!(
+            advertised("127.0.0.1:7071".parse().unwrap(), local),
+            "127.0.0.1:7071"
+        );
+        assert_eq!(
+            advertised("0.0.0.0:7071".parse().unwrap(), None),
+            "0.0.0.0:7071"
+        );
     }
 }
 
