@@ -1360,6 +1360,13 @@ fn advertised(mut addr: SocketAddr, local_ip: Option<std::net::IpAddr>) -> Strin
     addr.to_string()
 }
 
+fn unexpected(r: OpResult) -> Response {
+    Response::error(
+        code::PARTITION_UNAVAILABLE,
+        format!("internal: unexpected partition result {r:?}"),
+    )
+}
+
 #[cfg(test)]
 mod advertised_tests {
     use super::advertised;
@@ -1384,11 +1391,4 @@ mod advertised_tests {
             "0.0.0.0:7071"
         );
     }
-}
-
-fn unexpected(r: OpResult) -> Response {
-    Response::error(
-        code::PARTITION_UNAVAILABLE,
-        format!("internal: unexpected partition result {r:?}"),
-    )
 }
