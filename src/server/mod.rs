@@ -567,24 +567,61 @@ async fn run_shard(
     let mut snapshot_tasks = Vec::new();
     if policy.enabled() {
         for (&id, part) in &shard.partitions {
+            let dir = Manifest::partition_dir(&data_dir, id);
+            let newest = crate::snapshot::list(&dir)
+                .ok()
+                .and_then(|l| l.first().map(|x| x.0))
+                .unwrap_or(0);
+            let (part, store) = (part.clone(), journal_cfg.store_id);
+            let position = {
+                let part = part.clone();
+                move || part.published_lsn()
+            };
+            let take = async move || {
+                let lsn = take_snapshot(&part, &dir, store, policy.keep)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if policy.retention_bytes > 0 || policy.retention_age.is_some() {
+                    apply_retention(&part, &dir, policy).await;
+                }
+                Ok(lsn)
+            };
             let task = snapshot_loop(
-                part.clone(),
-                Manifest::partition_dir(&data_dir, id),
-                journal_cfg.store_id,
+                "stream",
+                id,
+                newest,
+                0x9E37_79B9_7F4A_7C15,
                 policy,
                 shared.clone(),
                 jobs.clone(),
+                position,
+                take,
             );
             snapshot_tasks.push(glommio::spawn_local(task));
         }
-        for (&id, engine) in &shard.kv {
-            let service: Rc<dyn serve::ModelEngine> = Rc::new(engine.clone());
-            let task = model_snapshot_loop(service, id, policy, shared.clone(), jobs.clone());
-            snapshot_tasks.push(glommio::spawn_local(task));
-        }
-        if let Some((_, service)) = &shard.served {
-            let task =
-                model_snapshot_loop(service.engine(), 0, policy, shared.clone(), jobs.clone());
+        for (id, service) in shard.models() {
+            let position = {
+                let service = service.clone();
+                move || service.applied_lsn()
+            };
+            let start = service.applied_lsn();
+            let take = async move || {
+                service
+                    .snapshot(policy.keep)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let task = snapshot_loop(
+                "model",
+                id,
+                start,
+                0xD1B5_4A32_D192_ED03,
+                policy,
+                shared.clone(),
+                jobs.clone(),
+                position,
+                take,
+            );
             snapshot_tasks.push(glommio::spawn_local(task));
         }
     }
@@ -598,15 +635,7 @@ async fn run_shard(
     for p in shard.partitions.values() {
         p.journal().close().await;
     }
-    let mut models: Vec<(u32, Rc<dyn serve::ModelEngine>)> = shard
-        .kv
-        .iter()
-        .map(|(&id, e)| (id, Rc::new(e.clone()) as Rc<dyn serve::ModelEngine>))
-        .collect();
-    if let Some((_, service)) = &shard.served {
-        models.push((0, service.engine()));
-    }
-    for (id, service) in models {
+    for (id, service) in shard.models() {
         service.close().await;
         if shared.config.snapshot_on_shutdown && service.applied_lsn() > 0 {
             if let Err(e) = service.snapshot(policy.keep).await {
@@ -760,41 +789,39 @@ impl Schedule {
     }
 }
 
-/// Snapshots `part` whenever the policy says so, until the server stops. Failures are logged,
-/// counted and retried with exponential backoff and jitter; appends never wait for them.
+/// Runs `take` whenever the policy says a snapshot is due, given the state's position
+/// (published or applied LSN) and the last snapshot's (`start` at first), until the server
+/// stops. Failures are logged, counted and retried with exponential backoff and jitter; the
+/// appends and commands the state serves never wait for them. One loop per partition's
+/// streams and per model, at most `snapshot_max_jobs` of them taking a snapshot at once.
+#[allow(clippy::too_many_arguments)]
 async fn snapshot_loop(
-    part: Rc<Partition>,
-    dir: std::path::PathBuf,
-    store: crate::journal::StoreId,
+    what: &'static str,
+    partition: u32,
+    start: u64,
+    seed: u64,
     policy: SnapshotPolicy,
     shared: Arc<Shared>,
     jobs: Rc<glommio::sync::Semaphore>,
+    position: impl Fn() -> u64,
+    take: impl AsyncFn() -> Result<u64, String>,
 ) {
-    let newest = crate::snapshot::list(&dir)
-        .ok()
-        .and_then(|l| l.first().map(|x| x.0))
-        .unwrap_or(0);
-    let mut schedule = Schedule::new(policy, newest, u64::from(part.id) ^ 0x9E37_79B9_7F4A_7C15);
+    let mut schedule = Schedule::new(policy, start, u64::from(partition) ^ seed);
     while !shared.stop.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
-        if !schedule.due(part.published_lsn()) {
+        if !schedule.due(position()) {
             continue;
         }
         let Ok(_permit) = jobs.acquire_static_permit(1).await else {
             return;
         };
-        match take_snapshot(&part, &dir, store, policy.keep).await {
-            Ok(lsn) => {
-                schedule.succeeded(lsn);
-                if policy.retention_bytes > 0 || policy.retention_age.is_some() {
-                    apply_retention(&part, &dir, policy).await;
-                }
-            }
+        match take().await {
+            Ok(lsn) => schedule.succeeded(lsn),
             Err(e) => {
-                metrics::counter!(crate::metrics::SNAPSHOT_FAILURES, "partition" => part.id.to_string())
+                metrics::counter!(crate::metrics::SNAPSHOT_FAILURES, "partition" => partition.to_string())
                     .increment(1);
                 let wait = schedule.failed();
-                tracing::warn!(partition = part.id, error = %e, failures = schedule.failures, retry_in_ms = wait.as_millis() as u64, "snapshot failed; appends are not affected");
+                tracing::warn!(partition, error = %e, failures = schedule.failures, retry_in_ms = wait.as_millis() as u64, "{what} snapshot failed; writes are not affected");
             }
         }
     }
@@ -810,40 +837,6 @@ fn snapshot_backoff(failures: u32, seed: &mut u64) -> Duration {
     Duration::from_secs(1 << failures.min(8))
         .min(Duration::from_secs(300))
         .mul_f64(jitter)
-}
-
-/// Snapshots a model (a partition's key-value engine, or the served model) on the same
-/// policy as the streams.
-async fn model_snapshot_loop(
-    service: Rc<dyn serve::ModelEngine>,
-    partition: u32,
-    policy: SnapshotPolicy,
-    shared: Arc<Shared>,
-    jobs: Rc<glommio::sync::Semaphore>,
-) {
-    let mut schedule = Schedule::new(
-        policy,
-        service.applied_lsn(),
-        u64::from(partition) ^ 0xD1B5_4A32_D192_ED03,
-    );
-    while !shared.stop.load(Ordering::Acquire) {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
-        if !schedule.due(service.applied_lsn()) {
-            continue;
-        }
-        let Ok(_permit) = jobs.acquire_static_permit(1).await else {
-            return;
-        };
-        match service.snapshot(policy.keep).await {
-            Ok(lsn) => schedule.succeeded(lsn),
-            Err(e) => {
-                metrics::counter!(crate::metrics::SNAPSHOT_FAILURES, "partition" => partition.to_string())
-                    .increment(1);
-                let wait = schedule.failed();
-                tracing::warn!(partition, error = %e, failures = schedule.failures, retry_in_ms = wait.as_millis() as u64, "model snapshot failed; commands are not affected");
-            }
-        }
-    }
 }
 
 /// Deletes journal segments the retention policy no longer wants, but only those wholly

@@ -345,6 +345,20 @@ impl Shard {
         })
     }
 
+    /// Every model engine of this shard with its partition: each owned partition's
+    /// key-value engine, and the served model (partition 0) if it runs here.
+    pub fn models(&self) -> Vec<(u32, Rc<dyn super::serve::ModelEngine>)> {
+        let mut models: Vec<(u32, Rc<dyn super::serve::ModelEngine>)> = self
+            .kv
+            .iter()
+            .map(|(&id, e)| (id, Rc::new(e.clone()) as Rc<dyn super::serve::ModelEngine>))
+            .collect();
+        if let Some((_, service)) = &self.served {
+            models.push((0, service.engine()));
+        }
+        models
+    }
+
     /// HELLO's address per partition: its owning shard's own port when `shard_ports` is on
     /// (and every shard listens), else the client port. A wildcard host (0.0.0.0, ::) is
     /// replaced by `local_ip`, the address the client connected to.

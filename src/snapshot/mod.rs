@@ -113,8 +113,19 @@ pub fn read_meta(path: &Path) -> io::Result<SnapshotMeta> {
     let Ok((h, _)) = SnapshotHeader::read_from_prefix(&head[..]) else {
         return Err(io::Error::other("short snapshot header"));
     };
-    if h.magic != SNAPSHOT_MAGIC || header_crc(&h) != h.header_crc.get() {
-        return Err(io::Error::other("damaged snapshot header"));
+    checked_header(&h).map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Checks a header's magic, checksum and version; returns its fields.
+fn checked_header(h: &SnapshotHeader) -> Result<SnapshotMeta, SnapshotError> {
+    if h.magic != SNAPSHOT_MAGIC {
+        return Err(SnapshotError::Magic);
+    }
+    if header_crc(h) != h.header_crc.get() {
+        return Err(SnapshotError::HeaderChecksum);
+    }
+    if h.version.get() != SNAPSHOT_VERSION {
+        return Err(SnapshotError::Version(h.version.get()));
     }
     Ok(SnapshotMeta {
         kind: h.kind,
@@ -153,15 +164,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), SnapshotError> {
     let Ok((h, body)) = SnapshotHeader::read_from_prefix(bytes) else {
         return Err(SnapshotError::Short);
     };
-    if h.magic != SNAPSHOT_MAGIC {
-        return Err(SnapshotError::Magic);
-    }
-    if header_crc(&h) != h.header_crc.get() {
-        return Err(SnapshotError::HeaderChecksum);
-    }
-    if h.version.get() != SNAPSHOT_VERSION {
-        return Err(SnapshotError::Version(h.version.get()));
-    }
+    let meta = checked_header(&h)?;
     if body.len() as u64 != h.body_len.get() {
         return Err(SnapshotError::Length {
             have: body.len() as u64,
@@ -171,17 +174,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), SnapshotError> {
     if crc32fast::hash(body) != h.body_crc.get() {
         return Err(SnapshotError::BodyChecksum);
     }
-    Ok((
-        SnapshotMeta {
-            kind: h.kind,
-            codec: h.codec,
-            partition: h.partition.get(),
-            store_id: h.store_id,
-            lsn: h.lsn.get(),
-            resume_segment: h.resume_segment.get(),
-        },
-        body,
-    ))
+    Ok((meta, body))
 }
 
 pub fn file_name(lsn: u64) -> String {
