@@ -34,6 +34,15 @@ pub const PIPELINE_MIN_BYTES_DEFAULT: usize = 64 * 1024;
 /// Upper bound on frames in flight.
 pub const IN_FLIGHT_FRAMES_LIMIT: usize = 64;
 
+/// Submission-queue entries of each shard's journal io_uring (completion queue: four times
+/// as many). Frames are submitted as they are sealed, so the queue holds at most the
+/// entries of one submission unless the kernel pushes back.
+pub const JOURNAL_RING_ENTRIES: usize = 256;
+
+/// Free frame buffers a shard keeps for reuse (beyond those held by open and in-flight
+/// frames), so frames reuse memory already faulted in.
+pub const FRAME_BUF_POOL_MAX: usize = IN_FLIGHT_FRAMES_DEFAULT + 4;
+
 /// Size of the frame header at the start of every frame.
 pub const FRAME_HEADER_BYTES: usize = 96;
 
@@ -68,5 +77,7 @@ const _: () = assert!(
 );
 const _: () = assert!(SEGMENT_BYTES_MIN % BLOCK_BYTES as u64 == 0);
 const _: () = assert!(IN_FLIGHT_FRAMES_DEFAULT <= IN_FLIGHT_FRAMES_LIMIT);
+// A frame is at most two entries (write, fdatasync): one journal's whole pipeline fits.
+const _: () = assert!(2 * IN_FLIGHT_FRAMES_LIMIT <= JOURNAL_RING_ENTRIES);
 const _: () = assert!(SCAN_CHUNK_BYTES >= FRAME_BYTES_MAX_DEFAULT);
 const _: () = assert!(SCAN_CHUNK_BYTES % BLOCK_BYTES == 0);

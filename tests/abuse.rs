@@ -41,9 +41,10 @@ const SMALL: [&str; 22] = [
     "frame_bytes_max=1048576",
 ];
 
-/// docs/OPERATIONS.md's memory budget for the SMALL configuration, with `c` connections and
-/// `e` events written:
-/// 30 MiB + P × (2 × (in_flight_frames + 1) × frame_bytes_max + 72 × ring_capacity_events
+/// docs/OPERATIONS.md's memory budget for the SMALL configuration (one shard), with `c`
+/// connections and `e` events written:
+/// 30 MiB + shards × 8 × frame_bytes_max
+/// + P × (2 × (in_flight_frames + 1) × frame_bytes_max + 72 × ring_capacity_events
 ///   + ring_capacity_bytes + 100 × idempotency_window)
 /// + C × (2 × (connection_buffer_bytes + max(connection_buffer_bytes, 4 MiB)
 ///   + max_in_flight_per_connection × 1 KiB) + max_frame_bytes + 64 KiB) + 8 × E.
@@ -51,7 +52,8 @@ fn small_budget(c: u64, e: u64) -> u64 {
     // (No snapshot is written in these runs: fewer events than snapshot_every_events.)
     let partition = 2 * 5 * MIB + 72 * 65536 + 16 * MIB + 100 * 10_000;
     let connection = 2 * (MIB + 4 * MIB + 64 * 1024) + MIB + 64 * 1024;
-    30 * MIB + partition + c * connection + 8 * e
+    let frame_buffer_pool = 8 * MIB;
+    30 * MIB + frame_buffer_pool + partition + c * connection + 8 * e
 }
 
 /// (VmRSS, VmHWM) of a process in bytes.

@@ -21,6 +21,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 /// A buffer the journal fills with one frame before handing it to `write_at`.
@@ -46,8 +47,8 @@ impl FrameBuf for Vec<u8> {
 /// One segment file.
 // The journal runs on one thread per shard, so these futures never need to be `Send`.
 #[allow(async_fn_in_trait)]
-pub trait SegmentFile {
-    type Buf: FrameBuf;
+pub trait SegmentFile: 'static {
+    type Buf: FrameBuf + 'static;
     /// A buffer of `len` bytes aligned for direct I/O. Its contents are unspecified: the
     /// journal writes every byte it submits (records, then zero padding).
     fn alloc_buf(&self, len: usize) -> Self::Buf;
@@ -59,6 +60,30 @@ pub trait SegmentFile {
     /// journal acknowledges after the write alone instead of following it with [`Self::sync`].
     fn write_is_durable(&self) -> bool {
         false
+    }
+    /// Starts making a sealed frame durable at `pos`: its write, then (unless
+    /// [`Self::write_is_durable`]) an fdatasync. `done` is called once with the result, and
+    /// may be called before this returns (so the caller holds no borrow across the call).
+    /// The default runs [`Self::write_at`] and [`Self::sync`] in a task on the current
+    /// glommio executor (which polls it at once); a device with its own submission path
+    /// overrides it.
+    fn write_durable(
+        self: Rc<Self>,
+        buf: Self::Buf,
+        pos: u64,
+        done: Box<dyn FnOnce(io::Result<()>)>,
+    ) where
+        Self: Sized,
+    {
+        glommio::spawn_local(async move {
+            let result = match self.write_at(buf, pos).await {
+                Ok(()) if self.write_is_durable() => Ok(()),
+                Ok(()) => self.sync().await,
+                Err(e) => Err(e),
+            };
+            done(result);
+        })
+        .detach();
     }
     /// Reads `len` bytes at `pos` (fewer only at the end of the file).
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>>;
@@ -85,6 +110,9 @@ pub trait Storage {
     async fn segment_len(&self, seq: u64) -> io::Result<u64>;
     /// How to name segment `seq` in a message (its path on disk).
     fn describe(&self, seq: u64) -> String;
+    /// Delivers completions of durable writes that have arrived (the journal calls this on
+    /// every append, so a busy journal sees its completions without waiting for a poll).
+    fn poll_completions(&self) {}
     /// How long ago segment `seq` was last modified (retention by age); zero if unknown.
     async fn segment_age(&self, _seq: u64) -> io::Result<std::time::Duration> {
         Ok(std::time::Duration::ZERO)

@@ -5,7 +5,8 @@
 //! - [`format`]: segment header, frame header and record layouts (docs/FORMAT.md).
 //! - [`device`]: the storage traits the journal is generic over, and a read-only `std::fs`
 //!   back end for offline tools.
-//! - [`GlommioStorage`]: production O_DIRECT files through glommio's io_uring reactor.
+//! - [`GlommioStorage`]: production O_DIRECT files, written through [`uring`], the shard's
+//!   own io_uring (frames submitted as they are sealed, completions reaped as they arrive).
 //! - [`SimStorage`]: the deterministic simulated disk used by tests (crashes, torn and
 //!   misdirected writes, bit flips, EIO, ENOSPC).
 //! - [`scan`]: the frame-by-frame scan shared by recovery and `evring-inspect`, and the rule
@@ -24,6 +25,7 @@ pub mod format;
 mod glommio_storage;
 pub mod scan;
 mod sim;
+pub mod uring;
 mod writer;
 
 pub use device::{block_on, SegmentFile, StdStorage, Storage};

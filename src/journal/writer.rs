@@ -3,17 +3,28 @@
 //! ## Algorithm
 //!
 //! An append encodes its records straight into the *open frame* (a direct-I/O buffer of
-//! `frame_bytes_max`), takes the next LSNs, and waits on the frame's completion signal. When
-//! no frame is in flight the open frame is sealed at once (header written, padded to a block)
-//! and submitted as one write at the segment's tail followed by one fdatasync (skipped when
-//! the file's writes are durable on completion: `O_DSYNC`), in its own task. While frames are
-//! in flight, a further frame is sealed only when fewer than `in_flight_max` are and it holds
-//! at least `pipeline_min_bytes` (or is full): many small frames side by side cost more CPU
-//! per record (one I/O, interrupt and completion each) than one larger frame a moment later,
-//! while large frames gain from overlapping. Until then appends keep filling the open
-//! frame: that is the group commit, with no timer (a release seals it). When the open frame is full too, appends
-//! wait (back-pressure), so buffered bytes never exceed `(in_flight_max + 1) ×
-//! frame_bytes_max`.
+//! `frame_bytes_max`, reused from frame to frame), takes the next LSNs, and waits on the
+//! frame's completion signal. Sealing (header written, padded to a block) hands the frame
+//! to the device as one write at the segment's tail followed by one fdatasync (skipped when
+//! the file's writes are durable on completion: `O_DSYNC`); the production device submits
+//! it to the kernel at once (`uring.rs`). When the open frame is sealed:
+//!
+//! - with no frame in flight, at once (a lone append waits for nobody);
+//! - when a release frees a slot, at once: the open frame holds what the producers woken
+//!   by earlier releases appended, and the disk should not wait for the next burst;
+//! - when an append arrives while frames are in flight, at the end of the current burst:
+//!   the sealer task is woken, and glommio runs it after the tasks that are ready now, so
+//!   one frame carries everything they append rather than each append sealing a frame of
+//!   its own;
+//! - when the open frame is full and a slot is free, at once.
+//!
+//! In each case only when fewer than `in_flight_max` frames are in flight and, while any
+//! is, the frame holds at least `pipeline_min_bytes` (or is full): many small frames side by
+//! side cost more CPU per record (one I/O, interrupt and completion each) than one larger
+//! frame a moment later, while large frames gain from overlapping. Until then appends keep
+//! filling the open frame: that is the group commit, with no timer. When the open frame is
+//! full too, appends wait (back-pressure), so buffered bytes never exceed
+//! `(in_flight_max + 1) × frame_bytes_max`.
 //!
 //! Completions may arrive in any order; they are *released* strictly in LSN order: the oldest
 //! in-flight frame is popped only when its own write and sync are done, and only then are its
@@ -150,6 +161,8 @@ pub struct JournalStats {
     pub bytes_written: u64,
     pub appends_waited_for_space: u64,
     pub segments_created: u64,
+    /// The most frames that were in flight at once.
+    pub in_flight_peak: u64,
 }
 
 /// What recovery found, for logs.
@@ -266,6 +279,10 @@ struct State<F: SegmentFile> {
     next_segment: NextSegment<F>,
     /// Producers waiting for room (pipeline, roll or segment preparation).
     space_waiters: Vec<Waker>,
+    /// A seal was asked for while frames are in flight; the sealer task does it.
+    seal_wanted: bool,
+    /// The sealer task, parked until a seal is wanted.
+    sealer: Option<Waker>,
     generation: u64,
     index: Vec<IndexEntry>,
     last_indexed: Option<(u64, u64)>,
@@ -448,6 +465,8 @@ impl<S: Storage + 'static> Journal<S> {
                 poisoned: None,
                 next_segment,
                 space_waiters: Vec::new(),
+                seal_wanted: false,
+                sealer: None,
                 generation: 0,
                 last_indexed: index.last().map(|e| (e.segment_seq, e.offset)),
                 index,
@@ -457,6 +476,7 @@ impl<S: Storage + 'static> Journal<S> {
         });
         let journal = Journal { shared };
         journal.adopt_spare_segment().await;
+        glommio::spawn_local(sealer(Rc::downgrade(&journal.shared))).detach();
         let recovery = RecoveryReport {
             segments: report.segments.len().max(1),
             first_segment: report.segments.first().map_or(0, |s| s.seq),
@@ -506,9 +526,11 @@ impl<S: Storage + 'static> Journal<S> {
         records: &[RecordRef<'_>],
     ) -> Result<Option<PendingAppend>, JournalError> {
         let need = self.check_append(records)?;
+        // Completions that arrived release their frames (and may seal the open one) first.
+        self.shared.storage.poll_completions();
         match self.try_place(records, need) {
             Place::Placed(signal, appended) => {
-                self.kick();
+                self.request_seal();
                 Ok(Some(PendingAppend { signal, appended }))
             }
             Place::Wait | Place::Roll => Ok(None),
@@ -691,6 +713,7 @@ impl<S: Storage + 'static> Journal<S> {
             done: None,
             signal: open.signal,
         });
+        st.stats.in_flight_peak = st.stats.in_flight_peak.max(st.in_flight.len() as u64);
         // Prepare the next segment in the background once this one is half used.
         let mut prepare = None;
         if st.offset > cfg.segment_bytes / 2 && matches!(st.next_segment, NextSegment::None) {
@@ -716,16 +739,12 @@ impl<S: Storage + 'static> Journal<S> {
             prepare,
         } = sub;
         let journal = self.clone();
-        glommio::spawn_local(async move {
-            // Durable when the write returns on an O_DSYNC file; otherwise after fdatasync.
-            let result = match file.write_at(buf, offset).await {
-                Ok(()) if file.write_is_durable() => Ok(()),
-                Ok(()) => file.sync().await,
-                Err(e) => Err(e),
-            };
-            journal.complete(id, result);
-        })
-        .detach();
+        // Durable when the write returns on an O_DSYNC file; otherwise after fdatasync.
+        file.write_durable(
+            buf,
+            offset,
+            Box::new(move |result| journal.complete(id, result)),
+        );
         if let Some((seq, base)) = prepare {
             let journal = self.clone();
             glommio::spawn_local(async move {
@@ -800,6 +819,30 @@ impl<S: Storage + 'static> Journal<S> {
         }
     }
 
+    /// Asks for the open frame to be sealed after an append: at once when nothing is in
+    /// flight (a lone append waits for nobody), otherwise by the sealer task, which glommio
+    /// runs after the tasks that are ready now, so one frame carries everything they append
+    /// (the producers a release just woke, the requests a connection just decoded).
+    fn request_seal(&self) {
+        let sealer = {
+            let mut st = self.shared.state.borrow_mut();
+            if st.open.is_none() {
+                return;
+            }
+            if st.in_flight.is_empty() {
+                None
+            } else {
+                // A running sealer has no waker stored; it sees the flag before it parks.
+                st.seal_wanted = true;
+                Some(st.sealer.take())
+            }
+        };
+        match sealer {
+            None => self.kick(),
+            Some(waker) => waker.into_iter().for_each(Waker::wake),
+        }
+    }
+
     /// Seals the open frame if the pipeline has room: at once when nothing is in flight,
     /// else once the frame holds `pipeline_min_bytes` (small frames side by side cost more
     /// per event than one frame twice as large a moment later).
@@ -869,6 +912,8 @@ impl<S: Storage + 'static> Journal<S> {
             self.shared.metrics.in_flight.set(st.in_flight.len() as f64);
             wake_all(&mut st);
         }
+        // The open frame holds what the producers woken by earlier releases appended: it goes
+        // out now, into the slot this release freed.
         self.kick();
     }
 
@@ -998,6 +1043,10 @@ impl<S: Storage + 'static> Journal<S> {
             self.wait_change().await;
         }
         self.shared.closed.set(true);
+        let sealer = self.shared.state.borrow_mut().sealer.take();
+        if let Some(w) = sealer {
+            w.wake();
+        }
     }
 
     /// Reads up to `max` acknowledged records with LSN ≥ `from`, in LSN order.
@@ -1087,6 +1136,35 @@ impl<S: Storage + 'static> Journal<S> {
             offset += u64::from(meta.padded_len);
         }
         Ok(out)
+    }
+}
+
+/// The sealer task of one journal (see [`Journal::request_seal`]): parked until a seal is
+/// wanted, then seals if the pipeline rules allow. Ends once the journal is closed or gone.
+async fn sealer<S: Storage + 'static>(shared: std::rc::Weak<Shared<S>>) {
+    loop {
+        let wanted = std::future::poll_fn(|cx| {
+            let Some(shared) = shared.upgrade() else {
+                return Poll::Ready(false);
+            };
+            if shared.closed.get() {
+                return Poll::Ready(false);
+            }
+            let mut st = shared.state.borrow_mut();
+            if std::mem::take(&mut st.seal_wanted) {
+                Poll::Ready(true)
+            } else {
+                st.sealer = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        if !wanted {
+            return;
+        }
+        if let Some(shared) = shared.upgrade() {
+            Journal { shared }.kick();
+        }
     }
 }
 
