@@ -1,10 +1,10 @@
-//! The journal's view of storage: a directory of segment files and the four operations the
-//! journal needs from each file (allocate an aligned buffer, write it at an offset, fdatasync,
-//! read).
+//! The journal's view of storage: a directory of segment files and the operations the journal
+//! needs from each file (allocate an aligned buffer, write it at an offset, fdatasync, read,
+//! and start the durable write of a sealed frame with a completion callback).
 //!
 //! I/O is a parameter so that the real journal code runs unchanged on three back ends:
-//! - [`crate::journal::GlommioStorage`]: O_DIRECT files through glommio's io_uring reactor
-//!   (production);
+//! - [`crate::journal::GlommioStorage`]: O_DIRECT files, frames written through the shard's
+//!   own io_uring (production);
 //! - [`crate::journal::SimStorage`]: a deterministic in-memory disk that keeps written and
 //!   durable bytes apart and injects faults (tests);
 //! - [`StdStorage`]: read-only blocking access through `std::fs`, used by `evring-inspect`
