@@ -13,17 +13,21 @@
 //!
 //! ## Algorithm
 //!
-//! One [`Driver`] per thread (one per shard), created on first use: a small io_uring set up
-//! with `SINGLE_ISSUER | COOP_TASKRUN | TASKRUN_FLAG` (no interrupting IPIs; the kernel raises
-//! a flag in the ring when completion work is pending), falling back to a plain ring on older
-//! kernels. [`Driver::write`] pushes one `WRITE` (linked to an `FSYNC(DATASYNC)` unless the
-//! file is `O_DSYNC`) and calls `io_uring_enter` at once. Completions are reaped by
-//! [`Driver::reap`], which the journal calls on every append (a load of two ring words when
+//! One [`Driver`] per executor (one per shard), created on first use: a small io_uring set up
+//! with `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG`: completion work stays with this ring
+//! (no interrupting IPIs, no wake-ups of the thread) until the driver asks for it, and the
+//! kernel raises a flag in the ring when some is pending. (Not `COOP_TASKRUN`: its work is
+//! queued on the thread, shared with glommio's rings, and with it glommio's executor
+//! sometimes slept forever with a timer due — docs/ARCHITECTURE.md.) Older kernels get a
+//! plain ring. [`Driver::write`] pushes one `WRITE` (linked to an `FSYNC(DATASYNC)` unless
+//! the file is `O_DSYNC`) and calls `io_uring_enter` at once. Completions are reaped by
+//! [`Driver::reap`], which the journal calls on every append (two loads of ring words when
 //! nothing is ready) and which a reaper task calls while anything is in flight: the reaper
-//! polls (yielding to the executor through a 1 µs glommio timer, so every other task and
-//! glommio's own rings are served between two polls) for up to [`REAP_SPIN`] after the last
-//! submission or completion, then naps [`REAP_NAP`] between polls, and ends when nothing is
-//! in flight. Callbacks run after the ring is released, so a callback may submit again.
+//! polls, yielding to the executor between two polls through a glommio timer that is due at
+//! once (so every ready task runs and glommio polls its own rings first), for up to
+//! [`REAP_SPIN`] after the last submission or completion, then naps [`REAP_NAP`] between
+//! polls, and ends when nothing is in flight. Callbacks run after the ring and the operation
+//! table are released, so a callback may submit again.
 //!
 //! ## Invariants
 //!
@@ -181,7 +185,7 @@ struct Op {
     done: Option<Done>,
 }
 
-/// One thread's journal ring (see the module docs).
+/// One executor's journal ring (see the module docs).
 pub struct Driver {
     ring: RefCell<IoUring>,
     ops: RefCell<Vec<Option<Op>>>,
@@ -203,14 +207,16 @@ pub struct DriverStats {
 
 fn build_ring() -> io::Result<IoUring> {
     let entries = JOURNAL_RING_ENTRIES as u32;
-    IoUring::builder()
+    let deferred = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
         .setup_taskrun_flag()
         .setup_cqsize(entries * 4)
-        .build(entries)
-        .or_else(|_| IoUring::builder().setup_cqsize(entries * 4).build(entries))
-        .or_else(|_| IoUring::new(entries))
+        .build(entries);
+    deferred.or_else(|e| {
+        tracing::info!(error = %e, "journal io_uring without DEFER_TASKRUN (kernel before 6.1)");
+        IoUring::builder().setup_cqsize(entries * 4).build(entries)
+    })
 }
 
 impl Driver {
@@ -274,7 +280,7 @@ impl Driver {
             let write = opcode::Write::new(types::Fd(fd), ptr, len32)
                 .offset(pos)
                 .build()
-                .user_data(slot);
+                .user_data(slot << 1);
             if sync {
                 (
                     write.flags(squeue::Flags::IO_LINK),
@@ -392,16 +398,18 @@ impl Driver {
             let mut ring = self.ring.borrow_mut();
             let mut ops = self.ops.borrow_mut();
             for cqe in ring.completion() {
-                let slot = cqe.user_data() as usize;
+                let (slot, is_write) = ((cqe.user_data() >> 1) as usize, cqe.user_data() & 1 == 0);
                 let Some(op) = ops.get_mut(slot).and_then(Option::as_mut) else {
                     debug_assert!(false, "completion for an unknown journal operation");
                     continue;
                 };
                 let res = cqe.result();
+                // The first error wins; a later CQE (the ECANCELED of an fdatasync linked to
+                // a failed write) adds nothing.
                 if op.result.is_ok() {
                     if res < 0 {
                         op.result = Err(io::Error::from_raw_os_error(-res));
-                    } else if let Some(len) = op.write_len.take() {
+                    } else if let (true, Some(len)) = (is_write, op.write_len) {
                         if res as usize != len {
                             op.result = Err(io::Error::new(
                                 io::ErrorKind::WriteZero,
@@ -409,9 +417,6 @@ impl Driver {
                             ));
                         }
                     }
-                } else {
-                    // An error is already recorded; later CQEs (ECANCELED) add nothing.
-                    op.write_len = None;
                 }
                 op.cqes_left -= 1;
                 if op.cqes_left == 0 {
@@ -474,11 +479,13 @@ async fn reaper(guard: ReaperGuard) {
     }
 }
 
+/// An fdatasync entry of operation `slot`. A CQE's user data is the slot shifted left by one,
+/// its lowest bit set for the fdatasync and clear for the write.
 fn datasync(fd: RawFd, slot: u64) -> squeue::Entry {
     opcode::Fsync::new(types::Fd(fd))
         .flags(types::FsyncFlags::DATASYNC)
         .build()
-        .user_data(slot)
+        .user_data(slot << 1 | 1)
 }
 
 impl Drop for Driver {
@@ -496,7 +503,7 @@ impl Drop for Driver {
                 if let Some(op) = self
                     .ops
                     .get_mut()
-                    .get_mut(cqe.user_data() as usize)
+                    .get_mut((cqe.user_data() >> 1) as usize)
                     .and_then(Option::as_mut)
                 {
                     op.cqes_left -= 1;
@@ -633,6 +640,28 @@ mod tests {
         let err = result.expect_err("a write to a read-only descriptor must fail");
         assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
         assert_eq!(calls.get(), 1, "done is called exactly once");
+    }
+
+    #[test]
+    fn a_failed_fdatasync_fails_the_operation_although_the_write_succeeded() {
+        // /dev/null takes any write but refuses fdatasync (EINVAL): the write's success must
+        // not make the operation succeed.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        let fd = file.as_raw_fd();
+        let (plain, synced) = run(async move {
+            let driver = Driver::current().unwrap();
+            let (a, done_a) = Completion::new();
+            driver.write(fd, filled(4096, 1), 0, false, done_a);
+            let (b, done_b) = Completion::new();
+            driver.write(fd, filled(4096, 1), 0, true, done_b);
+            (a.await, b.await)
+        });
+        plain.expect("a write to /dev/null succeeds");
+        let err = synced.expect_err("its fdatasync fails, so the operation must");
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
     }
 
     #[test]
