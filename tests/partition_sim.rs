@@ -227,6 +227,8 @@ fn every_acknowledged_event_survives_power_loss_at_any_point_under_the_partition
             while crash <= total_ops + 2 {
                 let storage = SimStorage::new(seed);
                 storage.faults().crash_after_ops = Some(crash);
+                // Odd seeds: completions arrive later, as from the production device.
+                storage.faults().defer_completions = seed % 2 == 1;
                 let acked = match open(storage.clone()).await {
                     Ok(part) => workload(&Rc::new(part), 4, 30).await,
                     Err(_) => Rc::default(),
@@ -275,6 +277,7 @@ fn power_loss_with_snapshots_taken_during_the_load_loses_nothing() {
             while crash <= total_ops + 2 {
                 let storage = SimStorage::new(seed);
                 storage.faults().crash_after_ops = Some(crash);
+                storage.faults().defer_completions = seed % 2 == 1;
                 let latest: Latest = Rc::default();
                 let acked = match open(storage.clone()).await {
                     Ok(part) => {

@@ -15,14 +15,17 @@
 //! so a failing run is reproduced from the seed it prints.
 //!
 //! All futures complete without waiting, so the simulator runs under any executor and under
-//! [`crate::journal::block_on`].
+//! [`crate::journal::block_on`]. With [`FaultPlan::defer_completions`] the completion of a
+//! frame's durable write arrives later, as from a real device's completion queue (the next
+//! append reaps it, or a task queued behind the ready ones delivers it), which needs a glommio
+//! executor.
 
 use std::cell::{RefCell, RefMut};
 use std::collections::BTreeMap;
 use std::io;
 use std::rc::Rc;
 
-use super::device::{SegmentFile, Storage};
+use super::device::{block_on, SegmentFile, Storage};
 use crate::constants::{BLOCK_BYTES, SECTOR_BYTES};
 
 /// Faults to inject, by operation count (writes and syncs are counted separately, from 1).
@@ -38,6 +41,10 @@ pub struct FaultPlan {
     pub misdirect_write: Option<(u64, i64)>,
     /// Creating a segment fails with ENOSPC while this is set.
     pub create_enospc: bool,
+    /// Durable writes of frames complete later, as on a real device's completion queue:
+    /// delivered by the journal's next append ([`Storage::poll_completions`]) or, failing
+    /// that, after the tasks that are ready now. Off: they complete before the call returns.
+    pub defer_completions: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -103,10 +110,30 @@ fn missing(seq: u64) -> io::Error {
     )
 }
 
+/// Completions of durable writes not delivered yet (`FaultPlan::defer_completions`).
+type Deferred = Rc<RefCell<Vec<(Box<dyn FnOnce(io::Result<()>)>, io::Result<()>)>>>;
+
+fn deliver(deferred: &Deferred) {
+    let ready = std::mem::take(&mut *deferred.borrow_mut());
+    for (done, result) in ready {
+        done(result);
+    }
+}
+
 /// The simulated disk. Cloning shares the same disk.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SimStorage {
     disk: Rc<RefCell<SimDisk>>,
+    deferred: Deferred,
+}
+
+impl std::fmt::Debug for SimStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimStorage")
+            .field("disk", &self.disk)
+            .field("deferred", &self.deferred.borrow().len())
+            .finish()
+    }
 }
 
 impl SimStorage {
@@ -120,6 +147,7 @@ impl SimStorage {
                 crashed: false,
                 stats: SimStats::default(),
             })),
+            deferred: Rc::default(),
         }
     }
 
@@ -180,6 +208,7 @@ impl SimStorage {
                 crashed: false,
                 stats: SimStats::default(),
             })),
+            deferred: Rc::default(),
         }
     }
 
@@ -221,6 +250,7 @@ impl SimStorage {
 /// A handle on one simulated segment.
 pub struct SimSegment {
     disk: Rc<RefCell<SimDisk>>,
+    deferred: Deferred,
     seq: u64,
 }
 
@@ -293,6 +323,36 @@ impl SegmentFile for SimSegment {
         Ok(())
     }
 
+    fn write_durable(
+        self: Rc<Self>,
+        buf: Vec<u8>,
+        pos: u64,
+        done: Box<dyn FnOnce(io::Result<()>)>,
+    ) {
+        // The simulated writes and syncs never wait, so they happen now; only the
+        // completion may be deferred.
+        let result = block_on(async {
+            self.write_at(buf, pos).await?;
+            self.sync().await
+        });
+        if !self.disk.borrow().faults.defer_completions {
+            return done(result);
+        }
+        let first = {
+            let mut deferred = self.deferred.borrow_mut();
+            deferred.push((done, result));
+            deferred.len() == 1
+        };
+        if first {
+            let deferred = self.deferred.clone();
+            glommio::spawn_local(async move {
+                futures_lite::future::yield_now().await;
+                deliver(&deferred);
+            })
+            .detach();
+        }
+    }
+
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
         let disk = self.disk.borrow();
         if disk.crashed {
@@ -318,6 +378,7 @@ impl Storage for SimStorage {
         }
         Ok(SimSegment {
             disk: self.disk.clone(),
+            deferred: self.deferred.clone(),
             seq,
         })
     }
@@ -349,6 +410,7 @@ impl Storage for SimStorage {
         );
         Ok(SimSegment {
             disk: self.disk.clone(),
+            deferred: self.deferred.clone(),
             seq,
         })
     }
@@ -366,5 +428,9 @@ impl Storage for SimStorage {
 
     fn describe(&self, seq: u64) -> String {
         format!("sim:{}", super::device::segment_file_name(seq))
+    }
+
+    fn poll_completions(&self) {
+        deliver(&self.deferred);
     }
 }

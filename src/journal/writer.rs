@@ -525,9 +525,10 @@ impl<S: Storage + 'static> Journal<S> {
         &self,
         records: &[RecordRef<'_>],
     ) -> Result<Option<PendingAppend>, JournalError> {
-        let need = self.check_append(records)?;
-        // Completions that arrived release their frames (and may seal the open one) first.
+        // Completions that arrived release their frames first (one may poison the journal,
+        // which the check below must then see).
         self.shared.storage.poll_completions();
+        let need = self.check_append(records)?;
         match self.try_place(records, need) {
             Place::Placed(signal, appended) => {
                 self.request_seal();
