@@ -125,13 +125,6 @@ fn injected_write_failure() -> bool {
     }
 }
 
-impl GlommioFile {
-    fn fail_injected(done: Box<dyn FnOnce(io::Result<()>)>) {
-        glommio::spawn_local(async move { done(Err(io::Error::from_raw_os_error(libc::EIO))) })
-            .detach();
-    }
-}
-
 impl SegmentFile for GlommioFile {
     type Buf = AlignedBuf;
 
@@ -166,16 +159,15 @@ impl SegmentFile for GlommioFile {
         done: Box<dyn FnOnce(io::Result<()>)>,
     ) {
         if injected_write_failure() {
-            return Self::fail_injected(done);
+            return done(Err(io::Error::from_raw_os_error(libc::EIO)));
         }
-        // The callback keeps this file (and so its descriptor) open until the write is done.
-        let file = self.clone();
+        let (fd, sync, driver) = (self.file.as_raw_fd(), !self.dsync, self.driver.clone());
+        // The callback owns this file, so its descriptor stays open until the write is done.
         let done = Box::new(move |result| {
-            drop(file);
+            drop(self);
             done(result)
         });
-        self.driver
-            .write(self.file.as_raw_fd(), buf, pos, !self.dsync, done);
+        driver.write(fd, buf, pos, sync, done);
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
