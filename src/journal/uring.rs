@@ -110,8 +110,8 @@ impl AlignedBuf {
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         let (ptr, capacity) = (self.ptr, self.capacity);
-        let kept = POOL.try_with(|p| p.give(ptr, capacity)).unwrap_or(false);
-        if !kept {
+        if POOL.try_with(|p| p.give(ptr, capacity)).is_err() {
+            // The thread is exiting and its pool is gone.
             // SAFETY: allocated in `new` (or taken from the pool, which holds only such
             // allocations) with this capacity's layout, and owned by this buffer alone.
             unsafe { dealloc(ptr.as_ptr(), Self::layout(capacity)) };
@@ -147,13 +147,17 @@ impl Pool {
         Some(free.swap_remove(i).1)
     }
 
-    fn give(&self, ptr: NonNull<u8>, capacity: usize) -> bool {
+    /// Keeps a freed buffer. A full pool lets its oldest buffer go instead, so buffers of a
+    /// size no longer asked for (a recovery's zeroing) do not hold the places of frames.
+    fn give(&self, ptr: NonNull<u8>, capacity: usize) {
         let mut free = self.free.borrow_mut();
         if free.len() >= FRAME_BUF_POOL_MAX {
-            return false;
+            let (old_capacity, old) = free.remove(0);
+            // SAFETY: every pooled pointer was allocated by `AlignedBuf::new` with its
+            // capacity's layout and is owned by the pool alone.
+            unsafe { dealloc(old.as_ptr(), AlignedBuf::layout(old_capacity)) };
         }
         free.push((capacity, ptr));
-        true
     }
 }
 
@@ -674,6 +678,19 @@ mod tests {
         assert_eq!(second.len(), 64 * 1024);
         let other = AlignedBuf::new(128 * 1024);
         assert_ne!(other.ptr, ptr, "a buffer of another capacity is not");
+        drop(second);
+        // Odd sizes freed later push the oldest out, never past the bound.
+        for k in 1..=2 * FRAME_BUF_POOL_MAX {
+            drop(AlignedBuf::new((32 + k) * BLOCK_BYTES));
+        }
+        POOL.with(|p| {
+            let free = p.free.borrow();
+            assert_eq!(free.len(), FRAME_BUF_POOL_MAX);
+            assert!(
+                free.iter().all(|&(c, _)| c != 64 * 1024),
+                "the oldest went first"
+            );
+        });
     }
 
     #[test]
