@@ -64,9 +64,8 @@ pub trait SegmentFile: 'static {
     /// Starts making a sealed frame durable at `pos`: its write, then (unless
     /// [`Self::write_is_durable`]) an fdatasync. `done` is called once with the result, and
     /// may be called before this returns (so the caller holds no borrow across the call).
-    /// The default runs [`Self::write_at`] and [`Self::sync`] in a task on the current
-    /// glommio executor (which polls it at once); a device with its own submission path
-    /// overrides it.
+    /// The default is [`write_then_sync`]; a device with its own submission path overrides
+    /// it.
     fn write_durable(
         self: Rc<Self>,
         buf: Self::Buf,
@@ -75,18 +74,31 @@ pub trait SegmentFile: 'static {
     ) where
         Self: Sized,
     {
-        glommio::spawn_local(async move {
-            let result = match self.write_at(buf, pos).await {
-                Ok(()) if self.write_is_durable() => Ok(()),
-                Ok(()) => self.sync().await,
-                Err(e) => Err(e),
-            };
-            done(result);
-        })
-        .detach();
+        write_then_sync(self, buf, pos, done)
     }
     /// Reads `len` bytes at `pos` (fewer only at the end of the file).
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>>;
+}
+
+/// [`SegmentFile::write_durable`] through the file's futures: [`SegmentFile::write_at`], then
+/// [`SegmentFile::sync`] unless the file's writes are durable, in a task on the current
+/// glommio executor (which polls it at once, so futures that never wait finish before this
+/// returns).
+pub fn write_then_sync<F: SegmentFile>(
+    file: Rc<F>,
+    buf: F::Buf,
+    pos: u64,
+    done: Box<dyn FnOnce(io::Result<()>)>,
+) {
+    glommio::spawn_local(async move {
+        let result = match file.write_at(buf, pos).await {
+            Ok(()) if file.write_is_durable() => Ok(()),
+            Ok(()) => file.sync().await,
+            Err(e) => Err(e),
+        };
+        done(result);
+    })
+    .detach();
 }
 
 /// A directory of segment files named by their sequence number.

@@ -161,7 +161,8 @@ impl SegmentFile for GlommioFile {
         if injected_write_failure() {
             return done(Err(io::Error::from_raw_os_error(libc::EIO)));
         }
-        let (fd, sync, driver) = (self.file.as_raw_fd(), !self.dsync, self.driver.clone());
+        let (fd, driver) = (self.file.as_raw_fd(), self.driver.clone());
+        let sync = !self.write_is_durable();
         // The callback owns this file, so its descriptor stays open until the write is done.
         let done = Box::new(move |result| {
             drop(self);

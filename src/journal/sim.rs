@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::rc::Rc;
 
-use super::device::{block_on, SegmentFile, Storage};
+use super::device::{write_then_sync, SegmentFile, Storage};
 use crate::constants::{BLOCK_BYTES, SECTOR_BYTES};
 
 /// Faults to inject, by operation count (writes and syncs are counted separately, from 1).
@@ -329,28 +329,27 @@ impl SegmentFile for SimSegment {
         pos: u64,
         done: Box<dyn FnOnce(io::Result<()>)>,
     ) {
-        // The simulated writes and syncs never wait, so they happen now; only the
-        // completion may be deferred.
-        let result = block_on(async {
-            self.write_at(buf, pos).await?;
-            self.sync().await
-        });
         if !self.disk.borrow().faults.defer_completions {
-            return done(result);
+            return write_then_sync(self, buf, pos, done);
         }
-        let first = {
-            let mut deferred = self.deferred.borrow_mut();
-            deferred.push((done, result));
-            deferred.len() == 1
-        };
-        if first {
-            let deferred = self.deferred.clone();
-            glommio::spawn_local(async move {
-                futures_lite::future::yield_now().await;
-                deliver(&deferred);
-            })
-            .detach();
-        }
+        // The simulated write and sync never wait, so they happen now; only the completion
+        // is held back, delivered by the next append or by a task behind the ready ones.
+        let deferred = self.deferred.clone();
+        let hold = Box::new(move |result: io::Result<()>| {
+            let first = {
+                let mut queue = deferred.borrow_mut();
+                queue.push((done, result));
+                queue.len() == 1
+            };
+            if first {
+                glommio::spawn_local(async move {
+                    futures_lite::future::yield_now().await;
+                    deliver(&deferred);
+                })
+                .detach();
+            }
+        });
+        write_then_sync(self, buf, pos, hold);
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {

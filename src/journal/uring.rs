@@ -181,9 +181,8 @@ thread_local! {
 pub type Done = Box<dyn FnOnce(io::Result<()>)>;
 
 struct Op {
-    /// Kept alive until the last CQE: the kernel reads from it.
-    _buf: Option<AlignedBuf>,
-    write_len: Option<usize>,
+    /// Kept alive until the last CQE: the kernel reads from it (`None` for an fdatasync).
+    buf: Option<AlignedBuf>,
     cqes_left: u8,
     result: io::Result<()>,
     done: Option<Done>,
@@ -280,7 +279,7 @@ impl Driver {
         let (ptr, len) = (buf.ptr.as_ptr(), buf.len);
         let len32 = u32::try_from(len).expect("frame length fits in u32");
         self.count(1, u64::from(sync));
-        self.submit(Some(buf), Some(len), done, |slot| {
+        self.submit(Some(buf), done, |slot| {
             let write = opcode::Write::new(types::Fd(fd), ptr, len32)
                 .offset(pos)
                 .build()
@@ -299,7 +298,7 @@ impl Driver {
     /// fdatasync of `fd`; `done` is called once with the result.
     pub fn fdatasync(self: &Rc<Self>, fd: RawFd, done: Done) {
         self.count(0, 1);
-        self.submit(None, None, done, |slot| (datasync(fd, slot), None));
+        self.submit(None, done, |slot| (datasync(fd, slot), None));
     }
 
     fn count(&self, writes: u64, datasyncs: u64) {
@@ -312,7 +311,6 @@ impl Driver {
     fn submit(
         self: &Rc<Self>,
         buf: Option<AlignedBuf>,
-        write_len: Option<usize>,
         done: Done,
         entries: impl FnOnce(u64) -> (squeue::Entry, Option<squeue::Entry>),
     ) {
@@ -348,8 +346,7 @@ impl Driver {
             return;
         }
         self.ops.borrow_mut()[slot] = Some(Op {
-            _buf: buf,
-            write_len,
+            buf,
             cqes_left: cqes,
             result: Ok(()),
             done: Some(done),
@@ -413,7 +410,8 @@ impl Driver {
                 if op.result.is_ok() {
                     if res < 0 {
                         op.result = Err(io::Error::from_raw_os_error(-res));
-                    } else if let (true, Some(len)) = (is_write, op.write_len) {
+                    } else if let (true, Some(buf)) = (is_write, &op.buf) {
+                        let len = buf.len();
                         if res as usize != len {
                             op.result = Err(io::Error::new(
                                 io::ErrorKind::WriteZero,
