@@ -665,7 +665,7 @@ impl<S: Storage + 'static> Journal<S> {
     }
 
     /// Seals the open frame; the caller starts its write + fdatasync with [`Self::submit`]
-    /// once it no longer borrows the state (glommio may poll a spawned task at once).
+    /// once it no longer borrows the state (the device may call back before it returns).
     fn seal(&self, st: &mut State<S::File>) -> Option<Submission<S::File>> {
         let mut open = st.open.take()?;
         let cfg = &self.shared.cfg;
