@@ -130,7 +130,7 @@ fn sigkill_at_random_moments_never_loses_or_alters_acknowledged_events() {
     let seed = env_u64("CRASH_HARNESS_SEED", 1);
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&dir.path().join("data"), &[]);
+    let mut server = Server::start_fixed(&dir.path().join("data"), &[]);
     let writers = 6;
     let streams: Vec<String> = (0..4).map(|s| format!("crash-{s}")).collect();
     let acked: Acked = Arc::default();

@@ -120,6 +120,71 @@ fn probe_io_uring() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long start-up waits for a port held by a listener in LISTEN state (see [`probe_port`]).
+const PORT_BUSY_WAIT: Duration = Duration::from_secs(5);
+
+/// Fails if another socket listens on `addr`: a plain bind (SO_REUSEADDR, no SO_REUSEPORT)
+/// that is dropped at once. A port still held after [`PORT_BUSY_WAIT`] is refused.
+///
+/// Why wait at all: an evringd that was just killed or stopped can leave its listener in
+/// LISTEN state for a moment after the process is gone, because the kernel tears the
+/// process's io_uring instances (which hold the listener for their pending accepts) down
+/// asynchronously. A restart at once (systemd's `Restart=`) would be refused without the wait.
+fn probe_port(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut logged = false;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(probe) => {
+                drop(probe);
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                if started.elapsed() >= PORT_BUSY_WAIT {
+                    bail!(
+                        "cannot listen on {addr}{what}: the address is in use (another evringd or \
+                         another program listens there; waited {} s for it to go)",
+                        PORT_BUSY_WAIT.as_secs()
+                    );
+                }
+                if !logged {
+                    tracing::info!(%addr, "the port is in use; waiting up to {} s for it (a stopped evringd's listener lingers briefly)", PORT_BUSY_WAIT.as_secs());
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => bail!("cannot listen on {addr}{what}: {e}"),
+        }
+    }
+}
+
+/// A listening socket on `addr` for this shard's executor, with SO_REUSEPORT (every shard
+/// listens on the client port) and SO_REUSEADDR.
+///
+/// SO_REUSEADDR is what lets a restarted evringd bind its port at once: the sockets of
+/// connections a stopped or killed evringd accepted linger in FIN-WAIT-2 or TIME-WAIT for up
+/// to a minute, they inherit the listener's options, and the kernel lets a new bind past them
+/// only when they carry SO_REUSEADDR (glommio's own `TcpListener::bind` sets SO_REUSEPORT
+/// alone). Another process still *listening* on the port is refused all the same; the plain
+/// probe bind in [`start_serving`] reports it first.
+fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    // SAFETY: the descriptor is a bound, listening TCP socket that `into_raw_fd` gave up;
+    // the glommio listener takes sole ownership of it (and closes it when dropped).
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
 /// An exclusive advisory lock (`flock`) on `DATA_DIR/LOCK`, held for the life of the server:
 /// two evringd processes writing one journal would overwrite each other's frames.
 pub struct DataDirLock {
@@ -230,14 +295,7 @@ pub fn start_serving(
     // evringd (same user) join it and take half the connections. A plain bind first fails if
     // anything already listens there.
     if listen.port() != 0 {
-        match std::net::TcpListener::bind(listen) {
-            Ok(probe) => drop(probe),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
-                "cannot listen on {listen}: the address is in use (another evringd or another \
-                 program listens there)"
-            ),
-            Err(e) => bail!("cannot listen on {listen}: {e}"),
-        }
+        probe_port(listen, "")?;
     }
     let shard_ports = config.shard_ports()?;
     if let Some(base) = shard_ports.filter(|b| *b > 0) {
@@ -249,10 +307,10 @@ pub fn start_serving(
             if port == listen.port() {
                 bail!("shard_ports = {base}: shard {shard}'s port {port} is the client port");
             }
-            let addr = SocketAddr::new(listen.ip(), port);
-            if let Err(e) = std::net::TcpListener::bind(addr) {
-                bail!("cannot listen on {addr} (shard {shard}'s port): {e}");
-            }
+            probe_port(
+                SocketAddr::new(listen.ip(), port),
+                &format!(" (shard {shard}'s port)"),
+            )?;
         }
     }
     tracing::info!(
@@ -485,13 +543,13 @@ async fn run_shard(
         kv.insert(p, engine);
     }
     let listener =
-        TcpListener::bind(bind_addr).map_err(|e| anyhow!("cannot listen on {bind_addr}: {e}"))?;
+        listen_on(bind_addr).map_err(|e| anyhow!("cannot listen on {bind_addr}: {e}"))?;
     let addr = listener
         .local_addr()
         .map_err(|e| anyhow!("listener address: {e}"))?;
     let shard_listener = match shard_addr {
         Some(a) => Some(
-            TcpListener::bind(a)
+            listen_on(a)
                 .map_err(|e| anyhow!("cannot listen on {a} (shard {shard_id}'s port): {e}"))?,
         ),
         None => None,

@@ -10,31 +10,46 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running `evringd` child process on an ephemeral loopback port.
+/// A running `evringd` child process on a loopback port: an ephemeral one (`start`), or a
+/// fixed one kept across restarts (`start_fixed`).
 pub struct Server {
     pub child: Option<Child>,
     pub addr: String,
     pub data_dir: PathBuf,
     pub extra: Vec<String>,
+    /// The `--listen` address every (re)start uses.
+    pub listen: String,
 }
 
 impl Server {
     /// Starts evringd on `data_dir` with small segments, waits until it serves.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_on(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// [`Server::start`] on a fixed port, free when the test begins, that every restart
+    /// reuses (as systemd's `Restart=` and `systemctl restart` do).
+    pub fn start_fixed(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_on(data_dir, &format!("127.0.0.1:{}", free_port()), extra)
+    }
+
+    /// [`Server::start`] listening on `listen`.
+    pub fn start_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn(data_dir, &extra);
+        let (child, addr) = spawn(data_dir, listen, &extra);
         Server {
             child: Some(child),
             addr,
             data_dir: data_dir.to_path_buf(),
             extra,
+            listen: listen.to_string(),
         }
     }
 
     /// SIGKILL, then start again on the same data directory.
     pub fn kill_and_restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.data_dir, &self.extra);
+        let (child, addr) = spawn(&self.data_dir, &self.listen, &self.extra);
         self.child = Some(child);
         self.addr = addr;
     }
@@ -58,7 +73,7 @@ impl Server {
     }
 
     pub fn restart(&mut self) {
-        let (child, addr) = spawn(&self.data_dir, &self.extra);
+        let (child, addr) = spawn(&self.data_dir, &self.listen, &self.extra);
         self.child = Some(child);
         self.addr = addr;
     }
@@ -74,14 +89,20 @@ impl Drop for Server {
     }
 }
 
-fn spawn(data_dir: &Path, extra: &[String]) -> (Child, String) {
+/// A loopback port that is free now (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn spawn(data_dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
     let addr_file = data_dir.with_extension("addr");
     let _ = std::fs::remove_file(&addr_file);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_evringd"));
     cmd.arg("--data-dir")
         .arg(data_dir)
         .arg("--listen")
-        .arg("127.0.0.1:0")
+        .arg(listen)
         .arg("--addresses-file")
         .arg(&addr_file)
         .args([
