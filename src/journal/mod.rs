@@ -29,9 +29,10 @@ pub mod uring;
 mod writer;
 
 pub use device::{block_on, SegmentFile, StdStorage, Storage};
-pub use format::{OwnedRecord, RecordRef, StoreId};
+pub use format::{OwnedRecord, RecordRef, RecordView, StoreId};
 pub use glommio_storage::{GlommioFile, GlommioStorage, WriteMode};
 pub use sim::{FaultPlan, SimStats, SimStorage};
 pub use writer::{
     hex, Appended, Journal, JournalConfig, JournalStats, PendingAppend, RecoveryReport, Resume,
+    ScanNext,
 };

@@ -60,7 +60,7 @@ use std::time::Instant;
 use super::device::{FrameBuf, SegmentFile, Storage};
 use super::format::{
     align_up, check_frame_body, decode_frame_header, seal_frame, FrameExpect, FrameMeta,
-    OwnedRecord, RecordIter, RecordRef, SegmentMeta, StoreId,
+    OwnedRecord, RecordIter, RecordRef, RecordView, SegmentMeta, StoreId,
 };
 use super::scan::{scan, DirtyTail, FrameInfo, IndexEntry, ScanConfig, ScanReport};
 use crate::constants::{
@@ -1052,92 +1052,150 @@ impl<S: Storage + 'static> Journal<S> {
 
     /// Reads up to `max` acknowledged records with LSN ≥ `from`, in LSN order.
     pub async fn read(&self, from: u64, max: usize) -> Result<Vec<OwnedRecord>, JournalError> {
-        let (start, acked, oldest) = {
-            let st = self.shared.state.borrow();
-            let pos = st.index.partition_point(|e| e.first_lsn <= from);
-            (
-                pos.checked_sub(1).map(|i| st.index[i]),
-                st.acked_lsn,
-                st.oldest_lsn,
-            )
-        };
+        let mut out = Vec::new();
+        if max == 0 {
+            return Ok(out);
+        }
+        self.visit(from, |r| {
+            out.push(r.to_owned());
+            if out.len() < max {
+                ScanNext::From(r.lsn + 1)
+            } else {
+                ScanNext::Stop
+            }
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Visits acknowledged records in LSN order, starting at LSN `from`: each record at or
+    /// above the LSN wanted next goes to `visit`, which names the next LSN it wants (above
+    /// the record's) or stops the scan. Records below the wanted LSN are passed over without
+    /// a copy; a frame that ends at or below it is passed over on its header alone (its body
+    /// is not read), and when the sparse index places the wanted LSN beyond the scan's
+    /// position the scan jumps there. So a read of a few scattered records reads the frames
+    /// that hold them (plus at most `INDEX_STRIDE_BYTES` of frame headers before each), and
+    /// memory holds one frame at a time whatever the caller keeps.
+    pub async fn visit(
+        &self,
+        from: u64,
+        mut visit: impl FnMut(&RecordView<'_>) -> ScanNext,
+    ) -> Result<(), JournalError> {
+        let oldest = self.shared.state.borrow().oldest_lsn;
         if from < oldest {
             return Err(JournalError::Truncated { oldest });
         }
-        let mut out = Vec::new();
-        let Some(start) = start else {
-            return Ok(out);
-        };
         let storage = &self.shared.storage;
-        let mut seq = start.segment_seq;
-        let mut offset = start.offset;
         let io = |seq: u64| {
             move |source| JournalError::Io {
                 path: storage.describe(seq),
                 source,
             }
         };
-        let mut file = storage.open_segment(seq).await.map_err(io(seq))?;
-        let mut seg_len = storage.segment_len(seq).await.map_err(io(seq))?;
-        'frames: while out.len() < max {
-            if offset + BLOCK_BYTES as u64 > seg_len {
-                if seq >= self.shared.state.borrow().seg_seq {
-                    break;
+        // Where the scan stands: segment, offset of the next frame, the open file, its length.
+        let mut at: Option<(u64, u64, S::File, u64)> = None;
+        let mut want = from;
+        loop {
+            let (acked, tail_seq, entry) = {
+                let st = self.shared.state.borrow();
+                let pos = st.index.partition_point(|e| e.first_lsn <= want);
+                (
+                    st.acked_lsn,
+                    st.seg_seq,
+                    pos.checked_sub(1).map(|i| st.index[i]),
+                )
+            };
+            if want >= acked {
+                return Ok(());
+            }
+            let Some(entry) = entry else {
+                return Ok(()); // nothing written yet
+            };
+            let jump = at.as_ref().is_none_or(|(seq, offset, _, _)| {
+                (entry.segment_seq, entry.offset) > (*seq, *offset)
+            });
+            if jump {
+                let seq = entry.segment_seq;
+                let file = storage.open_segment(seq).await.map_err(io(seq))?;
+                let len = storage.segment_len(seq).await.map_err(io(seq))?;
+                at = Some((seq, entry.offset, file, len));
+            }
+            let (seq, offset, file, seg_len) = at.as_mut().expect("positioned above");
+            if *offset + BLOCK_BYTES as u64 > *seg_len {
+                if *seq >= tail_seq {
+                    return Ok(());
                 }
-                seq += 1;
-                offset = SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64;
-                file = storage.open_segment(seq).await.map_err(io(seq))?;
-                seg_len = storage.segment_len(seq).await.map_err(io(seq))?;
+                let next = *seq + 1;
+                *file = storage.open_segment(next).await.map_err(io(next))?;
+                *seg_len = storage.segment_len(next).await.map_err(io(next))?;
+                *seq = next;
+                *offset = SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64;
                 continue;
             }
-            let head = file.read_at(offset, BLOCK_BYTES).await.map_err(io(seq))?;
+            let head = file.read_at(*offset, BLOCK_BYTES).await.map_err(io(*seq))?;
             let expect = FrameExpect {
                 store_id: self.shared.cfg.store_id,
-                segment_seq: seq,
-                block_index: (offset / BLOCK_BYTES as u64) as u32,
+                segment_seq: *seq,
+                block_index: (*offset / BLOCK_BYTES as u64) as u32,
                 frame_bytes_max: self.shared.cfg.frame_bytes_max,
             };
             let meta = match decode_frame_header(&head, &expect) {
                 Ok(meta) => meta,
                 Err(super::format::FrameFault::Empty) => {
                     // End of this segment's frames: the next segment continues.
-                    offset = seg_len;
+                    *offset = *seg_len;
                     continue;
                 }
-                Err(fault) => return Err(read_corrupt(storage.describe(seq), offset, fault)),
+                Err(fault) => return Err(read_corrupt(storage.describe(*seq), *offset, fault)),
             };
             if meta.first_lsn >= acked {
-                break;
+                return Ok(());
+            }
+            if meta.end_lsn() <= want {
+                *offset += u64::from(meta.padded_len);
+                continue;
             }
             let frame = file
-                .read_at(offset, meta.padded_len as usize)
+                .read_at(*offset, meta.padded_len as usize)
                 .await
-                .map_err(io(seq))?;
+                .map_err(io(*seq))?;
             check_frame_body(&frame, &meta)
-                .map_err(|fault| read_corrupt(storage.describe(seq), offset, fault))?;
+                .map_err(|fault| read_corrupt(storage.describe(*seq), *offset, fault))?;
             let body = &frame[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + meta.body_len as usize];
             for record in RecordIter::new(body) {
                 let record = record.map_err(|_| {
                     read_corrupt(
-                        storage.describe(seq),
-                        offset,
+                        storage.describe(*seq),
+                        *offset,
                         super::format::FrameFault::Records,
                     )
                 })?;
                 if record.lsn >= acked {
-                    break 'frames;
+                    return Ok(());
                 }
-                if record.lsn >= from {
-                    out.push(record.to_owned());
-                    if out.len() == max {
-                        break 'frames;
+                if record.lsn < want {
+                    continue;
+                }
+                match visit(&record) {
+                    ScanNext::Stop => return Ok(()),
+                    ScanNext::From(next) => {
+                        assert!(next > record.lsn, "a scan moves forward");
+                        want = next;
                     }
                 }
             }
-            offset += u64::from(meta.padded_len);
+            *offset += u64::from(meta.padded_len);
         }
-        Ok(out)
     }
+}
+
+/// What a [`Journal::visit`] scan does after a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanNext {
+    /// Go on to the records from this LSN (above the one just visited).
+    From(u64),
+    /// Stop the scan.
+    Stop,
 }
 
 /// The sealer task of one journal (see [`Journal::request_seal`]): parked until a seal is

@@ -21,7 +21,7 @@ use crate::error::JournalError;
 use crate::journal::device::Storage;
 use crate::journal::format::{RecordIter, RECORD_KIND_EVENT};
 use crate::journal::scan::FrameInfo;
-use crate::journal::{GlommioStorage, Journal, OwnedRecord, RecordRef};
+use crate::journal::{GlommioStorage, Journal, OwnedRecord, RecordRef, ScanNext};
 use crate::protocol::{code, expected, Direction, Event, RecordedEvent};
 use crate::ring::{ring, NameTable, NewEvent, RingConfig, RingStats, RingWriter};
 
@@ -526,6 +526,13 @@ impl InMemory {
     }
 }
 
+/// The bytes an event counts for in a reply's budget (`max_read_bytes`): its variable
+/// fields, and 64 for the fixed fields and framing.
+fn reply_bytes(e: &RecordedEvent) -> usize {
+    let ev = &e.event;
+    ev.event_type.len() + ev.data.len() + ev.metadata.len() + 64
+}
+
 fn to_recorded(r: OwnedRecord, partition: u32) -> RecordedEvent {
     RecordedEvent {
         stream_version: r.stream_version,
@@ -895,69 +902,157 @@ impl<S: Storage + 'static> Partition<S> {
         if lsns.is_empty() {
             return Ok((Vec::new(), end));
         }
-        let mut events = self.fetch(&lsns).await?;
-        // Bound the reply's size: a reply is memory held until the client reads it.
-        let mut bytes = 0usize;
-        if let Some(cut) = events.iter().position(|e| {
-            bytes += stream.len()
-                + e.event.event_type.len()
-                + e.event.data.len()
-                + e.event.metadata.len()
-                + 64;
-            bytes > self.limits.max_read_bytes
-        }) {
-            if cut > 0 || events.len() > 1 {
-                events.truncate(cut.max(1));
-                return Ok((events, false));
-            }
-        }
-        Ok((events, end))
+        let (events, cut) = self.fetch(&lsns, self.limits.max_read_bytes).await?;
+        Ok((events, end && !cut))
     }
 
-    /// Fetches records by LSN from the journal, in the order given.
-    async fn fetch(&self, lsns: &[u64]) -> Result<Vec<RecordedEvent>, ApiError> {
-        let mut found: HashMap<u64, RecordedEvent> = HashMap::with_capacity(lsns.len());
-        {
-            let st = self.state.borrow();
-            for &lsn in lsns {
-                if let Some(e) = st.mem.get(lsn, self.id) {
-                    found.insert(lsn, e);
-                }
-            }
-        }
-        let mut sorted: Vec<u64> = lsns
-            .iter()
-            .copied()
-            .filter(|l| !found.contains_key(l))
-            .collect();
-        sorted.sort_unstable();
+    /// Fetches the events with `lsns` (ascending or descending: the order the reply wants)
+    /// from the ring while it holds them and from the journal otherwise, stopping before the
+    /// event that would take the reply past `budget` bytes (as [`reply_bytes`] counts them;
+    /// the first event is always taken). Returns the events, a prefix of `lsns` in its order,
+    /// and whether the budget cut them short.
+    ///
+    /// Memory stays near `budget` whatever `lsns` holds: a forward journal read stops at the
+    /// budget, and a backward one (whose journal scan runs forward) keeps only the newest
+    /// events that fit, dropping older ones as it goes.
+    async fn fetch(
+        &self,
+        lsns: &[u64],
+        budget: usize,
+    ) -> Result<(Vec<RecordedEvent>, bool), ApiError> {
+        let descending = lsns.len() > 1 && lsns[0] > lsns[1];
+        let mut out: Vec<RecordedEvent> = Vec::new();
+        let mut bytes = 0usize;
         let mut i = 0;
-        while i < sorted.len() {
-            // Read a run of records; LSNs of one stream are often close together.
-            let start = sorted[i];
-            let mut j = i;
-            while j + 1 < sorted.len() && sorted[j + 1] - sorted[j] <= 64 {
-                j += 1;
-            }
-            let count = (sorted[j] - start + 1) as usize;
-            let records = self.journal.read(start, count).await?;
-            for r in records {
-                if sorted[i..=j].binary_search(&r.lsn).is_ok() {
-                    found.insert(r.lsn, to_recorded(r, self.id));
+        while i < lsns.len() {
+            // From the ring, in one synchronous step, for as long as it holds them.
+            let ring_oldest = {
+                let st = self.state.borrow();
+                while let Some(e) = lsns.get(i).and_then(|&l| st.mem.get(l, self.id)) {
+                    let size = reply_bytes(&e);
+                    if !out.is_empty() && bytes + size > budget {
+                        return Ok((out, true));
+                    }
+                    bytes += size;
+                    out.push(e);
+                    i += 1;
                 }
+                st.mem
+                    .ring
+                    .lsn_range()
+                    .map_or(u64::MAX, |(oldest, _)| oldest)
+            };
+            if i == lsns.len() {
+                break;
             }
-            i = j + 1;
+            // The run the ring does not hold, from the journal.
+            let run_len = lsns[i..]
+                .iter()
+                .take_while(|&&l| l < ring_oldest)
+                .count()
+                .max(1);
+            let run = &lsns[i..i + run_len];
+            let (got, got_bytes, cut) = if descending {
+                self.journal_tail(run, budget - bytes.min(budget), out.is_empty())
+                    .await?
+            } else {
+                self.journal_head(run, budget - bytes.min(budget), out.is_empty())
+                    .await?
+            };
+            for (k, e) in got.iter().enumerate() {
+                assert_eq!(e.lsn, run[k], "the journal returned the LSNs asked for");
+            }
+            if got.is_empty() && !cut {
+                return Err(ApiError::new(
+                    code::PARTITION_UNAVAILABLE,
+                    format!(
+                        "event at LSN {} could not be read back from the journal",
+                        run[0]
+                    ),
+                ));
+            }
+            i += got.len();
+            bytes += got_bytes;
+            out.extend(got);
+            if cut {
+                return Ok((out, true));
+            }
         }
-        lsns.iter()
-            .map(|l| {
-                found.remove(l).ok_or_else(|| {
-                    ApiError::new(
-                        code::PARTITION_UNAVAILABLE,
-                        format!("event at LSN {l} could not be read back from the journal"),
-                    )
-                })
+        Ok((out, false))
+    }
+
+    /// The longest prefix of `run` (ascending LSNs) whose events fit in `budget` bytes (one
+    /// at least when `need_one`), read from the journal: the events, their bytes, and whether
+    /// the budget cut the run short.
+    async fn journal_head(
+        &self,
+        run: &[u64],
+        budget: usize,
+        need_one: bool,
+    ) -> Result<(Vec<RecordedEvent>, usize, bool), ApiError> {
+        let mut got: Vec<RecordedEvent> = Vec::new();
+        let (mut bytes, mut cut, mut k) = (0usize, false, 0usize);
+        self.journal
+            .visit(run[0], |r| {
+                if run[k] != r.lsn {
+                    // The journal lacks `run[k]`: stop; the caller reports it.
+                    return ScanNext::Stop;
+                }
+                let e = to_recorded(r.to_owned(), self.id);
+                let size = reply_bytes(&e);
+                if (!got.is_empty() || !need_one) && bytes + size > budget {
+                    cut = true;
+                    return ScanNext::Stop;
+                }
+                bytes += size;
+                got.push(e);
+                k += 1;
+                run.get(k).map_or(ScanNext::Stop, |&l| ScanNext::From(l))
             })
-            .collect()
+            .await?;
+        Ok((got, bytes, cut))
+    }
+
+    /// The longest prefix of `run` (descending LSNs) whose events fit in `budget` bytes (one
+    /// at least when `need_one`), read from the journal. The scan runs forward, so it keeps
+    /// the newest events that fit and drops older ones as newer ones arrive.
+    async fn journal_tail(
+        &self,
+        run: &[u64],
+        budget: usize,
+        need_one: bool,
+    ) -> Result<(Vec<RecordedEvent>, usize, bool), ApiError> {
+        let ascending: Vec<u64> = run.iter().rev().copied().collect();
+        let mut kept: VecDeque<(RecordedEvent, usize)> = VecDeque::new();
+        let (mut bytes, mut dropped, mut k) = (0usize, false, 0usize);
+        let mut missing = false;
+        self.journal
+            .visit(ascending[0], |r| {
+                if ascending[k] != r.lsn {
+                    missing = true; // an LSN the journal lacks
+                    return ScanNext::Stop;
+                }
+                let e = to_recorded(r.to_owned(), self.id);
+                let size = reply_bytes(&e);
+                bytes += size;
+                kept.push_back((e, size));
+                while bytes > budget && (kept.len() > 1 || !need_one) {
+                    let (_, s) = kept.pop_front().expect("non-empty");
+                    bytes -= s;
+                    dropped = true;
+                }
+                k += 1;
+                ascending
+                    .get(k)
+                    .map_or(ScanNext::Stop, |&l| ScanNext::From(l))
+            })
+            .await?;
+        if missing || k < ascending.len() {
+            // The newest events of the run were not all there: report the gap, don't skip it.
+            return Ok((Vec::new(), 0, false));
+        }
+        let got: Vec<RecordedEvent> = kept.into_iter().rev().map(|(e, _)| e).collect();
+        Ok((got, bytes, dropped))
     }
 
     /// Version and LSN range of a stream (visible events only).
@@ -999,31 +1094,58 @@ impl<S: Storage + 'static> Partition<S> {
         self.state.borrow().published_lsn
     }
 
-    /// Visible records from LSN `from`, at most `max`, each with its stream name.
+    /// Visible records from LSN `from`, at most `max` and at most `budget` bytes (one at
+    /// least), each with its stream name.
     pub async fn read_lsn_range(
         &self,
         from: u64,
         max: usize,
+        budget: usize,
     ) -> Result<Vec<(String, RecordedEvent)>, ApiError> {
         let to = self.published_lsn();
-        if from >= to {
+        if from >= to || max == 0 {
             return Ok(Vec::new());
         }
-        let count = ((to - from) as usize).min(max);
-        let records = self.journal.read(from, count).await?;
-        Ok(records
-            .into_iter()
-            .filter(|r| r.kind == RECORD_KIND_EVENT && r.lsn < to)
-            .map(|r| {
-                let stream = String::from_utf8_lossy(&r.stream).into_owned();
-                (stream, to_recorded(r, self.id))
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        self.journal
+            .visit(from, |r| {
+                if r.lsn >= to {
+                    return ScanNext::Stop;
+                }
+                if r.record.kind == RECORD_KIND_EVENT {
+                    let stream = String::from_utf8_lossy(r.record.stream).into_owned();
+                    let e = to_recorded(r.to_owned(), self.id);
+                    let size = reply_bytes(&e);
+                    if !out.is_empty() && bytes + size > budget {
+                        return ScanNext::Stop;
+                    }
+                    bytes += size;
+                    out.push((stream, e));
+                }
+                if out.len() < max {
+                    ScanNext::From(r.lsn + 1)
+                } else {
+                    ScanNext::Stop
+                }
             })
-            .collect())
+            .await?;
+        Ok(out)
     }
 
-    /// Fetches specific LSNs (public for subscription catch-up).
-    pub async fn fetch_lsns(&self, lsns: &[u64]) -> Result<Vec<RecordedEvent>, ApiError> {
-        self.fetch(lsns).await
+    /// Fetches the events with `lsns` in their order, up to `budget` bytes (one at least;
+    /// for subscription catch-up).
+    pub async fn fetch_lsns(
+        &self,
+        lsns: &[u64],
+        budget: usize,
+    ) -> Result<Vec<RecordedEvent>, ApiError> {
+        Ok(self.fetch(lsns, budget).await?.0)
+    }
+
+    /// The most bytes a READ reply (or one catch-up push) holds, one event aside.
+    pub fn max_read_bytes(&self) -> usize {
+        self.limits.max_read_bytes
     }
 
     /// Adds a live sink; it sees every event published from now on.

@@ -734,8 +734,8 @@ impl Shard {
                         return Ok(true);
                     }
                     let chunk = &lsns[..lsns.len().min(CATCH_UP_CHUNK)];
-                    let events = p.fetch_lsns(chunk).await?;
-                    version += chunk.len() as u64;
+                    let events = p.fetch_lsns(chunk, p.max_read_bytes()).await?;
+                    version += events.len() as u64;
                     if !sink.offer(stream, &events) {
                         return Ok(false);
                     }
@@ -747,7 +747,9 @@ impl Shard {
                     if lsn >= p.published_lsn() {
                         return Ok(true);
                     }
-                    let batch = p.read_lsn_range(lsn, CATCH_UP_CHUNK).await?;
+                    let batch = p
+                        .read_lsn_range(lsn, CATCH_UP_CHUNK, p.max_read_bytes())
+                        .await?;
                     let Some(last) = batch.last() else {
                         return Ok(true);
                     };
