@@ -116,6 +116,8 @@ struct State {
     idem_order: VecDeque<[u8; 16]>,
     published_lsn: u64,
     pending_publish: BTreeMap<u64, (String, Vec<RecordedEvent>)>,
+    /// Retries waiting for the append they repeat to become visible (or fail).
+    publish_waiters: Vec<std::task::Waker>,
     sinks: Vec<Rc<dyn PublishSink>>,
     appends: u64,
     events_appended: u64,
@@ -549,6 +551,97 @@ fn to_recorded(r: OwnedRecord, partition: u32) -> RecordedEvent {
     }
 }
 
+/// An append that repeats earlier events (by their ids): their versions and LSNs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Retry {
+    first_version: u64,
+    first_lsn: u64,
+    count: u64,
+}
+
+/// The idempotency rule for an append of `events` to `stream`, against the window `idem`:
+///
+/// - no event id of the append is in the window: a new append (`Ok(None)`);
+/// - every event has an id, and the ids are in the window at consecutive versions (and LSNs)
+///   of `stream`, the first event's first: a retry (`Ok(Some)`), answered with those
+///   versions once they are durable — whether the original is durable already or still in
+///   flight;
+/// - anything else — some ids known and some not, known at other places, an event without an
+///   id among known ones, or one id twice in the append: error 12, and nothing is written
+///   (writing it would duplicate events, and answering it as a retry would invent a result).
+fn check_ids(
+    idem: &HashMap<[u8; 16], IdemEntry>,
+    stream: &str,
+    events: &[Event],
+) -> Result<Option<Retry>, ApiError> {
+    let none = [0u8; 16];
+    let Some(known) = events
+        .iter()
+        .position(|e| e.id != none && idem.contains_key(&e.id))
+    else {
+        if events.len() > 1 {
+            let mut ids: Vec<&[u8; 16]> = events
+                .iter()
+                .map(|e| &e.id)
+                .filter(|id| **id != none)
+                .collect();
+            ids.sort_unstable();
+            if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+                return Err(ApiError::new(
+                    code::INVALID_ARGUMENT,
+                    format!(
+                        "event id {} appears twice in the append; each event needs its own id",
+                        crate::journal::hex(w[0])
+                    ),
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let first = idem.get(&events[0].id).filter(|_| events[0].id != none);
+    let retry = first.filter(|f| f.stream == stream).and_then(|f| {
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| {
+                idem.get(&e.id).is_some_and(|hit| {
+                    e.id != none
+                        && hit.stream == stream
+                        && hit.version == f.version + i as u64
+                        && hit.lsn == f.lsn + i as u64
+                })
+            })
+            .then_some(Retry {
+                first_version: f.version,
+                first_lsn: f.lsn,
+                count: events.len() as u64,
+            })
+    });
+    match retry {
+        Some(r) => Ok(Some(r)),
+        None => {
+            let hit = &idem[&events[known].id];
+            Err(ApiError::new(
+                code::INVALID_ARGUMENT,
+                format!(
+                    "event {known} of the append has id {}, already appended to stream {:?} at \
+                     version {}, but the append is not a retry of those events; a retry must \
+                     resend the same events with the same ids (new events need new ids)",
+                    crate::journal::hex(&events[known].id),
+                    hit.stream,
+                    hit.version
+                ),
+            ))
+        }
+    }
+}
+
+fn wake_all(waiters: &mut Vec<std::task::Waker>) {
+    for w in waiters.drain(..) {
+        w.wake();
+    }
+}
+
 impl<S: Storage + 'static> Partition<S> {
     /// Wraps a recovered journal and the state rebuilt from it.
     pub fn new(
@@ -594,6 +687,7 @@ impl<S: Storage + 'static> Partition<S> {
                 idem_order,
                 published_lsn,
                 pending_publish: BTreeMap::new(),
+                publish_waiters: Vec::new(),
                 sinks: Vec::new(),
                 appends: 0,
                 events_appended: 0,
@@ -666,18 +760,9 @@ impl<S: Storage + 'static> Partition<S> {
         let pending = loop {
             {
                 let mut st = self.state.borrow_mut();
-                // Idempotent retry: the first event's id was seen.
-                if events[0].id != [0; 16] {
-                    if let Some(hit) = st.idem.get(&events[0].id) {
-                        if hit.stream == stream && hit.lsn < st.published_lsn {
-                            return Ok(AppendOk {
-                                first_version: hit.version,
-                                last_version: hit.version + events.len() as u64 - 1,
-                                partition: self.id,
-                                lsn: hit.lsn,
-                            });
-                        }
-                    }
+                if let Some(retry) = check_ids(&st.idem, stream, &events)? {
+                    drop(st);
+                    return self.await_retry(retry).await;
                 }
                 let next = st.streams.get(stream).map_or(0, |e| e.lsns.len() as u64);
                 let current = next as i64 - 1;
@@ -721,6 +806,27 @@ impl<S: Storage + 'static> Partition<S> {
                         let a = pending.appended();
                         let entry = st.streams.entry(stream.to_string()).or_default();
                         entry.lsns.extend(a.first_lsn..=a.last_lsn);
+                        // The ids enter the window now, before the frame is durable, so a
+                        // retry sent while this append is in flight finds them.
+                        for (i, e) in events.iter().enumerate() {
+                            if e.id == [0; 16] || self.limits.idempotency_window == 0 {
+                                continue;
+                            }
+                            if st.idem_order.len() >= self.limits.idempotency_window {
+                                if let Some(old) = st.idem_order.pop_front() {
+                                    st.idem.remove(&old);
+                                }
+                            }
+                            st.idem_order.push_back(e.id);
+                            st.idem.insert(
+                                e.id,
+                                IdemEntry {
+                                    stream: stream.to_string(),
+                                    version: next + i as u64,
+                                    lsn: a.first_lsn + i as u64,
+                                },
+                            );
+                        }
                         break (pending, next);
                     }
                     Ok(None) => {}
@@ -746,7 +852,10 @@ impl<S: Storage + 'static> Partition<S> {
         let appended = match pending.durable().await {
             Ok(a) => a,
             Err(e) => {
-                self.state.borrow_mut().errors += 1;
+                let mut st = self.state.borrow_mut();
+                st.errors += 1;
+                // Retries waiting for this append learn that it failed.
+                wake_all(&mut st.publish_waiters);
                 return Err(e.into());
             }
         };
@@ -773,27 +882,6 @@ impl<S: Storage + 'static> Partition<S> {
             self.appends_counter.increment(1);
             self.events_counter.increment(n);
             self.bytes_counter.increment(bytes);
-            if self.limits.idempotency_window > 0 {
-                for r in &recorded {
-                    if r.event.id == [0; 16] {
-                        continue;
-                    }
-                    if st.idem_order.len() >= self.limits.idempotency_window {
-                        if let Some(old) = st.idem_order.pop_front() {
-                            st.idem.remove(&old);
-                        }
-                    }
-                    st.idem_order.push_back(r.event.id);
-                    st.idem.insert(
-                        r.event.id,
-                        IdemEntry {
-                            stream: stream.to_string(),
-                            version: r.stream_version,
-                            lsn: r.lsn,
-                        },
-                    );
-                }
-            }
         }
         self.publish(appended.first_lsn, stream, recorded);
         Ok(AppendOk {
@@ -802,6 +890,29 @@ impl<S: Storage + 'static> Partition<S> {
             partition: self.id,
             lsn: appended.first_lsn,
         })
+    }
+
+    /// The answer to a retry: the original's result once its events are visible, or the
+    /// error that poisoned the journal if their frame failed.
+    async fn await_retry(&self, retry: Retry) -> Result<AppendOk, ApiError> {
+        let last_lsn = retry.first_lsn + retry.count - 1;
+        std::future::poll_fn(|cx| {
+            let mut st = self.state.borrow_mut();
+            if st.published_lsn > last_lsn {
+                return std::task::Poll::Ready(Ok(AppendOk {
+                    first_version: retry.first_version,
+                    last_version: retry.first_version + retry.count - 1,
+                    partition: self.id,
+                    lsn: retry.first_lsn,
+                }));
+            }
+            if let Some(reason) = self.journal.poisoned() {
+                return std::task::Poll::Ready(Err(JournalError::Poisoned { reason }.into()));
+            }
+            st.publish_waiters.push(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     /// Makes durable events visible in LSN order and offers them to subscribers.
@@ -835,6 +946,9 @@ impl<S: Storage + 'static> Partition<S> {
                     );
                 }
                 ready.push(batch);
+            }
+            if !ready.is_empty() {
+                wake_all(&mut st.publish_waiters);
             }
             let rs = st.mem.ring.stats();
             self.ring_events_gauge.set(rs.count as f64);
