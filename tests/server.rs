@@ -449,6 +449,35 @@ fn valued(event_type: &str, value: f64, timestamp_ns: u64) -> protocol::Event {
 }
 
 #[test]
+fn aggregate_of_a_stream_counts_its_events_only_when_another_name_has_the_same_hash() {
+    // FNV-1a 64 of both names is 0x0f6296f490d1665d: one partition, one ring stream id.
+    let (a, b) = ("oPxgeduSyVJ", "6oPwYOOB18L");
+    assert_eq!(
+        evring::server::partition::stream_id(a),
+        0x0f62_96f4_90d1_665d
+    );
+    assert_eq!(
+        evring::server::partition::stream_id(b),
+        0x0f62_96f4_90d1_665d
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--partitions", "4"]);
+    let c = server.client();
+    for v in [1000.0, 1000.0, 1000.0] {
+        c.append(a, expected::ANY, vec![valued("m", v, 0)]).unwrap();
+    }
+    for v in [1.0, 1.0] {
+        c.append(b, expected::ANY, vec![valued("m", v, 0)]).unwrap();
+    }
+    let of_b = c.aggregate(b, "", 0, u64::MAX, 0).unwrap();
+    assert_eq!((of_b[0].count, of_b[0].sum), (2, 2.0));
+    let of_a = c.aggregate(a, "", 0, u64::MAX, 0).unwrap();
+    assert_eq!((of_a[0].count, of_a[0].sum), (3, 3000.0));
+    let all = c.aggregate("", "", 0, u64::MAX, 0).unwrap();
+    assert_eq!((all[0].count, all[0].sum), (5, 3002.0));
+}
+
+#[test]
 fn aggregate_over_in_memory_events_by_stream_type_and_bucket() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(&dir.path().join("data"), &[]);

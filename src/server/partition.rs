@@ -428,8 +428,9 @@ impl Rebuild {
     }
 }
 
-/// The ring's stream id of a stream: FNV-1a 64 of its name (a collision only makes an
-/// aggregation filter coarser, never a read wrong: reads check the name in the payload).
+/// The ring's stream id of a stream: FNV-1a 64 of its name. Names collide, so a match on the
+/// id is confirmed with the name in the payload (aggregations) or by the stream index
+/// (reads).
 pub fn stream_id(stream: &str) -> u64 {
     stream_id_bytes(stream.as_bytes())
 }
@@ -533,6 +534,12 @@ impl InMemory {
 fn reply_bytes(e: &RecordedEvent) -> usize {
     let ev = &e.event;
     ev.event_type.len() + ev.data.len() + ev.metadata.len() + 64
+}
+
+/// The stream name in a ring payload (see [`InMemory`]).
+fn payload_stream(p: &[u8]) -> Option<&[u8]> {
+    let len = u16::from_le_bytes(p.get(0..2)?.try_into().ok()?) as usize;
+    p.get(28..28 + len)
 }
 
 fn to_recorded(r: OwnedRecord, partition: u32) -> RecordedEvent {
@@ -1292,8 +1299,23 @@ impl<S: Storage + 'static> Partition<S> {
             stream_id: (!stream.is_empty()).then(|| stream_id(stream)),
             type_ids,
         };
-        aggregate_columns(&st.mem.ring, q)
-            .map_err(|e| ApiError::new(code::INVALID_ARGUMENT, e.to_string()))
+        let bad = |e: crate::aggregate::AggregateError| {
+            ApiError::new(code::INVALID_ARGUMENT, e.to_string())
+        };
+        if stream.is_empty() {
+            return aggregate_columns(&st.mem.ring, q).map_err(bad);
+        }
+        // The stream id column is a 64-bit hash of the name, and names collide (e.g.
+        // "oPxgeduSyVJ" and "6oPwYOOB18L"): an event counts only if the name in its payload
+        // is the stream's too.
+        let id = stream_id(stream);
+        let mut agg = crate::aggregate::Aggregator::new(q).map_err(bad)?;
+        for e in st.mem.ring.iter() {
+            if e.stream_id == id && payload_stream(e.payload) == Some(stream.as_bytes()) {
+                agg.add(e.timestamp_ns, e.value, e.type_id, e.stream_id);
+            }
+        }
+        Ok(agg.finish())
     }
 
     pub fn stats(&self) -> PartitionStats {
