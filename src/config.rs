@@ -40,6 +40,10 @@ pub struct Config {
     /// Once a request frame's first byte has arrived, the rest must arrive within this many
     /// milliseconds, or the connection gets error 1 and is closed (slow-drip clients).
     pub frame_timeout_ms: u32,
+    /// A new connection must complete HELLO within this many milliseconds of being accepted,
+    /// or it gets error 5 and is closed (connections that never authenticate cannot hold
+    /// connection slots).
+    pub hello_timeout_ms: u32,
     /// Open client connections at most (over the whole server).
     pub max_connections: u32,
     /// Requests in flight per connection; the server stops reading beyond it.
@@ -114,6 +118,7 @@ impl Default for Config {
             auth_token: String::new(),
             max_frame_bytes: 4 * 1024 * 1024,
             frame_timeout_ms: 10_000,
+            hello_timeout_ms: 5_000,
             max_connections: 1024,
             max_in_flight_per_connection: 256,
             max_subscriptions_per_connection: 16,
@@ -220,6 +225,9 @@ impl Config {
         }
         if self.frame_timeout_ms == 0 {
             return bad("frame_timeout_ms must be > 0".into());
+        }
+        if self.hello_timeout_ms == 0 {
+            return bad("hello_timeout_ms must be > 0".into());
         }
         if self.max_frame_bytes < 64 {
             return bad("max_frame_bytes must be at least 64".into());

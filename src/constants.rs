@@ -55,6 +55,11 @@ pub const RECORD_ALIGN: usize = 8;
 /// Longest stream name or event type, in bytes (they are length-prefixed by u16 on the wire).
 pub const NAME_BYTES_MAX: usize = u16::MAX as usize;
 
+/// The largest frame a connection may send before its HELLO is accepted: a HELLO with the
+/// longest client name and token (two u16-length strings after the u16 version), so an
+/// unauthenticated connection makes the server buffer at most this much.
+pub const HELLO_FRAME_BYTES_MAX: u32 = 16 + 2 + 2 * (2 + NAME_BYTES_MAX as u32);
+
 /// A recovery reads the journal in chunks of this many bytes.
 pub const SCAN_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 

@@ -28,6 +28,7 @@ use glommio::net::{TcpListener, TcpStream};
 use super::partition::{ApiError, AppendOk, Partition, PartitionStats, PublishSink, StreamInfo};
 use super::slot::{slot, Filler};
 use crate::config::Config;
+use crate::constants::HELLO_FRAME_BYTES_MAX;
 use crate::engine::kv::KvModel;
 use crate::engine::Engine;
 use crate::protocol::{
@@ -273,6 +274,52 @@ impl PublishSink for SubSink {
 enum FrameReadError {
     Closed(String),
     Reply(u64, u16, String),
+}
+
+/// Waits for the next request frame and reads it. Between frames a connection may idle as
+/// long as it likes; once a frame has begun it must arrive whole within `frame_timeout`
+/// (slowloris), a timer armed only when the frame is not already buffered.
+async fn next_frame<R: futures_lite::AsyncBufRead + futures_lite::AsyncRead + Unpin>(
+    rd: &mut R,
+    max_frame_bytes: u32,
+    frame_timeout: Duration,
+    cfg: &Config,
+) -> Result<(FrameHeader, Request), FrameReadError> {
+    let buffered = match rd.fill_buf().await {
+        Ok([]) => return Err(FrameReadError::Closed("closed by the client".into())),
+        Ok(b) => b,
+        Err(e) => return Err(FrameReadError::Closed(format!("read: {e}"))),
+    };
+    let whole = buffered.len() >= 4
+        && u32::from_le_bytes(buffered[..4].try_into().expect("4 bytes")) as usize + 4
+            <= buffered.len();
+    let read = read_frame(rd, max_frame_bytes);
+    if whole {
+        return read.await;
+    }
+    match glommio::timer::timeout(frame_timeout, async { Ok(read.await) }).await {
+        Ok(r) => r,
+        Err(_) => Err(FrameReadError::Reply(
+            0,
+            code::MALFORMED_FRAME,
+            format!(
+                "frame not complete after {} ms (frame_timeout_ms)",
+                cfg.frame_timeout_ms
+            ),
+        )),
+    }
+}
+
+/// Whether the token a client presented is the server's, in time that does not depend on
+/// where they differ (a byte-by-byte `!=` stops at the first difference, which lets a
+/// client find the token a byte at a time by timing).
+fn token_matches(given: &str, expected: &str) -> bool {
+    let (given, expected) = (given.as_bytes(), expected.as_bytes());
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, e) in expected.iter().enumerate() {
+        diff |= e ^ given.get(i).copied().unwrap_or(!e);
+    }
+    std::hint::black_box(diff) == 0
 }
 
 /// Reads one request frame (header, body) and decodes it.
@@ -939,34 +986,29 @@ impl Shard {
         let heavy_slots =
             (u64::from(cfg.connection_buffer_bytes) / u64::from(cfg.max_read_bytes)).max(1);
         let heavy = Rc::new(glommio::sync::Semaphore::new(heavy_slots));
+        let hello_deadline =
+            std::time::Instant::now() + Duration::from_millis(u64::from(cfg.hello_timeout_ms));
         let reason = loop {
             // A client that does not read its replies is not read either: the outbound
             // buffer stays near `connection_buffer_bytes` instead of growing without bound.
             out.wait_for_room().await;
-            // Between frames a connection may idle as long as it likes.
-            match rd.fill_buf().await {
-                Ok([]) => break "closed by the client".to_string(),
-                Ok(_) => {}
-                Err(e) => break format!("read: {e}"),
-            }
-            // Once a frame has begun it must arrive whole within `frame_timeout_ms`
-            // (slowloris). The timer is only armed when the frame is not already buffered.
-            let buffered = rd.buffer();
-            let whole = buffered.len() >= 4
-                && u32::from_le_bytes(buffered[..4].try_into().expect("4 bytes")) as usize + 4
-                    <= buffered.len();
-            let read = read_frame(&mut rd, cfg.max_frame_bytes);
-            let result = if whole {
-                read.await
+            let result = if hello_done {
+                next_frame(&mut rd, cfg.max_frame_bytes, frame_timeout, cfg).await
             } else {
-                match glommio::timer::timeout(frame_timeout, async { Ok(read.await) }).await {
+                // Until HELLO is accepted: a frame no larger than the largest HELLO, and the
+                // whole of it by `hello_timeout_ms` after the accept.
+                let left = hello_deadline.saturating_duration_since(std::time::Instant::now());
+                let max = cfg.max_frame_bytes.min(HELLO_FRAME_BYTES_MAX);
+                let next = next_frame(&mut rd, max, frame_timeout, cfg);
+                match glommio::timer::timeout(left, async { Ok(next.await) }).await {
                     Ok(r) => r,
                     Err(_) => Err(FrameReadError::Reply(
                         0,
-                        code::MALFORMED_FRAME,
+                        code::NOT_AUTHENTICATED,
                         format!(
-                            "frame not complete after {} ms (frame_timeout_ms)",
-                            cfg.frame_timeout_ms
+                            "no HELLO within {} ms of connecting (hello_timeout_ms); the first \
+                             request on a connection must be HELLO",
+                            cfg.hello_timeout_ms
                         ),
                     )),
                 }
@@ -999,7 +1041,9 @@ impl Shard {
                             );
                             break "unsupported protocol version".into();
                         }
-                        if !cfg.auth_token.is_empty() && auth_token != cfg.auth_token {
+                        if !cfg.auth_token.is_empty()
+                            && !token_matches(&auth_token, &cfg.auth_token)
+                        {
                             out.send(
                                 header.request_id,
                                 &Response::error(code::NOT_AUTHENTICATED, "wrong auth token"),
@@ -1381,6 +1425,21 @@ fn unexpected(r: OpResult) -> Response {
         code::PARTITION_UNAVAILABLE,
         format!("internal: unexpected partition result {r:?}"),
     )
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_match_only_when_equal_in_length_and_every_byte() {
+        assert!(token_matches("s3cret", "s3cret"));
+        assert!(!token_matches("s3cres", "s3cret"));
+        assert!(!token_matches("s3cre", "s3cret"));
+        assert!(!token_matches("s3crett", "s3cret"));
+        assert!(!token_matches("", "s3cret"));
+        assert!(token_matches("", ""));
+    }
 }
 
 #[cfg(test)]
