@@ -1,41 +1,85 @@
 //! The real Prometheus endpoint, scraped over HTTP and parsed with a Prometheus text-format
 //! parser: every series evringd documents is present, named by the conventions (counters end
-//! in `_total`, units in the name), and the values follow the load.
+//! in `_total`, units in the name), described by a `# HELP` line, and the values follow the
+//! load. The endpoint keeps serving scrapes while a client drips bytes, holds its memory
+//! while a client sends endless bytes, bounds its connections, and answers only
+//! `GET /metrics`. docs/OPERATIONS.md documents exactly the metrics the code emits.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use common::{ev, Server};
 use evring::protocol::expected;
 use prometheus_parse::{Scrape, Value};
 
-fn scrape(addr: &str) -> Scrape {
+/// Starts evringd with its metrics endpoint on an ephemeral port; returns the endpoint too.
+fn start_with_metrics(dir: &tempfile::TempDir, extra: &[&str]) -> (Server, String) {
+    let mut args = vec!["--set", "metrics_listen=\"127.0.0.1:0\""];
+    args.extend(extra);
+    let server = Server::start(&dir.path().join("data"), &args);
+    let text = std::fs::read_to_string(dir.path().join("data.addr")).unwrap();
+    let metrics = text
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics="))
+        .expect("the addresses file names the metrics endpoint")
+        .to_string();
+    (server, metrics)
+}
+
+/// Sends `request` on a new connection and returns everything the server sent before it
+/// closed (or before 30 s passed, or the connection was reset).
+fn exchange(addr: &str, request: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn scrape(addr: &str) -> Scrape {
+    let text = exchange(
+        addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let lines = body.lines().map(|l| Ok(l.to_string()));
     Scrape::parse(lines).expect("valid Prometheus text format")
 }
 
+/// The metric names and types docs/OPERATIONS.md's metrics table lists.
+fn documented() -> Vec<(String, String)> {
+    let ops = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/OPERATIONS.md"),
+    )
+    .unwrap();
+    ops.lines()
+        .filter(|l| l.starts_with("| `evring_"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`').to_string(), cells[2].to_string())
+        })
+        .collect()
+}
+
+/// The family a sample belongs to (a histogram's `_sum`, `_count` and `_bucket` series
+/// belong to the histogram).
+fn family<'a>(name: &'a str, known: &[(String, String)]) -> &'a str {
+    ["_sum", "_count", "_bucket"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .filter(|f| known.iter().any(|(d, _)| d == f))
+        .unwrap_or(name)
+}
+
 #[test]
 fn the_metrics_endpoint_parses_and_follows_prometheus_conventions() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        &dir.path().join("data"),
-        &["--set", "metrics_listen=\"127.0.0.1:0\""],
-    );
-    let text = std::fs::read_to_string(dir.path().join("data.addr")).unwrap();
-    let metrics = text
-        .lines()
-        .find_map(|l| l.strip_prefix("metrics="))
-        .unwrap()
-        .to_string();
+    let (server, metrics) = start_with_metrics(&dir, &[]);
     let c = server.client();
     for i in 0..7 {
         c.append("m", expected::ANY, vec![ev("E", format!("{i}").as_bytes())])
@@ -87,27 +131,333 @@ fn the_metrics_endpoint_parses_and_follows_prometheus_conventions() {
             );
         }
     }
-    // Every series is documented in docs/OPERATIONS.md.
-    let ops = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/OPERATIONS.md"),
-    )
-    .unwrap();
-    let documented: Vec<String> = ops
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `evring_"))
-        .filter_map(|l| l.split('`').next().map(|n| format!("evring_{n}")))
-        .collect();
+    // Every series is documented in docs/OPERATIONS.md and has a HELP line.
+    let documented = documented();
     for s in &scrape.samples {
-        // A histogram's _sum and _count series belong to its family.
-        let family = ["_sum", "_count", "_bucket"]
-            .iter()
-            .find_map(|suffix| s.metric.strip_suffix(suffix))
-            .filter(|f| documented.iter().any(|d| d == f))
-            .unwrap_or(&s.metric);
+        let family = family(&s.metric, &documented);
         assert!(
-            documented.iter().any(|d| d == family),
+            documented.iter().any(|(d, _)| d == family),
             "{} is not documented in docs/OPERATIONS.md",
             s.metric
         );
+        assert!(
+            scrape.docs.get(family).is_some_and(|h| !h.is_empty()),
+            "{family} has no # HELP line"
+        );
+    }
+}
+
+#[test]
+fn every_documented_metric_is_emitted_with_help_and_every_emitted_one_is_documented() {
+    // The docs' table and the code's list of metrics are the same, with the same types.
+    let documented = documented();
+    let mut in_docs: Vec<(&str, &str)> = documented
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let mut in_code: Vec<(&str, &str)> = evring::metrics::METRICS
+        .iter()
+        .map(|(n, k, _)| (*n, k.name()))
+        .collect();
+    in_docs.sort_unstable();
+    in_code.sort_unstable();
+    assert_eq!(
+        in_docs, in_code,
+        "docs/OPERATIONS.md's metrics table and evring::metrics::METRICS differ"
+    );
+    // Every metric the code records is named by a constant of evring::metrics (which the
+    // unit test `every_metric_has_its_help_and_type_lines` ties to METRICS).
+    let consts = include_str!("../src/metrics.rs");
+    let mut files = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))];
+    let mut uses = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        if path.extension().is_none_or(|x| x != "rs") || path.ends_with("src/metrics.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for macro_name in ["counter!(", "gauge!(", "histogram!("] {
+            for (at, _) in text.match_indices(macro_name) {
+                if text[..at].ends_with("describe_") {
+                    continue;
+                }
+                let arg = text[at + macro_name.len()..].trim_start();
+                let name = arg
+                    .strip_prefix("crate::metrics::")
+                    .and_then(|rest| {
+                        rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                            .next()
+                    })
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{}: a metric not named by an evring::metrics constant: {}",
+                            path.display(),
+                            &arg[..arg.len().min(60)]
+                        )
+                    });
+                assert!(
+                    consts.contains(&format!("pub const {name}: &str = \"evring_")),
+                    "{}: {name} is not a metric constant",
+                    path.display()
+                );
+                uses += 1;
+            }
+        }
+    }
+    assert!(
+        uses >= in_code.len(),
+        "every metric is recorded somewhere ({uses} uses)"
+    );
+
+    // A live server with a snapshot taken: every metric that needs no fault to appear is in
+    // the scrape, each with its HELP line.
+    let dir = tempfile::tempdir().unwrap();
+    let (server, metrics) = start_with_metrics(&dir, &["--set", "snapshot_every_events=5"]);
+    let c = server.client();
+    for i in 0..10 {
+        c.append("m", expected::ANY, vec![ev("E", format!("{i}").as_bytes())])
+            .unwrap();
+    }
+    assert!(c
+        .read("missing", 0, 1, evring::protocol::Direction::Forward)
+        .is_err());
+    let started = Instant::now();
+    let scrape = loop {
+        let scrape = scrape(&metrics);
+        if scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "evring_snapshot_lsn")
+        {
+            break scrape;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no snapshot was taken"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Only faults (a write error, a failed snapshot) make these two appear.
+    let fault_only = [
+        "evring_partition_poisoned",
+        "evring_snapshot_failures_total",
+    ];
+    for (name, _) in documented
+        .iter()
+        .filter(|(n, _)| !fault_only.contains(&n.as_str()))
+    {
+        assert!(
+            scrape
+                .samples
+                .iter()
+                .any(|s| family(&s.metric, &documented) == name),
+            "{name} is documented but not in the scrape"
+        );
+        assert!(
+            scrape.docs.get(name).is_some_and(|h| !h.is_empty()),
+            "{name} has no # HELP line"
+        );
+    }
+}
+
+/// Bytes of a process's resident set now (VmRSS) and at its peak (VmHWM).
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[test]
+fn a_client_dripping_bytes_does_not_stall_other_scrapes_and_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, metrics) = start_with_metrics(&dir, &[]);
+    // The drip: a request head one byte every 3 s, for at most about 10 s, until the server
+    // answers or closes.
+    let mut drip = TcpStream::connect(&metrics).unwrap();
+    drip.write_all(b"G").unwrap();
+    let dripper = std::thread::spawn(move || {
+        let started = Instant::now();
+        drip.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut rest = b"ET /metrics HTTP/1.1\r\n".iter();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            match drip.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    let Some(&b) = rest.next() else { break };
+                    if started.elapsed() > Duration::from_secs(10) || drip.write_all(&[b]).is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        (
+            String::from_utf8_lossy(&got).into_owned(),
+            started.elapsed(),
+        )
+    });
+    // Meanwhile, three scrapes in a row each complete at once (well under the drip's 3 s
+    // interval: a scrape queued behind the drip would wait for it).
+    for i in 0..3 {
+        let started = Instant::now();
+        let scrape = scrape(&metrics);
+        assert!(!scrape.samples.is_empty());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "scrape {i} took {:?} while a client dripped bytes",
+            started.elapsed()
+        );
+    }
+    let (answer, after) = dripper.join().unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "the drip is answered 408 at the head deadline: {answer:?}"
+    );
+    assert!(
+        after < Duration::from_secs(9),
+        "the drip was cut off after {after:?}"
+    );
+}
+
+#[test]
+fn a_request_without_end_is_refused_without_growing_memory() {
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let (server, metrics) = start_with_metrics(&dir, &[]);
+    let pid = server.child.as_ref().unwrap().id();
+    // Warm up (the first scrape renders and allocates), then reset the peak (VmHWM).
+    scrape(&metrics);
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
+    let (before, _) = rss(pid);
+    let mut s = TcpStream::connect(&metrics).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let chunk = vec![b'a'; 64 * 1024];
+        let mut sent = 0usize;
+        while sent < 64 * MIB {
+            match writer.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let sent = sender.join().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "a 431 answer or a reset: {answer:?}"
+    );
+    let (_, peak) = rss(pid);
+    assert!(
+        peak.saturating_sub(before) < 8 * MIB as u64,
+        "RSS grew by {} KiB for a request of {} KiB",
+        peak.saturating_sub(before) / 1024,
+        sent / 1024
+    );
+    assert!(
+        sent < 64 * MIB,
+        "the server took all {sent} bytes of a request head without end"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "refused after {:?}",
+        started.elapsed()
+    );
+    // The endpoint goes on.
+    scrape(&metrics);
+}
+
+#[test]
+fn only_get_metrics_is_answered_and_connections_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, metrics) = start_with_metrics(&dir, &[]);
+    let status = |request: &[u8]| -> String {
+        let text = exchange(&metrics, request);
+        text.lines().next().unwrap_or("").to_string()
+    };
+    assert_eq!(
+        status(b"GET /other HTTP/1.1\r\n\r\n"),
+        "HTTP/1.1 404 Not Found"
+    );
+    let text = exchange(
+        &metrics,
+        b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(text.starts_with("HTTP/1.1 405"), "{text}");
+    assert!(text.contains("\r\nAllow: GET\r\n"), "{text}");
+    assert_eq!(status(b"hello\r\n\r\n"), "HTTP/1.1 400 Bad Request");
+    let mut long = b"GET /metrics HTTP/1.1\r\n".to_vec();
+    long.extend(std::iter::repeat_n(b"X-Filler: aaaaaaaaaaaaaaaa\r\n", 400).flatten());
+    long.extend(b"\r\n");
+    let text = exchange(&metrics, &long);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 431"),
+        "a head beyond 8 KiB: {text:?}"
+    );
+
+    // Connections that send nothing hold their slots (until the head deadline); once
+    // MAX_CONNECTIONS are held, the next one is answered 503 at once.
+    let mut idle = Vec::new();
+    for _ in 0..evring::metrics::MAX_CONNECTIONS {
+        idle.push(TcpStream::connect(&metrics).unwrap());
+    }
+    let refused = (0..10).find_map(|_| {
+        let mut s = TcpStream::connect(&metrics).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        if got.is_empty() {
+            // It got a slot a connection before it was leaving: hold it too.
+            idle.push(s);
+            None
+        } else {
+            Some(String::from_utf8_lossy(&got).into_owned())
+        }
+    });
+    let refused = refused.expect("a connection beyond the limit is answered");
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    drop(idle);
+    // The slots come back.
+    let started = Instant::now();
+    loop {
+        let text = exchange(&metrics, b"GET /metrics HTTP/1.1\r\n\r\n");
+        if text.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "slots not freed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

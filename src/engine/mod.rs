@@ -96,10 +96,20 @@ pub enum Codec {
 }
 
 impl Codec {
-    fn name(self) -> &'static str {
+    /// The name written to a store's `CODEC` file.
+    pub fn name(self) -> &'static str {
         match self {
             Codec::Json => "json",
             Codec::Binary => "binary",
+        }
+    }
+    /// The codec a `CODEC` file names (surrounding white space ignored); `None` for any
+    /// other text.
+    pub fn from_name(name: &str) -> Option<Codec> {
+        match name.trim() {
+            "json" => Some(Codec::Json),
+            "binary" => Some(Codec::Binary),
+            _ => None,
         }
     }
     /// Fails for values the codec cannot represent (e.g. JSON maps with non-string keys).
@@ -109,7 +119,8 @@ impl Codec {
             Codec::Binary => postcard::to_allocvec(v).map_err(|e| e.to_string()),
         }
     }
-    fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, String> {
+    /// Decodes a command or a model as the store does.
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, String> {
         match self {
             Codec::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
             Codec::Binary => postcard::from_bytes(bytes).map_err(|e| e.to_string()),
@@ -391,6 +402,35 @@ struct ModelImage {
     resume: crate::journal::Resume,
 }
 
+/// A model snapshot file's contents, checked by [`read_model_snapshot`].
+pub struct ModelSnapshot {
+    /// The model, encoded with the store's codec.
+    pub model: Vec<u8>,
+    /// Where a recovery from this snapshot resumes the journal scan.
+    pub resume: crate::journal::Resume,
+}
+
+/// Reads the model snapshot file `path` (named for `lsn`) and checks it as an engine does
+/// before using it: the header and both checksums (`snapshot::decode`), the kind, the store
+/// id, the LSN of the file name and the header, and that the body decodes. The model bytes
+/// are left to the caller, who knows the model's type ([`Codec::decode`]).
+pub fn read_model_snapshot(path: &Path, lsn: u64, store: StoreId) -> Result<ModelSnapshot, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let (meta, body) = crate::snapshot::decode(&bytes).map_err(|e| e.to_string())?;
+    if meta.kind != crate::snapshot::KIND_MODEL || meta.store_id != store {
+        return Err("not a snapshot of this engine".into());
+    }
+    if meta.lsn != lsn {
+        return Err("its header names another LSN than its file name".into());
+    }
+    let image: ModelImage =
+        postcard::from_bytes(body).map_err(|e| format!("undecodable model image: {e}"))?;
+    Ok(ModelSnapshot {
+        model: image.model,
+        resume: image.resume,
+    })
+}
+
 fn load_model_snapshot<M: Model>(
     dir: &Path,
     codec: Codec,
@@ -398,14 +438,9 @@ fn load_model_snapshot<M: Model>(
 ) -> Option<(M, u64, crate::journal::Resume)> {
     for (lsn, path) in crate::snapshot::list(dir).ok()? {
         let attempt = (|| -> Result<(M, crate::journal::Resume), String> {
-            let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-            let (meta, body) = crate::snapshot::decode(&bytes).map_err(|e| e.to_string())?;
-            if meta.kind != crate::snapshot::KIND_MODEL || meta.store_id != cfg.store_id {
-                return Err("not a snapshot of this engine".into());
-            }
-            let image: ModelImage = postcard::from_bytes(body).map_err(|e| e.to_string())?;
-            let model: M = codec.decode(&image.model)?;
-            Ok((model, image.resume))
+            let snap = read_model_snapshot(&path, lsn, cfg.store_id)?;
+            let model: M = codec.decode(&snap.model)?;
+            Ok((model, snap.resume))
         })();
         match attempt {
             Ok((m, r)) => return Some((m, lsn, r)),

@@ -30,7 +30,7 @@ use crate::engine::kv::{KvCommand, KvModel};
 use crate::journal::{GlommioStorage, Journal, JournalConfig};
 use crate::manifest::Manifest;
 use crate::shard::{executor_builder, io_memory_per_executor};
-use partition::{Partition, PartitionImage, PartitionLimits, Rebuild};
+use partition::{read_partition_snapshot, Partition, PartitionLimits, Rebuild};
 use shard::{Shard, ShardMsg, Shared};
 
 /// Capacity of each cross-shard channel, in messages.
@@ -760,23 +760,7 @@ fn load_snapshot(
     };
     for (lsn, path) in list {
         let attempt = (|| -> Result<(Rebuild, crate::journal::Resume), String> {
-            let bytes = std::fs::read(&path).map_err(|e| format!("cannot read it: {e}"))?;
-            let (meta, body) = crate::snapshot::decode(&bytes).map_err(|e| e.to_string())?;
-            if meta.store_id != store || meta.partition != p || meta.lsn != lsn {
-                return Err("it belongs to another store, partition or LSN".into());
-            }
-            if meta.kind != crate::snapshot::KIND_PARTITION
-                || meta.codec != crate::snapshot::CODEC_BINARY
-            {
-                return Err(format!(
-                    "unknown kind {} or codec {}",
-                    meta.kind, meta.codec
-                ));
-            }
-            let image = PartitionImage::decode(body)?;
-            if image.lsn != lsn {
-                return Err("its body names another LSN than its header".into());
-            }
+            let image = read_partition_snapshot(&path, lsn, store, p)?;
             let resume = image.resume.clone();
             let rebuild = Rebuild::from_image(image, limits.idempotency_window, limits.ring)?;
             Ok((rebuild, resume))

@@ -21,7 +21,7 @@ use crate::error::JournalError;
 use crate::journal::device::Storage;
 use crate::journal::format::{RecordIter, RECORD_KIND_EVENT};
 use crate::journal::scan::FrameInfo;
-use crate::journal::{GlommioStorage, Journal, OwnedRecord, RecordRef, ScanNext};
+use crate::journal::{GlommioStorage, Journal, OwnedRecord, RecordRef, ScanNext, StoreId};
 use crate::protocol::{code, expected, Direction, Event, RecordedEvent};
 use crate::ring::{ring, NameTable, NewEvent, RingConfig, RingStats, RingWriter};
 
@@ -305,12 +305,102 @@ impl ImageCopier {
     }
 }
 
+/// Reads partition `p`'s snapshot file `path` (named for `lsn`) and checks it as recovery
+/// does before using it: the header and both checksums (`snapshot::decode`), the kind and
+/// codec, the store id and partition, the LSN in the file name, header and body, and that the
+/// body decodes to an image whose contents are within it ([`PartitionImage::check`]).
+pub fn read_partition_snapshot(
+    path: &std::path::Path,
+    lsn: u64,
+    store: StoreId,
+    p: u32,
+) -> Result<PartitionImage, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let (meta, body) = crate::snapshot::decode(&bytes).map_err(|e| e.to_string())?;
+    if meta.store_id != store || meta.partition != p || meta.lsn != lsn {
+        return Err("it belongs to another store, partition or LSN".into());
+    }
+    if meta.kind != crate::snapshot::KIND_PARTITION || meta.codec != crate::snapshot::CODEC_BINARY {
+        return Err(format!(
+            "unknown kind {} or codec {}",
+            meta.kind, meta.codec
+        ));
+    }
+    let image = PartitionImage::decode(body)?;
+    if image.lsn != lsn {
+        return Err("its body names another LSN than its header".into());
+    }
+    image.check()?;
+    Ok(image)
+}
+
+/// A stream's version LSNs must all be below the image's LSN.
+fn check_stream_lsns(name: &str, lsns: &[u64], image_lsn: u64) -> Result<(), String> {
+    if lsns.last().is_some_and(|&l| l >= image_lsn) {
+        return Err(format!("stream {name:?} has an LSN beyond the image's"));
+    }
+    Ok(())
+}
+
+/// The fields of a ring payload (see `InMemory`): stream, event type, event id, data,
+/// metadata.
+struct RingFields<'a> {
+    stream: &'a [u8],
+    event_type: &'a [u8],
+    event_id: [u8; 16],
+    data: &'a [u8],
+    metadata: &'a [u8],
+}
+
+impl<'a> RingFields<'a> {
+    fn parse(p: &'a [u8]) -> Result<Self, String> {
+        let field = |at: usize, len: usize| {
+            at.checked_add(len)
+                .and_then(|end| p.get(at..end))
+                .ok_or_else(|| "ring payload too short".to_string())
+        };
+        let u16_at = |i: usize| field(i, 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+        let u32_at =
+            |i: usize| field(i, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let (sl, tl, dl, ml) = (u16_at(0)?, u16_at(2)?, u32_at(4)?, u32_at(8)?);
+        let mut event_id = [0u8; 16];
+        event_id.copy_from_slice(field(12, 16)?);
+        let mut at = 28;
+        let stream = field(at, sl)?;
+        at += sl;
+        let event_type = field(at, tl)?;
+        at += tl;
+        let data = field(at, dl)?;
+        at += dl;
+        let metadata = field(at, ml)?;
+        Ok(RingFields {
+            stream,
+            event_type,
+            event_id,
+            data,
+            metadata,
+        })
+    }
+}
+
 impl PartitionImage {
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("an image always encodes")
     }
     pub fn decode(bytes: &[u8]) -> Result<PartitionImage, String> {
         postcard::from_bytes(bytes).map_err(|e| format!("undecodable partition image: {e}"))
+    }
+    /// Checks what [`Rebuild::from_image`] relies on, without building anything: every
+    /// stream's LSNs are below the image's, every ring payload holds the fields it claims.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, lsns) in &self.streams {
+            check_stream_lsns(name, lsns, self.lsn)?;
+        }
+        for item in &self.ring {
+            RingFields::parse(&item.payload)
+                .map_err(|e| format!("ring event at LSN {}: {e}", item.lsn))?;
+        }
+        Ok(())
     }
     /// Events the image holds.
     pub fn events(&self) -> u64 {
@@ -340,9 +430,7 @@ impl Rebuild {
         let mut r = Rebuild::new(idempotency_window, ring_config);
         r.from_lsn = image.lsn;
         for (name, lsns) in image.streams {
-            if lsns.last().is_some_and(|&l| l >= image.lsn) {
-                return Err(format!("stream {name:?} has an LSN beyond the image's"));
-            }
+            check_stream_lsns(&name, &lsns, image.lsn)?;
             r.streams.insert(name, StreamEntry { lsns });
         }
         for (id, stream, version, lsn) in image.idem {
@@ -361,34 +449,19 @@ impl Rebuild {
             }
         }
         for item in &image.ring {
-            let p = &item.payload;
-            let field = |at: usize, len: usize| p.get(at..at + len).ok_or("ring payload too short");
-            let u16_at = |i: usize| field(i, 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-            let u32_at = |i: usize| {
-                field(i, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-            };
-            let (sl, tl, dl, ml) = (u16_at(0)?, u16_at(2)?, u32_at(4)?, u32_at(8)?);
-            let id: [u8; 16] = field(12, 16)?.try_into().expect("16 bytes");
-            let mut at = 28;
-            let stream = field(at, sl)?;
-            at += sl;
-            let event_type = field(at, tl)?;
-            at += tl;
-            let data = field(at, dl)?;
-            at += dl;
-            let metadata = field(at, ml)?;
+            let f = RingFields::parse(&item.payload)?;
             r.mem.push(
                 item.lsn,
                 &RecordRef {
                     kind: RECORD_KIND_EVENT,
                     stream_version: item.stream_version,
                     timestamp_ns: item.timestamp_ns,
-                    event_id: id,
+                    event_id: f.event_id,
                     value: item.value,
-                    stream,
-                    event_type,
-                    data,
-                    metadata,
+                    stream: f.stream,
+                    event_type: f.event_type,
+                    data: f.data,
+                    metadata: f.metadata,
                 },
             );
         }

@@ -2,10 +2,13 @@
 //!
 //! It takes a data directory (with a `MANIFEST`: every partition), one partition's journal
 //! directory, or a single segment file, and runs the same frame scan recovery runs
-//! (`evring::journal::scan`), read-only through `std::fs`. So `verify` finds exactly what
-//! `evringd` would refuse to start on, and says where: segment path, byte offset, failed
-//! check. A torn tail (a crash during a write that was never acknowledged) is not a fault:
-//! `verify` reports it and exits 0, as recovery truncates it.
+//! (`evring::journal::scan`), read-only through `std::fs`. `verify` of a data directory checks
+//! every file evringd reads at start-up — the MANIFEST, each partition's stream journal and
+//! key-value journal, served models' journals, and every snapshot file — with the checks
+//! evringd applies (the `verify` module), so it finds what `evringd` would refuse to start
+//! on, and says where: file, byte offset (in a segment), failed check. A torn tail (a crash
+//! during a write that was never acknowledged) is not a fault: `verify` reports it and exits
+//! 0, as recovery truncates it. `list`, `dump` and `stats` read the stream journals.
 //!
 //! Exit status: 0 clean, 2 corruption found, 1 any other error (unreadable path, bad flags).
 //! Progress goes to stderr as a bar when stderr is a terminal; results go to stdout, as text
@@ -29,11 +32,13 @@ use evring::journal::scan::{scan, FrameInfo, ScanConfig, ScanReport};
 use evring::journal::{block_on, StdStorage};
 use evring::manifest::Manifest;
 
+mod verify;
+
 #[derive(Parser)]
 #[command(
     name = "evring-inspect",
     version,
-    about = "Read and verify evring journal segments offline"
+    about = "Read and verify evring data directories, journals and segments offline"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -46,7 +51,10 @@ enum Command {
     List(Target),
     /// Every frame and record, in LSN order.
     Dump(DumpArgs),
-    /// Check every frame as recovery does; exit 0 when clean, 2 with the first fault.
+    /// Check what evringd reads at start-up, as it checks it: of a data directory, the
+    /// MANIFEST, every partition's stream and key-value journals, served models' journals and
+    /// every snapshot file (of a journal directory or a segment: its frames). Exit 0 when
+    /// clean, 2 when damaged (the first fault is named first), 1 on other errors.
     Verify(Target),
     /// Totals per journal: frames, records, streams, event types, bytes, fill.
     Stats(Target),
@@ -93,7 +101,8 @@ struct Target {
     /// Output JSON instead of text.
     #[arg(long)]
     json: bool,
-    /// Only this partition of a data directory.
+    /// Only this partition of a data directory (`verify`: its stream and key-value stores;
+    /// served models are checked only without this flag).
     #[arg(long)]
     partition: Option<u32>,
     /// The server's `frame_bytes_max` (frames larger than this are faults).
@@ -134,6 +143,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::List(t) => run(t, Mode::List),
+        Command::Verify(t) if verify::is_data_dir(&t.path) => verify::verify_data_dir(t),
         Command::Verify(t) => run(t, Mode::Verify),
         Command::Stats(t) => run(t, Mode::Stats),
         Command::Backup(b) => backup(b).map(|()| Outcome::Clean),
@@ -398,23 +408,25 @@ enum Outcome {
     Corrupt,
 }
 
+/// Bytes of the segment files in `dir` (only segment `only`, when given).
+fn segment_bytes(dir: &Path, only: Option<u64>) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let seq = e.file_name().to_str().and_then(parse_segment_file_name);
+            seq.is_some() && (only.is_none() || seq == only)
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// Finds the journals `path` names.
 fn journals(path: &Path, partition: Option<u32>) -> anyhow::Result<Vec<Journal>> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let size_of = |dir: &Path, only: Option<u64>| -> u64 {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                let seq = e.file_name().to_str().and_then(parse_segment_file_name);
-                seq.is_some() && (only.is_none() || seq == only)
-            })
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .sum()
-    };
     if meta.is_file() {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let seq = parse_segment_file_name(name).ok_or_else(|| {
@@ -440,7 +452,7 @@ fn journals(path: &Path, partition: Option<u32>) -> anyhow::Result<Vec<Journal>>
             let dir = Manifest::partition_dir(path, p);
             out.push(Journal {
                 name: format!("p{p}"),
-                bytes_on_disk: size_of(&dir, None),
+                bytes_on_disk: segment_bytes(&dir, None),
                 storage: StdStorage::new(dir),
                 store_id: Some(manifest.store_id),
             });
@@ -469,7 +481,7 @@ fn journals(path: &Path, partition: Option<u32>) -> anyhow::Result<Vec<Journal>>
     }
     Ok(vec![Journal {
         name: path.display().to_string(),
-        bytes_on_disk: size_of(path, None),
+        bytes_on_disk: segment_bytes(path, None),
         storage: StdStorage::new(path),
         store_id: None,
     }])
