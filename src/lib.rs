@@ -23,6 +23,7 @@ pub mod constants;
 pub mod engine;
 pub mod error;
 pub mod journal;
+pub mod log_limit;
 pub mod manifest;
 pub mod metrics;
 pub mod notify;

@@ -39,6 +39,8 @@ pub const SNAPSHOTS: &str = "evring_snapshots_total";
 pub const SNAPSHOT_FAILURES: &str = "evring_snapshot_failures_total";
 pub const SNAPSHOT_SECONDS: &str = "evring_snapshot_duration_seconds";
 pub const SNAPSHOT_LSN: &str = "evring_snapshot_lsn";
+pub const SEGMENT_PREPARE_FAILURES: &str = "evring_segment_prepare_failures_total";
+pub const ACCEPT_FAILURES: &str = "evring_accept_failures_total";
 
 /// The type of a metric, as Prometheus names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +126,16 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         SNAPSHOT_LSN,
         Kind::Gauge,
         "LSN of the partition's newest snapshot.",
+    ),
+    (
+        SEGMENT_PREPARE_FAILURES,
+        Kind::Counter,
+        "Failed attempts to prepare the next journal segment (a full disk: appends get error 20).",
+    ),
+    (
+        ACCEPT_FAILURES,
+        Kind::Counter,
+        "Failed accepts of client connections (out of file descriptors: raise the open-file limit).",
     ),
 ];
 

@@ -56,9 +56,24 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
+/// The sum of a counter's series on the metrics endpoint at `addr`.
+fn scrape_counter(addr: &str, name: &str) -> f64 {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[test]
 fn disk_full_rejects_appends_with_error_20_reads_go_on_and_appends_resume_when_space_returns() {
     let tmp = tempfile::tempdir().unwrap();
+    let tmp_log = tempfile::tempdir().unwrap();
     let mount = match Mount::tmpfs(tmp.path(), "4m") {
         Ok(m) => m,
         Err(why) => {
@@ -67,8 +82,11 @@ fn disk_full_rejects_appends_with_error_20_reads_go_on_and_appends_resume_when_s
         }
     };
     let data = mount.0.join("data");
-    let server = Server::start(
+    // The log lives outside the full filesystem.
+    let log = tmp_log.path().join("evringd.log");
+    let server = Server::start_logged(
         &data,
+        &log,
         &[
             "--partitions",
             "1",
@@ -76,6 +94,8 @@ fn disk_full_rejects_appends_with_error_20_reads_go_on_and_appends_resume_when_s
             "segment_bytes=65536",
             "--set",
             "frame_bytes_max=16384",
+            "--set",
+            "metrics_listen=\"127.0.0.1:0\"",
         ],
     );
     let client = server.client();
@@ -109,6 +129,29 @@ fn disk_full_rejects_appends_with_error_20_reads_go_on_and_appends_resume_when_s
         .append("s", expected::ANY, vec![ev("E", b"still full")])
         .unwrap_err();
     assert_eq!(again.code(), Some(code::DISK_FULL), "{again}");
+    // Every append retries the segment and fails: the log says so once (then at most every
+    // 10 s), the metric counts each failure.
+    for _ in 0..200 {
+        let e = client
+            .append("s", expected::ANY, vec![ev("E", b"full")])
+            .unwrap_err();
+        assert_eq!(e.code(), Some(code::DISK_FULL));
+    }
+    let logged = std::fs::read_to_string(&log)
+        .unwrap()
+        .matches("preparing the next journal segment failed")
+        .count();
+    assert!(
+        (1..=2).contains(&logged),
+        "{logged} log lines for 202 failed attempts"
+    );
+    let metrics = std::fs::read_to_string(data.with_extension("addr"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics=").map(String::from))
+        .unwrap();
+    let failures = scrape_counter(&metrics, "evring_segment_prepare_failures_total");
+    assert!(failures >= 200.0, "{failures} counted");
     // Reads go on, on the same connection.
     let (events, _) = client.read("s", 0, 1000, Direction::Forward).unwrap();
     assert_eq!(events.len() as u64, acked);

@@ -65,13 +65,6 @@ fn appended(r: &Response) -> (u64, u64) {
     }
 }
 
-fn error_code(r: &Response) -> u16 {
-    match r {
-        Response::Error { code, .. } => *code,
-        other => panic!("expected an error, got {other:?}"),
-    }
-}
-
 #[test]
 fn duplicates_sent_back_to_back_on_one_connection_are_written_once() {
     let dir = tempfile::tempdir().unwrap();

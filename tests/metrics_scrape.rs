@@ -243,10 +243,13 @@ fn every_documented_metric_is_emitted_with_help_and_every_emitted_one_is_documen
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    // Only faults (a write error, a failed snapshot) make these two appear.
+    // Only faults (a write error, a failed snapshot, a full disk, no file descriptors left)
+    // make these appear.
     let fault_only = [
         "evring_partition_poisoned",
         "evring_snapshot_failures_total",
+        "evring_segment_prepare_failures_total",
+        "evring_accept_failures_total",
     ];
     for (name, _) in documented
         .iter()

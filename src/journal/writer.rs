@@ -69,6 +69,7 @@ use crate::constants::{
     PIPELINE_MIN_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BLOCKS,
 };
 use crate::error::JournalError;
+use crate::log_limit::LogLimit;
 
 /// Configuration of one partition's journal.
 #[derive(Clone, Debug)]
@@ -295,6 +296,7 @@ struct JournalMetrics {
     frames: metrics::Counter,
     bytes: metrics::Counter,
     in_flight: metrics::Gauge,
+    segment_prepare_failures: metrics::Counter,
 }
 
 impl JournalMetrics {
@@ -304,7 +306,8 @@ impl JournalMetrics {
             flush_latency: metrics::histogram!(crate::metrics::FLUSH_LATENCY_SECONDS, "partition" => p.clone()),
             frames: metrics::counter!(crate::metrics::FRAMES_WRITTEN_TOTAL, "partition" => p.clone()),
             bytes: metrics::counter!(crate::metrics::JOURNAL_BYTES_WRITTEN_TOTAL, "partition" => p.clone()),
-            in_flight: metrics::gauge!(crate::metrics::FRAMES_IN_FLIGHT, "partition" => p),
+            in_flight: metrics::gauge!(crate::metrics::FRAMES_IN_FLIGHT, "partition" => p.clone()),
+            segment_prepare_failures: metrics::counter!(crate::metrics::SEGMENT_PREPARE_FAILURES, "partition" => p),
         }
     }
 }
@@ -315,6 +318,9 @@ struct Shared<S: Storage> {
     metrics: JournalMetrics,
     state: RefCell<State<S::File>>,
     closed: Cell<bool>,
+    /// The log of failures to prepare the next segment (a full disk repeats them at every
+    /// append).
+    prepare_failures: LogLimit,
 }
 
 /// One partition's journal. Cloning gives another handle on the same journal.
@@ -473,6 +479,7 @@ impl<S: Storage + 'static> Journal<S> {
                 stats: JournalStats::default(),
             }),
             closed: Cell::new(false),
+            prepare_failures: LogLimit::default(),
         });
         let journal = Journal { shared };
         journal.adopt_spare_segment().await;
@@ -762,13 +769,30 @@ impl<S: Storage + 'static> Journal<S> {
             Ok(file) => {
                 st.stats.segments_created += 1;
                 st.next_segment = NextSegment::Ready(Rc::new(file));
+                self.shared.prepare_failures.cleared();
             }
             Err(e) => {
-                tracing::warn!(error = %e, "preparing the next journal segment failed; will retry when needed");
+                self.segment_failed(&e);
                 st.next_segment = NextSegment::None;
             }
         }
         wake_all(&mut st);
+    }
+
+    /// Counts a failure to prepare the next segment and logs it, at most once per
+    /// [`crate::log_limit::REPEAT_PERIOD`]: on a full disk every append retries and fails.
+    fn segment_failed(&self, e: &JournalError) {
+        self.shared.metrics.segment_prepare_failures.increment(1);
+        if let Some(repeats) = self.shared.prepare_failures.occurred(Instant::now()) {
+            tracing::warn!(
+                partition = self.shared.cfg.partition,
+                error = %e,
+                repeats_since_last_logged = repeats,
+                "preparing the next journal segment failed; appends that need it get error 20 \
+                 until it succeeds (retried as appends come; logged at most every {} s)",
+                crate::log_limit::REPEAT_PERIOD.as_secs()
+            );
+        }
     }
 
     /// Moves the tail to the next segment. Called only when nothing is in flight.
@@ -805,6 +829,11 @@ impl<S: Storage + 'static> Journal<S> {
                     let mut st = self.shared.state.borrow_mut();
                     st.next_segment = NextSegment::None;
                     wake_all(&mut st);
+                    if let Err(e) = &created {
+                        self.segment_failed(e);
+                    } else {
+                        self.shared.prepare_failures.cleared();
+                    }
                     let file = created?;
                     st.stats.segments_created += 1;
                     Rc::new(file)

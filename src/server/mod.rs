@@ -120,6 +120,82 @@ fn probe_io_uring() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// File descriptors evringd keeps besides client connections: per partition its journals'
+/// segment files and directories and a snapshot being written; per shard its io_uring
+/// instances, event descriptors and listeners; the metrics endpoint's connections; the data
+/// directory's lock, standard streams and the like.
+fn reserved_files(partitions: u32, shards: usize) -> u64 {
+    64 + 16 * u64::from(partitions) + 16 * shards as u64 + 17
+}
+
+/// Raises the soft open-file limit (RLIMIT_NOFILE) to what `max_connections` client
+/// connections and [`reserved_files`] need, up to the hard limit, and returns the number of
+/// connections the server will accept: `max_connections`, or fewer (with a warning) when the
+/// hard limit is lower — so the connections beyond get error 30 instead of an accept failing
+/// with EMFILE. Shells start processes with a soft limit of 1024, which `max_connections =
+/// 1024` alone exceeds.
+fn raise_open_file_limit(
+    max_connections: u32,
+    partitions: u32,
+    shards: usize,
+) -> anyhow::Result<u32> {
+    let reserved = reserved_files(partitions, shards);
+    let need = u64::from(max_connections) + reserved;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one struct rlimit, which `lim` provides.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        bail!(
+            "cannot read the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    if lim.rlim_cur >= need {
+        return Ok(max_connections);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: need.min(lim.rlim_max),
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads one struct rlimit; raising the soft limit up to the hard limit
+    // needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        bail!(
+            "cannot raise the open-file limit to {}: {}",
+            raised.rlim_cur,
+            std::io::Error::last_os_error()
+        );
+    }
+    if raised.rlim_cur >= need {
+        tracing::info!(
+            from = lim.rlim_cur,
+            to = raised.rlim_cur,
+            "raised the open-file limit for max_connections = {max_connections}"
+        );
+        return Ok(max_connections);
+    }
+    let fit = raised.rlim_cur.saturating_sub(reserved);
+    if fit == 0 {
+        bail!(
+            "the open-file limit (RLIMIT_NOFILE, hard limit {}) leaves no room for client \
+             connections: evringd keeps about {reserved} files open for {partitions} partitions; \
+             raise it (LimitNOFILE= in the systemd unit, ulimit -n)",
+            lim.rlim_max
+        );
+    }
+    let fit = fit.min(u64::from(max_connections)) as u32;
+    tracing::warn!(
+        hard_limit = lim.rlim_max,
+        needed = need,
+        "the open-file limit (RLIMIT_NOFILE) is below what max_connections = {max_connections} \
+         needs; serving at most {fit} connections (the rest get error 30). Raise the limit \
+         (LimitNOFILE= in the systemd unit, ulimit -Hn) or lower max_connections"
+    );
+    Ok(fit)
+}
+
 /// How long start-up waits for a port held by a listener in LISTEN state (see [`probe_port`]).
 const PORT_BUSY_WAIT: Duration = Duration::from_secs(5);
 
@@ -244,7 +320,7 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
 
 /// [`start`], also serving a user's model (see [`serve`]).
 pub fn start_serving(
-    config: Config,
+    mut config: Config,
     model: Option<Arc<dyn serve::ModelFactory>>,
 ) -> anyhow::Result<Running> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -273,6 +349,8 @@ pub fn start_serving(
     }
     let shards = auto_shards.min(manifest.partitions as usize).max(1);
     io_memory_per_executor(shards)?;
+    config.max_connections =
+        raise_open_file_limit(config.max_connections, manifest.partitions, shards)?;
     let metrics_addr = if config.metrics_listen.is_empty() {
         None
     } else {

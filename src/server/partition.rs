@@ -838,12 +838,12 @@ impl<S: Storage + 'static> Partition<S> {
             }
         }
         let pending = loop {
+            let retry = check_ids(&self.state.borrow().idem, stream, &events)?;
+            if let Some(retry) = retry {
+                return self.await_retry(retry).await;
+            }
             {
                 let mut st = self.state.borrow_mut();
-                if let Some(retry) = check_ids(&st.idem, stream, &events)? {
-                    drop(st);
-                    return self.await_retry(retry).await;
-                }
                 let next = st.streams.get(stream).map_or(0, |e| e.lsns.len() as u64);
                 let current = next as i64 - 1;
                 let ok = match expected_version {

@@ -237,6 +237,8 @@ pub struct Shard {
     model_sinks: RefCell<HashMap<SinkKey, ModelSink>>,
     /// The user's model, on the shard that owns partition 0.
     pub served: Option<(String, Rc<dyn super::serve::ModelService>)>,
+    /// The log of failed accepts (out of file descriptors repeats them at every accept).
+    accept_failures: crate::log_limit::LogLimit,
 }
 
 /// Pushes a partition's events to a subscriber, filtering by stream or type prefix.
@@ -389,6 +391,7 @@ impl Shard {
             next_conn: Cell::new(0),
             conns: RefCell::new(HashMap::new()),
             sinks: RefCell::new(HashMap::new()),
+            accept_failures: crate::log_limit::LogLimit::default(),
         })
     }
 
@@ -899,7 +902,19 @@ impl Shard {
                     if self.shared.stop.load(Ordering::Acquire) {
                         return;
                     }
-                    tracing::warn!(error = %e, "accept failed");
+                    metrics::counter!(crate::metrics::ACCEPT_FAILURES).increment(1);
+                    if let Some(repeats) = self.accept_failures.occurred(std::time::Instant::now())
+                    {
+                        tracing::warn!(
+                            error = %e,
+                            repeats_since_last_logged = repeats,
+                            "accepting a client connection failed (logged at most every {} s); \
+                             \"Too many open files\" means the open-file limit is too low for \
+                             the load: raise it (LimitNOFILE= in the unit, ulimit -n) or lower \
+                             max_connections",
+                            crate::log_limit::REPEAT_PERIOD.as_secs()
+                        );
+                    }
                     glommio::timer::sleep(Duration::from_millis(10)).await;
                 }
             }

@@ -19,6 +19,8 @@ pub struct Server {
     pub extra: Vec<String>,
     /// The `--listen` address every (re)start uses.
     pub listen: String,
+    /// Where the server's log goes (appended across restarts); `None`: the test's stderr.
+    pub log: Option<PathBuf>,
 }
 
 impl Server {
@@ -35,23 +37,36 @@ impl Server {
 
     /// [`Server::start`] listening on `listen`.
     pub fn start_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn(data_dir, listen, &extra);
-        Server {
-            child: Some(child),
-            addr,
+        let mut server = Server {
+            child: None,
+            addr: String::new(),
             data_dir: data_dir.to_path_buf(),
-            extra,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             listen: listen.to_string(),
-        }
+            log: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// [`Server::start`] with the log (level info) appended to `log`.
+    pub fn start_logged(data_dir: &Path, log: &Path, extra: &[&str]) -> Server {
+        let mut server = Server {
+            child: None,
+            addr: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            listen: "127.0.0.1:0".into(),
+            log: Some(log.to_path_buf()),
+        };
+        server.restart();
+        server
     }
 
     /// SIGKILL, then start again on the same data directory.
     pub fn kill_and_restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.data_dir, &self.listen, &self.extra);
-        self.child = Some(child);
-        self.addr = addr;
+        self.restart();
     }
 
     pub fn kill(&mut self) {
@@ -73,7 +88,12 @@ impl Server {
     }
 
     pub fn restart(&mut self) {
-        let (child, addr) = spawn(&self.data_dir, &self.listen, &self.extra);
+        let (child, addr) = spawn(
+            &self.data_dir,
+            &self.listen,
+            &self.extra,
+            self.log.as_deref(),
+        );
         self.child = Some(child);
         self.addr = addr;
     }
@@ -95,7 +115,7 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-fn spawn(data_dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
+fn spawn(data_dir: &Path, listen: &str, extra: &[String], log: Option<&Path>) -> (Child, String) {
     let addr_file = data_dir.with_extension("addr");
     let _ = std::fs::remove_file(&addr_file);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_evringd"));
@@ -112,9 +132,20 @@ fn spawn(data_dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
             "metrics_listen=\"\"",
         ])
         .args(extra)
-        .env("EVRING_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .stdout(Stdio::null());
+    match log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap();
+            cmd.env("EVRING_LOG", "info").stderr(file);
+        }
+        None => {
+            cmd.env("EVRING_LOG", "warn").stderr(Stdio::inherit());
+        }
+    }
     let mut child = cmd.spawn().expect("start evringd");
     let started = Instant::now();
     loop {
