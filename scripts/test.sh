@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test evring has: unit, integration (real files, real processes), fixtures,
-# and the loom models of the partition ring when present.
+# the durability rules' negative controls, and the loom models of the partition ring.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # glommio needs at least 512 KiB of locked memory; most systems give 8 MiB.
@@ -9,6 +9,8 @@ if [ "$(ulimit -l)" != "unlimited" ] && [ "$(ulimit -l)" -lt 1024 ]; then
   exit 1
 fi
 cargo test --workspace --release
+# The durability rules' negative controls: each rule broken once must fail the crash tests.
+scripts/durability-mutants.sh
 scripts/check-deb.sh
 if [ -x loom-tests/run.sh ]; then
   loom-tests/run.sh

@@ -96,6 +96,13 @@ pub fn write_then_sync<F: SegmentFile>(
             Ok(()) => file.sync().await,
             Err(e) => Err(e),
         };
+        // Negative control (build.rs): a failed fdatasync is retried, and a retry that
+        // succeeds counts as durable (after a failure the kernel may have dropped the pages).
+        #[cfg(evring_mutant = "retry_after_fsync_failure")]
+        let result = match result {
+            Err(_) => file.sync().await,
+            ok => ok,
+        };
         done(result);
     })
     .detach();
@@ -125,6 +132,10 @@ pub trait Storage {
     /// Delivers completions of durable writes that have arrived (the journal calls this on
     /// every append, so a busy journal sees its completions without waiting for a poll).
     fn poll_completions(&self) {}
+    /// The journal acknowledged the frame of `len` bytes at `offset` in segment `seq`: its
+    /// blocks hold acknowledged data and must never be written again. Real devices ignore
+    /// it; the simulated disk asserts the rule on every later write.
+    fn acknowledged(&self, _seq: u64, _offset: u64, _len: u64) {}
     /// How long ago segment `seq` was last modified (retention by age); zero if unknown.
     async fn segment_age(&self, _seq: u64) -> io::Result<std::time::Duration> {
         Ok(std::time::Duration::ZERO)

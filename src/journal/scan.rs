@@ -386,7 +386,12 @@ pub async fn scan<S: Storage>(
                     .await
                     .map_err(io_error(path.clone()))?;
                 if let Ok((meta, _)) = later {
-                    if meta.acked_lsn > lsn {
+                    // Negative control (build.rs): the proof of acknowledged data beyond the
+                    // fault is ignored, and the damage is truncated as a torn tail.
+                    let proof = meta.acked_lsn > lsn;
+                    #[cfg(evring_mutant = "drop_damaged_acked_frame")]
+                    let proof = proof && false;
+                    if proof {
                         return Err(corrupt(
                             &path,
                             seq,

@@ -52,6 +52,9 @@ struct SimFile {
     data: Vec<u8>,
     durable: Vec<u8>,
     pending: Vec<(u64, Vec<u8>)>,
+    /// Blocks holding acknowledged data ([`Storage::acknowledged`]): a write touching one
+    /// panics. Kept across crash images, since acknowledged data is durable.
+    acked: std::collections::BTreeSet<u64>,
 }
 
 /// Counters the tests read.
@@ -195,6 +198,7 @@ impl SimStorage {
                     data: image.clone(),
                     durable: image,
                     pending: Vec::new(),
+                    acked: disk.files[&seq].acked.clone(),
                 },
             );
         }
@@ -270,6 +274,21 @@ impl SegmentFile for SimSegment {
         if let Some((n, kind)) = disk.faults.fail_write {
             if n == nth {
                 return Err(io::Error::new(kind, "simulated write failure"));
+            }
+        }
+        if let Some(file) = disk.files.get(&self.seq) {
+            // The journal's rule, checked where the write was aimed (a misdirected write is
+            // the device's fault, not the journal's).
+            let blocks =
+                pos / BLOCK_BYTES as u64..(pos + buf.len() as u64).div_ceil(BLOCK_BYTES as u64);
+            if let Some(b) = file.acked.range(blocks).next() {
+                panic!(
+                    "a write to segment {} at offset {pos} ({} bytes) would overwrite block {b}, \
+                     which holds acknowledged data: a block holding acknowledged data is never \
+                     written again",
+                    self.seq,
+                    buf.len()
+                );
             }
         }
         let mut pos = pos as i64;
@@ -405,6 +424,7 @@ impl Storage for SimStorage {
                 durable: data.clone(),
                 data,
                 pending: Vec::new(),
+                acked: Default::default(),
             },
         );
         Ok(SimSegment {
@@ -431,5 +451,26 @@ impl Storage for SimStorage {
 
     fn poll_completions(&self) {
         deliver(&self.deferred);
+    }
+
+    fn acknowledged(&self, seq: u64, offset: u64, len: u64) {
+        assert!(
+            offset % BLOCK_BYTES as u64 == 0 && len % BLOCK_BYTES as u64 == 0,
+            "frames are whole blocks"
+        );
+        let mut disk = self.disk.borrow_mut();
+        let file = disk
+            .files
+            .get_mut(&seq)
+            .expect("an acknowledged frame is in an existing segment");
+        // Acknowledged means durable: the bytes survive any crash from now on.
+        let (at, end) = (offset as usize, (offset + len) as usize);
+        assert_eq!(
+            file.durable[at..end],
+            file.data[at..end],
+            "an acknowledged frame is durable"
+        );
+        file.acked
+            .extend(offset / BLOCK_BYTES as u64..(offset + len) / BLOCK_BYTES as u64);
     }
 }

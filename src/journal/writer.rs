@@ -254,7 +254,11 @@ struct Flight {
     id: u64,
     submitted: Instant,
     bytes: u64,
+    first_lsn: u64,
     end_lsn: u64,
+    /// Where the frame is written: segment and offset (its length is `bytes`).
+    segment_seq: u64,
+    offset: u64,
     done: Option<io::Result<()>>,
     signal: Rc<FrameSignal>,
 }
@@ -425,6 +429,16 @@ impl<S: Storage + 'static> Journal<S> {
                 (0, SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64, Rc::new(file))
             }
         };
+        // Negative control (build.rs): the torn-tail zeroing starts one block early, on the
+        // last block of the last acknowledged frame.
+        #[cfg(evring_mutant = "rewrite_acked_block")]
+        let dirty = dirty.map(|mut d| {
+            if d.offset > SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64 {
+                d.offset -= BLOCK_BYTES as u64;
+                d.len += BLOCK_BYTES as u64;
+            }
+            d
+        });
         if let Some(dirty) = dirty {
             // Leftovers of unacknowledged writes: zero them so no later recovery can mistake
             // them for frames, and make that durable before the first new write.
@@ -713,11 +727,20 @@ impl<S: Storage + 'static> Journal<S> {
         st.stats.bytes_written += padded as u64;
         let id = st.next_flight_id;
         st.next_flight_id += 1;
+        assert!(
+            st.in_flight
+                .back()
+                .is_none_or(|prev| prev.end_lsn == open.first_lsn),
+            "frames go out in LSN order, without a gap"
+        );
         st.in_flight.push_back(Flight {
             id,
             submitted: Instant::now(),
             bytes: padded as u64,
+            first_lsn: open.first_lsn,
             end_lsn: open.first_lsn + u64::from(open.count),
+            segment_seq: st.seg_seq,
+            offset,
             done: None,
             signal: open.signal,
         });
@@ -748,11 +771,19 @@ impl<S: Storage + 'static> Journal<S> {
         } = sub;
         let journal = self.clone();
         // Durable when the write returns on an O_DSYNC file; otherwise after fdatasync.
+        #[cfg(not(evring_mutant = "ack_before_durable"))]
         file.write_durable(
             buf,
             offset,
             Box::new(move |result| journal.complete(id, result)),
         );
+        // Negative control (build.rs): the frame is released as soon as it is submitted,
+        // whatever its write and fdatasync then do.
+        #[cfg(evring_mutant = "ack_before_durable")]
+        {
+            file.write_durable(buf, offset, Box::new(|_| {}));
+            journal.complete(id, Ok(()));
+        }
         if let Some((seq, base)) = prepare {
             let journal = self.clone();
             glommio::spawn_local(async move {
@@ -906,14 +937,30 @@ impl<S: Storage + 'static> Journal<S> {
     fn complete(&self, id: u64, result: io::Result<()>) {
         {
             let mut st = self.shared.state.borrow_mut();
-            if let Some(f) = st.in_flight.iter_mut().find(|f| f.id == id) {
-                f.done = Some(result);
-            }
+            // A device completes each frame it was given exactly once.
+            let f = st
+                .in_flight
+                .iter_mut()
+                .find(|f| f.id == id)
+                .expect("a completion belongs to a frame in flight");
+            assert!(f.done.is_none(), "a frame completes once");
+            f.done = Some(result);
             while st.in_flight.front().is_some_and(|f| f.done.is_some()) {
                 let flight = st.in_flight.pop_front().expect("front exists");
                 let done = flight.done.expect("checked above");
                 match (&st.poisoned, done) {
                     (None, Ok(())) => {
+                        // Released strictly in LSN order: this frame starts where the
+                        // acknowledged prefix ends.
+                        assert_eq!(
+                            flight.first_lsn, st.acked_lsn,
+                            "frames release in LSN order"
+                        );
+                        self.shared.storage.acknowledged(
+                            flight.segment_seq,
+                            flight.offset,
+                            flight.bytes,
+                        );
                         let m = &self.shared.metrics;
                         m.flush_latency
                             .record(flight.submitted.elapsed().as_secs_f64());

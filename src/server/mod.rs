@@ -336,6 +336,12 @@ pub fn start_serving(
     } else {
         config.partitions
     };
+    if let Some(rule) = option_env!("EVRING_BUILT_WITH_MUTANT") {
+        bail!(
+            "this evringd was built with the durability rule {rule:?} broken on purpose \
+             (EVRING_DURABILITY_MUTANT, for the negative controls): rebuild without it"
+        );
+    }
     probe_io_uring()?;
     let lock = DataDirLock::acquire(&config.data_dir)?;
     probe_direct_io(&config.data_dir)?;
