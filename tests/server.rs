@@ -825,3 +825,46 @@ fn start_up_failures_exit_non_zero_with_one_clear_line() {
     assert!(!ok);
     assert!(err.contains("not host:port"), "{err}");
 }
+
+#[test]
+fn a_failed_first_start_does_not_fix_the_partition_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    // A bad listen address, then a port in use: both refused before anything is written.
+    let (ok, err) = common::start_failure(
+        &[
+            "--data-dir",
+            data_s,
+            "--listen",
+            "nowhere",
+            "--partitions",
+            "2",
+        ],
+        |_| {},
+    );
+    assert!(!ok && err.contains("not host:port"), "{err}");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let (ok, err) = common::start_failure(
+        &[
+            "--data-dir",
+            data_s,
+            "--listen",
+            &busy_addr,
+            "--partitions",
+            "2",
+        ],
+        |_| {},
+    );
+    assert!(!ok && err.contains("in use"), "{err}");
+    assert!(
+        !data.join("MANIFEST").exists(),
+        "a start that failed wrote the MANIFEST"
+    );
+    // The first start that succeeds fixes the count it was given.
+    let server = Server::start(&data, &["--partitions", "3"]);
+    server.client().ping().unwrap();
+    let manifest = std::fs::read_to_string(data.join("MANIFEST")).unwrap();
+    assert!(manifest.contains("partitions=3"), "{manifest}");
+}

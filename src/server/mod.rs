@@ -345,32 +345,20 @@ pub fn start_serving(
     probe_io_uring()?;
     let lock = DataDirLock::acquire(&config.data_dir)?;
     probe_direct_io(&config.data_dir)?;
-    let manifest = Manifest::load_or_init(&config.data_dir, wanted)?;
-    if config.partitions != 0 && config.partitions != manifest.partitions {
+    // The MANIFEST fixes the partition count for good, so it is written (at first start) only
+    // once everything that can refuse a start cheaply has been checked.
+    let existing = Manifest::load(&config.data_dir)?;
+    let partitions = existing.as_ref().map_or(wanted.max(1), |m| m.partitions);
+    if config.partitions != 0 && config.partitions != partitions {
         tracing::warn!(
             configured = config.partitions,
-            manifest = manifest.partitions,
+            manifest = partitions,
             "the partition count is fixed at first start; using the manifest's"
         );
     }
-    let shards = auto_shards.min(manifest.partitions as usize).max(1);
+    let shards = auto_shards.min(partitions as usize).max(1);
     io_memory_per_executor(shards)?;
-    config.max_connections =
-        raise_open_file_limit(config.max_connections, manifest.partitions, shards)?;
-    let metrics_addr = if config.metrics_listen.is_empty() {
-        None
-    } else {
-        let handle = crate::metrics::install();
-        let addr = crate::metrics::serve(&config.metrics_listen, handle)
-            .with_context(|| format!("cannot serve metrics on {:?}", config.metrics_listen))?;
-        Some(addr)
-    };
-    let mut journal_cfg = JournalConfig::new(manifest.store_id, 0);
-    journal_cfg.segment_bytes = config.segment_bytes;
-    journal_cfg.frame_bytes_max = config.frame_bytes_max as usize;
-    journal_cfg.in_flight_max = config.in_flight_frames as usize;
-    journal_cfg.pipeline_min_bytes = config.pipeline_min_bytes as usize;
-    journal_cfg.validate()?;
+    config.max_connections = raise_open_file_limit(config.max_connections, partitions, shards)?;
     let listen: SocketAddr = config
         .listen
         .parse()
@@ -397,6 +385,26 @@ pub fn start_serving(
             )?;
         }
     }
+    let write_mode = config.write_mode()?;
+    let mut journal_cfg = JournalConfig::new([0; 16], 0);
+    journal_cfg.segment_bytes = config.segment_bytes;
+    journal_cfg.frame_bytes_max = config.frame_bytes_max as usize;
+    journal_cfg.in_flight_max = config.in_flight_frames as usize;
+    journal_cfg.pipeline_min_bytes = config.pipeline_min_bytes as usize;
+    journal_cfg.validate()?;
+    let metrics_addr = if config.metrics_listen.is_empty() {
+        None
+    } else {
+        let handle = crate::metrics::install();
+        let addr = crate::metrics::serve(&config.metrics_listen, handle)
+            .with_context(|| format!("cannot serve metrics on {:?}", config.metrics_listen))?;
+        Some(addr)
+    };
+    let manifest = match existing {
+        Some(m) => m,
+        None => Manifest::load_or_init(&config.data_dir, partitions)?,
+    };
+    journal_cfg.store_id = manifest.store_id;
     tracing::info!(
         data_dir = %config.data_dir.display(),
         store_id = %crate::journal::hex(&manifest.store_id),
@@ -436,7 +444,7 @@ pub fn start_serving(
             capacity_bytes: config.ring_capacity_bytes as usize,
             max_retries: 8,
         },
-        write_mode: config.write_mode()?,
+        write_mode,
     };
     let mut client_addr = None;
     for (shard_id, ep) in endpoints.into_iter().enumerate() {
