@@ -16,6 +16,10 @@ pub const SEGMENT_HEADER_BLOCKS: u64 = 2;
 /// Default size of one segment file.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 
+/// The first segment of a journal: each later one doubles, up to `segment_bytes`
+/// (`JournalConfig::segment_bytes_for`), so a new store's footprint is proportionate.
+pub const SEGMENT_FIRST_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Smallest segment accepted: the two header blocks plus room for one maximal frame.
 pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 
@@ -81,6 +85,8 @@ const _: () = assert!(
         >= SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64 + FRAME_BYTES_MAX_DEFAULT as u64
 );
 const _: () = assert!(SEGMENT_BYTES_MIN % BLOCK_BYTES as u64 == 0);
+const _: () = assert!(SEGMENT_FIRST_BYTES % BLOCK_BYTES as u64 == 0);
+const _: () = assert!(SEGMENT_FIRST_BYTES <= SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(IN_FLIGHT_FRAMES_DEFAULT <= IN_FLIGHT_FRAMES_LIMIT);
 // A frame is at most two entries (write, fdatasync): one journal's whole pipeline fits.
 const _: () = assert!(2 * IN_FLIGHT_FRAMES_LIMIT <= JOURNAL_RING_ENTRIES);

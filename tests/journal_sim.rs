@@ -489,3 +489,46 @@ fn frame_padding_is_written_as_zeros_even_from_dirty_buffers() {
         assert!(!image.contains(&0xEE) || image.windows(16).all(|w| w != [0xEE; 16]));
     });
 }
+
+#[test]
+fn segments_start_small_and_double_up_to_segment_bytes() {
+    run_local(async {
+        let mut cfg = small_config();
+        cfg.segment_bytes = 16 << 20;
+        assert_eq!(
+            (0..5)
+                .map(|s| cfg.segment_bytes_for(s) >> 20)
+                .collect::<Vec<_>>(),
+            [4, 8, 16, 16, 16]
+        );
+        let storage = SimStorage::new(3);
+        let (journal, _) = Journal::open(storage.clone(), cfg.clone(), |_, _| {})
+            .await
+            .unwrap();
+        // About 33 MiB of records: segments of 4, 8, 16 and 16 MiB.
+        let data = vec![7u8; 15 * 1024];
+        for _ in 0..2300 {
+            journal
+                .append(&[RecordRef::event(b"s", b"t", &data)])
+                .await
+                .unwrap();
+        }
+        let sizes: Vec<u64> = (0..4)
+            .map(|s| storage.durable_bytes(s).expect("segment").len() as u64 >> 20)
+            .collect();
+        assert_eq!(sizes, [4, 8, 16, 16]);
+        let (_, records) = {
+            let mut records = Vec::new();
+            let (j, _) = Journal::open(storage.crash_image(), cfg, |info, frame| {
+                let body = &frame[96..96 + info.meta.body_len as usize];
+                for r in evring::journal::format::RecordIter::new(body) {
+                    records.push(r.unwrap().lsn);
+                }
+            })
+            .await
+            .unwrap();
+            (j, records)
+        };
+        assert_eq!(records, (0..2300).collect::<Vec<u64>>());
+    });
+}

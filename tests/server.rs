@@ -868,3 +868,42 @@ fn a_failed_first_start_does_not_fix_the_partition_count() {
     let manifest = std::fs::read_to_string(data.join("MANIFEST")).unwrap();
     assert!(manifest.contains("partitions=3"), "{manifest}");
 }
+
+/// Bytes of the regular files under `dir`, recursively.
+fn bytes_under(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                bytes_under(&e.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn a_new_store_takes_a_few_mib_per_partition_not_whole_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The default segment size (256 MiB), two partitions.
+    let server = Server::start(
+        &data,
+        &["--partitions", "2", "--set", "segment_bytes=268435456"],
+    );
+    let c = server.client();
+    for i in 0..6 {
+        c.append(&format!("s{i}"), expected::ANY, vec![ev("E", b"x")])
+            .unwrap();
+    }
+    let bytes = bytes_under(&data);
+    // Per partition: the stream journal's and the key-value journal's first segments (4 MiB
+    // each). It was 320 MiB per partition.
+    assert!(
+        bytes <= 2 * 2 * 4 * 1024 * 1024 + 1024 * 1024,
+        "a new two-partition store holding 6 events takes {bytes} bytes"
+    );
+}

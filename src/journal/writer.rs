@@ -66,7 +66,8 @@ use super::scan::{scan, DirtyTail, FrameInfo, IndexEntry, ScanConfig, ScanReport
 use crate::constants::{
     BLOCK_BYTES, FRAME_BYTES_MAX_DEFAULT, FRAME_BYTES_MAX_LIMIT, FRAME_HEADER_BYTES,
     INDEX_STRIDE_BYTES, IN_FLIGHT_FRAMES_DEFAULT, IN_FLIGHT_FRAMES_LIMIT,
-    PIPELINE_MIN_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BLOCKS,
+    PIPELINE_MIN_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN, SEGMENT_FIRST_BYTES,
+    SEGMENT_HEADER_BLOCKS,
 };
 use crate::error::JournalError;
 use crate::log_limit::LogLimit;
@@ -126,6 +127,20 @@ impl JournalConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The size of segment `seq`: the first segment holds [`SEGMENT_FIRST_BYTES`] (or two
+    /// header blocks and one maximal frame, if that is more), and each next one twice the
+    /// previous, up to `segment_bytes`. A new journal thus writes a few MiB before its first
+    /// frame, not `segment_bytes`, and a busy one reaches full-size segments after a few rolls.
+    pub fn segment_bytes_for(&self, seq: u64) -> u64 {
+        let first = SEGMENT_FIRST_BYTES
+            .max(SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64 + self.frame_bytes_max as u64)
+            .min(self.segment_bytes);
+        first
+            .checked_shl(seq.min(63) as u32)
+            .filter(|b| *b >> seq.min(63) == first)
+            .map_or(self.segment_bytes, |b| b.min(self.segment_bytes))
     }
 
     fn scan_config(&self) -> ScanConfig {
@@ -266,12 +281,15 @@ struct Flight {
 enum NextSegment<F> {
     None,
     Preparing,
-    Ready(Rc<F>),
+    /// The next segment, prepared, and its size.
+    Ready(Rc<F>, u64),
 }
 
 struct State<F: SegmentFile> {
     file: Rc<F>,
     seg_seq: u64,
+    /// The size of the tail segment (`JournalConfig::segment_bytes_for` when it was made).
+    seg_bytes: u64,
     offset: u64,
     prev_crc: u32,
     next_lsn: u64,
@@ -413,7 +431,7 @@ impl<S: Storage + 'static> Journal<S> {
                 .collect(),
             None => scanned_index,
         };
-        let (seg_seq, offset, file) = match tail {
+        let (seg_seq, offset, file, seg_bytes) = match tail {
             Some((seq, offset)) => {
                 let file = storage
                     .open_segment(seq)
@@ -422,11 +440,23 @@ impl<S: Storage + 'static> Journal<S> {
                         path: storage.describe(seq),
                         source,
                     })?;
-                (seq, offset, Rc::new(file))
+                let bytes = report
+                    .segments
+                    .iter()
+                    .find(|s| s.seq == seq)
+                    .expect("the tail is in a scanned segment")
+                    .bytes;
+                (seq, offset, Rc::new(file), bytes)
             }
             None => {
                 let file = create_segment(&storage, &cfg, 0, 0).await?;
-                (0, SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64, Rc::new(file))
+                let bytes = cfg.segment_bytes_for(0);
+                (
+                    0,
+                    SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64,
+                    Rc::new(file),
+                    bytes,
+                )
             }
         };
         // Negative control (build.rs): the torn-tail zeroing starts one block early, on the
@@ -474,6 +504,7 @@ impl<S: Storage + 'static> Journal<S> {
             state: RefCell::new(State {
                 file,
                 seg_seq,
+                seg_bytes,
                 offset,
                 prev_crc,
                 next_lsn,
@@ -522,8 +553,13 @@ impl<S: Storage + 'static> Journal<S> {
             .map(|s| s.contains(&next_seq))
             .unwrap_or(false);
         if exists {
-            if let Ok(file) = self.shared.storage.open_segment(next_seq).await {
-                self.shared.state.borrow_mut().next_segment = NextSegment::Ready(Rc::new(file));
+            let storage = &self.shared.storage;
+            if let (Ok(file), Ok(bytes)) = (
+                storage.open_segment(next_seq).await,
+                storage.segment_len(next_seq).await,
+            ) {
+                self.shared.state.borrow_mut().next_segment =
+                    NextSegment::Ready(Rc::new(file), bytes);
             }
         }
     }
@@ -566,7 +602,7 @@ impl<S: Storage + 'static> Journal<S> {
         let roll_due = {
             let st = self.shared.state.borrow();
             let end = st.offset + align_up(FRAME_HEADER_BYTES + need, BLOCK_BYTES) as u64;
-            st.open.is_none() && st.in_flight.is_empty() && end > self.shared.cfg.segment_bytes
+            st.open.is_none() && st.in_flight.is_empty() && end > st.seg_bytes
         };
         if roll_due {
             self.roll().await
@@ -627,7 +663,7 @@ impl<S: Storage + 'static> Journal<S> {
     ) -> Place {
         let cfg = &self.shared.cfg;
         let mut st = self.shared.state.borrow_mut();
-        let seg_end = cfg.segment_bytes;
+        let seg_end = st.seg_bytes;
         loop {
             if let Some(open) = &st.open {
                 let fits_frame = open.used + need <= cfg.frame_bytes_max;
@@ -747,7 +783,7 @@ impl<S: Storage + 'static> Journal<S> {
         st.stats.in_flight_peak = st.stats.in_flight_peak.max(st.in_flight.len() as u64);
         // Prepare the next segment in the background once this one is half used.
         let mut prepare = None;
-        if st.offset > cfg.segment_bytes / 2 && matches!(st.next_segment, NextSegment::None) {
+        if st.offset > st.seg_bytes / 2 && matches!(st.next_segment, NextSegment::None) {
             st.next_segment = NextSegment::Preparing;
             prepare = Some((st.seg_seq + 1, st.next_lsn));
         }
@@ -799,7 +835,8 @@ impl<S: Storage + 'static> Journal<S> {
         match created {
             Ok(file) => {
                 st.stats.segments_created += 1;
-                st.next_segment = NextSegment::Ready(Rc::new(file));
+                st.next_segment =
+                    NextSegment::Ready(Rc::new(file), self.shared.cfg.segment_bytes_for(seq));
                 self.shared.prepare_failures.cleared();
             }
             Err(e) => {
@@ -829,7 +866,7 @@ impl<S: Storage + 'static> Journal<S> {
     /// Moves the tail to the next segment. Called only when nothing is in flight.
     async fn roll(&self) -> Result<(), JournalError> {
         enum Step<F> {
-            Switch(Rc<F>),
+            Switch(Rc<F>, u64),
             Wait,
             Create(u64, u64),
         }
@@ -840,16 +877,16 @@ impl<S: Storage + 'static> Journal<S> {
                     return Ok(()); // someone else is writing; the caller re-checks.
                 }
                 match std::mem::replace(&mut st.next_segment, NextSegment::Preparing) {
-                    NextSegment::Ready(file) => {
+                    NextSegment::Ready(file, bytes) => {
                         st.next_segment = NextSegment::None;
-                        Step::Switch(file)
+                        Step::Switch(file, bytes)
                     }
                     NextSegment::Preparing => Step::Wait,
                     NextSegment::None => Step::Create(st.seg_seq + 1, st.next_lsn),
                 }
             };
-            let file = match step {
-                Step::Switch(file) => file,
+            let (file, bytes) = match step {
+                Step::Switch(file, bytes) => (file, bytes),
                 Step::Wait => {
                     self.wait_change().await;
                     continue;
@@ -867,12 +904,13 @@ impl<S: Storage + 'static> Journal<S> {
                     }
                     let file = created?;
                     st.stats.segments_created += 1;
-                    Rc::new(file)
+                    (Rc::new(file), self.shared.cfg.segment_bytes_for(seq))
                 }
             };
             let mut st = self.shared.state.borrow_mut();
             st.file = file;
             st.seg_seq += 1;
+            st.seg_bytes = bytes;
             st.offset = SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64;
             st.prev_crc = 0;
             wake_all(&mut st);
@@ -1330,11 +1368,11 @@ async fn create_segment<S: Storage>(
         partition: cfg.partition,
         segment_seq: seq,
         base_lsn,
-        segment_bytes: cfg.segment_bytes,
+        segment_bytes: cfg.segment_bytes_for(seq),
         created_unix_ns: now_unix_ns(),
     };
     storage
-        .create_segment(seq, cfg.segment_bytes, &meta.encode_block())
+        .create_segment(seq, cfg.segment_bytes_for(seq), &meta.encode_block())
         .await
         .map_err(|source| {
             if source.kind() == io::ErrorKind::StorageFull
