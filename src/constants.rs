@@ -20,6 +20,10 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 /// (`JournalConfig::segment_bytes_for`), so a new store's footprint is proportionate.
 pub const SEGMENT_FIRST_BYTES: u64 = 4 * 1024 * 1024;
 
+/// Segments retention retires that a journal keeps as spares for its next segments (the
+/// rest are deleted).
+pub const SPARE_SEGMENTS_MAX: usize = 2;
+
 /// Smallest segment accepted: the two header blocks plus room for one maximal frame.
 pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 

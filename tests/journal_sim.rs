@@ -25,7 +25,14 @@ fn small_config() -> JournalConfig {
 /// Deterministic content of record `j` of batch `i` of producer `p`.
 fn payload(p: u32, i: u32, j: u32, n: u32) -> Vec<u8> {
     let mut data = format!("p{p}-i{i}-j{j}-n{n}-").into_bytes();
-    let extra = ((p * 7 + i * 13 + j * 3) % 300) as usize;
+    // Producers from 10 on write records of 2–5 KB, so frames often leave the end of a
+    // 16 KiB-frame segment unused.
+    let spread = (p * 7 + i * 13 + j * 3) as usize;
+    let extra = if p >= 10 {
+        2000 + spread * 37 % 3000
+    } else {
+        spread % 300
+    };
     data.extend((0..extra).map(|k| (k as u8).wrapping_mul(31).wrapping_add(p as u8)));
     data
 }
@@ -48,11 +55,27 @@ type Acked = Rc<RefCell<Vec<(u32, u32, u64, u64)>>>;
 /// Runs `producers` concurrent producers, each appending `batches` batches of 1..=3 records,
 /// and returns what was acknowledged: (producer, batch, first_lsn, last_lsn).
 async fn workload(journal: &Journal<SimStorage>, producers: u32, batches: u32) -> Acked {
+    workload_with(journal, 0..producers, batches, |_, _, _| async {}).await
+}
+
+/// [`workload`] with the given producer numbers, calling `after(journal, producer, batch)`
+/// after each acknowledged batch.
+async fn workload_with<F, Fut>(
+    journal: &Journal<SimStorage>,
+    producers: std::ops::Range<u32>,
+    batches: u32,
+    after: F,
+) -> Acked
+where
+    F: Fn(&Journal<SimStorage>, u32, u32) -> Fut + Clone + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     let acked: Acked = Rc::default();
     let mut tasks = Vec::new();
-    for p in 0..producers {
+    for p in producers {
         let journal = journal.clone();
         let acked = acked.clone();
+        let after = after.clone();
         tasks.push(glommio::spawn_local(async move {
             for i in 0..batches {
                 let n = 1 + (p + i) % 3;
@@ -65,6 +88,7 @@ async fn workload(journal: &Journal<SimStorage>, producers: u32, batches: u32) -
                     Ok(a) => acked.borrow_mut().push((p, i, a.first_lsn, a.last_lsn)),
                     Err(_) => break,
                 }
+                after(&journal, p, i).await;
             }
         }));
     }
@@ -530,5 +554,110 @@ fn segments_start_small_and_double_up_to_segment_bytes() {
             (j, records)
         };
         assert_eq!(records, (0..2300).collect::<Vec<u64>>());
+    });
+}
+
+/// The workload with large records (producers 10, 11, …), with segments retired by retention
+/// as it goes (all but the newest two, after every 3rd batch of producer 10), so later
+/// segments are recycled spares whose old frames are still in them, and rolls leave unused
+/// blocks at segment ends.
+async fn workload_retiring(journal: &Journal<SimStorage>, producers: u32, batches: u32) -> Acked {
+    let acked = workload_with(journal, 10..10 + producers, batches, |journal, p, i| {
+        let journal = journal.clone();
+        async move {
+            if p == 10 && i % 3 == 2 {
+                let tail = journal.resume_point(journal.acked_lsn()).first_segment;
+                let _ = journal
+                    .remove_segments_below(tail.saturating_sub(1), |_, _, _| true)
+                    .await;
+            }
+        }
+    })
+    .await;
+    acked
+}
+
+/// Like `check`, for a journal whose beginning retention removed: the records present are
+/// contiguous from the first one on, identical to what was written, and every acknowledged
+/// record at or above the first present is there.
+fn check_from_oldest(records: &[OwnedRecord], acked: &[(u32, u32, u64, u64)], what: &str) {
+    let Some(first) = records.first().map(|r| r.lsn) else {
+        assert!(
+            acked
+                .iter()
+                .all(|a| a.3 < acked.iter().map(|a| a.3).max().unwrap_or(0)),
+            "{what}: nothing recovered"
+        );
+        return;
+    };
+    for (k, r) in records.iter().enumerate() {
+        assert_eq!(r.lsn, first + k as u64, "{what}: LSN gap");
+        let (p, i, j, n) = parse(&r.data);
+        assert_eq!(r.data, payload(p, i, j, n), "{what}: content");
+    }
+    let end = first + records.len() as u64;
+    for &(p, i, a, b) in acked {
+        if b < first {
+            continue; // retired
+        }
+        assert!(
+            b < end,
+            "{what}: acknowledged LSNs {a}..={b} (p{p} i{i}) lost"
+        );
+    }
+}
+
+#[test]
+fn recycled_segments_recover_after_a_crash_at_any_step() {
+    run_local(async {
+        let total_ops = {
+            let storage = SimStorage::new(11);
+            let (journal, _) = Journal::open(storage.clone(), small_config(), |_, _| {})
+                .await
+                .unwrap();
+            workload_retiring(&journal, 3, 150).await;
+            assert!(
+                journal.stats().segments_created >= 6,
+                "the workload must roll through several segments"
+            );
+            storage.ops()
+        };
+        let mut crashes = 0;
+        let mut recycled_runs = 0;
+        for seed in 0..2u64 {
+            let mut crash = 1;
+            while crash <= total_ops + 2 {
+                let storage = SimStorage::new(seed);
+                storage.faults().crash_after_ops = Some(crash);
+                storage.faults().defer_completions = seed == 1;
+                let acked = match Journal::open(storage.clone(), small_config(), |_, _| {}).await {
+                    Ok((journal, _)) => workload_retiring(&journal, 3, 150).await.borrow().clone(),
+                    Err(_) => Vec::new(),
+                };
+                if storage.recycled() > 0 {
+                    recycled_runs += 1;
+                }
+                let what = format!("seed {seed} crash {crash}");
+                let image = storage.crash_image();
+                let (journal, records) = recover(image.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                check_from_oldest(&records, &acked, &what);
+                // It writes on (recycling more) and survives another crash.
+                let more = workload_retiring(&journal, 2, 10).await.borrow().clone();
+                let (_, again) = recover(image.crash_image())
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}, second recovery: {e}"));
+                check_from_oldest(&again, &more, &format!("{what}, second recovery"));
+                crashes += 1;
+                crash += 1 + 2 * seed;
+            }
+        }
+        assert!(crashes > 200, "{crashes} crash points");
+        eprintln!("{crashes} crash points, {recycled_runs} of them after a recycled segment, {total_ops} operations a run");
+        assert!(
+            recycled_runs > 100,
+            "{recycled_runs} runs recycled a segment"
+        );
     });
 }

@@ -125,6 +125,36 @@ pub trait Storage {
         header_block: &[u8],
     ) -> io::Result<Self::File>;
     async fn remove_segment(&self, seq: u64) -> io::Result<()>;
+    /// Takes segment `seq` out of the journal but keeps its file as a spare for
+    /// [`Storage::recycle_segment`] (retention retires segments this way instead of deleting
+    /// them, so the next segment needs no zero-fill). A spare is never listed as a segment.
+    /// The default has no spares: it removes the segment.
+    async fn retire_segment(&self, seq: u64) -> io::Result<()> {
+        self.remove_segment(seq).await
+    }
+    /// The spares, by the sequence number they had as segments: `(seq, bytes)`, ascending.
+    async fn list_spares(&self) -> io::Result<Vec<(u64, u64)>> {
+        Ok(Vec::new())
+    }
+    /// Makes spare `spare` segment `seq`, as durable under its final name as
+    /// [`Storage::create_segment`] makes a new one: `header_block` in blocks 0 and 1 and
+    /// block 2 (where the first frame goes) zeroed; the rest keeps the old segment's bytes,
+    /// whose frames name another segment and so are never taken for this one's.
+    async fn recycle_segment(
+        &self,
+        _spare: u64,
+        _seq: u64,
+        _header_block: &[u8],
+    ) -> io::Result<Self::File> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this storage keeps no spare segments",
+        ))
+    }
+    /// Deletes spare `spare`.
+    async fn remove_spare(&self, _spare: u64) -> io::Result<()> {
+        Ok(())
+    }
     /// Size of segment `seq` in bytes.
     async fn segment_len(&self, seq: u64) -> io::Result<u64>;
     /// How to name segment `seq` in a message (its path on disk).
@@ -157,6 +187,30 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 }
 
 /// Lists segment sequence numbers in a directory with `std::fs`.
+/// The file name of spare `seq` (a retired segment kept for reuse).
+pub fn spare_file_name(seq: u64) -> String {
+    format!("{seq:016x}.spare")
+}
+
+/// The spares of a segment directory: `(seq, bytes)`, ascending.
+pub fn list_spare_dir(dir: &Path) -> io::Result<Vec<(u64, u64)>> {
+    let mut spares = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".spare")) else {
+            continue;
+        };
+        if hex.len() == 16 {
+            if let Ok(seq) = u64::from_str_radix(hex, 16) {
+                spares.push((seq, entry.metadata()?.len()));
+            }
+        }
+    }
+    spares.sort_unstable();
+    Ok(spares)
+}
+
 pub fn list_segment_dir(dir: &Path) -> io::Result<Vec<u64>> {
     let mut seqs = Vec::new();
     for entry in std::fs::read_dir(dir)? {

@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 use glommio::io::{DmaFile, OpenOptions};
 
-use super::device::{segment_file_name, SegmentFile, Storage};
+use super::device::{list_spare_dir, segment_file_name, spare_file_name, SegmentFile, Storage};
 use super::uring::{AlignedBuf, Completion, Driver};
 use crate::constants::BLOCK_BYTES;
 
@@ -265,6 +265,64 @@ impl Storage for GlommioStorage {
 
     async fn remove_segment(&self, seq: u64) -> io::Result<()> {
         std::fs::remove_file(self.path(seq))?;
+        sync_dir(&self.dir)
+    }
+
+    async fn retire_segment(&self, seq: u64) -> io::Result<()> {
+        std::fs::rename(self.path(seq), self.dir.join(spare_file_name(seq)))?;
+        sync_dir(&self.dir)
+    }
+
+    async fn list_spares(&self) -> io::Result<Vec<(u64, u64)>> {
+        list_spare_dir(&self.dir)
+    }
+
+    async fn recycle_segment(
+        &self,
+        spare: u64,
+        seq: u64,
+        header_block: &[u8],
+    ) -> io::Result<GlommioFile> {
+        assert!(header_block.len() <= BLOCK_BYTES);
+        let final_path = self.path(seq);
+        let tmp_path = self.dir.join(format!("{}.tmp", segment_file_name(seq)));
+        // Out of the spares first: a crash from here on leaves a temporary file, which the
+        // listing ignores and the next creation of `seq` truncates.
+        std::fs::rename(self.dir.join(spare_file_name(spare)), &tmp_path)?;
+        let prepared = async {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .dma_open(&tmp_path)
+                .await?;
+            let mut buf = file.alloc_dma_buffer(3 * BLOCK_BYTES);
+            buf.as_bytes_mut().fill(0);
+            buf.as_bytes_mut()[..header_block.len()].copy_from_slice(header_block);
+            let second = BLOCK_BYTES..BLOCK_BYTES + header_block.len();
+            buf.as_bytes_mut()[second].copy_from_slice(header_block);
+            let written = file.write_at(buf, 0).await?;
+            if written != 3 * BLOCK_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "short write of a recycled segment's header",
+                ));
+            }
+            file.fdatasync().await?;
+            file.rename(&final_path).await?;
+            sync_dir(&self.dir)?;
+            file.close().await?;
+            Ok::<(), io::Error>(())
+        }
+        .await;
+        if let Err(e) = prepared {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(e);
+        }
+        self.open_segment(seq).await
+    }
+
+    async fn remove_spare(&self, spare: u64) -> io::Result<()> {
+        std::fs::remove_file(self.dir.join(spare_file_name(spare)))?;
         sync_dir(&self.dir)
     }
 

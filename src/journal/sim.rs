@@ -63,11 +63,15 @@ pub struct SimStats {
     pub writes: u64,
     pub syncs: u64,
     pub bytes_written: u64,
+    /// Segments made from spares.
+    pub recycled: u64,
 }
 
 #[derive(Debug)]
 struct SimDisk {
     files: BTreeMap<u64, SimFile>,
+    /// Retired segments kept for reuse, by their former sequence number.
+    spares: BTreeMap<u64, SimFile>,
     rng: u64,
     faults: FaultPlan,
     ops: u64,
@@ -144,6 +148,7 @@ impl SimStorage {
         SimStorage {
             disk: Rc::new(RefCell::new(SimDisk {
                 files: BTreeMap::new(),
+                spares: BTreeMap::new(),
                 rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
                 faults: FaultPlan::default(),
                 ops: 0,
@@ -165,6 +170,11 @@ impl SimStorage {
 
     pub fn is_crashed(&self) -> bool {
         self.disk.borrow().crashed
+    }
+
+    /// Segments made from spares so far.
+    pub fn recycled(&self) -> u64 {
+        self.disk.borrow().stats.recycled
     }
 
     /// Writes and syncs performed so far.
@@ -203,9 +213,26 @@ impl SimStorage {
             );
         }
         let rng = disk.next_rand() | 1;
+        // Spares hold retired data only: what their durable bytes say.
+        let spares = disk
+            .spares
+            .iter()
+            .map(|(&seq, f)| {
+                let image = f.durable.clone();
+                (
+                    seq,
+                    SimFile {
+                        data: image.clone(),
+                        durable: image,
+                        ..SimFile::default()
+                    },
+                )
+            })
+            .collect();
         SimStorage {
             disk: Rc::new(RefCell::new(SimDisk {
                 files,
+                spares,
                 rng,
                 faults: FaultPlan::default(),
                 ops: 0,
@@ -436,6 +463,57 @@ impl Storage for SimStorage {
 
     async fn remove_segment(&self, seq: u64) -> io::Result<()> {
         self.disk.borrow_mut().files.remove(&seq);
+        Ok(())
+    }
+
+    async fn retire_segment(&self, seq: u64) -> io::Result<()> {
+        let mut disk = self.disk.borrow_mut();
+        disk.op()?;
+        let mut file = disk.files.remove(&seq).ok_or_else(|| missing(seq))?;
+        // Retired: what it held is no longer the journal's (a snapshot covers it).
+        file.acked.clear();
+        disk.spares.insert(seq, file);
+        Ok(())
+    }
+
+    async fn list_spares(&self) -> io::Result<Vec<(u64, u64)>> {
+        Ok(self
+            .disk
+            .borrow()
+            .spares
+            .iter()
+            .map(|(&seq, f)| (seq, f.data.len() as u64))
+            .collect())
+    }
+
+    async fn recycle_segment(
+        &self,
+        spare: u64,
+        seq: u64,
+        header_block: &[u8],
+    ) -> io::Result<SimSegment> {
+        let mut disk = self.disk.borrow_mut();
+        disk.op()?;
+        let mut file = disk.spares.remove(&spare).ok_or_else(|| missing(spare))?;
+        disk.stats.recycled += 1;
+        // Like `create_segment`, durable under the new name in one step; the old frames
+        // beyond block 2 stay.
+        let mut head = vec![0u8; 3 * BLOCK_BYTES];
+        head[..header_block.len()].copy_from_slice(header_block);
+        head[BLOCK_BYTES..BLOCK_BYTES + header_block.len()].copy_from_slice(header_block);
+        file.pending.clear();
+        file.data[..head.len()].copy_from_slice(&head);
+        file.durable = file.data.clone();
+        disk.files.insert(seq, file);
+        Ok(SimSegment {
+            disk: self.disk.clone(),
+            deferred: self.deferred.clone(),
+            seq,
+        })
+    }
+
+    async fn remove_spare(&self, spare: u64) -> io::Result<()> {
+        self.disk.borrow_mut().spares.remove(&spare);
         Ok(())
     }
 

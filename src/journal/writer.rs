@@ -67,7 +67,7 @@ use crate::constants::{
     BLOCK_BYTES, FRAME_BYTES_MAX_DEFAULT, FRAME_BYTES_MAX_LIMIT, FRAME_HEADER_BYTES,
     INDEX_STRIDE_BYTES, IN_FLIGHT_FRAMES_DEFAULT, IN_FLIGHT_FRAMES_LIMIT,
     PIPELINE_MIN_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN, SEGMENT_FIRST_BYTES,
-    SEGMENT_HEADER_BLOCKS,
+    SEGMENT_HEADER_BLOCKS, SPARE_SEGMENTS_MAX,
 };
 use crate::error::JournalError;
 use crate::log_limit::LogLimit;
@@ -290,6 +290,8 @@ struct State<F: SegmentFile> {
     seg_seq: u64,
     /// The size of the tail segment (`JournalConfig::segment_bytes_for` when it was made).
     seg_bytes: u64,
+    /// A roll to the next segment is under way: nothing more goes into this one.
+    rolling: bool,
     offset: u64,
     prev_crc: u32,
     next_lsn: u64,
@@ -505,6 +507,7 @@ impl<S: Storage + 'static> Journal<S> {
                 file,
                 seg_seq,
                 seg_bytes,
+                rolling: false,
                 offset,
                 prev_crc,
                 next_lsn,
@@ -663,7 +666,9 @@ impl<S: Storage + 'static> Journal<S> {
     ) -> Place {
         let cfg = &self.shared.cfg;
         let mut st = self.shared.state.borrow_mut();
-        let seg_end = st.seg_bytes;
+        // While a roll is under way the segment takes nothing more: the writer never has
+        // frames of two segments in flight, and the roll zeroes the block after the last one.
+        let seg_end = if st.rolling { st.offset } else { st.seg_bytes };
         loop {
             if let Some(open) = &st.open {
                 let fits_frame = open.used + need <= cfg.frame_bytes_max;
@@ -847,6 +852,29 @@ impl<S: Storage + 'static> Journal<S> {
         wake_all(&mut st);
     }
 
+    /// Before the tail moves to the next segment: zeroes the block after the last frame of
+    /// the current one, durably, unless the segment ends there. A recycled segment holds the
+    /// bytes of its former life after its frames; recovery tells a roll from a lost tail by
+    /// the zero block where the frames end (docs/FORMAT.md), so it must be there before the
+    /// next segment holds a frame. The block holds no frame: no acknowledged data is touched.
+    async fn end_segment(&self) -> Result<(), JournalError> {
+        let (file, seq, offset, seg_bytes) = {
+            let st = self.shared.state.borrow();
+            (st.file.clone(), st.seg_seq, st.offset, st.seg_bytes)
+        };
+        if offset + BLOCK_BYTES as u64 > seg_bytes {
+            return Ok(());
+        }
+        let io = |source| JournalError::Io {
+            path: self.shared.storage.describe(seq),
+            source,
+        };
+        let mut buf = file.alloc_buf(BLOCK_BYTES);
+        buf.bytes_mut().fill(0);
+        file.write_at(buf, offset).await.map_err(io)?;
+        file.sync().await.map_err(io)
+    }
+
     /// Counts a failure to prepare the next segment and logs it, at most once per
     /// [`crate::log_limit::REPEAT_PERIOD`]: on a full disk every append retries and fails.
     fn segment_failed(&self, e: &JournalError) {
@@ -876,6 +904,7 @@ impl<S: Storage + 'static> Journal<S> {
                 if !st.in_flight.is_empty() || st.open.is_some() {
                     return Ok(()); // someone else is writing; the caller re-checks.
                 }
+                st.rolling = true;
                 match std::mem::replace(&mut st.next_segment, NextSegment::Preparing) {
                     NextSegment::Ready(file, bytes) => {
                         st.next_segment = NextSegment::None;
@@ -898,6 +927,7 @@ impl<S: Storage + 'static> Journal<S> {
                     st.next_segment = NextSegment::None;
                     wake_all(&mut st);
                     if let Err(e) = &created {
+                        st.rolling = false;
                         self.segment_failed(e);
                     } else {
                         self.shared.prepare_failures.cleared();
@@ -907,10 +937,25 @@ impl<S: Storage + 'static> Journal<S> {
                     (Rc::new(file), self.shared.cfg.segment_bytes_for(seq))
                 }
             };
+            if let Err(e) = self.end_segment().await {
+                // An I/O error like any other: fatal for the journal.
+                let mut st = self.shared.state.borrow_mut();
+                let reason = format!("ending a segment failed: {e}");
+                tracing::error!(%reason, "journal poisoned");
+                metrics::gauge!(crate::metrics::PARTITION_POISONED, "partition" => self.shared.cfg.partition.to_string())
+                    .set(1.0);
+                st.poisoned = Some(reason);
+                st.rolling = false;
+                // The next segment stays ready for the restart's recovery to adopt or ignore.
+                st.next_segment = NextSegment::Ready(file, bytes);
+                wake_all(&mut st);
+                return Err(e);
+            }
             let mut st = self.shared.state.borrow_mut();
             st.file = file;
             st.seg_seq += 1;
             st.seg_bytes = bytes;
+            st.rolling = false;
             st.offset = SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64;
             st.prev_crc = 0;
             wake_all(&mut st);
@@ -1093,7 +1138,15 @@ impl<S: Storage + 'static> Journal<S> {
                 break;
             }
             let len = storage.segment_len(seq).await.map_err(io(seq))?;
-            storage.remove_segment(seq).await.map_err(io(seq))?;
+            // Full-size segments are kept as spares for the next segments (up to
+            // `SPARE_SEGMENTS_MAX`): recycling one writes three blocks instead of zero-filling
+            // the whole file.
+            let spares = storage.list_spares().await.map_or(usize::MAX, |s| s.len());
+            if len == self.shared.cfg.segment_bytes && spares < SPARE_SEGMENTS_MAX {
+                storage.retire_segment(seq).await.map_err(io(seq))?;
+            } else {
+                storage.remove_segment(seq).await.map_err(io(seq))?;
+            }
             total -= len;
             let mut st = self.shared.state.borrow_mut();
             st.index.retain(|e| e.segment_seq > seq);
@@ -1371,8 +1424,35 @@ async fn create_segment<S: Storage>(
         segment_bytes: cfg.segment_bytes_for(seq),
         created_unix_ns: now_unix_ns(),
     };
+    let bytes = cfg.segment_bytes_for(seq);
+    // A spare of the right size (a segment retention retired) needs no zero-fill.
+    let spare = storage
+        .list_spares()
+        .await
+        .ok()
+        .and_then(|spares| spares.into_iter().find(|&(_, b)| b == bytes));
+    if let Some((spare, _)) = spare {
+        match storage
+            .recycle_segment(spare, seq, &meta.encode_block())
+            .await
+        {
+            Ok(file) => {
+                tracing::info!(
+                    segment = %storage.describe(seq),
+                    from = spare,
+                    "journal segment recycled from a retired one"
+                );
+                return Ok(file);
+            }
+            Err(e) => tracing::warn!(
+                segment = %storage.describe(seq),
+                error = %e,
+                "recycling a retired segment failed; creating a new one"
+            ),
+        }
+    }
     storage
-        .create_segment(seq, cfg.segment_bytes_for(seq), &meta.encode_block())
+        .create_segment(seq, bytes, &meta.encode_block())
         .await
         .map_err(|source| {
             if source.kind() == io::ErrorKind::StorageFull
