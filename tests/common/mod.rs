@@ -187,12 +187,41 @@ pub fn recv(s: &mut TcpStream) -> Option<(u64, Response)> {
     ))
 }
 
+/// Reads error `want`, then requires the server to close the connection: the next read
+/// returns end of file (0 bytes) or a reset. A read that times out means the server kept the
+/// connection open, and fails the test, as do further bytes.
 pub fn expect_error_then_close(s: &mut TcpStream, want: u16) {
     match recv(s) {
         Some((_, Response::Error { code, .. })) => assert_eq!(code, want),
         other => panic!("expected error {want}, got {other:?}"),
     }
-    assert!(recv(s).is_none(), "the connection should be closed");
+    expect_closed(s);
+}
+
+/// Fails unless the peer closed `s`: a read returns 0 bytes (EOF) or ECONNRESET within the
+/// socket's read timeout (set to 10 s here if none is set).
+pub fn expect_closed(s: &mut TcpStream) {
+    if s.read_timeout().unwrap().is_none() {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    let mut byte = [0u8; 1];
+    match s.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(_) => panic!("expected the connection to be closed, got more bytes"),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            panic!(
+                "the server kept the connection open ({:?} without EOF)",
+                s.read_timeout().unwrap().unwrap()
+            )
+        }
+        Err(e) => panic!("expected EOF, got {e}"),
+    }
 }
 
 /// Copies a directory tree, leaving out files named in `skip` (a data directory's `LOCK`,
