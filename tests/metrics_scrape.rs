@@ -41,8 +41,14 @@ fn the_metrics_endpoint_parses_and_follows_prometheus_conventions() {
         c.append("m", expected::ANY, vec![ev("E", format!("{i}").as_bytes())])
             .unwrap();
     }
-    let err = c.read("missing", 0, 1, evring::protocol::Direction::Forward);
-    assert!(err.is_err());
+    let err = c
+        .read("missing", 0, 1, evring::protocol::Direction::Forward)
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(evring::protocol::code::STREAM_NOT_FOUND),
+        "{err}"
+    );
     let scrape = scrape(&metrics);
     let value = |name: &str| -> f64 {
         scrape

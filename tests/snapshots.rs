@@ -289,10 +289,10 @@ fn snapshots_taken_while_appends_pour_in_lose_nothing_at_a_sigkill() {
                 while !stop.load(Ordering::Relaxed) {
                     let stream = format!("st-{}", (w * 3 + n) % 12);
                     let data = format!("w{w} n{n}").into_bytes();
-                    if c.append(&stream, expected::ANY, vec![common::ev("E", &data)])
-                        .is_err()
-                    {
-                        return; // the server was killed
+                    if let Err(e) = c.append(&stream, expected::ANY, vec![common::ev("E", &data)]) {
+                        // The server was killed: the connection fails, no error reply.
+                        assert_eq!(e.code(), None, "{e}");
+                        return;
                     }
                     acked.lock().unwrap().entry(stream).or_default().push(data);
                     n += 1;
