@@ -295,16 +295,22 @@ struct JournalMetrics {
     frames: metrics::Counter,
     bytes: metrics::Counter,
     in_flight: metrics::Gauge,
+    /// 0 from the open on, 1 once a write or fdatasync failed.
+    poisoned: metrics::Gauge,
 }
 
 impl JournalMetrics {
     fn new(partition: u32) -> JournalMetrics {
         let p = partition.to_string();
+        let poisoned =
+            metrics::gauge!(crate::metrics::PARTITION_POISONED, "partition" => p.clone());
+        poisoned.set(0.0);
         JournalMetrics {
             flush_latency: metrics::histogram!(crate::metrics::FLUSH_LATENCY_SECONDS, "partition" => p.clone()),
             frames: metrics::counter!(crate::metrics::FRAMES_WRITTEN_TOTAL, "partition" => p.clone()),
             bytes: metrics::counter!(crate::metrics::JOURNAL_BYTES_WRITTEN_TOTAL, "partition" => p.clone()),
             in_flight: metrics::gauge!(crate::metrics::FRAMES_IN_FLIGHT, "partition" => p),
+            poisoned,
         }
     }
 }
@@ -899,8 +905,7 @@ impl<S: Storage + 'static> Journal<S> {
                             self.shared.storage.describe(st.seg_seq)
                         );
                         tracing::error!(%reason, "journal poisoned");
-                        metrics::gauge!(crate::metrics::PARTITION_POISONED, "partition" => self.shared.cfg.partition.to_string())
-                            .set(1.0);
+                        self.shared.metrics.poisoned.set(1.0);
                         st.poisoned = Some(reason.clone());
                         flight.signal.finish(Err(reason.clone()));
                         if let Some(open) = st.open.take() {
