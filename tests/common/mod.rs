@@ -16,25 +16,47 @@ pub struct Server {
     pub addr: String,
     pub data_dir: PathBuf,
     pub extra: Vec<String>,
+    /// Environment variables set for evringd (fault injection).
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
     /// Starts evringd on `data_dir` with small segments, waits until it serves.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(data_dir, extra, &[])
+    }
+
+    /// [`Server::start`] with environment variables (e.g. `EVRINGD_INJECT_*`).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn(data_dir, &extra);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, addr) = spawn(data_dir, &extra, &env);
         Server {
             child: Some(child),
             addr,
             data_dir: data_dir.to_path_buf(),
             extra,
+            env,
         }
+    }
+
+    /// The metrics address from the addresses file (start with
+    /// `--set metrics_listen="127.0.0.1:0"`).
+    pub fn metrics_addr(&self) -> String {
+        let text = std::fs::read_to_string(self.data_dir.with_extension("addr")).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("metrics="))
+            .expect("a metrics address in the addresses file")
+            .to_string()
     }
 
     /// SIGKILL, then start again on the same data directory.
     pub fn kill_and_restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.data_dir, &self.extra);
+        let (child, addr) = spawn(&self.data_dir, &self.extra, &self.env);
         self.child = Some(child);
         self.addr = addr;
     }
@@ -58,7 +80,7 @@ impl Server {
     }
 
     pub fn restart(&mut self) {
-        let (child, addr) = spawn(&self.data_dir, &self.extra);
+        let (child, addr) = spawn(&self.data_dir, &self.extra, &self.env);
         self.child = Some(child);
         self.addr = addr;
     }
@@ -74,7 +96,7 @@ impl Drop for Server {
     }
 }
 
-fn spawn(data_dir: &Path, extra: &[String]) -> (Child, String) {
+fn spawn(data_dir: &Path, extra: &[String], env: &[(String, String)]) -> (Child, String) {
     let addr_file = data_dir.with_extension("addr");
     let _ = std::fs::remove_file(&addr_file);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_evringd"));
@@ -92,6 +114,7 @@ fn spawn(data_dir: &Path, extra: &[String]) -> (Child, String) {
         ])
         .args(extra)
         .env("EVRING_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     let mut child = cmd.spawn().expect("start evringd");
