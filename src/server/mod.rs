@@ -654,6 +654,7 @@ async fn run_shard(
             }
         }
     }
+    shard.shut_down_connections().await;
     Ok(())
 }
 

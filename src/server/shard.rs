@@ -161,6 +161,10 @@ struct ConnOut {
     limit: usize,
     /// Subscriptions of this connection: id → type prefix filter is applied at the source.
     subs: RefCell<HashMap<u64, Vec<u32>>>,
+    /// Set at a server stop: the reader stops reading requests.
+    stopping: Cell<bool>,
+    /// The reader, waiting between frames (see `stopped`).
+    stop_waker: RefCell<Option<std::task::Waker>>,
 }
 
 impl ConnOut {
@@ -176,6 +180,27 @@ impl ConnOut {
             }
         })
         .await
+    }
+
+    /// Resolves once `stop` was called.
+    async fn stopped(&self) {
+        std::future::poll_fn(|cx| {
+            if self.stopping.get() {
+                std::task::Poll::Ready(())
+            } else {
+                *self.stop_waker.borrow_mut() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// A server stop: the reader reads no more requests.
+    fn stop(&self) {
+        self.stopping.set(true);
+        if let Some(w) = self.stop_waker.borrow_mut().take() {
+            w.wake();
+        }
     }
 
     fn wake_reader(&self) {
@@ -343,6 +368,32 @@ impl Shard {
             conns: RefCell::new(HashMap::new()),
             sinks: RefCell::new(HashMap::new()),
         })
+    }
+
+    /// At a server stop, after the journals closed: ends every subscription of this shard's
+    /// connections with error 31 and stops each connection's reader, so the connection
+    /// answers what it read (error 31 since the stop began), sends what is queued and
+    /// closes. Waits for that, two seconds at most.
+    pub async fn shut_down_connections(&self) {
+        let conns: Vec<Rc<ConnOut>> = self.conns.borrow().values().cloned().collect();
+        for out in conns {
+            let subs: Vec<u64> = out.subs.borrow_mut().drain().map(|(id, _)| id).collect();
+            for sub in subs {
+                out.send(
+                    sub,
+                    &Response::error(
+                        code::SHUTTING_DOWN,
+                        "subscription ended: the server is shutting down; resubscribe from the \
+                         last position received once it is back",
+                    ),
+                );
+            }
+            out.stop();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !self.conns.borrow().is_empty() && std::time::Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// Every model engine of this shard with its partition: each owned partition's
@@ -898,6 +949,8 @@ impl Shard {
             closed: Cell::new(false),
             limit: cfg.connection_buffer_bytes as usize,
             subs: RefCell::new(HashMap::new()),
+            stopping: Cell::new(false),
+            stop_waker: RefCell::new(None),
         });
         self.conns.borrow_mut().insert(conn_id, out.clone());
         let writer = {
@@ -941,11 +994,23 @@ impl Shard {
             // A client that does not read its replies is not read either: the outbound
             // buffer stays near `connection_buffer_bytes` instead of growing without bound.
             out.wait_for_room().await;
-            // Between frames a connection may idle as long as it likes.
-            match rd.fill_buf().await {
-                Ok([]) => break "closed by the client".to_string(),
-                Ok(_) => {}
-                Err(e) => break format!("read: {e}"),
+            // Between frames a connection may idle as long as it likes (until a server stop).
+            if out.stopping.get() {
+                break "the server is stopping".to_string();
+            }
+            let filled = futures_lite::future::or(
+                async { Some(rd.fill_buf().await.map(|b| b.is_empty())) },
+                async {
+                    out.stopped().await;
+                    None
+                },
+            )
+            .await;
+            match filled {
+                None => break "the server is stopping".to_string(),
+                Some(Ok(true)) => break "closed by the client".to_string(),
+                Some(Ok(false)) => {}
+                Some(Err(e)) => break format!("read: {e}"),
             }
             // Once a frame has begun it must arrive whole within `frame_timeout_ms`
             // (slowloris). The timer is only armed when the frame is not already buffered.
@@ -1058,11 +1123,33 @@ impl Shard {
             .detach();
         };
         tracing::debug!(?peer, %reason, "connection closing");
+        if self.shared.stop.load(Ordering::Acquire) {
+            // A server stop: the requests this connection read get their replies before the
+            // writer sends what is queued and closes.
+            let _ = permits
+                .acquire_permit(u64::from(cfg.max_in_flight_per_connection))
+                .await;
+        }
         out.closed.set(true);
         if let Some(w) = out.waker.borrow_mut().take() {
             w.wake();
         }
         writer.await;
+        if out.stopping.get() {
+            // The replies are sent and the write side shut. Read what the client still sends
+            // until it closes (two seconds at most): closing a socket with unread input resets
+            // the connection, which can destroy replies the client has not read yet.
+            let drain = async {
+                let mut sink = [0u8; 4096];
+                while let Ok(n) = rd.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                Ok(())
+            };
+            let _ = glommio::timer::timeout(Duration::from_secs(2), drain).await;
+        }
         // Drop the connection's subscriptions at their partitions.
         let subs: Vec<(u64, Vec<u32>)> = out.subs.borrow_mut().drain().collect();
         for (sub, parts) in subs {
@@ -1087,6 +1174,11 @@ impl Shard {
     async fn handle(self: &Rc<Self>, out: &Rc<ConnOut>, conn: u64, request_id: u64, req: Request) {
         let partitions = self.shared.partitions;
         let resp = match req {
+            // The server is stopping: nothing new is started.
+            _ if self.shared.stop.load(Ordering::Acquire) => Response::error(
+                code::SHUTTING_DOWN,
+                "the server is shutting down; retry once it is back",
+            ),
             Request::Ping => Response::Pong,
             Request::Hello { .. } => {
                 Response::error(code::INVALID_ARGUMENT, "HELLO was already sent")
