@@ -210,6 +210,25 @@ pub fn recv(s: &mut TcpStream) -> Option<(u64, Response)> {
     ))
 }
 
+/// Reads one reply, or None once the server closed the connection (EOF or a reset); fails
+/// the test if the socket's read timeout passes first.
+pub fn recv_or_closed(s: &mut TcpStream) -> Option<(u64, Response)> {
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    if let Err(e) = s.read_exact(&mut header) {
+        match e.kind() {
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => return None,
+            _ => panic!("no reply and no EOF: {e}"),
+        }
+    }
+    let h = FrameHeader::parse(&header).unwrap();
+    let mut body = vec![0u8; h.body_len()];
+    s.read_exact(&mut body).expect("a whole frame");
+    Some((
+        h.request_id,
+        protocol::decode_response(h.opcode, &body).unwrap(),
+    ))
+}
+
 /// Reads error `want`, then requires the server to close the connection: the next read
 /// returns end of file (0 bytes) or a reset. A read that times out means the server kept the
 /// connection open, and fails the test, as do further bytes.
