@@ -1,6 +1,16 @@
 //! LoyaltyDB, the example from Memstate's README, on evring's engine: customers with loyalty
 //! points, `InitCustomer` and `TransferPoints` commands, a query. The commands are journaled
-//! durably; the second half restarts the engine from disk and shows the state survived.
+//! durably; the second half restarts the engine from disk and checks the state survived.
+//!
+//! Its standard output is what Memstate's example prints (`tests/examples.rs` compares them):
+//!
+//! ```text
+//! Customer[10] balance 10 points.
+//! Customer[20] balance 20 points.
+//! Sent 5 points. | Sender, Customer[10] balance 5 points. | Recipient, Customer[20] balance 25 points.
+//! ```
+//!
+//! The state after the restart goes to standard error.
 //!
 //! ```sh
 //! cargo run --release --example loyalty            # a fresh store in a temporary directory
@@ -197,7 +207,8 @@ fn main() {
             .query(&GetCustomer(20))
             .unwrap()
             .expect("customer 20");
-        println!("After a restart: {a} | {b}");
+        // Memstate's example ends with the transfer; this line is evring's own.
+        eprintln!("After a restart: {a} | {b}");
         engine.close().await;
     });
 }

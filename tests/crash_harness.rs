@@ -160,7 +160,11 @@ fn sigkill_at_random_moments_never_loses_or_alters_acknowledged_events() {
                             }
                             n += 1;
                         }
-                        Err(_) => break, // the server is gone
+                        // The server is gone: the connection fails, no error reply.
+                        Err(e) => {
+                            assert_eq!(e.code(), None, "{e}");
+                            break;
+                        }
                     }
                 }
                 n

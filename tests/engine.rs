@@ -171,13 +171,13 @@ fn a_panicking_command_stops_the_engine_and_its_replay_with_a_clear_error() {
             e.query(&Balance(999)),
             Err(EngineError::Stopped(_))
         ));
-        assert!(e
+        let after = e
             .execute(Deposit {
                 account: 1,
-                amount: 1
+                amount: 1,
             })
-            .await
-            .is_err());
+            .await;
+        assert!(matches!(after, Err(EngineError::Stopped(_))), "{after:?}");
         e.close().await;
         drop(e);
         let again = open(dir.path(), Codec::Binary).await;
@@ -197,22 +197,49 @@ fn replay_is_exact_for_random_command_sequences_and_time_travel_sees_the_past() 
             let e = open(dir.path(), Codec::Binary).await.unwrap();
             let mut rng = seed;
             let mut history: Vec<(u64, Bank)> = vec![(0, Bank::default())];
+            // The balances the commands must produce, kept beside the engine.
+            let mut balances: BTreeMap<u32, u64> = BTreeMap::new();
+            let mut refused = 0;
             for _ in 0..60 + seed * 10 {
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
                 let account = (rng % 5) as u32;
                 let amount = rng % 100;
-                let _ = if rng % 3 == 0 {
-                    e.execute(Withdraw { account, amount }).await.map(|_| ())
+                let have = balances.get(&account).copied();
+                if rng % 3 == 0 {
+                    let got = e.execute(Withdraw { account, amount }).await;
+                    match have {
+                        Some(have) if have >= amount => {
+                            assert_eq!(got.unwrap(), have - amount, "seed {seed}");
+                            balances.insert(account, have - amount);
+                        }
+                        _ => {
+                            refused += 1;
+                            let have = have.unwrap_or(0);
+                            match got {
+                                Err(EngineError::Domain(d)) => assert_eq!(
+                                    d.to_string(),
+                                    format!("balance {have} < {amount}"),
+                                    "seed {seed}"
+                                ),
+                                other => panic!("seed {seed}: refusal expected, got {other:?}"),
+                            }
+                        }
+                    }
                 } else {
-                    e.execute(Deposit { account, amount }).await.map(|_| ())
-                };
+                    let got = e.execute(Deposit { account, amount }).await.unwrap();
+                    let new = have.unwrap_or(0) + amount;
+                    assert_eq!(got, new, "seed {seed}");
+                    balances.insert(account, new);
+                }
+                assert_eq!(state(&e).accounts, balances, "seed {seed}");
                 history.push((e.applied_lsn(), state(&e)));
                 if rng % 17 == 0 {
                     e.snapshot(2).await.unwrap();
                 }
             }
+            assert!(refused > 0, "seed {seed}: no withdrawal was refused");
             // Time travel: the model as of sampled LSNs equals what it was then.
             for (lsn, then) in history.iter().step_by(7) {
                 assert_eq!(

@@ -6,6 +6,7 @@
 mod common;
 
 use common::Server;
+use evring::protocol::code;
 use serde_json::{json, Value};
 
 fn exec(
@@ -172,11 +173,16 @@ fn the_models_domain_events_are_delivered_catch_up_then_live_without_gaps() {
         )
         .unwrap();
     }
-    assert!(exec(
+    let refused = exec(
         &c,
-        json!({"op":"cas","key":"k1","expected_version":99,"value":"x"})
+        json!({"op":"cas","key":"k1","expected_version":99,"value":"x"}),
     )
-    .is_err());
+    .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(code::WRONG_EXPECTED_VERSION),
+        "{refused}"
+    );
     exec(&c, json!({"op":"delete","key":"k2"})).unwrap();
     let sub = c.subscribe(SubscribeTarget::Model, "kv", 0, "").unwrap();
     let live = server.client();

@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{ev, Server};
-use evring::protocol::expected;
+use evring::protocol::{code, expected};
 use prometheus_parse::{Scrape, Value};
 
 /// Starts evringd with its metrics endpoint on an ephemeral port; returns the endpoint too.
@@ -85,8 +85,14 @@ fn the_metrics_endpoint_parses_and_follows_prometheus_conventions() {
         c.append("m", expected::ANY, vec![ev("E", format!("{i}").as_bytes())])
             .unwrap();
     }
-    let err = c.read("missing", 0, 1, evring::protocol::Direction::Forward);
-    assert!(err.is_err());
+    let err = c
+        .read("missing", 0, 1, evring::protocol::Direction::Forward)
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(evring::protocol::code::STREAM_NOT_FOUND),
+        "{err}"
+    );
     let scrape = scrape(&metrics);
     let value = |name: &str| -> f64 {
         scrape
@@ -131,7 +137,12 @@ fn the_metrics_endpoint_parses_and_follows_prometheus_conventions() {
             );
         }
     }
-    // Every series is documented in docs/OPERATIONS.md and has a HELP line.
+    all_documented(&scrape);
+}
+
+/// Fails unless every series of `scrape` is in docs/OPERATIONS.md's metrics table and has a
+/// HELP line.
+fn all_documented(scrape: &Scrape) {
     let documented = documented();
     for s in &scrape.samples {
         let family = family(&s.metric, &documented);
@@ -463,4 +474,160 @@ fn only_get_metrics_is_answered_and_connections_are_bounded() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The value of one series: `name` with label `partition`.
+fn by_partition(scrape: &Scrape, name: &str, partition: u32) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && s.labels.get("partition") == Some(&partition.to_string()))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            other => panic!("{name} is not a number: {other:?}"),
+        })
+}
+
+/// The (count, sum) of a histogram series with label `partition`.
+fn histogram_by_partition(scrape: &Scrape, name: &str, partition: u32) -> Option<(u64, f64)> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && s.labels.get("partition") == Some(&partition.to_string()))
+        .map(|s| match &s.value {
+            Value::Histogram(h) => {
+                let count = h.iter().map(|b| b.count).fold(0.0, f64::max);
+                let sum = scrape
+                    .samples
+                    .iter()
+                    .find(|x| {
+                        x.metric == format!("{name}_sum")
+                            && x.labels.get("partition") == Some(&partition.to_string())
+                    })
+                    .map(|x| match x.value {
+                        Value::Untyped(v) | Value::Counter(v) | Value::Gauge(v) => v,
+                        _ => f64::NAN,
+                    })
+                    .unwrap_or(f64::NAN);
+                (count as u64, sum)
+            }
+            other => panic!("{name} is not a histogram: {other:?}"),
+        })
+}
+
+/// The LSN of the newest snapshot file of partition `p`.
+fn newest_snapshot_lsn(data: &std::path::Path, p: u32) -> Option<u64> {
+    evring::snapshot::list(&data.join(format!("p{p}")))
+        .unwrap()
+        .first()
+        .map(|(lsn, _)| *lsn)
+}
+
+/// Scrapes until `done` holds for the scrape (10 s at most).
+fn scrape_until(addr: &str, what: &str, done: impl Fn(&Scrape) -> bool) -> Scrape {
+    let started = std::time::Instant::now();
+    loop {
+        let s = scrape(addr);
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{what}: not after 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn snapshot_metrics_follow_the_snapshots_and_no_partition_is_poisoned() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &data,
+        &[
+            "--partitions",
+            "1",
+            "--set",
+            "metrics_listen=\"127.0.0.1:0\"",
+            "--set",
+            "snapshot_every_events=100",
+            "--set",
+            "snapshot_every_secs=0",
+        ],
+    );
+    let metrics = server.metrics_addr();
+    let before = scrape(&metrics);
+    assert_eq!(
+        by_partition(&before, "evring_partition_poisoned", 0),
+        Some(0.0),
+        "a healthy partition reports 0"
+    );
+    assert_eq!(by_partition(&before, "evring_snapshots_total", 0), None);
+    let c = server.client();
+    // 100 events in one append: exactly one snapshot is due, at LSN 100; then another 100.
+    for round in 1..=2u64 {
+        let events = (0..100)
+            .map(|i| ev("E", format!("{round}/{i}").as_bytes()))
+            .collect();
+        c.append("m", expected::ANY, events).unwrap();
+        let s = scrape_until(&metrics, "the snapshot's LSN gauge", |s| {
+            by_partition(s, "evring_snapshot_lsn", 0) == Some(100.0 * round as f64)
+        });
+        assert_eq!(newest_snapshot_lsn(&data, 0), Some(100 * round));
+        assert_eq!(
+            by_partition(&s, "evring_snapshots_total", 0),
+            Some(round as f64)
+        );
+        let (count, sum) =
+            histogram_by_partition(&s, "evring_snapshot_duration_seconds", 0).unwrap();
+        assert_eq!(count, round, "one duration per snapshot");
+        assert!(sum > 0.0 && sum < 60.0, "{sum}");
+        assert_eq!(by_partition(&s, "evring_partition_poisoned", 0), Some(0.0));
+        all_documented(&s);
+    }
+}
+
+#[test]
+fn the_poisoned_gauge_is_1_for_the_partition_whose_write_failed_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        &[
+            "--partitions",
+            "2",
+            "--set",
+            "metrics_listen=\"127.0.0.1:0\"",
+        ],
+        &[("EVRINGD_INJECT_WRITE_FAILURE_AFTER", "20")],
+    );
+    let metrics = server.metrics_addr();
+    let on = |p: u32| {
+        (0..)
+            .map(|k| format!("s-{k}"))
+            .find(|s| evring::protocol::partition_of(s, 2) == p)
+            .unwrap()
+    };
+    let (s0, s1) = (on(0), on(1));
+    let s = scrape(&metrics);
+    assert_eq!(by_partition(&s, "evring_partition_poisoned", 0), Some(0.0));
+    assert_eq!(by_partition(&s, "evring_partition_poisoned", 1), Some(0.0));
+    // Appends to partition 1 until the injected write failure poisons it.
+    let c = server.client();
+    let err = (0..100)
+        .find_map(|i| {
+            c.append(&s1, expected::ANY, vec![ev("E", format!("{i}").as_bytes())])
+                .err()
+        })
+        .expect("the injected write failure surfaces");
+    assert_eq!(err.code(), Some(code::PARTITION_UNAVAILABLE), "{err}");
+    let s = scrape(&metrics);
+    assert_eq!(by_partition(&s, "evring_partition_poisoned", 1), Some(1.0));
+    assert_eq!(by_partition(&s, "evring_partition_poisoned", 0), Some(0.0));
+    // Partition 0 goes on and stays healthy.
+    c.append(&s0, expected::ANY, vec![ev("E", b"fine")])
+        .unwrap();
+    let s = scrape(&metrics);
+    assert_eq!(by_partition(&s, "evring_partition_poisoned", 0), Some(0.0));
+    assert_eq!(by_partition(&s, "evring_partition_poisoned", 1), Some(1.0));
 }

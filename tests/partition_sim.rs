@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use evring::journal::{Journal, JournalConfig, SimStorage};
-use evring::protocol::{expected, Direction};
+use evring::protocol::{code, expected, Direction};
 use evring::ring::RingConfig;
 use evring::server::partition::{Partition, PartitionImage, PartitionLimits, Rebuild};
 use evring::shard::run_local;
@@ -143,7 +143,11 @@ async fn workload_snapshotting(
                             *latest.borrow_mut() = Some(part.image().encode());
                         }
                     }
-                    Err(_) => return, // the disk is gone: nothing more is acknowledged
+                    // The disk is gone: the journal is poisoned, nothing more is acknowledged.
+                    Err(e) => {
+                        assert_eq!(e.code, code::PARTITION_UNAVAILABLE, "{}", e.message);
+                        return;
+                    }
                 }
             }
         }));
@@ -231,7 +235,13 @@ fn every_acknowledged_event_survives_power_loss_at_any_point_under_the_partition
                 storage.faults().defer_completions = seed % 2 == 1;
                 let acked = match open(storage.clone()).await {
                     Ok(part) => workload(&Rc::new(part), 4, 30).await,
-                    Err(_) => Rc::default(),
+                    Err(e) => {
+                        assert!(
+                            e.contains("simulated power loss"),
+                            "seed {seed} crash {crash}: {e}"
+                        );
+                        Rc::default()
+                    }
                 };
                 let image = storage.crash_image();
                 let part = open(image.clone())
@@ -283,7 +293,13 @@ fn power_loss_with_snapshots_taken_during_the_load_loses_nothing() {
                     Ok(part) => {
                         workload_snapshotting(&Rc::new(part), 4, 30, Some(latest.clone())).await
                     }
-                    Err(_) => Rc::default(),
+                    Err(e) => {
+                        assert!(
+                            e.contains("simulated power loss"),
+                            "seed {seed} crash {crash}: {e}"
+                        );
+                        Rc::default()
+                    }
                 };
                 let image = storage.crash_image();
                 let snap = latest.borrow().clone();

@@ -218,7 +218,11 @@ fn sigkill_during_load_loses_nothing_acknowledged() {
                     let data = format!("round {round} writer {w} item {i}").into_bytes();
                     match c.append(&stream, expected::ANY, vec![ev("L", &data)]) {
                         Ok(a) => acked.lock().unwrap().push((stream, a.first_version, data)),
-                        Err(_) => break,
+                        // The server was killed: the connection fails, no error reply.
+                        Err(e) => {
+                            assert_eq!(e.code(), None, "{e}");
+                            break;
+                        }
                     }
                 }
             }));

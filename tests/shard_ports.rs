@@ -122,7 +122,7 @@ fn shard_aware_clients_reach_each_streams_owner_directly() {
     // A shard port serves another shard's partitions too (forwarded).
     let foreign = (0..100)
         .map(|i| format!("f-{i}"))
-        .find(|s| evring::server::shard::partition_of(s, PARTITIONS) % 2 == 1)
+        .find(|s| evring::protocol::partition_of(s, PARTITIONS) % 2 == 1)
         .unwrap();
     let mut raw = raw_connect(&shards[0]);
     send(&mut raw, 1, &common::hello());

@@ -289,10 +289,10 @@ fn snapshots_taken_while_appends_pour_in_lose_nothing_at_a_sigkill() {
                 while !stop.load(Ordering::Relaxed) {
                     let stream = format!("st-{}", (w * 3 + n) % 12);
                     let data = format!("w{w} n{n}").into_bytes();
-                    if c.append(&stream, expected::ANY, vec![common::ev("E", &data)])
-                        .is_err()
-                    {
-                        return; // the server was killed
+                    if let Err(e) = c.append(&stream, expected::ANY, vec![common::ev("E", &data)]) {
+                        // The server was killed: the connection fails, no error reply.
+                        assert_eq!(e.code(), None, "{e}");
+                        return;
                     }
                     acked.lock().unwrap().entry(stream).or_default().push(data);
                     n += 1;
@@ -514,4 +514,183 @@ fn snapshot_work_runs_off_the_shards_cpu() {
         allowed.iter().any(|a| a != shard_cpu),
         "every shard-named thread is on the shard's CPU {shard_cpu}: {allowed:?}"
     );
+}
+
+/// The journal segments of partition 0, by sequence number.
+fn segment_seqs(data: &Path) -> Vec<u64> {
+    let mut seqs: Vec<u64> = std::fs::read_dir(data.join("p0"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| evring::journal::device::parse_segment_file_name(e.file_name().to_str()?))
+        .collect();
+    seqs.sort_unstable();
+    seqs
+}
+
+/// Sets the modification time of segment `seq` two hours back.
+fn age_segment(data: &Path, seq: u64) {
+    let path = data
+        .join("p0")
+        .join(evring::journal::device::segment_file_name(seq));
+    let when = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+}
+
+/// SIGTERM and wait: a retention pass under way finishes before the process exits.
+fn terminate(mut p: Proc) {
+    // SAFETY: sending a signal to our own child process by pid has no memory effects.
+    unsafe {
+        libc::kill(p.child.id() as i32, libc::SIGTERM);
+    }
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "evringd exited with {status}");
+}
+
+/// Appends events `from..` to `st-0` until `snapshots` snapshot files exist; returns the
+/// next event number.
+fn append_until_snapshots(c: &BlockingClient, data: &Path, mut i: u64, want: usize) -> u64 {
+    let limit = i + 20_000;
+    while snapshots(data).len() < want {
+        let a = c
+            .append("st-0", expected::ANY, vec![event(i, false)])
+            .unwrap();
+        assert_eq!(a.first_version, i);
+        i += 1;
+        assert!(
+            i < limit,
+            "no snapshot after {} events",
+            i - (limit - 20_000)
+        );
+    }
+    i
+}
+
+/// Polls (appending nothing) until segment `seq` is gone.
+fn wait_until_removed(data: &Path, seq: u64) {
+    let started = Instant::now();
+    while segment_seqs(data).contains(&seq) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "segment {seq} is still there: {:?}",
+            segment_seqs(data)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn retention_by_age_deletes_old_segments_a_kept_snapshot_covers_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let flags = [
+        "--set",
+        "snapshot_every_events=400",
+        "--set",
+        "snapshot_keep=3",
+        "--set",
+        "snapshot_on_shutdown=false",
+        "--set",
+        "retention_max_age_secs=3600",
+        "--set",
+        "ring_capacity_events=64",
+    ];
+    // 1. Two snapshots cover the oldest segments, but every segment is young: retention
+    //    (which runs after each snapshot) deletes nothing.
+    let p = start(&data, &dir.path().join("1.log"), &flags, &[]);
+    let mut next = append_until_snapshots(&client(&p), &data, 0, 2);
+    terminate(p); // lets the retention pass after the second snapshot finish
+    let seqs = segment_seqs(&data);
+    let last = *seqs.last().unwrap();
+    assert_eq!(
+        seqs,
+        (0..=last).collect::<Vec<_>>(),
+        "young segments deleted"
+    );
+    let resume = |data: &Path| -> Vec<u64> {
+        snapshots(data)
+            .iter()
+            .map(|s| evring::snapshot::read_meta(s).unwrap().resume_segment)
+            .collect()
+    };
+    assert!(
+        resume(&data).iter().all(|&r| r > 4),
+        "the snapshots cover segments 0..=3: {:?}",
+        resume(&data)
+    );
+    // 2. Segments 0..=3 are two hours old, the rest young: the next retention pass deletes
+    //    0..=3 and keeps segment 4 and after (covered, but younger than the limit).
+    for seq in 0..=3 {
+        age_segment(&data, seq);
+    }
+    let p = start(&data, &dir.path().join("2.log"), &flags, &[]);
+    next = append_until_snapshots(&client(&p), &data, next, 3);
+    wait_until_removed(&data, 3);
+    terminate(p);
+    let seqs = segment_seqs(&data);
+    let last = *seqs.last().unwrap();
+    assert_eq!(seqs, (4..=last).collect::<Vec<_>>(), "by age: 0..=3 only");
+    // 3. Every segment is old: the next pass deletes up to the oldest kept snapshot's resume
+    //    segment and keeps every segment from there on, old as they are.
+    for &seq in &seqs {
+        age_segment(&data, seq);
+    }
+    let p = start(&data, &dir.path().join("3.log"), &flags, &[]);
+    let c = client(&p);
+    let mut i = next;
+    // Snapshot files are pruned to the newest 3: wait for one taken after this restart.
+    let newest_before = snapshots(&data).last().cloned();
+    while snapshots(&data).last() == newest_before.as_ref() {
+        c.append("st-0", expected::ANY, vec![event(i, false)])
+            .unwrap();
+        i += 1;
+        assert!(i < next + 20_000, "no snapshot after the restart");
+    }
+    next = i;
+    wait_until_removed(&data, 4);
+    drop(c);
+    terminate(p);
+    let bound = *resume(&data).iter().min().unwrap();
+    let seqs = segment_seqs(&data);
+    let last = *seqs.last().unwrap();
+    assert!(
+        bound + 2 < last,
+        "old segments the oldest snapshot does not cover: {bound}..{last}"
+    );
+    assert_eq!(
+        seqs,
+        (bound..=last).collect::<Vec<_>>(),
+        "deleted exactly the old segments below the oldest kept snapshot's resume segment"
+    );
+    // 4. After a restart the retained history is served, the deleted part is error 12.
+    let p = start(&data, &dir.path().join("4.log"), &flags, &[]);
+    let c = client(&p);
+    assert_eq!(c.stream_info("st-0").unwrap().next_version, next);
+    let e = c.read("st-0", 0, 10, Direction::Forward).unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(evring::protocol::code::INVALID_ARGUMENT),
+        "{e}"
+    );
+    let msg = e.to_string();
+    let oldest: u64 = msg
+        .rsplit("truncated before LSN ")
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{msg}"));
+    assert!(oldest > 0 && oldest < next, "{msg}");
+    let mut v = oldest;
+    while v < next {
+        let (events, _) = c.read("st-0", v, 1000, Direction::Forward).unwrap();
+        assert!(!events.is_empty());
+        for e in events {
+            assert_eq!(e.stream_version, v);
+            assert_eq!(e.event.data, event(v, false).data, "version {v}");
+            v += 1;
+        }
+    }
 }

@@ -4,7 +4,7 @@ use std::io::Read;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use evring::client::{BlockingClient, SubscriptionItem};
+use evring::client::{BlockingClient, Checkpoint, SubscriptionItem};
 use evring::protocol::{Direction, Event, RecordedEvent, SubscribeTarget};
 use serde_json::json;
 
@@ -90,6 +90,12 @@ enum Cmd {
         /// Stop after this many events.
         #[arg(long)]
         count: Option<usize>,
+        /// (all) Resume from the checkpoint in FILE — one position per partition — and keep
+        /// it there, replaced after every batch printed. A missing FILE starts from --from
+        /// (or live). Events after the last write are printed again after a crash of this
+        /// command: at least once, never skipped.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<std::path::PathBuf>,
     },
     /// Count/sum/min/max/average of event values over a time window.
     Aggregate {
@@ -202,8 +208,21 @@ fn parse_id(s: &str) -> anyhow::Result<[u8; 16]> {
     Ok(id)
 }
 
+/// Replaces FILE with `checkpoint` (a temporary file renamed over it, so a crash leaves the
+/// old or the new checkpoint, never half of one).
+fn save_checkpoint(file: Option<&std::path::Path>, checkpoint: &Checkpoint) -> anyhow::Result<()> {
+    let Some(file) = file else {
+        return Ok(());
+    };
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, format!("{checkpoint}\n"))
+        .and_then(|()| std::fs::rename(&tmp, file))
+        .with_context(|| format!("cannot write checkpoint {}", file.display()))
+}
+
 fn event_json(e: &RecordedEvent) -> serde_json::Value {
     json!({
+        "stream": e.stream,
         "stream_version": e.stream_version,
         "lsn": e.lsn,
         "partition": e.partition,
@@ -220,7 +239,8 @@ fn print_event(e: &RecordedEvent, as_json: bool) {
         println!("{}", event_json(e));
     } else {
         println!(
-            "v{} lsn {} p{} {} {}",
+            "{} v{} lsn {} p{} {} {}",
+            e.stream,
             e.stream_version,
             e.lsn,
             e.partition,
@@ -361,6 +381,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             from,
             type_prefix,
             count,
+            checkpoint,
         } => {
             let target = match target {
                 Target::Stream => SubscribeTarget::Stream,
@@ -368,20 +389,57 @@ fn run(args: Args) -> anyhow::Result<()> {
                 Target::All => SubscribeTarget::All,
                 Target::Model => SubscribeTarget::Model,
             };
-            let sub = c.subscribe(target, &name, from.unwrap_or(u64::MAX), &type_prefix)?;
+            if checkpoint.is_some() && target != SubscribeTarget::All {
+                bail!("--checkpoint is for `subscribe all` (one position per partition)");
+            }
+            let from = from.unwrap_or(u64::MAX);
+            let mut position = match &checkpoint {
+                Some(file) if file.exists() => std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read checkpoint {}", file.display()))?
+                    .parse::<Checkpoint>()
+                    .map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", file.display()))?,
+                _ => Checkpoint::from_positions(vec![from; c.partitions() as usize]),
+            };
+            let sub = match &checkpoint {
+                Some(_) => c.subscribe_all_from(&position, &type_prefix)?,
+                None => c.subscribe(target, &name, from, &type_prefix)?,
+            };
+            // Where to resume: the next stream version, or the checkpoint.
+            let mut next_version = (from != u64::MAX).then_some(from);
             let mut seen = 0usize;
             loop {
                 match sub.next() {
                     SubscriptionItem::Events(events) => {
                         for e in &events {
                             print_event(e, args.json);
+                            next_version = Some(e.stream_version + 1);
                             seen += 1;
                             if count.is_some_and(|n| seen >= n) {
+                                position.advance(std::slice::from_ref(e));
+                                save_checkpoint(checkpoint.as_deref(), &position)?;
                                 return Ok(());
                             }
+                            position.advance(std::slice::from_ref(e));
                         }
+                        save_checkpoint(checkpoint.as_deref(), &position)?;
                     }
-                    SubscriptionItem::Ended(e) => bail!("subscription ended: {e}"),
+                    SubscriptionItem::Ended(e) => {
+                        let resume = match (target, &checkpoint) {
+                            (_, Some(file)) => format!(
+                                "resume with --checkpoint {} (it holds {position})",
+                                file.display()
+                            ),
+                            (SubscribeTarget::Stream, _) => match next_version {
+                                Some(v) => format!("resume with --from {v}"),
+                                None => "resume with --from 0 or live (no --from)".into(),
+                            },
+                            _ => format!(
+                                "the positions reached, per partition: {position} (--checkpoint \
+                                 FILE keeps them for a resume)"
+                            ),
+                        };
+                        bail!("subscription ended: {e}; {resume}");
+                    }
                 }
             }
         }

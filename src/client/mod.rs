@@ -305,7 +305,7 @@ impl Client {
         if self.routes.is_empty() {
             return &self.inner;
         }
-        let p = crate::server::shard::partition_of(stream, self.routes.len() as u32);
+        let p = crate::protocol::partition_of(stream, self.routes.len() as u32);
         &self.routes[p as usize]
     }
 
@@ -372,9 +372,15 @@ impl Client {
         };
         match self.request(&req).await? {
             Response::Events {
-                events,
+                mut events,
                 end_of_stream,
-            } => Ok((events, end_of_stream)),
+            } => {
+                // A READ reply is one stream's; the wire leaves its name out.
+                for e in &mut events {
+                    e.stream = stream.to_string();
+                }
+                Ok((events, end_of_stream))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -461,12 +467,36 @@ impl Client {
         from: u64,
         type_prefix: &str,
     ) -> Result<Subscription, ClientError> {
-        let req = Request::Subscribe {
+        self.subscribe_request(Request::Subscribe {
             target,
             name: name.into(),
             from,
             type_prefix: type_prefix.into(),
-        };
+            positions: Vec::new(),
+        })
+        .await
+    }
+
+    /// Subscribes to every partition's events (`SubscribeTarget::All`) from a checkpoint:
+    /// each partition from its own position. Keep the checkpoint up to date with
+    /// [`Checkpoint::advance`] as events arrive, store it (its `Display` form), and resume
+    /// from it after a restart or a cut-off with no gap and no duplicate.
+    pub async fn subscribe_all_from(
+        &self,
+        checkpoint: &Checkpoint,
+        type_prefix: &str,
+    ) -> Result<Subscription, ClientError> {
+        self.subscribe_request(Request::Subscribe {
+            target: SubscribeTarget::All,
+            name: String::new(),
+            from: 0,
+            type_prefix: type_prefix.into(),
+            positions: checkpoint.positions.clone(),
+        })
+        .await
+    }
+
+    async fn subscribe_request(&self, req: Request) -> Result<Subscription, ClientError> {
         let conn = self.conn_for(&req).clone();
         let id = conn.next_id.fetch_add(1, Ordering::AcqRel);
         let (tx, rx) = mpsc::channel();
@@ -534,7 +564,7 @@ impl Inner {
             if let Some(tx) = subs.get(&id) {
                 let accepted = !self.pending.lock().expect("pending").contains_key(&id);
                 match resp {
-                    Response::Pushed { events } => {
+                    Response::Pushed { events } | Response::PushedV1 { events } => {
                         let _ = tx.send(SubscriptionItem::Events(events));
                         return;
                     }
@@ -703,6 +733,95 @@ impl BlockingClient {
         type_prefix: &str,
     ) -> Result<Subscription, ClientError> {
         futures_lite::future::block_on(self.client.subscribe(target, name, from, type_prefix))
+    }
+    pub fn subscribe_all_from(
+        &self,
+        checkpoint: &Checkpoint,
+        type_prefix: &str,
+    ) -> Result<Subscription, ClientError> {
+        futures_lite::future::block_on(self.client.subscribe_all_from(checkpoint, type_prefix))
+    }
+    pub fn partitions(&self) -> u32 {
+        self.client.partitions()
+    }
+}
+
+/// Where a subscription to every partition stands: per partition, the LSN of the next event
+/// to deliver. Written as the positions separated by commas, in partition order
+/// (`"1204,0,877"`; `-` for "live only"), so it can be stored and handed back
+/// ([`Client::subscribe_all_from`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    positions: Vec<u64>,
+}
+
+impl Checkpoint {
+    /// Every partition from its first event.
+    pub fn beginning(partitions: u32) -> Checkpoint {
+        Checkpoint {
+            positions: vec![0; partitions as usize],
+        }
+    }
+
+    /// Each partition from its position in `positions` (partition order; `u64::MAX`: live).
+    pub fn from_positions(positions: Vec<u64>) -> Checkpoint {
+        Checkpoint { positions }
+    }
+
+    /// Every partition from its next new event (live only).
+    pub fn live(partitions: u32) -> Checkpoint {
+        Checkpoint {
+            positions: vec![u64::MAX; partitions as usize],
+        }
+    }
+
+    /// Moves past `events` (pushed by a subscription to every partition).
+    pub fn advance(&mut self, events: &[RecordedEvent]) {
+        for e in events {
+            if let Some(p) = self.positions.get_mut(e.partition as usize) {
+                if *p == u64::MAX || *p <= e.lsn {
+                    *p = e.lsn + 1;
+                }
+            }
+        }
+    }
+
+    /// The position of each partition, in partition order.
+    pub fn positions(&self) -> &[u64] {
+        &self.positions
+    }
+}
+
+impl std::fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.positions.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if *p == u64::MAX {
+                f.write_str("-")?;
+            } else {
+                write!(f, "{p}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Checkpoint {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Checkpoint, String> {
+        let positions = text
+            .trim()
+            .split(',')
+            .map(|p| match p.trim() {
+                "-" => Ok(u64::MAX),
+                n => n
+                    .parse::<u64>()
+                    .map_err(|_| format!("checkpoint position {n:?} is not a number or \"-\"")),
+            })
+            .collect::<Result<Vec<u64>, String>>()?;
+        Ok(Checkpoint { positions })
     }
 }
 

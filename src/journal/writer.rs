@@ -321,17 +321,23 @@ struct JournalMetrics {
     bytes: metrics::Counter,
     in_flight: metrics::Gauge,
     segment_prepare_failures: metrics::Counter,
+    /// 0 from the open on, 1 once a write or fdatasync failed.
+    poisoned: metrics::Gauge,
 }
 
 impl JournalMetrics {
     fn new(partition: u32) -> JournalMetrics {
         let p = partition.to_string();
+        let poisoned =
+            metrics::gauge!(crate::metrics::PARTITION_POISONED, "partition" => p.clone());
+        poisoned.set(0.0);
         JournalMetrics {
             flush_latency: metrics::histogram!(crate::metrics::FLUSH_LATENCY_SECONDS, "partition" => p.clone()),
             frames: metrics::counter!(crate::metrics::FRAMES_WRITTEN_TOTAL, "partition" => p.clone()),
             bytes: metrics::counter!(crate::metrics::JOURNAL_BYTES_WRITTEN_TOTAL, "partition" => p.clone()),
             in_flight: metrics::gauge!(crate::metrics::FRAMES_IN_FLIGHT, "partition" => p.clone()),
             segment_prepare_failures: metrics::counter!(crate::metrics::SEGMENT_PREPARE_FAILURES, "partition" => p),
+            poisoned,
         }
     }
 }
@@ -942,14 +948,14 @@ impl<S: Storage + 'static> Journal<S> {
                 let mut st = self.shared.state.borrow_mut();
                 let reason = format!("ending a segment failed: {e}");
                 tracing::error!(%reason, "journal poisoned");
-                metrics::gauge!(crate::metrics::PARTITION_POISONED, "partition" => self.shared.cfg.partition.to_string())
-                    .set(1.0);
-                st.poisoned = Some(reason);
+                self.shared.metrics.poisoned.set(1.0);
+                st.poisoned = Some(reason.clone());
                 st.rolling = false;
                 // The next segment stays ready for the restart's recovery to adopt or ignore.
                 st.next_segment = NextSegment::Ready(file, bytes);
                 wake_all(&mut st);
-                return Err(e);
+                // Like a failed frame: this append and every later one get the poison error.
+                return Err(JournalError::Poisoned { reason });
             }
             let mut st = self.shared.state.borrow_mut();
             st.file = file;
@@ -1058,8 +1064,7 @@ impl<S: Storage + 'static> Journal<S> {
                             self.shared.storage.describe(st.seg_seq)
                         );
                         tracing::error!(%reason, "journal poisoned");
-                        metrics::gauge!(crate::metrics::PARTITION_POISONED, "partition" => self.shared.cfg.partition.to_string())
-                            .set(1.0);
+                        self.shared.metrics.poisoned.set(1.0);
                         st.poisoned = Some(reason.clone());
                         flight.signal.finish(Err(reason.clone()));
                         if let Some(open) = st.open.take() {

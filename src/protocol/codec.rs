@@ -77,21 +77,30 @@ impl<'a> Cursor<'a> {
             metadata: self.blob("metadata")?,
         })
     }
-    fn recorded(&mut self) -> Result<RecordedEvent, ProtocolError> {
+    /// A recorded event; with its stream's name first when `named` (0x96).
+    fn recorded(&mut self, named: bool) -> Result<RecordedEvent, ProtocolError> {
         Ok(RecordedEvent {
+            stream: if named {
+                self.str("stream")?
+            } else {
+                String::new()
+            },
             stream_version: self.u64("stream version")?,
             lsn: self.u64("lsn")?,
             partition: self.u32("partition")?,
             event: self.event()?,
         })
     }
-    fn recorded_list(&mut self) -> Result<Vec<RecordedEvent>, ProtocolError> {
+    fn recorded_list(&mut self, named: bool) -> Result<Vec<RecordedEvent>, ProtocolError> {
         let n = self.u32("event count")?;
         let mut out = Vec::new();
         for _ in 0..n {
-            out.push(self.recorded()?);
+            out.push(self.recorded(named)?);
         }
         Ok(out)
+    }
+    fn at_end(&self) -> bool {
+        self.at == self.bytes.len()
     }
     fn finish<T>(self, value: T) -> Result<T, ProtocolError> {
         if self.at != self.bytes.len() {
@@ -146,9 +155,12 @@ impl Writer<'_> {
         self.blob(&e.data);
         self.blob(&e.metadata);
     }
-    fn recorded_list(&mut self, events: &[RecordedEvent]) {
+    fn recorded_list(&mut self, events: &[RecordedEvent], named: bool) {
         self.u32(events.len() as u32);
         for r in events {
+            if named {
+                self.str(&r.stream);
+            }
             self.u64(r.stream_version);
             self.u64(r.lsn);
             self.u32(r.partition);
@@ -212,11 +224,20 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request) {
             name,
             from,
             type_prefix,
+            positions,
         } => {
             w.u8(*target as u8);
             w.str(name);
             w.u64(*from);
             w.str(type_prefix);
+            // The checkpoint is v2's optional trailing field: absent when empty, so a v1
+            // SUBSCRIBE is byte for byte what it was.
+            if !positions.is_empty() {
+                w.u32(positions.len() as u32);
+                for p in positions {
+                    w.u64(*p);
+                }
+            }
         }
         Request::Unsubscribe { subscription_id } => w.u64(*subscription_id),
         Request::Aggregate {
@@ -294,6 +315,16 @@ pub fn decode_request(op: u8, body: &[u8]) -> Result<Request, ProtocolError> {
             name: c.str("name")?,
             from: c.u64("from")?,
             type_prefix: c.str("type prefix")?,
+            positions: if c.at_end() {
+                Vec::new()
+            } else {
+                let n = c.u32("position count")?;
+                let mut positions = Vec::new();
+                for _ in 0..n {
+                    positions.push(c.u64("position")?);
+                }
+                positions
+            },
         },
         opcode::UNSUBSCRIBE => Request::Unsubscribe {
             subscription_id: c.u64("subscription id")?,
@@ -352,10 +383,11 @@ pub fn encode_response(out: &mut Vec<u8>, request_id: u64, flags: u8, resp: &Res
             events,
             end_of_stream,
         } => {
-            w.recorded_list(events);
+            w.recorded_list(events, false);
             w.u8(u8::from(*end_of_stream));
         }
-        Response::Pushed { events } => w.recorded_list(events),
+        Response::Pushed { events } => w.recorded_list(events, true),
+        Response::PushedV1 { events } => w.recorded_list(events, false),
         Response::Aggregated { buckets } => {
             w.u32(buckets.len() as u32);
             for b in buckets {
@@ -391,6 +423,18 @@ pub fn encode_response(out: &mut Vec<u8>, request_id: u64, flags: u8, resp: &Res
     });
 }
 
+/// Appends a push of `events` for subscription `request_id`: 0x96 with each event's stream
+/// when `named` (protocol v2), else 0x93 (v1). The same bytes as encoding
+/// [`Response::Pushed`] / [`Response::PushedV1`], without building one.
+pub fn encode_pushed(out: &mut Vec<u8>, request_id: u64, events: &[RecordedEvent], named: bool) {
+    let op = if named {
+        opcode::PUSHED_NAMED
+    } else {
+        opcode::PUSHED
+    };
+    frame(out, op, 0, request_id, |w| w.recorded_list(events, named));
+}
+
 /// Decodes a reply body for `op`.
 pub fn decode_response(op: u8, body: &[u8]) -> Result<Response, ProtocolError> {
     let mut c = Cursor::new(body);
@@ -418,11 +462,14 @@ pub fn decode_response(op: u8, body: &[u8]) -> Result<Response, ProtocolError> {
             lsn: c.u64("lsn")?,
         },
         opcode::EVENTS => Response::Events {
-            events: c.recorded_list()?,
+            events: c.recorded_list(false)?,
             end_of_stream: c.u8("end of stream")? != 0,
         },
-        opcode::PUSHED => Response::Pushed {
-            events: c.recorded_list()?,
+        opcode::PUSHED => Response::PushedV1 {
+            events: c.recorded_list(false)?,
+        },
+        opcode::PUSHED_NAMED => Response::Pushed {
+            events: c.recorded_list(true)?,
         },
         opcode::AGGREGATED => {
             let n = c.u32("bucket count")?;
@@ -518,6 +565,14 @@ mod tests {
                 name: "".into(),
                 from: 3,
                 type_prefix: "Order".into(),
+                positions: Vec::new(),
+            },
+            Request::Subscribe {
+                target: SubscribeTarget::All,
+                name: "".into(),
+                from: 0,
+                type_prefix: "".into(),
+                positions: vec![5, u64::MAX, 0],
             },
             Request::Unsubscribe { subscription_id: 9 },
             Request::Aggregate {
@@ -545,9 +600,18 @@ mod tests {
             assert_eq!(header.request_id, i as u64 + 100);
             assert_eq!(header.opcode, req.opcode());
             assert_eq!(&decode_request(header.opcode, body).unwrap(), req);
-            // Every strict prefix of the body fails cleanly.
+            // Every strict prefix of the body fails cleanly, except where an optional
+            // trailing field (a SUBSCRIBE's checkpoint) would begin.
+            let optional_from = match req {
+                Request::Subscribe { positions, .. } if !positions.is_empty() => {
+                    body.len() - 4 - 8 * positions.len()
+                }
+                _ => usize::MAX,
+            };
             for cut in 0..body.len() {
-                assert!(decode_request(header.opcode, &body[..cut]).is_err() || cut == body.len());
+                assert!(
+                    decode_request(header.opcode, &body[..cut]).is_err() || cut == optional_from
+                );
             }
             // A trailing byte is rejected.
             let mut longer = body.to_vec();
@@ -558,11 +622,17 @@ mod tests {
 
     #[test]
     fn every_response_round_trips() {
+        // Only 0x96 carries the stream's name.
         let recorded = RecordedEvent {
+            stream: String::new(),
             stream_version: 4,
             lsn: 77,
             partition: 1,
             event: event(5),
+        };
+        let named = RecordedEvent {
+            stream: "orders-1".into(),
+            ..recorded.clone()
         };
         let responses = vec![
             Response::Hello {
@@ -583,6 +653,9 @@ mod tests {
             },
             Response::Subscribed,
             Response::Pushed {
+                events: vec![named.clone()],
+            },
+            Response::PushedV1 {
                 events: vec![recorded],
             },
             Response::Aggregated {
@@ -614,6 +687,19 @@ mod tests {
             encode_response(&mut out, 5, 0, resp);
             let (header, body) = split(&out);
             assert_eq!(&decode_response(header.opcode, body).unwrap(), resp);
+            if let Response::Pushed { events } | Response::PushedV1 { events } = resp {
+                let mut direct = Vec::new();
+                encode_pushed(
+                    &mut direct,
+                    5,
+                    events,
+                    matches!(resp, Response::Pushed { .. }),
+                );
+                assert_eq!(
+                    direct, out,
+                    "encode_pushed writes what encode_response does"
+                );
+            }
             for cut in 0..body.len() {
                 assert!(decode_response(header.opcode, &body[..cut]).is_err());
             }
@@ -676,13 +762,13 @@ mod tests {
             .filter(|b| b.trim_start().starts_with("0000"))
             .map(unhex)
             .collect();
-        assert_eq!(blocks.len(), 4, "expected four hex examples");
+        assert_eq!(blocks.len(), 5, "expected five hex examples");
         let mut hello = Vec::new();
         encode_request(
             &mut hello,
             1,
             &Request::Hello {
-                protocol_version: 1,
+                protocol_version: 2,
                 client_name: "cli".into(),
                 auth_token: "".into(),
             },
@@ -731,5 +817,26 @@ mod tests {
             },
         );
         assert_eq!(blocks[3], err);
+        let mut push = Vec::new();
+        encode_pushed(
+            &mut push,
+            7,
+            &[RecordedEvent {
+                stream: "orders-1".into(),
+                stream_version: 0,
+                lsn: 0,
+                partition: 1,
+                event: Event {
+                    id: [0; 16],
+                    event_type: "Created".into(),
+                    timestamp_ns: 1_000_000_000,
+                    value: f64::NAN,
+                    data: b"hi".to_vec(),
+                    metadata: vec![],
+                },
+            }],
+            true,
+        );
+        assert_eq!(blocks[4], push);
     }
 }

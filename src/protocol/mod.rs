@@ -1,5 +1,12 @@
-//! Wire protocol v1: frames, requests and replies, shared by the server and the client
-//! (docs/PROTOCOL.md has the byte tables).
+//! Wire protocol v2 (and v1, which a server still speaks to a client that asks for it):
+//! frames, requests and replies, shared by the server and the client (docs/PROTOCOL.md has
+//! the byte tables).
+//!
+//! A connection's version is what its HELLO asked for; the server answers in it. Version 2
+//! adds, without changing any v1 message: pushed events that name their stream (0x96, sent
+//! instead of 0x93), and a SUBSCRIBE that may end with one position per partition (a
+//! checkpoint). Decoding needs no version: each opcode has one layout, and the checkpoint is
+//! an optional trailing field.
 //!
 //! A frame is a 16-byte header — `u32 length` (bytes after this field), `u8 opcode`,
 //! `u8 flags`, `u16 reserved`, `u64 request_id` — followed by the body. All integers are
@@ -12,10 +19,32 @@
 
 mod codec;
 
-pub use codec::{decode_request, decode_response, encode_request, encode_response};
+pub use codec::{decode_request, decode_response, encode_pushed, encode_request, encode_response};
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this build speaks (what the Rust client asks for).
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The oldest protocol version a server of this build still serves.
+pub const PROTOCOL_VERSION_MIN: u16 = 1;
+
+/// FNV-1a 64 of `bytes` (offset basis `0xcbf29ce484222325`, prime `0x100000001b3`): the
+/// stream hash of the wire contract. Partitions route by it ([`partition_of`]), and rings
+/// keep it as an event's stream id (names collide, so a match is confirmed by name).
+pub fn stream_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The partition of a stream (or key): [`stream_hash`] of its name modulo the partition
+/// count. Part of the wire contract: a client that sends a stream's requests to the address
+/// HELLO names for this partition saves a hop.
+pub fn partition_of(stream: &str, partitions: u32) -> u32 {
+    (stream_hash(stream.as_bytes()) % u64::from(partitions.max(1))) as u32
+}
 
 /// Bytes of the frame header, the `length` field included.
 pub const FRAME_HEADER_BYTES: usize = 16;
@@ -44,7 +73,10 @@ pub mod opcode {
     pub const APPENDED: u8 = 0x90;
     pub const EVENTS: u8 = 0x91;
     pub const SUBSCRIBED: u8 = 0x92;
+    /// Pushed events without their streams' names (protocol v1).
     pub const PUSHED: u8 = 0x93;
+    /// Pushed events, each with its stream's name (protocol v2).
+    pub const PUSHED_NAMED: u8 = 0x96;
     pub const AGGREGATED: u8 = 0x94;
     pub const STREAM_INFO_OK: u8 = 0x95;
     pub const EXECUTED: u8 = 0xA0;
@@ -155,6 +187,9 @@ pub struct Event {
 /// An event as the server stores and returns it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecordedEvent {
+    /// The stream it belongs to. On the wire only in 0x96 pushes; a READ reply (one stream)
+    /// and a v1 push leave it to the client, which fills it in where it knows it.
+    pub stream: String,
     pub stream_version: u64,
     pub lsn: u64,
     pub partition: u32,
@@ -211,6 +246,9 @@ pub enum Request {
         name: String,
         from: u64,
         type_prefix: String,
+        /// v2: where to start in each partition the target spans (a checkpoint), in
+        /// partition order; empty: `from` in every partition.
+        positions: Vec<u64>,
     },
     Unsubscribe {
         subscription_id: u64,
@@ -275,7 +313,12 @@ pub enum Response {
     },
     /// SUBSCRIBE accepted, or UNSUBSCRIBE done.
     Subscribed,
+    /// Pushed events, each with its stream (0x96, protocol v2).
     Pushed {
+        events: Vec<RecordedEvent>,
+    },
+    /// Pushed events without their streams (0x93, protocol v1).
+    PushedV1 {
         events: Vec<RecordedEvent>,
     },
     Aggregated {
@@ -311,7 +354,8 @@ impl Response {
             Response::Appended { .. } => opcode::APPENDED,
             Response::Events { .. } => opcode::EVENTS,
             Response::Subscribed => opcode::SUBSCRIBED,
-            Response::Pushed { .. } => opcode::PUSHED,
+            Response::Pushed { .. } => opcode::PUSHED_NAMED,
+            Response::PushedV1 { .. } => opcode::PUSHED,
             Response::Aggregated { .. } => opcode::AGGREGATED,
             Response::StreamInfo { .. } => opcode::STREAM_INFO_OK,
             Response::Executed { .. } => opcode::EXECUTED,

@@ -804,6 +804,7 @@ async fn run_shard(
             }
         }
     }
+    shard.shut_down_connections().await;
     Ok(())
 }
 

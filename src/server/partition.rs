@@ -118,6 +118,8 @@ struct State {
     pending_publish: BTreeMap<u64, (String, Vec<RecordedEvent>)>,
     /// Retries waiting for the append they repeat to become visible (or fail).
     publish_waiters: Vec<std::task::Waker>,
+    /// The order appends are placed in.
+    turns: Turns,
     sinks: Vec<Rc<dyn PublishSink>>,
     appends: u64,
     events_appended: u64,
@@ -505,16 +507,7 @@ impl Rebuild {
 /// id is confirmed with the name in the payload (aggregations) or by the stream index
 /// (reads).
 pub fn stream_id(stream: &str) -> u64 {
-    stream_id_bytes(stream.as_bytes())
-}
-
-fn stream_id_bytes(stream: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in stream {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    crate::protocol::stream_hash(stream.as_bytes())
 }
 
 /// The partition's events in memory: the ring, the names behind its event-type ids, and one
@@ -556,7 +549,7 @@ impl InMemory {
             timestamp_ns: r.timestamp_ns,
             value: r.value,
             type_id: self.types.intern(&String::from_utf8_lossy(r.event_type)),
-            stream_id: stream_id_bytes(r.stream),
+            stream_id: crate::protocol::stream_hash(r.stream),
             stream_version: r.stream_version,
             payload: p,
         };
@@ -580,6 +573,7 @@ impl InMemory {
             |i: usize| Some(u32::from_le_bytes(p.get(i..i + 4)?.try_into().ok()?) as usize);
         let (sl, tl, dl, ml) = (u16_at(0)?, u16_at(2)?, u32_at(4)?, u32_at(8)?);
         let id: [u8; 16] = p.get(12..28)?.try_into().ok()?;
+        let stream = String::from_utf8_lossy(p.get(28..28 + sl)?).into_owned();
         let mut at = 28 + sl;
         let event_type = String::from_utf8(p.get(at..at + tl)?.to_vec()).ok()?;
         at += tl;
@@ -587,6 +581,7 @@ impl InMemory {
         at += dl;
         let metadata = p.get(at..at + ml)?.to_vec();
         Some(RecordedEvent {
+            stream,
             stream_version: e.stream_version,
             lsn: e.lsn,
             partition,
@@ -617,6 +612,7 @@ fn payload_stream(p: &[u8]) -> Option<&[u8]> {
 
 fn to_recorded(r: OwnedRecord, partition: u32) -> RecordedEvent {
     RecordedEvent {
+        stream: String::from_utf8_lossy(&r.stream).into_owned(),
         stream_version: r.stream_version,
         lsn: r.lsn,
         partition,
@@ -628,6 +624,71 @@ fn to_recorded(r: OwnedRecord, partition: u32) -> RecordedEvent {
             data: r.data,
             metadata: r.metadata,
         },
+    }
+}
+
+/// What one attempt to place an append did.
+enum Placed {
+    /// It repeats events already written (or in flight): answer with theirs.
+    Retry(Retry),
+    /// Placed: its durability to wait for, and its first version.
+    Pending(crate::journal::PendingAppend, u64),
+    /// The journal has no room now.
+    NoRoom,
+}
+
+/// The order in which appends are placed: each takes a ticket on arrival and places when
+/// `serving` reaches it.
+#[derive(Default)]
+struct Turns {
+    next_ticket: u64,
+    serving: u64,
+    /// The task waiting for each ticket's turn.
+    waiters: HashMap<u64, std::task::Waker>,
+    /// Tickets whose appends were dropped before their turn came.
+    abandoned: std::collections::HashSet<u64>,
+}
+
+/// The turn to place an append; the next ticket's turn comes when it is dropped.
+struct Turn<'a, S: Storage + 'static> {
+    part: &'a Partition<S>,
+}
+
+impl<S: Storage + 'static> Drop for Turn<'_, S> {
+    fn drop(&mut self) {
+        self.part.end_turn();
+    }
+}
+
+/// A ticket waiting for its turn; if dropped before it, the ticket is given up so the turns
+/// do not stop at it.
+struct TurnWait<'a, S: Storage + 'static> {
+    part: &'a Partition<S>,
+    ticket: u64,
+    served: bool,
+}
+
+impl<S: Storage + 'static> Drop for TurnWait<'_, S> {
+    fn drop(&mut self) {
+        if self.served {
+            return;
+        }
+        let serving = {
+            let mut st = self.part.state.borrow_mut();
+            st.turns.waiters.remove(&self.ticket);
+            st.turns.abandoned.insert(self.ticket);
+            st.turns.serving
+        };
+        if serving == self.ticket {
+            // Its turn came while it was being dropped: pass it on.
+            self.part
+                .state
+                .borrow_mut()
+                .turns
+                .abandoned
+                .remove(&self.ticket);
+            self.part.end_turn();
+        }
     }
 }
 
@@ -768,6 +829,7 @@ impl<S: Storage + 'static> Partition<S> {
                 published_lsn,
                 pending_publish: BTreeMap::new(),
                 publish_waiters: Vec::new(),
+                turns: Turns::default(),
                 sinks: Vec::new(),
                 appends: 0,
                 events_appended: 0,
@@ -837,98 +899,38 @@ impl<S: Storage + 'static> Partition<S> {
                 e.timestamp_ns = now;
             }
         }
-        let pending = loop {
-            let retry = check_ids(&self.state.borrow().idem, stream, &events)?;
-            if let Some(retry) = retry {
-                return self.await_retry(retry).await;
-            }
-            {
-                let mut st = self.state.borrow_mut();
-                let next = st.streams.get(stream).map_or(0, |e| e.lsns.len() as u64);
-                let current = next as i64 - 1;
-                let ok = match expected_version {
-                    expected::ANY => true,
-                    expected::NO_STREAM => next == 0,
-                    expected::STREAM_EXISTS => next > 0,
-                    n => current == n,
-                };
-                if !ok {
-                    st.errors += 1;
-                    return Err(ApiError {
-                        code: code::WRONG_EXPECTED_VERSION,
-                        message: format!(
-                            "wrong expected version: expected {expected_version}, stream {stream:?} is at {current}"
-                        ),
-                        current_version: Some(current),
-                    });
+        // Appends are placed in the order they reach the partition: one waiting for room in
+        // the journal holds back later ones, so pipelined appends of one connection (and of
+        // any two clients, by arrival) get versions in the order they were sent.
+        let turn = self.take_turn().await;
+        let placed = loop {
+            match self.place(stream, expected_version, &events)? {
+                Placed::NoRoom => {
+                    let records: Vec<RecordRef<'_>> = events
+                        .iter()
+                        .map(|e| RecordRef {
+                            kind: RECORD_KIND_EVENT,
+                            stream_version: 0,
+                            timestamp_ns: e.timestamp_ns,
+                            event_id: e.id,
+                            value: e.value,
+                            stream: stream.as_bytes(),
+                            event_type: e.event_type.as_bytes(),
+                            data: &e.data,
+                            metadata: &e.metadata,
+                        })
+                        .collect();
+                    self.journal.wait_for_room(&records).await?;
                 }
-                let records: Vec<RecordRef<'_>> = events
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| RecordRef {
-                        kind: RECORD_KIND_EVENT,
-                        stream_version: next + i as u64,
-                        timestamp_ns: e.timestamp_ns,
-                        event_id: e.id,
-                        value: e.value,
-                        stream: stream.as_bytes(),
-                        event_type: e.event_type.as_bytes(),
-                        data: &e.data,
-                        metadata: &e.metadata,
-                    })
-                    .collect();
-                match self.journal.try_append(&records) {
-                    Err(e) => {
-                        st.errors += 1;
-                        return Err(e.into());
-                    }
-                    Ok(Some(pending)) => {
-                        let a = pending.appended();
-                        let entry = st.streams.entry(stream.to_string()).or_default();
-                        entry.lsns.extend(a.first_lsn..=a.last_lsn);
-                        // The ids enter the window now, before the frame is durable, so a
-                        // retry sent while this append is in flight finds them.
-                        for (i, e) in events.iter().enumerate() {
-                            if e.id == [0; 16] || self.limits.idempotency_window == 0 {
-                                continue;
-                            }
-                            if st.idem_order.len() >= self.limits.idempotency_window {
-                                if let Some(old) = st.idem_order.pop_front() {
-                                    st.idem.remove(&old);
-                                }
-                            }
-                            st.idem_order.push_back(e.id);
-                            st.idem.insert(
-                                e.id,
-                                IdemEntry {
-                                    stream: stream.to_string(),
-                                    version: next + i as u64,
-                                    lsn: a.first_lsn + i as u64,
-                                },
-                            );
-                        }
-                        break (pending, next);
-                    }
-                    Ok(None) => {}
-                }
+                placed => break placed,
             }
-            let records: Vec<RecordRef<'_>> = events
-                .iter()
-                .map(|e| RecordRef {
-                    kind: RECORD_KIND_EVENT,
-                    stream_version: 0,
-                    timestamp_ns: e.timestamp_ns,
-                    event_id: e.id,
-                    value: e.value,
-                    stream: stream.as_bytes(),
-                    event_type: e.event_type.as_bytes(),
-                    data: &e.data,
-                    metadata: &e.metadata,
-                })
-                .collect();
-            self.journal.wait_for_room(&records).await?;
         };
-        let (pending, first_version) = pending;
+        drop(turn);
+        let (pending, first_version) = match placed {
+            Placed::Retry(retry) => return self.await_retry(retry).await,
+            Placed::Pending(pending, first_version) => (pending, first_version),
+            Placed::NoRoom => unreachable!("the loop goes on while there is no room"),
+        };
         let appended = match pending.durable().await {
             Ok(a) => a,
             Err(e) => {
@@ -948,6 +950,7 @@ impl<S: Storage + 'static> Partition<S> {
             .into_iter()
             .enumerate()
             .map(|(i, event)| RecordedEvent {
+                stream: stream.to_string(),
                 stream_version: first_version + i as u64,
                 lsn: appended.first_lsn + i as u64,
                 partition: self.id,
@@ -970,6 +973,129 @@ impl<S: Storage + 'static> Partition<S> {
             partition: self.id,
             lsn: appended.first_lsn,
         })
+    }
+
+    /// One attempt to place an append in the journal's open frame, in one synchronous step:
+    /// the idempotency rule, the expected version, then the records with their versions.
+    fn place(
+        &self,
+        stream: &str,
+        expected_version: i64,
+        events: &[Event],
+    ) -> Result<Placed, ApiError> {
+        if let Some(retry) = check_ids(&self.state.borrow().idem, stream, events)? {
+            return Ok(Placed::Retry(retry));
+        }
+        {
+            let mut st = self.state.borrow_mut();
+            let next = st.streams.get(stream).map_or(0, |e| e.lsns.len() as u64);
+            let current = next as i64 - 1;
+            let ok = match expected_version {
+                expected::ANY => true,
+                expected::NO_STREAM => next == 0,
+                expected::STREAM_EXISTS => next > 0,
+                n => current == n,
+            };
+            if !ok {
+                st.errors += 1;
+                return Err(ApiError {
+                    code: code::WRONG_EXPECTED_VERSION,
+                    message: format!(
+                        "wrong expected version: expected {expected_version}, stream {stream:?} is at {current}"
+                    ),
+                    current_version: Some(current),
+                });
+            }
+            let records: Vec<RecordRef<'_>> = events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| RecordRef {
+                    kind: RECORD_KIND_EVENT,
+                    stream_version: next + i as u64,
+                    timestamp_ns: e.timestamp_ns,
+                    event_id: e.id,
+                    value: e.value,
+                    stream: stream.as_bytes(),
+                    event_type: e.event_type.as_bytes(),
+                    data: &e.data,
+                    metadata: &e.metadata,
+                })
+                .collect();
+            match self.journal.try_append(&records) {
+                Err(e) => {
+                    st.errors += 1;
+                    Err(e.into())
+                }
+                Ok(Some(pending)) => {
+                    let a = pending.appended();
+                    let entry = st.streams.entry(stream.to_string()).or_default();
+                    entry.lsns.extend(a.first_lsn..=a.last_lsn);
+                    // The ids enter the window now, before the frame is durable, so a
+                    // retry sent while this append is in flight finds them.
+                    for (i, e) in events.iter().enumerate() {
+                        if e.id == [0; 16] || self.limits.idempotency_window == 0 {
+                            continue;
+                        }
+                        if st.idem_order.len() >= self.limits.idempotency_window {
+                            if let Some(old) = st.idem_order.pop_front() {
+                                st.idem.remove(&old);
+                            }
+                        }
+                        st.idem_order.push_back(e.id);
+                        st.idem.insert(
+                            e.id,
+                            IdemEntry {
+                                stream: stream.to_string(),
+                                version: next + i as u64,
+                                lsn: a.first_lsn + i as u64,
+                            },
+                        );
+                    }
+                    Ok(Placed::Pending(pending, next))
+                }
+                Ok(None) => Ok(Placed::NoRoom),
+            }
+        }
+    }
+
+    /// Waits for this append's turn to be placed (see [`Partition::append`]).
+    async fn take_turn(&self) -> Turn<'_, S> {
+        let ticket = {
+            let mut st = self.state.borrow_mut();
+            st.turns.next_ticket += 1;
+            st.turns.next_ticket - 1
+        };
+        let mut waiting = TurnWait {
+            part: self,
+            ticket,
+            served: false,
+        };
+        std::future::poll_fn(|cx| {
+            let mut st = self.state.borrow_mut();
+            if st.turns.serving == ticket {
+                waiting.served = true;
+                std::task::Poll::Ready(())
+            } else {
+                st.turns.waiters.insert(ticket, cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        Turn { part: self }
+    }
+
+    /// Moves the turn on past `ticket` and past tickets given up before their turn, and
+    /// wakes the holder of the next one.
+    fn end_turn(&self) {
+        let mut st = self.state.borrow_mut();
+        let turns = &mut st.turns;
+        turns.serving += 1;
+        while turns.abandoned.remove(&turns.serving) {
+            turns.serving += 1;
+        }
+        if let Some(w) = turns.waiters.remove(&turns.serving) {
+            w.wake();
+        }
     }
 
     /// The answer to a retry: the original's result once its events are visible, or the

@@ -32,19 +32,10 @@ use crate::constants::HELLO_FRAME_BYTES_MAX;
 use crate::engine::kv::KvModel;
 use crate::engine::Engine;
 use crate::protocol::{
-    self, code, decode_request, encode_response, Direction, Event, FrameHeader, RecordedEvent,
-    Request, Response, SubscribeTarget, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
+    self, code, decode_request, encode_response, partition_of, Direction, Event, FrameHeader,
+    RecordedEvent, Request, Response, SubscribeTarget, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
+    PROTOCOL_VERSION_MIN,
 };
-
-/// Partition of a stream: FNV-1a 64 of the name, modulo the partition count.
-pub fn partition_of(stream: &str, partitions: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in stream.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % u64::from(partitions.max(1))) as u32
-}
 
 /// An operation on one partition.
 #[derive(Debug)]
@@ -162,6 +153,12 @@ struct ConnOut {
     limit: usize,
     /// Subscriptions of this connection: id → type prefix filter is applied at the source.
     subs: RefCell<HashMap<u64, Vec<u32>>>,
+    /// Set at a server stop: the reader stops reading requests.
+    stopping: Cell<bool>,
+    /// The protocol version the client's HELLO asked for (pushes name their streams from 2).
+    version: Cell<u16>,
+    /// The reader, waiting between frames (see `stopped`).
+    stop_waker: RefCell<Option<std::task::Waker>>,
 }
 
 impl ConnOut {
@@ -177,6 +174,27 @@ impl ConnOut {
             }
         })
         .await
+    }
+
+    /// Resolves once `stop` was called.
+    async fn stopped(&self) {
+        std::future::poll_fn(|cx| {
+            if self.stopping.get() {
+                std::task::Poll::Ready(())
+            } else {
+                *self.stop_waker.borrow_mut() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// A server stop: the reader reads no more requests.
+    fn stop(&self) {
+        self.stopping.set(true);
+        if let Some(w) = self.stop_waker.borrow_mut().take() {
+            w.wake();
+        }
     }
 
     fn wake_reader(&self) {
@@ -203,14 +221,23 @@ impl ConnOut {
         if self.buf.borrow().len() > self.limit {
             return false;
         }
-        self.send(
-            sub,
-            &Response::Pushed {
-                events: events.to_vec(),
-            },
-        );
+        let named = self.version.get() >= 2;
+        protocol::encode_pushed(&mut self.buf.borrow_mut(), sub, events, named);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
         true
     }
+}
+
+/// A SUBSCRIBE's fields.
+struct SubscribeRequest {
+    target: SubscribeTarget,
+    name: String,
+    from: u64,
+    type_prefix: String,
+    /// One start per partition the target spans, or empty (`from` everywhere).
+    positions: Vec<u64>,
 }
 
 /// (origin shard, connection, subscription, partition).
@@ -286,9 +313,25 @@ async fn next_frame<R: futures_lite::AsyncBufRead + futures_lite::AsyncRead + Un
     max_frame_bytes: u32,
     frame_timeout: Duration,
     cfg: &Config,
+    out: &ConnOut,
 ) -> Result<(FrameHeader, Request), FrameReadError> {
+    // The wait for a frame's first bytes ends when the server stops.
+    let filled = futures_lite::future::or(
+        async { Some(rd.fill_buf().await.map(|b| b.is_empty())) },
+        async {
+            out.stopped().await;
+            None
+        },
+    )
+    .await;
+    match filled {
+        None => return Err(FrameReadError::Closed("the server is stopping".into())),
+        Some(Ok(true)) => return Err(FrameReadError::Closed("closed by the client".into())),
+        Some(Ok(false)) => {}
+        Some(Err(e)) => return Err(FrameReadError::Closed(format!("read: {e}"))),
+    }
+    // The bytes are there: this returns them without reading.
     let buffered = match rd.fill_buf().await {
-        Ok([]) => return Err(FrameReadError::Closed("closed by the client".into())),
         Ok(b) => b,
         Err(e) => return Err(FrameReadError::Closed(format!("read: {e}"))),
     };
@@ -393,6 +436,32 @@ impl Shard {
             sinks: RefCell::new(HashMap::new()),
             accept_failures: crate::log_limit::LogLimit::default(),
         })
+    }
+
+    /// At a server stop, after the journals closed: ends every subscription of this shard's
+    /// connections with error 31 and stops each connection's reader, so the connection
+    /// answers what it read (error 31 since the stop began), sends what is queued and
+    /// closes. Waits for that, two seconds at most.
+    pub async fn shut_down_connections(&self) {
+        let conns: Vec<Rc<ConnOut>> = self.conns.borrow().values().cloned().collect();
+        for out in conns {
+            let subs: Vec<u64> = out.subs.borrow_mut().drain().map(|(id, _)| id).collect();
+            for sub in subs {
+                out.send(
+                    sub,
+                    &Response::error(
+                        code::SHUTTING_DOWN,
+                        "subscription ended: the server is shutting down; resubscribe from the \
+                         last position received once it is back",
+                    ),
+                );
+            }
+            out.stop();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !self.conns.borrow().is_empty() && std::time::Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// Every model engine of this shard with its partition: each owned partition's
@@ -548,7 +617,9 @@ impl Shard {
                     let Some(service) = service else {
                         return OpResult::Err(unavailable("the model is not on this shard"));
                     };
-                    return self.subscribe_model(partition, service, sink, from).await;
+                    return self
+                        .subscribe_model(partition, service, sink, from, stream)
+                        .await;
                 }
                 match self.catch_up(&p, &sink, target, &stream, from).await {
                     Ok(true) => {
@@ -593,8 +664,12 @@ impl Shard {
         engine: Rc<dyn super::serve::ModelEngine>,
         sink: Rc<SubSink>,
         from: u64,
+        model: String,
     ) -> OpResult {
-        let to_recorded = move |e: &crate::engine::DomainEvent| RecordedEvent {
+        // A domain event's "stream" is its model.
+        let name = model.clone();
+        let to_recorded = Rc::new(move |e: &crate::engine::DomainEvent| RecordedEvent {
+            stream: name.clone(),
             stream_version: e.lsn,
             lsn: e.lsn,
             partition,
@@ -606,7 +681,7 @@ impl Shard {
                 data: e.data.clone(),
                 metadata: Vec::new(),
             },
-        };
+        });
         // `u64::MAX`: live only. A `from` beyond what is applied: nothing to catch up; the
         // live sink skips events below it.
         let start = if from == u64::MAX {
@@ -622,8 +697,8 @@ impl Shard {
                     Ok(e) => e,
                     Err(e) => return OpResult::Err(ApiError::new(code::INVALID_ARGUMENT, e)),
                 };
-                let recorded: Vec<RecordedEvent> = events.iter().map(to_recorded).collect();
-                if !recorded.is_empty() && !sink.offer("kv", &recorded) {
+                let recorded: Vec<RecordedEvent> = events.iter().map(|e| to_recorded(e)).collect();
+                if !recorded.is_empty() && !sink.offer(&model, &recorded) {
                     return OpResult::Done; // the subscriber went away
                 }
                 next = upto;
@@ -631,8 +706,10 @@ impl Shard {
             // No await between this check and the registration: no event falls between.
             if engine.applied_lsn() <= next {
                 let live = sink.clone();
+                let to_recorded = to_recorded.clone();
+                let model = model.clone();
                 let id = engine.add_sink(Rc::new(move |e: &crate::engine::DomainEvent| {
-                    e.lsn < start || live.offer("kv", &[to_recorded(e)])
+                    e.lsn < start || live.offer(&model, &[to_recorded(e)])
                 }));
                 let key = (sink.origin, sink.conn, sink.sub, partition);
                 self.model_sinks.borrow_mut().insert(key, (id, engine));
@@ -962,6 +1039,9 @@ impl Shard {
             closed: Cell::new(false),
             limit: cfg.connection_buffer_bytes as usize,
             subs: RefCell::new(HashMap::new()),
+            stopping: Cell::new(false),
+            version: Cell::new(PROTOCOL_VERSION),
+            stop_waker: RefCell::new(None),
         });
         self.conns.borrow_mut().insert(conn_id, out.clone());
         let writer = {
@@ -1007,14 +1087,18 @@ impl Shard {
             // A client that does not read its replies is not read either: the outbound
             // buffer stays near `connection_buffer_bytes` instead of growing without bound.
             out.wait_for_room().await;
+            // Between frames a connection may idle as long as it likes (until a server stop).
+            if out.stopping.get() {
+                break "the server is stopping".to_string();
+            }
             let result = if hello_done {
-                next_frame(&mut rd, cfg.max_frame_bytes, frame_timeout, cfg).await
+                next_frame(&mut rd, cfg.max_frame_bytes, frame_timeout, cfg, &out).await
             } else {
                 // Until HELLO is accepted: a frame no larger than the largest HELLO, and the
                 // whole of it by `hello_timeout_ms` after the accept.
                 let left = hello_deadline.saturating_duration_since(std::time::Instant::now());
                 let max = cfg.max_frame_bytes.min(HELLO_FRAME_BYTES_MAX);
-                let next = next_frame(&mut rd, max, frame_timeout, cfg);
+                let next = next_frame(&mut rd, max, frame_timeout, cfg, &out);
                 match glommio::timer::timeout(left, async { Ok(next.await) }).await {
                     Ok(r) => r,
                     Err(_) => Err(FrameReadError::Reply(
@@ -1043,19 +1127,21 @@ impl Shard {
                         auth_token,
                         ..
                     } => {
-                        if protocol_version != PROTOCOL_VERSION {
+                        if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&protocol_version) {
                             out.send(
                                 header.request_id,
                                 &Response::error(
                                     code::UNSUPPORTED_VERSION,
                                     format!(
                                         "protocol version {protocol_version} is not supported; \
-                                         this server speaks {PROTOCOL_VERSION}"
+                                         this server speaks {PROTOCOL_VERSION_MIN} to \
+                                         {PROTOCOL_VERSION}"
                                     ),
                                 ),
                             );
                             break "unsupported protocol version".into();
                         }
+                        out.version.set(protocol_version);
                         if !cfg.auth_token.is_empty()
                             && !token_matches(&auth_token, &cfg.auth_token)
                         {
@@ -1069,7 +1155,7 @@ impl Shard {
                         out.send(
                             header.request_id,
                             &Response::Hello {
-                                protocol_version: PROTOCOL_VERSION,
+                                protocol_version,
                                 server_version: env!("CARGO_PKG_VERSION").into(),
                                 partition_addresses: self.partition_addresses(local_ip),
                             },
@@ -1119,11 +1205,33 @@ impl Shard {
             .detach();
         };
         tracing::debug!(?peer, %reason, "connection closing");
+        if self.shared.stop.load(Ordering::Acquire) {
+            // A server stop: the requests this connection read get their replies before the
+            // writer sends what is queued and closes.
+            let _ = permits
+                .acquire_permit(u64::from(cfg.max_in_flight_per_connection))
+                .await;
+        }
         out.closed.set(true);
         if let Some(w) = out.waker.borrow_mut().take() {
             w.wake();
         }
         writer.await;
+        if out.stopping.get() {
+            // The replies are sent and the write side shut. Read what the client still sends
+            // until it closes (two seconds at most): closing a socket with unread input resets
+            // the connection, which can destroy replies the client has not read yet.
+            let drain = async {
+                let mut sink = [0u8; 4096];
+                while let Ok(n) = rd.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                Ok(())
+            };
+            let _ = glommio::timer::timeout(Duration::from_secs(2), drain).await;
+        }
         // Drop the connection's subscriptions at their partitions.
         let subs: Vec<(u64, Vec<u32>)> = out.subs.borrow_mut().drain().collect();
         for (sub, parts) in subs {
@@ -1148,6 +1256,11 @@ impl Shard {
     async fn handle(self: &Rc<Self>, out: &Rc<ConnOut>, conn: u64, request_id: u64, req: Request) {
         let partitions = self.shared.partitions;
         let resp = match req {
+            // The server is stopping: nothing new is started.
+            _ if self.shared.stop.load(Ordering::Acquire) => Response::error(
+                code::SHUTTING_DOWN,
+                "the server is shutting down; retry once it is back",
+            ),
             Request::Ping => Response::Pong,
             Request::Hello { .. } => {
                 Response::error(code::INVALID_ARGUMENT, "HELLO was already sent")
@@ -1213,9 +1326,16 @@ impl Shard {
                 name,
                 from,
                 type_prefix,
+                positions,
             } => {
-                self.subscribe(out, conn, request_id, target, name, from, type_prefix)
-                    .await;
+                let sub = SubscribeRequest {
+                    target,
+                    name,
+                    from,
+                    type_prefix,
+                    positions,
+                };
+                self.subscribe(out, conn, request_id, sub).await;
                 return;
             }
             Request::Unsubscribe { subscription_id } => {
@@ -1318,11 +1438,15 @@ impl Shard {
         out: &Rc<ConnOut>,
         conn: u64,
         request_id: u64,
-        target: SubscribeTarget,
-        name: String,
-        from: u64,
-        type_prefix: String,
+        sub: SubscribeRequest,
     ) {
+        let SubscribeRequest {
+            target,
+            name,
+            from,
+            type_prefix,
+            positions,
+        } = sub;
         let cfg = &self.shared.config;
         if out.subs.borrow().len() >= cfg.max_subscriptions_per_connection as usize {
             out.send(
@@ -1371,6 +1495,21 @@ impl Shard {
                 return;
             }
         };
+        if !positions.is_empty() && positions.len() != parts.len() {
+            out.send(
+                request_id,
+                &Response::error(
+                    code::INVALID_ARGUMENT,
+                    format!(
+                        "the checkpoint holds {} positions but the subscription spans {} \
+                         partitions (one position per partition, in partition order)",
+                        positions.len(),
+                        parts.len()
+                    ),
+                ),
+            );
+            return;
+        }
         if out.subs.borrow().contains_key(&request_id) {
             out.send(
                 request_id,
@@ -1383,14 +1522,14 @@ impl Shard {
         }
         out.subs.borrow_mut().insert(request_id, parts.clone());
         out.send(request_id, &Response::Subscribed);
-        for p in parts {
+        for (i, p) in parts.into_iter().enumerate() {
             let op = PartOp::Subscribe {
                 origin: self.id,
                 conn,
                 sub: request_id,
                 target,
                 stream: name.clone(),
-                from,
+                from: positions.get(i).copied().unwrap_or(from),
                 type_prefix: type_prefix.clone(),
             };
             if let OpResult::Err(e) = self.call(p, op).await {

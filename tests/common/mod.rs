@@ -21,9 +21,23 @@ pub struct Server {
     pub listen: String,
     /// Where the server's log goes (appended across restarts); `None`: the test's stderr.
     pub log: Option<PathBuf>,
+    /// Environment variables set for evringd (fault injection).
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
+    fn new(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
+        Server {
+            child: None,
+            addr: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            listen: listen.to_string(),
+            log: None,
+            env: Vec::new(),
+        }
+    }
+
     /// Starts evringd on `data_dir` with small segments, waits until it serves.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
         Server::start_on(data_dir, "127.0.0.1:0", extra)
@@ -37,30 +51,38 @@ impl Server {
 
     /// [`Server::start`] listening on `listen`.
     pub fn start_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
-        let mut server = Server {
-            child: None,
-            addr: String::new(),
-            data_dir: data_dir.to_path_buf(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            listen: listen.to_string(),
-            log: None,
-        };
+        let mut server = Server::new(data_dir, listen, extra);
         server.restart();
         server
     }
 
     /// [`Server::start`] with the log (level info) appended to `log`.
     pub fn start_logged(data_dir: &Path, log: &Path, extra: &[&str]) -> Server {
-        let mut server = Server {
-            child: None,
-            addr: String::new(),
-            data_dir: data_dir.to_path_buf(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            listen: "127.0.0.1:0".into(),
-            log: Some(log.to_path_buf()),
-        };
+        let mut server = Server::new(data_dir, "127.0.0.1:0", extra);
+        server.log = Some(log.to_path_buf());
         server.restart();
         server
+    }
+
+    /// [`Server::start`] with environment variables (e.g. `EVRINGD_INJECT_*`).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut server = Server::new(data_dir, "127.0.0.1:0", extra);
+        server.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        server.restart();
+        server
+    }
+
+    /// The metrics address from the addresses file (start with
+    /// `--set metrics_listen="127.0.0.1:0"`).
+    pub fn metrics_addr(&self) -> String {
+        let text = std::fs::read_to_string(self.data_dir.with_extension("addr")).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("metrics="))
+            .expect("a metrics address in the addresses file")
+            .to_string()
     }
 
     /// SIGKILL, then start again on the same data directory.
@@ -87,13 +109,10 @@ impl Server {
         status.code()
     }
 
+    /// Starts evringd (again) with this server's data directory, address, flags, log and
+    /// environment.
     pub fn restart(&mut self) {
-        let (child, addr) = spawn(
-            &self.data_dir,
-            &self.listen,
-            &self.extra,
-            self.log.as_deref(),
-        );
+        let (child, addr) = spawn(self);
         self.child = Some(child);
         self.addr = addr;
     }
@@ -115,14 +134,14 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-fn spawn(data_dir: &Path, listen: &str, extra: &[String], log: Option<&Path>) -> (Child, String) {
-    let addr_file = data_dir.with_extension("addr");
+fn spawn(server: &Server) -> (Child, String) {
+    let addr_file = server.data_dir.with_extension("addr");
     let _ = std::fs::remove_file(&addr_file);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_evringd"));
     cmd.arg("--data-dir")
-        .arg(data_dir)
+        .arg(&server.data_dir)
         .arg("--listen")
-        .arg(listen)
+        .arg(&server.listen)
         .arg("--addresses-file")
         .arg(&addr_file)
         .args([
@@ -131,9 +150,10 @@ fn spawn(data_dir: &Path, listen: &str, extra: &[String], log: Option<&Path>) ->
             "--set",
             "metrics_listen=\"\"",
         ])
-        .args(extra)
+        .args(&server.extra)
+        .envs(server.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null());
-    match log {
+    match &server.log {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
@@ -239,12 +259,60 @@ pub fn recv(s: &mut TcpStream) -> Option<(u64, Response)> {
     ))
 }
 
+/// Reads one reply, or None once the server closed the connection (EOF or a reset); fails
+/// the test if the socket's read timeout passes first.
+pub fn recv_or_closed(s: &mut TcpStream) -> Option<(u64, Response)> {
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    if let Err(e) = s.read_exact(&mut header) {
+        match e.kind() {
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => return None,
+            _ => panic!("no reply and no EOF: {e}"),
+        }
+    }
+    let h = FrameHeader::parse(&header).unwrap();
+    let mut body = vec![0u8; h.body_len()];
+    s.read_exact(&mut body).expect("a whole frame");
+    Some((
+        h.request_id,
+        protocol::decode_response(h.opcode, &body).unwrap(),
+    ))
+}
+
+/// Reads error `want`, then requires the server to close the connection: the next read
+/// returns end of file (0 bytes) or a reset. A read that times out means the server kept the
+/// connection open, and fails the test, as do further bytes.
 pub fn expect_error_then_close(s: &mut TcpStream, want: u16) {
     match recv(s) {
         Some((_, Response::Error { code, .. })) => assert_eq!(code, want),
         other => panic!("expected error {want}, got {other:?}"),
     }
-    assert!(recv(s).is_none(), "the connection should be closed");
+    expect_closed(s);
+}
+
+/// Fails unless the peer closed `s`: a read returns 0 bytes (EOF) or ECONNRESET within the
+/// socket's read timeout (set to 10 s here if none is set).
+pub fn expect_closed(s: &mut TcpStream) {
+    if s.read_timeout().unwrap().is_none() {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    let mut byte = [0u8; 1];
+    match s.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(_) => panic!("expected the connection to be closed, got more bytes"),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            panic!(
+                "the server kept the connection open ({:?} without EOF)",
+                s.read_timeout().unwrap().unwrap()
+            )
+        }
+        Err(e) => panic!("expected EOF, got {e}"),
+    }
 }
 
 /// Copies a directory tree, leaving out files named in `skip` (a data directory's `LOCK`,
