@@ -11,6 +11,15 @@ fi
 cargo test --workspace --release
 # The durability rules' negative controls: each rule broken once must fail the crash tests.
 scripts/durability-mutants.sh
+# Every fuzz target built and run briefly on its checked-in corpus (needs the nightly
+# toolchain; skipped with a notice without one, unless REQUIRE_FUZZ is set, as in CI).
+fuzz_rc=0
+FUZZ_SECONDS="${FUZZ_SECONDS:-15}" scripts/fuzz-smoke.sh || fuzz_rc=$?
+if [ "$fuzz_rc" -eq 2 ] && [ -z "${REQUIRE_FUZZ:-}" ]; then
+  echo "SKIPPED fuzz smoke: no nightly toolchain (see scripts/fuzz-smoke.sh)"
+elif [ "$fuzz_rc" -ne 0 ]; then
+  exit "$fuzz_rc"
+fi
 scripts/check-deb.sh
 if [ -x loom-tests/run.sh ]; then
   loom-tests/run.sh
