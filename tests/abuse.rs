@@ -46,15 +46,27 @@ const SMALL: [&str; 22] = [
 /// 30 MiB + shards × 8 × frame_bytes_max
 /// + P × (2 × (in_flight_frames + 1) × frame_bytes_max + 72 × ring_capacity_events
 ///   + ring_capacity_bytes + 100 × idempotency_window)
-/// + C × (2 × (connection_buffer_bytes + max(connection_buffer_bytes, 4 MiB)
-///   + max_in_flight_per_connection × 1 KiB) + max_frame_bytes + 64 KiB) + 8 × E.
+/// + C × CONNECTION_WORST + 8 × E.
 fn small_budget(c: u64, e: u64) -> u64 {
     // (No snapshot is written in these runs: fewer events than snapshot_every_events.)
     let partition = 2 * 5 * MIB + 72 * 65536 + 16 * MIB + 100 * 10_000;
-    let connection = 2 * (MIB + 4 * MIB + 64 * 1024) + MIB + 64 * 1024;
+    let connection = CONNECTION_WORST;
     let frame_buffer_pool = 8 * MIB;
     30 * MIB + frame_buffer_pool + partition + c * connection + 8 * e
 }
+
+/// What one connection may make the server hold, by docs/OPERATIONS.md's formula, for the
+/// SMALL configuration: `2 × (connection_buffer_bytes + max(connection_buffer_bytes, 4 MiB)
+/// + max_in_flight_per_connection × 1 KiB) + connection_buffer_bytes / max_read_bytes ×
+/// frame_bytes_max + max_frame_bytes + 64 KiB`.
+const CONNECTION_WORST: u64 = 2 * (MIB + 4 * MIB + 64 * 1024) + 4 * MIB + MIB + 64 * 1024;
+
+/// What an idle connection (past HELLO, nothing in flight) holds, by docs/OPERATIONS.md: its
+/// 64 KiB read buffer, a 4 KiB outbound buffer, and task state, under 80 KiB.
+const CONNECTION_IDLE: u64 = 80 * 1024;
+
+/// Slack for the allocator and the kernel's rounding in an RSS comparison.
+const SLACK: u64 = 4 * MIB;
 
 /// (VmRSS, VmHWM) of a process in bytes.
 fn rss(pid: u32) -> (u64, u64) {
@@ -181,6 +193,13 @@ fn a_client_that_never_reads_its_replies_is_not_read_either_and_memory_stays_bou
         peak <= budget,
         "server peak RSS {peak} exceeds the budget {budget}"
     );
+    // And what the abuse added is within the one connection's term of the formula (without
+    // the back-pressure it grew by hundreds of MiB).
+    assert!(
+        peak.saturating_sub(before) <= CONNECTION_WORST + SLACK,
+        "the never-reading connection grew peak RSS by {} bytes; its term is {CONNECTION_WORST}",
+        peak.saturating_sub(before)
+    );
     // Everyone else goes on.
     let r = writer
         .append("big", expected::ANY, vec![ev("After", b"x")])
@@ -223,6 +242,7 @@ fn ten_thousand_connections_are_bounded_by_max_connections_with_a_clear_refusal(
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &SMALL);
     let bystander = server.client();
+    let (before, _) = rss(pid(&server));
     let mut socks = Vec::with_capacity(attempts);
     for _ in 0..attempts {
         socks.push(TcpStream::connect(&server.addr).unwrap());
@@ -292,6 +312,13 @@ fn ten_thousand_connections_are_bounded_by_max_connections_with_a_clear_refusal(
     bystander.ping().unwrap();
     let (_, peak) = rss(pid(&server));
     assert!(peak <= small_budget(64, 0), "peak RSS {peak}");
+    // The 63 held connections are idle: each within the idle connection's share.
+    let grown = peak.saturating_sub(before);
+    eprintln!("connection flood: peak RSS grew by {} KiB", grown / 1024);
+    assert!(
+        grown <= 63 * CONNECTION_IDLE + SLACK,
+        "63 idle connections grew peak RSS by {grown} bytes"
+    );
     // Once the flood goes away, new clients get in again.
     drop(socks);
     let started = Instant::now();
@@ -310,6 +337,7 @@ fn ten_thousand_connections_are_bounded_by_max_connections_with_a_clear_refusal(
 fn more_appends_in_flight_than_the_pipeline_holds_are_all_acknowledged_within_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &SMALL);
+    let (before, _) = rss(pid(&server));
     // 32 connections × 1,000 appends written back to back without waiting (32,000 in flight
     // from the clients' side; the server holds 64 per connection and 4 journal frames).
     let conns = 32;
@@ -359,4 +387,22 @@ fn more_appends_in_flight_than_the_pipeline_holds_are_all_acknowledged_within_th
         let info = c.stream_info(&format!("flood-{s}")).unwrap();
         assert_eq!(info.next_version, per_conn);
     }
+    // What the load added, against the formula's terms it touches: the journal's frame
+    // buffers (open, in flight, pooled), the ring's slots and payloads of the events written,
+    // the stream index, and per connection its read buffer and requests in flight.
+    let events = conns * per_conn;
+    let journal = 2 * 5 * MIB + 8 * MIB;
+    let ring = events * (72 + 28 + 220);
+    let connections = conns * (64 * 1024 + 64 * 2 * 1024);
+    let bound = journal + ring + 8 * events + connections + SLACK;
+    let grown = peak.saturating_sub(before);
+    eprintln!(
+        "overload: peak RSS grew by {} MiB; bound {} MiB",
+        grown / MIB,
+        bound / MIB
+    );
+    assert!(
+        grown <= bound,
+        "the load grew peak RSS by {grown} bytes, bound {bound}"
+    );
 }
