@@ -32,4 +32,5 @@ pub mod ring;
 pub mod server;
 pub mod shard;
 pub mod snapshot;
+pub mod stream;
 pub mod sync;

@@ -14,8 +14,8 @@ use std::rc::Rc;
 use evring::journal::{Journal, JournalConfig, SimStorage};
 use evring::protocol::{code, expected, Direction};
 use evring::ring::RingConfig;
-use evring::server::partition::{Partition, PartitionImage, PartitionLimits, Rebuild};
 use evring::shard::run_local;
+use evring::stream::{Partition, PartitionImage, PartitionLimits, Rebuild};
 
 const STORE: [u8; 16] = *b"evring-part-sim!";
 const STREAMS: u32 = 3;

@@ -457,11 +457,11 @@ fn aggregate_of_a_stream_counts_its_events_only_when_another_name_has_the_same_h
     // FNV-1a 64 of both names is 0x0f6296f490d1665d: one partition, one ring stream id.
     let (a, b) = ("oPxgeduSyVJ", "6oPwYOOB18L");
     assert_eq!(
-        evring::server::partition::stream_id(a),
+        evring::protocol::stream_hash(a.as_bytes()),
         0x0f62_96f4_90d1_665d
     );
     assert_eq!(
-        evring::server::partition::stream_id(b),
+        evring::protocol::stream_hash(b.as_bytes()),
         0x0f62_96f4_90d1_665d
     );
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 #![no_main]
 
 use evring::ring::RingConfig;
-use evring::server::partition::{PartitionImage, Rebuild};
+use evring::stream::{PartitionImage, Rebuild};
 use evring::snapshot;
 use libfuzzer_sys::fuzz_target;
 

@@ -9,7 +9,6 @@
 //! - [`partition`]: one partition's streams on its journal.
 //! - [`shard`]: routing, cross-shard calls, connections, subscriptions.
 
-pub mod partition;
 pub mod serve;
 pub mod shard;
 mod slot;
@@ -30,7 +29,7 @@ use crate::engine::kv::{KvCommand, KvModel};
 use crate::journal::{GlommioStorage, Journal, JournalConfig};
 use crate::manifest::Manifest;
 use crate::shard::{executor_builder, io_memory_per_executor};
-use partition::{read_partition_snapshot, Partition, PartitionLimits, Rebuild};
+use crate::stream::{read_partition_snapshot, Partition, PartitionLimits, Rebuild};
 use shard::{Shard, ShardMsg, Shared};
 
 /// Capacity of each cross-shard channel, in messages.

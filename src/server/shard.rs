@@ -25,7 +25,6 @@ use futures_lite::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::partition::{ApiError, AppendOk, Partition, PartitionStats, PublishSink, StreamInfo};
 use super::slot::{slot, Filler};
 use crate::config::Config;
 use crate::constants::HELLO_FRAME_BYTES_MAX;
@@ -36,6 +35,7 @@ use crate::protocol::{
     RecordedEvent, Request, Response, SubscribeTarget, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
     PROTOCOL_VERSION_MIN,
 };
+use crate::stream::{ApiError, AppendOk, Partition, PartitionStats, PublishSink, StreamInfo};
 
 /// An operation on one partition.
 #[derive(Debug)]

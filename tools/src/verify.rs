@@ -8,7 +8,7 @@
 //!   checks below); a journal that alone carries another id is the journal's fault.
 //! - Per partition (only `--partition N` when given), its stream store `p<N>/`: the journal
 //!   (the recovery scan, `evring::journal::scan`); every snapshot file
-//!   (`evring::server::partition::read_partition_snapshot`: header, both checksums, kind,
+//!   (`evring::stream::read_partition_snapshot`: header, both checksums, kind,
 //!   store id, partition, LSN, the image decodes and holds together); the newest good
 //!   snapshot continues into the journal, or with none the journal still starts at segment 0.
 //! - Its key-value store `p<N>/kv/` (when present): `CODEC` names JSON; the journal
@@ -35,7 +35,7 @@ use evring::journal::format::{RecordIter, StoreId, RECORD_KIND_COMMAND};
 use evring::journal::scan::{scan, ScanConfig, ScanReport};
 use evring::journal::{block_on, hex, StdStorage};
 use evring::manifest::{Manifest, ManifestError, MANIFEST_FILE};
-use evring::server::partition::read_partition_snapshot;
+use evring::stream::read_partition_snapshot;
 
 use crate::{print_verify, progress_bar, verify_doc, Journal, Outcome, Scanned, Target, Totals};
 
