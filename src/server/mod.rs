@@ -9,6 +9,9 @@
 //! - [`partition`]: one partition's streams on its journal.
 //! - [`shard`]: routing, cross-shard calls, connections, subscriptions.
 
+pub use api_error::ApiError;
+
+mod api_error;
 pub mod serve;
 pub mod shard;
 mod slot;

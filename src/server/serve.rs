@@ -29,10 +29,10 @@ use std::rc::Rc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::ApiError;
 use crate::engine::{Command, DomainEvent, Engine, EngineError, EventSink, Model, Query};
 use crate::journal::{JournalConfig, StoreId};
 use crate::protocol::code;
-use crate::stream::ApiError;
 
 /// A model evringd can serve: its wire name, its command type and its query type (both
 /// decoded from JSON; their outputs encoded as JSON).

@@ -26,6 +26,7 @@ use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::slot::{slot, Filler};
+use super::ApiError;
 use crate::config::Config;
 use crate::constants::HELLO_FRAME_BYTES_MAX;
 use crate::engine::kv::KvModel;
@@ -35,7 +36,7 @@ use crate::protocol::{
     RecordedEvent, Request, Response, SubscribeTarget, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
     PROTOCOL_VERSION_MIN,
 };
-use crate::stream::{ApiError, AppendOk, Partition, PartitionStats, PublishSink, StreamInfo};
+use crate::stream::{AppendOk, Partition, PartitionStats, PublishSink, StreamInfo};
 
 /// An operation on one partition.
 #[derive(Debug)]
@@ -560,7 +561,7 @@ impl Shard {
                 events,
             } => match p.append(&stream, expected_version, events).await {
                 Ok(a) => OpResult::Appended(a),
-                Err(e) => OpResult::Err(e),
+                Err(e) => OpResult::Err(e.into()),
             },
             PartOp::Read {
                 stream,
@@ -569,11 +570,11 @@ impl Shard {
                 direction,
             } => match p.read(&stream, from, max, direction).await {
                 Ok((events, end)) => OpResult::Events(events, end),
-                Err(e) => OpResult::Err(e),
+                Err(e) => OpResult::Err(e.into()),
             },
             PartOp::Info { stream } => match p.stream_info(&stream) {
                 Ok(i) => OpResult::Info(i),
-                Err(e) => OpResult::Err(e),
+                Err(e) => OpResult::Err(e.into()),
             },
             PartOp::Stats => OpResult::Stats(p.stats()),
             PartOp::Aggregate {
@@ -584,7 +585,7 @@ impl Shard {
                 bucket_ns,
             } => match p.aggregate(&stream, &type_prefix, from_ns, to_ns, bucket_ns) {
                 Ok(b) => OpResult::Buckets(b),
-                Err(e) => OpResult::Err(e),
+                Err(e) => OpResult::Err(e.into()),
             },
             PartOp::Subscribe {
                 origin,

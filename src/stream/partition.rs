@@ -22,42 +22,10 @@ use crate::journal::device::Storage;
 use crate::journal::format::{RecordIter, RECORD_KIND_EVENT};
 use crate::journal::scan::FrameInfo;
 use crate::journal::{GlommioStorage, Journal, OwnedRecord, RecordRef, ScanNext, StoreId};
-use crate::protocol::{code, expected, Direction, Event, RecordedEvent};
+use crate::protocol::{expected, Direction, Event, RecordedEvent};
+
+pub use super::error::StreamError;
 use crate::ring::{ring, NameTable, NewEvent, RingConfig, RingStats, RingWriter};
-
-/// A request failure, as the wire reports it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ApiError {
-    pub code: u16,
-    pub message: String,
-    pub current_version: Option<i64>,
-}
-
-impl ApiError {
-    pub fn new(code: u16, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            message: message.into(),
-            current_version: None,
-        }
-    }
-}
-
-impl From<JournalError> for ApiError {
-    fn from(e: JournalError) -> Self {
-        let code = match &e {
-            JournalError::DiskFull { .. } => code::DISK_FULL,
-            JournalError::TooLarge { .. } | JournalError::InvalidRecord(_) => {
-                code::INVALID_ARGUMENT
-            }
-            JournalError::Closed => code::SHUTTING_DOWN,
-            // History deleted by retention: the request asked for what no longer exists.
-            JournalError::Truncated { .. } => code::INVALID_ARGUMENT,
-            _ => code::PARTITION_UNAVAILABLE,
-        };
-        ApiError::new(code, e.to_string())
-    }
-}
 
 /// The result of an append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -714,7 +682,7 @@ fn check_ids(
     idem: &HashMap<[u8; 16], IdemEntry>,
     stream: &str,
     events: &[Event],
-) -> Result<Option<Retry>, ApiError> {
+) -> Result<Option<Retry>, StreamError> {
     let none = [0u8; 16];
     let Some(known) = events
         .iter()
@@ -728,13 +696,7 @@ fn check_ids(
                 .collect();
             ids.sort_unstable();
             if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
-                return Err(ApiError::new(
-                    code::INVALID_ARGUMENT,
-                    format!(
-                        "event id {} appears twice in the append; each event needs its own id",
-                        crate::journal::hex(w[0])
-                    ),
-                ));
+                return Err(StreamError::DuplicateEventId(crate::journal::hex(w[0])));
             }
         }
         return Ok(None);
@@ -762,17 +724,12 @@ fn check_ids(
         Some(r) => Ok(Some(r)),
         None => {
             let hit = &idem[&events[known].id];
-            Err(ApiError::new(
-                code::INVALID_ARGUMENT,
-                format!(
-                    "event {known} of the append has id {}, already appended to stream {:?} at \
-                     version {}, but the append is not a retry of those events; a retry must \
-                     resend the same events with the same ids (new events need new ids)",
-                    crate::journal::hex(&events[known].id),
-                    hit.stream,
-                    hit.version
-                ),
-            ))
+            Err(StreamError::NotARetry {
+                index: known,
+                id: crate::journal::hex(&events[known].id),
+                stream: hit.stream.clone(),
+                version: hit.version,
+            })
         }
     }
 }
@@ -874,24 +831,15 @@ impl<S: Storage + 'static> Partition<S> {
         stream: &str,
         expected_version: i64,
         mut events: Vec<Event>,
-    ) -> Result<AppendOk, ApiError> {
+    ) -> Result<AppendOk, StreamError> {
         if stream.is_empty() {
-            return Err(ApiError::new(
-                code::INVALID_ARGUMENT,
-                "stream name is empty",
-            ));
+            return Err(StreamError::EmptyStreamName);
         }
         if events.is_empty() {
-            return Err(ApiError::new(
-                code::INVALID_ARGUMENT,
-                "an append needs at least one event",
-            ));
+            return Err(StreamError::NoEvents);
         }
         if expected_version < expected::STREAM_EXISTS {
-            return Err(ApiError::new(
-                code::INVALID_ARGUMENT,
-                format!("expected version {expected_version} is not -1, -2, -3 or >= 0"),
-            ));
+            return Err(StreamError::BadExpectedVersion(expected_version));
         }
         let now = now_ns();
         for e in &mut events {
@@ -982,7 +930,7 @@ impl<S: Storage + 'static> Partition<S> {
         stream: &str,
         expected_version: i64,
         events: &[Event],
-    ) -> Result<Placed, ApiError> {
+    ) -> Result<Placed, StreamError> {
         if let Some(retry) = check_ids(&self.state.borrow().idem, stream, events)? {
             return Ok(Placed::Retry(retry));
         }
@@ -998,12 +946,10 @@ impl<S: Storage + 'static> Partition<S> {
             };
             if !ok {
                 st.errors += 1;
-                return Err(ApiError {
-                    code: code::WRONG_EXPECTED_VERSION,
-                    message: format!(
-                        "wrong expected version: expected {expected_version}, stream {stream:?} is at {current}"
-                    ),
-                    current_version: Some(current),
+                return Err(StreamError::WrongExpectedVersion {
+                    stream: stream.to_string(),
+                    expected: expected_version,
+                    current,
                 });
             }
             let records: Vec<RecordRef<'_>> = events
@@ -1100,7 +1046,7 @@ impl<S: Storage + 'static> Partition<S> {
 
     /// The answer to a retry: the original's result once its events are visible, or the
     /// error that poisoned the journal if their frame failed.
-    async fn await_retry(&self, retry: Retry) -> Result<AppendOk, ApiError> {
+    async fn await_retry(&self, retry: Retry) -> Result<AppendOk, StreamError> {
         let last_lsn = retry.first_lsn + retry.count - 1;
         std::future::poll_fn(|cx| {
             let mut st = self.state.borrow_mut();
@@ -1186,15 +1132,12 @@ impl<S: Storage + 'static> Partition<S> {
         from: u64,
         max: u32,
         direction: Direction,
-    ) -> Result<(Vec<RecordedEvent>, bool), ApiError> {
+    ) -> Result<(Vec<RecordedEvent>, bool), StreamError> {
         let max = (max as usize).min(self.limits.max_read_count);
         let (lsns, end) = {
             let st = self.state.borrow();
             let Some(entry) = st.streams.get(stream) else {
-                return Err(ApiError::new(
-                    code::STREAM_NOT_FOUND,
-                    format!("stream {stream:?} not found"),
-                ));
+                return Err(StreamError::StreamNotFound(stream.to_string()));
             };
             let visible = entry.lsns.partition_point(|&l| l < st.published_lsn) as u64;
             match direction {
@@ -1239,7 +1182,7 @@ impl<S: Storage + 'static> Partition<S> {
         &self,
         lsns: &[u64],
         budget: usize,
-    ) -> Result<(Vec<RecordedEvent>, bool), ApiError> {
+    ) -> Result<(Vec<RecordedEvent>, bool), StreamError> {
         let descending = lsns.len() > 1 && lsns[0] > lsns[1];
         let mut out: Vec<RecordedEvent> = Vec::new();
         let mut bytes = 0usize;
@@ -1283,13 +1226,7 @@ impl<S: Storage + 'static> Partition<S> {
                 assert_eq!(e.lsn, run[k], "the journal returned the LSNs asked for");
             }
             if got.is_empty() && !cut {
-                return Err(ApiError::new(
-                    code::PARTITION_UNAVAILABLE,
-                    format!(
-                        "event at LSN {} could not be read back from the journal",
-                        run[0]
-                    ),
-                ));
+                return Err(StreamError::Unreadable(run[0]));
             }
             i += got.len();
             bytes += got_bytes;
@@ -1309,7 +1246,7 @@ impl<S: Storage + 'static> Partition<S> {
         run: &[u64],
         budget: usize,
         need_one: bool,
-    ) -> Result<(Vec<RecordedEvent>, usize, bool), ApiError> {
+    ) -> Result<(Vec<RecordedEvent>, usize, bool), StreamError> {
         let mut got: Vec<RecordedEvent> = Vec::new();
         let (mut bytes, mut cut, mut k) = (0usize, false, 0usize);
         self.journal
@@ -1341,7 +1278,7 @@ impl<S: Storage + 'static> Partition<S> {
         run: &[u64],
         budget: usize,
         need_one: bool,
-    ) -> Result<(Vec<RecordedEvent>, usize, bool), ApiError> {
+    ) -> Result<(Vec<RecordedEvent>, usize, bool), StreamError> {
         let ascending: Vec<u64> = run.iter().rev().copied().collect();
         let mut kept: VecDeque<(RecordedEvent, usize)> = VecDeque::new();
         let (mut bytes, mut dropped, mut k) = (0usize, false, 0usize);
@@ -1376,20 +1313,15 @@ impl<S: Storage + 'static> Partition<S> {
     }
 
     /// Version and LSN range of a stream (visible events only).
-    pub fn stream_info(&self, stream: &str) -> Result<StreamInfo, ApiError> {
+    pub fn stream_info(&self, stream: &str) -> Result<StreamInfo, StreamError> {
         let st = self.state.borrow();
-        let entry = st.streams.get(stream).ok_or_else(|| {
-            ApiError::new(
-                code::STREAM_NOT_FOUND,
-                format!("stream {stream:?} not found"),
-            )
-        })?;
+        let entry = st
+            .streams
+            .get(stream)
+            .ok_or_else(|| StreamError::StreamNotFound(stream.to_string()))?;
         let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
         if visible == 0 {
-            return Err(ApiError::new(
-                code::STREAM_NOT_FOUND,
-                format!("stream {stream:?} not found"),
-            ));
+            return Err(StreamError::StreamNotFound(stream.to_string()));
         }
         Ok(StreamInfo {
             next_version: visible as u64,
@@ -1421,7 +1353,7 @@ impl<S: Storage + 'static> Partition<S> {
         from: u64,
         max: usize,
         budget: usize,
-    ) -> Result<Vec<(String, RecordedEvent)>, ApiError> {
+    ) -> Result<Vec<(String, RecordedEvent)>, StreamError> {
         let to = self.published_lsn();
         if from >= to || max == 0 {
             return Ok(Vec::new());
@@ -1459,7 +1391,7 @@ impl<S: Storage + 'static> Partition<S> {
         &self,
         lsns: &[u64],
         budget: usize,
-    ) -> Result<Vec<RecordedEvent>, ApiError> {
+    ) -> Result<Vec<RecordedEvent>, StreamError> {
         Ok(self.fetch(lsns, budget).await?.0)
     }
 
@@ -1488,7 +1420,7 @@ impl<S: Storage + 'static> Partition<S> {
         from_ns: u64,
         to_ns: u64,
         bucket_ns: u64,
-    ) -> Result<Vec<Bucket>, ApiError> {
+    ) -> Result<Vec<Bucket>, StreamError> {
         let st = self.state.borrow();
         let type_ids = (!type_prefix.is_empty()).then(|| st.mem.types.ids_with_prefix(type_prefix));
         let q = Query {
@@ -1498,17 +1430,14 @@ impl<S: Storage + 'static> Partition<S> {
             stream_id: (!stream.is_empty()).then(|| stream_id(stream)),
             type_ids,
         };
-        let bad = |e: crate::aggregate::AggregateError| {
-            ApiError::new(code::INVALID_ARGUMENT, e.to_string())
-        };
         if stream.is_empty() {
-            return aggregate_columns(&st.mem.ring, q).map_err(bad);
+            return Ok(aggregate_columns(&st.mem.ring, q)?);
         }
         // The stream id column is a 64-bit hash of the name, and names collide (e.g.
         // "oPxgeduSyVJ" and "6oPwYOOB18L"): an event counts only if the name in its payload
         // is the stream's too.
         let id = stream_id(stream);
-        let mut agg = crate::aggregate::Aggregator::new(q).map_err(bad)?;
+        let mut agg = crate::aggregate::Aggregator::new(q)?;
         for e in st.mem.ring.iter() {
             if e.stream_id == id && payload_stream(e.payload) == Some(stream.as_bytes()) {
                 agg.add(e.timestamp_ns, e.value, e.type_id, e.stream_id);

@@ -1,0 +1,49 @@
+//! Why a stream operation failed: one typed error for the stream layer. The server maps each
+//! variant to its wire code (`server::ApiError`); the stream layer knows no wire codes.
+
+use crate::error::JournalError;
+
+/// A failed stream operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    #[error("stream name is empty")]
+    EmptyStreamName,
+    #[error("an append needs at least one event")]
+    NoEvents,
+    #[error("expected version {0} is not -1, -2, -3 or >= 0")]
+    BadExpectedVersion(i64),
+    /// The stream's last version is `current` (-1: no events), not what the append expected.
+    #[error("wrong expected version: expected {expected}, stream {stream:?} is at {current}")]
+    WrongExpectedVersion {
+        stream: String,
+        expected: i64,
+        current: i64,
+    },
+    #[error("stream {0:?} not found")]
+    StreamNotFound(String),
+    /// One event id twice in one append.
+    #[error("event id {0} appears twice in the append; each event needs its own id")]
+    DuplicateEventId(String),
+    /// An append whose ids only partly match events already written (docs/PROTOCOL.md,
+    /// idempotency).
+    #[error(
+        "event {index} of the append has id {id}, already appended to stream {stream:?} at \
+         version {version}, but the append is not a retry of those events; a retry must \
+         resend the same events with the same ids (new events need new ids)"
+    )]
+    NotARetry {
+        index: usize,
+        id: String,
+        stream: String,
+        version: u64,
+    },
+    /// The stream index names an LSN the journal does not hold.
+    #[error("event at LSN {0} could not be read back from the journal")]
+    Unreadable(u64),
+    /// An aggregation the ring cannot answer as asked.
+    #[error(transparent)]
+    Aggregate(#[from] crate::aggregate::AggregateError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
