@@ -56,9 +56,10 @@ fn small_budget(c: u64, e: u64) -> u64 {
 }
 
 /// What one connection may make the server hold, by docs/OPERATIONS.md's formula, for the
-/// SMALL configuration: `2 × (connection_buffer_bytes + max(connection_buffer_bytes, 4 MiB)
-/// + max_in_flight_per_connection × 1 KiB) + connection_buffer_bytes / max_read_bytes ×
-/// frame_bytes_max + max_frame_bytes + 64 KiB`.
+/// SMALL configuration: twice (`connection_buffer_bytes`, plus the larger of it and 4 MiB,
+/// plus `max_in_flight_per_connection` KiB), plus one frame per READ being built
+/// (`connection_buffer_bytes / max_read_bytes × frame_bytes_max`), plus `max_frame_bytes`
+/// and 64 KiB.
 const CONNECTION_WORST: u64 = 2 * (MIB + 4 * MIB + 64 * 1024) + 4 * MIB + MIB + 64 * 1024;
 
 /// What an idle connection (past HELLO, nothing in flight) holds, by docs/OPERATIONS.md: its
