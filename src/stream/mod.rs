@@ -1,5 +1,24 @@
-//! The stream layer: one partition's streams on its journal and ring.
-mod error;
-mod partition;
+//! The stream layer: one partition's streams on its journal and ring. It does no networking
+//! and spawns no tasks; the server calls it on the partition's owning shard.
+//!
+//! - [`partition`]: the [`Partition`] — appends (expected versions, idempotency, placement in
+//!   arrival order, durability, publication in LSN order), reads, stream info, aggregations,
+//!   subscriber sinks, statistics.
+//! - [`idempotency`]: the idempotency rule.
+//! - [`turns`]: the arrival order of appends.
+//! - [`payload`]: the ring payload encoding and its decoding.
+//! - [`image`]: snapshot images and the rebuild at start-up.
+//! - [`error`]: [`StreamError`], which the server maps to wire codes.
 
-pub use partition::*;
+mod error;
+mod idempotency;
+mod image;
+mod partition;
+mod payload;
+mod turns;
+
+pub use error::StreamError;
+pub use image::{read_partition_snapshot, PartitionImage, Rebuild};
+pub use partition::{
+    AppendOk, Partition, PartitionLimits, PartitionStats, PublishSink, StreamInfo,
+};

@@ -1,5 +1,6 @@
-//! One partition on its owning shard: the journal, the stream index, the idempotency window,
-//! publication in LSN order, and the partition's subscribers.
+//! One partition on its owning shard: the journal, the stream index, expected versions, the
+//! idempotency window, placement in arrival order, publication in LSN order, reads, and the
+//! partition's subscribers.
 //!
 //! ## Invariants
 //!
@@ -16,16 +17,19 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
+use super::error::StreamError;
+use super::idempotency::{check_ids, IdemEntry, Retry};
+use super::image::{ImageCopier, Rebuild, IMAGE_SLICE};
+use super::payload::{payload_stream, reply_bytes, stream_id, to_recorded, InMemory};
+use super::turns::{Turn, TurnWait, Turns};
+use super::PartitionImage;
 use crate::aggregate::{aggregate_columns, Bucket, Query};
 use crate::error::JournalError;
 use crate::journal::device::Storage;
-use crate::journal::format::{RecordIter, RECORD_KIND_EVENT};
-use crate::journal::scan::FrameInfo;
-use crate::journal::{GlommioStorage, Journal, OwnedRecord, RecordRef, ScanNext, StoreId};
+use crate::journal::format::RECORD_KIND_EVENT;
+use crate::journal::{GlommioStorage, Journal, RecordRef, ScanNext};
 use crate::protocol::{expected, Direction, Event, RecordedEvent};
-
-pub use super::error::StreamError;
-use crate::ring::{ring, NameTable, NewEvent, RingConfig, RingStats, RingWriter};
+use crate::ring::{RingConfig, RingStats};
 
 /// The result of an append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,17 +61,9 @@ pub struct PartitionLimits {
 }
 
 #[derive(Default)]
-struct StreamEntry {
+pub(super) struct StreamEntry {
     /// `lsns[v]` is the LSN of version `v`.
-    lsns: Vec<u64>,
-}
-
-/// Where an event with an id was written: a retry whose first event has this id gets the
-/// original result back.
-struct IdemEntry {
-    stream: String,
-    version: u64,
-    lsn: u64,
+    pub(super) lsns: Vec<u64>,
 }
 
 /// A sink for events published by this partition (a subscriber).
@@ -77,17 +73,17 @@ pub trait PublishSink {
     fn offer(&self, stream: &str, events: &[RecordedEvent]) -> bool;
 }
 
-struct State {
-    mem: InMemory,
-    streams: HashMap<String, StreamEntry>,
-    idem: HashMap<[u8; 16], IdemEntry>,
-    idem_order: VecDeque<[u8; 16]>,
-    published_lsn: u64,
+pub(super) struct State {
+    pub(super) mem: InMemory,
+    pub(super) streams: HashMap<String, StreamEntry>,
+    pub(super) idem: HashMap<[u8; 16], IdemEntry>,
+    pub(super) idem_order: VecDeque<[u8; 16]>,
+    pub(super) published_lsn: u64,
     pending_publish: BTreeMap<u64, (String, Vec<RecordedEvent>)>,
     /// Retries waiting for the append they repeat to become visible (or fail).
     publish_waiters: Vec<std::task::Waker>,
     /// The order appends are placed in.
-    turns: Turns,
+    pub(super) turns: Turns,
     sinks: Vec<Rc<dyn PublishSink>>,
     appends: u64,
     events_appended: u64,
@@ -99,9 +95,9 @@ struct State {
 /// runs on real files (glommio, the default) and on the simulated disk in crash tests.
 pub struct Partition<S: Storage + 'static = GlommioStorage> {
     pub id: u32,
-    journal: Journal<S>,
+    pub(super) journal: Journal<S>,
     limits: PartitionLimits,
-    state: RefCell<State>,
+    pub(super) state: RefCell<State>,
     ring_events_gauge: metrics::Gauge,
     ring_bytes_gauge: metrics::Gauge,
     /// Handles looked up once: a lookup per append (label string, key hash, registry map)
@@ -128,471 +124,11 @@ pub struct PartitionStats {
     pub ring: RingStats,
 }
 
-fn now_ns() -> u64 {
+pub(super) fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
-}
-
-/// Rebuilds stream state from journal frames during recovery.
-pub struct Rebuild {
-    streams: HashMap<String, StreamEntry>,
-    idem: VecDeque<([u8; 16], IdemEntry)>,
-    window: usize,
-    mem: InMemory,
-    /// Events recovered from the journal (not counting a snapshot's).
-    pub events: u64,
-    /// Records below this LSN are in the snapshot the rebuild started from.
-    pub from_lsn: u64,
-    /// The first LSN the journal scan offered at or above `from_lsn` (to prove no gap).
-    pub first_seen: Option<u64>,
-}
-
-/// A partition's state at an LSN, as a snapshot file holds it (encoded with postcard):
-/// every stream's version → LSN map, the idempotency window, the ring's events, and where a
-/// recovery from it resumes the journal scan.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct PartitionImage {
-    /// The image holds every record below this LSN and nothing from it on.
-    pub lsn: u64,
-    streams: Vec<(String, Vec<u64>)>,
-    idem: Vec<([u8; 16], String, u64, u64)>,
-    ring: Vec<RingItem>,
-    pub resume: crate::journal::Resume,
-}
-
-/// One ring event: its columns and its payload bytes (see `InMemory`).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct RingItem {
-    lsn: u64,
-    stream_version: u64,
-    timestamp_ns: u64,
-    value: f64,
-    payload: Vec<u8>,
-}
-
-/// Items (stream index entries or ring events) copied between two yields of
-/// [`Partition::image_yielding`].
-const IMAGE_SLICE: usize = 16 * 1024;
-
-/// The state of an image copy in progress.
-struct ImageCopier {
-    lsn: u64,
-    names: Vec<String>,
-    next_name: usize,
-    streams: Vec<(String, Vec<u64>)>,
-    ring: Vec<RingItem>,
-    next_ring_lsn: u64,
-    ring_done: bool,
-}
-
-impl ImageCopier {
-    fn new<S: Storage + 'static>(part: &Partition<S>, lsn: u64) -> Self {
-        let st = part.state.borrow();
-        let names = st.streams.keys().cloned().collect();
-        let next_ring_lsn = st.mem.ring.lsn_range().map_or(lsn, |(oldest, _)| oldest);
-        ImageCopier {
-            lsn,
-            names,
-            next_name: 0,
-            streams: Vec::new(),
-            ring: Vec::new(),
-            next_ring_lsn,
-            ring_done: false,
-        }
-    }
-
-    /// Copies about `budget` more items; true when everything is copied.
-    fn step<S: Storage + 'static>(&mut self, part: &Partition<S>, budget: usize) -> bool {
-        let st = part.state.borrow();
-        let mut spent = 0usize;
-        while self.next_name < self.names.len() && spent < budget {
-            let name = &self.names[self.next_name];
-            self.next_name += 1;
-            if let Some(e) = st.streams.get(name) {
-                let n = e.lsns.partition_point(|&l| l < self.lsn);
-                if n > 0 {
-                    self.streams.push((name.clone(), e.lsns[..n].to_vec()));
-                }
-                spent += n + 1;
-            }
-        }
-        if self.next_name < self.names.len() {
-            return false;
-        }
-        if !self.ring_done {
-            for (taken, e) in st.mem.ring.iter_from(self.next_ring_lsn).enumerate() {
-                if e.lsn >= self.lsn || spent + taken >= budget {
-                    break;
-                }
-                if e.lsn != self.next_ring_lsn && !self.ring.is_empty() {
-                    // Events were evicted during a yield: keep the copy contiguous (the
-                    // restored ring must be) by starting over from here.
-                    self.ring.clear();
-                }
-                self.ring.push(RingItem {
-                    lsn: e.lsn,
-                    stream_version: e.stream_version,
-                    timestamp_ns: e.timestamp_ns,
-                    value: e.value,
-                    payload: e.payload.to_vec(),
-                });
-                self.next_ring_lsn = e.lsn + 1;
-            }
-            let finished = self.next_ring_lsn >= self.lsn
-                || st
-                    .mem
-                    .ring
-                    .lsn_range()
-                    .is_none_or(|(_, newest)| self.next_ring_lsn > newest);
-            if !finished {
-                return false;
-            }
-            self.ring_done = true;
-        }
-        true
-    }
-
-    fn finish<S: Storage + 'static>(self, part: &Partition<S>) -> PartitionImage {
-        let st = part.state.borrow();
-        let lsn = self.lsn;
-        let idem = st
-            .idem_order
-            .iter()
-            .filter_map(|id| {
-                let e = st.idem.get(id)?;
-                (e.lsn < lsn).then(|| (*id, e.stream.clone(), e.version, e.lsn))
-            })
-            .collect();
-        PartitionImage {
-            lsn,
-            streams: self.streams,
-            idem,
-            ring: self.ring,
-            resume: part.journal.resume_point(lsn),
-        }
-    }
-}
-
-/// Reads partition `p`'s snapshot file `path` (named for `lsn`) and checks it as recovery
-/// does before using it: the header and both checksums (`snapshot::decode`), the kind and
-/// codec, the store id and partition, the LSN in the file name, header and body, and that the
-/// body decodes to an image whose contents are within it ([`PartitionImage::check`]).
-pub fn read_partition_snapshot(
-    path: &std::path::Path,
-    lsn: u64,
-    store: StoreId,
-    p: u32,
-) -> Result<PartitionImage, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let (meta, body) = crate::snapshot::decode(&bytes).map_err(|e| e.to_string())?;
-    if meta.store_id != store || meta.partition != p || meta.lsn != lsn {
-        return Err("it belongs to another store, partition or LSN".into());
-    }
-    if meta.kind != crate::snapshot::KIND_PARTITION || meta.codec != crate::snapshot::CODEC_BINARY {
-        return Err(format!(
-            "unknown kind {} or codec {}",
-            meta.kind, meta.codec
-        ));
-    }
-    let image = PartitionImage::decode(body)?;
-    if image.lsn != lsn {
-        return Err("its body names another LSN than its header".into());
-    }
-    image.check()?;
-    Ok(image)
-}
-
-/// A stream's version LSNs must all be below the image's LSN.
-fn check_stream_lsns(name: &str, lsns: &[u64], image_lsn: u64) -> Result<(), String> {
-    if lsns.last().is_some_and(|&l| l >= image_lsn) {
-        return Err(format!("stream {name:?} has an LSN beyond the image's"));
-    }
-    Ok(())
-}
-
-/// The fields of a ring payload (see `InMemory`): stream, event type, event id, data,
-/// metadata.
-struct RingFields<'a> {
-    stream: &'a [u8],
-    event_type: &'a [u8],
-    event_id: [u8; 16],
-    data: &'a [u8],
-    metadata: &'a [u8],
-}
-
-impl<'a> RingFields<'a> {
-    fn parse(p: &'a [u8]) -> Result<Self, String> {
-        let field = |at: usize, len: usize| {
-            at.checked_add(len)
-                .and_then(|end| p.get(at..end))
-                .ok_or_else(|| "ring payload too short".to_string())
-        };
-        let u16_at = |i: usize| field(i, 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-        let u32_at =
-            |i: usize| field(i, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-        let (sl, tl, dl, ml) = (u16_at(0)?, u16_at(2)?, u32_at(4)?, u32_at(8)?);
-        let mut event_id = [0u8; 16];
-        event_id.copy_from_slice(field(12, 16)?);
-        let mut at = 28;
-        let stream = field(at, sl)?;
-        at += sl;
-        let event_type = field(at, tl)?;
-        at += tl;
-        let data = field(at, dl)?;
-        at += dl;
-        let metadata = field(at, ml)?;
-        Ok(RingFields {
-            stream,
-            event_type,
-            event_id,
-            data,
-            metadata,
-        })
-    }
-}
-
-impl PartitionImage {
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("an image always encodes")
-    }
-    pub fn decode(bytes: &[u8]) -> Result<PartitionImage, String> {
-        postcard::from_bytes(bytes).map_err(|e| format!("undecodable partition image: {e}"))
-    }
-    /// Checks what [`Rebuild::from_image`] relies on, without building anything: every
-    /// stream's LSNs are below the image's, every ring payload holds the fields it claims.
-    pub fn check(&self) -> Result<(), String> {
-        for (name, lsns) in &self.streams {
-            check_stream_lsns(name, lsns, self.lsn)?;
-        }
-        for item in &self.ring {
-            RingFields::parse(&item.payload)
-                .map_err(|e| format!("ring event at LSN {}: {e}", item.lsn))?;
-        }
-        Ok(())
-    }
-    /// Events the image holds.
-    pub fn events(&self) -> u64 {
-        self.streams.iter().map(|(_, l)| l.len() as u64).sum()
-    }
-}
-
-impl Rebuild {
-    pub fn new(idempotency_window: usize, ring_config: RingConfig) -> Self {
-        Rebuild {
-            streams: HashMap::new(),
-            idem: VecDeque::new(),
-            window: idempotency_window,
-            mem: InMemory::new(ring_config),
-            events: 0,
-            from_lsn: 0,
-            first_seen: None,
-        }
-    }
-
-    /// Starts from a snapshot's image; the journal scan then adds what follows it.
-    pub fn from_image(
-        image: PartitionImage,
-        idempotency_window: usize,
-        ring_config: RingConfig,
-    ) -> Result<Self, String> {
-        let mut r = Rebuild::new(idempotency_window, ring_config);
-        r.from_lsn = image.lsn;
-        for (name, lsns) in image.streams {
-            check_stream_lsns(&name, &lsns, image.lsn)?;
-            r.streams.insert(name, StreamEntry { lsns });
-        }
-        for (id, stream, version, lsn) in image.idem {
-            if r.window > 0 {
-                if r.idem.len() == r.window {
-                    r.idem.pop_front();
-                }
-                r.idem.push_back((
-                    id,
-                    IdemEntry {
-                        stream,
-                        version,
-                        lsn,
-                    },
-                ));
-            }
-        }
-        for item in &image.ring {
-            let f = RingFields::parse(&item.payload)?;
-            r.mem.push(
-                item.lsn,
-                &RecordRef {
-                    kind: RECORD_KIND_EVENT,
-                    stream_version: item.stream_version,
-                    timestamp_ns: item.timestamp_ns,
-                    event_id: f.event_id,
-                    value: item.value,
-                    stream: f.stream,
-                    event_type: f.event_type,
-                    data: f.data,
-                    metadata: f.metadata,
-                },
-            );
-        }
-        Ok(r)
-    }
-
-    /// Feeds one recovered frame.
-    pub fn frame(&mut self, info: &FrameInfo, frame: &[u8]) {
-        let body = &frame[96..96 + info.meta.body_len as usize];
-        for record in RecordIter::new(body).flatten() {
-            if record.lsn < self.from_lsn {
-                continue;
-            }
-            self.first_seen.get_or_insert(record.lsn);
-            if record.record.kind != RECORD_KIND_EVENT {
-                continue;
-            }
-            let stream = String::from_utf8_lossy(record.record.stream).into_owned();
-            let entry = self.streams.entry(stream.clone()).or_default();
-            entry.lsns.push(record.lsn);
-            self.events += 1;
-            self.mem.push(record.lsn, &record.record);
-            if record.record.event_id != [0; 16] && self.window > 0 {
-                if self.idem.len() == self.window {
-                    self.idem.pop_front();
-                }
-                self.idem.push_back((
-                    record.record.event_id,
-                    IdemEntry {
-                        stream,
-                        version: record.record.stream_version,
-                        lsn: record.lsn,
-                    },
-                ));
-            }
-        }
-    }
-}
-
-/// The ring's stream id of a stream: FNV-1a 64 of its name. Names collide, so a match on the
-/// id is confirmed with the name in the payload (aggregations) or by the stream index
-/// (reads).
-pub fn stream_id(stream: &str) -> u64 {
-    crate::protocol::stream_hash(stream.as_bytes())
-}
-
-/// The partition's events in memory: the ring, the names behind its event-type ids, and one
-/// reused buffer for encoding ring payloads (no allocation per event).
-///
-/// Ring payload: `u16 stream, u16 type, u32 data, u32 metadata` lengths, `[16] id`, then the
-/// four fields. LSNs in the ring stay contiguous: a gap, or an event too large for the
-/// ring's arena, clears it (reads then go to the journal).
-struct InMemory {
-    ring: RingWriter,
-    types: NameTable,
-    scratch: Vec<u8>,
-}
-
-impl InMemory {
-    fn new(cfg: RingConfig) -> Self {
-        InMemory {
-            ring: ring(cfg).0,
-            types: NameTable::new(),
-            scratch: Vec::new(),
-        }
-    }
-
-    /// Pushes one durable event.
-    fn push(&mut self, lsn: u64, r: &RecordRef<'_>) {
-        let p = &mut self.scratch;
-        p.clear();
-        p.extend_from_slice(&(r.stream.len() as u16).to_le_bytes());
-        p.extend_from_slice(&(r.event_type.len() as u16).to_le_bytes());
-        p.extend_from_slice(&(r.data.len() as u32).to_le_bytes());
-        p.extend_from_slice(&(r.metadata.len() as u32).to_le_bytes());
-        p.extend_from_slice(&r.event_id);
-        p.extend_from_slice(r.stream);
-        p.extend_from_slice(r.event_type);
-        p.extend_from_slice(r.data);
-        p.extend_from_slice(r.metadata);
-        let new = NewEvent {
-            lsn,
-            timestamp_ns: r.timestamp_ns,
-            value: r.value,
-            type_id: self.types.intern(&String::from_utf8_lossy(r.event_type)),
-            stream_id: crate::protocol::stream_hash(r.stream),
-            stream_version: r.stream_version,
-            payload: p,
-        };
-        if let Some((_, newest)) = self.ring.lsn_range() {
-            if newest + 1 != lsn {
-                self.ring.clear();
-            }
-        }
-        if self.ring.push(&new).is_err() {
-            self.ring.clear();
-        }
-    }
-
-    /// The event with `lsn`, if the ring holds it, decoded from its payload in place.
-    fn get(&self, lsn: u64, partition: u32) -> Option<RecordedEvent> {
-        let e = self.ring.get_ref(lsn)?;
-        let p = e.payload;
-        let u16_at =
-            |i: usize| Some(u16::from_le_bytes(p.get(i..i + 2)?.try_into().ok()?) as usize);
-        let u32_at =
-            |i: usize| Some(u32::from_le_bytes(p.get(i..i + 4)?.try_into().ok()?) as usize);
-        let (sl, tl, dl, ml) = (u16_at(0)?, u16_at(2)?, u32_at(4)?, u32_at(8)?);
-        let id: [u8; 16] = p.get(12..28)?.try_into().ok()?;
-        let stream = String::from_utf8_lossy(p.get(28..28 + sl)?).into_owned();
-        let mut at = 28 + sl;
-        let event_type = String::from_utf8(p.get(at..at + tl)?.to_vec()).ok()?;
-        at += tl;
-        let data = p.get(at..at + dl)?.to_vec();
-        at += dl;
-        let metadata = p.get(at..at + ml)?.to_vec();
-        Some(RecordedEvent {
-            stream,
-            stream_version: e.stream_version,
-            lsn: e.lsn,
-            partition,
-            event: Event {
-                id,
-                event_type,
-                timestamp_ns: e.timestamp_ns,
-                value: e.value,
-                data,
-                metadata,
-            },
-        })
-    }
-}
-
-/// The bytes an event counts for in a reply's budget (`max_read_bytes`): its variable
-/// fields, and 64 for the fixed fields and framing.
-fn reply_bytes(e: &RecordedEvent) -> usize {
-    let ev = &e.event;
-    ev.event_type.len() + ev.data.len() + ev.metadata.len() + 64
-}
-
-/// The stream name in a ring payload (see [`InMemory`]).
-fn payload_stream(p: &[u8]) -> Option<&[u8]> {
-    let len = u16::from_le_bytes(p.get(0..2)?.try_into().ok()?) as usize;
-    p.get(28..28 + len)
-}
-
-fn to_recorded(r: OwnedRecord, partition: u32) -> RecordedEvent {
-    RecordedEvent {
-        stream: String::from_utf8_lossy(&r.stream).into_owned(),
-        stream_version: r.stream_version,
-        lsn: r.lsn,
-        partition,
-        event: Event {
-            id: r.event_id,
-            event_type: String::from_utf8_lossy(&r.event_type).into_owned(),
-            timestamp_ns: r.timestamp_ns,
-            value: r.value,
-            data: r.data,
-            metadata: r.metadata,
-        },
-    }
 }
 
 /// What one attempt to place an append did.
@@ -603,135 +139,6 @@ enum Placed {
     Pending(crate::journal::PendingAppend, u64),
     /// The journal has no room now.
     NoRoom,
-}
-
-/// The order in which appends are placed: each takes a ticket on arrival and places when
-/// `serving` reaches it.
-#[derive(Default)]
-struct Turns {
-    next_ticket: u64,
-    serving: u64,
-    /// The task waiting for each ticket's turn.
-    waiters: HashMap<u64, std::task::Waker>,
-    /// Tickets whose appends were dropped before their turn came.
-    abandoned: std::collections::HashSet<u64>,
-}
-
-/// The turn to place an append; the next ticket's turn comes when it is dropped.
-struct Turn<'a, S: Storage + 'static> {
-    part: &'a Partition<S>,
-}
-
-impl<S: Storage + 'static> Drop for Turn<'_, S> {
-    fn drop(&mut self) {
-        self.part.end_turn();
-    }
-}
-
-/// A ticket waiting for its turn; if dropped before it, the ticket is given up so the turns
-/// do not stop at it.
-struct TurnWait<'a, S: Storage + 'static> {
-    part: &'a Partition<S>,
-    ticket: u64,
-    served: bool,
-}
-
-impl<S: Storage + 'static> Drop for TurnWait<'_, S> {
-    fn drop(&mut self) {
-        if self.served {
-            return;
-        }
-        let serving = {
-            let mut st = self.part.state.borrow_mut();
-            st.turns.waiters.remove(&self.ticket);
-            st.turns.abandoned.insert(self.ticket);
-            st.turns.serving
-        };
-        if serving == self.ticket {
-            // Its turn came while it was being dropped: pass it on.
-            self.part
-                .state
-                .borrow_mut()
-                .turns
-                .abandoned
-                .remove(&self.ticket);
-            self.part.end_turn();
-        }
-    }
-}
-
-/// An append that repeats earlier events (by their ids): their versions and LSNs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Retry {
-    first_version: u64,
-    first_lsn: u64,
-    count: u64,
-}
-
-/// The idempotency rule for an append of `events` to `stream`, against the window `idem`:
-///
-/// - no event id of the append is in the window: a new append (`Ok(None)`);
-/// - every event has an id, and the ids are in the window at consecutive versions (and LSNs)
-///   of `stream`, the first event's first: a retry (`Ok(Some)`), answered with those
-///   versions once they are durable — whether the original is durable already or still in
-///   flight;
-/// - anything else — some ids known and some not, known at other places, an event without an
-///   id among known ones, or one id twice in the append: error 12, and nothing is written
-///   (writing it would duplicate events, and answering it as a retry would invent a result).
-fn check_ids(
-    idem: &HashMap<[u8; 16], IdemEntry>,
-    stream: &str,
-    events: &[Event],
-) -> Result<Option<Retry>, StreamError> {
-    let none = [0u8; 16];
-    let Some(known) = events
-        .iter()
-        .position(|e| e.id != none && idem.contains_key(&e.id))
-    else {
-        if events.len() > 1 {
-            let mut ids: Vec<&[u8; 16]> = events
-                .iter()
-                .map(|e| &e.id)
-                .filter(|id| **id != none)
-                .collect();
-            ids.sort_unstable();
-            if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
-                return Err(StreamError::DuplicateEventId(crate::journal::hex(w[0])));
-            }
-        }
-        return Ok(None);
-    };
-    let first = idem.get(&events[0].id).filter(|_| events[0].id != none);
-    let retry = first.filter(|f| f.stream == stream).and_then(|f| {
-        events
-            .iter()
-            .enumerate()
-            .all(|(i, e)| {
-                idem.get(&e.id).is_some_and(|hit| {
-                    e.id != none
-                        && hit.stream == stream
-                        && hit.version == f.version + i as u64
-                        && hit.lsn == f.lsn + i as u64
-                })
-            })
-            .then_some(Retry {
-                first_version: f.version,
-                first_lsn: f.lsn,
-                count: events.len() as u64,
-            })
-    });
-    match retry {
-        Some(r) => Ok(Some(r)),
-        None => {
-            let hit = &idem[&events[known].id];
-            Err(StreamError::NotARetry {
-                index: known,
-                id: crate::journal::hex(&events[known].id),
-                stream: hit.stream.clone(),
-                version: hit.version,
-            })
-        }
-    }
 }
 
 fn wake_all(waiters: &mut Vec<std::task::Waker>) {
@@ -1032,7 +439,7 @@ impl<S: Storage + 'static> Partition<S> {
 
     /// Moves the turn on past `ticket` and past tickets given up before their turn, and
     /// wakes the holder of the next one.
-    fn end_turn(&self) {
+    pub(super) fn end_turn(&self) {
         let mut st = self.state.borrow_mut();
         let turns = &mut st.turns;
         turns.serving += 1;

@@ -1,0 +1,322 @@
+//! A partition's state as a snapshot holds it, and its rebuild at start-up.
+//!
+//! - [`PartitionImage`]: every stream's version → LSN map, the idempotency window, the
+//!   ring's events, and where a recovery from it resumes the journal scan; taken at the
+//!   published LSN on the owning shard ([`ImageCopier`], in slices so appends go on), encoded
+//!   with postcard off the shard.
+//! - [`Rebuild`]: the state recovery builds, from an image and the journal frames after it,
+//!   before the partition serves.
+//!
+//! The cut is consistent: stream versions and ring events are copied below the LSN fixed when
+//! the copy starts (appends only add above it); an idempotency entry or ring event evicted
+//! during the copy is simply not in the image (both are bounded windows; the ring is a cache).
+
+use std::collections::{HashMap, VecDeque};
+
+use super::idempotency::IdemEntry;
+use super::partition::{Partition, StreamEntry};
+use super::payload::{InMemory, RingFields};
+use crate::journal::device::Storage;
+use crate::journal::format::{RecordIter, RECORD_KIND_EVENT};
+use crate::journal::scan::FrameInfo;
+use crate::journal::{RecordRef, StoreId};
+use crate::ring::RingConfig;
+
+/// Rebuilds stream state from journal frames during recovery.
+pub struct Rebuild {
+    pub(super) streams: HashMap<String, StreamEntry>,
+    pub(super) idem: VecDeque<([u8; 16], IdemEntry)>,
+    window: usize,
+    pub(super) mem: InMemory,
+    /// Events recovered from the journal (not counting a snapshot's).
+    pub events: u64,
+    /// Records below this LSN are in the snapshot the rebuild started from.
+    pub from_lsn: u64,
+    /// The first LSN the journal scan offered at or above `from_lsn` (to prove no gap).
+    pub first_seen: Option<u64>,
+}
+
+/// A partition's state at an LSN, as a snapshot file holds it (encoded with postcard):
+/// every stream's version → LSN map, the idempotency window, the ring's events, and where a
+/// recovery from it resumes the journal scan.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct PartitionImage {
+    /// The image holds every record below this LSN and nothing from it on.
+    pub lsn: u64,
+    streams: Vec<(String, Vec<u64>)>,
+    idem: Vec<([u8; 16], String, u64, u64)>,
+    ring: Vec<RingItem>,
+    pub resume: crate::journal::Resume,
+}
+
+/// One ring event: its columns and its payload bytes (see `InMemory`).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct RingItem {
+    lsn: u64,
+    stream_version: u64,
+    timestamp_ns: u64,
+    value: f64,
+    payload: Vec<u8>,
+}
+
+/// Items (stream index entries or ring events) copied between two yields of
+/// [`Partition::image_yielding`].
+pub(super) const IMAGE_SLICE: usize = 16 * 1024;
+
+/// The state of an image copy in progress.
+pub(super) struct ImageCopier {
+    lsn: u64,
+    names: Vec<String>,
+    next_name: usize,
+    streams: Vec<(String, Vec<u64>)>,
+    ring: Vec<RingItem>,
+    next_ring_lsn: u64,
+    ring_done: bool,
+}
+
+impl ImageCopier {
+    pub(super) fn new<S: Storage + 'static>(part: &Partition<S>, lsn: u64) -> Self {
+        let st = part.state.borrow();
+        let names = st.streams.keys().cloned().collect();
+        let next_ring_lsn = st.mem.ring.lsn_range().map_or(lsn, |(oldest, _)| oldest);
+        ImageCopier {
+            lsn,
+            names,
+            next_name: 0,
+            streams: Vec::new(),
+            ring: Vec::new(),
+            next_ring_lsn,
+            ring_done: false,
+        }
+    }
+
+    /// Copies about `budget` more items; true when everything is copied.
+    pub(super) fn step<S: Storage + 'static>(
+        &mut self,
+        part: &Partition<S>,
+        budget: usize,
+    ) -> bool {
+        let st = part.state.borrow();
+        let mut spent = 0usize;
+        while self.next_name < self.names.len() && spent < budget {
+            let name = &self.names[self.next_name];
+            self.next_name += 1;
+            if let Some(e) = st.streams.get(name) {
+                let n = e.lsns.partition_point(|&l| l < self.lsn);
+                if n > 0 {
+                    self.streams.push((name.clone(), e.lsns[..n].to_vec()));
+                }
+                spent += n + 1;
+            }
+        }
+        if self.next_name < self.names.len() {
+            return false;
+        }
+        if !self.ring_done {
+            for (taken, e) in st.mem.ring.iter_from(self.next_ring_lsn).enumerate() {
+                if e.lsn >= self.lsn || spent + taken >= budget {
+                    break;
+                }
+                if e.lsn != self.next_ring_lsn && !self.ring.is_empty() {
+                    // Events were evicted during a yield: keep the copy contiguous (the
+                    // restored ring must be) by starting over from here.
+                    self.ring.clear();
+                }
+                self.ring.push(RingItem {
+                    lsn: e.lsn,
+                    stream_version: e.stream_version,
+                    timestamp_ns: e.timestamp_ns,
+                    value: e.value,
+                    payload: e.payload.to_vec(),
+                });
+                self.next_ring_lsn = e.lsn + 1;
+            }
+            let finished = self.next_ring_lsn >= self.lsn
+                || st
+                    .mem
+                    .ring
+                    .lsn_range()
+                    .is_none_or(|(_, newest)| self.next_ring_lsn > newest);
+            if !finished {
+                return false;
+            }
+            self.ring_done = true;
+        }
+        true
+    }
+
+    pub(super) fn finish<S: Storage + 'static>(self, part: &Partition<S>) -> PartitionImage {
+        let st = part.state.borrow();
+        let lsn = self.lsn;
+        let idem = st
+            .idem_order
+            .iter()
+            .filter_map(|id| {
+                let e = st.idem.get(id)?;
+                (e.lsn < lsn).then(|| (*id, e.stream.clone(), e.version, e.lsn))
+            })
+            .collect();
+        PartitionImage {
+            lsn,
+            streams: self.streams,
+            idem,
+            ring: self.ring,
+            resume: part.journal.resume_point(lsn),
+        }
+    }
+}
+
+/// Reads partition `p`'s snapshot file `path` (named for `lsn`) and checks it as recovery
+/// does before using it: the header and both checksums (`snapshot::decode`), the kind and
+/// codec, the store id and partition, the LSN in the file name, header and body, and that the
+/// body decodes to an image whose contents are within it ([`PartitionImage::check`]).
+pub fn read_partition_snapshot(
+    path: &std::path::Path,
+    lsn: u64,
+    store: StoreId,
+    p: u32,
+) -> Result<PartitionImage, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let (meta, body) = crate::snapshot::decode(&bytes).map_err(|e| e.to_string())?;
+    if meta.store_id != store || meta.partition != p || meta.lsn != lsn {
+        return Err("it belongs to another store, partition or LSN".into());
+    }
+    if meta.kind != crate::snapshot::KIND_PARTITION || meta.codec != crate::snapshot::CODEC_BINARY {
+        return Err(format!(
+            "unknown kind {} or codec {}",
+            meta.kind, meta.codec
+        ));
+    }
+    let image = PartitionImage::decode(body)?;
+    if image.lsn != lsn {
+        return Err("its body names another LSN than its header".into());
+    }
+    image.check()?;
+    Ok(image)
+}
+
+/// A stream's version LSNs must all be below the image's LSN.
+pub(super) fn check_stream_lsns(name: &str, lsns: &[u64], image_lsn: u64) -> Result<(), String> {
+    if lsns.last().is_some_and(|&l| l >= image_lsn) {
+        return Err(format!("stream {name:?} has an LSN beyond the image's"));
+    }
+    Ok(())
+}
+
+impl PartitionImage {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("an image always encodes")
+    }
+    pub fn decode(bytes: &[u8]) -> Result<PartitionImage, String> {
+        postcard::from_bytes(bytes).map_err(|e| format!("undecodable partition image: {e}"))
+    }
+    /// Checks what [`Rebuild::from_image`] relies on, without building anything: every
+    /// stream's LSNs are below the image's, every ring payload holds the fields it claims.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, lsns) in &self.streams {
+            check_stream_lsns(name, lsns, self.lsn)?;
+        }
+        for item in &self.ring {
+            RingFields::parse(&item.payload)
+                .map_err(|e| format!("ring event at LSN {}: {e}", item.lsn))?;
+        }
+        Ok(())
+    }
+    /// Events the image holds.
+    pub fn events(&self) -> u64 {
+        self.streams.iter().map(|(_, l)| l.len() as u64).sum()
+    }
+}
+
+impl Rebuild {
+    pub fn new(idempotency_window: usize, ring_config: RingConfig) -> Self {
+        Rebuild {
+            streams: HashMap::new(),
+            idem: VecDeque::new(),
+            window: idempotency_window,
+            mem: InMemory::new(ring_config),
+            events: 0,
+            from_lsn: 0,
+            first_seen: None,
+        }
+    }
+
+    /// Starts from a snapshot's image; the journal scan then adds what follows it.
+    pub fn from_image(
+        image: PartitionImage,
+        idempotency_window: usize,
+        ring_config: RingConfig,
+    ) -> Result<Self, String> {
+        let mut r = Rebuild::new(idempotency_window, ring_config);
+        r.from_lsn = image.lsn;
+        for (name, lsns) in image.streams {
+            check_stream_lsns(&name, &lsns, image.lsn)?;
+            r.streams.insert(name, StreamEntry { lsns });
+        }
+        for (id, stream, version, lsn) in image.idem {
+            if r.window > 0 {
+                if r.idem.len() == r.window {
+                    r.idem.pop_front();
+                }
+                r.idem.push_back((
+                    id,
+                    IdemEntry {
+                        stream,
+                        version,
+                        lsn,
+                    },
+                ));
+            }
+        }
+        for item in &image.ring {
+            let f = RingFields::parse(&item.payload)?;
+            r.mem.push(
+                item.lsn,
+                &RecordRef {
+                    kind: RECORD_KIND_EVENT,
+                    stream_version: item.stream_version,
+                    timestamp_ns: item.timestamp_ns,
+                    event_id: f.event_id,
+                    value: item.value,
+                    stream: f.stream,
+                    event_type: f.event_type,
+                    data: f.data,
+                    metadata: f.metadata,
+                },
+            );
+        }
+        Ok(r)
+    }
+
+    /// Feeds one recovered frame.
+    pub fn frame(&mut self, info: &FrameInfo, frame: &[u8]) {
+        let body = &frame[96..96 + info.meta.body_len as usize];
+        for record in RecordIter::new(body).flatten() {
+            if record.lsn < self.from_lsn {
+                continue;
+            }
+            self.first_seen.get_or_insert(record.lsn);
+            if record.record.kind != RECORD_KIND_EVENT {
+                continue;
+            }
+            let stream = String::from_utf8_lossy(record.record.stream).into_owned();
+            let entry = self.streams.entry(stream.clone()).or_default();
+            entry.lsns.push(record.lsn);
+            self.events += 1;
+            self.mem.push(record.lsn, &record.record);
+            if record.record.event_id != [0; 16] && self.window > 0 {
+                if self.idem.len() == self.window {
+                    self.idem.pop_front();
+                }
+                self.idem.push_back((
+                    record.record.event_id,
+                    IdemEntry {
+                        stream,
+                        version: record.record.stream_version,
+                        lsn: record.lsn,
+                    },
+                ));
+            }
+        }
+    }
+}

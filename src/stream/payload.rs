@@ -1,0 +1,175 @@
+//! The ring payload: what a partition keeps of each event in its ring besides the columns.
+//!
+//! Layout: `u16 stream, u16 type, u32 data, u32 metadata` lengths, `[16] event id`, then the
+//! four fields back to back. [`InMemory`] (the owner's side) encodes it into one reused buffer
+//! (no allocation per event); [`RingFields::parse`] reads it back, totally (any bytes give the
+//! fields or an error), for reads, snapshots and views on any shard.
+
+use crate::journal::{OwnedRecord, RecordRef};
+use crate::protocol::{Event, RecordedEvent};
+use crate::ring::{ring, NameTable, NewEvent, RingConfig, RingWriter};
+
+/// The fields of a ring payload (see `InMemory`): stream, event type, event id, data,
+/// metadata.
+pub(super) struct RingFields<'a> {
+    pub(super) stream: &'a [u8],
+    pub(super) event_type: &'a [u8],
+    pub(super) event_id: [u8; 16],
+    pub(super) data: &'a [u8],
+    pub(super) metadata: &'a [u8],
+}
+
+impl<'a> RingFields<'a> {
+    pub(super) fn parse(p: &'a [u8]) -> Result<Self, String> {
+        let field = |at: usize, len: usize| {
+            at.checked_add(len)
+                .and_then(|end| p.get(at..end))
+                .ok_or_else(|| "ring payload too short".to_string())
+        };
+        let u16_at = |i: usize| field(i, 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+        let u32_at =
+            |i: usize| field(i, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let (sl, tl, dl, ml) = (u16_at(0)?, u16_at(2)?, u32_at(4)?, u32_at(8)?);
+        let mut event_id = [0u8; 16];
+        event_id.copy_from_slice(field(12, 16)?);
+        let mut at = 28;
+        let stream = field(at, sl)?;
+        at += sl;
+        let event_type = field(at, tl)?;
+        at += tl;
+        let data = field(at, dl)?;
+        at += dl;
+        let metadata = field(at, ml)?;
+        Ok(RingFields {
+            stream,
+            event_type,
+            event_id,
+            data,
+            metadata,
+        })
+    }
+}
+
+/// The ring's stream id of a stream: FNV-1a 64 of its name. Names collide, so a match on the
+/// id is confirmed with the name in the payload (aggregations) or by the stream index
+/// (reads).
+pub fn stream_id(stream: &str) -> u64 {
+    crate::protocol::stream_hash(stream.as_bytes())
+}
+
+/// The partition's events in memory: the ring, the names behind its event-type ids, and one
+/// reused buffer for encoding ring payloads (no allocation per event).
+///
+/// Ring payload: `u16 stream, u16 type, u32 data, u32 metadata` lengths, `[16] id`, then the
+/// four fields. LSNs in the ring stay contiguous: a gap, or an event too large for the
+/// ring's arena, clears it (reads then go to the journal).
+pub(super) struct InMemory {
+    pub(super) ring: RingWriter,
+    pub(super) types: NameTable,
+    scratch: Vec<u8>,
+}
+
+impl InMemory {
+    pub(super) fn new(cfg: RingConfig) -> Self {
+        InMemory {
+            ring: ring(cfg).0,
+            types: NameTable::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Pushes one durable event.
+    pub(super) fn push(&mut self, lsn: u64, r: &RecordRef<'_>) {
+        let p = &mut self.scratch;
+        p.clear();
+        p.extend_from_slice(&(r.stream.len() as u16).to_le_bytes());
+        p.extend_from_slice(&(r.event_type.len() as u16).to_le_bytes());
+        p.extend_from_slice(&(r.data.len() as u32).to_le_bytes());
+        p.extend_from_slice(&(r.metadata.len() as u32).to_le_bytes());
+        p.extend_from_slice(&r.event_id);
+        p.extend_from_slice(r.stream);
+        p.extend_from_slice(r.event_type);
+        p.extend_from_slice(r.data);
+        p.extend_from_slice(r.metadata);
+        let new = NewEvent {
+            lsn,
+            timestamp_ns: r.timestamp_ns,
+            value: r.value,
+            type_id: self.types.intern(&String::from_utf8_lossy(r.event_type)),
+            stream_id: crate::protocol::stream_hash(r.stream),
+            stream_version: r.stream_version,
+            payload: p,
+        };
+        if let Some((_, newest)) = self.ring.lsn_range() {
+            if newest + 1 != lsn {
+                self.ring.clear();
+            }
+        }
+        if self.ring.push(&new).is_err() {
+            self.ring.clear();
+        }
+    }
+
+    /// The event with `lsn`, if the ring holds it, decoded from its payload in place.
+    pub(super) fn get(&self, lsn: u64, partition: u32) -> Option<RecordedEvent> {
+        let e = self.ring.get_ref(lsn)?;
+        let p = e.payload;
+        let u16_at =
+            |i: usize| Some(u16::from_le_bytes(p.get(i..i + 2)?.try_into().ok()?) as usize);
+        let u32_at =
+            |i: usize| Some(u32::from_le_bytes(p.get(i..i + 4)?.try_into().ok()?) as usize);
+        let (sl, tl, dl, ml) = (u16_at(0)?, u16_at(2)?, u32_at(4)?, u32_at(8)?);
+        let id: [u8; 16] = p.get(12..28)?.try_into().ok()?;
+        let stream = String::from_utf8_lossy(p.get(28..28 + sl)?).into_owned();
+        let mut at = 28 + sl;
+        let event_type = String::from_utf8(p.get(at..at + tl)?.to_vec()).ok()?;
+        at += tl;
+        let data = p.get(at..at + dl)?.to_vec();
+        at += dl;
+        let metadata = p.get(at..at + ml)?.to_vec();
+        Some(RecordedEvent {
+            stream,
+            stream_version: e.stream_version,
+            lsn: e.lsn,
+            partition,
+            event: Event {
+                id,
+                event_type,
+                timestamp_ns: e.timestamp_ns,
+                value: e.value,
+                data,
+                metadata,
+            },
+        })
+    }
+}
+
+/// The bytes an event counts for in a reply's budget (`max_read_bytes`): its variable
+/// fields, and 64 for the fixed fields and framing.
+pub(super) fn reply_bytes(e: &RecordedEvent) -> usize {
+    let ev = &e.event;
+    ev.event_type.len() + ev.data.len() + ev.metadata.len() + 64
+}
+
+/// The stream name in a ring payload (see [`InMemory`]).
+pub(super) fn payload_stream(p: &[u8]) -> Option<&[u8]> {
+    let len = u16::from_le_bytes(p.get(0..2)?.try_into().ok()?) as usize;
+    p.get(28..28 + len)
+}
+
+pub(super) fn to_recorded(r: OwnedRecord, partition: u32) -> RecordedEvent {
+    RecordedEvent {
+        stream: String::from_utf8_lossy(&r.stream).into_owned(),
+        stream_version: r.stream_version,
+        lsn: r.lsn,
+        partition,
+        event: Event {
+            id: r.event_id,
+            event_type: String::from_utf8_lossy(&r.event_type).into_owned(),
+            timestamp_ns: r.timestamp_ns,
+            value: r.value,
+            data: r.data,
+            metadata: r.metadata,
+        },
+    }
+}
