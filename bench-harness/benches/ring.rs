@@ -3,8 +3,9 @@
 //! - `push`: one writer, no reader, small events (16-byte payload) into a ring that wraps.
 //! - `view_with_writer`: a reader copying the newest 1,000 events (a stable suffix view) while
 //!   another thread pushes without pause.
-//! - `aggregate`: count/sum/min/max over a 1M-event window, on the owner's columns and on
-//!   events copied by a view.
+//! - `aggregate`: count/sum/min/max over a 1M-event window, on the owner's columns, through a
+//!   stable view on any thread (`RingReader::column_chunks`, what the server runs), and on events
+//!   copied by a view.
 //!
 //! Run: `cargo bench -p bench-harness --bench ring`.
 
@@ -111,6 +112,13 @@ fn aggregate(c: &mut Criterion) {
     };
     g.bench_function("1M events, one stream, 10 ms buckets", |b| {
         b.iter(|| black_box(aggregate_columns(&w, filtered.clone()).unwrap()))
+    });
+    g.bench_function("sum over 1M events, a stable view", |b| {
+        b.iter(|| {
+            let mut agg = evring::aggregate::Aggregator::new(whole.clone()).unwrap();
+            r.column_chunks(false, |ts, v, t, s| agg.add_run(ts, v, t, s));
+            black_box(agg.finish())
+        })
     });
     let copied = r.strict().unwrap();
     g.bench_function("sum over 1M events copied by a view", |b| {

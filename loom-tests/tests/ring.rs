@@ -121,3 +121,61 @@ fn a_reader_that_retries_until_the_writer_pauses_gets_the_whole_ring() {
         assert_eq!(v.iter().map(|e| e.lsn).collect::<Vec<_>>(), [0, 1]);
     });
 }
+
+/// A reader running `view` while the writer pushes three events into a two-slot ring.
+fn while_the_writer_wraps(view: fn(loom_tests::ring::RingReader)) {
+    loom::model(move || {
+        let (mut w, r) = ring(small(2, 32));
+        let reader = thread::spawn(move || view(r));
+        for lsn in 0..3 {
+            push(&mut w, lsn, 8);
+        }
+        reader.join().unwrap();
+    });
+}
+
+#[test]
+fn a_reader_visiting_every_held_event_sees_none_torn_in_lsn_order() {
+    while_the_writer_wraps(|r| {
+        let mut seen = Vec::new();
+        r.visit(
+            |_| true,
+            |c, payload| {
+                assert_eq!(c.value, c.lsn as f64, "torn value");
+                assert_eq!(c.timestamp_ns, 100 + c.lsn, "torn timestamp");
+                assert_eq!(payload, Some(&payload_of(c.lsn)[..]), "torn payload");
+                seen.push(c.lsn);
+            },
+        );
+        assert!(seen.windows(2).all(|p| p[0] < p[1]), "in LSN order");
+    });
+}
+
+#[test]
+fn a_reader_of_column_chunks_sees_no_torn_columns() {
+    while_the_writer_wraps(|r| {
+        r.column_chunks(true, |ts, values, types, streams| {
+            for k in 0..ts.len() {
+                let lsn = f64::from_bits(values[k]) as u64;
+                assert_eq!(ts[k], 100 + lsn, "torn timestamp");
+                assert_eq!((types[k], streams[k]), (lsn, lsn), "torn columns");
+            }
+        });
+    });
+}
+
+#[test]
+fn a_reader_from_an_lsn_gets_a_contiguous_untorn_run_starting_there() {
+    while_the_writer_wraps(|r| {
+        let run = r.from_lsn(1, 2);
+        check(&run, |_| 8);
+        assert!(
+            run.first().is_none_or(|e| e.lsn == 1),
+            "starts at the LSN asked"
+        );
+    });
+}
+
+fn payload_of(lsn: u64) -> Vec<u8> {
+    payload(lsn, 8)
+}

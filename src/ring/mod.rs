@@ -57,7 +57,7 @@ pub mod table;
 
 use crate::sync::{fence, Arc, AtomicU64, Ordering};
 
-pub use table::NameTable;
+pub use table::{NameTable, Names};
 
 /// Sizes of a ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +103,32 @@ pub struct RingEvent {
     pub stream_id: u64,
     pub stream_version: u64,
     pub payload: Vec<u8>,
+}
+
+impl RingEvent {
+    /// Its columns, without the payload.
+    pub fn columns(&self) -> EventColumns {
+        EventColumns {
+            lsn: self.lsn,
+            timestamp_ns: self.timestamp_ns,
+            value: self.value,
+            type_id: self.type_id,
+            stream_id: self.stream_id,
+            stream_version: self.stream_version,
+        }
+    }
+}
+
+/// An event's columns, as a view reads them ([`RingReader::visit`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EventColumns {
+    pub lsn: u64,
+    pub timestamp_ns: u64,
+    /// NaN = none.
+    pub value: f64,
+    pub type_id: u64,
+    pub stream_id: u64,
+    pub stream_version: u64,
 }
 
 /// An event borrowed from the owner's ring ([`RingWriter::iter`]): no copy.
@@ -223,6 +249,17 @@ impl Columns {
 }
 
 impl SlotFields {
+    fn columns(&self) -> EventColumns {
+        EventColumns {
+            lsn: self.lsn,
+            timestamp_ns: self.timestamp_ns,
+            value: self.value,
+            type_id: self.type_id,
+            stream_id: self.stream_id,
+            stream_version: self.stream_version,
+        }
+    }
+
     fn owned(self, payload: Vec<u8>) -> RingEvent {
         RingEvent {
             lsn: self.lsn,
@@ -644,6 +681,18 @@ pub struct RingReader {
 impl RingReader {
     /// Copies event `seq` if the slot still holds it, committed.
     fn try_read(&self, seq: u64) -> Option<RingEvent> {
+        self.try_read_with(seq, |_| true)
+            .map(|(f, payload)| f.owned(payload.unwrap_or_default()))
+    }
+
+    /// The one validated read every view is made of: event `seq`'s columns, and its payload
+    /// when `want_payload` asks for it after seeing the columns, if the slot still holds the
+    /// event, committed (the stamp protocol in the module docs).
+    fn try_read_with(
+        &self,
+        seq: u64,
+        want_payload: impl FnOnce(&EventColumns) -> bool,
+    ) -> Option<(SlotFields, Option<Vec<u8>>)> {
         let inner = &*self.inner;
         let i = (seq & inner.mask) as usize;
         let c = &inner.cols;
@@ -654,7 +703,8 @@ impl RingReader {
         let f = c.load(i);
         // A racing (rejected) read may see a nonsense length: bound the copy.
         let len = f.len.min(inner.arena_bytes) as usize;
-        let e = f.owned(copy_payload(&inner.arena, inner.arena_bytes, f.pos, len));
+        let payload = want_payload(&f.columns())
+            .then(|| copy_payload(&inner.arena, inner.arena_bytes, f.pos, len));
         fence(Ordering::Acquire);
         let s2 = c.stamp[i].load(Ordering::Relaxed);
         #[cfg(evring_mutant = "no_recheck")]
@@ -662,7 +712,159 @@ impl RingReader {
             let _ = s2;
             s1
         };
-        (s2 == s1).then_some(e)
+        (s2 == s1).then_some((f, payload))
+    }
+
+    /// Visits the events the ring holds now, oldest first, each read validated by its slot
+    /// stamp: `f` sees every event as it was written, never a torn one. An event overwritten
+    /// while it is read is skipped (it left the ring meanwhile), so the events visited are the
+    /// ring's contents at the moment each was read, in LSN order. The payload is copied only
+    /// for the events `want_payload` asks for; the columns of the rest cost a few loads each.
+    pub fn visit(
+        &self,
+        mut want_payload: impl FnMut(&EventColumns) -> bool,
+        mut f: impl FnMut(&EventColumns, Option<&[u8]>),
+    ) {
+        let head = self.inner.head.load(Ordering::Acquire);
+        let tail = self.inner.tail.load(Ordering::Acquire).max(1);
+        for seq in tail..=head {
+            if let Some((fields, payload)) = self.try_read_with(seq, &mut want_payload) {
+                f(&fields.columns(), payload.as_deref());
+            }
+        }
+    }
+
+    /// The aggregation columns — timestamp, value bits, type id, stream id — of the events
+    /// the ring holds now, oldest first, in chunks of validated slots: what
+    /// [`RingReader::visit`] gives without payloads, read a chunk at a time so the caller
+    /// runs a tight loop over plain arrays (`aggregate::Aggregator::add_run`).
+    ///
+    /// Per slot it is the stamp protocol's read: the stamps of a chunk are loaded (Acquire)
+    /// before its columns (Relaxed), then a fence (Acquire), then the stamps again; a slot
+    /// whose stamps differ or do not name its event is left out of the chunk. The type and
+    /// stream columns are read only when `filtered` (a scan is bound by memory bandwidth:
+    /// without them it reads half as much); otherwise `f` gets zeros for them.
+    pub fn column_chunks(&self, filtered: bool, mut f: impl FnMut(&[u64], &[u64], &[u64], &[u64])) {
+        const CHUNK: usize = 256;
+        let inner = &*self.inner;
+        let c = &inner.cols;
+        let cap = (inner.mask + 1) as usize;
+        let head = inner.head.load(Ordering::Acquire);
+        let mut seq = inner.tail.load(Ordering::Acquire).max(1);
+        let mut stamps = [0u64; CHUNK];
+        let mut ok = [false; CHUNK];
+        let (mut ts, mut values, mut types, mut streams) =
+            ([0u64; CHUNK], [0u64; CHUNK], [0u64; CHUNK], [0u64; CHUNK]);
+        while seq <= head {
+            // A chunk never wraps around the arrays' end: plain index ranges below.
+            let at = (seq & inner.mask) as usize;
+            let n = ((head - seq + 1) as usize).min(CHUNK).min(cap - at);
+            let slots = at..at + n;
+            // Each slot's stamp (Acquire) before its columns (Relaxed).
+            let (stamp, t, v) = (
+                &c.stamp[slots.clone()],
+                &c.timestamp[slots.clone()],
+                &c.value[slots.clone()],
+            );
+            if filtered {
+                let (ty, st) = (&c.type_id[slots.clone()], &c.stream_id[slots.clone()]);
+                for k in 0..n {
+                    stamps[k] = stamp[k].load(Ordering::Acquire);
+                    ts[k] = t[k].load(Ordering::Relaxed);
+                    values[k] = v[k].load(Ordering::Relaxed);
+                    types[k] = ty[k].load(Ordering::Relaxed);
+                    streams[k] = st[k].load(Ordering::Relaxed);
+                }
+            } else {
+                for k in 0..n {
+                    stamps[k] = stamp[k].load(Ordering::Acquire);
+                    ts[k] = t[k].load(Ordering::Relaxed);
+                    values[k] = v[k].load(Ordering::Relaxed);
+                }
+            }
+            fence(Ordering::Acquire);
+            let mut all = true;
+            for (k, a) in c.stamp[slots].iter().enumerate() {
+                let want = 2 * (seq + k as u64);
+                let s2 = a.load(Ordering::Relaxed);
+                #[cfg(evring_mutant = "no_recheck")]
+                let s2 = {
+                    let _ = s2;
+                    stamps[k]
+                };
+                ok[k] = stamps[k] == want && s2 == want;
+                all &= ok[k];
+            }
+            if all {
+                f(&ts[..n], &values[..n], &types[..n], &streams[..n]);
+            } else {
+                // Leave out the slots that moved: compact the rest to the front.
+                let mut kept = 0;
+                for k in 0..n {
+                    if ok[k] {
+                        ts[kept] = ts[k];
+                        values[kept] = values[k];
+                        types[kept] = types[k];
+                        streams[kept] = streams[k];
+                        kept += 1;
+                    }
+                }
+                if kept > 0 {
+                    f(
+                        &ts[..kept],
+                        &values[..kept],
+                        &types[..kept],
+                        &streams[..kept],
+                    );
+                }
+            }
+            seq += n as u64;
+        }
+    }
+
+    /// Up to `max` events from LSN `from_lsn` on, oldest first, as long as the ring holds
+    /// them contiguously: empty when `from_lsn` is no longer (or not yet) in the ring, and
+    /// cut short where an event was overwritten while the view was read. (LSNs in a ring are
+    /// contiguous: its owner clears it rather than leave a gap.)
+    pub fn from_lsn(&self, from_lsn: u64, max: usize) -> Vec<RingEvent> {
+        let mut out = Vec::new();
+        let head = self.inner.head.load(Ordering::Acquire);
+        let Some(newest) = (head >= 1)
+            .then(|| self.try_read_with(head, |_| false))
+            .flatten()
+        else {
+            return out;
+        };
+        let head_lsn = newest.0.lsn;
+        if from_lsn > head_lsn || head_lsn - from_lsn >= head {
+            return out;
+        }
+        let first = head - (head_lsn - from_lsn);
+        for seq in first..=head {
+            if out.len() == max {
+                break;
+            }
+            match self.try_read(seq) {
+                Some(e) if e.lsn == from_lsn + out.len() as u64 => out.push(e),
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// The LSNs of the oldest and newest events the ring holds, if any (a hint: the owner
+    /// may push or evict at any moment).
+    pub fn lsn_range(&self) -> Option<(u64, u64)> {
+        let head = self.inner.head.load(Ordering::Acquire);
+        if head == 0 {
+            return None;
+        }
+        let tail = self.inner.tail.load(Ordering::Acquire).max(1);
+        let newest = self.try_read_with(head, |_| false)?.0.lsn;
+        // The oldest retained may move under the reader: take the first that reads.
+        (tail..=head)
+            .find_map(|seq| self.try_read_with(seq, |_| false))
+            .map(|(f, _)| (f.lsn, newest))
     }
 
     /// The head seq (0 = nothing pushed yet).
@@ -959,5 +1161,41 @@ mod tests {
         for t in readers {
             assert!(t.join().unwrap() > 0);
         }
+    }
+
+    #[test]
+    fn views_visit_read_from_an_lsn_and_know_the_lsn_range() {
+        let (mut w, r) = ring(RingConfig {
+            capacity_events: 8,
+            capacity_bytes: 4096,
+            max_retries: 4,
+        });
+        assert_eq!(r.lsn_range(), None);
+        assert!(r.from_lsn(0, 10).is_empty());
+        for lsn in 100..110 {
+            w.push(&ev(lsn, format!("p{lsn}").as_bytes())).unwrap();
+        }
+        // 8 slots: LSNs 102..=109 are held.
+        assert_eq!(r.lsn_range(), Some((102, 109)));
+        let mut seen = Vec::new();
+        r.visit(
+            |c| c.lsn % 2 == 0,
+            |c, payload| seen.push((c.lsn, payload.map(|p| p.to_vec()))),
+        );
+        assert_eq!(seen.len(), 8);
+        for (lsn, payload) in &seen {
+            let want = (lsn % 2 == 0).then(|| format!("p{lsn}").into_bytes());
+            assert_eq!(payload, &want, "the payload only where asked for");
+        }
+        assert_eq!(
+            seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+            (102..110).collect::<Vec<_>>()
+        );
+        let got: Vec<u64> = r.from_lsn(105, 3).iter().map(|e| e.lsn).collect();
+        assert_eq!(got, [105, 106, 107]);
+        assert_eq!(r.from_lsn(108, 10).len(), 2);
+        assert_eq!(r.from_lsn(105, 3)[0].payload, b"p105");
+        assert!(r.from_lsn(101, 10).is_empty(), "evicted");
+        assert!(r.from_lsn(110, 10).is_empty(), "not yet written");
     }
 }

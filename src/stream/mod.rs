@@ -8,6 +8,7 @@
 //! - [`turns`]: the arrival order of appends.
 //! - [`payload`]: the ring payload encoding and its decoding.
 //! - [`image`]: snapshot images and the rebuild at start-up.
+//! - [`view`]: [`PartitionView`], the partition as any shard reads it without its owner.
 //! - [`error`]: [`StreamError`], which the server maps to wire codes.
 
 mod error;
@@ -16,9 +17,11 @@ mod image;
 mod partition;
 mod payload;
 mod turns;
+mod view;
 
 pub use error::StreamError;
 pub use image::{read_partition_snapshot, PartitionImage, Rebuild};
 pub use partition::{
     AppendOk, Partition, PartitionLimits, PartitionStats, PublishSink, StreamInfo,
 };
+pub use view::PartitionView;

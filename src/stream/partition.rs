@@ -20,10 +20,11 @@ use std::rc::Rc;
 use super::error::StreamError;
 use super::idempotency::{check_ids, IdemEntry, Retry};
 use super::image::{ImageCopier, Rebuild, IMAGE_SLICE};
-use super::payload::{payload_stream, reply_bytes, stream_id, to_recorded, InMemory};
+use super::payload::{reply_bytes, to_recorded, InMemory};
 use super::turns::{Turn, TurnWait, Turns};
+use super::view::PartitionView;
 use super::PartitionImage;
-use crate::aggregate::{aggregate_columns, Bucket, Query};
+use crate::aggregate::Bucket;
 use crate::error::JournalError;
 use crate::journal::device::Storage;
 use crate::journal::format::RECORD_KIND_EVENT;
@@ -820,6 +821,14 @@ impl<S: Storage + 'static> Partition<S> {
     }
 
     /// Aggregates the events held in memory (the ring) of this partition.
+    /// A view of this partition for any shard (see [`PartitionView`]).
+    pub fn view(&self) -> PartitionView {
+        let st = self.state.borrow();
+        PartitionView::new(self.id, st.mem.ring.reader(), st.mem.types.names())
+    }
+
+    /// Aggregates the events held in memory (the ring) of this partition, through a view as
+    /// every other shard does.
     pub fn aggregate(
         &self,
         stream: &str,
@@ -828,29 +837,8 @@ impl<S: Storage + 'static> Partition<S> {
         to_ns: u64,
         bucket_ns: u64,
     ) -> Result<Vec<Bucket>, StreamError> {
-        let st = self.state.borrow();
-        let type_ids = (!type_prefix.is_empty()).then(|| st.mem.types.ids_with_prefix(type_prefix));
-        let q = Query {
-            from_ns,
-            to_ns,
-            bucket_ns,
-            stream_id: (!stream.is_empty()).then(|| stream_id(stream)),
-            type_ids,
-        };
-        if stream.is_empty() {
-            return Ok(aggregate_columns(&st.mem.ring, q)?);
-        }
-        // The stream id column is a 64-bit hash of the name, and names collide (e.g.
-        // "oPxgeduSyVJ" and "6oPwYOOB18L"): an event counts only if the name in its payload
-        // is the stream's too.
-        let id = stream_id(stream);
-        let mut agg = crate::aggregate::Aggregator::new(q)?;
-        for e in st.mem.ring.iter() {
-            if e.stream_id == id && payload_stream(e.payload) == Some(stream.as_bytes()) {
-                agg.add(e.timestamp_ns, e.value, e.type_id, e.stream_id);
-            }
-        }
-        Ok(agg.finish())
+        self.view()
+            .aggregate(stream, type_prefix, from_ns, to_ns, bucket_ns)
     }
 
     pub fn stats(&self) -> PartitionStats {

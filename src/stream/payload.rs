@@ -7,7 +7,7 @@
 
 use crate::journal::{OwnedRecord, RecordRef};
 use crate::protocol::{Event, RecordedEvent};
-use crate::ring::{ring, NameTable, NewEvent, RingConfig, RingWriter};
+use crate::ring::{ring, EventColumns, NameTable, NewEvent, RingConfig, RingWriter};
 
 /// The fields of a ring payload (see `InMemory`): stream, event type, event id, data,
 /// metadata.
@@ -48,13 +48,6 @@ impl<'a> RingFields<'a> {
             metadata,
         })
     }
-}
-
-/// The ring's stream id of a stream: FNV-1a 64 of its name. Names collide, so a match on the
-/// id is confirmed with the name in the payload (aggregations) or by the stream index
-/// (reads).
-pub fn stream_id(stream: &str) -> u64 {
-    crate::protocol::stream_hash(stream.as_bytes())
 }
 
 /// The partition's events in memory: the ring, the names behind its event-type ids, and one
@@ -113,35 +106,40 @@ impl InMemory {
     /// The event with `lsn`, if the ring holds it, decoded from its payload in place.
     pub(super) fn get(&self, lsn: u64, partition: u32) -> Option<RecordedEvent> {
         let e = self.ring.get_ref(lsn)?;
-        let p = e.payload;
-        let u16_at =
-            |i: usize| Some(u16::from_le_bytes(p.get(i..i + 2)?.try_into().ok()?) as usize);
-        let u32_at =
-            |i: usize| Some(u32::from_le_bytes(p.get(i..i + 4)?.try_into().ok()?) as usize);
-        let (sl, tl, dl, ml) = (u16_at(0)?, u16_at(2)?, u32_at(4)?, u32_at(8)?);
-        let id: [u8; 16] = p.get(12..28)?.try_into().ok()?;
-        let stream = String::from_utf8_lossy(p.get(28..28 + sl)?).into_owned();
-        let mut at = 28 + sl;
-        let event_type = String::from_utf8(p.get(at..at + tl)?.to_vec()).ok()?;
-        at += tl;
-        let data = p.get(at..at + dl)?.to_vec();
-        at += dl;
-        let metadata = p.get(at..at + ml)?.to_vec();
-        Some(RecordedEvent {
-            stream,
-            stream_version: e.stream_version,
+        let columns = EventColumns {
             lsn: e.lsn,
-            partition,
-            event: Event {
-                id,
-                event_type,
-                timestamp_ns: e.timestamp_ns,
-                value: e.value,
-                data,
-                metadata,
-            },
-        })
+            timestamp_ns: e.timestamp_ns,
+            value: e.value,
+            type_id: e.type_id,
+            stream_id: e.stream_id,
+            stream_version: e.stream_version,
+        };
+        decode_event(&columns, e.payload, partition)
     }
+}
+
+/// The event a ring slot holds: its columns and its payload decoded (`None` if the payload
+/// does not parse, which only a bug could cause: the owner wrote it).
+pub(super) fn decode_event(
+    c: &EventColumns,
+    payload: &[u8],
+    partition: u32,
+) -> Option<RecordedEvent> {
+    let f = RingFields::parse(payload).ok()?;
+    Some(RecordedEvent {
+        stream: String::from_utf8_lossy(f.stream).into_owned(),
+        stream_version: c.stream_version,
+        lsn: c.lsn,
+        partition,
+        event: Event {
+            id: f.event_id,
+            event_type: String::from_utf8_lossy(f.event_type).into_owned(),
+            timestamp_ns: c.timestamp_ns,
+            value: c.value,
+            data: f.data.to_vec(),
+            metadata: f.metadata.to_vec(),
+        },
+    })
 }
 
 /// The bytes an event counts for in a reply's budget (`max_read_bytes`): its variable
