@@ -41,6 +41,7 @@ pub const SNAPSHOT_SECONDS: &str = "evring_snapshot_duration_seconds";
 pub const SNAPSHOT_LSN: &str = "evring_snapshot_lsn";
 pub const SEGMENT_PREPARE_FAILURES: &str = "evring_segment_prepare_failures_total";
 pub const ACCEPT_FAILURES: &str = "evring_accept_failures_total";
+pub const CROSS_SHARD_MESSAGES: &str = "evring_cross_shard_messages_total";
 
 /// The type of a metric, as Prometheus names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +132,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         SEGMENT_PREPARE_FAILURES,
         Kind::Counter,
         "Failed attempts to prepare the next journal segment (a full disk: appends get error 20).",
+    ),
+    (
+        CROSS_SHARD_MESSAGES,
+        Kind::Counter,
+        "Messages sent between shards: calls to a partition's owner, their replies, and events pushed to a subscriber's shard.",
     ),
     (
         ACCEPT_FAILURES,

@@ -510,6 +510,9 @@ pub fn start_serving(
                         cross_shard_calls: std::sync::atomic::AtomicU64::new(0),
                         connections: AtomicUsize::new(0),
                         stop: AtomicBool::new(false),
+                        views: (0..manifest.partitions)
+                            .map(|_| std::sync::OnceLock::new())
+                            .collect(),
                     }));
                 }
             }
@@ -706,6 +709,9 @@ async fn run_shard(
         }
         None => None,
     };
+    for (&p, part) in &partitions {
+        let _ = shared.views[p as usize].set(part.view());
+    }
     let shard = Shard::new(shard_id, shared.clone(), partitions, kv, served, senders);
     *shard_rx.borrow_mut() = Some(shard.clone());
     glommio::spawn_local(shard.clone().accept_loop(listener)).detach();

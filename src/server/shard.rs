@@ -55,6 +55,12 @@ pub enum PartOp {
     Info {
         stream: String,
     },
+    /// The partition's events from LSN `from` on, at most `max` (and `max_read_bytes`), from
+    /// its journal: a subscription's catch-up of what the ring no longer holds.
+    ReadRange {
+        from: u64,
+        max: usize,
+    },
     Aggregate {
         stream: String,
         type_prefix: String,
@@ -141,6 +147,10 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// The name of the user's model this server serves, if any (on partition 0's shard).
     pub served_model: Option<String>,
+    /// Every partition's view (its ring and type names), set by its owner once recovered:
+    /// any shard serves AGGREGATE and the ring part of a subscription's catch-up through it,
+    /// without a message to the owner.
+    pub views: Vec<std::sync::OnceLock<crate::stream::PartitionView>>,
 }
 
 /// Outbound side of one connection: encoded frames waiting for the writer task.
@@ -267,6 +277,8 @@ pub struct Shard {
     pub served: Option<(String, Rc<dyn super::serve::ModelService>)>,
     /// The log of failed accepts (out of file descriptors repeats them at every accept).
     accept_failures: crate::log_limit::LogLimit,
+    /// Messages this shard sent to others (calls, replies, pushes).
+    messages_sent: metrics::Counter,
 }
 
 /// Pushes a partition's events to a subscriber, filtering by stream or type prefix.
@@ -410,6 +422,14 @@ fn error_response(e: ApiError) -> Response {
     }
 }
 
+/// Offers `events` (of several streams, in LSN order) to `sink` a run of one stream at a
+/// time; false once the sink refuses (the subscriber went away or is too slow).
+fn offer_runs(sink: &SubSink, events: &[RecordedEvent]) -> bool {
+    events
+        .chunk_by(|a, b| a.stream == b.stream)
+        .all(|run| sink.offer(&run[0].stream, run))
+}
+
 /// Events per catch-up read.
 const CATCH_UP_CHUNK: usize = 512;
 
@@ -436,6 +456,7 @@ impl Shard {
             conns: RefCell::new(HashMap::new()),
             sinks: RefCell::new(HashMap::new()),
             accept_failures: crate::log_limit::LogLimit::default(),
+            messages_sent: metrics::counter!(crate::metrics::CROSS_SHARD_MESSAGES),
         })
     }
 
@@ -524,6 +545,7 @@ impl Shard {
             partition,
             op,
         };
+        self.messages_sent.increment(1);
         if sender.send(msg).await.is_err() {
             self.waiting.borrow_mut().remove(&token);
             return OpResult::Err(unavailable("the owning shard is gone"));
@@ -572,6 +594,12 @@ impl Shard {
                 Ok((events, end)) => OpResult::Events(events, end),
                 Err(e) => OpResult::Err(e.into()),
             },
+            PartOp::ReadRange { from, max } => {
+                match p.read_lsn_range(from, max, p.max_read_bytes()).await {
+                    Ok(events) => OpResult::Events(events, false),
+                    Err(e) => OpResult::Err(e.into()),
+                }
+            }
             PartOp::Info { stream } => match p.stream_info(&stream) {
                 Ok(i) => OpResult::Info(i),
                 Err(e) => OpResult::Err(e.into()),
@@ -846,7 +874,7 @@ impl Shard {
     /// The caller registers the live sink in the same synchronous step as the final check,
     /// so no event falls between catch-up and live.
     async fn catch_up(
-        &self,
+        self: &Rc<Self>,
         p: &Rc<Partition>,
         sink: &SubSink,
         target: SubscribeTarget,
@@ -875,29 +903,86 @@ impl Shard {
                     if lsn >= p.published_lsn() {
                         return Ok(true);
                     }
-                    let batch = p
-                        .read_lsn_range(lsn, CATCH_UP_CHUNK, p.max_read_bytes())
-                        .await?;
-                    let Some(last) = batch.last() else {
+                    let events = match self.ring_chunk(p.id, lsn) {
+                        Some(events) => events,
+                        None => {
+                            p.read_lsn_range(lsn, CATCH_UP_CHUNK, p.max_read_bytes())
+                                .await?
+                        }
+                    };
+                    let Some(last) = events.last() else {
                         return Ok(true);
                     };
-                    lsn = last.1.lsn + 1;
-                    // Offer runs of one stream at a time.
-                    let mut i = 0;
-                    while i < batch.len() {
-                        let mut j = i;
-                        while j + 1 < batch.len() && batch[j + 1].0 == batch[i].0 {
-                            j += 1;
-                        }
-                        let events: Vec<RecordedEvent> =
-                            batch[i..=j].iter().map(|(_, e)| e.clone()).collect();
-                        if !sink.offer(&batch[i].0, &events) {
-                            return Ok(false);
-                        }
-                        i = j + 1;
+                    lsn = last.lsn + 1;
+                    if !offer_runs(sink, &events) {
+                        return Ok(false);
                     }
                 }
             }
+        }
+    }
+
+    /// The catch-up of partition `p` for a subscription on this shard, from LSN `from`
+    /// (`u64::MAX`: live only, nothing to catch up) as far as its ring reaches: returns the
+    /// LSN reached, or `None` if the subscriber went away.
+    async fn catch_up_partition(
+        self: &Rc<Self>,
+        p: u32,
+        sink: &SubSink,
+        from: u64,
+    ) -> Result<Option<u64>, ApiError> {
+        let mut pos = from;
+        if pos == u64::MAX {
+            return Ok(Some(pos));
+        }
+        loop {
+            let events = self.partition_chunk(p, pos).await?;
+            let Some(last) = events.last() else {
+                return Ok(Some(pos));
+            };
+            pos = last.lsn + 1;
+            if !offer_runs(sink, &events) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// One chunk of partition `p`'s events from LSN `pos` on, from its ring through its view:
+    /// empty once `pos` is past the ring's newest event; `None` when the ring no longer holds
+    /// `pos` (or is empty, or the partition has no view yet), so the journal must be read.
+    fn ring_chunk(&self, p: u32, pos: u64) -> Option<Vec<RecordedEvent>> {
+        let view = self.shared.views[p as usize].get()?;
+        let budget = self.shared.config.max_read_bytes as usize;
+        let events = view.read_from(pos, CATCH_UP_CHUNK, budget);
+        if !events.is_empty() || view.lsn_range().is_some_and(|(oldest, _)| pos >= oldest) {
+            Some(events)
+        } else {
+            None
+        }
+    }
+
+    /// One chunk of partition `p`'s events from LSN `pos` on: from its ring through its view,
+    /// on this shard; from its journal through its owner only when the ring no longer holds
+    /// `pos` (or is empty). Empty once `pos` is past the ring's newest event.
+    async fn partition_chunk(
+        self: &Rc<Self>,
+        p: u32,
+        pos: u64,
+    ) -> Result<Vec<RecordedEvent>, ApiError> {
+        if let Some(events) = self.ring_chunk(p, pos) {
+            return Ok(events);
+        }
+        let op = PartOp::ReadRange {
+            from: pos,
+            max: CATCH_UP_CHUNK,
+        };
+        match self.call(p, op).await {
+            OpResult::Events(events, _) => Ok(events),
+            OpResult::Err(e) => Err(e),
+            other => Err(ApiError::new(
+                code::PARTITION_UNAVAILABLE,
+                format!("internal: unexpected partition result {other:?}"),
+            )),
         }
     }
 
@@ -907,9 +992,12 @@ impl Shard {
             return self.local_push(conn, sub, &events);
         }
         match self.senders[origin].as_ref() {
-            Some(sender) => sender
-                .try_send(ShardMsg::Push { conn, sub, events })
-                .is_ok(),
+            Some(sender) => {
+                self.messages_sent.increment(1);
+                sender
+                    .try_send(ShardMsg::Push { conn, sub, events })
+                    .is_ok()
+            }
             None => false,
         }
     }
@@ -948,6 +1036,7 @@ impl Shard {
                     glommio::spawn_local(async move {
                         let result = shard.execute(partition, op).await;
                         if let Some(sender) = shard.senders[from].as_ref() {
+                            shard.messages_sent.increment(1);
                             let _ = sender.send(ShardMsg::Reply { token, result }).await;
                         }
                     })
@@ -1398,14 +1487,27 @@ impl Shard {
         };
         let mut merged: Option<Vec<crate::aggregate::Bucket>> = None;
         for p in parts {
-            let op = PartOp::Aggregate {
-                stream: stream.clone(),
-                type_prefix: type_prefix.clone(),
-                from_ns,
-                to_ns,
-                bucket_ns,
+            // Through the partition's view, on this shard; through its owner only while the
+            // owner is still starting (no view yet).
+            let result = match self.shared.views[p as usize].get() {
+                Some(view) => {
+                    match view.aggregate(&stream, &type_prefix, from_ns, to_ns, bucket_ns) {
+                        Ok(b) => OpResult::Buckets(b),
+                        Err(e) => OpResult::Err(e.into()),
+                    }
+                }
+                None => {
+                    let op = PartOp::Aggregate {
+                        stream: stream.clone(),
+                        type_prefix: type_prefix.clone(),
+                        from_ns,
+                        to_ns,
+                        bucket_ns,
+                    };
+                    self.call(p, op).await
+                }
             };
-            match self.call(p, op).await {
+            match result {
                 OpResult::Buckets(b) => match merged.as_mut() {
                     None => merged = Some(b),
                     Some(m) => {
@@ -1524,13 +1626,37 @@ impl Shard {
         out.subs.borrow_mut().insert(request_id, parts.clone());
         out.send(request_id, &Response::Subscribed);
         for (i, p) in parts.into_iter().enumerate() {
+            let mut from = positions.get(i).copied().unwrap_or(from);
+            if matches!(target, SubscribeTarget::Partition | SubscribeTarget::All) {
+                // The catch-up runs here, through the partition's view (and its owner only for
+                // what the ring no longer holds); the owner then registers the live sink from
+                // where it ended.
+                let sink = SubSink {
+                    shard: Rc::downgrade(self),
+                    origin: self.id,
+                    conn,
+                    sub: request_id,
+                    stream: None,
+                    type_prefix: type_prefix.clone(),
+                };
+                match self.catch_up_partition(p, &sink, from).await {
+                    Ok(Some(reached)) => from = reached,
+                    Ok(None) => return, // the subscriber went away
+                    Err(e) => {
+                        if out.subs.borrow_mut().remove(&request_id).is_some() {
+                            out.send(request_id, &error_response(e));
+                        }
+                        return;
+                    }
+                }
+            }
             let op = PartOp::Subscribe {
                 origin: self.id,
                 conn,
                 sub: request_id,
                 target,
                 stream: name.clone(),
-                from: positions.get(i).copied().unwrap_or(from),
+                from,
                 type_prefix: type_prefix.clone(),
             };
             if let OpResult::Err(e) = self.call(p, op).await {

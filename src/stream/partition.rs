@@ -754,14 +754,14 @@ impl<S: Storage + 'static> Partition<S> {
         self.state.borrow().published_lsn
     }
 
-    /// Visible records from LSN `from`, at most `max` and at most `budget` bytes (one at
-    /// least), each with its stream name.
+    /// Visible events from LSN `from` on, read from the journal: at most `max` and at most
+    /// `budget` bytes (one at least).
     pub async fn read_lsn_range(
         &self,
         from: u64,
         max: usize,
         budget: usize,
-    ) -> Result<Vec<(String, RecordedEvent)>, StreamError> {
+    ) -> Result<Vec<RecordedEvent>, StreamError> {
         let to = self.published_lsn();
         if from >= to || max == 0 {
             return Ok(Vec::new());
@@ -774,14 +774,13 @@ impl<S: Storage + 'static> Partition<S> {
                     return ScanNext::Stop;
                 }
                 if r.record.kind == RECORD_KIND_EVENT {
-                    let stream = String::from_utf8_lossy(r.record.stream).into_owned();
                     let e = to_recorded(r.to_owned(), self.id);
                     let size = reply_bytes(&e);
                     if !out.is_empty() && bytes + size > budget {
                         return ScanNext::Stop;
                     }
                     bytes += size;
-                    out.push((stream, e));
+                    out.push(e);
                 }
                 if out.len() < max {
                     ScanNext::From(r.lsn + 1)
