@@ -1,5 +1,6 @@
 //! The `evring` CLI against the real evringd: data from an argument, a file and standard
-//! input; reads, info, aggregate and subscribe in text and JSON; errors exit non-zero.
+//! input; reads, info, aggregate and subscribe in text and JSON; errors exit non-zero;
+//! evringd and the CLI share an environment.
 
 mod common;
 
@@ -9,8 +10,15 @@ use std::process::{Command, Output, Stdio};
 use common::Server;
 use serde_json::Value;
 
+/// `evring` with the test's environment minus the CLI's own variables.
+fn evring_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_evring"));
+    cmd.env_remove("EVRING_ADDR").env_remove("EVRING_TOKEN");
+    cmd
+}
+
 fn evring(addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_evring"))
+    let mut child = evring_command()
         .arg("--addr")
         .arg(addr)
         .args(args)
@@ -149,4 +157,52 @@ fn cli_appends_from_argument_file_and_stdin_then_reads_and_aggregates() {
     assert!(err.contains("version 2"), "{err}");
     let missing = evring(a, &["read", "no-such-stream"], None);
     assert!(!missing.status.success());
+}
+
+#[test]
+fn evringd_ignores_the_cli_variables_and_still_refuses_a_misspelt_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    // A shell that exports the CLI's variables can start evringd, and EVRING_TOKEN does not
+    // become the server's auth_token.
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        &[],
+        &[
+            ("EVRING_ADDR", "127.0.0.1:1"),
+            ("EVRING_TOKEN", "cli-secret"),
+        ],
+    );
+    let ping = evring(&server.addr, &["ping"], None);
+    assert!(ping.status.success(), "{ping:?}");
+    // The same shell with the CLI pointed at the server by EVRING_ADDR.
+    let ping = evring_command()
+        .arg("ping")
+        .env("EVRING_ADDR", &server.addr)
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "{ping:?}");
+    drop(server);
+
+    let data = dir.path().join("data2");
+    let (ok, err) = common::start_failure(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        |cmd| {
+            cmd.env("EVRING_ADDR", "127.0.0.1:7070")
+                .env("EVRING_LISTN", "127.0.0.1:7071");
+        },
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("EVRING_LISTN") && err.contains("did you mean EVRING_LISTEN?"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("EVRING_ADDR:"),
+        "only the misspelt name is refused: {err}"
+    );
 }

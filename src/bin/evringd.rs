@@ -15,7 +15,12 @@ use evring::config::Config;
     long_about = "evring server: a durable, thread-per-core event store.\n\n\
         Settings come from embedded defaults, then the TOML file given with --config, then \
         EVRING_<KEY> environment variables, then these flags (--set KEY=VALUE for any key). \
-        --print-config shows the merged result."
+        --print-config shows the merged result.\n\n\
+        Environment: EVRING_<KEY> sets configuration key <key> (EVRING_LISTEN, \
+        EVRING_DATA_DIR, EVRING_AUTH_TOKEN, …). evringd ignores EVRING_ADDR and EVRING_TOKEN, \
+        which the evring CLI reads, so a shell can export them for the CLI and still start \
+        evringd; EVRING_LOG sets the log filter (info by default, e.g. EVRING_LOG=evring=debug). \
+        Any other EVRING_* name is refused as a misspelt setting."
 )]
 struct Args {
     /// TOML configuration file.
