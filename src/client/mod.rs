@@ -69,8 +69,10 @@ pub enum ClientError {
     },
     #[error("protocol error: {0}")]
     Protocol(String),
-    /// The stream's last version did not match; `current` is it (-1: no events).
-    #[error("wrong expected version: the stream is at version {current}")]
+    /// The expected version did not match (error 10): the server's message says what is at
+    /// which version (a stream's last version for APPEND, a key's version for a key-value
+    /// CAS); `current` is that version (-1: a stream with no events).
+    #[error("{}", wrong_version_text(message, *current))]
     WrongExpectedVersion { current: i64, message: String },
     #[error("server error {code}: {message}")]
     Server { code: u16, message: String },
@@ -81,6 +83,17 @@ pub enum ClientError {
 impl From<std::io::Error> for ClientError {
     fn from(e: std::io::Error) -> Self {
         ClientError::Io(e)
+    }
+}
+
+/// The text of error 10: the server's message, which names what it is about.
+fn wrong_version_text(message: &str, current: i64) -> String {
+    if message.is_empty() {
+        format!("wrong expected version: the current version is {current}")
+    } else if message.starts_with("wrong expected version") {
+        message.to_string()
+    } else {
+        format!("wrong expected version: {message}")
     }
 }
 
@@ -1141,6 +1154,28 @@ mod tests {
         assert_eq!(
             describe_answer(&[7; 20]),
             "bytes 07 07 07 07 07 07 07 07 07 07 07 07 07 07 07 07 …"
+        );
+    }
+
+    #[test]
+    fn error_10_says_what_the_server_said_it_is_about() {
+        let kv = server_error(10, "the key is at version 3".into(), Some(3));
+        assert_eq!(
+            kv.to_string(),
+            "wrong expected version: the key is at version 3"
+        );
+        let stream = server_error(
+            10,
+            "wrong expected version: expected 0, stream \"s\" is at 2".into(),
+            Some(2),
+        );
+        assert_eq!(
+            stream.to_string(),
+            "wrong expected version: expected 0, stream \"s\" is at 2"
+        );
+        assert_eq!(
+            server_error(10, String::new(), Some(4)).to_string(),
+            "wrong expected version: the current version is 4"
         );
     }
 
