@@ -1,11 +1,13 @@
 //! The `evring` CLI against the real evringd: data from an argument, a file and standard
 //! input; reads, info, aggregate and subscribe in text and JSON; errors exit non-zero and say
-//! what is wrong; evringd and the CLI share an environment.
+//! what is wrong; every command's help has an example; evringd and the CLI share an
+//! environment.
 
 mod common;
 
 use std::io::{BufRead, Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -654,4 +656,17 @@ fn aggregate_takes_human_times_and_shows_empty_buckets_as_empty() {
         Duration::from_secs(10),
     );
     assert!(stderr(&out).contains("1733472000s"), "{}", stderr(&out));
+}
+
+#[test]
+fn every_command_has_an_example_and_every_argument_has_help() {
+    for bin in [env!("CARGO_BIN_EXE_evring"), env!("CARGO_BIN_EXE_evringd")] {
+        let (problems, checked) = common::help::help_problems(Path::new(bin));
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        if bin.ends_with("/evring") {
+            for command in ["evring append", "evring subscribe", "evring kv cas"] {
+                assert!(checked.iter().any(|c| c == command), "{checked:?}");
+            }
+        }
+    }
 }
