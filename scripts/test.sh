@@ -3,9 +3,9 @@
 # the durability rules' negative controls, and the loom models of the partition ring.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# glommio needs at least 512 KiB of locked memory; most systems give 8 MiB.
-if [ "$(ulimit -l)" != "unlimited" ] && [ "$(ulimit -l)" -lt 1024 ]; then
-  echo "ulimit -l is $(ulimit -l) KiB; evring's tests need at least 1024 (run: ulimit -l 8192)" >&2
+# evringd (glommio) needs at least 512 KiB of locked memory; most systems give 8 MiB.
+if [ "$(ulimit -l)" != "unlimited" ] && [ "$(ulimit -l)" -lt 512 ]; then
+  echo "ulimit -l is $(ulimit -l) KiB; evring needs at least 512 (run: ulimit -l 8192)" >&2
   exit 1
 fi
 cargo test --workspace --release

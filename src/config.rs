@@ -6,6 +6,11 @@
 //! line. An environment or `--set` value is read as a TOML value when it parses as one
 //! (`8`, `true`) and as a string otherwise (`127.0.0.1:7070`). Unknown keys are errors, so a
 //! typo never silently falls back to a default. `evringd --print-config` prints the result.
+//!
+//! The environment layer reads every `EVRING_<KEY>` variable except those in [`ENV_NOT_CONFIG`]:
+//! the `evring` CLI's `EVRING_ADDR` and `EVRING_TOKEN` (so a shell that exports them for the
+//! CLI can still start evringd) and the log filter `EVRING_LOG`. Any other `EVRING_*` name
+//! that is not a key is an error naming the variable (a misspelt setting).
 
 use std::path::{Path, PathBuf};
 
@@ -146,6 +151,11 @@ impl Default for Config {
     }
 }
 
+/// `EVRING_*` environment variables that are not evringd configuration keys, and that the
+/// environment layer passes over: the `evring` CLI's server address and token, and the log
+/// filter (read by the binary).
+pub const ENV_NOT_CONFIG: &[&str] = &["EVRING_ADDR", "EVRING_TOKEN", "EVRING_LOG"];
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -192,13 +202,29 @@ impl Config {
             )?;
         }
         let mut from_env = toml::Table::new();
-        for (key, value) in env {
-            if let Some(name) = key.strip_prefix("EVRING_") {
-                if name == "LOG" {
-                    continue; // the log filter, read by the binary
-                }
-                from_env.insert(name.to_ascii_lowercase(), scalar(&value));
+        let mut names: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("EVRING_"))
+            .filter(|(name, _)| !ENV_NOT_CONFIG.contains(&name.as_str()))
+            .collect();
+        names.sort();
+        for (name, value) in names {
+            let key = name["EVRING_".len()..].to_ascii_lowercase();
+            if !table.contains_key(&key) {
+                let hint = match closest_key(&table, &key) {
+                    Some(k) => format!("did you mean EVRING_{}? ", k.to_ascii_uppercase()),
+                    None => String::new(),
+                };
+                return Err(ConfigError::Value {
+                    origin: format!("environment variable {name}"),
+                    message: format!(
+                        "not an evringd setting; {hint}evringd reads EVRING_<KEY> for the keys \
+                         `evringd --print-config` lists, and ignores {}; fix or unset it",
+                        ENV_NOT_CONFIG.join(", ")
+                    ),
+                });
             }
+            from_env.insert(key, scalar(&value));
         }
         merge(&mut table, from_env, "environment (EVRING_*)")?;
         let mut from_flags = toml::Table::new();
@@ -271,6 +297,30 @@ impl Config {
             ))),
         }
     }
+}
+
+/// The key of `table` nearest to `key` (at most two edits away), for a "did you mean".
+fn closest_key<'a>(table: &'a toml::Table, key: &str) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    table
+        .keys()
+        .map(|k| (distance(k, key), k.as_str()))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
 }
 
 fn scalar(value: &str) -> toml::Value {
@@ -346,11 +396,30 @@ mod tests {
     fn unknown_keys_and_wrong_types_are_errors() {
         let err = Config::load(None, vec![kv("EVRING_LISTN", "x")], &[]).unwrap_err();
         assert!(
-            err.to_string().contains("unknown setting \"listn\""),
+            err.to_string()
+                .contains("EVRING_LISTN: not an evringd setting")
+                && err.to_string().contains("did you mean EVRING_LISTEN?"),
             "{err}"
         );
         let err = Config::load(None, vec![], &[kv("partitions", "many")]).unwrap_err();
         assert!(err.to_string().contains("partitions"), "{err}");
+    }
+
+    #[test]
+    fn the_cli_variables_and_the_log_filter_are_not_settings() {
+        let env = vec![
+            kv("EVRING_ADDR", "10.0.0.1:7070"),
+            kv("EVRING_TOKEN", "secret"),
+            kv("EVRING_LOG", "debug"),
+            kv("EVRING_PARTITIONS", "3"),
+        ];
+        let c = Config::load(None, env, &[]).unwrap();
+        assert_eq!(c.partitions, 3);
+        assert_eq!(
+            c.auth_token, "",
+            "EVRING_TOKEN is the CLI's, not auth_token"
+        );
+        assert_eq!(c.listen, Config::default().listen);
     }
 
     #[test]

@@ -72,8 +72,8 @@ pub enum JournalError {
 pub enum RuntimeError {
     #[error(
         "locked-memory limit (RLIMIT_MEMLOCK) is {have_kib} KiB but evring needs at least \
-         {need_kib} KiB for io_uring; raise it with `ulimit -l {need_kib}` or \
-         `LimitMEMLOCK={need_kib}K` in the systemd unit"
+         {need_kib} KiB for io_uring; raise it, e.g. `ulimit -l 8192`, or `LimitMEMLOCK=64M` \
+         in the systemd unit"
     )]
     MemlockTooLow { have_kib: u64, need_kib: u64 },
     #[error("cannot start the shard executor on CPU {cpu}: {source}")]

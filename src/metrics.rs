@@ -310,12 +310,32 @@ fn head_end(head: &[u8]) -> Option<usize> {
     }
 }
 
+/// Whether `head` (the bytes received so far) can begin an HTTP request: its first word, the
+/// method, is made of token characters (RFC 9110). Binary bytes cannot.
+fn can_start_http(head: &[u8]) -> bool {
+    let method = head.split(|b| *b == b' ').next().unwrap_or(&[]);
+    method
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+}
+
 /// Reads one request head within the limits and answers it.
 fn serve_connection(mut stream: TcpStream, handle: &PrometheusHandle) {
     let deadline = Instant::now() + HEAD_DEADLINE;
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while head_end(&head).is_none() {
+        if !can_start_http(&head) {
+            // Another protocol's bytes (an evring client sent here instead of the client
+            // port): answer at once rather than wait for a head that never ends.
+            respond(
+                &stream,
+                "400 Bad Request",
+                "not an HTTP request; try GET /metrics\n",
+                Instant::now() + WRITE_DEADLINE,
+            );
+            return;
+        }
         let room = MAX_HEAD_BYTES - head.len();
         if room == 0 {
             respond(
@@ -431,6 +451,11 @@ mod tests {
             classify(b"GET /metrics HTTP/1.1 extra\r\n\r\n"),
             Verdict::BadRequest
         );
+        assert!(can_start_http(b""));
+        assert!(can_start_http(b"GE"));
+        assert!(can_start_http(b"GET /metrics HTTP/1.1\r\n"));
+        assert!(!can_start_http(b"\x1d\x00\x00\x00\x01"));
+        assert!(!can_start_http(b"GET\r\n"));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\r\n"), None);
         assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
         assert_eq!(head_end(b"GET /\n\n"), Some(7));

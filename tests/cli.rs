@@ -1,16 +1,28 @@
 //! The `evring` CLI against the real evringd: data from an argument, a file and standard
-//! input; reads, info, aggregate and subscribe in text and JSON; errors exit non-zero.
+//! input; reads, info, aggregate and subscribe in text and JSON; errors exit non-zero and say
+//! what is wrong; every command's help has an example; evringd and the CLI share an
+//! environment.
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::Server;
 use serde_json::Value;
 
+/// `evring` with the test's environment minus the CLI's own variables.
+fn evring_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_evring"));
+    cmd.env_remove("EVRING_ADDR").env_remove("EVRING_TOKEN");
+    cmd
+}
+
 fn evring(addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_evring"))
+    let mut child = evring_command()
         .arg("--addr")
         .arg(addr)
         .args(args)
@@ -24,6 +36,43 @@ fn evring(addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
     }
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
+}
+
+/// Waits for `child` at most `limit`; fails the test (after killing it) if it is still
+/// running then.
+fn wait_within(mut child: Child, limit: Duration, what: &str) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{what} still ran after {limit:?}: {out:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `evring --addr ADDR args…` with standard input closed, which must end within `limit`.
+fn evring_within(addr: &str, args: &[&str], limit: Duration) -> Output {
+    let child = evring_command()
+        .arg("--addr")
+        .arg(addr)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run evring");
+    wait_within(child, limit, &format!("evring {args:?}"))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn ok_json(out: &Output) -> Value {
@@ -149,4 +198,475 @@ fn cli_appends_from_argument_file_and_stdin_then_reads_and_aggregates() {
     assert!(err.contains("version 2"), "{err}");
     let missing = evring(a, &["read", "no-such-stream"], None);
     assert!(!missing.status.success());
+}
+
+#[test]
+fn evringd_ignores_the_cli_variables_and_still_refuses_a_misspelt_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    // A shell that exports the CLI's variables can start evringd, and EVRING_TOKEN does not
+    // become the server's auth_token.
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        &[],
+        &[
+            ("EVRING_ADDR", "127.0.0.1:1"),
+            ("EVRING_TOKEN", "cli-secret"),
+        ],
+    );
+    let ping = evring(&server.addr, &["ping"], None);
+    assert!(ping.status.success(), "{ping:?}");
+    // The same shell with the CLI pointed at the server by EVRING_ADDR.
+    let ping = evring_command()
+        .arg("ping")
+        .env("EVRING_ADDR", &server.addr)
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "{ping:?}");
+    drop(server);
+
+    let data = dir.path().join("data2");
+    let (ok, err) = common::start_failure(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        |cmd| {
+            cmd.env("EVRING_ADDR", "127.0.0.1:7070")
+                .env("EVRING_LISTN", "127.0.0.1:7071");
+        },
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("EVRING_LISTN") && err.contains("did you mean EVRING_LISTEN?"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("EVRING_ADDR:"),
+        "only the misspelt name is refused: {err}"
+    );
+}
+
+#[test]
+fn connection_failures_say_what_is_wrong_and_what_to_do() {
+    // Nothing listens: said once, with the flag and the variable that set the address.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let out = evring_within(&closed, &["ping"], Duration::from_secs(10));
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("no evringd answers at {closed}"))
+            && err.contains("--addr")
+            && err.contains("EVRING_ADDR"),
+        "{err}"
+    );
+    assert!(
+        err.matches("refused").count() == 1 && !err.contains("os error"),
+        "said once and plainly: {err}"
+    );
+
+    // An address without a port, from the flag or the environment.
+    let out = evring_within("127.0.0.1", &["ping"], Duration::from_secs(10));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--addr 127.0.0.1: expected HOST:PORT (e.g. 127.0.0.1:7070")
+            && err.contains("port is missing"),
+        "{err}"
+    );
+    let out = evring_command()
+        .arg("ping")
+        .env("EVRING_ADDR", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("EVRING_ADDR=127.0.0.1: expected HOST:PORT"),
+        "{out:?}"
+    );
+
+    // A port that answers HTTP: refused at once, showing what it answered.
+    let http = TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_addr = http.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in http.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = [0u8; 64];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let started = Instant::now();
+    let out = evring_within(&http_addr, &["ping"], Duration::from_secs(10));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{http_addr} is not an evring server (it answered \"HTTP/1.1 400 Bad Request\")"
+        )),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "at once, not after a timeout"
+    );
+
+    // A port that accepts and says nothing: a few seconds, then a clear message.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let holder = std::thread::spawn(move || silent.accept().map(|(c, _)| c));
+    let started = Instant::now();
+    let out = evring_within(&silent_addr, &["ping"], Duration::from_secs(20));
+    let took = started.elapsed();
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{silent_addr} accepted the connection but did not answer within 3 s"
+        )),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    drop(holder.join());
+
+    // evringd's own metrics port (HTTP): refused at once too.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--set", "metrics_listen=\"127.0.0.1:0\""],
+    );
+    let started = Instant::now();
+    let out = evring_within(&server.metrics_addr(), &["ping"], Duration::from_secs(10));
+    assert!(
+        stderr(&out).contains("is not an evring server (it answered \"HTTP/1.1 400 Bad Request\")"),
+        "{out:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "at once, not after a timeout"
+    );
+
+    // A host name works.
+    let port = server.addr.rsplit_once(':').unwrap().1;
+    let out = evring_within(
+        &format!("localhost:{port}"),
+        &["ping"],
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn usage_errors_are_refused_at_once_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let a = server.addr.as_str();
+    let quick = Duration::from_secs(10);
+
+    // subscribe stream/partition/model need a name; all takes none.
+    for (args, want) in [
+        (
+            &["subscribe", "stream"][..],
+            "subscribe stream needs the stream's name",
+        ),
+        (
+            &["subscribe", "partition"][..],
+            "subscribe partition needs the partition number",
+        ),
+        (
+            &["subscribe", "partition", "first"][..],
+            "the partition is a number",
+        ),
+        (
+            &["subscribe", "model"][..],
+            "subscribe model needs the model's name",
+        ),
+        (
+            &["subscribe", "all", "orders"][..],
+            "subscribe all takes no NAME",
+        ),
+    ] {
+        let out = evring_within(a, args, quick);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+
+    // A failed CAS names the key's version, not a stream's.
+    assert!(evring(a, &["kv", "set", "color", "blue"], None)
+        .status
+        .success());
+    let out = evring_within(a, &["kv", "cas", "color", "5", "green"], quick);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("key \"color\" not set: the key is at version 1, not 5"),
+        "{err}"
+    );
+    assert!(!err.contains("stream"), "{err}");
+    let out = evring_within(a, &["kv", "cas", "shape", "2", "round"], quick);
+    assert!(
+        stderr(&out).contains("the key does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    // The generic model command says the same (the library's text of error 10).
+    let out = evring_within(
+        a,
+        &[
+            "execute",
+            "kv",
+            r#"{"op":"cas","key":"color","expected_version":3,"value":"red"}"#,
+        ],
+        quick,
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("the key is at version 1") && !err.contains("stream"),
+        "{err}"
+    );
+
+    // An append's conflict names the stream's version and the retry.
+    let out = evring_within(a, &["append", "s", "--data", "x", "--expected", "3"], quick);
+    assert!(
+        stderr(&out).contains("stream \"s\" has no events")
+            && stderr(&out).contains("--expected no-stream"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Opens a pseudo-terminal: (controller, terminal side).
+fn pty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut controller, mut terminal) = (0, 0);
+    // SAFETY: openpty writes two descriptors into the out-parameters; the name, termios and
+    // winsize pointers may be null. The descriptors are owned by the Files made below.
+    let rc = unsafe {
+        libc::openpty(
+            &mut controller,
+            &mut terminal,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned by nothing else.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(controller),
+            std::fs::File::from_raw_fd(terminal),
+        )
+    }
+}
+
+#[test]
+fn append_says_it_reads_a_terminal_and_not_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let a = server.addr.as_str();
+
+    // Standard input is a terminal and no --data: evring says what it waits for. A line is
+    // typed and the input ended (Ctrl-D at the start of a line).
+    let (mut controller, terminal) = pty();
+    let child = evring_command()
+        .args(["--addr", a, "append", "typed", "--type", "Note"])
+        .stdin(terminal)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    controller
+        .write_all(b"hello from a terminal\n\x04")
+        .unwrap();
+    let out = wait_within(
+        child,
+        Duration::from_secs(20),
+        "evring append on a terminal",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains("reading the event data from standard input; end with Ctrl-D")
+            && stderr(&out).contains("--data"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("appended typed v0"), "{out:?}");
+    let read = ok_json(&evring(a, &["--json", "read", "typed"], None));
+    assert_eq!(read["events"][0]["data"], "hello from a terminal\n");
+
+    // From a pipe: no message.
+    let piped = evring(a, &["append", "piped"], Some(b"data"));
+    assert!(piped.status.success(), "{piped:?}");
+    assert_eq!(stderr(&piped), "");
+}
+
+#[test]
+fn a_subscriber_cut_off_by_sigterm_shows_error_31_and_where_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("data"), &["--partitions", "1"]);
+    let a = server.addr.clone();
+    for i in 0..3 {
+        let data = format!("e{i}");
+        assert!(evring(&a, &["append", "s", "--data", &data], None)
+            .status
+            .success());
+    }
+    let spawn = |args: &[&str]| {
+        evring_command()
+            .args(["--addr", a.as_str(), "subscribe"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut subscribers = [
+        spawn(&["stream", "s", "--from", "0"]),
+        spawn(&["partition", "0", "--from", "0"]),
+    ];
+    // Both printed the three events: they are live now.
+    let mut outputs = Vec::new();
+    for child in &mut subscribers {
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut printed = String::new();
+        for _ in 0..3 {
+            lines.read_line(&mut printed).unwrap();
+        }
+        assert_eq!(printed.lines().count(), 3, "{printed}");
+        outputs.push(lines);
+    }
+    assert_eq!(server.terminate(), Some(0));
+    for (child, want) in subscribers.into_iter().zip(["--from 3", "--from 3"]) {
+        let out = wait_within(child, Duration::from_secs(20), "a cut-off subscriber");
+        let err = stderr(&out);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("error 31") && err.contains("shutting down"),
+            "the server's stop is named: {err}"
+        );
+        assert!(err.contains(&format!("resume with {want}")), "{err}");
+    }
+    drop(outputs);
+}
+
+#[test]
+fn aggregate_takes_human_times_and_shows_empty_buckets_as_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let a = server.addr.as_str();
+    for v in ["1", "2", "6"] {
+        assert!(
+            evring(a, &["append", "m", "--data", "x", "--value", v], None)
+                .status
+                .success()
+        );
+    }
+    // The last 10 minutes in one-minute buckets, starting on a whole minute: the events are
+    // in the last bucket, the others are empty.
+    let agg = ok_json(&evring(
+        a,
+        &["--json", "aggregate", "--since", "10m", "--bucket", "1m"],
+        None,
+    ));
+    let buckets = agg["buckets"].as_array().unwrap();
+    assert!((10..=11).contains(&buckets.len()), "{agg}");
+    assert_eq!(buckets[0]["start_ns"].as_u64().unwrap() % 60_000_000_000, 0);
+    let last = buckets.last().unwrap();
+    assert_eq!(
+        (
+            last["count"].as_u64(),
+            last["sum"].as_f64(),
+            last["avg"].as_f64()
+        ),
+        (Some(3), Some(9.0), Some(3.0)),
+        "{agg}"
+    );
+    let empty = &buckets[0];
+    assert_eq!(empty["count"], 0);
+    for field in ["min", "max", "avg"] {
+        assert!(empty[field].is_null(), "{field} of an empty bucket: {agg}");
+    }
+
+    // Text: no NaN, "-" instead.
+    let text = evring(a, &["aggregate", "--since", "3m", "--bucket", "1m"], None);
+    let text = stdout(&text);
+    assert!(!text.contains("NaN"), "{text}");
+    assert!(text.contains("count 0 sum 0 min - max - avg -"), "{text}");
+    assert!(text.contains("count 3 sum 9 min 1 max 6 avg 3"), "{text}");
+
+    // RFC 3339 and Unix times with units; a past window holds nothing.
+    let past = ok_json(&evring(
+        a,
+        &[
+            "--json",
+            "aggregate",
+            "--from",
+            "2024-12-06T08:00:00Z",
+            "--to",
+            "1733475600s",
+            "--bucket",
+            "30m",
+        ],
+        None,
+    ));
+    let past = past["buckets"].as_array().unwrap();
+    assert_eq!(past.len(), 2);
+    assert_eq!(past[0]["start_ns"], 1_733_472_000_000_000_000u64);
+    assert_eq!(past[1]["start"], "2024-12-06T08:30:00Z");
+
+    // The nanosecond flags still work, and without --to-ns the window ends now (it asked
+    // for 27M buckets before).
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let from_ns = (now_ns - 600_000_000_000).to_string();
+    let ns = ok_json(&evring(
+        a,
+        &[
+            "--json",
+            "aggregate",
+            "--from-ns",
+            &from_ns,
+            "--bucket-ns",
+            "60000000000",
+        ],
+        None,
+    ));
+    let counts: u64 = ns["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counts, 3, "{ns}");
+
+    // Too many buckets, or a bare number: refused before asking the server, with the fix.
+    let out = evring_within(
+        a,
+        &["aggregate", "--since", "2d", "--bucket", "1s"],
+        Duration::from_secs(10),
+    );
+    assert!(stderr(&out).contains("at most 100000"), "{}", stderr(&out));
+    let out = evring_within(
+        a,
+        &["aggregate", "--from", "1733472000"],
+        Duration::from_secs(10),
+    );
+    assert!(stderr(&out).contains("1733472000s"), "{}", stderr(&out));
+}
+
+#[test]
+fn every_command_has_an_example_and_every_argument_has_help() {
+    for bin in [env!("CARGO_BIN_EXE_evring"), env!("CARGO_BIN_EXE_evringd")] {
+        let (problems, checked) = common::help::help_problems(Path::new(bin));
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        if bin.ends_with("/evring") {
+            for command in ["evring append", "evring subscribe", "evring kv cas"] {
+                assert!(checked.iter().any(|c| c == command), "{checked:?}");
+            }
+        }
+    }
 }

@@ -121,3 +121,43 @@ fn the_grafana_dashboard_uses_only_documented_metrics() {
     }
     assert!(exprs >= 7);
 }
+
+#[test]
+fn the_operations_guide_backs_up_the_data_directory_the_unit_uses() {
+    let unit = std::fs::read_to_string(shipped("evringd.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("the unit has an ExecStart line");
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    let data_dir = words
+        .windows(2)
+        .find(|w| w[0] == "--data-dir")
+        .map(|w| w[1])
+        .expect("the unit passes --data-dir");
+    let tmpfiles = std::fs::read_to_string(shipped("evring.tmpfiles.conf")).unwrap();
+    assert!(
+        tmpfiles.contains(&format!(" {data_dir} ")),
+        "tmpfiles creates {data_dir}"
+    );
+    let ops = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/OPERATIONS.md"),
+    )
+    .unwrap();
+    let mut commands = 0;
+    for line in ops.lines() {
+        let Some(rest) = line.trim().strip_prefix("evring-inspect backup ") else {
+            continue;
+        };
+        let source = rest.split_whitespace().next().unwrap();
+        if source.starts_with('/') {
+            commands += 1;
+            assert_eq!(
+                source, data_dir,
+                "docs/OPERATIONS.md backs up {source}, but the unit's data directory is \
+                 {data_dir}: {line}"
+            );
+        }
+    }
+    assert!(commands >= 2, "the backup and upgrade examples");
+}

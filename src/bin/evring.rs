@@ -1,17 +1,41 @@
 //! evring: the command-line client. Thin: parse flags, call `evring::client`, print.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
-use clap::{Parser, Subcommand, ValueEnum};
-use evring::client::{BlockingClient, Checkpoint, SubscriptionItem};
-use evring::protocol::{Direction, Event, RecordedEvent, SubscribeTarget};
+use anyhow::{anyhow, bail, Context};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use evring::client::{BlockingClient, Checkpoint, ClientError, SubscriptionItem};
+use evring::protocol::{code, Direction, Event, RecordedEvent, SubscribeTarget};
 use serde_json::json;
 
+/// How long the CLI waits for the TCP connection, and then for the server's answer to HELLO.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Most buckets one AGGREGATE may ask for (the server's limit).
+const BUCKETS_MAX: u64 = evring::aggregate::BUCKETS_MAX;
+
 #[derive(Parser, Debug)]
-#[command(name = "evring", version, about = "evring command-line client")]
+#[command(
+    name = "evring",
+    version,
+    about = "evring command-line client",
+    long_about = "evring command-line client: append, read, subscribe to and aggregate the \
+        events of an evringd server, and use its key-value store.\n\n\
+        The server address and token come from --addr and --token, or from the environment \
+        variables EVRING_ADDR and EVRING_TOKEN. evringd ignores these two variables (and \
+        EVRING_LOG), so they can stay exported in a shell that also starts evringd; evringd's \
+        own settings are EVRING_<KEY> variables named after its configuration keys \
+        (EVRING_LISTEN, EVRING_AUTH_TOKEN, …).\n\n\
+        The connection and the server's answer to HELLO must each come within 3 seconds.",
+    after_help = "Examples:\n  \
+        evring ping\n  \
+        evring --addr 10.0.0.5:7070 append orders-1 --type Created --data '{\"qty\":1}'\n  \
+        EVRING_ADDR=localhost:7070 evring read orders-1"
+)]
 struct Args {
-    /// Server address.
+    /// Server address, HOST:PORT (a host name or an IP address; IPv6 in brackets: [::1]:7070).
     #[arg(
         long,
         env = "EVRING_ADDR",
@@ -19,7 +43,7 @@ struct Args {
         global = true
     )]
     addr: String,
-    /// Auth token sent in HELLO.
+    /// Auth token sent in HELLO (the server's auth_token; empty: none).
     #[arg(long, env = "EVRING_TOKEN", default_value = "", global = true)]
     token: String,
     /// Print JSON instead of text.
@@ -29,21 +53,36 @@ struct Args {
     command: Cmd,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Target {
+    /// One stream's events (NAME: the stream; --from: a stream version).
     Stream,
+    /// One partition's events (NAME: the partition number; --from: an LSN of the partition).
     Partition,
+    /// Every stream's events (no NAME; --from: an LSN of each partition).
     All,
-    /// A model's domain events (name: the model, e.g. kv; --from: an LSN per partition).
+    /// A model's domain events (NAME: the model, e.g. kv; --from: an LSN per partition).
     Model,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Check that the server answers.
+    #[command(after_help = "Examples:\n  evring ping\n  evring --addr localhost:7070 ping")]
     Ping,
     /// Append one event (data from --data, --file, or standard input).
+    #[command(
+        long_about = "Append one event to a stream and print its version, partition and LSN.\n\n\
+            The event data comes from --data, from --file, or else from standard input. When \
+            standard input is a terminal and neither --data nor --file is given, evring says \
+            on standard error that it reads the data from the terminal (end it with Ctrl-D).",
+        after_help = "Examples:\n  \
+            evring append orders-1 --type Created --data '{\"qty\":1}'\n  \
+            evring append orders-1 --type Paid --file payment.json --expected 0\n  \
+            echo '{\"qty\":2}' | evring append orders-1 --type Changed"
+    )]
     Append {
+        /// The stream to append to (created by its first event).
         stream: String,
         /// Event type.
         #[arg(long = "type", default_value = "event")]
@@ -65,10 +104,17 @@ enum Cmd {
         value: Option<f64>,
     },
     /// Read events of a stream.
+    #[command(after_help = "Examples:\n  \
+        evring read orders-1\n  \
+        evring read orders-1 --from 10 --count 5\n  \
+        evring read orders-1 --backward --count 1")]
     Read {
+        /// The stream to read.
         stream: String,
+        /// First version to read (with --backward: the version to read down from).
         #[arg(long, default_value_t = 0)]
         from: u64,
+        /// Read at most this many events.
         #[arg(long, default_value_t = 100)]
         count: u32,
         /// Read backwards from --from (default: from the end).
@@ -76,15 +122,30 @@ enum Cmd {
         backward: bool,
     },
     /// Subscribe and print events as they arrive.
+    #[command(
+        long_about = "Subscribe and print events as they arrive: the history from --from \
+            first, then live events. Without --from only new events are printed.\n\n\
+            When the server ends the subscription (it stops: error 31; the subscriber reads too \
+            slowly: error 30) or the connection closes, evring exits with status 1 and says \
+            where to resume: --from N for a stream or a partition, the --checkpoint FILE (or \
+            the positions reached) for all.",
+        after_help = "Examples:\n  \
+            evring subscribe stream orders-1 --from 0\n  \
+            evring subscribe partition 0 --from 0 --count 10\n  \
+            evring subscribe all --checkpoint orders.ckpt --type-prefix Order\n  \
+            evring subscribe model kv --from 0"
+    )]
     Subscribe {
+        /// What to follow.
         #[arg(value_enum)]
         target: Target,
-        /// Stream name or partition number (empty for all).
-        #[arg(default_value = "")]
-        name: String,
+        /// The stream name (stream), partition number (partition) or model name (model);
+        /// none for all.
+        name: Option<String>,
         /// Start position (stream version, or LSN per partition); omit for live only.
         #[arg(long)]
         from: Option<u64>,
+        /// Only events whose type starts with this prefix.
         #[arg(long, default_value = "")]
         type_prefix: String,
         /// Stop after this many events.
@@ -98,23 +159,64 @@ enum Cmd {
         checkpoint: Option<std::path::PathBuf>,
     },
     /// Count/sum/min/max/average of event values over a time window.
+    #[command(
+        long_about = "Count, sum, min, max and average of the values (--value) of the events \
+            held in the server's memory, over a time window, in one bucket or in buckets of \
+            a fixed width.\n\n\
+            The window is --from (or --since before --to) up to --to, which defaults to now. \
+            Times are RFC 3339 (2024-12-06T08:00:00Z, 2024-12-06T09:00:00+01:00) or Unix \
+            times with a unit (1733472000s, 1733472000000ms, 1733472000000000000ns); \
+            durations are a number and a unit: ns, us, ms, s, m, h, d (90s, 10m, 1h30m). \
+            --from-ns, --to-ns and --bucket-ns take Unix nanoseconds. At most 100000 \
+            buckets. A bucket without events shows count 0 and no min, max or average \
+            (\"-\" in text, null in JSON).",
+        after_help = "Examples:\n  \
+            evring aggregate --since 10m\n  \
+            evring aggregate --stream orders-1 --since 1h --bucket 5m\n  \
+            evring aggregate --type-prefix Paid --from 2024-12-06T08:00:00Z --to 2024-12-06T09:00:00Z --bucket 1m\n  \
+            evring aggregate --from 1733472000s --bucket 1h"
+    )]
     Aggregate {
+        /// Only this stream's events (default: every stream).
         #[arg(long, default_value = "")]
         stream: String,
+        /// Only events whose type starts with this prefix.
         #[arg(long, default_value = "")]
         type_prefix: String,
-        #[arg(long, default_value_t = 0)]
-        from_ns: u64,
-        #[arg(long, default_value_t = u64::MAX)]
-        to_ns: u64,
-        #[arg(long, default_value_t = 0)]
-        bucket_ns: u64,
+        /// Window start: RFC 3339 or a Unix time with a unit (1733472000s, …ms, …us, …ns).
+        #[arg(long, value_name = "TIME", conflicts_with_all = ["since", "from_ns"])]
+        from: Option<String>,
+        /// Window end (same forms as --from; default: now).
+        #[arg(long, value_name = "TIME", conflicts_with = "to_ns")]
+        to: Option<String>,
+        /// Window start as a duration before the end: 30s, 10m, 2h, 1d.
+        #[arg(long, value_name = "DURATION", conflicts_with = "from_ns")]
+        since: Option<String>,
+        /// Bucket width (1s, 1m, 1h, …); omit for one bucket over the whole window.
+        #[arg(long, value_name = "DURATION", conflicts_with = "bucket_ns")]
+        bucket: Option<String>,
+        /// Window start in Unix nanoseconds (default: 0, all the events held).
+        #[arg(long, value_name = "NS")]
+        from_ns: Option<u64>,
+        /// Window end in Unix nanoseconds (default: now).
+        #[arg(long, value_name = "NS")]
+        to_ns: Option<u64>,
+        /// Bucket width in nanoseconds (0: one bucket).
+        #[arg(long, value_name = "NS")]
+        bucket_ns: Option<u64>,
     },
     /// Version and LSN range of a stream.
-    Info { stream: String },
+    #[command(after_help = "Example:\n  evring info orders-1")]
+    Info {
+        /// The stream.
+        stream: String,
+    },
     /// Server statistics (JSON).
+    #[command(after_help = "Example:\n  evring stats")]
     Stats,
     /// Send a command to a model (JSON); the built-in model is "kv".
+    #[command(after_help = "Example:\n  \
+        evring execute kv '{\"op\":\"set\",\"key\":\"a\",\"value\":\"1\"}'")]
     Execute {
         /// Model name.
         model: String,
@@ -122,7 +224,11 @@ enum Cmd {
         command: String,
     },
     /// Ask a model a read-only question (JSON), now or as of a past LSN.
+    #[command(after_help = "Examples:\n  \
+        evring query kv '{\"op\":\"get\",\"key\":\"a\"}'\n  \
+        evring query kv '{\"op\":\"get\",\"key\":\"a\"}' --as-of 12")]
     Query {
+        /// Model name.
         model: String,
         /// The query as JSON, e.g. '{"op":"get","key":"a"}'.
         query: String,
@@ -131,6 +237,10 @@ enum Cmd {
         as_of: Option<u64>,
     },
     /// The built-in key-value store (shorthands for execute/query on model "kv").
+    #[command(after_help = "Examples:\n  \
+        evring kv set color blue\n  \
+        evring kv get color\n  \
+        evring kv cas color 1 green")]
     Kv {
         #[command(subcommand)]
         op: KvOp,
@@ -140,25 +250,47 @@ enum Cmd {
 #[derive(Subcommand, Debug)]
 enum KvOp {
     /// Set a key; prints its new version.
-    Set { key: String, value: String },
-    /// Read a key (now, or --as-of an LSN of its partition).
-    Get {
+    #[command(after_help = "Example:\n  evring kv set color blue")]
+    Set {
+        /// The key.
         key: String,
+        /// The value (text).
+        value: String,
+    },
+    /// Read a key (now, or --as-of an LSN of its partition).
+    #[command(after_help = "Examples:\n  evring kv get color\n  evring kv get color --as-of 3")]
+    Get {
+        /// The key.
+        key: String,
+        /// Time travel: the key as of this LSN of its partition.
         #[arg(long)]
         as_of: Option<u64>,
     },
     /// Delete a key.
-    Delete { key: String },
-    /// Set a key only if it is at VERSION (0: only if it does not exist).
-    Cas {
+    #[command(after_help = "Example:\n  evring kv delete color")]
+    Delete {
+        /// The key.
         key: String,
+    },
+    /// Set a key only if it is at VERSION (0: only if it does not exist).
+    #[command(after_help = "Examples:\n  \
+        evring kv cas color 0 blue     # only if color does not exist\n  \
+        evring kv cas color 1 green    # only if color is at version 1")]
+    Cas {
+        /// The key.
+        key: String,
+        /// The version the key must be at (0: the key must not exist).
         version: u64,
+        /// The new value.
         value: String,
     },
     /// Keys with a prefix, in order.
+    #[command(after_help = "Examples:\n  evring kv list\n  evring kv list user- --limit 10")]
     List {
+        /// Only keys starting with this prefix (default: every key).
         #[arg(default_value = "")]
         prefix: String,
+        /// Return at most this many keys (at most 10000).
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
@@ -180,10 +312,76 @@ fn main() {
     if evring::cli::print_man_if_asked::<Args>() {
         return;
     }
-    if let Err(e) = run(Args::parse()) {
+    let matches = Args::command().get_matches();
+    let addr_from_env = matches.value_source("addr") == Some(ValueSource::EnvVariable);
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
+    if let Err(e) = run(args, addr_from_env) {
         eprintln!("evring: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// Checks that `addr` is HOST:PORT; the error says what is wrong with it.
+fn check_addr(addr: &str) -> Result<(), String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err("the port is missing".into());
+    };
+    if host.is_empty() {
+        return Err("the host is missing".into());
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err("an IPv6 address goes in brackets: [::1]:7070".into());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("{port:?} is not a port number (1-65535)")),
+    }
+}
+
+/// Connects to the server at `args.addr`, with messages that say what to do when that fails.
+fn connect(args: &Args, addr_from_env: bool) -> anyhow::Result<BlockingClient> {
+    let addr = args.addr.as_str();
+    let named = if addr_from_env {
+        format!("EVRING_ADDR={addr}")
+    } else {
+        format!("--addr {addr}")
+    };
+    if let Err(why) = check_addr(addr) {
+        bail!("{named}: expected HOST:PORT (e.g. 127.0.0.1:7070 or localhost:7070): {why}");
+    }
+    let fix = "give evringd's client address (its `listen` setting, 127.0.0.1:7070 by default) \
+               with --addr HOST:PORT or EVRING_ADDR";
+    BlockingClient::connect_timeout(addr, "evring-cli", &args.token, CONNECT_TIMEOUT).map_err(|e| {
+        match e {
+            ClientError::Refused { .. } => anyhow!(
+                "no evringd answers at {addr} (connection refused): start evringd, or {fix}"
+            ),
+            ClientError::Resolve(e) => {
+                anyhow!("{named}: cannot resolve the host ({e}); check the host name")
+            }
+            ClientError::ConnectTimeout { .. } => anyhow!(
+                "no connection to {addr} within {} s (a host that is down, or a firewall \
+                 dropping the connection): check the address, or {fix}",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+            ClientError::HelloTimeout { .. } => anyhow!(
+                "{addr} accepted the connection but did not answer within {} s: it is not an \
+                 evring server, or evringd is overloaded; {fix}",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+            ClientError::NotEvring { answer, .. } => {
+                anyhow!("{addr} is not an evring server (it answered {answer}); {fix}")
+            }
+            ClientError::Server { code, message } if code == code::NOT_AUTHENTICATED => anyhow!(
+                "evringd at {addr} refused the connection ({message}): pass the server's \
+                 auth_token with --token or EVRING_TOKEN"
+            ),
+            other => anyhow!("cannot talk to evringd at {addr}: {other}"),
+        }
+    })
 }
 
 fn parse_expected(s: &str) -> anyhow::Result<i64> {
@@ -198,14 +396,286 @@ fn parse_expected(s: &str) -> anyhow::Result<i64> {
 }
 
 fn parse_id(s: &str) -> anyhow::Result<[u8; 16]> {
-    if s.len() != 32 {
-        bail!("--id must be 32 hex digits");
+    if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("--id {s:?}: an event id is 32 hex digits");
     }
     let mut id = [0u8; 16];
     for (i, b) in id.iter_mut().enumerate() {
         *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).context("--id must be hex")?;
     }
     Ok(id)
+}
+
+/// Unix time now, in nanoseconds.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
+}
+
+/// Nanoseconds per unit of a duration or a Unix time.
+fn unit_ns(unit: &str) -> Option<u64> {
+    Some(match unit {
+        "ns" => 1,
+        "us" | "µs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        "d" => 86_400_000_000_000,
+        _ => return None,
+    })
+}
+
+/// A duration: numbers with units, `90s`, `10m`, `1h30m`, `500ms`; in nanoseconds.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!("{text:?} is not a duration: use a number and a unit (ns, us, ms, s, m, h, d), e.g. 10m or 1h30m")
+    };
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_len = rest[digits..]
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len() - digits);
+        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let unit = unit_ns(&rest[digits..digits + unit_len]).ok_or_else(bad)?;
+        total = number
+            .checked_mul(unit)
+            .and_then(|n| total.checked_add(n))
+            .ok_or_else(|| format!("{text:?} is too long a duration"))?;
+        rest = &rest[digits + unit_len..];
+    }
+    Ok(total)
+}
+
+/// Nanoseconds as a duration in the largest unit that divides them: `1m`, `90s`, `1500ms`.
+fn format_duration(ns: u64) -> String {
+    for (unit, size) in [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ] {
+        if ns >= size && ns % size == 0 {
+            return format!("{}{unit}", ns / size);
+        }
+    }
+    format!("{ns}ns")
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// An RFC 3339 time (`2024-12-06T08:00:00Z`, `2024-12-06 09:00:00.5+01:00`) in Unix
+/// nanoseconds; `None` when `text` is not one.
+fn parse_rfc3339(text: &str) -> Option<i128> {
+    let b = text.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<u32> {
+        let s = text.get(range)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let leap = |y: u32| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap(year) => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut at = 19;
+    let mut frac_ns: i128 = 0;
+    if b.get(at) == Some(&b'.') {
+        let digits = b[at + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if digits == 0 {
+            return None;
+        }
+        for (i, c) in b[at + 1..at + 1 + digits].iter().enumerate() {
+            if i < 9 {
+                frac_ns += i128::from(c - b'0') * 10i128.pow(8 - i as u32);
+            }
+        }
+        at += 1 + digits;
+    }
+    let offset_s: i128 = match b.get(at) {
+        Some(b'Z' | b'z') if at + 1 == b.len() => 0,
+        Some(sign @ (b'+' | b'-')) if at + 6 == b.len() && b[at + 3] == b':' => {
+            let (oh, om) = (num(at + 1..at + 3)?, num(at + 4..at + 6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let s = i128::from(oh * 3600 + om * 60);
+            if *sign == b'+' {
+                s
+            } else {
+                -s
+            }
+        }
+        _ => return None,
+    };
+    let days = i128::from(days_from_civil(i64::from(year), month, day));
+    let secs = days * 86_400 + i128::from(hour * 3600 + minute * 60 + second) - offset_s;
+    Some(secs * 1_000_000_000 + frac_ns)
+}
+
+/// A point in time for `flag`: RFC 3339, or a Unix time with a unit (`1733472000s`,
+/// `…ms`, `…us`, `…ns`); in Unix nanoseconds.
+fn parse_time(flag: &str, text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let ns: Option<i128> = if digits > 0 && digits == text.len() {
+        bail!(
+            "{flag} {text}: give the unit of the Unix time ({text}s, {text}ms, {text}us or \
+             {text}ns), or an RFC 3339 time such as 2024-12-06T08:00:00Z"
+        );
+    } else if digits > 0 && matches!(&text[digits..], "s" | "ms" | "us" | "ns") {
+        let n: u64 = text[..digits]
+            .parse()
+            .map_err(|_| anyhow!("{flag} {text}: the number is too large"))?;
+        let unit = unit_ns(&text[digits..]).expect("a unit of time");
+        Some(i128::from(n) * i128::from(unit))
+    } else {
+        parse_rfc3339(text)
+    };
+    match ns {
+        Some(ns) if (0..=i128::from(u64::MAX)).contains(&ns) => Ok(ns as u64),
+        Some(_) => bail!("{flag} {text}: outside the range of Unix nanoseconds (1970 to 2554)"),
+        None => bail!(
+            "{flag} {text:?}: expected an RFC 3339 time (2024-12-06T08:00:00Z, \
+             2024-12-06T09:00:00+01:00) or a Unix time with a unit (1733472000s, \
+             1733472000000ms, 1733472000000000000ns)"
+        ),
+    }
+}
+
+/// Unix nanoseconds as RFC 3339 in UTC, with as many fraction digits as needed.
+fn format_rfc3339(ns: u64) -> String {
+    let secs = (ns / 1_000_000_000) as i64;
+    let frac = ns % 1_000_000_000;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    let mut out = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    );
+    if frac > 0 {
+        let digits = format!("{frac:09}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+/// The window and bucket width of `evring aggregate`, in Unix nanoseconds: `[from, to)`.
+#[allow(clippy::too_many_arguments)]
+fn aggregate_window(
+    from: Option<&str>,
+    to: Option<&str>,
+    since: Option<&str>,
+    bucket: Option<&str>,
+    from_ns: Option<u64>,
+    to_ns: Option<u64>,
+    bucket_ns: Option<u64>,
+    now: u64,
+) -> anyhow::Result<(u64, u64, u64)> {
+    let to = match (to, to_ns) {
+        (Some(t), _) => parse_time("--to", t)?,
+        (None, Some(t)) => t,
+        (None, None) => now,
+    };
+    let from = match (from, since, from_ns) {
+        (Some(f), _, _) => parse_time("--from", f)?,
+        (None, Some(s), _) => {
+            let d = parse_duration(s).map_err(|e| anyhow!("--since {e}"))?;
+            to.checked_sub(d)
+                .with_context(|| format!("--since {s} reaches back before 1970"))?
+        }
+        (None, None, Some(f)) => f,
+        (None, None, None) => 0,
+    };
+    let bucket = match (bucket, bucket_ns) {
+        (Some(b), _) => parse_duration(b).map_err(|e| anyhow!("--bucket {e}"))?,
+        (None, Some(b)) => b,
+        (None, None) => 0,
+    };
+    if from >= to {
+        bail!(
+            "the window is empty: it starts at {} and ends at {} (--to defaults to now)",
+            format_rfc3339(from),
+            format_rfc3339(to)
+        );
+    }
+    // A window given by --since starts on a multiple of the bucket width, so the buckets
+    // start on whole minutes, hours, …
+    let from = match (since, bucket) {
+        (Some(_), b) if b > 0 => from - from % b,
+        _ => from,
+    };
+    if bucket > 0 {
+        let buckets = (to - from).div_ceil(bucket);
+        if buckets > BUCKETS_MAX {
+            bail!(
+                "the window from {} to {} holds {buckets} buckets of {}; at most \
+                 {BUCKETS_MAX} are allowed: narrow the window (--since, --from, --to; --to \
+                 defaults to now) or widen --bucket",
+                format_rfc3339(from),
+                format_rfc3339(to),
+                format_duration(bucket)
+            );
+        }
+    }
+    Ok((from, to, bucket))
 }
 
 /// Replaces FILE with `checkpoint` (a temporary file renamed over it, so a crash leaves the
@@ -220,6 +690,24 @@ fn save_checkpoint(file: Option<&std::path::Path>, checkpoint: &Checkpoint) -> a
         .with_context(|| format!("cannot write checkpoint {}", file.display()))
 }
 
+/// A number that may be NaN (an empty bucket's min, max, average) as JSON: null for NaN.
+fn json_number(v: f64) -> serde_json::Value {
+    if v.is_nan() {
+        serde_json::Value::Null
+    } else {
+        json!(v)
+    }
+}
+
+/// The same in text: "-" for NaN.
+fn text_number(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else {
+        v.to_string()
+    }
+}
+
 fn event_json(e: &RecordedEvent) -> serde_json::Value {
     json!({
         "stream": e.stream,
@@ -228,7 +716,7 @@ fn event_json(e: &RecordedEvent) -> serde_json::Value {
         "partition": e.partition,
         "type": e.event.event_type,
         "timestamp_ns": e.event.timestamp_ns,
-        "value": if e.event.value.is_nan() { serde_json::Value::Null } else { json!(e.event.value) },
+        "value": json_number(e.event.value),
         "data": String::from_utf8_lossy(&e.event.data),
         "metadata": String::from_utf8_lossy(&e.event.metadata),
     })
@@ -250,14 +738,28 @@ fn print_event(e: &RecordedEvent, as_json: bool) {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
-    let c = BlockingClient::connect(&args.addr, "evring-cli", &args.token)
-        .with_context(|| format!("cannot talk to evringd at {}", args.addr))?;
-    match args.command {
+/// Why a subscription ended, without repeating "subscription ended".
+fn ended_reason(e: &ClientError) -> String {
+    match e {
+        ClientError::Server { code, message } => {
+            let message = message
+                .strip_prefix("subscription ended: ")
+                .unwrap_or(message);
+            format!("error {code}: {message}")
+        }
+        ClientError::Closed(reason) => format!("the connection closed: {reason}"),
+        other => other.to_string(),
+    }
+}
+
+fn run(args: Args, addr_from_env: bool) -> anyhow::Result<()> {
+    let as_json = args.json;
+    match &args.command {
         Cmd::Execute { model, command } => {
-            serde_json::from_str::<serde_json::Value>(&command)
+            serde_json::from_str::<serde_json::Value>(command)
                 .context("the command must be JSON")?;
-            print_result(&c.execute(&model, command.into_bytes())?, args.json)?;
+            let c = connect(&args, addr_from_env)?;
+            print_result(&c.execute(model, command.clone().into_bytes())?, as_json)?;
         }
         Cmd::Query {
             model,
@@ -265,11 +767,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             as_of,
         } => {
             let mut q: serde_json::Value =
-                serde_json::from_str(&query).context("the query must be JSON")?;
+                serde_json::from_str(query).context("the query must be JSON")?;
             if let Some(lsn) = as_of {
                 q["as_of"] = json!(lsn);
             }
-            print_result(&c.query(&model, q.to_string().into_bytes())?, args.json)?;
+            let c = connect(&args, addr_from_env)?;
+            print_result(&c.query(model, q.to_string().into_bytes())?, as_json)?;
         }
         Cmd::Kv { op } => {
             let (is_query, body) = match op {
@@ -297,17 +800,43 @@ fn run(args: Args) -> anyhow::Result<()> {
                     json!({"op": "list", "prefix": prefix, "limit": limit}),
                 ),
             };
+            let c = connect(&args, addr_from_env)?;
             let bytes = body.to_string().into_bytes();
             let result = if is_query {
                 c.query("kv", bytes)?
             } else {
-                c.execute("kv", bytes)?
+                match (c.execute("kv", bytes), op) {
+                    (Ok(r), _) => r,
+                    (
+                        Err(ClientError::WrongExpectedVersion { current, .. }),
+                        KvOp::Cas { key, version, .. },
+                    ) => {
+                        if current <= 0 {
+                            bail!(
+                                "key {key:?} not set: the key does not exist, so it is not \
+                                 at version {version} (version 0 creates a key that does not \
+                                 exist)"
+                            );
+                        }
+                        let asked = if *version == 0 {
+                            "0, which asks for a key that does not exist".to_string()
+                        } else {
+                            version.to_string()
+                        };
+                        bail!(
+                            "key {key:?} not set: the key is at version {current}, not {asked} \
+                             (`evring kv get {key}` shows it)"
+                        );
+                    }
+                    (Err(e), _) => return Err(e.into()),
+                }
             };
-            print_result(&result, args.json)?;
+            print_result(&result, as_json)?;
         }
         Cmd::Ping => {
+            let c = connect(&args, addr_from_env)?;
             c.ping()?;
-            println!("{}", if args.json { "{\"ok\":true}" } else { "pong" });
+            println!("{}", if as_json { "{\"ok\":true}" } else { "pong" });
         }
         Cmd::Append {
             stream,
@@ -318,27 +847,57 @@ fn run(args: Args) -> anyhow::Result<()> {
             id,
             value,
         } => {
+            let expected_version = parse_expected(expected)?;
+            let id = id.as_deref().map(parse_id).transpose()?.unwrap_or([0; 16]);
+            let c = connect(&args, addr_from_env)?;
             let data = match (data, file.as_deref()) {
-                (Some(d), _) => d.into_bytes(),
+                (Some(d), _) => d.clone().into_bytes(),
                 (None, Some("-")) | (None, None) => {
+                    if std::io::stdin().is_terminal() {
+                        eprintln!(
+                            "evring: reading the event data from standard input; end with \
+                             Ctrl-D, or pass --data TEXT or --file FILE"
+                        );
+                    }
                     let mut buf = Vec::new();
-                    std::io::stdin().read_to_end(&mut buf)?;
+                    std::io::stdin()
+                        .read_to_end(&mut buf)
+                        .context("cannot read the event data from standard input")?;
                     buf
                 }
                 (None, Some(path)) => {
-                    std::fs::read(path).with_context(|| format!("cannot read {path}"))?
+                    std::fs::read(path).with_context(|| format!("cannot read --file {path}"))?
                 }
             };
             let event = Event {
-                id: id.as_deref().map(parse_id).transpose()?.unwrap_or([0; 16]),
-                event_type,
+                id,
+                event_type: event_type.clone(),
                 timestamp_ns: 0,
                 value: value.unwrap_or(f64::NAN),
                 data,
                 metadata: Vec::new(),
             };
-            let a = c.append(&stream, parse_expected(&expected)?, vec![event])?;
-            if args.json {
+            let a = match c.append(stream, expected_version, vec![event]) {
+                Ok(a) => a,
+                Err(ClientError::WrongExpectedVersion { current, .. }) => {
+                    let state = if current < 0 {
+                        "has no events".to_string()
+                    } else {
+                        format!("is at version {current}")
+                    };
+                    let retry = if current < 0 {
+                        "--expected no-stream".to_string()
+                    } else {
+                        format!("--expected {current}")
+                    };
+                    bail!(
+                        "nothing appended: stream {stream:?} {state}, which --expected \
+                         {expected} does not allow; read it, then retry with {retry}"
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if as_json {
                 println!(
                     "{}",
                     json!({"first_version": a.first_version, "last_version": a.last_version,
@@ -357,13 +916,17 @@ fn run(args: Args) -> anyhow::Result<()> {
             count,
             backward,
         } => {
-            let (direction, from) = if backward {
-                (Direction::Backward, if from == 0 { u64::MAX } else { from })
+            let (direction, from) = if *backward {
+                (
+                    Direction::Backward,
+                    if *from == 0 { u64::MAX } else { *from },
+                )
             } else {
-                (Direction::Forward, from)
+                (Direction::Forward, *from)
             };
-            let (events, end) = c.read(&stream, from, count, direction)?;
-            if args.json {
+            let c = connect(&args, addr_from_env)?;
+            let (events, end) = c.read(stream, from, *count, direction)?;
+            if as_json {
                 let list: Vec<_> = events.iter().map(event_json).collect();
                 println!("{}", json!({"events": list, "end_of_stream": end}));
             } else {
@@ -382,85 +945,57 @@ fn run(args: Args) -> anyhow::Result<()> {
             type_prefix,
             count,
             checkpoint,
-        } => {
-            let target = match target {
-                Target::Stream => SubscribeTarget::Stream,
-                Target::Partition => SubscribeTarget::Partition,
-                Target::All => SubscribeTarget::All,
-                Target::Model => SubscribeTarget::Model,
-            };
-            if checkpoint.is_some() && target != SubscribeTarget::All {
-                bail!("--checkpoint is for `subscribe all` (one position per partition)");
-            }
-            let from = from.unwrap_or(u64::MAX);
-            let mut position = match &checkpoint {
-                Some(file) if file.exists() => std::fs::read_to_string(file)
-                    .with_context(|| format!("cannot read checkpoint {}", file.display()))?
-                    .parse::<Checkpoint>()
-                    .map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", file.display()))?,
-                _ => Checkpoint::from_positions(vec![from; c.partitions() as usize]),
-            };
-            let sub = match &checkpoint {
-                Some(_) => c.subscribe_all_from(&position, &type_prefix)?,
-                None => c.subscribe(target, &name, from, &type_prefix)?,
-            };
-            // Where to resume: the next stream version, or the checkpoint.
-            let mut next_version = (from != u64::MAX).then_some(from);
-            let mut seen = 0usize;
-            loop {
-                match sub.next() {
-                    SubscriptionItem::Events(events) => {
-                        for e in &events {
-                            print_event(e, args.json);
-                            next_version = Some(e.stream_version + 1);
-                            seen += 1;
-                            if count.is_some_and(|n| seen >= n) {
-                                position.advance(std::slice::from_ref(e));
-                                save_checkpoint(checkpoint.as_deref(), &position)?;
-                                return Ok(());
-                            }
-                            position.advance(std::slice::from_ref(e));
-                        }
-                        save_checkpoint(checkpoint.as_deref(), &position)?;
-                    }
-                    SubscriptionItem::Ended(e) => {
-                        let resume = match (target, &checkpoint) {
-                            (_, Some(file)) => format!(
-                                "resume with --checkpoint {} (it holds {position})",
-                                file.display()
-                            ),
-                            (SubscribeTarget::Stream, _) => match next_version {
-                                Some(v) => format!("resume with --from {v}"),
-                                None => "resume with --from 0 or live (no --from)".into(),
-                            },
-                            _ => format!(
-                                "the positions reached, per partition: {position} (--checkpoint \
-                                 FILE keeps them for a resume)"
-                            ),
-                        };
-                        bail!("subscription ended: {e}; {resume}");
-                    }
-                }
-            }
-        }
+        } => subscribe(
+            &args,
+            addr_from_env,
+            *target,
+            name.as_deref(),
+            *from,
+            type_prefix,
+            *count,
+            checkpoint.as_deref(),
+        )?,
         Cmd::Aggregate {
             stream,
             type_prefix,
+            from,
+            to,
+            since,
+            bucket,
             from_ns,
             to_ns,
             bucket_ns,
         } => {
-            let buckets = c.aggregate(&stream, &type_prefix, from_ns, to_ns, bucket_ns)?;
-            if args.json {
+            let (from, to, bucket) = aggregate_window(
+                from.as_deref(),
+                to.as_deref(),
+                since.as_deref(),
+                bucket.as_deref(),
+                *from_ns,
+                *to_ns,
+                *bucket_ns,
+                now_ns(),
+            )?;
+            let c = connect(&args, addr_from_env)?;
+            let buckets = c.aggregate(stream, type_prefix, from, to, bucket)?;
+            if as_json {
                 let list: Vec<_> = buckets
                     .iter()
                     .map(|b| {
-                        json!({"start_ns": b.start_ns, "count": b.count, "sum": b.sum,
-                               "min": b.min, "max": b.max,
-                               "avg": if b.count > 0 { json!(b.sum / b.count as f64) } else { serde_json::Value::Null }})
+                        let avg = if b.count > 0 {
+                            b.sum / b.count as f64
+                        } else {
+                            f64::NAN
+                        };
+                        json!({"start_ns": b.start_ns, "start": format_rfc3339(b.start_ns),
+                               "count": b.count, "sum": b.sum, "min": json_number(b.min),
+                               "max": json_number(b.max), "avg": json_number(avg)})
                     })
                     .collect();
-                println!("{}", json!({ "buckets": list }));
+                println!(
+                    "{}",
+                    json!({ "from_ns": from, "to_ns": to, "bucket_ns": bucket, "buckets": list })
+                );
             } else {
                 for b in &buckets {
                     let avg = if b.count > 0 {
@@ -470,14 +1005,20 @@ fn run(args: Args) -> anyhow::Result<()> {
                     };
                     println!(
                         "{} count {} sum {} min {} max {} avg {}",
-                        b.start_ns, b.count, b.sum, b.min, b.max, avg
+                        format_rfc3339(b.start_ns),
+                        b.count,
+                        b.sum,
+                        text_number(b.min),
+                        text_number(b.max),
+                        text_number(avg)
                     );
                 }
             }
         }
         Cmd::Info { stream } => {
-            let i = c.stream_info(&stream)?;
-            if args.json {
+            let c = connect(&args, addr_from_env)?;
+            let i = c.stream_info(stream)?;
+            if as_json {
                 println!(
                     "{}",
                     json!({"next_version": i.next_version, "first_lsn": i.first_lsn, "last_lsn": i.last_lsn})
@@ -489,7 +1030,267 @@ fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
         }
-        Cmd::Stats => println!("{}", c.stats()?),
+        Cmd::Stats => println!("{}", connect(&args, addr_from_env)?.stats()?),
     }
     Ok(())
+}
+
+/// `evring subscribe`: prints events until --count is reached (exit 0) or the subscription
+/// ends (an error naming where to resume).
+#[allow(clippy::too_many_arguments)]
+fn subscribe(
+    args: &Args,
+    addr_from_env: bool,
+    target: Target,
+    name: Option<&str>,
+    from: Option<u64>,
+    type_prefix: &str,
+    count: Option<usize>,
+    checkpoint: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let name = match (target, name) {
+        (Target::All, None) => "",
+        (Target::All, Some(n)) => bail!(
+            "subscribe all takes no NAME (it follows every stream); to follow one stream: \
+             evring subscribe stream {n}"
+        ),
+        (Target::Stream, None) => {
+            bail!("subscribe stream needs the stream's name: evring subscribe stream NAME [--from VERSION]")
+        }
+        (Target::Partition, None) => bail!(
+            "subscribe partition needs the partition number: evring subscribe partition N \
+             [--from LSN]"
+        ),
+        (Target::Model, None) => {
+            bail!("subscribe model needs the model's name: evring subscribe model kv [--from LSN]")
+        }
+        (Target::Partition, Some(n)) if n.parse::<u32>().is_err() => {
+            bail!("subscribe partition {n:?}: the partition is a number (0, 1, …)")
+        }
+        (_, Some("")) => bail!("subscribe: NAME is empty (a stream, partition or model name)"),
+        (_, Some(n)) => n,
+    };
+    let wire_target = match target {
+        Target::Stream => SubscribeTarget::Stream,
+        Target::Partition => SubscribeTarget::Partition,
+        Target::All => SubscribeTarget::All,
+        Target::Model => SubscribeTarget::Model,
+    };
+    if checkpoint.is_some() && target != Target::All {
+        bail!("--checkpoint is for `subscribe all` (one position per partition)");
+    }
+    let c = connect(args, addr_from_env)?;
+    let from = from.unwrap_or(u64::MAX);
+    let mut position = match checkpoint {
+        Some(file) if file.exists() => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read checkpoint {}", file.display()))?
+            .parse::<Checkpoint>()
+            .map_err(|e| anyhow!("checkpoint {}: {e}", file.display()))?,
+        _ => Checkpoint::from_positions(vec![from; c.partitions() as usize]),
+    };
+    let sub = match checkpoint {
+        Some(_) => c.subscribe_all_from(&position, type_prefix)?,
+        None => c.subscribe(wire_target, name, from, type_prefix)?,
+    };
+    // Where to resume: the next stream version (stream) or LSN (partition), or the
+    // checkpoint.
+    let mut next = (from != u64::MAX).then_some(from);
+    let mut seen = 0usize;
+    loop {
+        match sub.next() {
+            SubscriptionItem::Events(events) => {
+                for e in &events {
+                    print_event(e, args.json);
+                    next = Some(match target {
+                        Target::Stream => e.stream_version + 1,
+                        _ => e.lsn + 1,
+                    });
+                    seen += 1;
+                    position.advance(std::slice::from_ref(e));
+                    if count.is_some_and(|n| seen >= n) {
+                        save_checkpoint(checkpoint, &position)?;
+                        return Ok(());
+                    }
+                }
+                save_checkpoint(checkpoint, &position)?;
+            }
+            SubscriptionItem::Ended(e) => {
+                let resume = match (target, checkpoint) {
+                    (_, Some(file)) => format!(
+                        "resume with --checkpoint {} (it holds {position})",
+                        file.display()
+                    ),
+                    (Target::Stream | Target::Partition, _) => match next {
+                        Some(v) => format!("resume with --from {v}"),
+                        None => "resume with --from 0, or live (no --from)".into(),
+                    },
+                    _ => format!(
+                        "the positions reached, per partition: {position} (--checkpoint FILE \
+                         keeps them for a resume)"
+                    ),
+                };
+                bail!("subscription ended ({}); {resume}", ended_reason(&e));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn durations_take_units_and_sums() {
+        assert_eq!(parse_duration("10m"), Ok(600 * S));
+        assert_eq!(parse_duration("90s"), Ok(90 * S));
+        assert_eq!(parse_duration("1h30m"), Ok(5400 * S));
+        assert_eq!(parse_duration("2d"), Ok(2 * 86_400 * S));
+        assert_eq!(parse_duration("500ms"), Ok(S / 2));
+        assert_eq!(parse_duration("7ns"), Ok(7));
+        for bad in ["", "10", "m", "10x", "1.5h", "-1s", "99999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_unix_times_with_a_unit() {
+        let t = 1_733_472_000 * S;
+        assert_eq!(parse_time("--from", "2024-12-06T08:00:00Z").unwrap(), t);
+        assert_eq!(parse_time("--from", "2024-12-06t08:00:00z").unwrap(), t);
+        assert_eq!(
+            parse_time("--from", "2024-12-06 09:00:00+01:00").unwrap(),
+            t
+        );
+        assert_eq!(
+            parse_time("--from", "2024-12-06T07:30:00-00:30").unwrap(),
+            t
+        );
+        assert_eq!(
+            parse_time("--from", "2024-12-06T08:00:00.25Z").unwrap(),
+            t + S / 4
+        );
+        assert_eq!(parse_time("--from", "1733472000s").unwrap(), t);
+        assert_eq!(parse_time("--from", "1733472000000ms").unwrap(), t);
+        assert_eq!(parse_time("--from", "1733472000000000us").unwrap(), t);
+        assert_eq!(parse_time("--from", "1733472000000000000ns").unwrap(), t);
+        assert_eq!(parse_time("--from", "1970-01-01T00:00:00Z").unwrap(), 0);
+        assert_eq!(
+            parse_time("--from", "2000-02-29T00:00:00Z").unwrap(),
+            951_782_400 * S
+        );
+        let err = parse_time("--from", "1733472000").unwrap_err().to_string();
+        assert!(err.contains("1733472000s"), "{err}");
+        for bad in [
+            "yesterday",
+            "2024-13-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2024-12-06T24:00:00Z",
+            "2024-12-06T08:00:00",
+            "2024-12-06T08:00:00+1:00",
+            "1969-12-31T23:59:59Z",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_time("--from", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_print_in_their_largest_whole_unit() {
+        assert_eq!(format_duration(60 * S), "1m");
+        assert_eq!(format_duration(90 * S), "90s");
+        assert_eq!(format_duration(1_500_000), "1500us");
+        assert_eq!(format_duration(7), "7ns");
+        assert_eq!(format_duration(0), "0ns");
+    }
+
+    #[test]
+    fn rfc3339_output_reads_back() {
+        for ns in [
+            0,
+            1,
+            1_733_472_000 * S,
+            1_733_472_000 * S + 120_000_000,
+            951_782_400 * S,
+        ] {
+            let text = format_rfc3339(ns);
+            assert_eq!(parse_time("--from", &text).unwrap(), ns, "{text}");
+        }
+        assert_eq!(format_rfc3339(1_733_472_000 * S), "2024-12-06T08:00:00Z");
+        assert_eq!(format_rfc3339(S / 2), "1970-01-01T00:00:00.5Z");
+    }
+
+    #[test]
+    fn the_aggregate_window_defaults_to_now_and_bounds_the_buckets() {
+        let now = 1_733_472_000 * S;
+        let w = |since, bucket, from_ns, bucket_ns| {
+            aggregate_window(None, None, since, bucket, from_ns, None, bucket_ns, now)
+        };
+        assert_eq!(
+            w(Some("10m"), None, None, None).unwrap(),
+            (now - 600 * S, now, 0)
+        );
+        assert_eq!(
+            w(Some("1h"), Some("1m"), None, None).unwrap(),
+            (now - 3600 * S, now, 60 * S)
+        );
+        assert_eq!(w(None, None, None, None).unwrap(), (0, now, 0));
+        // With --since, the first bucket starts on a multiple of the width.
+        let later = now + 1234 * S + 5;
+        let since = |since, bucket| {
+            aggregate_window(
+                None,
+                None,
+                Some(since),
+                Some(bucket),
+                None,
+                None,
+                None,
+                later,
+            )
+            .unwrap()
+        };
+        assert_eq!(since("10m", "1h"), (now, later, 3600 * S));
+        assert_eq!(since("90s", "1m"), (now + 1140 * S, later, 60 * S));
+        // The old flags: --from-ns and --bucket-ns without --to-ns end at now.
+        assert_eq!(
+            w(None, None, Some(now - 60 * S), Some(S)).unwrap(),
+            (now - 60 * S, now, S)
+        );
+        let err = w(None, None, Some(now - 3600 * S), Some(1_000_000))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("3600000 buckets of 1ms") && err.contains("at most 100000"),
+            "{err}"
+        );
+        let err = aggregate_window(
+            Some("2030-01-01T00:00:00Z"),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            now,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn addresses_need_a_host_and_a_port() {
+        assert!(check_addr("127.0.0.1:7070").is_ok());
+        assert!(check_addr("localhost:7070").is_ok());
+        assert!(check_addr("[::1]:7070").is_ok());
+        assert!(check_addr("127.0.0.1")
+            .unwrap_err()
+            .contains("port is missing"));
+        assert!(check_addr(":7070").unwrap_err().contains("host is missing"));
+        assert!(check_addr("::1:7070").unwrap_err().contains("brackets"));
+        assert!(check_addr("host:http").unwrap_err().contains("port number"));
+        assert!(check_addr("host:0").is_err());
+    }
 }

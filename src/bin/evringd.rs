@@ -15,7 +15,16 @@ use evring::config::Config;
     long_about = "evring server: a durable, thread-per-core event store.\n\n\
         Settings come from embedded defaults, then the TOML file given with --config, then \
         EVRING_<KEY> environment variables, then these flags (--set KEY=VALUE for any key). \
-        --print-config shows the merged result."
+        --print-config shows the merged result.\n\n\
+        Environment: EVRING_<KEY> sets configuration key <key> (EVRING_LISTEN, \
+        EVRING_DATA_DIR, EVRING_AUTH_TOKEN, …). evringd ignores EVRING_ADDR and EVRING_TOKEN, \
+        which the evring CLI reads, so a shell can export them for the CLI and still start \
+        evringd; EVRING_LOG sets the log filter (info by default, e.g. EVRING_LOG=evring=debug). \
+        Any other EVRING_* name is refused as a misspelt setting.",
+    after_help = "Examples:\n  \
+        evringd --data-dir /var/lib/evring --listen 0.0.0.0:7070\n  \
+        evringd --config /etc/evring/evring.toml --set snapshot_every_secs=60\n  \
+        EVRING_PARTITIONS=8 evringd --print-config"
 )]
 struct Args {
     /// TOML configuration file.
@@ -33,7 +42,8 @@ struct Args {
     /// Partition count at first start; 0 = one per shard (key: partitions).
     #[arg(long)]
     partitions: Option<u32>,
-    /// Write the bound client address to this file once ready (key: addresses_file).
+    /// Once ready, write the bound addresses here: client=, metrics=, shard<i>= lines (key:
+    /// addresses_file).
     #[arg(long)]
     addresses_file: Option<String>,
     /// Any setting, as KEY=VALUE (repeatable).

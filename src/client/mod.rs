@@ -34,17 +34,67 @@ use crate::protocol::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// An I/O error on an established connection. Its text is the I/O error's own (no
+    /// `source()`, so error chains do not print it twice).
     #[error("connection error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// The server address does not resolve (a host name that does not exist, a port that is
+    /// not a number).
+    #[error("cannot resolve the server address: {0}")]
+    Resolve(std::io::Error),
+    /// Nothing listens at the address (TCP connection refused).
+    #[error("nothing listens at {addr} (connection refused)")]
+    Refused { addr: std::net::SocketAddr },
+    /// The TCP connection was not established within the connect timeout.
+    #[error("no connection to {addr} within {} s", after.as_secs_f64())]
+    ConnectTimeout {
+        addr: std::net::SocketAddr,
+        after: Duration,
+    },
+    /// The connection was accepted but nothing answered HELLO within the connect timeout.
+    #[error(
+        "{addr} accepted the connection but did not answer HELLO within {} s",
+        after.as_secs_f64()
+    )]
+    HelloTimeout {
+        addr: std::net::SocketAddr,
+        after: Duration,
+    },
+    /// The peer answered HELLO with bytes that are not an evring frame: another kind of
+    /// server listens there. `answer` shows what it sent.
+    #[error("{addr} is not an evring server (it answered {answer})")]
+    NotEvring {
+        addr: std::net::SocketAddr,
+        answer: String,
+    },
     #[error("protocol error: {0}")]
     Protocol(String),
-    /// The stream's last version did not match; `current` is it (-1: no events).
-    #[error("wrong expected version: the stream is at version {current}")]
+    /// The expected version did not match (error 10): the server's message says what is at
+    /// which version (a stream's last version for APPEND, a key's version for a key-value
+    /// CAS); `current` is that version (-1: a stream with no events).
+    #[error("{}", wrong_version_text(message, *current))]
     WrongExpectedVersion { current: i64, message: String },
     #[error("server error {code}: {message}")]
     Server { code: u16, message: String },
     #[error("connection closed: {0}")]
     Closed(String),
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+/// The text of error 10: the server's message, which names what it is about.
+fn wrong_version_text(message: &str, current: i64) -> String {
+    if message.is_empty() {
+        format!("wrong expected version: the current version is {current}")
+    } else if message.starts_with("wrong expected version") {
+        message.to_string()
+    } else {
+        format!("wrong expected version: {message}")
+    }
 }
 
 impl ClientError {
@@ -170,23 +220,238 @@ fn read_frame(stream: &mut impl Read) -> Result<(FrameHeader, Vec<u8>), ClientEr
     Ok((header, body))
 }
 
-/// Opens one connection, sends HELLO and returns it with HELLO's partition addresses.
+/// How long [`Client::connect`] waits for the TCP connection, and then for HELLO's reply.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest HELLO reply the client accepts (a server with very many partitions and long
+/// addresses stays far below it); a longer "frame" is another protocol's bytes.
+const HELLO_REPLY_MAX_BYTES: u32 = 16 << 20;
+
+/// Request id of the HELLO every connection starts with.
+const HELLO_ID: u64 = 1;
+
+/// Whether `prefix` (the first bytes of the peer's answer to HELLO) can start the header of a
+/// HELLO reply: a length that fits, opcode HELLO_OK or ERROR, flags 0, reserved 0, and the
+/// HELLO's request id (0 too for an error).
+fn plausible_hello_reply(prefix: &[u8]) -> bool {
+    if prefix.len() >= 4 {
+        let length = u32::from_le_bytes(prefix[..4].try_into().expect("4 bytes"));
+        if !(12..=HELLO_REPLY_MAX_BYTES).contains(&length) {
+            return false;
+        }
+    }
+    let opcode = prefix.get(4).copied();
+    if opcode.is_some_and(|op| {
+        op != crate::protocol::opcode::HELLO_OK && op != crate::protocol::opcode::ERROR
+    }) {
+        return false;
+    }
+    if prefix.iter().skip(5).take(3).any(|b| *b != 0) {
+        return false;
+    }
+    if prefix.len() >= FRAME_HEADER_BYTES {
+        let id = u64::from_le_bytes(prefix[8..16].try_into().expect("8 bytes"));
+        let error = opcode == Some(crate::protocol::opcode::ERROR);
+        if id != HELLO_ID && !(error && id == 0) {
+            return false;
+        }
+    }
+    true
+}
+
+/// How a peer's bytes look in an error message: the first line as text when it is text
+/// (`"HTTP/1.1 400 Bad Request"`), else the first bytes in hex.
+fn describe_answer(bytes: &[u8]) -> String {
+    let line = bytes.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if !line.is_empty() && line.iter().all(|b| (0x20..0x7f).contains(b) || *b == b'\t') {
+        let text = String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned();
+        let more = if line.len() > 80 { "…" } else { "" };
+        format!("{text:?}{more}")
+    } else {
+        let hex: Vec<String> = bytes.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let more = if bytes.len() > 16 { " …" } else { "" };
+        format!("bytes {}{more}", hex.join(" "))
+    }
+}
+
+/// Reads the peer's answer to HELLO, waiting until `deadline`: a whole frame, or why there
+/// is none. Bytes that cannot start a HELLO reply end the wait at once.
+fn read_hello_reply(
+    stream: &mut TcpStream,
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+    deadline: std::time::Instant,
+) -> Result<(FrameHeader, Vec<u8>), ClientError> {
+    let mut got: Vec<u8> = Vec::with_capacity(FRAME_HEADER_BYTES);
+    let mut header: Option<FrameHeader> = None;
+    let mut buf = [0u8; 4096];
+    loop {
+        let wanted = header.map_or(FRAME_HEADER_BYTES, |h| FRAME_HEADER_BYTES + h.body_len());
+        if got.len() >= wanted {
+            let header = header.expect("a whole frame has a header");
+            return Ok((header, got.split_off(FRAME_HEADER_BYTES)));
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(if got.is_empty() {
+                ClientError::HelloTimeout {
+                    addr,
+                    after: timeout,
+                }
+            } else {
+                not_evring(stream, addr, got)
+            });
+        }
+        stream.set_read_timeout(Some(left))?;
+        let room = (wanted - got.len()).min(buf.len());
+        let n = match stream.read(&mut buf[..room]) {
+            Ok(0) if got.is_empty() => {
+                return Err(ClientError::NotEvring {
+                    addr,
+                    answer: "nothing: it closed the connection".into(),
+                })
+            }
+            Ok(0) => return Err(not_evring(stream, addr, got)),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(ClientError::Io(e)),
+        };
+        got.extend_from_slice(&buf[..n]);
+        if header.is_none() {
+            if !plausible_hello_reply(&got) {
+                return Err(not_evring(stream, addr, got));
+            }
+            if got.len() >= FRAME_HEADER_BYTES {
+                let bytes: [u8; FRAME_HEADER_BYTES] =
+                    got[..FRAME_HEADER_BYTES].try_into().expect("16 bytes");
+                match FrameHeader::parse(&bytes) {
+                    Ok(h) => header = Some(h),
+                    Err(_) => return Err(not_evring(stream, addr, got)),
+                }
+            }
+        }
+    }
+}
+
+/// [`ClientError::NotEvring`] showing `got` and whatever else arrives at once (up to a line
+/// of text, so an HTTP status line is shown whole).
+fn not_evring(stream: &mut TcpStream, addr: std::net::SocketAddr, mut got: Vec<u8>) -> ClientError {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut more = [0u8; 256];
+    while got.len() < 256 && !got.contains(&b'\n') {
+        match stream.read(&mut more[..256 - got.len()]) {
+            Ok(n) if n > 0 => got.extend_from_slice(&more[..n]),
+            _ => break,
+        }
+    }
+    ClientError::NotEvring {
+        addr,
+        answer: describe_answer(&got),
+    }
+}
+
+/// Connects to the first of `addrs` that accepts within `timeout` each.
+fn connect_any(
+    addrs: &[std::net::SocketAddr],
+    timeout: Duration,
+) -> Result<(TcpStream, std::net::SocketAddr), ClientError> {
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(addr, timeout) {
+            Ok(s) => return Ok((s, *addr)),
+            Err(e) => {
+                last = Some(match e.kind() {
+                    std::io::ErrorKind::ConnectionRefused => ClientError::Refused { addr: *addr },
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                        ClientError::ConnectTimeout {
+                            addr: *addr,
+                            after: timeout,
+                        }
+                    }
+                    _ => ClientError::Io(e),
+                })
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        ClientError::Resolve(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        ))
+    }))
+}
+
+/// Opens one connection, sends HELLO and returns it with HELLO's partition addresses. The
+/// connection and HELLO's reply must each come within `timeout`; an answer that is not an
+/// evring frame is refused at once.
 fn open(
     addr: impl ToSocketAddrs,
     client_name: &str,
     auth_token: &str,
+    timeout: Duration,
 ) -> Result<(Arc<Inner>, Vec<String>), ClientError> {
-    let stream = TcpStream::connect(addr)?;
+    let addrs: Vec<std::net::SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(ClientError::Resolve)?
+        .collect();
+    let (mut stream, addr) = connect_any(&addrs, timeout)?;
     stream.set_nodelay(true)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut hello = Vec::new();
+    encode_request(
+        &mut hello,
+        HELLO_ID,
+        &Request::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: client_name.into(),
+            auth_token: auth_token.into(),
+        },
+    );
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(&hello)?;
+    stream.set_write_timeout(None)?;
+    let (header, body) = read_hello_reply(&mut stream, addr, timeout, deadline)?;
+    stream.set_read_timeout(None)?;
+    let hello = decode_response(header.opcode, &body).map_err(|e| ClientError::NotEvring {
+        addr,
+        answer: format!("a frame that does not decode as a HELLO reply: {e}"),
+    })?;
+    let partition_addresses = match hello {
+        Response::Hello {
+            partition_addresses,
+            ..
+        } => partition_addresses,
+        Response::Error {
+            code,
+            message,
+            current_version,
+        } => return Err(server_error(code, message, current_version)),
+        other => {
+            return Err(ClientError::Protocol(format!(
+                "unexpected HELLO reply {:?}",
+                other.opcode()
+            )))
+        }
+    };
     let mut reader = std::io::BufReader::with_capacity(64 * 1024, stream.try_clone()?);
     let inner = Arc::new(Inner {
         writer: Mutex::new(stream),
         pending: Mutex::new(HashMap::new()),
         subs: Mutex::new(HashMap::new()),
-        next_id: AtomicU64::new(1),
+        next_id: AtomicU64::new(HELLO_ID + 1),
         closed: AtomicBool::new(false),
         close_reason: Mutex::new(String::new()),
-        partitions: AtomicU64::new(0),
+        partitions: AtomicU64::new(partition_addresses.len() as u64),
     });
     let weak = Arc::downgrade(&inner);
     std::thread::Builder::new()
@@ -210,41 +475,30 @@ fn open(
                 inner.close(reason);
             }
         })?;
-    let hello = futures_lite::future::block_on(inner.request(&Request::Hello {
-        protocol_version: PROTOCOL_VERSION,
-        client_name: client_name.into(),
-        auth_token: auth_token.into(),
-    }))?;
-    match hello {
-        Response::Hello {
-            partition_addresses,
-            ..
-        } => {
-            inner
-                .partitions
-                .store(partition_addresses.len() as u64, Ordering::Release);
-            Ok((inner, partition_addresses))
-        }
-        Response::Error {
-            code,
-            message,
-            current_version,
-        } => Err(server_error(code, message, current_version)),
-        other => Err(ClientError::Protocol(format!(
-            "unexpected HELLO reply {other:?}"
-        ))),
-    }
+    Ok((inner, partition_addresses))
 }
 
 impl Client {
-    /// Connects, sends HELLO and waits for its reply; when the server advertises shard
-    /// ports, also connects to each (see the module docs).
+    /// Connects, sends HELLO and waits for its reply, each within [`CONNECT_TIMEOUT`]; when
+    /// the server advertises shard ports, also connects to each (see the module docs).
     pub fn connect(
         addr: impl ToSocketAddrs,
         client_name: &str,
         auth_token: &str,
     ) -> Result<Client, ClientError> {
-        let (inner, addresses) = open(addr, client_name, auth_token)?;
+        Client::connect_timeout(addr, client_name, auth_token, CONNECT_TIMEOUT)
+    }
+
+    /// [`Client::connect`] with another limit on the wait for the TCP connection and then for
+    /// HELLO's reply. A peer that answers with bytes that cannot be an evring frame (another
+    /// protocol's server) is refused at once ([`ClientError::NotEvring`]).
+    pub fn connect_timeout(
+        addr: impl ToSocketAddrs,
+        client_name: &str,
+        auth_token: &str,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        let (inner, addresses) = open(addr, client_name, auth_token, timeout)?;
         let connected = inner.writer.lock().expect("writer lock").peer_addr()?;
         let mut routes = Vec::new();
         if addresses
@@ -257,11 +511,17 @@ impl Client {
                 let conn = match by_address.get(a) {
                     Some(c) => c.clone(),
                     None => {
-                        let c = match open(a.as_str(), client_name, auth_token) {
+                        let c = match open(a.as_str(), client_name, auth_token, timeout) {
                             Ok((c, _)) => c,
                             // Unreachable from here (NAT, firewall): the first connection
                             // serves these partitions too.
-                            Err(ClientError::Io(_)) => inner.clone(),
+                            Err(
+                                ClientError::Io(_)
+                                | ClientError::Resolve(_)
+                                | ClientError::Refused { .. }
+                                | ClientError::ConnectTimeout { .. }
+                                | ClientError::HelloTimeout { .. },
+                            ) => inner.clone(),
                             Err(e) => return Err(e),
                         };
                         by_address.insert(a.clone(), c.clone());
@@ -677,6 +937,17 @@ impl BlockingClient {
             client: Client::connect(addr, client_name, auth_token)?,
         })
     }
+    /// [`Client::connect_timeout`].
+    pub fn connect_timeout(
+        addr: impl ToSocketAddrs,
+        client_name: &str,
+        auth_token: &str,
+        timeout: Duration,
+    ) -> Result<BlockingClient, ClientError> {
+        Ok(BlockingClient {
+            client: Client::connect_timeout(addr, client_name, auth_token, timeout)?,
+        })
+    }
     pub fn ping(&self) -> Result<(), ClientError> {
         futures_lite::future::block_on(self.client.ping())
     }
@@ -834,5 +1105,87 @@ pub fn event(event_type: &str, data: impl Into<Vec<u8>>) -> Event {
         value: f64::NAN,
         data: data.into(),
         metadata: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello_reply_header(length: u32, opcode: u8, id: u64) -> Vec<u8> {
+        let mut h = length.to_le_bytes().to_vec();
+        h.extend_from_slice(&[opcode, 0, 0, 0]);
+        h.extend_from_slice(&id.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn a_hello_reply_is_told_from_another_protocol_by_its_first_bytes() {
+        let ok = hello_reply_header(40, crate::protocol::opcode::HELLO_OK, HELLO_ID);
+        for n in 0..=ok.len() {
+            assert!(plausible_hello_reply(&ok[..n]), "a prefix of {n} bytes");
+        }
+        let error = hello_reply_header(30, crate::protocol::opcode::ERROR, 0);
+        assert!(plausible_hello_reply(&error));
+        // HTTP: "HTTP" read as a length is over a gigabyte.
+        assert!(!plausible_hello_reply(b"HTTP"));
+        assert!(!plausible_hello_reply(b"SSH-2.0-OpenSSH"));
+        // A length that fits but another opcode, reserved bytes set, another request id.
+        assert!(!plausible_hello_reply(
+            &hello_reply_header(40, 0x90, HELLO_ID)[..5]
+        ));
+        let mut reserved = ok.clone();
+        reserved[6] = 1;
+        assert!(!plausible_hello_reply(&reserved));
+        assert!(!plausible_hello_reply(&hello_reply_header(
+            40,
+            crate::protocol::opcode::HELLO_OK,
+            9
+        )));
+    }
+
+    #[test]
+    fn an_answer_is_shown_as_its_first_line_or_in_hex() {
+        assert_eq!(
+            describe_answer(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"),
+            "\"HTTP/1.1 400 Bad Request\""
+        );
+        assert_eq!(describe_answer(&[0, 1, 0xff]), "bytes 00 01 ff");
+        assert_eq!(
+            describe_answer(&[7; 20]),
+            "bytes 07 07 07 07 07 07 07 07 07 07 07 07 07 07 07 07 …"
+        );
+    }
+
+    #[test]
+    fn error_10_says_what_the_server_said_it_is_about() {
+        let kv = server_error(10, "the key is at version 3".into(), Some(3));
+        assert_eq!(
+            kv.to_string(),
+            "wrong expected version: the key is at version 3"
+        );
+        let stream = server_error(
+            10,
+            "wrong expected version: expected 0, stream \"s\" is at 2".into(),
+            Some(2),
+        );
+        assert_eq!(
+            stream.to_string(),
+            "wrong expected version: expected 0, stream \"s\" is at 2"
+        );
+        assert_eq!(
+            server_error(10, String::new(), Some(4)).to_string(),
+            "wrong expected version: the current version is 4"
+        );
+    }
+
+    #[test]
+    fn an_io_error_is_printed_once_in_an_error_chain() {
+        let e = ClientError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        ));
+        let chain = format!("{:#}", anyhow::Error::new(e));
+        assert_eq!(chain, "connection error: reset");
     }
 }

@@ -22,7 +22,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::error::RuntimeError;
 
-/// glommio refuses to start below this much locked memory.
+/// glommio refuses to start below this much locked memory, whatever the number of executors
+/// (each sizes its buffers to the limit, or goes without registered buffers).
 pub const MEMLOCK_MIN_BYTES: u64 = 512 * 1024;
 
 /// Largest `io_memory` per executor we ask for.
@@ -52,7 +53,7 @@ pub fn io_memory_per_executor(executors: usize) -> Result<usize, RuntimeError> {
     if limit < MEMLOCK_MIN_BYTES {
         return Err(RuntimeError::MemlockTooLow {
             have_kib: limit / 1024,
-            need_kib: MEMLOCK_MIN_BYTES / 1024 * executors.max(1) as u64 * 2,
+            need_kib: MEMLOCK_MIN_BYTES / 1024,
         });
     }
     // Three registrations per executor, half the limit left for everything else.

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod help;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 

@@ -38,7 +38,11 @@ mod verify;
 #[command(
     name = "evring-inspect",
     version,
-    about = "Read and verify evring data directories, journals and segments offline"
+    about = "Read and verify evring data directories, journals and segments offline",
+    after_help = "Examples:\n  \
+        evring-inspect verify /var/lib/evring\n  \
+        evring-inspect list /var/lib/evring\n  \
+        evring-inspect backup /var/lib/evring /backup/evring-2024-12-06"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,20 +52,35 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Segments of each journal: sequence, LSN range, frames, records, header copies.
+    #[command(after_help = "Examples:\n  \
+        evring-inspect list /var/lib/evring\n  \
+        evring-inspect list /var/lib/evring/p0 --json")]
     List(Target),
     /// Every frame and record, in LSN order.
+    #[command(after_help = "Examples:\n  \
+        evring-inspect dump /var/lib/evring --partition 0 --limit 20\n  \
+        evring-inspect dump /var/lib/evring/p0/0000000000000000.seg --frames-only")]
     Dump(DumpArgs),
     /// Check what evringd reads at start-up, as it checks it: of a data directory, the
     /// MANIFEST, every partition's stream and key-value journals, served models' journals and
     /// every snapshot file (of a journal directory or a segment: its frames). Exit 0 when
     /// clean, 2 when damaged (the first fault is named first), 1 on other errors.
+    #[command(after_help = "Examples:\n  \
+        evring-inspect verify /var/lib/evring\n  \
+        evring-inspect verify /backup/evring-2024-12-06 --json")]
     Verify(Target),
     /// Totals per journal: frames, records, streams, event types, bytes, fill.
+    #[command(after_help = "Example:\n  evring-inspect stats /var/lib/evring --partition 0")]
     Stats(Target),
     /// The built-in key-value store of one partition as of an LSN (time travel, offline).
+    #[command(after_help = "Examples:\n  \
+        evring-inspect kv /var/lib/evring --partition 0\n  \
+        evring-inspect kv /var/lib/evring --partition 1 --as-of 120 --prefix user-")]
     Kv(KvArgs),
     /// Copy a data directory consistently while evringd runs (or not): every partition's
     /// valid journal prefix, then the MANIFEST. Start evringd on the copy to restore it.
+    #[command(after_help = "Example:\n  \
+        evring-inspect backup /var/lib/evring /backup/evring-2024-12-06")]
     Backup(BackupArgs),
 }
 
