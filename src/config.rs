@@ -108,6 +108,10 @@ pub struct Config {
     /// partition's requests straight to its owning shard: "off", "auto" (a free port per shard
     /// on the `listen` host) or a base port N (shard i listens on N + i).
     pub shard_ports: String,
+    /// Serve AGGREGATE and the ring part of a subscription's catch-up through the
+    /// partition's stable view on the shard that received the request (true), or through the
+    /// partition's owning shard (false: a cross-shard call, as before views; for comparison).
+    pub views: bool,
 }
 
 impl Default for Config {
@@ -140,6 +144,7 @@ impl Default for Config {
             spin_before_park_us: crate::shard::SPIN_BEFORE_PARK.as_micros() as u32,
             journal_write_mode: "dsync".into(),
             shard_ports: "off".into(),
+            views: true,
             snapshot_every_events: 1_000_000,
             snapshot_every_secs: 300,
             snapshot_keep: 2,

@@ -51,7 +51,8 @@ fn remote_stream(tag: &str) -> String {
 
 fn messages(metrics: &str) -> f64 {
     let mut s = TcpStream::connect(metrics).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     text.lines()

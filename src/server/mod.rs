@@ -709,8 +709,10 @@ async fn run_shard(
         }
         None => None,
     };
-    for (&p, part) in &partitions {
-        let _ = shared.views[p as usize].set(part.view());
+    if shared.config.views {
+        for (&p, part) in &partitions {
+            let _ = shared.views[p as usize].set(part.view());
+        }
     }
     let shard = Shard::new(shard_id, shared.clone(), partitions, kv, served, senders);
     *shard_rx.borrow_mut() = Some(shard.clone());
