@@ -12,9 +12,13 @@
 pub use api_error::ApiError;
 
 mod api_error;
+mod conn;
+mod models;
+mod native;
+mod route;
 pub mod serve;
-pub mod shard;
 mod slot;
+mod subscriptions;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,7 +37,7 @@ use crate::journal::{GlommioStorage, Journal, JournalConfig};
 use crate::manifest::Manifest;
 use crate::shard::{executor_builder, io_memory_per_executor};
 use crate::stream::{read_partition_snapshot, Partition, PartitionLimits, Rebuild};
-use shard::{Shard, ShardMsg, Shared};
+use route::{Shard, ShardMsg, Shared};
 
 /// Capacity of each cross-shard channel, in messages.
 const SHARD_CHANNEL_CAPACITY: usize = 4096;
