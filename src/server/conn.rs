@@ -4,18 +4,228 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::native::{next_frame, token_matches, FrameReadError};
+use super::native::Native;
 use super::route::{PartOp, Shard};
-use crate::constants::HELLO_FRAME_BYTES_MAX;
-use crate::protocol::{
-    self, code, encode_response, RecordedEvent, Request, Response, PROTOCOL_VERSION,
-    PROTOCOL_VERSION_MIN,
-};
+use crate::protocol::{self, code, encode_response, RecordedEvent, Response};
+
+/// What the connection loop ([`Shard::serve`]) needs of a wire protocol: decoding requests
+/// from the bytes received, the handshake, and running a request. Replies are the
+/// protocol's own bytes, queued on the connection's [`ConnOut`].
+pub(super) trait Protocol: Sized + 'static {
+    type Request: 'static;
+    /// The protocol's state on a new connection.
+    fn open(shard: &Rc<Shard>, out: &Rc<ConnOut>, local_ip: Option<std::net::IpAddr>) -> Self;
+    /// The reply that refuses a connection beyond `max_connections`.
+    fn refuse(message: &str) -> Vec<u8>;
+    /// Until when the client has to finish the handshake; `None` once it has.
+    fn handshake_deadline(&self) -> Option<Instant>;
+    /// The reply to a timeout: a request begun and not finished within `frame_timeout_ms`,
+    /// or a handshake not finished by its deadline.
+    fn timeout(&self, what: Timeout) -> Fault;
+    /// The next request at the start of `buf`.
+    fn decode(&mut self, buf: &[u8]) -> Decoded<Self::Request>;
+    /// A request read: answered here (the handshake), refused, or to be run.
+    fn admit(&mut self, request: Self::Request) -> Admitted<Self::Request>;
+    /// Whether a request's reply may be as large as a READ's (`max_read_bytes`).
+    fn is_read(request: &Self::Request) -> bool;
+    /// Runs an admitted request, replying through `out` (at most
+    /// `max_in_flight_per_connection` at once per connection).
+    fn run(
+        shard: Rc<Shard>,
+        out: Rc<ConnOut>,
+        conn: u64,
+        request: Self::Request,
+    ) -> impl std::future::Future<Output = ()> + 'static;
+}
+
+/// What [`Protocol::decode`] found.
+pub(super) enum Decoded<R> {
+    /// A whole request, and the bytes it took.
+    Request(R, usize),
+    /// The request is not all there yet: at least `need` bytes are.
+    Partial { need: usize },
+    /// Bytes that are not the protocol: the reply to send before the connection closes.
+    Fault(Fault),
+}
+
+/// What [`Protocol::admit`] decided.
+pub(super) enum Admitted<R> {
+    /// Run it; `heavy`: its reply may be as large as an AGGREGATE's.
+    Run { request: R, heavy: bool },
+    /// Answered already (the handshake).
+    Done,
+    /// Refused: reply, then close.
+    Close(Fault),
+}
+
+/// A reply to send before closing the connection, and why it closes.
+pub(super) struct Fault {
+    pub(super) reply: Vec<u8>,
+    pub(super) reason: String,
+}
+
+/// What timed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Timeout {
+    Frame,
+    Handshake,
+}
+
+/// The bytes received on a connection and not yet decoded.
+struct Input {
+    rd: futures_lite::io::ReadHalf<TcpStream>,
+    buf: Vec<u8>,
+    /// `buf[start..end]` is what is buffered.
+    start: usize,
+    end: usize,
+    /// When the first byte of the request now partly buffered arrived.
+    partial_since: Option<Instant>,
+}
+
+/// Bytes read at once: pipelined requests arrive many to a segment, and one read takes them
+/// all.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Input {
+    fn new(rd: futures_lite::io::ReadHalf<TcpStream>) -> Input {
+        Input {
+            rd,
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            partial_since: None,
+        }
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        assert!(
+            self.start <= self.end,
+            "a protocol consumed what it was not given"
+        );
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        self.partial_since = (self.start < self.end).then(Instant::now);
+    }
+
+    /// Reads more, until at least `need` bytes are buffered or one read returned. Between
+    /// requests a connection may idle as long as it likes (until the server stops or the
+    /// handshake deadline passes); once a request has begun, the rest of it must arrive
+    /// within `frame_timeout_ms` (slow-drip clients).
+    async fn fill<P: Protocol>(
+        &mut self,
+        need: usize,
+        proto: &P,
+        out: &ConnOut,
+        cfg: &crate::config::Config,
+    ) -> Result<(), Fault> {
+        // Room for the whole request, at the start of the buffer.
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < need.max(READ_CHUNK) {
+            self.buf.resize(need.max(READ_CHUNK), 0);
+        }
+        let frame_timeout = Duration::from_millis(u64::from(cfg.frame_timeout_ms));
+        let now = Instant::now();
+        let mut deadline = None;
+        let mut on_timeout = Timeout::Frame;
+        if self.end > 0 {
+            deadline = Some(*self.partial_since.get_or_insert(now) + frame_timeout);
+        }
+        if let Some(h) = proto.handshake_deadline() {
+            if deadline.is_none_or(|d| h < d) {
+                deadline = Some(h);
+                on_timeout = Timeout::Handshake;
+            }
+        }
+        let (buf, end) = (&mut self.buf, self.end);
+        let read =
+            futures_lite::future::or(async { Some(self.rd.read(&mut buf[end..]).await) }, async {
+                out.stopped().await;
+                None
+            });
+        let got = match deadline {
+            None => read.await,
+            Some(d) => {
+                let left = d.saturating_duration_since(now);
+                match glommio::timer::timeout(left, async { Ok(read.await) }).await {
+                    Ok(got) => got,
+                    Err(_) => return Err(proto.timeout(on_timeout)),
+                }
+            }
+        };
+        let closing = |reason: String| Fault {
+            reply: Vec::new(),
+            reason,
+        };
+        match got {
+            None => Err(closing("the server is stopping".into())),
+            Some(Ok(0)) => Err(closing("closed by the client".into())),
+            Some(Ok(n)) => {
+                if self.end == 0 {
+                    self.partial_since = Some(now);
+                }
+                self.end += n;
+                Ok(())
+            }
+            Some(Err(e)) => Err(closing(format!("read: {e}"))),
+        }
+    }
+
+    /// Reads and drops what the client still sends, until it closes.
+    async fn drain(&mut self) -> glommio::Result<(), ()> {
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = self.rd.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The writer task of a connection: sends what the connection queued, a buffer at a time,
+/// until it is closed and drained.
+async fn write_loop(out: Rc<ConnOut>, mut wr: futures_lite::io::WriteHalf<TcpStream>) {
+    let mut pending = Vec::new();
+    loop {
+        std::future::poll_fn(|cx| {
+            if !out.buf.borrow().is_empty() || out.closed.get() {
+                std::task::Poll::Ready(())
+            } else {
+                *out.waker.borrow_mut() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        std::mem::swap(&mut pending, &mut *out.buf.borrow_mut());
+        out.wake_reader();
+        if pending.is_empty() {
+            break; // closed and drained
+        }
+        if wr.write_all(&pending).await.is_err() || wr.flush().await.is_err() {
+            out.closed.set(true);
+            out.wake_reader();
+            break;
+        }
+        pending.clear();
+    }
+    let _ = wr.close().await;
+}
 
 /// Outbound side of one connection: encoded frames waiting for the writer task.
 pub(super) struct ConnOut {
@@ -37,6 +247,35 @@ pub(super) struct ConnOut {
 }
 
 impl ConnOut {
+    pub(super) fn new(limit: usize) -> ConnOut {
+        ConnOut {
+            buf: RefCell::new(Vec::with_capacity(4096)),
+            waker: RefCell::new(None),
+            room_waker: RefCell::new(None),
+            closed: Cell::new(false),
+            limit,
+            subs: RefCell::new(HashMap::new()),
+            stopping: Cell::new(false),
+            version: Cell::new(crate::protocol::PROTOCOL_VERSION),
+            stop_waker: RefCell::new(None),
+        }
+    }
+
+    /// Queues encoded reply bytes for the writer task.
+    pub(super) fn send_bytes(&self, bytes: &[u8]) {
+        if self.closed.get() || bytes.is_empty() {
+            return;
+        }
+        self.buf.borrow_mut().extend_from_slice(bytes);
+        self.wake_writer();
+    }
+
+    pub(super) fn wake_writer(&self) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
     /// Resolves once the outbound buffer holds at most `limit` bytes (or the connection is
     /// closed). The writer task wakes it each time it takes the buffer.
     pub(super) async fn wait_for_room(&self) {
@@ -138,7 +377,8 @@ impl Shard {
             match listener.accept().await {
                 Ok(stream) => {
                     let shard = self.clone();
-                    glommio::spawn_local(async move { shard.serve(stream).await }).detach();
+                    glommio::spawn_local(async move { shard.serve::<Native>(stream).await })
+                        .detach();
                 }
                 Err(e) => {
                     if self.shared.stop.load(Ordering::Acquire) {
@@ -163,7 +403,10 @@ impl Shard {
         }
     }
 
-    pub(super) async fn serve(self: Rc<Self>, stream: TcpStream) {
+    /// Serves one client connection speaking protocol `P` until it closes, the client breaks
+    /// the protocol, or the server stops. Generic over the wire protocol: the limits, the
+    /// back-pressure, the timeouts and the clean-up are the same for every protocol.
+    pub(super) async fn serve<P: Protocol>(self: Rc<Self>, stream: TcpStream) {
         let cfg = &self.shared.config;
         let count = self.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
         metrics::gauge!(crate::metrics::CONNECTIONS).set(count as f64);
@@ -173,182 +416,73 @@ impl Shard {
         let local_ip = stream.local_addr().ok().map(|a| a.ip());
         let _ = stream.set_nodelay(true);
         let (rd, mut wr) = futures_lite::io::split(stream);
-        // Pipelined requests arrive many to a segment: one recv fills the buffer with
-        // several frames instead of two reads per frame.
-        let mut rd = futures_lite::io::BufReader::with_capacity(64 * 1024, rd);
         if count > cfg.max_connections as usize {
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
-            let mut frame = Vec::new();
-            encode_response(
-                &mut frame,
-                0,
-                0,
-                &Response::error(
-                    code::OVERLOADED,
-                    format!(
-                        "too many connections (max_connections = {})",
-                        cfg.max_connections
-                    ),
-                ),
-            );
-            let _ = wr.write_all(&frame).await;
+            let refusal = P::refuse(&format!(
+                "too many connections (max_connections = {})",
+                cfg.max_connections
+            ));
+            let _ = wr.write_all(&refusal).await;
             let _ = wr.close().await;
             return;
         }
         let conn_id = self.next_conn.get();
         self.next_conn.set(conn_id + 1);
-        let out = Rc::new(ConnOut {
-            buf: RefCell::new(Vec::with_capacity(4096)),
-            waker: RefCell::new(None),
-            room_waker: RefCell::new(None),
-            closed: Cell::new(false),
-            limit: cfg.connection_buffer_bytes as usize,
-            subs: RefCell::new(HashMap::new()),
-            stopping: Cell::new(false),
-            version: Cell::new(PROTOCOL_VERSION),
-            stop_waker: RefCell::new(None),
-        });
+        let out = Rc::new(ConnOut::new(cfg.connection_buffer_bytes as usize));
         self.conns.borrow_mut().insert(conn_id, out.clone());
-        let writer = {
-            let out = out.clone();
-            glommio::spawn_local(async move {
-                let mut pending = Vec::new();
-                loop {
-                    std::future::poll_fn(|cx| {
-                        if !out.buf.borrow().is_empty() || out.closed.get() {
-                            std::task::Poll::Ready(())
-                        } else {
-                            *out.waker.borrow_mut() = Some(cx.waker().clone());
-                            std::task::Poll::Pending
-                        }
-                    })
-                    .await;
-                    std::mem::swap(&mut pending, &mut *out.buf.borrow_mut());
-                    out.wake_reader();
-                    if pending.is_empty() {
-                        break; // closed and drained
-                    }
-                    if wr.write_all(&pending).await.is_err() || wr.flush().await.is_err() {
-                        out.closed.set(true);
-                        out.wake_reader();
-                        break;
-                    }
-                    pending.clear();
-                }
-                let _ = wr.close().await;
-            })
-        };
+        let writer = glommio::spawn_local(write_loop(out.clone(), wr));
+        let mut input = Input::new(rd);
         let permits = Rc::new(glommio::sync::Semaphore::new(u64::from(
             cfg.max_in_flight_per_connection,
         )));
-        let mut hello_done = false;
-        let frame_timeout = Duration::from_millis(u64::from(cfg.frame_timeout_ms));
+        // Requests with large replies also take room from `heavy`, so the replies being built
+        // at once add at most about `connection_buffer_bytes` (READ) or one AGGREGATE reply
+        // to what waits in the outbound buffer.
         let heavy_slots =
             (u64::from(cfg.connection_buffer_bytes) / u64::from(cfg.max_read_bytes)).max(1);
         let heavy = Rc::new(glommio::sync::Semaphore::new(heavy_slots));
-        let hello_deadline =
-            std::time::Instant::now() + Duration::from_millis(u64::from(cfg.hello_timeout_ms));
+        let mut proto = P::open(&self, &out, local_ip);
         let reason = loop {
             // A client that does not read its replies is not read either: the outbound
             // buffer stays near `connection_buffer_bytes` instead of growing without bound.
             out.wait_for_room().await;
-            // Between frames a connection may idle as long as it likes (until a server stop).
             if out.stopping.get() {
                 break "the server is stopping".to_string();
             }
-            let result = if hello_done {
-                next_frame(&mut rd, cfg.max_frame_bytes, frame_timeout, cfg, &out).await
-            } else {
-                // Until HELLO is accepted: a frame no larger than the largest HELLO, and the
-                // whole of it by `hello_timeout_ms` after the accept.
-                let left = hello_deadline.saturating_duration_since(std::time::Instant::now());
-                let max = cfg.max_frame_bytes.min(HELLO_FRAME_BYTES_MAX);
-                let next = next_frame(&mut rd, max, frame_timeout, cfg, &out);
-                match glommio::timer::timeout(left, async { Ok(next.await) }).await {
-                    Ok(r) => r,
-                    Err(_) => Err(FrameReadError::Reply(
-                        0,
-                        code::NOT_AUTHENTICATED,
-                        format!(
-                            "no HELLO within {} ms of connecting (hello_timeout_ms); the first \
-                             request on a connection must be HELLO",
-                            cfg.hello_timeout_ms
-                        ),
-                    )),
+            let request = match proto.decode(input.buffered()) {
+                Decoded::Request(request, used) => {
+                    input.consume(used);
+                    request
+                }
+                Decoded::Fault(fault) => {
+                    out.send_bytes(&fault.reply);
+                    break fault.reason;
+                }
+                Decoded::Partial { need } => match input.fill(need, &proto, &out, cfg).await {
+                    Ok(()) => continue,
+                    Err(fault) => {
+                        out.send_bytes(&fault.reply);
+                        break fault.reason;
+                    }
+                },
+            };
+            let (request, weight) = match proto.admit(request) {
+                Admitted::Done => continue,
+                Admitted::Close(fault) => {
+                    out.send_bytes(&fault.reply);
+                    break fault.reason;
+                }
+                Admitted::Run { request, heavy } => {
+                    let weight = if heavy {
+                        heavy_slots
+                    } else {
+                        u64::from(P::is_read(&request))
+                    };
+                    (request, weight)
                 }
             };
-            let (header, request) = match result {
-                Ok(got) => got,
-                Err(FrameReadError::Closed(reason)) => break reason,
-                Err(FrameReadError::Reply(request_id, code, msg)) => {
-                    out.send(request_id, &Response::error(code, msg.clone()));
-                    break msg;
-                }
-            };
-            if !hello_done {
-                match request {
-                    Request::Hello {
-                        protocol_version,
-                        auth_token,
-                        ..
-                    } => {
-                        if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&protocol_version) {
-                            out.send(
-                                header.request_id,
-                                &Response::error(
-                                    code::UNSUPPORTED_VERSION,
-                                    format!(
-                                        "protocol version {protocol_version} is not supported; \
-                                         this server speaks {PROTOCOL_VERSION_MIN} to \
-                                         {PROTOCOL_VERSION}"
-                                    ),
-                                ),
-                            );
-                            break "unsupported protocol version".into();
-                        }
-                        out.version.set(protocol_version);
-                        if !cfg.auth_token.is_empty()
-                            && !token_matches(&auth_token, &cfg.auth_token)
-                        {
-                            out.send(
-                                header.request_id,
-                                &Response::error(code::NOT_AUTHENTICATED, "wrong auth token"),
-                            );
-                            break "wrong auth token".into();
-                        }
-                        hello_done = true;
-                        out.send(
-                            header.request_id,
-                            &Response::Hello {
-                                protocol_version,
-                                server_version: env!("CARGO_PKG_VERSION").into(),
-                                partition_addresses: self.partition_addresses(local_ip),
-                            },
-                        );
-                        continue;
-                    }
-                    _ => {
-                        out.send(
-                            header.request_id,
-                            &Response::error(
-                                code::NOT_AUTHENTICATED,
-                                "the first request on a connection must be HELLO",
-                            ),
-                        );
-                        break "request before HELLO".into();
-                    }
-                }
-            }
             let Ok(permit) = permits.acquire_static_permit(1).await else {
                 break "permits closed".into();
-            };
-            // Requests with large replies also take room from `heavy`, so the replies being
-            // built at once add at most about `connection_buffer_bytes` (READ) or one
-            // AGGREGATE reply to what waits in the outbound buffer.
-            let weight = match request {
-                Request::Read { .. } => 1,
-                Request::Aggregate { .. } => heavy_slots,
-                _ => 0,
             };
             let heavy_permit = if weight > 0 {
                 match heavy.acquire_static_permit(weight).await {
@@ -358,12 +492,9 @@ impl Shard {
             } else {
                 None
             };
-            let shard = self.clone();
-            let out2 = out.clone();
+            let run = P::run(self.clone(), out.clone(), conn_id, request);
             glommio::spawn_local(async move {
-                shard
-                    .handle(&out2, conn_id, header.request_id, request)
-                    .await;
+                run.await;
                 drop(heavy_permit);
                 drop(permit);
             })
@@ -378,39 +509,24 @@ impl Shard {
                 .await;
         }
         out.closed.set(true);
-        if let Some(w) = out.waker.borrow_mut().take() {
-            w.wake();
-        }
+        out.wake_writer();
         writer.await;
         if out.stopping.get() {
             // The replies are sent and the write side shut. Read what the client still sends
             // until it closes (two seconds at most): closing a socket with unread input resets
             // the connection, which can destroy replies the client has not read yet.
-            let drain = async {
-                let mut sink = [0u8; 4096];
-                while let Ok(n) = rd.read(&mut sink).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-                Ok(())
-            };
-            let _ = glommio::timer::timeout(Duration::from_secs(2), drain).await;
+            let _ = glommio::timer::timeout(Duration::from_secs(2), input.drain()).await;
         }
         // Drop the connection's subscriptions at their partitions.
         let subs: Vec<(u64, Vec<u32>)> = out.subs.borrow_mut().drain().collect();
         for (sub, parts) in subs {
             for p in parts {
-                let _ = self
-                    .call(
-                        p,
-                        PartOp::Unsubscribe {
-                            origin: self.id,
-                            conn: conn_id,
-                            sub,
-                        },
-                    )
-                    .await;
+                let op = PartOp::Unsubscribe {
+                    origin: self.id,
+                    conn: conn_id,
+                    sub,
+                };
+                let _ = self.call(p, op).await;
             }
         }
         self.conns.borrow_mut().remove(&conn_id);

@@ -1,74 +1,205 @@
-//! The native protocol (docs/PROTOCOL.md): frames read from a connection, HELLO, and each
-//! request's handling.
+//! The native protocol (docs/PROTOCOL.md) on the connection loop ([`Protocol`]): frames
+//! decoded from the bytes received, HELLO (version, token, deadline), and each request's
+//! handling.
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_lite::io::{AsyncBufReadExt, AsyncReadExt};
+use std::time::Instant;
 
-use super::conn::ConnOut;
+use super::conn::{Admitted, ConnOut, Decoded, Fault, Protocol, Timeout};
 use super::route::{error_response, unexpected, OpResult, PartOp, Shard};
 use super::subscriptions::SubscribeRequest;
-use crate::config::Config;
+use crate::constants::HELLO_FRAME_BYTES_MAX;
 use crate::protocol::{
-    self, code, decode_request, partition_of, FrameHeader, Request, Response, FRAME_HEADER_BYTES,
+    self, code, decode_request, encode_response, partition_of, FrameHeader, Request, Response,
+    FRAME_HEADER_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
 };
 
-/// Why a request frame could not be read: the connection ended, or an error to reply before
-/// closing it (request id, code, message).
-pub(super) enum FrameReadError {
-    Closed(String),
-    Reply(u64, u16, String),
+/// The native protocol on one connection: whether HELLO was accepted, and its deadline.
+pub(super) struct Native {
+    shard: Rc<Shard>,
+    out: Rc<ConnOut>,
+    local_ip: Option<std::net::IpAddr>,
+    /// Until HELLO is accepted: by when it must be.
+    hello_deadline: Option<Instant>,
 }
 
-/// Waits for the next request frame and reads it. Between frames a connection may idle as
-/// long as it likes; once a frame has begun it must arrive whole within `frame_timeout`
-/// (slowloris), a timer armed only when the frame is not already buffered.
-pub(super) async fn next_frame<R: futures_lite::AsyncBufRead + futures_lite::AsyncRead + Unpin>(
-    rd: &mut R,
-    max_frame_bytes: u32,
-    frame_timeout: Duration,
-    cfg: &Config,
-    out: &ConnOut,
-) -> Result<(FrameHeader, Request), FrameReadError> {
-    // The wait for a frame's first bytes ends when the server stops.
-    let filled = futures_lite::future::or(
-        async { Some(rd.fill_buf().await.map(|b| b.is_empty())) },
-        async {
-            out.stopped().await;
-            None
-        },
-    )
-    .await;
-    match filled {
-        None => return Err(FrameReadError::Closed("the server is stopping".into())),
-        Some(Ok(true)) => return Err(FrameReadError::Closed("closed by the client".into())),
-        Some(Ok(false)) => {}
-        Some(Err(e)) => return Err(FrameReadError::Closed(format!("read: {e}"))),
+/// One request frame: its request id and the request.
+pub(super) struct Frame {
+    request_id: u64,
+    request: Request,
+}
+
+fn error_frame(request_id: u64, code: u16, message: impl Into<String>) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_response(&mut out, request_id, 0, &Response::error(code, message));
+    out
+}
+
+fn fault(request_id: u64, code: u16, message: String) -> Fault {
+    Fault {
+        reply: error_frame(request_id, code, message.clone()),
+        reason: message,
     }
-    // The bytes are there: this returns them without reading.
-    let buffered = match rd.fill_buf().await {
-        Ok(b) => b,
-        Err(e) => return Err(FrameReadError::Closed(format!("read: {e}"))),
-    };
-    let whole = buffered.len() >= 4
-        && u32::from_le_bytes(buffered[..4].try_into().expect("4 bytes")) as usize + 4
-            <= buffered.len();
-    let read = read_frame(rd, max_frame_bytes);
-    if whole {
-        return read.await;
+}
+
+impl Protocol for Native {
+    type Request = Frame;
+
+    fn open(shard: &Rc<Shard>, out: &Rc<ConnOut>, local_ip: Option<std::net::IpAddr>) -> Self {
+        let hello_timeout = Duration::from_millis(u64::from(shard.shared.config.hello_timeout_ms));
+        Native {
+            shard: shard.clone(),
+            out: out.clone(),
+            local_ip,
+            hello_deadline: Some(Instant::now() + hello_timeout),
+        }
     }
-    match glommio::timer::timeout(frame_timeout, async { Ok(read.await) }).await {
-        Ok(r) => r,
-        Err(_) => Err(FrameReadError::Reply(
-            0,
-            code::MALFORMED_FRAME,
-            format!(
-                "frame not complete after {} ms (frame_timeout_ms)",
-                cfg.frame_timeout_ms
+
+    fn refuse(message: &str) -> Vec<u8> {
+        error_frame(0, code::OVERLOADED, message)
+    }
+
+    fn handshake_deadline(&self) -> Option<Instant> {
+        self.hello_deadline
+    }
+
+    fn timeout(&self, what: Timeout) -> Fault {
+        let cfg = &self.shard.shared.config;
+        match what {
+            Timeout::Frame => fault(
+                0,
+                code::MALFORMED_FRAME,
+                format!(
+                    "frame not complete after {} ms (frame_timeout_ms)",
+                    cfg.frame_timeout_ms
+                ),
             ),
-        )),
+            Timeout::Handshake => fault(
+                0,
+                code::NOT_AUTHENTICATED,
+                format!(
+                    "no HELLO within {} ms of connecting (hello_timeout_ms); the first request \
+                     on a connection must be HELLO",
+                    cfg.hello_timeout_ms
+                ),
+            ),
+        }
+    }
+
+    /// A frame: its 16-byte header, checked as soon as it is there (a length beyond the
+    /// limit is refused before the body arrives — until HELLO, the largest HELLO's), then its
+    /// body, decoded.
+    fn decode(&mut self, buf: &[u8]) -> Decoded<Frame> {
+        let Some(header) = buf.get(..FRAME_HEADER_BYTES) else {
+            return Decoded::Partial {
+                need: FRAME_HEADER_BYTES,
+            };
+        };
+        let header = match FrameHeader::parse(header.try_into().expect("16 bytes")) {
+            Ok(h) => h,
+            Err(e) => return Decoded::Fault(fault(0, e.code(), e.to_string())),
+        };
+        let mut max = self.shard.shared.config.max_frame_bytes;
+        if self.hello_deadline.is_some() {
+            max = max.min(HELLO_FRAME_BYTES_MAX);
+        }
+        let total = u64::from(header.length) + 4;
+        if total > u64::from(max) {
+            return Decoded::Fault(fault(
+                header.request_id,
+                code::FRAME_TOO_LARGE,
+                format!("frame of {total} bytes exceeds max_frame_bytes = {max}"),
+            ));
+        }
+        let Some(body) = buf.get(FRAME_HEADER_BYTES..total as usize) else {
+            return Decoded::Partial {
+                need: total as usize,
+            };
+        };
+        match decode_request(header.opcode, body) {
+            Ok(request) => Decoded::Request(
+                Frame {
+                    request_id: header.request_id,
+                    request,
+                },
+                total as usize,
+            ),
+            Err(e) => Decoded::Fault(fault(header.request_id, e.code(), e.to_string())),
+        }
+    }
+
+    /// Until HELLO is accepted, only HELLO: its version and token are checked and it is
+    /// answered here.
+    fn admit(&mut self, frame: Frame) -> Admitted<Frame> {
+        if self.hello_deadline.is_none() {
+            let heavy = matches!(frame.request, Request::Aggregate { .. });
+            return Admitted::Run {
+                request: frame,
+                heavy,
+            };
+        }
+        let id = frame.request_id;
+        let Request::Hello {
+            protocol_version,
+            auth_token,
+            ..
+        } = frame.request
+        else {
+            return Admitted::Close(fault(
+                id,
+                code::NOT_AUTHENTICATED,
+                "the first request on a connection must be HELLO".into(),
+            ));
+        };
+        if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&protocol_version) {
+            return Admitted::Close(fault(
+                id,
+                code::UNSUPPORTED_VERSION,
+                format!(
+                    "protocol version {protocol_version} is not supported; this server speaks \
+                     {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}"
+                ),
+            ));
+        }
+        let cfg = &self.shard.shared.config;
+        if !cfg.auth_token.is_empty() && !token_matches(&auth_token, &cfg.auth_token) {
+            return Admitted::Close(fault(
+                id,
+                code::NOT_AUTHENTICATED,
+                "wrong auth token".into(),
+            ));
+        }
+        self.hello_deadline = None;
+        self.out.version.set(protocol_version);
+        self.out.send(
+            id,
+            &Response::Hello {
+                protocol_version,
+                server_version: env!("CARGO_PKG_VERSION").into(),
+                partition_addresses: self.shard.partition_addresses(self.local_ip),
+            },
+        );
+        Admitted::Done
+    }
+
+    fn is_read(frame: &Frame) -> bool {
+        matches!(frame.request, Request::Read { .. })
+    }
+
+    fn run(
+        shard: Rc<Shard>,
+        out: Rc<ConnOut>,
+        conn: u64,
+        frame: Frame,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        async move {
+            shard
+                .handle(&out, conn, frame.request_id, frame.request)
+                .await
+        }
     }
 }
 
@@ -82,36 +213,6 @@ pub(super) fn token_matches(given: &str, expected: &str) -> bool {
         diff |= e ^ given.get(i).copied().unwrap_or(!e);
     }
     std::hint::black_box(diff) == 0
-}
-
-/// Reads one request frame (header, body) and decodes it.
-pub(super) async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
-    rd: &mut R,
-    max_frame_bytes: u32,
-) -> Result<(FrameHeader, Request), FrameReadError> {
-    let mut header = [0u8; FRAME_HEADER_BYTES];
-    if let Err(e) = rd.read_exact(&mut header).await {
-        return Err(FrameReadError::Closed(format!("read: {e}")));
-    }
-    let header = FrameHeader::parse(&header)
-        .map_err(|e| FrameReadError::Reply(0, e.code(), e.to_string()))?;
-    if u64::from(header.length) + 4 > u64::from(max_frame_bytes) {
-        return Err(FrameReadError::Reply(
-            header.request_id,
-            code::FRAME_TOO_LARGE,
-            format!(
-                "frame of {} bytes exceeds max_frame_bytes = {max_frame_bytes}",
-                u64::from(header.length) + 4
-            ),
-        ));
-    }
-    let mut body = vec![0u8; header.body_len()];
-    if let Err(e) = rd.read_exact(&mut body).await {
-        return Err(FrameReadError::Closed(format!("read body: {e}")));
-    }
-    let request = decode_request(header.opcode, &body)
-        .map_err(|e| FrameReadError::Reply(header.request_id, e.code(), e.to_string()))?;
-    Ok((header, request))
 }
 
 /// `addr` as a client can reach it: a wildcard host (0.0.0.0, ::) becomes `local_ip`, the
