@@ -189,17 +189,10 @@ impl Protocol for Native {
         matches!(frame.request, Request::Read { .. })
     }
 
-    fn run(
-        shard: Rc<Shard>,
-        out: Rc<ConnOut>,
-        conn: u64,
-        frame: Frame,
-    ) -> impl std::future::Future<Output = ()> + 'static {
-        async move {
-            shard
-                .handle(&out, conn, frame.request_id, frame.request)
-                .await
-        }
+    async fn run(shard: Rc<Shard>, out: Rc<ConnOut>, conn: u64, frame: Frame) {
+        shard
+            .handle(&out, conn, frame.request_id, frame.request)
+            .await
     }
 }
 
