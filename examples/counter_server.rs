@@ -76,5 +76,5 @@ fn main() -> anyhow::Result<()> {
         config.data_dir = dir.into();
     }
     config.metrics_listen = String::new();
-    serve_model::<Counters>(config)
+    Ok(serve_model::<Counters>(config)?)
 }

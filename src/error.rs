@@ -4,6 +4,7 @@
 //! keep their cause through `source()`. A broken internal invariant is a panic, not an error.
 
 use std::io;
+use std::path::PathBuf;
 
 /// Where and how a journal was found corrupt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +85,154 @@ pub enum RuntimeError {
     },
 }
 
+/// Why evringd could not start (or stop cleanly). Each says what to do; the cause, where
+/// there is one, is its `source()`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error(
+        "this evringd was built with the durability rule {0:?} broken on purpose \
+         (EVRING_DURABILITY_MUTANT, for the negative controls): rebuild without it"
+    )]
+    Mutant(&'static str),
+    #[error("io_uring is unavailable: {hint}")]
+    IoUring {
+        hint: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "the filesystem of data directory {} does not support direct I/O (O_DIRECT); put the \
+         data directory on a filesystem that does (ext4, xfs)",
+        data_dir.display()
+    )]
+    DirectIo {
+        data_dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot {what} {}", path.display())]
+    Path {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "data directory {} is in use by another evringd (it holds the lock on {})",
+        data_dir.display(),
+        lock.display()
+    )]
+    Locked { data_dir: PathBuf, lock: PathBuf },
+    #[error("listen address {value:?} is not host:port")]
+    ListenAddress {
+        value: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    #[error(
+        "cannot listen on {addr}{what}: the address is in use (another evringd or another \
+         program listens there; waited {waited_secs} s for it to go)"
+    )]
+    PortInUse {
+        addr: std::net::SocketAddr,
+        what: String,
+        waited_secs: u64,
+    },
+    #[error("cannot listen on {addr}{what}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("shard_ports = {base}: shard {shard}'s port {port} {problem}")]
+    ShardPort {
+        base: u16,
+        shard: usize,
+        port: u32,
+        problem: &'static str,
+    },
+    #[error("the open-file limit (RLIMIT_NOFILE) cannot be {0}")]
+    OpenFileLimit(&'static str, #[source] io::Error),
+    #[error(
+        "the open-file limit (RLIMIT_NOFILE, hard limit {hard}) leaves no room for client \
+         connections: evringd keeps about {reserved} files open for {partitions} partitions; \
+         raise it (LimitNOFILE= in the systemd unit, ulimit -n)"
+    )]
+    NoFilesForConnections {
+        hard: u64,
+        reserved: u64,
+        partitions: u32,
+    },
+    #[error("cannot serve metrics on {addr:?}")]
+    Metrics {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("partition {partition}")]
+    Journal {
+        partition: u32,
+        #[source]
+        source: JournalError,
+    },
+    #[error("partition {partition}: key-value store")]
+    KvStore {
+        partition: u32,
+        #[source]
+        source: crate::engine::EngineError,
+    },
+    #[error("model {name}")]
+    Model {
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "partition {partition}: the journal starts at segment {first_segment} (retention \
+         removed the segments before it) and no usable snapshot covers them; restore the \
+         partition's snapshot files (see the log for why each was not usable)"
+    )]
+    RetainedWithoutSnapshot { partition: u32, first_segment: u64 },
+    #[error(
+        "partition {partition}: snapshot {} covers LSNs below {from} but the journal does not \
+         continue from there (journal ends at {journal_end}, first record scanned \
+         {first_scanned:?}); acknowledged data may be missing. Run `evring-inspect verify`; \
+         moving the snapshot aside makes evringd recover from the journal alone",
+        snapshot.display()
+    )]
+    SnapshotGap {
+        partition: u32,
+        snapshot: PathBuf,
+        from: u64,
+        journal_end: u64,
+        first_scanned: Option<u64>,
+    },
+    #[error("cannot start shard {shard}'s thread")]
+    Thread {
+        shard: usize,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("shard {shard} failed to start")]
+    Shard {
+        shard: usize,
+        #[source]
+        source: Box<StartError>,
+    },
+    #[error("shard {0} exited during start-up")]
+    ShardExited(usize),
+    #[error("a shard thread failed: {0}")]
+    ShardPanicked(String),
+}
+
 /// Every evring error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -92,4 +241,6 @@ pub enum Error {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Start(#[from] StartError),
 }

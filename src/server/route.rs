@@ -148,6 +148,30 @@ pub struct Shared {
     pub views: Vec<std::sync::OnceLock<crate::stream::PartitionView>>,
 }
 
+impl Shared {
+    /// The state every shard shares, once shard 0 listens on `client_addr`.
+    pub(super) fn new(
+        plan: &super::Plan,
+        client_addr: SocketAddr,
+        served_model: Option<String>,
+    ) -> Shared {
+        Shared {
+            config: plan.config.clone(),
+            partitions: plan.manifest.partitions,
+            shards: plan.shards,
+            client_addr,
+            shard_addrs: std::sync::OnceLock::new(),
+            cross_shard_calls: std::sync::atomic::AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            served_model,
+            views: (0..plan.manifest.partitions)
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+        }
+    }
+}
+
 /// (origin shard, connection, subscription, partition).
 pub(super) type SinkKey = (usize, u64, u64, u32);
 

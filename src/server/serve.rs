@@ -7,7 +7,7 @@
 //!     type Cmd = CounterCommand; // a serde enum implementing Command<Counter>
 //!     type Q = CounterQuery;     // a serde enum implementing Query<Counter>
 //! }
-//! fn main() -> anyhow::Result<()> {
+//! fn main() -> Result<(), evring::error::StartError> {
 //!     evring::server::serve::serve_model::<Counter>(evring::config::Config::default())
 //! }
 //! ```
@@ -207,7 +207,7 @@ where
 
 /// Runs evringd serving `M` until SIGINT or SIGTERM (a clean stop), like the `evringd` binary
 /// does for the built-in models.
-pub fn serve_model<M>(config: crate::config::Config) -> anyhow::Result<()>
+pub fn serve_model<M>(config: crate::config::Config) -> Result<(), crate::error::StartError>
 where
     M: ServedModel,
     <M::Cmd as Command<M>>::Output: Serialize,
