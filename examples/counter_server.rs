@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use evring::engine::{Command, Context, DomainError, Model, Query};
-use evring::server::serve::{serve_model, ServedModel};
+use evring::server::served_model::{serve_model, ServedModel};
 use serde::{Deserialize, Serialize};
 
 #[derive(Default, Serialize, Deserialize)]

@@ -41,7 +41,7 @@ pub struct Config {
     /// Token clients must present in HELLO (empty: no authentication).
     pub auth_token: String,
     /// Largest frame a client may send, in bytes.
-    pub max_frame_bytes: u32,
+    pub request_frame_bytes_max: u32,
     /// Once a request frame's first byte has arrived, the rest must arrive within this many
     /// milliseconds, or the connection gets error 1 and is closed (slow-drip clients).
     pub frame_timeout_ms: u32,
@@ -69,7 +69,7 @@ pub struct Config {
     /// Journal segment file size in bytes.
     pub segment_bytes: u64,
     /// Largest group-commit frame in bytes (multiple of 4096).
-    pub frame_bytes_max: u32,
+    pub journal_frame_bytes_max: u32,
     /// Frames written at once per partition.
     pub in_flight_frames: u32,
     /// While a partition has frames in flight, the next frame is started only once it holds
@@ -125,7 +125,7 @@ impl Default for Config {
             pin_cpus: true,
             shards: 0,
             auth_token: String::new(),
-            max_frame_bytes: 4 * 1024 * 1024,
+            request_frame_bytes_max: 4 * 1024 * 1024,
             frame_timeout_ms: 10_000,
             hello_timeout_ms: 5_000,
             max_connections: 1024,
@@ -136,7 +136,7 @@ impl Default for Config {
             max_read_bytes: 1024 * 1024,
             idempotency_window: 100_000,
             segment_bytes: SEGMENT_BYTES_DEFAULT,
-            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT as u32,
+            journal_frame_bytes_max: FRAME_BYTES_MAX_DEFAULT as u32,
             in_flight_frames: IN_FLIGHT_FRAMES_DEFAULT as u32,
             pipeline_min_bytes: crate::constants::PIPELINE_MIN_BYTES_DEFAULT as u32,
             ring_capacity_events: 1 << 18,
@@ -215,7 +215,8 @@ impl Config {
         names.sort();
         for (name, value) in names {
             let key = name["EVRING_".len()..].to_ascii_lowercase();
-            if !table.contains_key(&key) {
+            let renamed = RENAMED_KEYS.iter().any(|(old, _)| *old == key);
+            if !table.contains_key(&key) && !renamed {
                 let hint = match closest_key(&table, &key) {
                     Some(k) => format!("did you mean EVRING_{}? ", k.to_ascii_uppercase()),
                     None => String::new(),
@@ -260,8 +261,8 @@ impl Config {
         if self.hello_timeout_ms == 0 {
             return bad("hello_timeout_ms must be > 0".into());
         }
-        if self.max_frame_bytes < 64 {
-            return bad("max_frame_bytes must be at least 64".into());
+        if self.request_frame_bytes_max < 64 {
+            return bad("request_frame_bytes_max must be at least 64".into());
         }
         if self.max_connections == 0 || self.max_in_flight_per_connection == 0 {
             return bad("max_connections and max_in_flight_per_connection must be > 0".into());
@@ -338,8 +339,29 @@ fn scalar(value: &str) -> toml::Value {
     }
 }
 
+/// Keys that were renamed: (old, new). The old name keeps working, with a warning.
+pub const RENAMED_KEYS: &[(&str, &str)] = &[
+    ("max_frame_bytes", "request_frame_bytes_max"),
+    ("frame_bytes_max", "journal_frame_bytes_max"),
+];
+
+/// The key `key` stands for now, warning when it is an old name.
+fn current_key(key: String, origin: &str) -> String {
+    match RENAMED_KEYS.iter().find(|(old, _)| *old == key) {
+        Some((old, new)) => {
+            tracing::warn!(
+                "{origin}: setting {old:?} is now called {new:?}; the old name still works, \
+                 but rename it"
+            );
+            new.to_string()
+        }
+        None => key,
+    }
+}
+
 fn merge(base: &mut toml::Table, layer: toml::Table, origin: &str) -> Result<(), ConfigError> {
     for (key, value) in layer {
+        let key = current_key(key, origin);
         let Some(slot) = base.get_mut(&key) else {
             return Err(ConfigError::Value {
                 origin: origin.into(),
@@ -395,6 +417,22 @@ mod tests {
         assert_eq!(c.partitions, 4);
         assert_eq!(c.max_connections, 5);
         assert_eq!(c.segment_bytes, SEGMENT_BYTES_DEFAULT);
+    }
+
+    #[test]
+    fn renamed_keys_still_work_under_their_old_names_in_every_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("evring.toml");
+        std::fs::write(&file, "max_frame_bytes = 65536\n").unwrap();
+        let env = vec![kv("EVRING_FRAME_BYTES_MAX", "131072")];
+        let c = Config::load(Some(&file), env, &[]).unwrap();
+        assert_eq!(c.request_frame_bytes_max, 65536);
+        assert_eq!(c.journal_frame_bytes_max, 131072);
+        let c = Config::load(None, vec![], &[kv("max-frame-bytes", "4096")]).unwrap();
+        assert_eq!(c.request_frame_bytes_max, 4096);
+        // The printed configuration uses the new names.
+        assert!(c.to_toml().contains("request_frame_bytes_max"));
+        assert!(!c.to_toml().contains("\nmax_frame_bytes"));
     }
 
     #[test]

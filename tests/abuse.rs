@@ -28,7 +28,7 @@ const SMALL: [&str; 22] = [
     "--set",
     "max_read_bytes=262144",
     "--set",
-    "max_frame_bytes=1048576",
+    "request_frame_bytes_max=1048576",
     "--set",
     "max_in_flight_per_connection=64",
     "--set",
@@ -38,7 +38,7 @@ const SMALL: [&str; 22] = [
     "--set",
     "segment_bytes=16777216",
     "--set",
-    "frame_bytes_max=1048576",
+    "journal_frame_bytes_max=1048576",
 ];
 
 /// docs/OPERATIONS.md's memory budget for the SMALL configuration (one shard), with `c`
@@ -58,7 +58,7 @@ fn small_budget(c: u64, e: u64) -> u64 {
 /// What one connection may make the server hold, by docs/OPERATIONS.md's formula, for the
 /// SMALL configuration: twice (`connection_buffer_bytes`, plus the larger of it and 4 MiB,
 /// plus `max_in_flight_per_connection` KiB), plus one frame per READ being built
-/// (`connection_buffer_bytes / max_read_bytes × frame_bytes_max`), plus `max_frame_bytes`
+/// (`connection_buffer_bytes / max_read_bytes × journal_frame_bytes_max`), plus `request_frame_bytes_max`
 /// and 64 KiB.
 const CONNECTION_WORST: u64 = 2 * (MIB + 4 * MIB + 64 * 1024) + 4 * MIB + MIB + 64 * 1024;
 

@@ -29,7 +29,7 @@ fn backup_while_appending_restores_everything_acknowledged_before_it() {
             "--set",
             "segment_bytes=262144",
             "--set",
-            "frame_bytes_max=65536",
+            "journal_frame_bytes_max=65536",
             "--set",
             "snapshot_every_events=1000",
         ],
@@ -125,7 +125,7 @@ fn backup_while_appending_restores_everything_acknowledged_before_it() {
             "--set",
             "segment_bytes=262144",
             "--set",
-            "frame_bytes_max=65536",
+            "journal_frame_bytes_max=65536",
         ],
     );
     let client = restored.client();

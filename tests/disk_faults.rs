@@ -20,7 +20,7 @@ const FLAGS: [&str; 10] = [
     "--set",
     "segment_bytes=65536",
     "--set",
-    "frame_bytes_max=16384",
+    "journal_frame_bytes_max=16384",
     "--set",
     "snapshot_every_events=0",
     "--set",

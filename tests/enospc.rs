@@ -93,7 +93,7 @@ fn disk_full_rejects_appends_with_error_20_reads_go_on_and_appends_resume_when_s
             "--set",
             "segment_bytes=65536",
             "--set",
-            "frame_bytes_max=16384",
+            "journal_frame_bytes_max=16384",
             "--set",
             "metrics_listen=\"127.0.0.1:0\"",
         ],

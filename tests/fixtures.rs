@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use evring::error::JournalError;
-use evring::journal::{GlommioStorage, Journal, JournalConfig, OwnedRecord, RecordRef};
+use evring::journal::{DiskStorage, Journal, JournalConfig, OwnedRecord, RecordRef};
 use evring::protocol::Direction;
 use evring::shard::run_local;
 use serde_json::Value;
@@ -62,7 +62,7 @@ fn config(partition: u32) -> JournalConfig {
 fn recover(dir: &Path, partition: u32) -> Result<Vec<OwnedRecord>, JournalError> {
     let dir = dir.join(format!("p{partition}"));
     run_local(async move {
-        let storage = GlommioStorage::open(&dir).expect("open dir");
+        let storage = DiskStorage::open(&dir).expect("open dir");
         let mut records = Vec::new();
         let (journal, _) = Journal::open(storage, config(partition), |info, frame| {
             let body = &frame[96..96 + info.meta.body_len as usize];
@@ -111,7 +111,7 @@ fn torn_tail_fixture_is_truncated_to_what_was_acknowledged_and_writing_resumes()
     // Append after recovery; the new record takes the torn frame's place.
     let pdir = dir.join("p0");
     let lsn = run_local(async move {
-        let storage = GlommioStorage::open(&pdir).unwrap();
+        let storage = DiskStorage::open(&pdir).unwrap();
         let (journal, _) = Journal::open(storage, config(0), |_, _| {}).await.unwrap();
         let a = journal
             .append(&[RecordRef::event(b"order-0", b"After", b"{\"batch\":-1}")])

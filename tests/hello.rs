@@ -83,7 +83,7 @@ fn connections_that_never_send_hello_are_closed_after_hello_timeout_and_free_the
 fn a_frame_larger_than_any_hello_before_hello_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
-    // The header of a 4 MiB "HELLO" (within max_frame_bytes), and some of its body.
+    // The header of a 4 MiB "HELLO" (within request_frame_bytes_max), and some of its body.
     let mut s = TcpStream::connect(&server.addr).unwrap();
     let mut frame = Vec::new();
     frame.extend_from_slice(&(4u32 * 1024 * 1024 - 5).to_le_bytes());

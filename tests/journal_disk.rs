@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use evring::journal::{GlommioStorage, Journal, JournalConfig, OwnedRecord, RecordRef};
+use evring::journal::{DiskStorage, Journal, JournalConfig, OwnedRecord, RecordRef};
 use evring::shard::run_local;
 
 const STORE: [u8; 16] = *b"evring-disk-test";
@@ -25,8 +25,8 @@ fn data_for(producer: u32, n: u64) -> Vec<u8> {
     d
 }
 
-async fn open(dir: &std::path::Path) -> (Journal<GlommioStorage>, Vec<OwnedRecord>) {
-    let storage = GlommioStorage::open(dir).expect("open storage dir");
+async fn open(dir: &std::path::Path) -> (Journal<DiskStorage>, Vec<OwnedRecord>) {
+    let storage = DiskStorage::open(dir).expect("open storage dir");
     let mut records = Vec::new();
     let (journal, _) = Journal::open(storage, config(), |info, frame| {
         let body = &frame[96..96 + info.meta.body_len as usize];
@@ -213,7 +213,7 @@ fn both_write_modes_write_the_same_journal() {
             .into_iter()
             .enumerate()
         {
-            let storage = GlommioStorage::open(&path).unwrap().with_write_mode(mode);
+            let storage = DiskStorage::open(&path).unwrap().with_write_mode(mode);
             let (journal, _) = Journal::open(storage, config(), |_, _| {}).await.unwrap();
             for n in 0..200u64 {
                 let data = data_for(round as u32, n);
@@ -243,7 +243,7 @@ fn fdatasync_mode_follows_every_frame_with_an_fdatasync_and_dsync_mode_with_none
     let path = dir.path().to_path_buf();
     run_local(async move {
         for mode in [WriteMode::Fdatasync, WriteMode::Dsync] {
-            let storage = GlommioStorage::open(&path).unwrap().with_write_mode(mode);
+            let storage = DiskStorage::open(&path).unwrap().with_write_mode(mode);
             let (journal, _) = Journal::open(storage, config(), |_, _| {}).await.unwrap();
             let driver = Driver::current().unwrap();
             let (ops_before, frames_before) = (driver.stats(), journal.stats().frames_written);
@@ -305,7 +305,7 @@ fn dsync_mode_really_opens_segments_with_o_dsync_and_o_direct() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().canonicalize().unwrap();
         let flags = run_local(async move {
-            let storage = GlommioStorage::open(&path).unwrap().with_write_mode(mode);
+            let storage = DiskStorage::open(&path).unwrap().with_write_mode(mode);
             let (journal, _) = Journal::open(storage, config(), |_, _| {}).await.unwrap();
             journal
                 .append(&[RecordRef::event(b"s", b"t", b"x")])
@@ -337,7 +337,7 @@ fn max_frames_in_flight(pipeline_min_bytes: usize) -> (u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run_local(async move {
-        let storage = GlommioStorage::open(&path).expect("open storage dir");
+        let storage = DiskStorage::open(&path).expect("open storage dir");
         let mut cfg = config();
         cfg.segment_bytes = 4 << 20;
         cfg.in_flight_max = 4;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use evring::engine::{Command, Context, DomainError, Model, Query};
-use evring::server::serve::{factory, ServedModel};
+use evring::server::served_model::{factory, ServedModel};
 use serde::{Deserialize, Serialize};
 
 #[derive(Default, Serialize, Deserialize)]

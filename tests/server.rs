@@ -248,7 +248,7 @@ fn malformed_frames_get_an_error_and_the_server_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         &dir.path().join("data"),
-        &["--set", "max_frame_bytes=65536"],
+        &["--set", "request_frame_bytes_max=65536"],
     );
     let bystander = server.client();
     bystander

@@ -42,7 +42,7 @@ fn start(data: &Path, log: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc 
             "--set",
             "segment_bytes=262144",
             "--set",
-            "frame_bytes_max=65536",
+            "journal_frame_bytes_max=65536",
             "--set",
             "metrics_listen=\"\"",
             "--set",

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 
-use evring::journal::{GlommioStorage, Journal, JournalConfig, RecordRef, WriteMode};
+use evring::journal::{DiskStorage, Journal, JournalConfig, RecordRef, WriteMode};
 use evring::shard::run_local;
 
 use crate::report;
@@ -57,7 +57,7 @@ pub struct JournalParams {
 
 pub fn run(dir: &Path, p: &JournalParams) -> anyhow::Result<JournalResult> {
     let _ = std::fs::remove_dir_all(dir);
-    let storage = GlommioStorage::open(dir)
+    let storage = DiskStorage::open(dir)
         .with_context(|| format!("create {}", dir.display()))?
         .with_write_mode(p.write_mode);
     let mut cfg = JournalConfig::new(*b"evring-benchmark", 0);

@@ -42,7 +42,7 @@ use serde::Serialize;
 
 use crate::journal::device::Storage;
 use crate::journal::format::{RecordIter, RecordRef, RECORD_KIND_COMMAND};
-use crate::journal::{GlommioStorage, Journal, JournalConfig, StoreId};
+use crate::journal::{DiskStorage, Journal, JournalConfig, StoreId};
 
 /// A model: the state commands change and queries read.
 pub trait Model: Default + Serialize + DeserializeOwned + 'static {}
@@ -239,7 +239,7 @@ impl<M: Model> EngineBuilder<M> {
     /// Opens (recovering) the engine whose journal and snapshots live in `dir`, on glommio
     /// files. Must run inside a glommio executor.
     pub async fn open(self, dir: &Path) -> Result<Engine<M>, EngineError> {
-        let storage = GlommioStorage::open(dir.join("journal"))
+        let storage = DiskStorage::open(dir.join("journal"))
             .map_err(|e| EngineError::Store(format!("cannot open {}: {e}", dir.display())))?;
         self.open_on(storage, dir).await
     }
@@ -481,7 +481,7 @@ type ResultSlot<T> = Rc<RefCell<Option<Result<T, DomainError>>>>;
 type PendingApply<M> = (u64, Box<dyn FnOnce(&mut M, &mut Context)>);
 
 /// An engine running model `M` on one executor (not `Send`: it belongs to its core).
-pub struct Engine<M: Model, S: Storage + 'static = GlommioStorage> {
+pub struct Engine<M: Model, S: Storage + 'static = DiskStorage> {
     inner: Rc<Inner<M, S>>,
 }
 

@@ -3,7 +3,7 @@
 //! and start the durable write of a sealed frame with a completion callback).
 //!
 //! I/O is a parameter so that the real journal code runs unchanged on three back ends:
-//! - [`crate::journal::GlommioStorage`]: O_DIRECT files, frames written through the shard's
+//! - [`crate::journal::DiskStorage`]: O_DIRECT files, frames written through the shard's
 //!   own io_uring (production);
 //! - [`crate::journal::SimStorage`]: a deterministic in-memory disk that keeps written and
 //!   durable bytes apart and injects faults (tests);

@@ -5,7 +5,7 @@
 //! - [`format`]: segment header, frame header and record layouts (docs/FORMAT.md).
 //! - [`device`]: the storage traits the journal is generic over, and a read-only `std::fs`
 //!   back end for offline tools.
-//! - [`GlommioStorage`]: production O_DIRECT files, written through [`uring`], the shard's
+//! - [`DiskStorage`]: production O_DIRECT files, written through [`uring`], the shard's
 //!   own io_uring (frames submitted as they are sealed, completions reaped as they arrive).
 //! - [`SimStorage`]: the deterministic simulated disk used by tests (crashes, torn and
 //!   misdirected writes, bit flips, EIO, ENOSPC).
@@ -21,16 +21,16 @@
 
 pub mod backup;
 pub mod device;
+mod disk;
 pub mod format;
-mod glommio_storage;
 pub mod scan;
 mod sim;
 pub mod uring;
 mod writer;
 
 pub use device::{block_on, SegmentFile, StdStorage, Storage};
+pub use disk::{DiskFile, DiskStorage, WriteMode};
 pub use format::{OwnedRecord, RecordRef, RecordView, StoreId};
-pub use glommio_storage::{GlommioFile, GlommioStorage, WriteMode};
 pub use sim::{FaultPlan, SimStats, SimStorage};
 pub use writer::{
     hex, Appended, Journal, JournalConfig, JournalStats, PendingAppend, RecoveryReport, Resume,

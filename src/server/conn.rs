@@ -377,8 +377,10 @@ impl Shard {
             match listener.accept().await {
                 Ok(stream) => {
                     let shard = self.clone();
-                    glommio::spawn_local(async move { shard.serve::<Native>(stream).await })
-                        .detach();
+                    glommio::spawn_local(
+                        async move { shard.serve_connection::<Native>(stream).await },
+                    )
+                    .detach();
                 }
                 Err(e) => {
                     if self.shared.stop.load(Ordering::Acquire) {
@@ -406,7 +408,7 @@ impl Shard {
     /// Serves one client connection speaking protocol `P` until it closes, the client breaks
     /// the protocol, or the server stops. Generic over the wire protocol: the limits, the
     /// back-pressure, the timeouts and the clean-up are the same for every protocol.
-    pub(super) async fn serve<P: Protocol>(self: Rc<Self>, stream: TcpStream) {
+    pub(super) async fn serve_connection<P: Protocol>(self: Rc<Self>, stream: TcpStream) {
         let cfg = &self.shared.config;
         let count = self.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
         metrics::gauge!(crate::metrics::CONNECTIONS).set(count as f64);

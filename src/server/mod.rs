@@ -23,11 +23,11 @@ pub use api_error::ApiError;
 mod api_error;
 mod checks;
 mod conn;
-mod models;
+mod model_requests;
 mod native;
 mod recovery;
 mod route;
-pub mod serve;
+pub mod served_model;
 mod slot;
 mod snapshots;
 mod subscriptions;
@@ -93,10 +93,10 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     start_serving(config, None)
 }
 
-/// [`start`], also serving a user's model (see [`serve`]).
+/// [`start`], also serving a user's model (see [`served_model`]).
 pub fn start_serving(
     config: Config,
-    model: Option<Arc<dyn serve::ModelFactory>>,
+    model: Option<Arc<dyn served_model::ModelFactory>>,
 ) -> Result<Running, StartError> {
     let plan = Plan::check(config)?;
     tracing::info!(
@@ -187,7 +187,7 @@ impl Plan {
         };
         let mut journal = JournalConfig::new([0; 16], 0);
         journal.segment_bytes = config.segment_bytes;
-        journal.frame_bytes_max = config.frame_bytes_max as usize;
+        journal.frame_bytes_max = config.journal_frame_bytes_max as usize;
         journal.in_flight_max = config.in_flight_frames as usize;
         journal.pipeline_min_bytes = config.pipeline_min_bytes as usize;
         journal.validate().map_err(|source| StartError::Journal {
@@ -292,7 +292,10 @@ type Ready = Result<(SocketAddr, Option<SocketAddr>), StartError>;
 
 /// Starts the shards one after another, each once the previous one recovered and listens (so
 /// shard 0's resolved port is the one every shard binds), and returns the running server.
-fn launch(plan: Plan, model: Option<Arc<dyn serve::ModelFactory>>) -> Result<Running, StartError> {
+fn launch(
+    plan: Plan,
+    model: Option<Arc<dyn served_model::ModelFactory>>,
+) -> Result<Running, StartError> {
     let shared_slot: Arc<std::sync::OnceLock<Arc<Shared>>> = Arc::new(std::sync::OnceLock::new());
     let stop_early = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();

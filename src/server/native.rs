@@ -102,7 +102,7 @@ impl Protocol for Native {
             Ok(h) => h,
             Err(e) => return Decoded::Fault(fault(0, e.code(), e.to_string())),
         };
-        let mut max = self.shard.shared.config.max_frame_bytes;
+        let mut max = self.shard.shared.config.request_frame_bytes_max;
         if self.hello_deadline.is_some() {
             max = max.min(HELLO_FRAME_BYTES_MAX);
         }
@@ -111,7 +111,7 @@ impl Protocol for Native {
             return Decoded::Fault(fault(
                 header.request_id,
                 code::FRAME_TOO_LARGE,
-                format!("frame of {total} bytes exceeds max_frame_bytes = {max}"),
+                format!("frame of {total} bytes exceeds request_frame_bytes_max = {max}"),
             ));
         }
         let Some(body) = buf.get(FRAME_HEADER_BYTES..total as usize) else {

@@ -15,17 +15,17 @@ use glommio::net::TcpListener;
 use super::checks::listen_on;
 use super::route::{Shard, ShardMsg, Shared};
 use super::snapshots::{load_snapshot, SnapshotTasks};
-use super::{serve, Ready, ShardEndpoints};
+use super::{served_model, Ready, ShardEndpoints};
 use crate::engine::kv::{KvCommand, KvModel};
 use crate::engine::Engine;
 use crate::error::StartError;
-use crate::journal::{GlommioStorage, Journal, JournalConfig};
+use crate::journal::{DiskStorage, Journal, JournalConfig};
 use crate::manifest::Manifest;
 use crate::stream::{Partition, PartitionLimits, Rebuild};
 
 /// What one shard starts from.
 pub(super) struct ShardStart {
-    pub(super) model: Option<Arc<dyn serve::ModelFactory>>,
+    pub(super) model: Option<Arc<dyn served_model::ModelFactory>>,
     pub(super) shard_id: usize,
     pub(super) owned: Vec<u32>,
     pub(super) data_dir: std::path::PathBuf,
@@ -109,7 +109,7 @@ impl ShardStart {
             partition: p,
             source,
         };
-        let storage = GlommioStorage::open(&dir)
+        let storage = DiskStorage::open(&dir)
             .map_err(|source| StartError::Path {
                 what: "open the journal directory",
                 path: dir.clone(),
@@ -233,7 +233,7 @@ impl ShardStart {
     /// A user's model, on the shard that owns partition 0.
     async fn open_served_model(
         &self,
-    ) -> Result<Option<(String, Rc<dyn serve::ModelService>)>, StartError> {
+    ) -> Result<Option<(String, Rc<dyn served_model::ModelService>)>, StartError> {
         let Some(f) = self.model.as_ref().filter(|_| self.shard_id == 0) else {
             return Ok(None);
         };

@@ -176,7 +176,7 @@ impl Shared {
 pub(super) type SinkKey = (usize, u64, u64, u32);
 
 /// A live model subscription: its sink id at the engine, and the engine.
-pub(super) type ModelSink = (u64, Rc<dyn super::serve::ModelEngine>);
+pub(super) type ModelSink = (u64, Rc<dyn super::served_model::ModelEngine>);
 
 /// One shard's context.
 pub struct Shard {
@@ -195,7 +195,7 @@ pub struct Shard {
     /// Live sinks of model subscriptions at the local engines: key → (sink id, engine).
     pub(super) model_sinks: RefCell<HashMap<SinkKey, ModelSink>>,
     /// The user's model, on the shard that owns partition 0.
-    pub served: Option<(String, Rc<dyn super::serve::ModelService>)>,
+    pub served: Option<(String, Rc<dyn super::served_model::ModelService>)>,
     /// The log of failed accepts (out of file descriptors repeats them at every accept).
     pub(super) accept_failures: crate::log_limit::LogLimit,
     /// Messages this shard sent to others (calls, replies, pushes).
@@ -227,7 +227,7 @@ impl Shard {
         shared: Arc<Shared>,
         partitions: HashMap<u32, Rc<Partition>>,
         kv: HashMap<u32, Engine<KvModel>>,
-        served: Option<(String, Rc<dyn super::serve::ModelService>)>,
+        served: Option<(String, Rc<dyn super::served_model::ModelService>)>,
         senders: Vec<Option<ConnectedSender<ShardMsg>>>,
     ) -> Rc<Shard> {
         Rc::new(Shard {
@@ -250,11 +250,16 @@ impl Shard {
 
     /// Every model engine of this shard with its partition: each owned partition's
     /// key-value engine, and the served model (partition 0) if it runs here.
-    pub fn models(&self) -> Vec<(u32, Rc<dyn super::serve::ModelEngine>)> {
-        let mut models: Vec<(u32, Rc<dyn super::serve::ModelEngine>)> = self
+    pub fn models(&self) -> Vec<(u32, Rc<dyn super::served_model::ModelEngine>)> {
+        let mut models: Vec<(u32, Rc<dyn super::served_model::ModelEngine>)> = self
             .kv
             .iter()
-            .map(|(&id, e)| (id, Rc::new(e.clone()) as Rc<dyn super::serve::ModelEngine>))
+            .map(|(&id, e)| {
+                (
+                    id,
+                    Rc::new(e.clone()) as Rc<dyn super::served_model::ModelEngine>,
+                )
+            })
             .collect();
         if let Some((_, service)) = &self.served {
             models.push((0, service.engine()));
@@ -276,7 +281,7 @@ impl Shard {
         }
         let owner = self.owner_of(partition);
         if owner == self.id {
-            return self.execute(partition, op).await;
+            return self.run_op(partition, op).await;
         }
         self.shared
             .cross_shard_calls
@@ -305,7 +310,7 @@ impl Shard {
             .unwrap_or_else(|| OpResult::Err(unavailable("the owning shard dropped the call")))
     }
 
-    pub(super) async fn execute(self: &Rc<Self>, partition: u32, op: PartOp) -> OpResult {
+    pub(super) async fn run_op(self: &Rc<Self>, partition: u32, op: PartOp) -> OpResult {
         let Some(p) = self.partitions.get(&partition).cloned() else {
             return OpResult::Err(unavailable("partition not on this shard"));
         };
@@ -383,16 +388,17 @@ impl Shard {
                     type_prefix,
                 });
                 if target == SubscribeTarget::Model {
-                    let service: Option<Rc<dyn super::serve::ModelEngine>> = if stream == "kv" {
-                        self.kv
-                            .get(&partition)
-                            .map(|e| Rc::new(e.clone()) as Rc<dyn super::serve::ModelEngine>)
-                    } else {
-                        self.served
-                            .as_ref()
-                            .filter(|(name, _)| *name == stream)
-                            .map(|(_, s)| s.engine())
-                    };
+                    let service: Option<Rc<dyn super::served_model::ModelEngine>> =
+                        if stream == "kv" {
+                            self.kv.get(&partition).map(|e| {
+                                Rc::new(e.clone()) as Rc<dyn super::served_model::ModelEngine>
+                            })
+                        } else {
+                            self.served
+                                .as_ref()
+                                .filter(|(name, _)| *name == stream)
+                                .map(|(_, s)| s.engine())
+                        };
                     let Some(service) = service else {
                         return OpResult::Err(unavailable("the model is not on this shard"));
                     };
@@ -445,7 +451,7 @@ impl Shard {
                 } => {
                     let shard = self.clone();
                     glommio::spawn_local(async move {
-                        let result = shard.execute(partition, op).await;
+                        let result = shard.run_op(partition, op).await;
                         if let Some(sender) = shard.senders[from].as_ref() {
                             shard.messages_sent.increment(1);
                             let _ = sender.send(ShardMsg::Reply { token, result }).await;

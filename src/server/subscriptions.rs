@@ -66,7 +66,7 @@ impl Shard {
     pub(super) async fn subscribe_model(
         &self,
         partition: u32,
-        engine: Rc<dyn super::serve::ModelEngine>,
+        engine: Rc<dyn super::served_model::ModelEngine>,
         sink: Rc<SubSink>,
         from: u64,
         model: String,

@@ -28,7 +28,7 @@ use crate::aggregate::Bucket;
 use crate::error::JournalError;
 use crate::journal::device::Storage;
 use crate::journal::format::RECORD_KIND_EVENT;
-use crate::journal::{GlommioStorage, Journal, RecordRef, ScanNext};
+use crate::journal::{DiskStorage, Journal, RecordRef, ScanNext};
 use crate::protocol::{expected, Direction, Event, RecordedEvent};
 use crate::ring::{RingConfig, RingStats};
 
@@ -94,7 +94,7 @@ pub(super) struct State {
 
 /// One partition, owned by one shard. Generic over the journal's storage so the same code
 /// runs on real files (glommio, the default) and on the simulated disk in crash tests.
-pub struct Partition<S: Storage + 'static = GlommioStorage> {
+pub struct Partition<S: Storage + 'static = DiskStorage> {
     pub id: u32,
     pub(super) journal: Journal<S>,
     limits: PartitionLimits,

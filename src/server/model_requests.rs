@@ -12,7 +12,7 @@ impl Shard {
         let Some(engine) = self.kv.get(&partition) else {
             return OpResult::Err(unavailable("key-value partition not on this shard"));
         };
-        let engine_err = super::serve::engine_error;
+        let engine_err = super::served_model::engine_error;
         match op {
             PartOp::KvExecute(cmd) => match engine.execute(cmd).await {
                 Ok(KvOutcome::Version { version, lsn }) => {

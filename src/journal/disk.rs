@@ -47,12 +47,12 @@ pub enum WriteMode {
 }
 
 /// A segment directory on a real filesystem.
-pub struct GlommioStorage {
+pub struct DiskStorage {
     dir: PathBuf,
     mode: WriteMode,
 }
 
-impl GlommioStorage {
+impl DiskStorage {
     /// Uses `dir` (created if missing) for segment files. Leftover temporary files from an
     /// interrupted segment preparation are removed.
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<Self> {
@@ -64,7 +64,7 @@ impl GlommioStorage {
                 std::fs::remove_file(entry.path())?;
             }
         }
-        Ok(GlommioStorage {
+        Ok(DiskStorage {
             dir,
             mode: WriteMode::Dsync,
         })
@@ -99,7 +99,7 @@ impl GlommioStorage {
 /// here with EOPNOTSUPP on ext4/virtio. O_DIRECT writes invalidate cached pages, so buffered
 /// reads see exactly what was written. A read is a blocking call on the shard thread; reads
 /// of recent events are served from memory, so journal reads are catch-up and recovery work.
-pub struct GlommioFile {
+pub struct DiskFile {
     /// Keeps the O_DIRECT descriptor the driver writes through open.
     file: DmaFile,
     reader: std::fs::File,
@@ -125,7 +125,7 @@ fn injected_write_failure() -> bool {
     }
 }
 
-impl SegmentFile for GlommioFile {
+impl SegmentFile for DiskFile {
     type Buf = AlignedBuf;
 
     fn alloc_buf(&self, len: usize) -> AlignedBuf {
@@ -187,14 +187,14 @@ impl SegmentFile for GlommioFile {
     }
 }
 
-impl Storage for GlommioStorage {
-    type File = GlommioFile;
+impl Storage for DiskStorage {
+    type File = DiskFile;
 
     async fn list_segments(&self) -> io::Result<Vec<u64>> {
         super::device::list_segment_dir(&self.dir)
     }
 
-    async fn open_segment(&self, seq: u64) -> io::Result<GlommioFile> {
+    async fn open_segment(&self, seq: u64) -> io::Result<DiskFile> {
         let driver = Driver::current()?;
         let file = OpenOptions::new()
             .read(true)
@@ -203,7 +203,7 @@ impl Storage for GlommioStorage {
             .dma_open(self.path(seq))
             .await?;
         let reader = std::fs::File::open(self.path(seq))?;
-        Ok(GlommioFile {
+        Ok(DiskFile {
             file,
             reader,
             driver,
@@ -216,7 +216,7 @@ impl Storage for GlommioStorage {
         seq: u64,
         bytes: u64,
         header_block: &[u8],
-    ) -> io::Result<GlommioFile> {
+    ) -> io::Result<DiskFile> {
         assert_eq!(bytes % BLOCK_BYTES as u64, 0);
         assert!(header_block.len() <= BLOCK_BYTES);
         let final_path = self.path(seq);
@@ -282,7 +282,7 @@ impl Storage for GlommioStorage {
         spare: u64,
         seq: u64,
         header_block: &[u8],
-    ) -> io::Result<GlommioFile> {
+    ) -> io::Result<DiskFile> {
         assert!(header_block.len() <= BLOCK_BYTES);
         let final_path = self.path(seq);
         let tmp_path = self.dir.join(format!("{}.tmp", segment_file_name(seq)));

@@ -8,7 +8,7 @@
 //!     type Q = CounterQuery;     // a serde enum implementing Query<Counter>
 //! }
 //! fn main() -> Result<(), evring::error::StartError> {
-//!     evring::server::serve::serve_model::<Counter>(evring::config::Config::default())
+//!     evring::server::served_model::serve_model::<Counter>(evring::config::Config::default())
 //! }
 //! ```
 //!
