@@ -160,6 +160,8 @@ struct ConnOut {
     waker: RefCell<Option<std::task::Waker>>,
     /// The reader, waiting for the buffer to drop to `limit` (see `wait_for_room`).
     room_waker: RefCell<Option<std::task::Waker>>,
+    /// Subscription catch-ups, waiting for room for their next chunk (see `wait_for_room_for`).
+    catch_up_wakers: RefCell<Vec<std::task::Waker>>,
     closed: Cell<bool>,
     limit: usize,
     /// Subscriptions of this connection: id → type prefix filter is applied at the source.
@@ -187,6 +189,28 @@ impl ConnOut {
         .await
     }
 
+    /// Resolves once `bytes` more fit in the outbound buffer without taking it past `limit`,
+    /// or it is empty, or the connection is closed, or the server is stopping. A catch-up
+    /// waits here before it offers a chunk: the subscriber reads history at its own pace,
+    /// where a live push to a full buffer drops the subscription (the subscriber is too
+    /// slow). At a stop it waits no more: the stop ended the subscription (error 31), and
+    /// the catch-up ends with it.
+    async fn wait_for_room_for(&self, bytes: usize) {
+        std::future::poll_fn(|cx| {
+            let held = self.buf.borrow().len();
+            if self.closed.get() || self.stopping.get() || held == 0 || held + bytes <= self.limit {
+                std::task::Poll::Ready(())
+            } else {
+                let mut wakers = self.catch_up_wakers.borrow_mut();
+                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    wakers.push(cx.waker().clone());
+                }
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// Resolves once `stop` was called.
     async fn stopped(&self) {
         std::future::poll_fn(|cx| {
@@ -206,10 +230,16 @@ impl ConnOut {
         if let Some(w) = self.stop_waker.borrow_mut().take() {
             w.wake();
         }
+        for w in self.catch_up_wakers.take() {
+            w.wake();
+        }
     }
 
     fn wake_reader(&self) {
         if let Some(w) = self.room_waker.borrow_mut().take() {
+            w.wake();
+        }
+        for w in self.catch_up_wakers.take() {
             w.wake();
         }
     }
@@ -432,6 +462,19 @@ fn offer_runs(sink: &SubSink, events: &[RecordedEvent]) -> bool {
 
 /// Events per catch-up read.
 const CATCH_UP_CHUNK: usize = 512;
+
+/// At least the bytes `events` take as pushes (a frame per run of one stream, each event
+/// with its stream's name).
+fn pushed_bytes(events: &[RecordedEvent]) -> usize {
+    events
+        .iter()
+        .map(|e| {
+            let ev = &e.event;
+            // Frame header and event count, fixed fields, length prefixes.
+            20 + 72 + e.stream.len() + ev.event_type.len() + ev.data.len() + ev.metadata.len()
+        })
+        .sum()
+}
 
 impl Shard {
     pub fn new(
@@ -924,10 +967,13 @@ impl Shard {
 
     /// The catch-up of partition `p` for a subscription on this shard, from LSN `from`
     /// (`u64::MAX`: live only, nothing to catch up) as far as its ring reaches: returns the
-    /// LSN reached, or `None` if the subscriber went away.
+    /// LSN reached, or `None` if the subscriber went away. Each chunk waits for room in the
+    /// subscriber's outbound buffer `out` first, so history of any length arrives at the
+    /// pace the subscriber reads it.
     async fn catch_up_partition(
         self: &Rc<Self>,
         p: u32,
+        out: &ConnOut,
         sink: &SubSink,
         from: u64,
     ) -> Result<Option<u64>, ApiError> {
@@ -941,6 +987,7 @@ impl Shard {
                 return Ok(Some(pos));
             };
             pos = last.lsn + 1;
+            out.wait_for_room_for(pushed_bytes(&events)).await;
             if !offer_runs(sink, &events) {
                 return Ok(None);
             }
@@ -1126,6 +1173,7 @@ impl Shard {
             buf: RefCell::new(Vec::with_capacity(4096)),
             waker: RefCell::new(None),
             room_waker: RefCell::new(None),
+            catch_up_wakers: RefCell::new(Vec::new()),
             closed: Cell::new(false),
             limit: cfg.connection_buffer_bytes as usize,
             subs: RefCell::new(HashMap::new()),
@@ -1639,7 +1687,7 @@ impl Shard {
                     stream: None,
                     type_prefix: type_prefix.clone(),
                 };
-                match self.catch_up_partition(p, &sink, from).await {
+                match self.catch_up_partition(p, out, &sink, from).await {
                     Ok(Some(reached)) => from = reached,
                     Ok(None) => return, // the subscriber went away
                     Err(e) => {
