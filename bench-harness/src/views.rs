@@ -7,7 +7,8 @@
 //! and shard 0 reads it only through its view. Partition 1 is filled with `--events` events
 //! (default 200,000; they must fit in the ring, 262,144 events by default) of `--payload`
 //! bytes with numeric values, a tenth of them in one stream (the *hot* stream) and the rest
-//! spread over 99 other streams of partition 1. Partition 0 stays empty.
+//! spread over 99 other streams of partition 1. Partition 0 stays empty (but in the control
+//! of measurement 3).
 //!
 //! Three measurements, their variants interleaved round by round (`--runs` rounds; every
 //! run is printed, and the median over the rounds reported):
@@ -28,8 +29,13 @@
 //!    pipelined single-event APPENDs to streams of partition 1 sent to shard 1's port, for
 //!    `--duration`, with no reader, and with `--readers` threads each sending whole-window
 //!    AGGREGATEs back to back on shard 0: through the view, and, for reference, on a
-//!    `views=false` server, where the owner serves them. A fresh server, filled with N
-//!    events first, for every run.
+//!    `views=false` server, where the owner serves them. A control keeps shard 0 as busy
+//!    without touching partition 1: its readers aggregate the hot stream of partition 0,
+//!    filled the same way. A fresh server, filled with N events first, for every run.
+//!
+//! `--partition 0` swaps the shards' roles (partition 0 is shard 0's, read from shard 1):
+//! on a machine where the two CPUs are not equally fast or equally loaded, comparing the two
+//! tells the CPU's share of a remote ÷ local ratio from the view's.
 //!
 //! The servers of measurements 1 and 2 (one with views, one without) are started and
 //! filled once per round and both stay up during it; an idle shard parks after
@@ -62,7 +68,11 @@ use crate::workload::Workload;
 pub struct ViewsArgs {
     #[command(flatten)]
     common: crate::Common,
-    /// Events written to partition 1 before measuring (they must fit in the ring: 262,144
+    /// The partition filled and read (owned by shard `partition` mod 2; the other shard
+    /// reads it through its view). 0 swaps the two shards' roles.
+    #[arg(long, default_value_t = 1)]
+    partition: u32,
+    /// Events written to the partition before measuring (they must fit in the ring: 262,144
     /// events by default).
     #[arg(long, default_value_t = 200_000)]
     events: u64,
@@ -100,25 +110,24 @@ pub struct ViewsArgs {
 
 /// Partition count of the servers started here; partition `p` is owned by shard `p % 2`.
 const PARTITIONS: u32 = 2;
-/// The partition filled and read; owned by shard 1.
-const PARTITION: u32 = 1;
 /// Events per APPEND while filling.
 const FILL_BATCH: u64 = 100;
 /// The ring's default capacity in events (`ring_capacity_events`).
 const RING_EVENTS_DEFAULT: u64 = 1 << 18;
 
-/// `n` stream names of partition 1, `prefix` followed by a number.
-fn streams_of_partition(prefix: &str, n: usize) -> Vec<String> {
+/// `n` stream names of `partition`, `prefix` followed by a number.
+fn streams_of_partition(prefix: &str, n: usize, partition: u32) -> Vec<String> {
     (0u64..)
         .map(|i| format!("{prefix}{i}"))
-        .filter(|s| partition_of(s, PARTITIONS) == PARTITION)
+        .filter(|s| partition_of(s, PARTITIONS) == partition)
         .take(n)
         .collect()
 }
 
-/// What partition 1 is filled with: every tenth APPEND goes to the hot stream, the others
+/// What a partition is filled with: every tenth APPEND goes to the hot stream, the others
 /// over `cold`.
 struct Fill {
+    partition: u32,
     events: u64,
     payload: usize,
     hot: String,
@@ -126,10 +135,11 @@ struct Fill {
 }
 
 impl Fill {
-    fn new(events: u64, payload: usize) -> Fill {
-        let mut names = streams_of_partition("view-", 100);
+    fn new(partition: u32, events: u64, payload: usize) -> Fill {
+        let mut names = streams_of_partition("view-", 100, partition);
         let hot = names.remove(0);
         Fill {
+            partition,
             events,
             payload,
             hot,
@@ -177,7 +187,7 @@ impl Fill {
         let client = evring::client::Client::connect(addr, "evring-bench-fill", "")
             .map_err(|e| anyhow!("connect to {addr}: {e}"))?;
         let check = |f| match futures_lite::future::block_on(f) {
-            Ok(Response::Appended { partition, .. }) if partition == PARTITION => Ok(()),
+            Ok(Response::Appended { partition, .. }) if partition == self.partition => Ok(()),
             Ok(other) => Err(anyhow!("fill: unexpected reply {other:?}")),
             Err(e) => Err(anyhow!("fill: {e}")),
         };
@@ -487,8 +497,8 @@ fn catch_up(addr: &str, n: u64) -> anyhow::Result<CatchUp> {
 struct Shards {
     /// Stopped when dropped.
     _server: Server,
-    shard0: String,
-    shard1: String,
+    /// Each shard's own client port.
+    shard: [String; 2],
 }
 
 fn start(dir: &Path, a: &ViewsArgs, views: bool) -> anyhow::Result<Shards> {
@@ -502,24 +512,26 @@ fn start(dir: &Path, a: &ViewsArgs, views: bool) -> anyhow::Result<Shards> {
     .to_vec();
     sets.extend(a.server_set.iter().cloned());
     let server = start_server(dir, &sets)?;
-    let (shard0, shard1) = (server.address("shard0")?, server.address("shard1")?);
+    let shard = [server.address("shard0")?, server.address("shard1")?];
     Ok(Shards {
         _server: server,
-        shard0,
-        shard1,
+        shard,
     })
 }
 
-/// Starts a server and fills partition 1.
-fn start_filled(dir: &Path, a: &ViewsArgs, views: bool, fill: &Fill) -> anyhow::Result<Shards> {
+/// Starts a server and fills the partitions of `fills`, each through its owner's port.
+fn start_filled(dir: &Path, a: &ViewsArgs, views: bool, fills: &[&Fill]) -> anyhow::Result<Shards> {
     let s = start(dir, a, views)?;
-    let t = Instant::now();
-    fill.run(&s.shard1)?;
-    eprintln!(
-        "  {} events written to partition 1 (views={views}) in {:.2} s",
-        fill.events,
-        t.elapsed().as_secs_f64()
-    );
+    for fill in fills {
+        let t = Instant::now();
+        fill.run(&s.shard[(fill.partition % 2) as usize])?;
+        eprintln!(
+            "  {} events written to partition {} (views={views}) in {:.2} s",
+            fill.events,
+            fill.partition,
+            t.elapsed().as_secs_f64()
+        );
+    }
     // Let the fill's last frames and connections settle before timing anything.
     std::thread::sleep(Duration::from_millis(300));
     Ok(s)
@@ -617,19 +629,24 @@ fn join(values: &[f64], decimals: usize) -> String {
         .join(" ")
 }
 
-/// The variants of measurements 1 and 2: (name, server with views?, shard asked).
-const READ_VARIANTS: [(&str, bool, u32); 3] = [
-    ("remote (view on shard 0)", true, 0),
-    ("local (owner's view, shard 1)", true, 1),
-    ("owner (views=false, asked on shard 0)", false, 0),
-];
-
 /// `items` rotated left by `r`: each round starts with another variant.
-fn rotated<T: Copy>(items: &[T], r: usize) -> Vec<T> {
+fn rotated<T: Clone>(items: &[T], r: usize) -> Vec<T> {
     let mut v = items.to_vec();
     let len = v.len();
     v.rotate_left(r % len.max(1));
     v
+}
+
+/// One variant of measurement 3.
+#[derive(Clone)]
+struct AppendVariant {
+    name: String,
+    /// Reader threads on the other shard.
+    readers: usize,
+    views: bool,
+    /// The readers aggregate the hot stream of the other shard's own partition (filled too)
+    /// instead of the whole window.
+    control: bool,
 }
 
 pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
@@ -638,6 +655,9 @@ pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
         if !["aggregate", "catch-up", "append"].contains(p) {
             bail!("--parts: unknown measurement {p:?} (aggregate, catch-up, append)");
         }
+    }
+    if a.partition >= PARTITIONS {
+        bail!("--partition must be 0 or 1");
     }
     let sets_ring = a.server_set.iter().any(|s| s.starts_with("ring_capacity"));
     if a.events >= RING_EVENTS_DEFAULT && !sets_ring {
@@ -649,7 +669,10 @@ pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
     if a.events == 0 {
         bail!("--events must be at least 1");
     }
-    let fill = Fill::new(a.events, a.payload as usize);
+    // The partition read is `owner`'s; `other` reads it through its view.
+    let owner = (a.partition % 2) as usize;
+    let other = 1 - owner;
+    let fill = Fill::new(a.partition, a.events, a.payload as usize);
     let hot_events = fill.hot_events();
     let rounds = a.common.runs.max(1);
     let dir = &a.common.dir;
@@ -658,32 +681,45 @@ pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
     let mut catch_rows = Vec::new();
     let mut append_rows = Vec::new();
 
+    // (name, server with views?, shard asked)
+    let read_variants = [
+        (format!("remote (view on shard {other})"), true, other),
+        (format!("local (owner's view, shard {owner})"), true, owner),
+        (
+            format!("owner (views=false, asked on shard {other})"),
+            false,
+            other,
+        ),
+    ];
     let reads = parts.contains(&"aggregate") || parts.contains(&"catch-up");
     for round in 1..=rounds {
         if !reads {
             break;
         }
         eprintln!("round {round}: aggregate and catch-up");
-        let with_views = start_filled(&dir.join("views-on"), &a, true, &fill)?;
-        let without = start_filled(&dir.join("views-off"), &a, false, &fill)?;
-        let addr = |views: bool, shard: u32| {
+        let with_views = start_filled(&dir.join("views-on"), &a, true, &[&fill])?;
+        let without = start_filled(&dir.join("views-off"), &a, false, &[&fill])?;
+        let addr = |views: bool, shard: usize| {
             let s = if views { &with_views } else { &without };
-            if shard == 0 {
-                s.shard0.clone()
-            } else {
-                s.shard1.clone()
-            }
+            s.shard[shard].clone()
         };
-        let order = rotated(&READ_VARIANTS, round - 1);
+        let order = rotated(&read_variants, round - 1);
         if parts.contains(&"aggregate") {
             let queries = [
                 ("whole window", "", a.events),
                 ("hot stream", fill.hot.as_str(), hot_events),
             ];
             for (what, stream, count) in queries {
-                for &(variant, views, shard) in &order {
+                for (variant, views, shard) in &order {
                     let codec = AggregateCodec::new(stream, count, true);
-                    let r = drive(&addr(views, shard), &a, a.connections, a.pipeline, 1, codec)?;
+                    let r = drive(
+                        &addr(*views, *shard),
+                        &a,
+                        a.connections,
+                        a.pipeline,
+                        1,
+                        codec,
+                    )?;
                     let rate = r.appends as f64 / a.common.duration.as_secs_f64();
                     let name = format!("aggregate {what}, {variant}");
                     let row = Row::new(format!("{name}, round {round}"))
@@ -705,10 +741,10 @@ pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
         }
         if parts.contains(&"catch-up") {
             for _ in 0..a.catch_ups.max(1) {
-                for &(variant, views, shard) in &order {
+                for (variant, views, shard) in &order {
                     let name = format!("catch-up, {variant}");
                     let row = Row::new(format!("{name}, round {round}"));
-                    let rate = match catch_up(&addr(views, shard), a.events)? {
+                    let rate = match catch_up(&addr(*views, *shard), a.events)? {
                         CatchUp::Done(t) => {
                             let rate = a.events as f64 / t.as_secs_f64();
                             eprintln!("  {name}: {rate:.0} events/s");
@@ -738,46 +774,63 @@ pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
         }
     }
 
+    let k = a.readers;
+    let no_reader = "appends, no reader".to_string();
+    let with_views = format!("appends, {k} readers (views)");
+    let with_owner = format!("appends, {k} readers (views=false: the owner aggregates)");
+    let with_control = format!("appends, {k} readers of shard {other}'s own partition (control)");
     if parts.contains(&"append") {
-        // (name, readers, server with views?)
-        let variants = [
-            ("appends, no reader".to_string(), 0, true),
-            (
-                format!("appends, {} readers (views)", a.readers),
-                a.readers,
-                true,
-            ),
-            (
-                format!(
-                    "appends, {} readers (views=false: the owner aggregates)",
-                    a.readers
-                ),
-                a.readers,
-                false,
-            ),
-        ];
-        let appends_to = Arc::new(streams_of_partition("append-", 1000));
+        let mut variants = vec![AppendVariant {
+            name: no_reader.clone(),
+            readers: 0,
+            views: true,
+            control: false,
+        }];
+        if k > 0 {
+            for (name, views, control) in [
+                (&with_views, true, false),
+                (&with_owner, false, false),
+                (&with_control, true, true),
+            ] {
+                variants.push(AppendVariant {
+                    name: name.clone(),
+                    readers: k,
+                    views,
+                    control,
+                });
+            }
+        }
+        // The control's readers keep shard `other` as busy with a partition of its own.
+        let own = Fill::new(other as u32, a.events, a.payload as usize);
+        let own_hot = own.hot_events();
+        let appends_to = Arc::new(streams_of_partition("append-", 1000, a.partition));
         for round in 1..=rounds {
             eprintln!("round {round}: appends");
-            for i in rotated(&[0, 1, 2], round - 1) {
-                let (name, readers, views) = (&variants[i].0, variants[i].1, variants[i].2);
-                if i > 0 && readers == 0 {
-                    continue;
-                }
-                let s = start_filled(&dir.join("views-append"), &a, views, &fill)?;
+            for v in rotated(&variants, round - 1) {
+                let fills: Vec<&Fill> = if v.control {
+                    vec![&fill, &own]
+                } else {
+                    vec![&fill]
+                };
+                let s = start_filled(&dir.join("views-append"), &a, v.views, &fills)?;
                 let appends = AppendCodec {
                     next_id: 0,
                     names: appends_to.clone(),
                     replies: EvringCodec::default(),
                 };
+                let readers = v.readers;
                 let (appended, read) = std::thread::scope(|scope| {
                     let reader = (readers > 0).then(|| {
-                        let (addr, a) = (&s.shard0, &a);
-                        let codec = AggregateCodec::new("", a.events, false);
+                        let (addr, a) = (&s.shard[other], &a);
+                        let codec = if v.control {
+                            AggregateCodec::new(&own.hot, own_hot, true)
+                        } else {
+                            AggregateCodec::new("", a.events, false)
+                        };
                         scope.spawn(move || drive(addr, a, readers, 1, readers, codec))
                     });
                     let appended = drive(
-                        &s.shard1,
+                        &s.shard[owner],
                         &a,
                         a.append_connections,
                         a.append_pipeline,
@@ -796,6 +849,7 @@ pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
                 let rate = appended.appends as f64 / secs;
                 let reads = read.as_ref().map_or(0.0, |r| r.appends as f64 / secs);
                 let errors = appended.errors + read.as_ref().map_or(0, |r| r.errors);
+                let name = &v.name;
                 eprintln!(
                     "  {name}: {rate:.0} appends/s, {reads:.0} aggregates/s, {errors} errors"
                 );
@@ -832,7 +886,7 @@ pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
     if !a.common.json {
         println!();
     }
-    let (remote, local, owner) = (READ_VARIANTS[0].0, READ_VARIANTS[1].0, READ_VARIANTS[2].0);
+    let [remote, local, owner_path] = read_variants.map(|v| v.0);
     let mut ratios = Vec::new();
     for what in ["aggregate whole window", "aggregate hot stream", "catch-up"] {
         ratios.extend(results.ratio(
@@ -844,23 +898,26 @@ pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
         ratios.extend(results.ratio(
             &format!("{what}: remote / owner (views=false)"),
             &format!("{what}, {remote}"),
-            &format!("{what}, {owner}"),
+            &format!("{what}, {owner_path}"),
             0.0,
         ));
     }
     ratios.extend(results.ratio(
-        &format!("appends with {} readers (views) / without", a.readers),
-        &format!("appends, {} readers (views)", a.readers),
-        "appends, no reader",
+        &format!("appends with {k} readers (views) / without"),
+        &with_views,
+        &no_reader,
         0.9,
     ));
     ratios.extend(results.ratio(
-        &format!("appends with {} readers (views=false) / without", a.readers),
-        &format!(
-            "appends, {} readers (views=false: the owner aggregates)",
-            a.readers
-        ),
-        "appends, no reader",
+        &format!("appends with {k} readers (views=false) / without"),
+        &with_owner,
+        &no_reader,
+        0.0,
+    ));
+    ratios.extend(results.ratio(
+        &format!("appends with {k} readers of shard {other}'s own partition / without"),
+        &with_control,
+        &no_reader,
         0.0,
     ));
     report::print(&ratios, a.common.json);
@@ -873,7 +930,7 @@ mod tests {
 
     #[test]
     fn the_fill_puts_a_tenth_of_the_events_in_the_hot_stream_of_partition_1() {
-        let f = Fill::new(200_000, 100);
+        let f = Fill::new(1, 200_000, 100);
         assert_eq!(f.requests(), 2_000);
         assert_eq!(f.hot_events(), 20_000);
         assert_eq!(partition_of(&f.hot, 2), 1);
@@ -884,7 +941,7 @@ mod tests {
         let total: u64 = (0..f.requests()).map(|g| f.request(g).1).sum();
         assert_eq!(total, 200_000);
         // A count that is not a multiple of the batch.
-        let f = Fill::new(1_234, 100);
+        let f = Fill::new(0, 1_234, 100);
         let total: u64 = (0..f.requests()).map(|g| f.request(g).1).sum();
         assert_eq!(total, 1_234);
     }
