@@ -32,13 +32,18 @@ fn start(dir: &std::path::Path, extra: &[&str]) -> Server {
     Server::start(&dir.join("data"), &args)
 }
 
-/// Shard 0's own port, from the addresses file.
-fn shard0(server: &Server) -> String {
+/// Shard `i`'s own port, from the addresses file.
+fn shard_addr(server: &Server, i: usize) -> String {
     let text = std::fs::read_to_string(server.data_dir.with_extension("addr")).unwrap();
+    let key = format!("shard{i}=");
     text.lines()
-        .find_map(|l| l.strip_prefix("shard0="))
-        .expect("shard0 in the addresses file")
+        .find_map(|l| l.strip_prefix(key.as_str()))
+        .expect("the shard in the addresses file")
         .to_string()
+}
+
+fn shard0(server: &Server) -> String {
+    shard_addr(server, 0)
 }
 
 /// A stream of partition 1, which shard 1 owns (partition p on shard p mod 2).
@@ -263,4 +268,87 @@ fn remote_readers_get_exact_results_while_the_owner_appends_at_full_speed() {
         }
     }
     eprintln!("stress: {written} events appended; the subscriber got all of them in order");
+}
+
+#[test]
+fn a_catch_up_of_more_history_than_the_connection_buffer_arrives_whole_on_either_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    // 30,000 events take about 2.4 MB as pushes: 9 times the 256 KiB outbound buffer.
+    let server = start(dir.path(), &["--set", "connection_buffer_bytes=262144"]);
+    let stream = remote_stream("history");
+    let n = 30_000u64;
+    fill(&server, &stream, n);
+    // Shard 0 reads partition 1 through its view; shard 1 owns it.
+    for shard in [0, 1] {
+        let mut s = raw_hello(&shard_addr(&server, shard));
+        send(
+            &mut s,
+            4,
+            &Request::Subscribe {
+                target: SubscribeTarget::All,
+                name: String::new(),
+                from: 0,
+                type_prefix: String::new(),
+                positions: Vec::new(),
+            },
+        );
+        // Read nothing for a while: the socket and the outbound buffer fill up, and the
+        // catch-up waits for the subscriber instead of dropping it.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut got = 0u64;
+        while got < n {
+            match recv(&mut s) {
+                Some((4, Response::Subscribed)) => {}
+                Some((4, Response::Pushed { events })) => {
+                    for e in events {
+                        assert_eq!(e.stream_version, got, "shard {shard}: in order, no gap");
+                        got += 1;
+                    }
+                }
+                other => panic!("shard {shard}, after {got} of {n} events: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_stop_does_not_wait_for_a_subscriber_that_reads_none_of_its_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &["--set", "connection_buffer_bytes=262144"]);
+    let stream = remote_stream("unread");
+    fill(&server, &stream, 30_000);
+    let mut s = raw_hello(&shard0(&server));
+    send(
+        &mut s,
+        4,
+        &Request::Subscribe {
+            target: SubscribeTarget::All,
+            name: String::new(),
+            from: 0,
+            type_prefix: String::new(),
+            positions: Vec::new(),
+        },
+    );
+    // The catch-up fills the socket and the outbound buffer, then waits for the subscriber.
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = server.child.as_ref().unwrap().id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stopper = std::thread::spawn(move || {
+        let started = Instant::now();
+        let code = server.terminate();
+        let _ = tx.send((code, started.elapsed()));
+    });
+    let Ok((code, took)) = rx.recv_timeout(Duration::from_secs(20)) else {
+        // SAFETY: signalling our own child by pid has no memory effects.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+        panic!("the stop still waits for the subscriber after 20 s");
+    };
+    stopper.join().unwrap();
+    assert_eq!(code, Some(0), "a clean stop");
+    // A stop gives connections two seconds to send what is queued; this one reads nothing.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    eprintln!("stopped in {took:?} with a subscriber reading nothing");
+    drop(s);
 }

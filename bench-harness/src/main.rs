@@ -8,6 +8,8 @@
 //!   PostgreSQL and the raw disk, interleaved round by round, with JSON and SVG charts.
 //! - `recovery`: restart time of evringd after N events.
 //! - `engine`: the event-sourced engine's durable commands/s and replay speed.
+//! - `views`: a partition read on a shard that does not own it (through its stable view)
+//!   against reading it on its owner, and what such readers cost the owner's appends.
 //!
 //! Figures are medians of `--runs` runs where a run is repeated (the machine is noisy); every
 //! run's figures are printed too. docs/BENCHMARKS.md records results and commands.
@@ -23,6 +25,7 @@ mod network;
 mod peers;
 mod recovery;
 mod report;
+mod views;
 mod workload;
 
 use disk::DiskResult;
@@ -53,6 +56,10 @@ enum Command {
     Recovery(recovery::RecoveryArgs),
     /// The event-sourced engine: durable commands/s and replay speed.
     Engine(engine_bench::EngineArgs),
+    /// Two shards: AGGREGATE and catch-up of a partition served by its view on the other
+    /// shard vs on its owner (and through the owner, with views=false), and the owner's
+    /// append rate with and without readers on the other shard.
+    Views(views::ViewsArgs),
 }
 
 #[derive(Args, Clone)]
@@ -250,6 +257,7 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(a) => compare::main(a)?,
         Command::Recovery(a) => recovery::main(a)?,
         Command::Engine(a) => engine_bench::main(a)?,
+        Command::Views(a) => views::main(a)?,
     }
     Ok(())
 }

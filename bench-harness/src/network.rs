@@ -111,6 +111,18 @@ impl Server {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The address evringd wrote for `key` in its addresses file once ready: `client`,
+    /// `metrics`, or `shard<i>` (with `shard_ports` set).
+    pub fn address(&self, key: &str) -> anyhow::Result<String> {
+        let file = self.data.with_extension("addr");
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no {key}= in {}", file.display()))
+    }
 }
 
 impl Drop for Server {

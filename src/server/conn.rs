@@ -234,6 +234,8 @@ pub(super) struct ConnOut {
     pub(super) waker: RefCell<Option<std::task::Waker>>,
     /// The reader, waiting for the buffer to drop to `limit` (see `wait_for_room`).
     pub(super) room_waker: RefCell<Option<std::task::Waker>>,
+    /// Subscription catch-ups, waiting for room for their next chunk (see `wait_for_room_for`).
+    pub(super) catch_up_wakers: RefCell<Vec<std::task::Waker>>,
     pub(super) closed: Cell<bool>,
     pub(super) limit: usize,
     /// Subscriptions of this connection: id → type prefix filter is applied at the source.
@@ -252,6 +254,7 @@ impl ConnOut {
             buf: RefCell::new(Vec::with_capacity(4096)),
             waker: RefCell::new(None),
             room_waker: RefCell::new(None),
+            catch_up_wakers: RefCell::new(Vec::new()),
             closed: Cell::new(false),
             limit,
             subs: RefCell::new(HashMap::new()),
@@ -290,6 +293,28 @@ impl ConnOut {
         .await
     }
 
+    /// Resolves once `bytes` more fit in the outbound buffer without taking it past `limit`,
+    /// or it is empty, or the connection is closed, or the server is stopping. A catch-up
+    /// waits here before it offers a chunk: the subscriber reads history at its own pace,
+    /// where a live push to a full buffer drops the subscription (the subscriber is too
+    /// slow). At a stop it waits no more: the stop ended the subscription (error 31), and
+    /// the catch-up ends with it.
+    pub(super) async fn wait_for_room_for(&self, bytes: usize) {
+        std::future::poll_fn(|cx| {
+            let held = self.buf.borrow().len();
+            if self.closed.get() || self.stopping.get() || held == 0 || held + bytes <= self.limit {
+                std::task::Poll::Ready(())
+            } else {
+                let mut wakers = self.catch_up_wakers.borrow_mut();
+                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    wakers.push(cx.waker().clone());
+                }
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// Resolves once `stop` was called.
     pub(super) async fn stopped(&self) {
         std::future::poll_fn(|cx| {
@@ -309,10 +334,16 @@ impl ConnOut {
         if let Some(w) = self.stop_waker.borrow_mut().take() {
             w.wake();
         }
+        for w in self.catch_up_wakers.take() {
+            w.wake();
+        }
     }
 
     pub(super) fn wake_reader(&self) {
         if let Some(w) = self.room_waker.borrow_mut().take() {
+            w.wake();
+        }
+        for w in self.catch_up_wakers.take() {
             w.wake();
         }
     }

@@ -58,6 +58,19 @@ pub(super) fn offer_runs(sink: &SubSink, events: &[RecordedEvent]) -> bool {
 /// Events per catch-up read.
 pub(super) const CATCH_UP_CHUNK: usize = 512;
 
+/// At least the bytes `events` take as pushes (a frame per run of one stream, each event
+/// with its stream's name).
+fn pushed_bytes(events: &[RecordedEvent]) -> usize {
+    events
+        .iter()
+        .map(|e| {
+            let ev = &e.event;
+            // Frame header and event count, fixed fields, length prefixes.
+            20 + 72 + e.stream.len() + ev.event_type.len() + ev.data.len() + ev.metadata.len()
+        })
+        .sum()
+}
+
 impl Shard {
     /// A subscription to the key-value model's domain events of one partition: the events
     /// of commands from LSN `from` on re-derived from the journal, then live. The live sink
@@ -177,10 +190,13 @@ impl Shard {
 
     /// The catch-up of partition `p` for a subscription on this shard, from LSN `from`
     /// (`u64::MAX`: live only, nothing to catch up) as far as its ring reaches: returns the
-    /// LSN reached, or `None` if the subscriber went away.
+    /// LSN reached, or `None` if the subscriber went away. Each chunk waits for room in the
+    /// subscriber's outbound buffer `out` first, so history of any length arrives at the
+    /// pace the subscriber reads it.
     pub(super) async fn catch_up_partition(
         self: &Rc<Self>,
         p: u32,
+        out: &ConnOut,
         sink: &SubSink,
         from: u64,
     ) -> Result<Option<u64>, ApiError> {
@@ -194,6 +210,7 @@ impl Shard {
                 return Ok(Some(pos));
             };
             pos = last.lsn + 1;
+            out.wait_for_room_for(pushed_bytes(&events)).await;
             if !offer_runs(sink, &events) {
                 return Ok(None);
             }
@@ -385,7 +402,7 @@ impl Shard {
                     stream: None,
                     type_prefix: type_prefix.clone(),
                 };
-                match self.catch_up_partition(p, &sink, from).await {
+                match self.catch_up_partition(p, out, &sink, from).await {
                     Ok(Some(reached)) => from = reached,
                     Ok(None) => return, // the subscriber went away
                     Err(e) => {
