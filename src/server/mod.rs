@@ -11,12 +11,15 @@
 //! MANIFEST is written at first start; then one thread per shard recovers its partitions
 //! ([`recovery`]), listens, and serves until the stop.
 //!
-//! - [`route`]: the shard, partition calls and cross-shard messages.
+//! - [`checks`]: start-up checks and listening sockets.
+//! - [`recovery`]: a shard's life: recover, listen, serve, stop.
+//! - [`route`]: the shard's shared state, partition calls and cross-shard messages.
 //! - [`conn`]: client connections, the loop every wire protocol runs on.
 //! - [`native`]: the native protocol and each request's handling.
-//! - [`subscriptions`], [`models`]: subscriptions; EXECUTE and QUERY.
+//! - [`subscriptions`]: catch-up (through views, then the owner's journal) then live.
+//! - [`model_requests`], [`served_model`]: EXECUTE and QUERY; serving a user's model.
 //! - [`snapshots`]: snapshot scheduling and retention.
-//! - [`checks`]: start-up checks and listening sockets.
+//! - [`api_error`]: every lower layer's error as a wire code.
 
 pub use api_error::ApiError;
 
