@@ -57,8 +57,9 @@ enum Command {
     /// The event-sourced engine: durable commands/s and replay speed.
     Engine(engine_bench::EngineArgs),
     /// Two shards: AGGREGATE and catch-up of a partition served by its view on the other
-    /// shard vs on its owner (and through the owner, with views=false), and the owner's
-    /// append rate with and without readers on the other shard.
+    /// shard vs on its owner (and through the owner, with views=false), per-stream READ
+    /// through the owner from the other shard vs on the owner, and the owner's append rate
+    /// with and without readers on the other shard.
     Views(views::ViewsArgs),
 }
 

@@ -8,9 +8,9 @@
 //! (default 200,000; they must fit in the ring, 262,144 events by default) of `--payload`
 //! bytes with numeric values, a tenth of them in one stream (the *hot* stream) and the rest
 //! spread over 99 other streams of partition 1. Partition 0 stays empty (but in the control
-//! of measurement 3).
+//! of measurement 4).
 //!
-//! Three measurements, their variants interleaved round by round (`--runs` rounds; every
+//! Four measurements, their variants interleaved round by round (`--runs` rounds; every
 //! run is printed, and the median over the rounds reported):
 //!
 //! 1. **aggregate**: AGGREGATE of the whole window (stream "", no filter), and of the hot
@@ -25,7 +25,21 @@
 //! 2. **catch-up**: `SUBSCRIBE all from 0` on a fresh connection, timed from the request to
 //!    the arrival of the N-th pushed event, on the same three (`--catch-ups` times each per
 //!    round, interleaved).
-//! 3. **append**: the owner's append rate: `--append-connections` × `--append-pipeline`
+//! 3. **read**: per-stream READ, which needs the owner's stream index (the LSN of each
+//!    version) and so is always served by the owner: READs of 100 events, and of 1, of the
+//!    hot stream forward from a version that moves over the stream with every request, by
+//!    `-c` × `-p` as in measurement 1, on the server with views, asked
+//!    - on shard 0, *remote*: a cross-shard call to shard 1, the owner, which reads;
+//!    - on shard 1, *local*: the owner itself, no hop.
+//!
+//!    Remote ÷ local bounds what a per-stream index that views could use would gain: a READ
+//!    served from a view could at best match the local one, which already reads the owner's
+//!    in-memory index and ring with no hop. Beside them, what a view without such an index
+//!    costs: the hot stream's AGGREGATE on shard 0, a pass over partition 1's ring window
+//!    through its view keeping that stream's events, which a READ from a view would have to
+//!    make (up to the version asked) to find the stream's events. Every reply is checked
+//!    (the count asked, from the version asked); p50 and p99 are reported with the rates.
+//! 4. **append**: the owner's append rate: `--append-connections` × `--append-pipeline`
 //!    pipelined single-event APPENDs to streams of partition 1 sent to shard 1's port, for
 //!    `--duration`, with no reader, and with `--readers` threads each sending whole-window
 //!    AGGREGATEs back to back on shard 0: through the view, and, for reference, on a
@@ -37,13 +51,14 @@
 //! on a machine where the two CPUs are not equally fast or equally loaded, comparing the two
 //! tells the CPU's share of a remote ÷ local ratio from the view's.
 //!
-//! The servers of measurements 1 and 2 (one with views, one without) are started and
-//! filled once per round and both stay up during it; an idle shard parks after
+//! The servers of measurements 1 to 3 (one with views, one without; measurement 3 uses only
+//! the first) are started and filled once per round and both stay up during it; an idle shard parks after
 //! `spin_before_park` (100 µs).
 //!
 //! Printed last, against the goals: remote ÷ local for aggregates and catch-up (goal ≥ 0.9)
 //! and appends with readers ÷ without (goal ≥ 0.9: a fall of at most 10%), each the median
-//! of the per-round ratios, with every round's ratio.
+//! of the per-round ratios, with every round's ratio; and, without a goal, READ's remote ÷
+//! local (requests/s, and p50 latency) and the view scan ÷ the remote READ of 100 events.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -54,8 +69,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail};
 
 use evring::protocol::{
-    decode_response, encode_request, expected, opcode, partition_of, Event, FrameHeader, Request,
-    Response, SubscribeTarget, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
+    decode_response, encode_request, expected, opcode, partition_of, Direction, Event, FrameHeader,
+    Request, Response, SubscribeTarget, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
 };
 
 use crate::codecs::{Codec, Decoded, EvringCodec, Op};
@@ -79,29 +94,29 @@ pub struct ViewsArgs {
     /// Data bytes per event.
     #[arg(long, default_value = "100", value_parser = report::parse_bytes)]
     payload: u64,
-    /// AGGREGATE connections (measurement 1).
+    /// AGGREGATE and READ connections (measurements 1 and 3).
     #[arg(long, short = 'c', default_value_t = 4)]
     connections: usize,
-    /// AGGREGATEs in flight per connection (measurement 1).
+    /// AGGREGATEs or READs in flight per connection (measurements 1 and 3).
     #[arg(long, short = 'p', default_value_t = 1)]
     pipeline: usize,
     /// Catch-ups per variant and round (measurement 2).
     #[arg(long, default_value_t = 3)]
     catch_ups: usize,
-    /// APPEND connections to shard 1 (measurement 3).
+    /// APPEND connections to shard 1 (measurement 4).
     #[arg(long, default_value_t = 8)]
     append_connections: usize,
-    /// APPENDs in flight per connection (measurement 3).
+    /// APPENDs in flight per connection (measurement 4).
     #[arg(long, default_value_t = 4)]
     append_pipeline: usize,
-    /// Threads sending AGGREGATEs to shard 0 while the owner appends (measurement 3).
+    /// Threads sending AGGREGATEs to shard 0 while the owner appends (measurement 4).
     #[arg(long, default_value_t = 2)]
     readers: usize,
     /// Not counted at the start of each timed run.
     #[arg(long, default_value = "1s", value_parser = report::parse_duration)]
     warmup: Duration,
-    /// Measurements to make, comma-separated: aggregate, catch-up, append.
-    #[arg(long, default_value = "aggregate,catch-up,append")]
+    /// Measurements to make, comma-separated: aggregate, catch-up, read, append.
+    #[arg(long, default_value = "aggregate,catch-up,read,append")]
     parts: String,
     /// Extra `--set key=value` for every evringd started here (repeatable).
     #[arg(long = "server-set")]
@@ -273,6 +288,86 @@ impl Codec for AggregateCodec {
                     n >= self.count
                 };
                 (!ok).then(|| format!("AGGREGATE counted {n} events, expected {}", self.count))
+            }
+            Response::Error {
+                code: c, message, ..
+            } => Some(format!("error {c}: {message}")),
+            other => bail!("unexpected evring reply {other:?}"),
+        };
+        let d = Decoded::Done {
+            key: h.request_id,
+            error,
+            first_version: None,
+        };
+        Ok(Some((end, d)))
+    }
+}
+
+/// READ of `max` events of one stream forward from a version that moves with every request
+/// over the stream's `events` events (so it is not always the same slice of its index);
+/// every reply must hold exactly `max` events, the first at the version asked.
+#[derive(Clone)]
+struct ReadCodec {
+    next_id: u64,
+    stream: String,
+    events: u64,
+    max: u32,
+}
+
+impl ReadCodec {
+    fn new(stream: &str, events: u64, max: u32) -> ReadCodec {
+        ReadCodec {
+            next_id: 0,
+            stream: stream.to_string(),
+            events,
+            max,
+        }
+    }
+
+    /// The version request `id` reads from: one of the stream's versions with `max` events
+    /// after it, spread over the stream.
+    fn start_version(&self, id: u64) -> u64 {
+        let starts = self.events.saturating_sub(u64::from(self.max)) + 1;
+        id.wrapping_mul(7_919) % starts
+    }
+}
+
+impl Codec for ReadCodec {
+    fn handshake(&mut self, out: &mut Vec<u8>) -> bool {
+        EvringCodec::default().handshake(out)
+    }
+
+    fn encode(&mut self, out: &mut Vec<u8>, _op: &Op, _payload_bytes: usize) -> u64 {
+        self.next_id += 1;
+        let req = Request::Read {
+            stream: self.stream.clone(),
+            from_version: self.start_version(self.next_id),
+            max_count: self.max,
+            direction: Direction::Forward,
+        };
+        encode_request(out, self.next_id, &req);
+        self.next_id
+    }
+
+    fn decode(&mut self, buf: &[u8]) -> anyhow::Result<Option<(usize, Decoded)>> {
+        let Some((end, h)) = frame(buf)? else {
+            return Ok(None);
+        };
+        let resp = decode_response(h.opcode, &buf[FRAME_HEADER_BYTES..end])
+            .map_err(|e| anyhow!("bad evring reply: {e}"))?;
+        let error = match resp {
+            Response::Hello { .. } if h.request_id == 0 => return Ok(Some((end, Decoded::Ready))),
+            Response::Events { events, .. } => {
+                let from = self.start_version(h.request_id);
+                let first = events.first().map(|e| e.stream_version);
+                (events.len() != self.max as usize || first != Some(from)).then(|| {
+                    format!(
+                        "READ from version {from} returned {} events starting at {first:?}, \
+                         expected {}",
+                        events.len(),
+                        self.max
+                    )
+                })
             }
             Response::Error {
                 code: c, message, ..
@@ -637,7 +732,7 @@ fn rotated<T: Clone>(items: &[T], r: usize) -> Vec<T> {
     v
 }
 
-/// One variant of measurement 3.
+/// One variant of measurement 4.
 #[derive(Clone)]
 struct AppendVariant {
     name: String,
@@ -652,8 +747,8 @@ struct AppendVariant {
 pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
     let parts: Vec<&str> = a.parts.split(',').map(str::trim).collect();
     for p in &parts {
-        if !["aggregate", "catch-up", "append"].contains(p) {
-            bail!("--parts: unknown measurement {p:?} (aggregate, catch-up, append)");
+        if !["aggregate", "catch-up", "read", "append"].contains(p) {
+            bail!("--parts: unknown measurement {p:?} (aggregate, catch-up, read, append)");
         }
     }
     if a.partition >= PARTITIONS {
@@ -679,6 +774,7 @@ pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
     let mut results = Results::default();
     let mut agg_rows = Vec::new();
     let mut catch_rows = Vec::new();
+    let mut read_rows = Vec::new();
     let mut append_rows = Vec::new();
 
     // (name, server with views?, shard asked)
@@ -691,16 +787,48 @@ pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
             other,
         ),
     ];
-    let reads = parts.contains(&"aggregate") || parts.contains(&"catch-up");
+    // Measurement 3: (name, shard asked, events per READ; `None`: the view scan).
+    let read_sizes: Vec<u32> = [100u32, 1]
+        .into_iter()
+        // At most the hot stream's events (bounded by `n`, so the cast keeps every bit).
+        .map(|n| u64::from(n).min(hot_events).max(1) as u32)
+        .collect();
+    let read_name = |n: u32, remote: bool| {
+        let events = if n == 1 { "event" } else { "events" };
+        if remote {
+            format!("read {n} {events}, remote (shard {other} calls the owner, shard {owner})")
+        } else {
+            format!("read {n} {events}, local (on the owner, shard {owner})")
+        }
+    };
+    let scan_name = format!("scan of the stream through the view, no index (shard {other})");
+    let mut read_part: Vec<(String, usize, Option<u32>)> = Vec::new();
+    for &n in &read_sizes {
+        read_part.push((read_name(n, true), other, Some(n)));
+        read_part.push((read_name(n, false), owner, Some(n)));
+    }
+    read_part.push((scan_name.clone(), other, None));
+    let owner_server = parts.contains(&"aggregate") || parts.contains(&"catch-up");
+    let reads = owner_server || parts.contains(&"read");
     for round in 1..=rounds {
         if !reads {
             break;
         }
-        eprintln!("round {round}: aggregate and catch-up");
+        eprintln!("round {round}: {}", a.parts);
         let with_views = start_filled(&dir.join("views-on"), &a, true, &[&fill])?;
-        let without = start_filled(&dir.join("views-off"), &a, false, &[&fill])?;
+        let without = if owner_server {
+            Some(start_filled(&dir.join("views-off"), &a, false, &[&fill])?)
+        } else {
+            None
+        };
         let addr = |views: bool, shard: usize| {
-            let s = if views { &with_views } else { &without };
+            let s = if views {
+                &with_views
+            } else {
+                without
+                    .as_ref()
+                    .expect("started for aggregate and catch-up")
+            };
             s.shard[shard].clone()
         };
         let order = rotated(&read_variants, round - 1);
@@ -769,6 +897,44 @@ pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
                         }
                     };
                     results.add(&name, "events/s", rate);
+                }
+            }
+        }
+        if parts.contains(&"read") {
+            for (name, shard, size) in rotated(&read_part, round - 1) {
+                let r = match size {
+                    Some(n) => {
+                        let codec = ReadCodec::new(&fill.hot, hot_events, n);
+                        drive(&addr(true, shard), &a, a.connections, a.pipeline, 1, codec)?
+                    }
+                    // About what a READ served from a view without a per-stream index costs
+                    // when the version asked is near the stream's end: a pass over the ring
+                    // window, confirming each of the stream's events by its name.
+                    None => {
+                        let codec = AggregateCodec::new(&fill.hot, hot_events, true);
+                        drive(&addr(true, shard), &a, a.connections, a.pipeline, 1, codec)?
+                    }
+                };
+                let rate = r.appends as f64 / a.common.duration.as_secs_f64();
+                let events = match size {
+                    Some(n) => rate * f64::from(n),
+                    None => rate * a.events as f64,
+                };
+                eprintln!("  {name}: {rate:.0} requests/s, {} errors", r.errors);
+                if r.errors > 0 {
+                    bail!("{name}: {} requests failed", r.errors);
+                }
+                read_rows.push(
+                    Row::new(format!("{name}, round {round}"))
+                        .cell("requests/s", format!("{rate:.0}"))
+                        .cell("events/s (scan: visited)", format!("{events:.3e}"))
+                        .cell("errors", r.errors.to_string())
+                        .latency(&r.latency),
+                );
+                results.add(&name, "requests/s", rate);
+                for (q, what) in [(0.5, "p50"), (0.99, "p99")] {
+                    let us = r.latency.value_at_quantile(q) as f64;
+                    results.add(&format!("{name}, {what}"), "µs", us);
                 }
             }
         }
@@ -874,7 +1040,7 @@ pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
         }
     }
 
-    for rows in [&agg_rows, &catch_rows, &append_rows] {
+    for rows in [&agg_rows, &catch_rows, &read_rows, &append_rows] {
         if !rows.is_empty() {
             report::print(rows, a.common.json);
             if !a.common.json {
@@ -899,6 +1065,30 @@ pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
             &format!("{what}: remote / owner (views=false)"),
             &format!("{what}, {remote}"),
             &format!("{what}, {owner_path}"),
+            0.0,
+        ));
+    }
+    for &n in &read_sizes {
+        let (remote, local) = (read_name(n, true), read_name(n, false));
+        let what = format!("read {n}");
+        ratios.extend(results.ratio(
+            &format!("{what}: remote / local (requests/s)"),
+            &remote,
+            &local,
+            0.0,
+        ));
+        ratios.extend(results.ratio(
+            &format!("{what}: remote / local (p50 latency)"),
+            &format!("{remote}, p50"),
+            &format!("{local}, p50"),
+            0.0,
+        ));
+    }
+    if let Some(&n) = read_sizes.first() {
+        ratios.extend(results.ratio(
+            &format!("scan through the view / read {n}, remote (requests/s)"),
+            &scan_name,
+            &read_name(n, true),
             0.0,
         ));
     }
@@ -944,6 +1134,18 @@ mod tests {
         let f = Fill::new(0, 1_234, 100);
         let total: u64 = (0..f.requests()).map(|g| f.request(g).1).sum();
         assert_eq!(total, 1_234);
+    }
+
+    #[test]
+    fn reads_start_at_versions_with_the_count_asked_after_them() {
+        let r = ReadCodec::new("s", 20_000, 100);
+        let froms: Vec<u64> = (1..=1_000).map(|id| r.start_version(id)).collect();
+        assert!(froms.iter().all(|&v| v + 100 <= 20_000));
+        // Spread over the stream, not one slice of it.
+        assert!(froms.iter().any(|&v| v < 1_000) && froms.iter().any(|&v| v > 19_000));
+        // A stream of exactly the count asked: only version 0.
+        let r = ReadCodec::new("s", 100, 100);
+        assert!((1..100).all(|id| r.start_version(id) == 0));
     }
 
     #[test]
