@@ -6,8 +6,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use evring::client::{BlockingClient, Checkpoint, ClientError, SubscriptionItem};
-use evring::protocol::{code, Direction, Event, RecordedEvent, SubscribeTarget};
+use evring::client::{
+    AppendResult, BlockingClient, Checkpoint, ClientError, StreamInfo, SubscriptionItem,
+};
+use evring::protocol::{code, Bucket, Direction, Event, RecordedEvent, SubscribeTarget};
 use serde_json::json;
 
 /// How long the CLI waits for the TCP connection, and then for the server's answer to HELLO.
@@ -752,6 +754,8 @@ fn ended_reason(e: &ClientError) -> String {
     }
 }
 
+/// Runs the subcommand. One arm per subcommand: the table reads best in one place; each arm
+/// takes its arguments apart, calls the server and hands the answer to its printer.
 fn run(args: Args, addr_from_env: bool) -> anyhow::Result<()> {
     let as_json = args.json;
     match &args.command {
@@ -774,65 +778,7 @@ fn run(args: Args, addr_from_env: bool) -> anyhow::Result<()> {
             let c = connect(&args, addr_from_env)?;
             print_result(&c.query(model, q.to_string().into_bytes())?, as_json)?;
         }
-        Cmd::Kv { op } => {
-            let (is_query, body) = match op {
-                KvOp::Set { key, value } => {
-                    (false, json!({"op": "set", "key": key, "value": value}))
-                }
-                KvOp::Delete { key } => (false, json!({"op": "delete", "key": key})),
-                KvOp::Cas {
-                    key,
-                    version,
-                    value,
-                } => (
-                    false,
-                    json!({"op": "cas", "key": key, "expected_version": version, "value": value}),
-                ),
-                KvOp::Get { key, as_of } => {
-                    let mut q = json!({"op": "get", "key": key});
-                    if let Some(lsn) = as_of {
-                        q["as_of"] = json!(lsn);
-                    }
-                    (true, q)
-                }
-                KvOp::List { prefix, limit } => (
-                    true,
-                    json!({"op": "list", "prefix": prefix, "limit": limit}),
-                ),
-            };
-            let c = connect(&args, addr_from_env)?;
-            let bytes = body.to_string().into_bytes();
-            let result = if is_query {
-                c.query("kv", bytes)?
-            } else {
-                match (c.execute("kv", bytes), op) {
-                    (Ok(r), _) => r,
-                    (
-                        Err(ClientError::WrongExpectedVersion { current, .. }),
-                        KvOp::Cas { key, version, .. },
-                    ) => {
-                        if current <= 0 {
-                            bail!(
-                                "key {key:?} not set: the key does not exist, so it is not \
-                                 at version {version} (version 0 creates a key that does not \
-                                 exist)"
-                            );
-                        }
-                        let asked = if *version == 0 {
-                            "0, which asks for a key that does not exist".to_string()
-                        } else {
-                            version.to_string()
-                        };
-                        bail!(
-                            "key {key:?} not set: the key is at version {current}, not {asked} \
-                             (`evring kv get {key}` shows it)"
-                        );
-                    }
-                    (Err(e), _) => return Err(e.into()),
-                }
-            };
-            print_result(&result, as_json)?;
-        }
+        Cmd::Kv { op } => kv(&args, addr_from_env, op, as_json)?,
         Cmd::Ping => {
             let c = connect(&args, addr_from_env)?;
             c.ping()?;
@@ -850,25 +796,7 @@ fn run(args: Args, addr_from_env: bool) -> anyhow::Result<()> {
             let expected_version = parse_expected(expected)?;
             let id = id.as_deref().map(parse_id).transpose()?.unwrap_or([0; 16]);
             let c = connect(&args, addr_from_env)?;
-            let data = match (data, file.as_deref()) {
-                (Some(d), _) => d.clone().into_bytes(),
-                (None, Some("-")) | (None, None) => {
-                    if std::io::stdin().is_terminal() {
-                        eprintln!(
-                            "evring: reading the event data from standard input; end with \
-                             Ctrl-D, or pass --data TEXT or --file FILE"
-                        );
-                    }
-                    let mut buf = Vec::new();
-                    std::io::stdin()
-                        .read_to_end(&mut buf)
-                        .context("cannot read the event data from standard input")?;
-                    buf
-                }
-                (None, Some(path)) => {
-                    std::fs::read(path).with_context(|| format!("cannot read --file {path}"))?
-                }
-            };
+            let data = event_data(data.as_deref(), file.as_deref())?;
             let event = Event {
                 id,
                 event_type: event_type.clone(),
@@ -877,38 +805,10 @@ fn run(args: Args, addr_from_env: bool) -> anyhow::Result<()> {
                 data,
                 metadata: Vec::new(),
             };
-            let a = match c.append(stream, expected_version, vec![event]) {
-                Ok(a) => a,
-                Err(ClientError::WrongExpectedVersion { current, .. }) => {
-                    let state = if current < 0 {
-                        "has no events".to_string()
-                    } else {
-                        format!("is at version {current}")
-                    };
-                    let retry = if current < 0 {
-                        "--expected no-stream".to_string()
-                    } else {
-                        format!("--expected {current}")
-                    };
-                    bail!(
-                        "nothing appended: stream {stream:?} {state}, which --expected \
-                         {expected} does not allow; read it, then retry with {retry}"
-                    );
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if as_json {
-                println!(
-                    "{}",
-                    json!({"first_version": a.first_version, "last_version": a.last_version,
-                           "partition": a.partition, "lsn": a.lsn})
-                );
-            } else {
-                println!(
-                    "appended {stream} v{} (partition {}, lsn {})",
-                    a.first_version, a.partition, a.lsn
-                );
-            }
+            let a = c
+                .append(stream, expected_version, vec![event])
+                .map_err(|e| append_error(e, stream, expected))?;
+            print_appended(stream, &a, as_json);
         }
         Cmd::Read {
             stream,
@@ -926,17 +826,7 @@ fn run(args: Args, addr_from_env: bool) -> anyhow::Result<()> {
             };
             let c = connect(&args, addr_from_env)?;
             let (events, end) = c.read(stream, from, *count, direction)?;
-            if as_json {
-                let list: Vec<_> = events.iter().map(event_json).collect();
-                println!("{}", json!({"events": list, "end_of_stream": end}));
-            } else {
-                for e in &events {
-                    print_event(e, false);
-                }
-                if end {
-                    println!("(end of stream)");
-                }
-            }
+            print_events(&events, end, as_json);
         }
         Cmd::Subscribe {
             target,
@@ -978,61 +868,208 @@ fn run(args: Args, addr_from_env: bool) -> anyhow::Result<()> {
             )?;
             let c = connect(&args, addr_from_env)?;
             let buckets = c.aggregate(stream, type_prefix, from, to, bucket)?;
-            if as_json {
-                let list: Vec<_> = buckets
-                    .iter()
-                    .map(|b| {
-                        let avg = if b.count > 0 {
-                            b.sum / b.count as f64
-                        } else {
-                            f64::NAN
-                        };
-                        json!({"start_ns": b.start_ns, "start": format_rfc3339(b.start_ns),
-                               "count": b.count, "sum": b.sum, "min": json_number(b.min),
-                               "max": json_number(b.max), "avg": json_number(avg)})
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    json!({ "from_ns": from, "to_ns": to, "bucket_ns": bucket, "buckets": list })
-                );
-            } else {
-                for b in &buckets {
-                    let avg = if b.count > 0 {
-                        b.sum / b.count as f64
-                    } else {
-                        f64::NAN
-                    };
-                    println!(
-                        "{} count {} sum {} min {} max {} avg {}",
-                        format_rfc3339(b.start_ns),
-                        b.count,
-                        b.sum,
-                        text_number(b.min),
-                        text_number(b.max),
-                        text_number(avg)
-                    );
-                }
-            }
+            print_buckets(&buckets, (from, to, bucket), as_json);
         }
         Cmd::Info { stream } => {
             let c = connect(&args, addr_from_env)?;
-            let i = c.stream_info(stream)?;
-            if as_json {
-                println!(
-                    "{}",
-                    json!({"next_version": i.next_version, "first_lsn": i.first_lsn, "last_lsn": i.last_lsn})
-                );
-            } else {
-                println!(
-                    "{stream}: next version {}, LSNs {}..={}",
-                    i.next_version, i.first_lsn, i.last_lsn
-                );
-            }
+            print_stream_info(stream, &c.stream_info(stream)?, as_json);
         }
         Cmd::Stats => println!("{}", connect(&args, addr_from_env)?.stats()?),
     }
     Ok(())
+}
+
+/// `evring kv`: a set, delete or compare-and-set through EXECUTE, a get or list through
+/// QUERY, on the key-value model.
+fn kv(args: &Args, addr_from_env: bool, op: &KvOp, as_json: bool) -> anyhow::Result<()> {
+    let (is_query, body) = match op {
+        KvOp::Set { key, value } => (false, json!({"op": "set", "key": key, "value": value})),
+        KvOp::Delete { key } => (false, json!({"op": "delete", "key": key})),
+        KvOp::Cas {
+            key,
+            version,
+            value,
+        } => (
+            false,
+            json!({"op": "cas", "key": key, "expected_version": version, "value": value}),
+        ),
+        KvOp::Get { key, as_of } => {
+            let mut q = json!({"op": "get", "key": key});
+            if let Some(lsn) = as_of {
+                q["as_of"] = json!(lsn);
+            }
+            (true, q)
+        }
+        KvOp::List { prefix, limit } => (
+            true,
+            json!({"op": "list", "prefix": prefix, "limit": limit}),
+        ),
+    };
+    let c = connect(args, addr_from_env)?;
+    let bytes = body.to_string().into_bytes();
+    let result = if is_query {
+        c.query("kv", bytes)?
+    } else {
+        match (c.execute("kv", bytes), op) {
+            (Ok(r), _) => r,
+            (
+                Err(ClientError::WrongExpectedVersion { current, .. }),
+                KvOp::Cas { key, version, .. },
+            ) => {
+                if current <= 0 {
+                    bail!(
+                        "key {key:?} not set: the key does not exist, so it is not \
+                         at version {version} (version 0 creates a key that does not \
+                         exist)"
+                    );
+                }
+                let asked = if *version == 0 {
+                    "0, which asks for a key that does not exist".to_string()
+                } else {
+                    version.to_string()
+                };
+                bail!(
+                    "key {key:?} not set: the key is at version {current}, not {asked} \
+                     (`evring kv get {key}` shows it)"
+                );
+            }
+            (Err(e), _) => return Err(e.into()),
+        }
+    };
+    print_result(&result, as_json)?;
+    Ok(())
+}
+
+/// `evring append`'s event data: --data, else the --file, else standard input (also for
+/// --file -).
+fn event_data(data: Option<&str>, file: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    Ok(match (data, file) {
+        (Some(d), _) => d.to_string().into_bytes(),
+        (None, Some("-")) | (None, None) => {
+            if std::io::stdin().is_terminal() {
+                eprintln!(
+                    "evring: reading the event data from standard input; end with \
+                     Ctrl-D, or pass --data TEXT or --file FILE"
+                );
+            }
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read the event data from standard input")?;
+            buf
+        }
+        (None, Some(path)) => {
+            std::fs::read(path).with_context(|| format!("cannot read --file {path}"))?
+        }
+    })
+}
+
+/// `evring append`'s error for `e`: a wrong expected version says where the stream is and
+/// what --expected to retry with.
+fn append_error(e: ClientError, stream: &str, expected: &str) -> anyhow::Error {
+    let ClientError::WrongExpectedVersion { current, .. } = e else {
+        return e.into();
+    };
+    let state = if current < 0 {
+        "has no events".to_string()
+    } else {
+        format!("is at version {current}")
+    };
+    let retry = if current < 0 {
+        "--expected no-stream".to_string()
+    } else {
+        format!("--expected {current}")
+    };
+    anyhow!(
+        "nothing appended: stream {stream:?} {state}, which --expected \
+         {expected} does not allow; read it, then retry with {retry}"
+    )
+}
+
+/// `evring append`'s output: where the event went.
+fn print_appended(stream: &str, a: &AppendResult, as_json: bool) {
+    if as_json {
+        println!(
+            "{}",
+            json!({"first_version": a.first_version, "last_version": a.last_version,
+                   "partition": a.partition, "lsn": a.lsn})
+        );
+    } else {
+        println!(
+            "appended {stream} v{} (partition {}, lsn {})",
+            a.first_version, a.partition, a.lsn
+        );
+    }
+}
+
+/// `evring read`'s output: the events, and whether the stream ends there.
+fn print_events(events: &[RecordedEvent], end: bool, as_json: bool) {
+    if as_json {
+        let list: Vec<_> = events.iter().map(event_json).collect();
+        println!("{}", json!({"events": list, "end_of_stream": end}));
+    } else {
+        for e in events {
+            print_event(e, false);
+        }
+        if end {
+            println!("(end of stream)");
+        }
+    }
+}
+
+/// `evring info`'s output.
+fn print_stream_info(stream: &str, i: &StreamInfo, as_json: bool) {
+    if as_json {
+        println!(
+            "{}",
+            json!({"next_version": i.next_version, "first_lsn": i.first_lsn, "last_lsn": i.last_lsn})
+        );
+    } else {
+        println!(
+            "{stream}: next version {}, LSNs {}..={}",
+            i.next_version, i.first_lsn, i.last_lsn
+        );
+    }
+}
+
+/// `evring aggregate`'s output: the window (`from`, `to`, bucket width) and its buckets.
+fn print_buckets(buckets: &[Bucket], (from, to, bucket): (u64, u64, u64), as_json: bool) {
+    if as_json {
+        let list: Vec<_> = buckets
+            .iter()
+            .map(|b| {
+                let avg = if b.count > 0 {
+                    b.sum / b.count as f64
+                } else {
+                    f64::NAN
+                };
+                json!({"start_ns": b.start_ns, "start": format_rfc3339(b.start_ns),
+                       "count": b.count, "sum": b.sum, "min": json_number(b.min),
+                       "max": json_number(b.max), "avg": json_number(avg)})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({ "from_ns": from, "to_ns": to, "bucket_ns": bucket, "buckets": list })
+        );
+    } else {
+        for b in buckets {
+            let avg = if b.count > 0 {
+                b.sum / b.count as f64
+            } else {
+                f64::NAN
+            };
+            println!(
+                "{} count {} sum {} min {} max {} avg {}",
+                format_rfc3339(b.start_ns),
+                b.count,
+                b.sum,
+                text_number(b.min),
+                text_number(b.max),
+                text_number(avg)
+            );
+        }
+    }
 }
 
 /// `evring subscribe`: prints events until --count is reached (exit 0) or the subscription

@@ -406,6 +406,30 @@ fn open(
         .collect();
     let (mut stream, addr) = connect_any(&addrs, timeout)?;
     stream.set_nodelay(true)?;
+    let partition_addresses = hello(&mut stream, addr, client_name, auth_token, timeout)?;
+    let reader = std::io::BufReader::with_capacity(64 * 1024, stream.try_clone()?);
+    let inner = Arc::new(Inner {
+        writer: Mutex::new(stream),
+        pending: Mutex::new(HashMap::new()),
+        subs: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(HELLO_ID + 1),
+        closed: AtomicBool::new(false),
+        close_reason: Mutex::new(String::new()),
+        partitions: AtomicU64::new(partition_addresses.len() as u64),
+    });
+    spawn_reader(reader, Arc::downgrade(&inner))?;
+    Ok((inner, partition_addresses))
+}
+
+/// Sends HELLO on a new connection and returns the partition addresses of its reply, which
+/// must come within `timeout`.
+fn hello(
+    stream: &mut TcpStream,
+    addr: std::net::SocketAddr,
+    client_name: &str,
+    auth_token: &str,
+    timeout: Duration,
+) -> Result<Vec<String>, ClientError> {
     let deadline = std::time::Instant::now() + timeout;
     let mut hello = Vec::new();
     encode_request(
@@ -420,40 +444,35 @@ fn open(
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(&hello)?;
     stream.set_write_timeout(None)?;
-    let (header, body) = read_hello_reply(&mut stream, addr, timeout, deadline)?;
+    let (header, body) = read_hello_reply(stream, addr, timeout, deadline)?;
     stream.set_read_timeout(None)?;
     let hello = decode_response(header.opcode, &body).map_err(|e| ClientError::NotEvring {
         addr,
         answer: format!("a frame that does not decode as a HELLO reply: {e}"),
     })?;
-    let partition_addresses = match hello {
+    match hello {
         Response::Hello {
             partition_addresses,
             ..
-        } => partition_addresses,
+        } => Ok(partition_addresses),
         Response::Error {
             code,
             message,
             current_version,
-        } => return Err(server_error(code, message, current_version)),
-        other => {
-            return Err(ClientError::Protocol(format!(
-                "unexpected HELLO reply {:?}",
-                other.opcode()
-            )))
-        }
-    };
-    let mut reader = std::io::BufReader::with_capacity(64 * 1024, stream.try_clone()?);
-    let inner = Arc::new(Inner {
-        writer: Mutex::new(stream),
-        pending: Mutex::new(HashMap::new()),
-        subs: Mutex::new(HashMap::new()),
-        next_id: AtomicU64::new(HELLO_ID + 1),
-        closed: AtomicBool::new(false),
-        close_reason: Mutex::new(String::new()),
-        partitions: AtomicU64::new(partition_addresses.len() as u64),
-    });
-    let weak = Arc::downgrade(&inner);
+        } => Err(server_error(code, message, current_version)),
+        other => Err(ClientError::Protocol(format!(
+            "unexpected HELLO reply {:?}",
+            other.opcode()
+        ))),
+    }
+}
+
+/// Starts the connection's reader thread: it hands each reply to `weak`'s waiter or
+/// subscription until the connection fails or the client is dropped.
+fn spawn_reader(
+    mut reader: std::io::BufReader<TcpStream>,
+    weak: std::sync::Weak<Inner>,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("evring-client-reader".into())
         .spawn(move || {
@@ -475,7 +494,7 @@ fn open(
                 inner.close(reason);
             }
         })?;
-    Ok((inner, partition_addresses))
+    Ok(())
 }
 
 impl Client {

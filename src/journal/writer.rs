@@ -402,22 +402,7 @@ impl<S: Storage + 'static> Journal<S> {
     ) -> Result<(Self, RecoveryReport), JournalError> {
         cfg.validate()?;
         let started = Instant::now();
-        // Scan with the store id the segments carry, then compare it with the configured one,
-        // so a journal of another store gets its own error rather than a corruption report.
-        let scan_cfg = ScanConfig {
-            store_id: None,
-            first_segment: resume.as_ref().map(|r| r.first_segment),
-            ..cfg.scan_config()
-        };
-        let report = scan(&storage, &scan_cfg, on_frame, |_| {}).await?;
-        if let Some(found) = report.store_id {
-            if found != cfg.store_id {
-                return Err(JournalError::WrongStore {
-                    expected: hex(&cfg.store_id),
-                    found: hex(&found),
-                });
-            }
-        }
+        let report = scan_store(&storage, &cfg, resume.as_ref(), on_frame).await?;
         let ScanReport {
             tail,
             next_lsn,
@@ -426,47 +411,8 @@ impl<S: Storage + 'static> Journal<S> {
             index: scanned_index,
             ..
         } = report.clone();
-        // The saved index of the skipped segments, then what the scan built.
-        // (Entries of segments retention has removed are dropped.)
-        let first_present = report.segments.first().map_or(0, |s| s.seq);
-        let index: Vec<IndexEntry> = match &resume {
-            Some(r) => r
-                .index
-                .iter()
-                .copied()
-                .filter(|e| e.segment_seq < r.first_segment && e.segment_seq >= first_present)
-                .chain(scanned_index)
-                .collect(),
-            None => scanned_index,
-        };
-        let (seg_seq, offset, file, seg_bytes) = match tail {
-            Some((seq, offset)) => {
-                let file = storage
-                    .open_segment(seq)
-                    .await
-                    .map_err(|source| JournalError::Io {
-                        path: storage.describe(seq),
-                        source,
-                    })?;
-                let bytes = report
-                    .segments
-                    .iter()
-                    .find(|s| s.seq == seq)
-                    .expect("the tail is in a scanned segment")
-                    .bytes;
-                (seq, offset, Rc::new(file), bytes)
-            }
-            None => {
-                let file = create_segment(&storage, &cfg, 0, 0).await?;
-                let bytes = cfg.segment_bytes_for(0);
-                (
-                    0,
-                    SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64,
-                    Rc::new(file),
-                    bytes,
-                )
-            }
-        };
+        let index = resumed_index(resume.as_ref(), &report, scanned_index);
+        let (seg_seq, offset, file, seg_bytes) = open_tail(&storage, &cfg, &report, tail).await?;
         // Negative control (build.rs): the torn-tail zeroing starts one block early, on the
         // last block of the last acknowledged frame.
         #[cfg(evring_mutant = "rewrite_acked_block")]
@@ -478,25 +424,7 @@ impl<S: Storage + 'static> Journal<S> {
             d
         });
         if let Some(dirty) = dirty {
-            // Leftovers of unacknowledged writes: zero them so no later recovery can mistake
-            // them for frames, and make that durable before the first new write.
-            let mut at = 0u64;
-            while at < dirty.len {
-                let len = (dirty.len - at).min(cfg.frame_bytes_max as u64) as usize;
-                let mut buf = file.alloc_buf(len);
-                buf.bytes_mut().fill(0);
-                file.write_at(buf, dirty.offset + at)
-                    .await
-                    .map_err(|source| JournalError::Io {
-                        path: storage.describe(seg_seq),
-                        source,
-                    })?;
-                at += len as u64;
-            }
-            file.sync().await.map_err(|source| JournalError::Io {
-                path: storage.describe(seg_seq),
-                source,
-            })?;
+            zero_dirty_tail(&storage, &cfg, &file, seg_seq, dirty).await?;
         }
         let oldest_lsn = index
             .first()
@@ -538,16 +466,7 @@ impl<S: Storage + 'static> Journal<S> {
         let journal = Journal { shared };
         journal.adopt_spare_segment().await;
         glommio::spawn_local(sealer(Rc::downgrade(&journal.shared))).detach();
-        let recovery = RecoveryReport {
-            segments: report.segments.len().max(1),
-            first_segment: report.segments.first().map_or(0, |s| s.seq),
-            frames: report.frames,
-            records: report.records,
-            next_lsn,
-            bytes_scanned: report.bytes_scanned,
-            torn_tail_zeroed: dirty,
-            elapsed: started.elapsed(),
-        };
+        let recovery = RecoveryReport::new(&report, dirty, started.elapsed());
         Ok((journal, recovery))
     }
 
@@ -1257,107 +1176,175 @@ impl<S: Storage + 'static> Journal<S> {
         if from < oldest {
             return Err(JournalError::Truncated { oldest });
         }
-        let storage = &self.shared.storage;
-        let io = |seq: u64| {
-            move |source| JournalError::Io {
-                path: storage.describe(seq),
-                source,
-            }
-        };
         // Where the scan stands: segment, offset of the next frame, the open file, its length.
-        let mut at: Option<(u64, u64, S::File, u64)> = None;
+        let mut at: Option<VisitCursor<S::File>> = None;
         let mut want = from;
         loop {
-            let (acked, tail_seq, entry) = {
-                let st = self.shared.state.borrow();
-                let pos = st.index.partition_point(|e| e.first_lsn <= want);
-                (
-                    st.acked_lsn,
-                    st.seg_seq,
-                    pos.checked_sub(1).map(|i| st.index[i]),
-                )
-            };
+            let (acked, tail_seq, entry) = self.visit_position(want);
             if want >= acked {
                 return Ok(());
             }
             let Some(entry) = entry else {
                 return Ok(()); // nothing written yet
             };
-            let jump = at.as_ref().is_none_or(|(seq, offset, _, _)| {
-                (entry.segment_seq, entry.offset) > (*seq, *offset)
-            });
+            let jump = at
+                .as_ref()
+                .is_none_or(|at| (entry.segment_seq, entry.offset) > (at.seq, at.offset));
             if jump {
-                let seq = entry.segment_seq;
-                let file = storage.open_segment(seq).await.map_err(io(seq))?;
-                let len = storage.segment_len(seq).await.map_err(io(seq))?;
-                at = Some((seq, entry.offset, file, len));
+                at = Some(self.visit_segment(entry.segment_seq, entry.offset).await?);
             }
-            let (seq, offset, file, seg_len) = at.as_mut().expect("positioned above");
-            if *offset + BLOCK_BYTES as u64 > *seg_len {
-                if *seq >= tail_seq {
+            let cursor = at.as_mut().expect("positioned above");
+            if cursor.offset + BLOCK_BYTES as u64 > cursor.len {
+                if cursor.seq >= tail_seq {
                     return Ok(());
                 }
-                let next = *seq + 1;
-                *file = storage.open_segment(next).await.map_err(io(next))?;
-                *seg_len = storage.segment_len(next).await.map_err(io(next))?;
-                *seq = next;
-                *offset = SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64;
+                let first_frame = SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64;
+                *cursor = self.visit_segment(cursor.seq + 1, first_frame).await?;
                 continue;
             }
-            let head = file.read_at(*offset, BLOCK_BYTES).await.map_err(io(*seq))?;
-            let expect = FrameExpect {
-                store_id: self.shared.cfg.store_id,
-                segment_seq: *seq,
-                block_index: (*offset / BLOCK_BYTES as u64) as u32,
-                frame_bytes_max: self.shared.cfg.frame_bytes_max,
-            };
-            let meta = match decode_frame_header(&head, &expect) {
-                Ok(meta) => meta,
-                Err(super::format::FrameFault::Empty) => {
-                    // End of this segment's frames: the next segment continues.
-                    *offset = *seg_len;
-                    continue;
-                }
-                Err(fault) => return Err(read_corrupt(storage.describe(*seq), *offset, fault)),
+            let Some(meta) = self.visit_header(cursor).await? else {
+                // End of this segment's frames: the next segment continues.
+                cursor.offset = cursor.len;
+                continue;
             };
             if meta.first_lsn >= acked {
                 return Ok(());
             }
             if meta.end_lsn() <= want {
-                *offset += u64::from(meta.padded_len);
+                cursor.offset += u64::from(meta.padded_len);
                 continue;
             }
-            let frame = file
-                .read_at(*offset, meta.padded_len as usize)
-                .await
-                .map_err(io(*seq))?;
-            check_frame_body(&frame, &meta)
-                .map_err(|fault| read_corrupt(storage.describe(*seq), *offset, fault))?;
-            let body = &frame[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + meta.body_len as usize];
-            for record in RecordIter::new(body) {
-                let record = record.map_err(|_| {
-                    read_corrupt(
-                        storage.describe(*seq),
-                        *offset,
-                        super::format::FrameFault::Records,
-                    )
-                })?;
-                if record.lsn >= acked {
-                    return Ok(());
-                }
-                if record.lsn < want {
-                    continue;
-                }
-                match visit(&record) {
-                    ScanNext::Stop => return Ok(()),
-                    ScanNext::From(next) => {
-                        assert!(next > record.lsn, "a scan moves forward");
-                        want = next;
-                    }
+            if self
+                .visit_frame(cursor, &meta, acked, &mut want, &mut visit)
+                .await?
+            {
+                return Ok(());
+            }
+            cursor.offset += u64::from(meta.padded_len);
+        }
+    }
+
+    /// Where a visit that wants LSN `want` next stands: the LSN acknowledged, the tail's
+    /// segment, and the last index entry at or below `want` (`None`: nothing written yet).
+    fn visit_position(&self, want: u64) -> (u64, u64, Option<IndexEntry>) {
+        let st = self.shared.state.borrow();
+        let pos = st.index.partition_point(|e| e.first_lsn <= want);
+        (
+            st.acked_lsn,
+            st.seg_seq,
+            pos.checked_sub(1).map(|i| st.index[i]),
+        )
+    }
+
+    /// Opens segment `seq` for a visit, at `offset`.
+    async fn visit_segment(
+        &self,
+        seq: u64,
+        offset: u64,
+    ) -> Result<VisitCursor<S::File>, JournalError> {
+        let storage = &self.shared.storage;
+        let file = storage
+            .open_segment(seq)
+            .await
+            .map_err(io_at(storage, seq))?;
+        let len = storage
+            .segment_len(seq)
+            .await
+            .map_err(io_at(storage, seq))?;
+        Ok(VisitCursor {
+            seq,
+            offset,
+            file,
+            len,
+        })
+    }
+
+    /// The header of the frame at `cursor`; `None` past its segment's last frame.
+    async fn visit_header(
+        &self,
+        cursor: &VisitCursor<S::File>,
+    ) -> Result<Option<FrameMeta>, JournalError> {
+        let storage = &self.shared.storage;
+        let (seq, offset) = (cursor.seq, cursor.offset);
+        let head = cursor
+            .file
+            .read_at(offset, BLOCK_BYTES)
+            .await
+            .map_err(io_at(storage, seq))?;
+        let expect = FrameExpect {
+            store_id: self.shared.cfg.store_id,
+            segment_seq: seq,
+            block_index: (offset / BLOCK_BYTES as u64) as u32,
+            frame_bytes_max: self.shared.cfg.frame_bytes_max,
+        };
+        match decode_frame_header(&head, &expect) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(super::format::FrameFault::Empty) => Ok(None),
+            Err(fault) => Err(read_corrupt(storage.describe(seq), offset, fault)),
+        }
+    }
+
+    /// Reads the frame at `cursor` (its header `meta`) and passes its records from `want`
+    /// on, below `acked`, to `visit`, which moves `want`. Returns true once the visit is
+    /// over: `visit` stopped it, or a record is not acknowledged.
+    async fn visit_frame(
+        &self,
+        cursor: &VisitCursor<S::File>,
+        meta: &FrameMeta,
+        acked: u64,
+        want: &mut u64,
+        visit: &mut impl FnMut(&RecordView<'_>) -> ScanNext,
+    ) -> Result<bool, JournalError> {
+        let storage = &self.shared.storage;
+        let (seq, offset) = (cursor.seq, cursor.offset);
+        let frame = cursor
+            .file
+            .read_at(offset, meta.padded_len as usize)
+            .await
+            .map_err(io_at(storage, seq))?;
+        check_frame_body(&frame, meta)
+            .map_err(|fault| read_corrupt(storage.describe(seq), offset, fault))?;
+        let body = &frame[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + meta.body_len as usize];
+        for record in RecordIter::new(body) {
+            let record = record.map_err(|_| {
+                read_corrupt(
+                    storage.describe(seq),
+                    offset,
+                    super::format::FrameFault::Records,
+                )
+            })?;
+            if record.lsn >= acked {
+                return Ok(true);
+            }
+            if record.lsn < *want {
+                continue;
+            }
+            match visit(&record) {
+                ScanNext::Stop => return Ok(true),
+                ScanNext::From(next) => {
+                    assert!(next > record.lsn, "a scan moves forward");
+                    *want = next;
                 }
             }
-            *offset += u64::from(meta.padded_len);
         }
+        Ok(false)
+    }
+}
+
+/// Where a [`Journal::visit`] stands: a segment, the offset of the next frame in it, the
+/// open file and its length.
+struct VisitCursor<F> {
+    seq: u64,
+    offset: u64,
+    file: F,
+    len: u64,
+}
+
+/// The error of an I/O on segment `seq`.
+fn io_at<S: Storage>(storage: &S, seq: u64) -> impl FnOnce(io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: storage.describe(seq),
+        source,
     }
 }
 
@@ -1413,6 +1400,143 @@ fn wake_all<F: SegmentFile>(st: &mut State<F>) {
     for w in st.space_waiters.drain(..) {
         w.wake();
     }
+}
+
+impl RecoveryReport {
+    /// What recovery did: the scan's `report`, the torn tail zeroed, the time it took.
+    fn new(
+        report: &ScanReport,
+        torn_tail_zeroed: Option<DirtyTail>,
+        elapsed: std::time::Duration,
+    ) -> RecoveryReport {
+        RecoveryReport {
+            segments: report.segments.len().max(1),
+            first_segment: report.segments.first().map_or(0, |s| s.seq),
+            frames: report.frames,
+            records: report.records,
+            next_lsn: report.next_lsn,
+            bytes_scanned: report.bytes_scanned,
+            torn_tail_zeroed,
+            elapsed,
+        }
+    }
+}
+
+/// Scans the journal in `storage` (from `resume.first_segment` on, if given) for
+/// [`Journal::open_resuming`].
+async fn scan_store<S: Storage>(
+    storage: &S,
+    cfg: &JournalConfig,
+    resume: Option<&Resume>,
+    on_frame: impl FnMut(&FrameInfo, &[u8]),
+) -> Result<ScanReport, JournalError> {
+    // Scan with the store id the segments carry, then compare it with the configured one,
+    // so a journal of another store gets its own error rather than a corruption report.
+    let scan_cfg = ScanConfig {
+        store_id: None,
+        first_segment: resume.map(|r| r.first_segment),
+        ..cfg.scan_config()
+    };
+    let report = scan(storage, &scan_cfg, on_frame, |_| {}).await?;
+    if let Some(found) = report.store_id {
+        if found != cfg.store_id {
+            return Err(JournalError::WrongStore {
+                expected: hex(&cfg.store_id),
+                found: hex(&found),
+            });
+        }
+    }
+    Ok(report)
+}
+
+/// The index of a recovered journal: `scanned`, what the scan built, after the saved index
+/// of the segments a resume skipped.
+fn resumed_index(
+    resume: Option<&Resume>,
+    report: &ScanReport,
+    scanned: Vec<IndexEntry>,
+) -> Vec<IndexEntry> {
+    // The saved index of the skipped segments, then what the scan built.
+    // (Entries of segments retention has removed are dropped.)
+    let first_present = report.segments.first().map_or(0, |s| s.seq);
+    match resume {
+        Some(r) => r
+            .index
+            .iter()
+            .copied()
+            .filter(|e| e.segment_seq < r.first_segment && e.segment_seq >= first_present)
+            .chain(scanned)
+            .collect(),
+        None => scanned,
+    }
+}
+
+/// The segment a recovered journal goes on writing in: the scan's `tail` (segment and
+/// offset), or segment 0, created, for an empty journal. Returns its sequence number, where
+/// the next frame goes, the segment and its size in bytes.
+async fn open_tail<S: Storage>(
+    storage: &S,
+    cfg: &JournalConfig,
+    report: &ScanReport,
+    tail: Option<(u64, u64)>,
+) -> Result<(u64, u64, Rc<S::File>, u64), JournalError> {
+    match tail {
+        Some((seq, offset)) => {
+            let file = storage
+                .open_segment(seq)
+                .await
+                .map_err(|source| JournalError::Io {
+                    path: storage.describe(seq),
+                    source,
+                })?;
+            let bytes = report
+                .segments
+                .iter()
+                .find(|s| s.seq == seq)
+                .expect("the tail is in a scanned segment")
+                .bytes;
+            Ok((seq, offset, Rc::new(file), bytes))
+        }
+        None => {
+            let file = create_segment(storage, cfg, 0, 0).await?;
+            let bytes = cfg.segment_bytes_for(0);
+            Ok((
+                0,
+                SEGMENT_HEADER_BLOCKS * BLOCK_BYTES as u64,
+                Rc::new(file),
+                bytes,
+            ))
+        }
+    }
+}
+
+/// Zeroes `dirty`, in the tail segment `seg_seq` (`file`).
+async fn zero_dirty_tail<S: Storage>(
+    storage: &S,
+    cfg: &JournalConfig,
+    file: &S::File,
+    seg_seq: u64,
+    dirty: DirtyTail,
+) -> Result<(), JournalError> {
+    // Leftovers of unacknowledged writes: zero them so no later recovery can mistake
+    // them for frames, and make that durable before the first new write.
+    let mut at = 0u64;
+    while at < dirty.len {
+        let len = (dirty.len - at).min(cfg.frame_bytes_max as u64) as usize;
+        let mut buf = file.alloc_buf(len);
+        buf.bytes_mut().fill(0);
+        file.write_at(buf, dirty.offset + at)
+            .await
+            .map_err(|source| JournalError::Io {
+                path: storage.describe(seg_seq),
+                source,
+            })?;
+        at += len as u64;
+    }
+    file.sync().await.map_err(|source| JournalError::Io {
+        path: storage.describe(seg_seq),
+        source,
+    })
 }
 
 async fn create_segment<S: Storage>(

@@ -99,6 +99,88 @@ impl<'a> Cursor<'a> {
         }
         Ok(out)
     }
+    /// An APPEND's events: their count, then each.
+    fn events(&mut self) -> Result<Vec<Event>, ProtocolError> {
+        let n = self.u32("event count")?;
+        let mut events = Vec::new();
+        for _ in 0..n {
+            events.push(self.event()?);
+        }
+        Ok(events)
+    }
+    /// A READ's direction: 0 forward, 1 backward.
+    fn direction(&mut self) -> Result<Direction, ProtocolError> {
+        match self.u8("direction")? {
+            0 => Ok(Direction::Forward),
+            1 => Ok(Direction::Backward),
+            d => Err(ProtocolError::Malformed(format!(
+                "direction {d} is not 0 or 1"
+            ))),
+        }
+    }
+    /// A SUBSCRIBE's target: 0 stream, 1 partition, 2 all, 3 model.
+    fn subscribe_target(&mut self) -> Result<SubscribeTarget, ProtocolError> {
+        match self.u8("target")? {
+            0 => Ok(SubscribeTarget::Stream),
+            1 => Ok(SubscribeTarget::Partition),
+            2 => Ok(SubscribeTarget::All),
+            3 => Ok(SubscribeTarget::Model),
+            t => Err(ProtocolError::Malformed(format!("subscribe target {t}"))),
+        }
+    }
+    /// A SUBSCRIBE's checkpoint (v2): a count and that many positions; none at the end of
+    /// a v1 body.
+    fn positions(&mut self) -> Result<Vec<u64>, ProtocolError> {
+        if self.at_end() {
+            return Ok(Vec::new());
+        }
+        let n = self.u32("position count")?;
+        let mut positions = Vec::new();
+        for _ in 0..n {
+            positions.push(self.u64("position")?);
+        }
+        Ok(positions)
+    }
+    /// HELLO's reply: a count and that many partition addresses.
+    fn partition_addresses(&mut self) -> Result<Vec<String>, ProtocolError> {
+        let n = self.u32("partition count")?;
+        let mut partition_addresses = Vec::new();
+        for _ in 0..n {
+            partition_addresses.push(self.str("partition address")?);
+        }
+        Ok(partition_addresses)
+    }
+    /// AGGREGATE's reply: a count and that many buckets.
+    fn buckets(&mut self) -> Result<Vec<Bucket>, ProtocolError> {
+        let n = self.u32("bucket count")?;
+        let mut buckets = Vec::new();
+        for _ in 0..n {
+            buckets.push(Bucket {
+                start_ns: self.u64("bucket start")?,
+                count: self.u64("count")?,
+                sum: self.f64("sum")?,
+                min: self.f64("min")?,
+                max: self.f64("max")?,
+            });
+        }
+        Ok(buckets)
+    }
+    /// An error reply: its code and message, and the stream's current version after a
+    /// wrong expected version.
+    fn error_reply(&mut self) -> Result<Response, ProtocolError> {
+        let code = self.u16("error code")?;
+        let message = self.str("error message")?;
+        let current_version = if code == super::code::WRONG_EXPECTED_VERSION {
+            Some(self.i64("current version")?)
+        } else {
+            None
+        };
+        Ok(Response::Error {
+            code,
+            message,
+            current_version,
+        })
+    }
     fn at_end(&self) -> bool {
         self.at == self.bytes.len()
     }
@@ -265,7 +347,8 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request) {
     });
 }
 
-/// Decodes a request body for `op`.
+/// Decodes a request body for `op`. One arm per opcode: the table of request layouts reads
+/// best in one place; what takes more than a field or two is a `Cursor` method.
 pub fn decode_request(op: u8, body: &[u8]) -> Result<Request, ProtocolError> {
     let mut c = Cursor::new(body);
     let req = match op {
@@ -276,55 +359,23 @@ pub fn decode_request(op: u8, body: &[u8]) -> Result<Request, ProtocolError> {
         },
         opcode::PING => Request::Ping,
         opcode::STATS => Request::Stats,
-        opcode::APPEND => {
-            let stream = c.str("stream")?;
-            let expected_version = c.i64("expected version")?;
-            let n = c.u32("event count")?;
-            let mut events = Vec::new();
-            for _ in 0..n {
-                events.push(c.event()?);
-            }
-            Request::Append {
-                stream,
-                expected_version,
-                events,
-            }
-        }
+        opcode::APPEND => Request::Append {
+            stream: c.str("stream")?,
+            expected_version: c.i64("expected version")?,
+            events: c.events()?,
+        },
         opcode::READ => Request::Read {
             stream: c.str("stream")?,
             from_version: c.u64("from version")?,
             max_count: c.u32("max count")?,
-            direction: match c.u8("direction")? {
-                0 => Direction::Forward,
-                1 => Direction::Backward,
-                d => {
-                    return Err(ProtocolError::Malformed(format!(
-                        "direction {d} is not 0 or 1"
-                    )))
-                }
-            },
+            direction: c.direction()?,
         },
         opcode::SUBSCRIBE => Request::Subscribe {
-            target: match c.u8("target")? {
-                0 => SubscribeTarget::Stream,
-                1 => SubscribeTarget::Partition,
-                2 => SubscribeTarget::All,
-                3 => SubscribeTarget::Model,
-                t => return Err(ProtocolError::Malformed(format!("subscribe target {t}"))),
-            },
+            target: c.subscribe_target()?,
             name: c.str("name")?,
             from: c.u64("from")?,
             type_prefix: c.str("type prefix")?,
-            positions: if c.at_end() {
-                Vec::new()
-            } else {
-                let n = c.u32("position count")?;
-                let mut positions = Vec::new();
-                for _ in 0..n {
-                    positions.push(c.u64("position")?);
-                }
-                positions
-            },
+            positions: c.positions()?,
         },
         opcode::UNSUBSCRIBE => Request::Unsubscribe {
             subscription_id: c.u64("subscription id")?,
@@ -435,24 +486,16 @@ pub fn encode_pushed(out: &mut Vec<u8>, request_id: u64, events: &[RecordedEvent
     frame(out, op, 0, request_id, |w| w.recorded_list(events, named));
 }
 
-/// Decodes a reply body for `op`.
+/// Decodes a reply body for `op`. One arm per opcode: the table of reply layouts reads best
+/// in one place; what takes more than a field or two is a `Cursor` method.
 pub fn decode_response(op: u8, body: &[u8]) -> Result<Response, ProtocolError> {
     let mut c = Cursor::new(body);
     let resp = match op {
-        opcode::HELLO_OK => {
-            let protocol_version = c.u16("protocol version")?;
-            let server_version = c.str("server version")?;
-            let n = c.u32("partition count")?;
-            let mut partition_addresses = Vec::new();
-            for _ in 0..n {
-                partition_addresses.push(c.str("partition address")?);
-            }
-            Response::Hello {
-                protocol_version,
-                server_version,
-                partition_addresses,
-            }
-        }
+        opcode::HELLO_OK => Response::Hello {
+            protocol_version: c.u16("protocol version")?,
+            server_version: c.str("server version")?,
+            partition_addresses: c.partition_addresses()?,
+        },
         opcode::PONG => Response::Pong,
         opcode::SUBSCRIBED => Response::Subscribed,
         opcode::APPENDED => Response::Appended {
@@ -471,20 +514,9 @@ pub fn decode_response(op: u8, body: &[u8]) -> Result<Response, ProtocolError> {
         opcode::PUSHED_NAMED => Response::Pushed {
             events: c.recorded_list(true)?,
         },
-        opcode::AGGREGATED => {
-            let n = c.u32("bucket count")?;
-            let mut buckets = Vec::new();
-            for _ in 0..n {
-                buckets.push(Bucket {
-                    start_ns: c.u64("bucket start")?,
-                    count: c.u64("count")?,
-                    sum: c.f64("sum")?,
-                    min: c.f64("min")?,
-                    max: c.f64("max")?,
-                });
-            }
-            Response::Aggregated { buckets }
-        }
+        opcode::AGGREGATED => Response::Aggregated {
+            buckets: c.buckets()?,
+        },
         opcode::STREAM_INFO_OK => Response::StreamInfo {
             next_version: c.u64("next version")?,
             first_lsn: c.u64("first lsn")?,
@@ -499,20 +531,7 @@ pub fn decode_response(op: u8, body: &[u8]) -> Result<Response, ProtocolError> {
         opcode::STATS_OK => Response::Stats {
             json: c.str("stats json")?,
         },
-        opcode::ERROR => {
-            let code = c.u16("error code")?;
-            let message = c.str("error message")?;
-            let current_version = if code == super::code::WRONG_EXPECTED_VERSION {
-                Some(c.i64("current version")?)
-            } else {
-                None
-            };
-            Response::Error {
-                code,
-                message,
-                current_version,
-            }
-        }
+        opcode::ERROR => c.error_reply()?,
         other => return Err(ProtocolError::UnknownOpcode(other)),
     };
     c.finish(resp)

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::{Semaphore, StaticPermit};
 
 use super::native::Native;
 use super::route::{PartOp, Shard};
@@ -465,65 +466,59 @@ impl Shard {
         self.conns.borrow_mut().insert(conn_id, out.clone());
         let writer = glommio::spawn_local(write_loop(out.clone(), wr));
         let mut input = Input::new(rd);
-        let permits = Rc::new(glommio::sync::Semaphore::new(u64::from(
-            cfg.max_in_flight_per_connection,
-        )));
-        // Requests with large replies also take room from `heavy`, so the replies being built
-        // at once add at most about `connection_buffer_bytes` (READ) or one AGGREGATE reply
-        // to what waits in the outbound buffer.
-        let heavy_slots =
-            (u64::from(cfg.connection_buffer_bytes) / u64::from(cfg.max_read_bytes)).max(1);
-        let heavy = Rc::new(glommio::sync::Semaphore::new(heavy_slots));
+        let in_flight = InFlight::new(cfg);
         let mut proto = P::open(&self, &out, local_ip);
-        let reason = loop {
+        let reason = self
+            .read_requests(&mut proto, &mut input, &out, &in_flight, conn_id)
+            .await;
+        tracing::debug!(?peer, %reason, "connection closing");
+        self.close_connection(conn_id, &out, &in_flight, writer, input)
+            .await;
+    }
+
+    /// The connection loop: decodes requests, admits them and runs each in its own task,
+    /// within the connection's in-flight limits. Returns why the connection closes.
+    async fn read_requests<P: Protocol>(
+        self: &Rc<Self>,
+        proto: &mut P,
+        input: &mut Input,
+        out: &Rc<ConnOut>,
+        in_flight: &InFlight,
+        conn_id: u64,
+    ) -> String {
+        let cfg = &self.shared.config;
+        loop {
             // A client that does not read its replies is not read either: the outbound
             // buffer stays near `connection_buffer_bytes` instead of growing without bound.
             out.wait_for_room().await;
             if out.stopping.get() {
-                break "the server is stopping".to_string();
+                return "the server is stopping".to_string();
             }
             let request = match proto.decode(input.buffered()) {
                 Decoded::Request(request, used) => {
                     input.consume(used);
                     request
                 }
-                Decoded::Fault(fault) => {
-                    out.send_bytes(&fault.reply);
-                    break fault.reason;
-                }
-                Decoded::Partial { need } => match input.fill(need, &proto, &out, cfg).await {
+                Decoded::Fault(fault) => return send_fault(out, fault),
+                Decoded::Partial { need } => match input.fill(need, proto, out, cfg).await {
                     Ok(()) => continue,
-                    Err(fault) => {
-                        out.send_bytes(&fault.reply);
-                        break fault.reason;
-                    }
+                    Err(fault) => return send_fault(out, fault),
                 },
             };
             let (request, weight) = match proto.admit(request) {
                 Admitted::Done => continue,
-                Admitted::Close(fault) => {
-                    out.send_bytes(&fault.reply);
-                    break fault.reason;
-                }
+                Admitted::Close(fault) => return send_fault(out, fault),
                 Admitted::Run { request, heavy } => {
                     let weight = if heavy {
-                        heavy_slots
+                        in_flight.heavy_slots
                     } else {
                         u64::from(P::is_read(&request))
                     };
                     (request, weight)
                 }
             };
-            let Ok(permit) = permits.acquire_static_permit(1).await else {
-                break "permits closed".into();
-            };
-            let heavy_permit = if weight > 0 {
-                match heavy.acquire_static_permit(weight).await {
-                    Ok(p) => Some(p),
-                    Err(_) => break "permits closed".into(),
-                }
-            } else {
-                None
+            let Some((permit, heavy_permit)) = in_flight.acquire(weight).await else {
+                return "permits closed".into();
             };
             let run = P::run(self.clone(), out.clone(), conn_id, request);
             glommio::spawn_local(async move {
@@ -532,12 +527,26 @@ impl Shard {
                 drop(permit);
             })
             .detach();
-        };
-        tracing::debug!(?peer, %reason, "connection closing");
+        }
+    }
+
+    /// Closes a connection whose loop ended: waits for its requests' replies on a server
+    /// stop, lets the writer send what is queued, drops its subscriptions at their
+    /// partitions, and forgets it.
+    async fn close_connection(
+        self: &Rc<Self>,
+        conn_id: u64,
+        out: &Rc<ConnOut>,
+        in_flight: &InFlight,
+        writer: glommio::Task<()>,
+        mut input: Input,
+    ) {
+        let cfg = &self.shared.config;
         if self.shared.stop.load(Ordering::Acquire) {
             // A server stop: the requests this connection read get their replies before the
             // writer sends what is queued and closes.
-            let _ = permits
+            let _ = in_flight
+                .permits
                 .acquire_permit(u64::from(cfg.max_in_flight_per_connection))
                 .await;
         }
@@ -565,5 +574,49 @@ impl Shard {
         self.conns.borrow_mut().remove(&conn_id);
         let left = self.shared.connections.fetch_sub(1, Ordering::AcqRel) - 1;
         metrics::gauge!(crate::metrics::CONNECTIONS).set(left as f64);
+    }
+}
+
+/// Queues a protocol fault's reply on `out`; returns why the connection closes.
+fn send_fault(out: &ConnOut, fault: Fault) -> String {
+    out.send_bytes(&fault.reply);
+    fault.reason
+}
+
+/// A connection's limits on the requests running at once.
+struct InFlight {
+    /// At most `max_in_flight_per_connection` requests.
+    permits: Rc<Semaphore>,
+    /// Requests with large replies also take room from `heavy`, so the replies being built
+    /// at once add at most about `connection_buffer_bytes` (READ) or one AGGREGATE reply
+    /// to what waits in the outbound buffer.
+    heavy: Rc<Semaphore>,
+    /// All of `heavy`: what a request whose reply may be as large as an AGGREGATE's takes.
+    heavy_slots: u64,
+}
+
+impl InFlight {
+    fn new(cfg: &crate::config::Config) -> InFlight {
+        let permits = Rc::new(Semaphore::new(u64::from(cfg.max_in_flight_per_connection)));
+        let heavy_slots =
+            (u64::from(cfg.connection_buffer_bytes) / u64::from(cfg.max_read_bytes)).max(1);
+        let heavy = Rc::new(Semaphore::new(heavy_slots));
+        InFlight {
+            permits,
+            heavy,
+            heavy_slots,
+        }
+    }
+
+    /// Room for one more request weighing `weight` of `heavy`; `None` once the semaphores
+    /// are closed.
+    async fn acquire(&self, weight: u64) -> Option<(StaticPermit, Option<StaticPermit>)> {
+        let permit = self.permits.acquire_static_permit(1).await.ok()?;
+        let heavy_permit = if weight > 0 {
+            Some(self.heavy.acquire_static_permit(weight).await.ok()?)
+        } else {
+            None
+        };
+        Some((permit, heavy_permit))
     }
 }

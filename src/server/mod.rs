@@ -161,14 +161,7 @@ impl Plan {
         let shards = shards_wanted.min(partitions as usize).max(1);
         io_memory_per_executor(shards)?;
         config.max_connections = raise_open_file_limit(config.max_connections, partitions, shards)?;
-        let listen: SocketAddr =
-            config
-                .listen
-                .parse()
-                .map_err(|source| StartError::ListenAddress {
-                    value: config.listen.clone(),
-                    source,
-                })?;
+        let listen = listen_address(&config)?;
         // The shards' listeners share the port through SO_REUSEPORT, which would also let a
         // second evringd (same user) join it and take half the connections. A plain bind
         // first fails if anything already listens there.
@@ -177,38 +170,9 @@ impl Plan {
         }
         let shard_ports = config.shard_ports()?;
         check_shard_ports(shard_ports, listen, shards)?;
-        let limits = PartitionLimits {
-            idempotency_window: config.idempotency_window as usize,
-            max_read_count: config.max_read_count as usize,
-            max_read_bytes: config.max_read_bytes as usize,
-            ring: crate::ring::RingConfig {
-                capacity_events: config.ring_capacity_events as usize,
-                capacity_bytes: config.ring_capacity_bytes as usize,
-                max_retries: 8,
-            },
-            write_mode: config.write_mode()?,
-        };
-        let mut journal = JournalConfig::new([0; 16], 0);
-        journal.segment_bytes = config.segment_bytes;
-        journal.frame_bytes_max = config.journal_frame_bytes_max as usize;
-        journal.in_flight_max = config.in_flight_frames as usize;
-        journal.pipeline_min_bytes = config.pipeline_min_bytes as usize;
-        journal.validate().map_err(|source| StartError::Journal {
-            partition: 0,
-            source,
-        })?;
-        let metrics_addr = if config.metrics_listen.is_empty() {
-            None
-        } else {
-            let handle = crate::metrics::install();
-            let addr = crate::metrics::serve(&config.metrics_listen, handle).map_err(|source| {
-                StartError::Metrics {
-                    addr: config.metrics_listen.clone(),
-                    source,
-                }
-            })?;
-            Some(addr)
-        };
+        let limits = partition_limits(&config)?;
+        let mut journal = journal_config(&config)?;
+        let metrics_addr = serve_metrics(&config)?;
         let manifest = match existing {
             Some(m) => m,
             None => Manifest::load_or_init(&config.data_dir, partitions)?,
@@ -228,12 +192,124 @@ impl Plan {
         })
     }
 
+    /// What shard `shard_id` starts with: the partitions it owns, the settings, its ends of
+    /// the cross-shard channels `endpoints`, and the addresses to listen on (the client
+    /// port as shard 0 resolved it, once it did).
+    fn shard_start(
+        &self,
+        shard_id: usize,
+        endpoints: ShardEndpoints,
+        model: &Option<Arc<dyn served_model::ModelFactory>>,
+        shared_slot: &Arc<std::sync::OnceLock<Arc<Shared>>>,
+        stop_early: &Arc<AtomicBool>,
+    ) -> recovery::ShardStart {
+        let shard_addr = self.shard_ports.map(|base| {
+            let port = if base == 0 { 0 } else { base + shard_id as u16 };
+            SocketAddr::new(self.listen.ip(), port)
+        });
+        recovery::ShardStart {
+            model: model.clone(),
+            shard_id,
+            owned: self.owned(shard_id),
+            data_dir: self.config.data_dir.clone(),
+            journal: self.journal.clone(),
+            limits: self.limits,
+            endpoints,
+            bind_addr: shared_slot.get().map_or(self.listen, |s| s.client_addr),
+            shard_addr,
+            shared: shared_slot.clone(),
+            stop_early: stop_early.clone(),
+        }
+    }
+
+    /// Starts `start`'s shard on its own executor thread; it reports on `ready` once it
+    /// listens, or why it could not start.
+    fn spawn_shard(
+        &self,
+        start: recovery::ShardStart,
+        ready: mpsc::Sender<Ready>,
+    ) -> Result<glommio::ExecutorJoinHandle<()>, StartError> {
+        let shard_id = start.shard_id;
+        let builder = executor_builder(
+            &format!("evring-shard-{shard_id}"),
+            self.config.pin_cpus.then_some(shard_id % self.cpus),
+            self.shards,
+            Duration::from_micros(u64::from(self.config.spin_before_park_us)),
+        )?;
+        builder
+            .spawn(move || async move {
+                if let Err(e) = start.run(&ready).await {
+                    let _ = ready.send(Err(e));
+                }
+            })
+            .map_err(|e| StartError::Thread {
+                shard: shard_id,
+                source: e.to_string().into(),
+            })
+    }
+
     /// The partitions shard `shard` owns: partition p runs on shard p mod shards.
     fn owned(&self, shard: usize) -> Vec<u32> {
         (0..self.manifest.partitions)
             .filter(|p| *p as usize % self.shards == shard)
             .collect()
     }
+}
+
+/// The client port's address (`listen`).
+fn listen_address(config: &Config) -> Result<SocketAddr, StartError> {
+    config
+        .listen
+        .parse()
+        .map_err(|source| StartError::ListenAddress {
+            value: config.listen.clone(),
+            source,
+        })
+}
+
+/// Each partition's limits, from the settings.
+fn partition_limits(config: &Config) -> Result<PartitionLimits, StartError> {
+    Ok(PartitionLimits {
+        idempotency_window: config.idempotency_window as usize,
+        max_read_count: config.max_read_count as usize,
+        max_read_bytes: config.max_read_bytes as usize,
+        ring: crate::ring::RingConfig {
+            capacity_events: config.ring_capacity_events as usize,
+            capacity_bytes: config.ring_capacity_bytes as usize,
+            max_retries: 8,
+        },
+        write_mode: config.write_mode()?,
+    })
+}
+
+/// Each partition's journal settings, checked; the store id is the MANIFEST's, set once it
+/// is known.
+fn journal_config(config: &Config) -> Result<JournalConfig, StartError> {
+    let mut journal = JournalConfig::new([0; 16], 0);
+    journal.segment_bytes = config.segment_bytes;
+    journal.frame_bytes_max = config.journal_frame_bytes_max as usize;
+    journal.in_flight_max = config.in_flight_frames as usize;
+    journal.pipeline_min_bytes = config.pipeline_min_bytes as usize;
+    journal.validate().map_err(|source| StartError::Journal {
+        partition: 0,
+        source,
+    })?;
+    Ok(journal)
+}
+
+/// Serves the Prometheus endpoint when `metrics_listen` is set: its address.
+fn serve_metrics(config: &Config) -> Result<Option<SocketAddr>, StartError> {
+    if config.metrics_listen.is_empty() {
+        return Ok(None);
+    }
+    let handle = crate::metrics::install();
+    let addr = crate::metrics::serve(&config.metrics_listen, handle).map_err(|source| {
+        StartError::Metrics {
+            addr: config.metrics_listen.clone(),
+            source,
+        }
+    })?;
+    Ok(Some(addr))
 }
 
 /// Shard ports (`shard_ports` = a base port): each within range, none the client port, none
@@ -305,41 +381,8 @@ fn launch(
     let mut shard_addrs = Vec::new();
     let mut threads = Vec::new();
     for (shard_id, ep) in shard_channels(plan.shards).into_iter().enumerate() {
-        let shard_addr = plan.shard_ports.map(|base| {
-            let port = if base == 0 { 0 } else { base + shard_id as u16 };
-            SocketAddr::new(plan.listen.ip(), port)
-        });
-        let start = recovery::ShardStart {
-            model: model.clone(),
-            shard_id,
-            owned: plan.owned(shard_id),
-            data_dir: plan.config.data_dir.clone(),
-            journal: plan.journal.clone(),
-            limits: plan.limits,
-            endpoints: ep,
-            bind_addr: shared_slot.get().map_or(plan.listen, |s| s.client_addr),
-            shard_addr,
-            shared: shared_slot.clone(),
-            stop_early: stop_early.clone(),
-        };
-        let builder = executor_builder(
-            &format!("evring-shard-{shard_id}"),
-            plan.config.pin_cpus.then_some(shard_id % plan.cpus),
-            plan.shards,
-            Duration::from_micros(u64::from(plan.config.spin_before_park_us)),
-        )?;
-        let ready = ready_tx.clone();
-        let thread = builder
-            .spawn(move || async move {
-                if let Err(e) = start.run(&ready).await {
-                    let _ = ready.send(Err(e));
-                }
-            })
-            .map_err(|e| StartError::Thread {
-                shard: shard_id,
-                source: e.to_string().into(),
-            })?;
-        threads.push(thread);
+        let start = plan.shard_start(shard_id, ep, &model, &shared_slot, &stop_early);
+        threads.push(plan.spawn_shard(start, ready_tx.clone())?);
         match ready_rx.recv() {
             Ok(Ok((addr, own_port))) => {
                 shard_addrs.extend(own_port);

@@ -13,8 +13,8 @@ use super::route::{error_response, unexpected, OpResult, PartOp, Shard};
 use super::subscriptions::SubscribeRequest;
 use crate::constants::HELLO_FRAME_BYTES_MAX;
 use crate::protocol::{
-    self, code, decode_request, encode_response, partition_of, FrameHeader, Request, Response,
-    FRAME_HEADER_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
+    self, code, decode_request, encode_response, partition_of, Direction, Event, FrameHeader,
+    Request, Response, FRAME_HEADER_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
 };
 
 /// The native protocol on one connection: whether HELLO was accepted, and its deadline.
@@ -230,6 +230,9 @@ impl Shard {
             .collect()
     }
 
+    /// Runs one request and sends its reply (a SUBSCRIBE replies through its subscription).
+    /// One arm per request type: the dispatch table reads best in one place, and each arm
+    /// that does more than a line has its own function below.
     pub(super) async fn handle(
         self: &Rc<Self>,
         out: &Rc<ConnOut>,
@@ -237,7 +240,6 @@ impl Shard {
         request_id: u64,
         req: Request,
     ) {
-        let partitions = self.shared.partitions;
         let resp = match req {
             // The server is stopping: nothing new is started.
             _ if self.shared.stop.load(Ordering::Acquire) => Response::error(
@@ -252,58 +254,14 @@ impl Shard {
                 stream,
                 expected_version,
                 events,
-            } => {
-                let p = partition_of(&stream, partitions);
-                let op = PartOp::Append {
-                    stream,
-                    expected_version,
-                    events,
-                };
-                match self.call(p, op).await {
-                    OpResult::Appended(a) => Response::Appended {
-                        first_version: a.first_version,
-                        last_version: a.last_version,
-                        partition: a.partition,
-                        lsn: a.lsn,
-                    },
-                    OpResult::Err(e) => error_response(e),
-                    other => unexpected(other),
-                }
-            }
+            } => self.append(stream, expected_version, events).await,
             Request::Read {
                 stream,
                 from_version,
                 max_count,
                 direction,
-            } => {
-                let p = partition_of(&stream, partitions);
-                let op = PartOp::Read {
-                    stream,
-                    from: from_version,
-                    max: max_count,
-                    direction,
-                };
-                match self.call(p, op).await {
-                    OpResult::Events(events, end_of_stream) => Response::Events {
-                        events,
-                        end_of_stream,
-                    },
-                    OpResult::Err(e) => error_response(e),
-                    other => unexpected(other),
-                }
-            }
-            Request::StreamInfo { stream } => {
-                let p = partition_of(&stream, partitions);
-                match self.call(p, PartOp::Info { stream }).await {
-                    OpResult::Info(i) => Response::StreamInfo {
-                        next_version: i.next_version,
-                        first_lsn: i.first_lsn,
-                        last_lsn: i.last_lsn,
-                    },
-                    OpResult::Err(e) => error_response(e),
-                    other => unexpected(other),
-                }
-            }
+            } => self.read(stream, from_version, max_count, direction).await,
+            Request::StreamInfo { stream } => self.stream_info(stream).await,
             Request::Subscribe {
                 target,
                 name,
@@ -322,24 +280,7 @@ impl Shard {
                 return;
             }
             Request::Unsubscribe { subscription_id } => {
-                let parts = out.subs.borrow_mut().remove(&subscription_id);
-                match parts {
-                    None => Response::error(
-                        code::INVALID_ARGUMENT,
-                        format!("no subscription with request id {subscription_id}"),
-                    ),
-                    Some(parts) => {
-                        for p in parts {
-                            let op = PartOp::Unsubscribe {
-                                origin: self.id,
-                                conn,
-                                sub: subscription_id,
-                            };
-                            let _ = self.call(p, op).await;
-                        }
-                        Response::Subscribed
-                    }
-                }
+                self.unsubscribe(out, conn, subscription_id).await
             }
             Request::Stats => self.stats().await,
             Request::Aggregate {
@@ -362,6 +303,98 @@ impl Shard {
                 .increment(1);
         }
         out.send(request_id, &resp);
+    }
+
+    /// APPEND: at the stream's partition.
+    async fn append(
+        self: &Rc<Self>,
+        stream: String,
+        expected_version: i64,
+        events: Vec<Event>,
+    ) -> Response {
+        let p = partition_of(&stream, self.shared.partitions);
+        let op = PartOp::Append {
+            stream,
+            expected_version,
+            events,
+        };
+        match self.call(p, op).await {
+            OpResult::Appended(a) => Response::Appended {
+                first_version: a.first_version,
+                last_version: a.last_version,
+                partition: a.partition,
+                lsn: a.lsn,
+            },
+            OpResult::Err(e) => error_response(e),
+            other => unexpected(other),
+        }
+    }
+
+    /// READ: at the stream's partition.
+    async fn read(
+        self: &Rc<Self>,
+        stream: String,
+        from_version: u64,
+        max_count: u32,
+        direction: Direction,
+    ) -> Response {
+        let p = partition_of(&stream, self.shared.partitions);
+        let op = PartOp::Read {
+            stream,
+            from: from_version,
+            max: max_count,
+            direction,
+        };
+        match self.call(p, op).await {
+            OpResult::Events(events, end_of_stream) => Response::Events {
+                events,
+                end_of_stream,
+            },
+            OpResult::Err(e) => error_response(e),
+            other => unexpected(other),
+        }
+    }
+
+    /// STREAM_INFO: at the stream's partition.
+    async fn stream_info(self: &Rc<Self>, stream: String) -> Response {
+        let p = partition_of(&stream, self.shared.partitions);
+        match self.call(p, PartOp::Info { stream }).await {
+            OpResult::Info(i) => Response::StreamInfo {
+                next_version: i.next_version,
+                first_lsn: i.first_lsn,
+                last_lsn: i.last_lsn,
+            },
+            OpResult::Err(e) => error_response(e),
+            other => unexpected(other),
+        }
+    }
+
+    /// UNSUBSCRIBE: the connection forgets the subscription, and each partition it spans
+    /// drops it.
+    async fn unsubscribe(
+        self: &Rc<Self>,
+        out: &Rc<ConnOut>,
+        conn: u64,
+        subscription_id: u64,
+    ) -> Response {
+        let parts = out.subs.borrow_mut().remove(&subscription_id);
+        match parts {
+            None => Response::error(
+                code::INVALID_ARGUMENT,
+                format!("no subscription with request id {subscription_id}"),
+            ),
+            Some(parts) => {
+                for p in parts {
+                    let op = PartOp::Unsubscribe {
+                        origin: self.id,
+                        conn,
+                        sub: subscription_id,
+                    };
+                    let _ = self.call(p, op).await;
+                }
+                Response::Subscribed
+            }
+        }
     }
 
     /// Aggregates over one stream's partition, or every partition for stream "".

@@ -310,6 +310,9 @@ impl Shard {
             .unwrap_or_else(|| OpResult::Err(unavailable("the owning shard dropped the call")))
     }
 
+    /// Runs `op` on `partition`, which this shard owns. One arm per operation: the dispatch
+    /// table reads best in one place, and each arm that does more than a call and a match of
+    /// its result has its own function below.
     pub(super) async fn run_op(self: &Rc<Self>, partition: u32, op: PartOp) -> OpResult {
         let Some(p) = self.partitions.get(&partition).cloned() else {
             return OpResult::Err(unavailable("partition not on this shard"));
@@ -318,20 +321,7 @@ impl Shard {
             op @ (PartOp::KvExecute(_) | PartOp::KvGet { .. } | PartOp::KvList { .. }) => {
                 self.kv_op(partition, op).await
             }
-            PartOp::Model { blob, is_query } => {
-                let Some((_, service)) = self.served.clone() else {
-                    return OpResult::Err(unavailable("the served model is not on this shard"));
-                };
-                let result = if is_query {
-                    service.query(blob)
-                } else {
-                    service.execute(blob).await
-                };
-                match result {
-                    Ok(bytes) => OpResult::Blob(bytes),
-                    Err(e) => OpResult::Err(e),
-                }
-            }
+            PartOp::Model { blob, is_query } => self.run_served_model(blob, is_query).await,
             PartOp::Append {
                 stream,
                 expected_version,
@@ -387,55 +377,92 @@ impl Shard {
                     stream: (target == SubscribeTarget::Stream).then(|| stream.clone()),
                     type_prefix,
                 });
-                if target == SubscribeTarget::Model {
-                    let service: Option<Rc<dyn super::served_model::ModelEngine>> =
-                        if stream == "kv" {
-                            self.kv.get(&partition).map(|e| {
-                                Rc::new(e.clone()) as Rc<dyn super::served_model::ModelEngine>
-                            })
-                        } else {
-                            self.served
-                                .as_ref()
-                                .filter(|(name, _)| *name == stream)
-                                .map(|(_, s)| s.engine())
-                        };
-                    let Some(service) = service else {
-                        return OpResult::Err(unavailable("the model is not on this shard"));
-                    };
-                    return self
-                        .subscribe_model(partition, service, sink, from, stream)
-                        .await;
-                }
-                match self.catch_up(&p, &sink, target, &stream, from).await {
-                    Ok(true) => {
-                        let sink: Rc<dyn PublishSink> = sink;
-                        p.add_sink(sink.clone());
-                        self.sinks
-                            .borrow_mut()
-                            .insert((origin, conn, sub, partition), sink);
-                        OpResult::Done
-                    }
-                    Ok(false) => OpResult::Done,
-                    Err(e) => OpResult::Err(e),
-                }
+                self.add_subscriber(partition, &p, sink, target, stream, from)
+                    .await
             }
             PartOp::Unsubscribe { origin, conn, sub } => {
-                if let Some(sink) = self
-                    .sinks
-                    .borrow_mut()
-                    .remove(&(origin, conn, sub, partition))
-                {
-                    p.remove_sink(&sink);
-                }
-                if let Some((id, service)) = self
-                    .model_sinks
-                    .borrow_mut()
-                    .remove(&(origin, conn, sub, partition))
-                {
-                    service.remove_sink(id);
-                }
+                self.remove_subscriber(&p, (origin, conn, sub, partition));
                 OpResult::Done
             }
+        }
+    }
+
+    /// An EXECUTE (or, `is_query`, a QUERY) of the served model, which runs on this shard.
+    async fn run_served_model(&self, blob: Vec<u8>, is_query: bool) -> OpResult {
+        let Some((_, service)) = self.served.clone() else {
+            return OpResult::Err(unavailable("the served model is not on this shard"));
+        };
+        let result = if is_query {
+            service.query(blob)
+        } else {
+            service.execute(blob).await
+        };
+        match result {
+            Ok(bytes) => OpResult::Blob(bytes),
+            Err(e) => OpResult::Err(e),
+        }
+    }
+
+    /// Adds subscriber `sink` at partition `p` (`partition`), from `from`: a model's
+    /// subscription at the model's engine; any other catches up from the journal, then its
+    /// sink joins the partition's live sinks.
+    async fn add_subscriber(
+        self: &Rc<Self>,
+        partition: u32,
+        p: &Rc<Partition>,
+        sink: Rc<SubSink>,
+        target: SubscribeTarget,
+        stream: String,
+        from: u64,
+    ) -> OpResult {
+        if target == SubscribeTarget::Model {
+            let Some(service) = self.model_engine(partition, &stream) else {
+                return OpResult::Err(unavailable("the model is not on this shard"));
+            };
+            return self
+                .subscribe_model(partition, service, sink, from, stream)
+                .await;
+        }
+        let key = (sink.origin, sink.conn, sink.sub, partition);
+        match self.catch_up(p, &sink, target, &stream, from).await {
+            Ok(true) => {
+                let sink: Rc<dyn PublishSink> = sink;
+                p.add_sink(sink.clone());
+                self.sinks.borrow_mut().insert(key, sink);
+                OpResult::Done
+            }
+            Ok(false) => OpResult::Done,
+            Err(e) => OpResult::Err(e),
+        }
+    }
+
+    /// The engine of model `name` at `partition` on this shard: the key-value model ("kv")
+    /// or the served model.
+    fn model_engine(
+        &self,
+        partition: u32,
+        name: &str,
+    ) -> Option<Rc<dyn super::served_model::ModelEngine>> {
+        if name == "kv" {
+            self.kv
+                .get(&partition)
+                .map(|e| Rc::new(e.clone()) as Rc<dyn super::served_model::ModelEngine>)
+        } else {
+            self.served
+                .as_ref()
+                .filter(|(served, _)| *served == name)
+                .map(|(_, s)| s.engine())
+        }
+    }
+
+    /// Removes a subscriber's sinks at partition `p`: its live sink, or its sink at a
+    /// model's engine.
+    fn remove_subscriber(&self, p: &Partition, key: SinkKey) {
+        if let Some(sink) = self.sinks.borrow_mut().remove(&key) {
+            p.remove_sink(&sink);
+        }
+        if let Some((id, service)) = self.model_sinks.borrow_mut().remove(&key) {
+            service.remove_sink(id);
         }
     }
 

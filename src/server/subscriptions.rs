@@ -298,7 +298,9 @@ impl Shard {
         false
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// SUBSCRIBE: checks the request, replies Subscribed, then starts the subscription at
+    /// each partition its target spans, in partition order. An error at a partition ends
+    /// the subscription with that error.
     pub(super) async fn subscribe(
         self: &Rc<Self>,
         out: &Rc<ConnOut>,
@@ -306,128 +308,147 @@ impl Shard {
         request_id: u64,
         sub: SubscribeRequest,
     ) {
-        let SubscribeRequest {
-            target,
-            name,
-            from,
-            type_prefix,
-            positions,
-        } = sub;
+        let parts = match self.check_subscription(out, request_id, &sub) {
+            Ok(parts) => parts,
+            Err(refusal) => {
+                out.send(request_id, &refusal);
+                return;
+            }
+        };
+        out.subs.borrow_mut().insert(request_id, parts.clone());
+        out.send(request_id, &Response::Subscribed);
+        for (i, p) in parts.into_iter().enumerate() {
+            let from = sub.positions.get(i).copied().unwrap_or(sub.from);
+            match self
+                .subscribe_partition(out, conn, request_id, &sub, p, from)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return, // the subscriber went away
+                Err(e) => {
+                    if out.subs.borrow_mut().remove(&request_id).is_some() {
+                        out.send(request_id, &error_response(e));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The partitions a SUBSCRIBE spans, or the reply that refuses it: too many
+    /// subscriptions on the connection, a target that does not exist, a checkpoint that does
+    /// not hold one position per partition, or a request id already in use.
+    fn check_subscription(
+        &self,
+        out: &ConnOut,
+        request_id: u64,
+        sub: &SubscribeRequest,
+    ) -> Result<Vec<u32>, Response> {
         let cfg = &self.shared.config;
         if out.subs.borrow().len() >= cfg.max_subscriptions_per_connection as usize {
-            out.send(
-                request_id,
-                &Response::error(
-                    code::OVERLOADED,
-                    format!(
-                        "too many subscriptions on this connection (max {})",
-                        cfg.max_subscriptions_per_connection
-                    ),
+            return Err(Response::error(
+                code::OVERLOADED,
+                format!(
+                    "too many subscriptions on this connection (max {})",
+                    cfg.max_subscriptions_per_connection
                 ),
-            );
-            return;
+            ));
         }
-        let parts: Vec<u32> = match target {
-            SubscribeTarget::Stream => vec![partition_of(&name, self.shared.partitions)],
+        let parts = self.target_partitions(sub.target, &sub.name)?;
+        let positions = &sub.positions;
+        if !positions.is_empty() && positions.len() != parts.len() {
+            return Err(Response::error(
+                code::INVALID_ARGUMENT,
+                format!(
+                    "the checkpoint holds {} positions but the subscription spans {} \
+                     partitions (one position per partition, in partition order)",
+                    positions.len(),
+                    parts.len()
+                ),
+            ));
+        }
+        if out.subs.borrow().contains_key(&request_id) {
+            return Err(Response::error(
+                code::INVALID_ARGUMENT,
+                "request id already used by a subscription",
+            ));
+        }
+        Ok(parts)
+    }
+
+    /// The partitions a subscription to `target` `name` spans, or the reply that refuses a
+    /// target that does not exist.
+    fn target_partitions(&self, target: SubscribeTarget, name: &str) -> Result<Vec<u32>, Response> {
+        let parts = match target {
+            SubscribeTarget::Stream => vec![partition_of(name, self.shared.partitions)],
             SubscribeTarget::Partition => match name.parse::<u32>() {
                 Ok(p) if p < self.shared.partitions => vec![p],
                 _ => {
-                    out.send(
-                        request_id,
-                        &Response::error(
-                            code::INVALID_ARGUMENT,
-                            format!("{name:?} is not a partition number"),
-                        ),
-                    );
-                    return;
+                    return Err(Response::error(
+                        code::INVALID_ARGUMENT,
+                        format!("{name:?} is not a partition number"),
+                    ));
                 }
             },
             SubscribeTarget::All => (0..self.shared.partitions).collect(),
             SubscribeTarget::Model if name == "kv" => (0..self.shared.partitions).collect(),
             // A user's model runs on partition 0's shard.
-            SubscribeTarget::Model
-                if self.shared.served_model.as_deref() == Some(name.as_str()) =>
-            {
+            SubscribeTarget::Model if self.shared.served_model.as_deref() == Some(name) => {
                 vec![0]
             }
             SubscribeTarget::Model => {
-                out.send(
-                    request_id,
-                    &Response::error(
-                        code::INVALID_ARGUMENT,
-                        format!("no model named {name:?} is served"),
-                    ),
-                );
-                return;
+                return Err(Response::error(
+                    code::INVALID_ARGUMENT,
+                    format!("no model named {name:?} is served"),
+                ));
             }
         };
-        if !positions.is_empty() && positions.len() != parts.len() {
-            out.send(
-                request_id,
-                &Response::error(
-                    code::INVALID_ARGUMENT,
-                    format!(
-                        "the checkpoint holds {} positions but the subscription spans {} \
-                         partitions (one position per partition, in partition order)",
-                        positions.len(),
-                        parts.len()
-                    ),
-                ),
-            );
-            return;
-        }
-        if out.subs.borrow().contains_key(&request_id) {
-            out.send(
-                request_id,
-                &Response::error(
-                    code::INVALID_ARGUMENT,
-                    "request id already used by a subscription",
-                ),
-            );
-            return;
-        }
-        out.subs.borrow_mut().insert(request_id, parts.clone());
-        out.send(request_id, &Response::Subscribed);
-        for (i, p) in parts.into_iter().enumerate() {
-            let mut from = positions.get(i).copied().unwrap_or(from);
-            if matches!(target, SubscribeTarget::Partition | SubscribeTarget::All) {
-                // The catch-up runs here, through the partition's view (and its owner only for
-                // what the ring no longer holds); the owner then registers the live sink from
-                // where it ended.
-                let sink = SubSink {
-                    shard: Rc::downgrade(self),
-                    origin: self.id,
-                    conn,
-                    sub: request_id,
-                    stream: None,
-                    type_prefix: type_prefix.clone(),
-                };
-                match self.catch_up_partition(p, out, &sink, from).await {
-                    Ok(Some(reached)) => from = reached,
-                    Ok(None) => return, // the subscriber went away
-                    Err(e) => {
-                        if out.subs.borrow_mut().remove(&request_id).is_some() {
-                            out.send(request_id, &error_response(e));
-                        }
-                        return;
-                    }
-                }
-            }
-            let op = PartOp::Subscribe {
+        Ok(parts)
+    }
+
+    /// Starts subscription `request_id` at partition `p`, from `from`. Returns false if the
+    /// subscriber went away during the catch-up.
+    async fn subscribe_partition(
+        self: &Rc<Self>,
+        out: &Rc<ConnOut>,
+        conn: u64,
+        request_id: u64,
+        sub: &SubscribeRequest,
+        p: u32,
+        mut from: u64,
+    ) -> Result<bool, ApiError> {
+        if matches!(
+            sub.target,
+            SubscribeTarget::Partition | SubscribeTarget::All
+        ) {
+            // The catch-up runs here, through the partition's view (and its owner only for
+            // what the ring no longer holds); the owner then registers the live sink from
+            // where it ended.
+            let sink = SubSink {
+                shard: Rc::downgrade(self),
                 origin: self.id,
                 conn,
                 sub: request_id,
-                target,
-                stream: name.clone(),
-                from,
-                type_prefix: type_prefix.clone(),
+                stream: None,
+                type_prefix: sub.type_prefix.clone(),
             };
-            if let OpResult::Err(e) = self.call(p, op).await {
-                if out.subs.borrow_mut().remove(&request_id).is_some() {
-                    out.send(request_id, &error_response(e));
-                }
-                return;
+            match self.catch_up_partition(p, out, &sink, from).await? {
+                Some(reached) => from = reached,
+                None => return Ok(false),
             }
+        }
+        let op = PartOp::Subscribe {
+            origin: self.id,
+            conn,
+            sub: request_id,
+            target: sub.target,
+            stream: sub.name.clone(),
+            from,
+            type_prefix: sub.type_prefix.clone(),
+        };
+        match self.call(p, op).await {
+            OpResult::Err(e) => Err(e),
+            _ => Ok(true),
         }
     }
 }

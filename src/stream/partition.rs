@@ -142,6 +142,21 @@ enum Placed {
     NoRoom,
 }
 
+/// An append's arguments, checked before it waits for its turn: a stream name, at least one
+/// event, an expected version that means something.
+fn check_append(stream: &str, expected_version: i64, events: &[Event]) -> Result<(), StreamError> {
+    if stream.is_empty() {
+        return Err(StreamError::EmptyStreamName);
+    }
+    if events.is_empty() {
+        return Err(StreamError::NoEvents);
+    }
+    if expected_version < expected::STREAM_EXISTS {
+        return Err(StreamError::BadExpectedVersion(expected_version));
+    }
+    Ok(())
+}
+
 fn wake_all(waiters: &mut Vec<std::task::Waker>) {
     for w in waiters.drain(..) {
         w.wake();
@@ -240,27 +255,67 @@ impl<S: Storage + 'static> Partition<S> {
         expected_version: i64,
         mut events: Vec<Event>,
     ) -> Result<AppendOk, StreamError> {
-        if stream.is_empty() {
-            return Err(StreamError::EmptyStreamName);
-        }
-        if events.is_empty() {
-            return Err(StreamError::NoEvents);
-        }
-        if expected_version < expected::STREAM_EXISTS {
-            return Err(StreamError::BadExpectedVersion(expected_version));
-        }
+        check_append(stream, expected_version, &events)?;
         let now = now_ns();
         for e in &mut events {
             if e.timestamp_ns == 0 {
                 e.timestamp_ns = now;
             }
         }
+        let (pending, first_version) = match self
+            .place_in_turn(stream, expected_version, &events)
+            .await?
+        {
+            Placed::Retry(retry) => return self.await_retry(retry).await,
+            Placed::Pending(pending, first_version) => (pending, first_version),
+            Placed::NoRoom => unreachable!("the loop goes on while there is no room"),
+        };
+        let appended = match pending.durable().await {
+            Ok(a) => a,
+            Err(e) => {
+                let mut st = self.state.borrow_mut();
+                st.errors += 1;
+                // Retries waiting for this append learn that it failed.
+                wake_all(&mut st.publish_waiters);
+                return Err(e.into());
+            }
+        };
+        let n = events.len() as u64;
+        self.count_appended(&events);
+        let recorded: Vec<RecordedEvent> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| RecordedEvent {
+                stream: stream.to_string(),
+                stream_version: first_version + i as u64,
+                lsn: appended.first_lsn + i as u64,
+                partition: self.id,
+                event,
+            })
+            .collect();
+        self.publish(appended.first_lsn, stream, recorded);
+        Ok(AppendOk {
+            first_version,
+            last_version: first_version + n - 1,
+            partition: self.id,
+            lsn: appended.first_lsn,
+        })
+    }
+
+    /// Places an append in the journal, in its turn, waiting for room in the journal as long
+    /// as there is none: never [`Placed::NoRoom`].
+    async fn place_in_turn(
+        &self,
+        stream: &str,
+        expected_version: i64,
+        events: &[Event],
+    ) -> Result<Placed, StreamError> {
         // Appends are placed in the order they reach the partition: one waiting for room in
         // the journal holds back later ones, so pipelined appends of one connection (and of
         // any two clients, by arrival) get versions in the order they were sent.
         let turn = self.take_turn().await;
         let placed = loop {
-            match self.place(stream, expected_version, &events)? {
+            match self.place(stream, expected_version, events)? {
                 Placed::NoRoom => {
                     let records: Vec<RecordRef<'_>> = events
                         .iter()
@@ -282,53 +337,23 @@ impl<S: Storage + 'static> Partition<S> {
             }
         };
         drop(turn);
-        let (pending, first_version) = match placed {
-            Placed::Retry(retry) => return self.await_retry(retry).await,
-            Placed::Pending(pending, first_version) => (pending, first_version),
-            Placed::NoRoom => unreachable!("the loop goes on while there is no room"),
-        };
-        let appended = match pending.durable().await {
-            Ok(a) => a,
-            Err(e) => {
-                let mut st = self.state.borrow_mut();
-                st.errors += 1;
-                // Retries waiting for this append learn that it failed.
-                wake_all(&mut st.publish_waiters);
-                return Err(e.into());
-            }
-        };
+        Ok(placed)
+    }
+
+    /// Counts a durable append of `events` in the partition's statistics and metrics.
+    fn count_appended(&self, events: &[Event]) {
         let n = events.len() as u64;
         let bytes: u64 = events
             .iter()
             .map(|e| (e.data.len() + e.metadata.len()) as u64)
             .sum();
-        let recorded: Vec<RecordedEvent> = events
-            .into_iter()
-            .enumerate()
-            .map(|(i, event)| RecordedEvent {
-                stream: stream.to_string(),
-                stream_version: first_version + i as u64,
-                lsn: appended.first_lsn + i as u64,
-                partition: self.id,
-                event,
-            })
-            .collect();
-        {
-            let mut st = self.state.borrow_mut();
-            st.appends += 1;
-            st.events_appended += n;
-            st.bytes_appended += bytes;
-            self.appends_counter.increment(1);
-            self.events_counter.increment(n);
-            self.bytes_counter.increment(bytes);
-        }
-        self.publish(appended.first_lsn, stream, recorded);
-        Ok(AppendOk {
-            first_version,
-            last_version: first_version + n - 1,
-            partition: self.id,
-            lsn: appended.first_lsn,
-        })
+        let mut st = self.state.borrow_mut();
+        st.appends += 1;
+        st.events_appended += n;
+        st.bytes_appended += bytes;
+        self.appends_counter.increment(1);
+        self.events_counter.increment(n);
+        self.bytes_counter.increment(bytes);
     }
 
     /// One attempt to place an append in the journal's open frame, in one synchronous step:
