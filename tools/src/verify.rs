@@ -22,6 +22,7 @@
 //! Verify is stricter than start-up in one way: a damaged snapshot is a fault here, while
 //! evringd logs it and falls back to an older snapshot or the journal.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
@@ -81,25 +82,12 @@ pub(crate) fn is_data_dir(path: &Path) -> bool {
     path.join(MANIFEST_FILE).is_file()
 }
 
+/// Checks the data directory `t.path`, in the order the module documentation gives, and
+/// reports every fault found.
 pub(crate) fn verify_data_dir(t: &Target) -> anyhow::Result<Outcome> {
     let manifest_path = t.path.join(MANIFEST_FILE);
     let mut faults: Vec<FileFault> = Vec::new();
-    let manifest = match Manifest::load(&t.path) {
-        Ok(Some(m)) => Some(m),
-        Ok(None) => bail!("{} has no MANIFEST", t.path.display()),
-        Err(e @ ManifestError::Io { .. }) => return Err(e.into()),
-        Err(e) => {
-            faults.push(FileFault {
-                label: "MANIFEST".into(),
-                path: manifest_path.clone(),
-                reason: format!(
-                    "{e}; restore the MANIFEST from a backup of this data directory (its \
-                     store id is in every segment header: `evring-inspect list --json`)"
-                ),
-            });
-            None
-        }
-    };
+    let manifest = load_manifest(&t.path, &manifest_path, &mut faults)?;
     let partitions = match &manifest {
         Some(m) => m.partitions,
         // Without a readable MANIFEST, check the partition directories there are.
@@ -112,7 +100,51 @@ pub(crate) fn verify_data_dir(t: &Target) -> anyhow::Result<Outcome> {
         );
     }
 
-    // The stores, in the order they are reported.
+    let mut stores = scan_stores(t, partitions)?;
+    let store_id = agreed_store_id(manifest.as_ref(), &stores, &manifest_path, &mut faults);
+    if let Some(want) = store_id {
+        mark_foreign_journals(&mut stores, want);
+    }
+    let snapshots = check_stores(&mut stores, store_id, &mut faults)?;
+
+    print(
+        t,
+        &manifest_path,
+        manifest.as_ref(),
+        &stores,
+        &snapshots,
+        &faults,
+    )
+}
+
+/// Loads the MANIFEST. A MANIFEST that does not load is a fault (and `None`); a data
+/// directory without one, or one that cannot be read, is an error.
+fn load_manifest(
+    data_dir: &Path,
+    manifest_path: &Path,
+    faults: &mut Vec<FileFault>,
+) -> anyhow::Result<Option<Manifest>> {
+    Ok(match Manifest::load(data_dir) {
+        Ok(Some(m)) => Some(m),
+        Ok(None) => bail!("{} has no MANIFEST", data_dir.display()),
+        Err(e @ ManifestError::Io { .. }) => return Err(e.into()),
+        Err(e) => {
+            faults.push(FileFault {
+                label: "MANIFEST".into(),
+                path: manifest_path.to_path_buf(),
+                reason: format!(
+                    "{e}; restore the MANIFEST from a backup of this data directory (its \
+                     store id is in every segment header: `evring-inspect list --json`)"
+                ),
+            });
+            None
+        }
+    })
+}
+
+/// Scans every store to check, in the order they are reported: per partition its streams
+/// and its key-value store, then (without `--partition`) the served models.
+fn scan_stores(t: &Target, partitions: u32) -> anyhow::Result<Vec<Store>> {
     let mut stores = Vec::new();
     for p in (0..partitions).filter(|&p| t.partition.is_none_or(|want| want == p)) {
         let dir = Manifest::partition_dir(&t.path, p);
@@ -156,8 +188,17 @@ pub(crate) fn verify_data_dir(t: &Target) -> anyhow::Result<Outcome> {
             )?);
         }
     }
+    Ok(stores)
+}
 
-    // Whose store id: the MANIFEST's, unless every journal agrees on another one.
+/// Whose store id: the MANIFEST's, unless every journal agrees on another one (then the
+/// MANIFEST is at fault).
+fn agreed_store_id(
+    manifest: Option<&Manifest>,
+    stores: &[Store],
+    manifest_path: &Path,
+    faults: &mut Vec<FileFault>,
+) -> Option<StoreId> {
     let journal_ids: Vec<StoreId> = stores
         .iter()
         .filter_map(|s| s.scanned.report.as_ref().and_then(|r| r.store_id))
@@ -166,11 +207,11 @@ pub(crate) fn verify_data_dir(t: &Target) -> anyhow::Result<Outcome> {
         .first()
         .filter(|first| journal_ids.iter().all(|id| id == *first))
         .copied();
-    let store_id: Option<StoreId> = match (&manifest, agreed) {
+    match (manifest, agreed) {
         (Some(m), Some(id)) if id != m.store_id => {
             faults.push(FileFault {
                 label: "MANIFEST".into(),
-                path: manifest_path.clone(),
+                path: manifest_path.to_path_buf(),
                 reason: format!(
                     "its store id {} is not the store id {} every journal carries; the \
                      MANIFEST is damaged or belongs to another data directory (restore it from \
@@ -183,85 +224,106 @@ pub(crate) fn verify_data_dir(t: &Target) -> anyhow::Result<Outcome> {
         }
         (Some(m), _) => Some(m.store_id),
         (None, _) => agreed.or(journal_ids.first().copied()),
-    };
-    // A journal of another store.
-    if let Some(want) = store_id {
-        for s in &mut stores {
-            let Some(report) = &s.scanned.report else {
-                continue;
-            };
-            match (report.store_id, report.segments.first()) {
-                (Some(have), Some(first)) if have != want && s.scanned.fault.is_none() => {
-                    s.scanned.fault = Some(Corruption {
-                        path: first.path.clone(),
-                        segment_seq: first.seq,
-                        offset: 0,
-                        reason: format!(
-                            "segment belongs to another store (store id {}; the MANIFEST says \
-                             {})",
-                            hex(&have),
-                            hex(&want)
-                        ),
-                    });
-                }
-                _ => {}
+    }
+}
+
+/// A journal of another store: its first segment is at fault.
+fn mark_foreign_journals(stores: &mut [Store], want: StoreId) {
+    for s in stores {
+        let Some(report) = &s.scanned.report else {
+            continue;
+        };
+        match (report.store_id, report.segments.first()) {
+            (Some(have), Some(first)) if have != want && s.scanned.fault.is_none() => {
+                s.scanned.fault = Some(Corruption {
+                    path: first.path.clone(),
+                    segment_seq: first.seq,
+                    offset: 0,
+                    reason: format!(
+                        "segment belongs to another store (store id {}; the MANIFEST says \
+                         {})",
+                        hex(&have),
+                        hex(&want)
+                    ),
+                });
             }
+            _ => {}
         }
     }
+}
 
-    // Per store: CODEC, snapshots, and whether the journal continues the newest good snapshot.
+/// Per store: CODEC, snapshots, and whether the journal continues the newest good snapshot.
+fn check_stores(
+    stores: &mut [Store],
+    store_id: Option<StoreId>,
+    faults: &mut Vec<FileFault>,
+) -> anyhow::Result<Vec<SnapshotCheck>> {
     let mut snapshots = Vec::new();
-    for s in &mut stores {
+    for s in stores {
         let codec = match s.kind {
             Kind::Partition(_) => None,
-            Kind::Kv | Kind::Model => check_codec(s, &mut faults),
+            Kind::Kv | Kind::Model => check_codec(s, faults),
         };
-        let mut newest_good: Option<(u64, PathBuf)> = None;
-        for (lsn, path) in evring::snapshot::list(&s.dir)? {
-            // Without any store id (no MANIFEST, no journal), the snapshot's own is all there is.
-            let store = store_id
-                .or_else(|| evring::snapshot::read_meta(&path).ok().map(|m| m.store_id))
-                .unwrap_or_default();
-            let fault = check_snapshot(s.kind, codec, &path, lsn, store).err();
-            if fault.is_none() && newest_good.is_none() {
-                newest_good = Some((lsn, path.clone()));
-            }
-            snapshots.push(SnapshotCheck {
-                store: s.label.clone(),
-                path,
-                lsn,
-                fault,
-            });
+        let newest_good = check_snapshots(s, codec, store_id, &mut snapshots)?;
+        check_continuity(s, newest_good, faults);
+    }
+    Ok(snapshots)
+}
+
+/// Checks every snapshot file of one store into `snapshots`; returns the newest good one
+/// (its LSN and path).
+fn check_snapshots(
+    s: &Store,
+    codec: Option<Codec>,
+    store_id: Option<StoreId>,
+    snapshots: &mut Vec<SnapshotCheck>,
+) -> anyhow::Result<Option<(u64, PathBuf)>> {
+    let mut newest_good: Option<(u64, PathBuf)> = None;
+    for (lsn, path) in evring::snapshot::list(&s.dir)? {
+        // Without any store id (no MANIFEST, no journal), the snapshot's own is all there is.
+        let store = store_id
+            .or_else(|| evring::snapshot::read_meta(&path).ok().map(|m| m.store_id))
+            .unwrap_or_default();
+        let fault = check_snapshot(s.kind, codec, &path, lsn, store).err();
+        if fault.is_none() && newest_good.is_none() {
+            newest_good = Some((lsn, path.clone()));
         }
-        if let (Some(report), None) = (&s.scanned.report, &s.scanned.fault) {
-            match continuity(s.kind, report, newest_good.as_ref().map(|(l, _)| *l)) {
-                Ok(()) => {}
-                Err(Gap::Start(reason)) => {
-                    let first = &report.segments[0];
-                    s.scanned.fault = Some(Corruption {
-                        path: first.path.clone(),
-                        segment_seq: first.seq,
-                        offset: 0,
-                        reason,
-                    });
-                }
-                Err(Gap::Snapshot(reason)) => faults.push(FileFault {
-                    label: s.label.clone(),
-                    path: newest_good.map(|(_, p)| p).unwrap_or_default(),
+        snapshots.push(SnapshotCheck {
+            store: s.label.clone(),
+            path,
+            lsn,
+            fault,
+        });
+    }
+    Ok(newest_good)
+}
+
+/// Whether a store's journal, scanned clean, continues its newest good snapshot: a missing
+/// start is a fault of its first segment, a gap after the snapshot the snapshot's.
+fn check_continuity(
+    s: &mut Store,
+    newest_good: Option<(u64, PathBuf)>,
+    faults: &mut Vec<FileFault>,
+) {
+    if let (Some(report), None) = (&s.scanned.report, &s.scanned.fault) {
+        match continuity(s.kind, report, newest_good.as_ref().map(|(l, _)| *l)) {
+            Ok(()) => {}
+            Err(Gap::Start(reason)) => {
+                let first = &report.segments[0];
+                s.scanned.fault = Some(Corruption {
+                    path: first.path.clone(),
+                    segment_seq: first.seq,
+                    offset: 0,
                     reason,
-                }),
+                });
             }
+            Err(Gap::Snapshot(reason)) => faults.push(FileFault {
+                label: s.label.clone(),
+                path: newest_good.map(|(_, p)| p).unwrap_or_default(),
+                reason,
+            }),
         }
     }
-
-    print(
-        t,
-        &manifest_path,
-        manifest.as_ref(),
-        &stores,
-        &snapshots,
-        &faults,
-    )
 }
 
 /// How many partition directories (`p<N>`) `data_dir` has: one more than the highest N.
@@ -484,6 +546,7 @@ fn file_fault_json(f: &FileFault) -> Value {
            "offset": null, "reason": f.reason})
 }
 
+/// Reports the checks, as JSON or as text, and whether they found a fault.
 fn print(
     t: &Target,
     manifest_path: &Path,
@@ -492,32 +555,10 @@ fn print(
     snapshots: &[SnapshotCheck],
     faults: &[FileFault],
 ) -> anyhow::Result<Outcome> {
-    use std::io::Write;
     let mut out = std::io::stdout().lock();
-    // Every fault, in the order the checks ran: the MANIFEST, then store by store.
-    let mut all_faults: Vec<Value> = Vec::new();
     let manifest_faults: Vec<&FileFault> =
         faults.iter().filter(|f| f.label == "MANIFEST").collect();
-    all_faults.extend(manifest_faults.iter().map(|f| file_fault_json(f)));
-    for s in stores {
-        if let Some(c) = &s.scanned.fault {
-            all_faults.push(
-                json!({"store": s.label, "path": c.path, "segment_seq": c.segment_seq,
-                                   "offset": c.offset, "reason": c.reason}),
-            );
-        }
-        for c in snapshots.iter().filter(|c| c.store == s.label) {
-            if let Some(reason) = &c.fault {
-                all_faults.push(
-                    json!({"store": s.label, "path": c.path.display().to_string(),
-                                       "segment_seq": null, "offset": null, "reason": reason}),
-                );
-            }
-        }
-        for f in faults.iter().filter(|f| f.label == s.label) {
-            all_faults.push(file_fault_json(f));
-        }
-    }
+    let all_faults = all_faults(&manifest_faults, stores, snapshots, faults);
     let ok = all_faults.is_empty();
     if t.json {
         let doc = json!({
@@ -539,61 +580,119 @@ fn print(
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
-        match (manifest, manifest_faults.is_empty()) {
-            (Some(m), true) => writeln!(
-                out,
-                "MANIFEST: ok, store {}, {} partitions",
-                hex(&m.store_id),
-                m.partitions
-            )?,
-            _ => {
-                for f in &manifest_faults {
-                    writeln!(
-                        out,
-                        "MANIFEST: CORRUPT ({}): {}",
-                        f.path.display(),
-                        f.reason
-                    )?;
-                }
+        print_manifest_text(&mut out, manifest, &manifest_faults)?;
+        for s in stores {
+            print_store_text(&mut out, s, snapshots, faults)?;
+        }
+        print_faults_summary(&mut out, &all_faults)?;
+    }
+    Ok(if ok { Outcome::Clean } else { Outcome::Corrupt })
+}
+
+/// Every fault, in the order the checks ran: the MANIFEST, then store by store.
+fn all_faults(
+    manifest_faults: &[&FileFault],
+    stores: &[Store],
+    snapshots: &[SnapshotCheck],
+    faults: &[FileFault],
+) -> Vec<Value> {
+    let mut all_faults: Vec<Value> = Vec::new();
+    all_faults.extend(manifest_faults.iter().map(|f| file_fault_json(f)));
+    for s in stores {
+        if let Some(c) = &s.scanned.fault {
+            all_faults.push(
+                json!({"store": s.label, "path": c.path, "segment_seq": c.segment_seq,
+                                   "offset": c.offset, "reason": c.reason}),
+            );
+        }
+        for c in snapshots.iter().filter(|c| c.store == s.label) {
+            if let Some(reason) = &c.fault {
+                all_faults.push(
+                    json!({"store": s.label, "path": c.path.display().to_string(),
+                                       "segment_seq": null, "offset": null, "reason": reason}),
+                );
             }
         }
-        for s in stores {
-            print_verify(&mut out, &s.journal, &s.scanned)?;
-            for c in snapshots.iter().filter(|c| c.store == s.label) {
-                let name = c.path.file_name().unwrap_or_default().to_string_lossy();
-                match &c.fault {
-                    None => writeln!(out, "{} {name}: ok, LSN {}", s.label, c.lsn)?,
-                    Some(reason) => writeln!(
-                        out,
-                        "{} {name}: CORRUPT ({}): {reason}",
-                        s.label,
-                        c.path.display()
-                    )?,
-                }
-            }
-            for f in faults.iter().filter(|f| f.label == s.label) {
+        for f in faults.iter().filter(|f| f.label == s.label) {
+            all_faults.push(file_fault_json(f));
+        }
+    }
+    all_faults
+}
+
+/// The MANIFEST's line: its store id and partitions, or its faults.
+fn print_manifest_text(
+    out: &mut impl Write,
+    manifest: Option<&Manifest>,
+    manifest_faults: &[&FileFault],
+) -> std::io::Result<()> {
+    match (manifest, manifest_faults.is_empty()) {
+        (Some(m), true) => writeln!(
+            out,
+            "MANIFEST: ok, store {}, {} partitions",
+            hex(&m.store_id),
+            m.partitions
+        )?,
+        _ => {
+            for f in manifest_faults {
                 writeln!(
                     out,
-                    "{}: CORRUPT ({}): {}",
-                    s.label,
+                    "MANIFEST: CORRUPT ({}): {}",
                     f.path.display(),
                     f.reason
                 )?;
             }
         }
-        if let Some(first) = all_faults.first() {
-            writeln!(
+    }
+    Ok(())
+}
+
+/// One store's lines: its journal, each snapshot, then its other files' faults.
+fn print_store_text(
+    out: &mut impl Write,
+    s: &Store,
+    snapshots: &[SnapshotCheck],
+    faults: &[FileFault],
+) -> std::io::Result<()> {
+    print_verify(out, &s.journal, &s.scanned)?;
+    for c in snapshots.iter().filter(|c| c.store == s.label) {
+        let name = c.path.file_name().unwrap_or_default().to_string_lossy();
+        match &c.fault {
+            None => writeln!(out, "{} {name}: ok, LSN {}", s.label, c.lsn)?,
+            Some(reason) => writeln!(
                 out,
-                "{} fault{} found; the first: {}{}: {}",
-                all_faults.len(),
-                if all_faults.len() == 1 { "" } else { "s" },
-                first["path"].as_str().unwrap_or(""),
-                first["offset"]
-                    .as_u64()
-                    .map_or(String::new(), |o| format!(" at offset {o}")),
-                first["reason"].as_str().unwrap_or("")
-            )?;
+                "{} {name}: CORRUPT ({}): {reason}",
+                s.label,
+                c.path.display()
+            )?,
         }
     }
-    Ok(if ok { Outcome::Clean } else { Outcome::Corrupt })
+    for f in faults.iter().filter(|f| f.label == s.label) {
+        writeln!(
+            out,
+            "{}: CORRUPT ({}): {}",
+            s.label,
+            f.path.display(),
+            f.reason
+        )?;
+    }
+    Ok(())
+}
+
+/// The closing line when there are faults: how many, and the first.
+fn print_faults_summary(out: &mut impl Write, all_faults: &[Value]) -> std::io::Result<()> {
+    if let Some(first) = all_faults.first() {
+        writeln!(
+            out,
+            "{} fault{} found; the first: {}{}: {}",
+            all_faults.len(),
+            if all_faults.len() == 1 { "" } else { "s" },
+            first["path"].as_str().unwrap_or(""),
+            first["offset"]
+                .as_u64()
+                .map_or(String::new(), |o| format!(" at offset {o}")),
+            first["reason"].as_str().unwrap_or("")
+        )?;
+    }
+    Ok(())
 }
