@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use evring::constants::{FRAME_BYTES_MAX_DEFAULT, FRAME_HEADER_BYTES, IN_FLIGHT_FRAMES_DEFAULT};
 use evring::error::{Corruption, JournalError};
 use evring::journal::device::parse_segment_file_name;
-use evring::journal::format::{RecordIter, StoreId};
+use evring::journal::format::{RecordIter, RecordRef, StoreId};
 use evring::journal::scan::{scan, FrameInfo, ScanConfig, ScanReport};
 use evring::journal::{block_on, StdStorage};
 use evring::manifest::Manifest;
@@ -188,8 +188,6 @@ fn main() -> ExitCode {
 
 /// `evring-inspect kv`: replays the partition's key-value journal (read-only) up to the LSN.
 fn kv(k: &KvArgs) -> anyhow::Result<()> {
-    use evring::engine::kv::{KvCommand, KvModel};
-    use evring::journal::format::RECORD_KIND_COMMAND;
     let manifest = Manifest::load(&k.path)?
         .ok_or_else(|| anyhow!("{} is not a data directory (no MANIFEST)", k.path.display()))?;
     if k.partition >= manifest.partitions {
@@ -206,6 +204,20 @@ fn kv(k: &KvArgs) -> anyhow::Result<()> {
         Ok(_) => evring::engine::Codec::Binary,
         Err(_) => bail!("partition {} has no key-value store yet", k.partition),
     };
+    let (model, report) = replay_kv(k, &manifest, codec)?;
+    let entries = evring::engine::kv::list(&model, &k.prefix, usize::MAX);
+    print_kv(k, &entries, report.next_lsn)
+}
+
+/// Replays the partition's key-value journal into a model, every command below `--as-of`
+/// applied; returns the model and the scan's report.
+fn replay_kv(
+    k: &KvArgs,
+    manifest: &Manifest,
+    codec: evring::engine::Codec,
+) -> anyhow::Result<(evring::engine::kv::KvModel, ScanReport)> {
+    use evring::engine::kv::{KvCommand, KvModel};
+    use evring::journal::format::RECORD_KIND_COMMAND;
     let dir = Manifest::partition_dir(&k.path, k.partition).join("kv/journal");
     let storage = StdStorage::new(&dir);
     let cfg = ScanConfig {
@@ -243,13 +255,17 @@ fn kv(k: &KvArgs) -> anyhow::Result<()> {
     if let Some(f) = failure {
         bail!("cannot replay the key-value journal: {f}");
     }
-    let entries = evring::engine::kv::list(&model, &k.prefix, usize::MAX);
+    Ok((model, report))
+}
+
+/// The keys `evring-inspect kv` found, as JSON or one line per key.
+fn print_kv(k: &KvArgs, entries: &[Value], next_lsn: u64) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if k.json {
         let doc = json!({
             "partition": k.partition,
             "as_of": k.as_of,
-            "next_lsn": report.next_lsn,
+            "next_lsn": next_lsn,
             "entries": entries,
         });
         writeln!(out, "{doc}")?;
@@ -260,7 +276,7 @@ fn kv(k: &KvArgs) -> anyhow::Result<()> {
             k.partition,
             entries.len(),
             k.as_of.map_or("end".to_string(), |l| l.to_string()),
-            report.next_lsn
+            next_lsn
         )?;
         for e in entries {
             writeln!(
@@ -298,10 +314,21 @@ fn backup(b: &BackupArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", b.dest.display()))?;
     let started = std::time::Instant::now();
     let mut docs = Vec::new();
-    // Per partition: its stream journal (with its snapshots) and its key-value store; then
-    // the served models' stores. Snapshot files are copied before their journal, so every
-    // copied snapshot's LSN is within the copied journal.
-    let mut stores: Vec<(String, PathBuf, PathBuf, &str)> = Vec::new();
+    for store in backup_stores(b, &manifest)? {
+        docs.push(backup_store(b, manifest.store_id, store)?);
+    }
+    backup_manifest(b)?;
+    print_backup(b, &docs, started)
+}
+
+/// One store to back up: its label, its source and destination directories, and the
+/// subdirectory of its journal (empty: the store's directory itself).
+type BackupStore = (String, PathBuf, PathBuf, &'static str);
+
+/// The stores to copy, in order. Per partition: its stream journal (with its snapshots) and
+/// its key-value store; then the served models' stores.
+fn backup_stores(b: &BackupArgs, manifest: &Manifest) -> anyhow::Result<Vec<BackupStore>> {
+    let mut stores: Vec<BackupStore> = Vec::new();
     for p in 0..manifest.partitions {
         let src = Manifest::partition_dir(&b.source, p);
         let dst = Manifest::partition_dir(&b.dest, p);
@@ -321,55 +348,71 @@ fn backup(b: &BackupArgs) -> anyhow::Result<()> {
             stores.push((name.clone(), e.path(), b.dest.join(&name), "journal"));
         }
     }
-    for (label, src, dst, journal_sub) in stores {
-        std::fs::create_dir_all(&dst)?;
-        let mut snapshots = 0;
-        for (_, path) in evring::snapshot::list(&src)? {
-            let to = dst.join(path.file_name().expect("a snapshot file name"));
-            match std::fs::copy(&path, &to) {
-                Ok(_) => {
-                    std::fs::File::open(&to)?.sync_all()?;
-                    snapshots += 1;
-                }
-                // Pruned between the listing and the copy: an older one, not needed.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("cannot copy {}", path.display())),
-            }
-        }
-        if src.join("CODEC").exists() {
-            std::fs::copy(src.join("CODEC"), dst.join("CODEC"))?;
-        }
-        let (jsrc, jdst) = if journal_sub.is_empty() {
-            (src.clone(), dst.clone())
-        } else {
-            (src.join(journal_sub), dst.join(journal_sub))
-        };
-        let bytes_on_disk: u64 = std::fs::read_dir(&jsrc)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .sum();
-        let bar = progress_bar(bytes_on_disk, &label, b.json);
-        let copied =
-            evring::journal::backup::backup_journal(&jsrc, &jdst, manifest.store_id, |n| {
-                bar.set_position(n)
-            })
-            .with_context(|| format!("cannot back up {} to {}", jsrc.display(), jdst.display()))?;
-        bar.finish_and_clear();
-        std::fs::File::open(&dst)?.sync_all()?;
-        docs.push(json!({
-            "store": label,
-            "segments": copied.segments,
-            "frames": copied.frames,
-            "records": copied.records,
-            "end_lsn": copied.end_lsn,
-            "bytes_copied": copied.bytes_copied,
-            "snapshots": snapshots,
-        }));
+    Ok(stores)
+}
+
+/// Copies one store: its snapshot files, its `CODEC`, then its journal's valid prefix.
+/// Snapshot files are copied before their journal, so every copied snapshot's LSN is within
+/// the copied journal. Returns what was copied, as the store's JSON document.
+fn backup_store(
+    b: &BackupArgs,
+    store_id: StoreId,
+    (label, src, dst, journal_sub): BackupStore,
+) -> anyhow::Result<Value> {
+    std::fs::create_dir_all(&dst)?;
+    let snapshots = backup_snapshots(&src, &dst)?;
+    if src.join("CODEC").exists() {
+        std::fs::copy(src.join("CODEC"), dst.join("CODEC"))?;
     }
-    // The MANIFEST last, through a temporary name: a copy without one is not a data directory.
+    let (jsrc, jdst) = if journal_sub.is_empty() {
+        (src.clone(), dst.clone())
+    } else {
+        (src.join(journal_sub), dst.join(journal_sub))
+    };
+    let bytes_on_disk: u64 = std::fs::read_dir(&jsrc)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = progress_bar(bytes_on_disk, &label, b.json);
+    let copied =
+        evring::journal::backup::backup_journal(&jsrc, &jdst, store_id, |n| bar.set_position(n))
+            .with_context(|| format!("cannot back up {} to {}", jsrc.display(), jdst.display()))?;
+    bar.finish_and_clear();
+    std::fs::File::open(&dst)?.sync_all()?;
+    Ok(json!({
+        "store": label,
+        "segments": copied.segments,
+        "frames": copied.frames,
+        "records": copied.records,
+        "end_lsn": copied.end_lsn,
+        "bytes_copied": copied.bytes_copied,
+        "snapshots": snapshots,
+    }))
+}
+
+/// Copies the snapshot files of `src` into `dst`; returns how many it copied.
+fn backup_snapshots(src: &Path, dst: &Path) -> anyhow::Result<u64> {
+    let mut snapshots = 0;
+    for (_, path) in evring::snapshot::list(src)? {
+        let to = dst.join(path.file_name().expect("a snapshot file name"));
+        match std::fs::copy(&path, &to) {
+            Ok(_) => {
+                std::fs::File::open(&to)?.sync_all()?;
+                snapshots += 1;
+            }
+            // Pruned between the listing and the copy: an older one, not needed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot copy {}", path.display())),
+        }
+    }
+    Ok(snapshots)
+}
+
+/// The MANIFEST last, through a temporary name: a copy without one is not a data directory.
+fn backup_manifest(b: &BackupArgs) -> anyhow::Result<()> {
     let text = std::fs::read(b.source.join(evring::manifest::MANIFEST_FILE))?;
     let tmp = b.dest.join("MANIFEST.tmp");
     let file = std::fs::File::create(&tmp)?;
@@ -377,6 +420,11 @@ fn backup(b: &BackupArgs) -> anyhow::Result<()> {
     file.sync_all()?;
     std::fs::rename(&tmp, b.dest.join(evring::manifest::MANIFEST_FILE))?;
     std::fs::File::open(&b.dest)?.sync_all()?;
+    Ok(())
+}
+
+/// What `evring-inspect backup` copied, per store, and how long it took.
+fn print_backup(b: &BackupArgs, docs: &[Value], started: std::time::Instant) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if b.json {
         let doc = json!({
@@ -387,7 +435,7 @@ fn backup(b: &BackupArgs) -> anyhow::Result<()> {
         });
         writeln!(out, "{doc}")?;
     } else {
-        for d in &docs {
+        for d in docs {
             writeln!(
                 out,
                 "{}: {} segments, {} frames, {} records up to LSN {}, {} snapshots",
@@ -537,96 +585,20 @@ struct Totals {
     printed: u64,
 }
 
+/// `list`, `verify`, `stats` and `dump` of the journals `t.path` names: scans each, then
+/// reports it (with `--json`, one document for all of them; `dump`, a line per frame or record).
 fn run(t: &Target, mode: Mode) -> anyhow::Result<Outcome> {
     let journals = journals(&t.path, t.partition)?;
     let mut out = std::io::stdout().lock();
     let mut docs = Vec::new();
     let mut any_corrupt = false;
     for j in &journals {
-        let cfg = ScanConfig {
-            store_id: j.store_id,
-            frame_bytes_max: t.frame_bytes_max,
-            in_flight_max: t.in_flight_frames,
-            first_segment: None,
-        };
-        let bar = progress_bar(j.bytes_on_disk, &j.name, t.json);
-        let mut totals = Totals::default();
-        let mut write_err: Option<std::io::Error> = None;
-        let result = block_on(scan(
-            &j.storage,
-            &cfg,
-            |info, frame| {
-                if write_err.is_some() {
-                    return;
-                }
-                if let Err(e) = on_frame(&mut out, mode, t.json, &j.name, info, frame, &mut totals)
-                {
-                    write_err = Some(e);
-                }
-            },
-            |bytes| bar.set_position(bytes),
-        ));
-        bar.finish_and_clear();
-        if let Some(e) = write_err {
-            // A closed pipe (`| head`) ends the dump quietly.
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(Outcome::Clean);
-            }
-            return Err(e.into());
-        }
-        let scanned = match result {
-            Ok(report) => Scanned {
-                report: Some(report),
-                fault: None,
-                stats: totals,
-            },
-            Err(JournalError::Corrupt(c)) => Scanned {
-                report: None,
-                fault: Some(c),
-                stats: totals,
-            },
-            Err(e) => return Err(anyhow!(e).context(format!("scanning {}", j.name))),
+        let Some(scanned) = scan_journal(&mut out, t, mode, j)? else {
+            // Standard output was closed (`| head`): stop quietly.
+            return Ok(Outcome::Clean);
         };
         any_corrupt |= scanned.fault.is_some();
-        match mode {
-            Mode::Dump { .. } => {
-                if let Some(c) = &scanned.fault {
-                    if t.json {
-                        writeln!(
-                            out,
-                            "{}",
-                            json!({"journal": j.name, "fault": fault_json(c)})
-                        )?;
-                    } else {
-                        writeln!(out, "{}: FAULT {c}", j.name)?;
-                    }
-                }
-            }
-            Mode::List => {
-                let doc = list_doc(j, &scanned);
-                if t.json {
-                    docs.push(doc);
-                } else {
-                    print_list(&mut out, j, &scanned)?;
-                }
-            }
-            Mode::Verify => {
-                let doc = verify_doc(j, &scanned);
-                if t.json {
-                    docs.push(doc);
-                } else {
-                    print_verify(&mut out, j, &scanned)?;
-                }
-            }
-            Mode::Stats => {
-                let doc = stats_doc(j, &scanned);
-                if t.json {
-                    docs.push(doc);
-                } else {
-                    print_stats(&mut out, &doc)?;
-                }
-            }
-        }
+        report_journal(&mut out, t.json, mode, j, &scanned, &mut docs)?;
     }
     if t.json && !matches!(mode, Mode::Dump { .. }) {
         let doc = json!({"ok": !any_corrupt, "journals": docs});
@@ -639,6 +611,114 @@ fn run(t: &Target, mode: Mode) -> anyhow::Result<Outcome> {
     })
 }
 
+/// Scans one journal, handing every frame to `on_frame` (which prints what `dump` shows and
+/// counts what `stats` shows). `None` when standard output was closed.
+fn scan_journal(
+    out: &mut impl Write,
+    t: &Target,
+    mode: Mode,
+    j: &Journal,
+) -> anyhow::Result<Option<Scanned>> {
+    let cfg = ScanConfig {
+        store_id: j.store_id,
+        frame_bytes_max: t.frame_bytes_max,
+        in_flight_max: t.in_flight_frames,
+        first_segment: None,
+    };
+    let bar = progress_bar(j.bytes_on_disk, &j.name, t.json);
+    let mut totals = Totals::default();
+    let mut write_err: Option<std::io::Error> = None;
+    let result = block_on(scan(
+        &j.storage,
+        &cfg,
+        |info, frame| {
+            if write_err.is_some() {
+                return;
+            }
+            if let Err(e) = on_frame(out, mode, t.json, &j.name, info, frame, &mut totals) {
+                write_err = Some(e);
+            }
+        },
+        |bytes| bar.set_position(bytes),
+    ));
+    bar.finish_and_clear();
+    if let Some(e) = write_err {
+        // A closed pipe (`| head`) ends the dump quietly.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(None);
+        }
+        return Err(e.into());
+    }
+    Ok(Some(match result {
+        Ok(report) => Scanned {
+            report: Some(report),
+            fault: None,
+            stats: totals,
+        },
+        Err(JournalError::Corrupt(c)) => Scanned {
+            report: None,
+            fault: Some(c),
+            stats: totals,
+        },
+        Err(e) => return Err(anyhow!(e).context(format!("scanning {}", j.name))),
+    }))
+}
+
+/// Reports one scanned journal as the mode asks: as text now, or (with `--json`) as a
+/// document added to `docs`. `dump` has printed its lines while scanning; only a fault is left.
+fn report_journal(
+    out: &mut impl Write,
+    as_json: bool,
+    mode: Mode,
+    j: &Journal,
+    scanned: &Scanned,
+    docs: &mut Vec<Value>,
+) -> anyhow::Result<()> {
+    match mode {
+        Mode::Dump { .. } => {
+            if let Some(c) = &scanned.fault {
+                if as_json {
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"journal": j.name, "fault": fault_json(c)})
+                    )?;
+                } else {
+                    writeln!(out, "{}: FAULT {c}", j.name)?;
+                }
+            }
+        }
+        Mode::List => {
+            let doc = list_doc(j, scanned);
+            if as_json {
+                docs.push(doc);
+            } else {
+                print_list(out, j, scanned)?;
+            }
+        }
+        Mode::Verify => {
+            let doc = verify_doc(j, scanned);
+            if as_json {
+                docs.push(doc);
+            } else {
+                print_verify(out, j, scanned)?;
+            }
+        }
+        Mode::Stats => {
+            let doc = stats_doc(j, scanned);
+            if as_json {
+                docs.push(doc);
+            } else {
+                print_stats(out, &doc)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One frame of the scan: its bytes and records counted into `totals` (for `stats`, each
+/// record's stream, type and time too), and for `dump` the frame and its records in range
+/// printed.
 #[allow(clippy::too_many_arguments)]
 fn on_frame(
     out: &mut impl Write,
@@ -660,32 +740,7 @@ fn on_frame(
         } => {
             let in_range = m.end_lsn() > from_lsn && totals.printed < limit;
             if in_range {
-                if as_json {
-                    let doc = json!({"journal": journal, "frame": {
-                        "segment_seq": info.segment_seq, "offset": info.offset,
-                        "first_lsn": m.first_lsn, "records": m.record_count,
-                        "body_len": m.body_len, "padded_len": m.padded_len,
-                        "acked_lsn": m.acked_lsn, "header_crc": format!("{:08x}", m.header_crc),
-                        "body_crc": format!("{:08x}", m.body_crc),
-                        "prev_crc": format!("{:08x}", m.prev_crc)}});
-                    writeln!(out, "{doc}")?;
-                } else {
-                    writeln!(
-                        out,
-                        "{journal} frame seg={} off={} lsn={}..{} records={} body={} padded={} \
-                         acked<{} crc={:08x} prev={:08x}",
-                        info.segment_seq,
-                        info.offset,
-                        m.first_lsn,
-                        m.end_lsn(),
-                        m.record_count,
-                        m.body_len,
-                        m.padded_len,
-                        m.acked_lsn,
-                        m.header_crc,
-                        m.prev_crc
-                    )?;
-                }
+                print_frame(out, as_json, journal, info)?;
             }
             (!frames_only && in_range).then_some((from_lsn, limit))
         }
@@ -698,20 +753,7 @@ fn on_frame(
         let rec = &view.record;
         totals.data_bytes += (rec.data.len() + rec.metadata.len()) as u64;
         if matches!(mode, Mode::Stats) {
-            if !totals.streams.contains(rec.stream) {
-                totals.streams.insert(rec.stream.to_vec());
-            }
-            *totals.types.entry(rec.event_type.to_vec()).or_default() += 1;
-            totals.min_ts = Some(
-                totals
-                    .min_ts
-                    .map_or(rec.timestamp_ns, |t| t.min(rec.timestamp_ns)),
-            );
-            totals.max_ts = Some(
-                totals
-                    .max_ts
-                    .map_or(rec.timestamp_ns, |t| t.max(rec.timestamp_ns)),
-            );
+            count_record(totals, rec);
         }
         let Some((from_lsn, limit)) = print else {
             continue;
@@ -720,28 +762,95 @@ fn on_frame(
             continue;
         }
         totals.printed += 1;
-        let stream = String::from_utf8_lossy(rec.stream);
-        let event_type = String::from_utf8_lossy(rec.event_type);
-        if as_json {
-            let doc = json!({"journal": journal, "record": {
-                "lsn": lsn, "kind": rec.kind, "stream": stream, "stream_version": rec.stream_version,
-                "event_type": event_type, "timestamp_ns": rec.timestamp_ns,
-                "event_id": hex(&rec.event_id),
-                "value": if rec.value.is_nan() { Value::Null } else { json!(rec.value) },
-                "data": String::from_utf8_lossy(rec.data), "data_len": rec.data.len(),
-                "metadata": String::from_utf8_lossy(rec.metadata)}});
-            writeln!(out, "{doc}")?;
-        } else {
-            writeln!(
-                out,
-                "  lsn={lsn} {stream}@{} {event_type} ts={} value={} data[{}]={}",
-                rec.stream_version,
-                rec.timestamp_ns,
-                rec.value,
-                rec.data.len(),
-                preview(rec.data)
-            )?;
-        }
+        print_record(out, as_json, journal, lsn, rec)?;
+    }
+    Ok(())
+}
+
+/// `stats` of one record: its stream, its event type, its time.
+fn count_record(totals: &mut Totals, rec: &RecordRef<'_>) {
+    if !totals.streams.contains(rec.stream) {
+        totals.streams.insert(rec.stream.to_vec());
+    }
+    *totals.types.entry(rec.event_type.to_vec()).or_default() += 1;
+    totals.min_ts = Some(
+        totals
+            .min_ts
+            .map_or(rec.timestamp_ns, |t| t.min(rec.timestamp_ns)),
+    );
+    totals.max_ts = Some(
+        totals
+            .max_ts
+            .map_or(rec.timestamp_ns, |t| t.max(rec.timestamp_ns)),
+    );
+}
+
+/// `dump`'s line for a frame header.
+fn print_frame(
+    out: &mut impl Write,
+    as_json: bool,
+    journal: &str,
+    info: &FrameInfo,
+) -> std::io::Result<()> {
+    let m = &info.meta;
+    if as_json {
+        let doc = json!({"journal": journal, "frame": {
+            "segment_seq": info.segment_seq, "offset": info.offset,
+            "first_lsn": m.first_lsn, "records": m.record_count,
+            "body_len": m.body_len, "padded_len": m.padded_len,
+            "acked_lsn": m.acked_lsn, "header_crc": format!("{:08x}", m.header_crc),
+            "body_crc": format!("{:08x}", m.body_crc),
+            "prev_crc": format!("{:08x}", m.prev_crc)}});
+        writeln!(out, "{doc}")?;
+    } else {
+        writeln!(
+            out,
+            "{journal} frame seg={} off={} lsn={}..{} records={} body={} padded={} \
+             acked<{} crc={:08x} prev={:08x}",
+            info.segment_seq,
+            info.offset,
+            m.first_lsn,
+            m.end_lsn(),
+            m.record_count,
+            m.body_len,
+            m.padded_len,
+            m.acked_lsn,
+            m.header_crc,
+            m.prev_crc
+        )?;
+    }
+    Ok(())
+}
+
+/// `dump`'s line for a record.
+fn print_record(
+    out: &mut impl Write,
+    as_json: bool,
+    journal: &str,
+    lsn: u64,
+    rec: &RecordRef<'_>,
+) -> std::io::Result<()> {
+    let stream = String::from_utf8_lossy(rec.stream);
+    let event_type = String::from_utf8_lossy(rec.event_type);
+    if as_json {
+        let doc = json!({"journal": journal, "record": {
+            "lsn": lsn, "kind": rec.kind, "stream": stream, "stream_version": rec.stream_version,
+            "event_type": event_type, "timestamp_ns": rec.timestamp_ns,
+            "event_id": hex(&rec.event_id),
+            "value": if rec.value.is_nan() { Value::Null } else { json!(rec.value) },
+            "data": String::from_utf8_lossy(rec.data), "data_len": rec.data.len(),
+            "metadata": String::from_utf8_lossy(rec.metadata)}});
+        writeln!(out, "{doc}")?;
+    } else {
+        writeln!(
+            out,
+            "  lsn={lsn} {stream}@{} {event_type} ts={} value={} data[{}]={}",
+            rec.stream_version,
+            rec.timestamp_ns,
+            rec.value,
+            rec.data.len(),
+            preview(rec.data)
+        )?;
     }
     Ok(())
 }
