@@ -1085,28 +1085,7 @@ fn subscribe(
     count: Option<usize>,
     checkpoint: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    let name = match (target, name) {
-        (Target::All, None) => "",
-        (Target::All, Some(n)) => bail!(
-            "subscribe all takes no NAME (it follows every stream); to follow one stream: \
-             evring subscribe stream {n}"
-        ),
-        (Target::Stream, None) => {
-            bail!("subscribe stream needs the stream's name: evring subscribe stream NAME [--from VERSION]")
-        }
-        (Target::Partition, None) => bail!(
-            "subscribe partition needs the partition number: evring subscribe partition N \
-             [--from LSN]"
-        ),
-        (Target::Model, None) => {
-            bail!("subscribe model needs the model's name: evring subscribe model kv [--from LSN]")
-        }
-        (Target::Partition, Some(n)) if n.parse::<u32>().is_err() => {
-            bail!("subscribe partition {n:?}: the partition is a number (0, 1, …)")
-        }
-        (_, Some("")) => bail!("subscribe: NAME is empty (a stream, partition or model name)"),
-        (_, Some(n)) => n,
-    };
+    let name = subscribe_name(target, name)?;
     let wire_target = match target {
         Target::Stream => SubscribeTarget::Stream,
         Target::Partition => SubscribeTarget::Partition,
@@ -1118,13 +1097,7 @@ fn subscribe(
     }
     let c = connect(args, addr_from_env)?;
     let from = from.unwrap_or(u64::MAX);
-    let mut position = match checkpoint {
-        Some(file) if file.exists() => std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read checkpoint {}", file.display()))?
-            .parse::<Checkpoint>()
-            .map_err(|e| anyhow!("checkpoint {}: {e}", file.display()))?,
-        _ => Checkpoint::from_positions(vec![from; c.partitions() as usize]),
-    };
+    let mut position = start_position(checkpoint, from, c.partitions())?;
     let sub = match checkpoint {
         Some(_) => c.subscribe_all_from(&position, type_prefix)?,
         None => c.subscribe(wire_target, name, from, type_prefix)?,
@@ -1152,23 +1125,76 @@ fn subscribe(
                 save_checkpoint(checkpoint, &position)?;
             }
             SubscriptionItem::Ended(e) => {
-                let resume = match (target, checkpoint) {
-                    (_, Some(file)) => format!(
-                        "resume with --checkpoint {} (it holds {position})",
-                        file.display()
-                    ),
-                    (Target::Stream | Target::Partition, _) => match next {
-                        Some(v) => format!("resume with --from {v}"),
-                        None => "resume with --from 0, or live (no --from)".into(),
-                    },
-                    _ => format!(
-                        "the positions reached, per partition: {position} (--checkpoint FILE \
-                         keeps them for a resume)"
-                    ),
-                };
+                let resume = resume_hint(target, checkpoint, next, &position);
                 bail!("subscription ended ({}); {resume}", ended_reason(&e));
             }
         }
+    }
+}
+
+/// The NAME `evring subscribe` follows (empty for `all`), or what the command line lacks.
+fn subscribe_name(target: Target, name: Option<&str>) -> anyhow::Result<&str> {
+    Ok(match (target, name) {
+        (Target::All, None) => "",
+        (Target::All, Some(n)) => bail!(
+            "subscribe all takes no NAME (it follows every stream); to follow one stream: \
+             evring subscribe stream {n}"
+        ),
+        (Target::Stream, None) => {
+            bail!("subscribe stream needs the stream's name: evring subscribe stream NAME [--from VERSION]")
+        }
+        (Target::Partition, None) => bail!(
+            "subscribe partition needs the partition number: evring subscribe partition N \
+             [--from LSN]"
+        ),
+        (Target::Model, None) => {
+            bail!("subscribe model needs the model's name: evring subscribe model kv [--from LSN]")
+        }
+        (Target::Partition, Some(n)) if n.parse::<u32>().is_err() => {
+            bail!("subscribe partition {n:?}: the partition is a number (0, 1, …)")
+        }
+        (_, Some("")) => bail!("subscribe: NAME is empty (a stream, partition or model name)"),
+        (_, Some(n)) => n,
+    })
+}
+
+/// Where `subscribe all` starts: the positions saved in `--checkpoint` when the file exists,
+/// else `from` in every partition.
+fn start_position(
+    checkpoint: Option<&std::path::Path>,
+    from: u64,
+    partitions: u32,
+) -> anyhow::Result<Checkpoint> {
+    Ok(match checkpoint {
+        Some(file) if file.exists() => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read checkpoint {}", file.display()))?
+            .parse::<Checkpoint>()
+            .map_err(|e| anyhow!("checkpoint {}: {e}", file.display()))?,
+        _ => Checkpoint::from_positions(vec![from; partitions as usize]),
+    })
+}
+
+/// How to resume a subscription that ended: the checkpoint file, the `--from` to pass, or
+/// the positions reached.
+fn resume_hint(
+    target: Target,
+    checkpoint: Option<&std::path::Path>,
+    next: Option<u64>,
+    position: &Checkpoint,
+) -> String {
+    match (target, checkpoint) {
+        (_, Some(file)) => format!(
+            "resume with --checkpoint {} (it holds {position})",
+            file.display()
+        ),
+        (Target::Stream | Target::Partition, _) => match next {
+            Some(v) => format!("resume with --from {v}"),
+            None => "resume with --from 0, or live (no --from)".into(),
+        },
+        _ => format!(
+            "the positions reached, per partition: {position} (--checkpoint FILE \
+             keeps them for a resume)"
+        ),
     }
 }
 
