@@ -337,7 +337,7 @@ fn backup(b: &BackupArgs) -> anyhow::Result<()> {
             }
         }
         if src.join("CODEC").exists() {
-            std::fs::copy(src.join("CODEC"), dst.join("CODEC"))?;
+            evring::durable::replace(&dst.join("CODEC"), &std::fs::read(src.join("CODEC"))?)?;
         }
         let (jsrc, jdst) = if journal_sub.is_empty() {
             (src.clone(), dst.clone())
@@ -358,7 +358,7 @@ fn backup(b: &BackupArgs) -> anyhow::Result<()> {
             })
             .with_context(|| format!("cannot back up {} to {}", jsrc.display(), jdst.display()))?;
         bar.finish_and_clear();
-        std::fs::File::open(&dst)?.sync_all()?;
+        evring::durable::sync_dir(&dst)?;
         docs.push(json!({
             "store": label,
             "segments": copied.segments,
@@ -371,12 +371,7 @@ fn backup(b: &BackupArgs) -> anyhow::Result<()> {
     }
     // The MANIFEST last, through a temporary name: a copy without one is not a data directory.
     let text = std::fs::read(b.source.join(evring::manifest::MANIFEST_FILE))?;
-    let tmp = b.dest.join("MANIFEST.tmp");
-    let file = std::fs::File::create(&tmp)?;
-    (&file).write_all(&text)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, b.dest.join(evring::manifest::MANIFEST_FILE))?;
-    std::fs::File::open(&b.dest)?.sync_all()?;
+    evring::durable::replace(&b.dest.join(evring::manifest::MANIFEST_FILE), &text)?;
     let mut out = std::io::stdout().lock();
     if b.json {
         let doc = json!({
