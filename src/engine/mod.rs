@@ -22,7 +22,12 @@
 //! - **A panic stops the engine.** A command that panics may have left the model half
 //!   changed, so the engine stops: every later `execute` and `query` returns
 //!   [`EngineError::Stopped`] naming the command and LSN. A restart replays the journal and
-//!   stops at the same command, saying so, until the model code is fixed.
+//!   stops at the same command, saying so ([`EngineError::ReplayAtOpen`], the
+//!   [`ReplayError`] as its `source()`), until the model code is fixed.
+//! - **Snapshots are checked like a partition's.** The newest usable model snapshot is
+//!   loaded, else the next older one ([`crate::snapshot::load_newest_usable`]): its kind,
+//!   codec, store id and partition (the journal's) must be the engine's and its header's LSN
+//!   its file name's, and the model must decode.
 //! - **One codec per store.** The codec (JSON or binary) is written to `CODEC` in the engine's
 //!   directory at creation; opening with the other codec is refused.
 //! - **Domain events** raised by a command ([`Context::raise`]) are delivered to subscribers
