@@ -181,11 +181,20 @@ fn a_panicking_command_stops_the_engine_and_its_replay_with_a_clear_error() {
         e.close().await;
         drop(e);
         let again = open(dir.path(), Codec::Binary).await;
-        let msg = match again {
-            Err(e) => e.to_string(),
+        let err = match again {
+            Err(e) => e,
             Ok(_) => panic!("replay must stop at the panicking command"),
         };
+        let msg = err.to_string();
         assert!(msg.contains("Boom") && msg.contains("panicked"), "{msg}");
+        // The replay's failure is the cause, typed.
+        let cause = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<evring::engine::ReplayError>())
+            .expect("the replay error is the source");
+        assert!(
+            matches!(cause, evring::engine::ReplayError::Panicked { name, .. } if name == "Boom"),
+            "{cause:?}"
+        );
     });
 }
 

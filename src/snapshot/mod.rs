@@ -114,7 +114,7 @@ pub fn read_meta(path: &Path) -> io::Result<SnapshotMeta> {
     let Ok((h, _)) = SnapshotHeader::read_from_prefix(&head[..]) else {
         return Err(io::Error::other("short snapshot header"));
     };
-    checked_header(&h).map_err(|e| io::Error::other(e.to_string()))
+    checked_header(&h).map_err(io::Error::other)
 }
 
 /// Checks a header's magic, checksum and version; returns its fields.
