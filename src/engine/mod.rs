@@ -98,6 +98,20 @@ pub enum EngineError {
     Replay(#[source] ReplayError),
     #[error(transparent)]
     Journal(#[from] crate::error::JournalError),
+    /// The engine's files (directory, `CODEC`, snapshots): what could not be done, and why.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command or the model that the store's codec cannot encode.
+    #[error("{what}: {source}")]
+    Encode {
+        what: String,
+        #[source]
+        source: CodecError,
+    },
     #[error("{0}")]
     Store(String),
 }
@@ -306,8 +320,10 @@ impl<M: Model> EngineBuilder<M> {
     /// Opens (recovering) the engine whose journal and snapshots live in `dir`, on glommio
     /// files. Must run inside a glommio executor.
     pub async fn open(self, dir: &Path) -> Result<Engine<M>, EngineError> {
-        let storage = DiskStorage::open(dir.join("journal"))
-            .map_err(|e| EngineError::Store(format!("cannot open {}: {e}", dir.display())))?;
+        let storage = DiskStorage::open(dir.join("journal")).map_err(|source| EngineError::Io {
+            what: format!("cannot open {}", dir.display()),
+            source,
+        })?;
         self.open_on(storage, dir).await
     }
 
@@ -317,8 +333,10 @@ impl<M: Model> EngineBuilder<M> {
         storage: S,
         dir: &Path,
     ) -> Result<Engine<M, S>, EngineError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| EngineError::Store(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|source| EngineError::Io {
+            what: format!("cannot create {}", dir.display()),
+            source,
+        })?;
         check_codec(dir, self.codec)?;
         let codec = self.codec;
         // Start from the newest usable snapshot, if any.
@@ -450,13 +468,17 @@ fn check_codec(dir: &Path, codec: Codec) -> Result<(), EngineError> {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            crate::durable::replace(&path, format!("{}\n", codec.name()).as_bytes())
-                .map_err(|e| EngineError::Store(format!("cannot write {}: {e}", path.display())))
+            crate::durable::replace(&path, format!("{}\n", codec.name()).as_bytes()).map_err(
+                |source| EngineError::Io {
+                    what: format!("cannot write {}", path.display()),
+                    source,
+                },
+            )
         }
-        Err(e) => Err(EngineError::Store(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
+        Err(source) => Err(EngineError::Io {
+            what: format!("cannot read {}", path.display()),
+            source,
+        }),
     }
 }
 
@@ -615,8 +637,9 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
                 inner.name
             )));
         }
-        let bytes = inner.codec.encode(&cmd).map_err(|e| {
-            EngineError::Store(format!("command {} cannot be encoded: {e}", C::NAME))
+        let bytes = inner.codec.encode(&cmd).map_err(|e| EngineError::Encode {
+            what: format!("command {} cannot be encoded", C::NAME),
+            source: e,
         })?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -776,7 +799,10 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
         let model = inner
             .codec
             .encode(&*inner.model.borrow())
-            .map_err(|e| EngineError::Store(format!("the model cannot be encoded: {e}")))?;
+            .map_err(|source| EngineError::Encode {
+                what: "the model cannot be encoded".into(),
+                source,
+            })?;
         let image = ModelImage {
             model,
             resume: inner.journal.resume_point(lsn),
@@ -799,7 +825,10 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
                 Ok(())
             })
             .await
-            .map_err(|e| EngineError::Store(format!("snapshot: {e}")))?;
+            .map_err(|source| EngineError::Io {
+                what: "snapshot".into(),
+                source,
+            })?;
         Ok(lsn)
     }
 

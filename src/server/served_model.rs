@@ -111,6 +111,9 @@ pub(crate) fn engine_error(e: EngineError) -> ApiError {
         EngineError::Domain(d) => ApiError::new(code::INVALID_ARGUMENT, d.0),
         EngineError::Journal(j) => ApiError::from(j),
         EngineError::Store(m) => ApiError::new(code::INVALID_ARGUMENT, m),
+        e @ (EngineError::Io { .. } | EngineError::Encode { .. }) => {
+            ApiError::new(code::INVALID_ARGUMENT, e.to_string())
+        }
         EngineError::Stopped(m) => ApiError::new(code::PARTITION_UNAVAILABLE, m),
         // The same message as a stop: the reason alone, without the "engine stopped" prefix.
         EngineError::Replay(r) => ApiError::new(code::PARTITION_UNAVAILABLE, r.to_string()),
