@@ -1,4 +1,10 @@
-//! Errors: one enum per operation family, folded into [`Error`].
+//! Errors: one enum per operation family. Each call returns its family's error, with no
+//! catch-all above them: the journal's [`JournalError`], the runtime's [`RuntimeError`], and
+//! start-up's [`StartError`], which wraps the others' as its `source()`. The other families
+//! live beside their code: `stream::StreamError` and `stream::ImageError`,
+//! `snapshot::Unusable`, `engine::EngineError` (with `ReplayError`, `CodecError`,
+//! `ModelSnapshotError`), `manifest::ManifestError`, `config::ConfigError`,
+//! `protocol::ProtocolError`, `client::ClientError`. `anyhow` is for the binaries only.
 //!
 //! Failures that come from outside (disk, network, clients, operators) are typed errors that
 //! keep their cause through `source()`. A broken internal invariant is a panic, not an error.
@@ -45,7 +51,13 @@ pub enum JournalError {
     },
     /// A write or fdatasync failed earlier: the journal accepts nothing until restart.
     #[error("partition unavailable: the journal is poisoned after an I/O failure ({reason}); restart evringd to recover from what is on disk")]
-    Poisoned { reason: String },
+    Poisoned {
+        reason: String,
+        /// The I/O error that poisoned it (shared: every append of the failed frame and
+        /// every later one reports it).
+        #[source]
+        source: Option<std::sync::Arc<io::Error>>,
+    },
     /// No room to prepare the next segment. Appends resume once space is freed.
     /// The journal was closed (shutdown in progress).
     #[error("shutting down: the journal is closed")]
@@ -231,16 +243,4 @@ pub enum StartError {
     ShardExited(usize),
     #[error("a shard thread failed: {0}")]
     ShardPanicked(String),
-}
-
-/// Every evring error.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    #[error(transparent)]
-    Journal(#[from] JournalError),
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    #[error(transparent)]
-    Start(#[from] StartError),
 }

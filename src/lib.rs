@@ -20,6 +20,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod constants;
+pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod journal;

@@ -12,7 +12,7 @@
 //! read it and keep its partition count whatever the number of cores is then.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::journal::{hex, StoreId};
@@ -37,7 +37,31 @@ pub enum ManifestError {
         source: io::Error,
     },
     #[error("manifest {path} is malformed: {reason}")]
-    Malformed { path: PathBuf, reason: String },
+    Malformed {
+        path: PathBuf,
+        #[source]
+        reason: ManifestFault,
+    },
+}
+
+/// What is wrong in a manifest's text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestFault {
+    #[error("line without '=': {0:?}")]
+    NoEquals(String),
+    #[error("store_id must be 32 hex digits")]
+    StoreId,
+    #[error("partitions is not a number")]
+    Partitions(#[source] std::num::ParseIntError),
+    #[error("partitions must be at least 1")]
+    NoPartitions,
+    #[error("unsupported manifest format {0}")]
+    Format(String),
+    #[error("unknown key {0:?}")]
+    UnknownKey(String),
+    #[error("{0} missing")]
+    Missing(&'static str),
 }
 
 impl Manifest {
@@ -85,55 +109,50 @@ impl Manifest {
         }
     }
 
-    fn parse(text: &str) -> Result<Manifest, String> {
+    fn parse(text: &str) -> Result<Manifest, ManifestFault> {
         let mut store_id = None;
         let mut partitions = None;
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let (key, value) = line
                 .split_once('=')
-                .ok_or_else(|| format!("line without '=': {line:?}"))?;
+                .ok_or_else(|| ManifestFault::NoEquals(line.to_string()))?;
             match key {
                 "store_id" => store_id = Some(parse_hex_id(value)?),
                 "partitions" => {
-                    let n: u32 = value.parse().map_err(|_| "partitions is not a number")?;
+                    let n: u32 = value.parse().map_err(ManifestFault::Partitions)?;
                     if n == 0 {
-                        return Err("partitions must be at least 1".into());
+                        return Err(ManifestFault::NoPartitions);
                     }
                     partitions = Some(n);
                 }
                 "format" if value == "1" => {}
-                "format" => return Err(format!("unsupported manifest format {value}")),
-                _ => return Err(format!("unknown key {key:?}")),
+                "format" => return Err(ManifestFault::Format(value.to_string())),
+                _ => return Err(ManifestFault::UnknownKey(key.to_string())),
             }
         }
         Ok(Manifest {
-            store_id: store_id.ok_or("store_id missing")?,
-            partitions: partitions.ok_or("partitions missing")?,
+            store_id: store_id.ok_or(ManifestFault::Missing("store_id"))?,
+            partitions: partitions.ok_or(ManifestFault::Missing("partitions"))?,
         })
     }
 
     fn write(&self, data_dir: &Path) -> io::Result<()> {
-        let tmp = data_dir.join(format!("{MANIFEST_FILE}.tmp"));
-        let mut file = fs::File::create(&tmp)?;
-        write!(
-            file,
+        let text = format!(
             "store_id={}\npartitions={}\nformat=1\n",
             hex(&self.store_id),
             self.partitions
-        )?;
-        file.sync_all()?;
-        fs::rename(&tmp, data_dir.join(MANIFEST_FILE))?;
-        fs::File::open(data_dir)?.sync_all()
+        );
+        crate::durable::replace(&data_dir.join(MANIFEST_FILE), text.as_bytes())
     }
 }
 
-fn parse_hex_id(s: &str) -> Result<StoreId, String> {
+fn parse_hex_id(s: &str) -> Result<StoreId, ManifestFault> {
     if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("store_id must be 32 hex digits".into());
+        return Err(ManifestFault::StoreId);
     }
     let mut id = [0u8; 16];
     for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| ManifestFault::StoreId)?;
     }
     Ok(id)
 }

@@ -11,7 +11,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{ev, expect_error_then_close, hello, raw_connect, recv, send, Server};
-use evring::protocol::{code, encode_request, expected, Direction, Request, Response};
+use evring::protocol::{
+    code, encode_request, expected, AppendResult, Direction, Request, Response,
+};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -111,7 +113,7 @@ fn a_client_dripping_bytes_is_served_in_time_and_cut_off_after_frame_timeout() {
         std::thread::sleep(Duration::from_millis(2));
     }
     match recv(&mut s) {
-        Some((2, Response::Appended { .. })) => {}
+        Some((2, Response::Appended(_))) => {}
         other => panic!("expected the dripped append to succeed, got {other:?}"),
     }
     // A frame begun and never finished: error 1 after frame_timeout_ms, connection closed,
@@ -362,7 +364,9 @@ fn more_appends_in_flight_than_the_pipeline_holds_are_all_acknowledged_within_th
                 let mut versions = Vec::new();
                 for f in futures {
                     match futures_lite::future::block_on(f).unwrap() {
-                        Response::Appended { first_version, .. } => versions.push(first_version),
+                        Response::Appended(AppendResult { first_version, .. }) => {
+                            versions.push(first_version)
+                        }
                         other => panic!("append: {other:?}"),
                     }
                 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::{ev, hello, raw_connect, recv, send, Server};
 use evring::protocol::{
-    self, code, expected, Direction, RecordedEvent, Request, Response, SubscribeTarget,
+    self, code, expected, AppendResult, Direction, RecordedEvent, Request, Response, StreamInfo,
+    SubscribeTarget,
 };
 
 const PARTITIONS: u32 = 4;
@@ -85,12 +86,12 @@ fn exercise(s: &mut TcpStream, shard: usize, p: u32) {
             events: vec![valued(0)],
         },
     );
-    let Response::Appended {
+    let Response::Appended(AppendResult {
         first_version: 0,
         last_version: 0,
         partition,
         lsn: first_lsn,
-    } = appended
+    }) = appended
     else {
         panic!("{tag}: {appended:?}")
     };
@@ -107,7 +108,7 @@ fn exercise(s: &mut TcpStream, shard: usize, p: u32) {
     assert!(
         matches!(
             appended,
-            Response::Appended { first_version: 1, last_version: 2, partition: got, .. } if got == p
+            Response::Appended(AppendResult { first_version: 1, last_version: 2, partition: got, .. }) if got == p
         ),
         "{tag}: {appended:?}"
     );
@@ -161,11 +162,11 @@ fn exercise(s: &mut TcpStream, shard: usize, p: u32) {
             stream: stream.clone(),
         },
     ) {
-        Response::StreamInfo {
+        Response::StreamInfo(StreamInfo {
             next_version: 3,
             first_lsn: stream_first_lsn,
             last_lsn,
-        } => {
+        }) => {
             assert_eq!(first_lsn, stream_first_lsn, "{tag}");
             assert!(last_lsn > first_lsn, "{tag}");
         }
@@ -248,7 +249,7 @@ fn exercise(s: &mut TcpStream, shard: usize, p: u32) {
                 assert_eq!(events.len(), 1, "{tag}");
                 live = Some(events[0].stream_version);
             }
-            Some((20, Response::Appended { first_version, .. })) => {
+            Some((20, Response::Appended(AppendResult { first_version, .. }))) => {
                 assert_eq!(first_version, 3, "{tag}");
                 acked = true;
             }

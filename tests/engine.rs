@@ -181,11 +181,20 @@ fn a_panicking_command_stops_the_engine_and_its_replay_with_a_clear_error() {
         e.close().await;
         drop(e);
         let again = open(dir.path(), Codec::Binary).await;
-        let msg = match again {
-            Err(e) => e.to_string(),
+        let err = match again {
+            Err(e) => e,
             Ok(_) => panic!("replay must stop at the panicking command"),
         };
+        let msg = err.to_string();
         assert!(msg.contains("Boom") && msg.contains("panicked"), "{msg}");
+        // The replay's failure is the cause, typed.
+        let cause = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<evring::engine::ReplayError>())
+            .expect("the replay error is the source");
+        assert!(
+            matches!(cause, evring::engine::ReplayError::Panicked { name, .. } if name == "Boom"),
+            "{cause:?}"
+        );
     });
 }
 
@@ -327,5 +336,111 @@ fn concurrent_commands_apply_in_lsn_order_and_raise_domain_events() {
         assert!(got.windows(2).all(|w| w[0].lsn < w[1].lsn), "in LSN order");
         assert_eq!(got[0].event_type, "Deposited");
         e.close().await;
+    });
+}
+
+/// The shared snapshot loader checks an engine's snapshots as it checks a partition's: a
+/// newer snapshot file whose header names another store, another LSN than its file name,
+/// another partition or another codec is passed over for the next older one. Each forged
+/// file holds a real model image with an account (777) this engine never had, so using it
+/// would show.
+#[test]
+fn an_engine_snapshot_of_another_owner_or_lsn_is_passed_over_for_the_older_one() {
+    use evring::snapshot::{decode, encode, file_name, list, SnapshotMeta, CODEC_JSON};
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    run_local(async {
+        // Another engine of the same store: its snapshot's body is the forger's material.
+        let b = open(other.path(), Codec::Binary).await.unwrap();
+        for _ in 0..4 {
+            b.execute(Deposit {
+                account: 777,
+                amount: 1,
+            })
+            .await
+            .unwrap();
+        }
+        let forged_lsn = b.snapshot(10).await.unwrap();
+        b.close().await;
+        drop(b);
+        let (_, forged_path) = list(other.path()).unwrap().remove(0);
+        let forged_bytes = std::fs::read(forged_path).unwrap();
+        let (meta, body) = decode(&forged_bytes).unwrap();
+        let body = body.to_vec();
+
+        let e = open(dir.path(), Codec::Binary).await.unwrap();
+        for i in 0..10 {
+            e.execute(Deposit {
+                account: 1,
+                amount: i,
+            })
+            .await
+            .unwrap();
+            if i == 1 {
+                e.snapshot(10).await.unwrap();
+            }
+        }
+        let older = list(dir.path()).unwrap()[0].0;
+        assert!(older < forged_lsn && forged_lsn < e.applied_lsn());
+        let live = state(&e);
+        e.close().await;
+        drop(e);
+
+        let forge = |m: SnapshotMeta| {
+            let path = dir.path().join(file_name(forged_lsn));
+            std::fs::write(&path, encode(&m, &body)).unwrap();
+            path
+        };
+        // The control: the same forged image with a true header is used (777 shows).
+        let path = forge(meta);
+        let e = open(dir.path(), Codec::Binary).await.unwrap();
+        assert!(
+            state(&e).accounts.contains_key(&777),
+            "a usable newer snapshot is loaded"
+        );
+        e.close().await;
+        drop(e);
+        let cases = [
+            (
+                "store id",
+                SnapshotMeta {
+                    store_id: *b"another-store-id",
+                    ..meta
+                },
+            ),
+            (
+                "header LSN",
+                SnapshotMeta {
+                    lsn: forged_lsn - 1,
+                    ..meta
+                },
+            ),
+            (
+                "partition",
+                SnapshotMeta {
+                    partition: 3,
+                    ..meta
+                },
+            ),
+            (
+                "codec",
+                SnapshotMeta {
+                    codec: CODEC_JSON,
+                    ..meta
+                },
+            ),
+        ];
+        for (what, m) in cases {
+            forge(m);
+            let e = open(dir.path(), Codec::Binary).await.unwrap();
+            assert_eq!(
+                state(&e),
+                live,
+                "a snapshot with another {what} must be passed over for the older one"
+            );
+            e.close().await;
+            drop(e);
+        }
+        std::fs::remove_file(path).unwrap();
     });
 }

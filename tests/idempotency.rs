@@ -8,7 +8,7 @@ mod common;
 use std::net::TcpStream;
 
 use common::{ev, hello, raw_connect, recv, send, Server};
-use evring::protocol::{code, expected, Direction, Event, Request, Response};
+use evring::protocol::{code, expected, AppendResult, Direction, Event, Request, Response};
 
 fn with_id(id: u8, data: &str) -> Event {
     let mut e = ev("Paid", data.as_bytes());
@@ -56,11 +56,11 @@ fn stream_len(server: &Server, stream: &str) -> usize {
 
 fn appended(r: &Response) -> (u64, u64) {
     match r {
-        Response::Appended {
+        Response::Appended(AppendResult {
             first_version,
             last_version,
             ..
-        } => (*first_version, *last_version),
+        }) => (*first_version, *last_version),
         other => panic!("expected an append result, got {other:?}"),
     }
 }

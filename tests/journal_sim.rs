@@ -369,6 +369,11 @@ fn fdatasync_failure_poisons_and_nothing_after_is_acknowledged() {
         assert!(acked.iter().all(|a| a.3 < acked_lsn));
         let err = journal.append(&[RecordRef::event(b"s", b"t", b"d")]).await;
         assert!(matches!(err, Err(JournalError::Poisoned { .. })), "{err:?}");
+        // The failed fdatasync's error is the poison's cause, for every later append too.
+        let cause = std::error::Error::source(err.as_ref().unwrap_err())
+            .and_then(|s| s.downcast_ref::<std::sync::Arc<std::io::Error>>())
+            .expect("the I/O error is the source");
+        assert_eq!(cause.kind(), ErrorKind::Other);
         // Even with the device healthy again, the journal stays poisoned until reopened.
         let err = journal.append(&[RecordRef::event(b"s", b"t", b"d")]).await;
         assert!(matches!(err, Err(JournalError::Poisoned { .. })));

@@ -58,10 +58,11 @@ async fn open_from(
     let l = limits();
     let (mut rebuild, resume) = match image {
         Some(bytes) => {
-            let image = PartitionImage::decode(bytes)?;
+            let image = PartitionImage::decode(bytes).map_err(|e| e.to_string())?;
             let resume = image.resume.clone();
             (
-                Rebuild::from_image(image, l.idempotency_window, l.ring)?,
+                Rebuild::from_image(image, l.idempotency_window, l.ring)
+                    .map_err(|e| e.to_string())?,
                 Some(resume),
             )
         }

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 
 use common::{ev, raw_connect, recv, send, Server};
-use evring::protocol::{expected, Direction, Request, Response};
+use evring::protocol::{expected, AppendResult, Direction, Request, Response};
 
 const PARTITIONS: u32 = 4;
 
@@ -137,7 +137,9 @@ fn shard_aware_clients_reach_each_streams_owner_directly() {
         },
     );
     match recv(&mut raw) {
-        Some((2, Response::Appended { partition, .. })) => assert_eq!(partition % 2, 1),
+        Some((2, Response::Appended(AppendResult { partition, .. }))) => {
+            assert_eq!(partition % 2, 1)
+        }
         other => panic!("append on shard 0's port: {other:?}"),
     }
     let (events, _) = c.read(&foreign, 0, 10, Direction::Forward).unwrap();

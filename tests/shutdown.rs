@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::{ev, hello, raw_connect, recv, recv_or_closed, send, Server};
 use evring::client::SubscriptionItem;
-use evring::protocol::{code, encode_request, expected, Request, Response, SubscribeTarget};
+use evring::protocol::{
+    code, encode_request, expected, AppendResult, Request, Response, SubscribeTarget,
+};
 
 #[test]
 fn sigterm_answers_what_was_read_ends_subscriptions_with_error_31_and_loses_nothing() {
@@ -86,7 +88,9 @@ fn sigterm_answers_what_was_read_ends_subscriptions_with_error_31_and_loses_noth
     let mut signalled = false;
     while let Some((id, resp)) = recv_or_closed(&mut conn) {
         match resp {
-            Response::Appended { first_version, .. } => replies.push((id, Ok(first_version))),
+            Response::Appended(AppendResult { first_version, .. }) => {
+                replies.push((id, Ok(first_version)))
+            }
             Response::Error { code, message, .. } => {
                 assert_eq!(code, code::SHUTTING_DOWN, "request {id}: {message}");
                 replies.push((id, Err(code)));

@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 use anyhow::{anyhow, bail};
 
 use evring::protocol::{
-    decode_response, encode_request, Direction, FrameHeader, Request, Response, FRAME_HEADER_BYTES,
-    PROTOCOL_VERSION,
+    decode_response, encode_request, AppendResult, Direction, FrameHeader, Request, Response,
+    FRAME_HEADER_BYTES, PROTOCOL_VERSION,
 };
 
 /// One operation of the load.
@@ -140,7 +140,7 @@ impl Codec for EvringCodec {
             .map_err(|e| anyhow!("bad evring reply: {e}"))?;
         let d = match resp {
             Response::Hello { .. } if h.request_id == 0 => Decoded::Ready,
-            Response::Appended { first_version, .. } => Decoded::Done {
+            Response::Appended(AppendResult { first_version, .. }) => Decoded::Done {
                 key: h.request_id,
                 error: None,
                 first_version: Some(first_version),

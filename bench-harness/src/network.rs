@@ -264,11 +264,11 @@ fn connection(
             let (_, sent) = inflight.swap_remove(i);
             let counted = sent >= measure_from && now <= deadline;
             match result {
-                Ok(Response::Appended { .. }) if counted => {
+                Ok(Response::Appended(_)) if counted => {
                     requests += 1;
                     report::record(&mut latency, now - sent);
                 }
-                Ok(Response::Appended { .. }) => {}
+                Ok(Response::Appended(_)) => {}
                 Ok(Response::Error { code, message, .. }) => {
                     errors += 1;
                     if errors == 1 {

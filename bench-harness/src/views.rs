@@ -69,8 +69,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail};
 
 use evring::protocol::{
-    decode_response, encode_request, expected, opcode, partition_of, Direction, Event, FrameHeader,
-    Request, Response, SubscribeTarget, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
+    decode_response, encode_request, expected, opcode, partition_of, AppendResult, Direction,
+    Event, FrameHeader, Request, Response, SubscribeTarget, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
 };
 
 use crate::codecs::{Codec, Decoded, EvringCodec, Op};
@@ -202,7 +202,11 @@ impl Fill {
         let client = evring::client::Client::connect(addr, "evring-bench-fill", "")
             .map_err(|e| anyhow!("connect to {addr}: {e}"))?;
         let check = |f| match futures_lite::future::block_on(f) {
-            Ok(Response::Appended { partition, .. }) if partition == self.partition => Ok(()),
+            Ok(Response::Appended(AppendResult { partition, .. }))
+                if partition == self.partition =>
+            {
+                Ok(())
+            }
             Ok(other) => Err(anyhow!("fill: unexpected reply {other:?}")),
             Err(e) => Err(anyhow!("fill: {e}")),
         };

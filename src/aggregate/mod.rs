@@ -10,21 +10,14 @@
 //! columns in place (no copy, no validation needed: nobody else writes them), and
 //! [`aggregate_events`] runs on events copied by a stable view on any thread.
 
+pub use crate::protocol::Bucket;
 use crate::ring::{RingEvent, RingWriter};
 
 /// Most buckets one request may ask for.
 pub const BUCKETS_MAX: u64 = 100_000;
 
-/// One bucket of the result.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Bucket {
-    pub start_ns: u64,
-    pub count: u64,
-    pub sum: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
+/// What the accumulator does to a bucket ([`Bucket`] is the protocol's: one type from the
+/// ring's columns to the client).
 impl Bucket {
     fn empty(start_ns: u64) -> Self {
         Bucket {
@@ -33,15 +26,6 @@ impl Bucket {
             sum: 0.0,
             min: f64::NAN,
             max: f64::NAN,
-        }
-    }
-
-    /// `sum / count`, NaN when empty.
-    pub fn average(&self) -> f64 {
-        if self.count == 0 {
-            f64::NAN
-        } else {
-            self.sum / self.count as f64
         }
     }
 
@@ -57,25 +41,6 @@ impl Bucket {
             v
         } else {
             self.max.max(v)
-        };
-    }
-
-    /// Merges another bucket of the same interval (from another partition).
-    pub fn merge(&mut self, o: &Bucket) {
-        if o.count == 0 {
-            return;
-        }
-        self.count += o.count;
-        self.sum += o.sum;
-        self.min = if self.min.is_nan() {
-            o.min
-        } else {
-            self.min.min(o.min)
-        };
-        self.max = if self.max.is_nan() {
-            o.max
-        } else {
-            self.max.max(o.max)
         };
     }
 }

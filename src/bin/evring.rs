@@ -680,15 +680,13 @@ fn aggregate_window(
     Ok((from, to, bucket))
 }
 
-/// Replaces FILE with `checkpoint` (a temporary file renamed over it, so a crash leaves the
-/// old or the new checkpoint, never half of one).
+/// Replaces FILE with `checkpoint` (`evring::durable::replace`: a temporary file, fsynced and
+/// renamed over it, so a crash leaves the old or the new checkpoint, never half of one).
 fn save_checkpoint(file: Option<&std::path::Path>, checkpoint: &Checkpoint) -> anyhow::Result<()> {
     let Some(file) = file else {
         return Ok(());
     };
-    let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, format!("{checkpoint}\n"))
-        .and_then(|()| std::fs::rename(&tmp, file))
+    evring::durable::replace(file, format!("{checkpoint}\n").as_bytes())
         .with_context(|| format!("cannot write checkpoint {}", file.display()))
 }
 

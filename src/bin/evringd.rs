@@ -120,7 +120,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         "evringd ready"
     );
     if !addresses_file.is_empty() {
-        let tmp = format!("{addresses_file}.tmp");
         let mut text = format!("client={}\n", server.client_addr);
         if let Some(m) = server.metrics_addr {
             text.push_str(&format!("metrics={m}\n"));
@@ -128,8 +127,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         for (i, a) in server.shard_addrs.iter().enumerate() {
             text.push_str(&format!("shard{i}={a}\n"));
         }
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &addresses_file))
+        evring::durable::replace(std::path::Path::new(&addresses_file), text.as_bytes())
             .with_context(|| format!("cannot write addresses file {addresses_file}"))?;
     }
     let status = format!(

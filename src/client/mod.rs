@@ -119,22 +119,9 @@ fn server_error(code: u16, message: String, current_version: Option<i64>) -> Cli
     }
 }
 
-/// The result of an append.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AppendResult {
-    pub first_version: u64,
-    pub last_version: u64,
-    pub partition: u32,
-    pub lsn: u64,
-}
-
-/// Stream information.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StreamInfo {
-    pub next_version: u64,
-    pub first_lsn: u64,
-    pub last_lsn: u64,
-}
+/// The result of an append and a stream's information: the protocol's types, named here
+/// too for the client's users.
+pub use crate::protocol::{AppendResult, StreamInfo};
 
 enum Pending {
     Waiting(Option<Waker>),
@@ -620,17 +607,7 @@ impl Client {
             events,
         };
         match self.request(&req).await? {
-            Response::Appended {
-                first_version,
-                last_version,
-                partition,
-                lsn,
-            } => Ok(AppendResult {
-                first_version,
-                last_version,
-                partition,
-                lsn,
-            }),
+            Response::Appended(a) => Ok(a),
             other => Err(unexpected(other)),
         }
     }
@@ -671,15 +648,7 @@ impl Client {
             })
             .await?
         {
-            Response::StreamInfo {
-                next_version,
-                first_lsn,
-                last_lsn,
-            } => Ok(StreamInfo {
-                next_version,
-                first_lsn,
-                last_lsn,
-            }),
+            Response::StreamInfo(i) => Ok(i),
             other => Err(unexpected(other)),
         }
     }
@@ -1098,19 +1067,26 @@ impl std::fmt::Display for Checkpoint {
     }
 }
 
+/// A checkpoint's text with a position that is neither a number nor `-`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("checkpoint position {position:?} is not a number or \"-\"")]
+pub struct CheckpointParseError {
+    pub position: String,
+}
+
 impl std::str::FromStr for Checkpoint {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Checkpoint, String> {
+    type Err = CheckpointParseError;
+    fn from_str(text: &str) -> Result<Checkpoint, CheckpointParseError> {
         let positions = text
             .trim()
             .split(',')
             .map(|p| match p.trim() {
                 "-" => Ok(u64::MAX),
-                n => n
-                    .parse::<u64>()
-                    .map_err(|_| format!("checkpoint position {n:?} is not a number or \"-\"")),
+                n => n.parse::<u64>().map_err(|_| CheckpointParseError {
+                    position: n.to_string(),
+                }),
             })
-            .collect::<Result<Vec<u64>, String>>()?;
+            .collect::<Result<Vec<u64>, _>>()?;
         Ok(Checkpoint { positions })
     }
 }
@@ -1204,7 +1180,13 @@ mod tests {
             std::io::ErrorKind::ConnectionReset,
             "reset",
         ));
-        let chain = format!("{:#}", anyhow::Error::new(e));
+        // Printed as a chain is (each error, then its source's, joined by ": ").
+        let mut chain = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            chain.push_str(&format!(": {s}"));
+            source = s.source();
+        }
         assert_eq!(chain, "connection error: reset");
     }
 }

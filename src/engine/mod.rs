@@ -22,7 +22,12 @@
 //! - **A panic stops the engine.** A command that panics may have left the model half
 //!   changed, so the engine stops: every later `execute` and `query` returns
 //!   [`EngineError::Stopped`] naming the command and LSN. A restart replays the journal and
-//!   stops at the same command, saying so, until the model code is fixed.
+//!   stops at the same command, saying so ([`EngineError::ReplayAtOpen`], the
+//!   [`ReplayError`] as its `source()`), until the model code is fixed.
+//! - **Snapshots are checked like a partition's.** The newest usable model snapshot is
+//!   loaded, else the next older one ([`crate::snapshot::load_newest_usable`]): its kind,
+//!   codec, store id and partition (the journal's) must be the engine's and its header's LSN
+//!   its file name's, and the model must decode.
 //! - **One codec per store.** The codec (JSON or binary) is written to `CODEC` in the engine's
 //!   directory at creation; opening with the other codec is refused.
 //! - **Domain events** raised by a command ([`Context::raise`]) are delivered to subscribers
@@ -78,12 +83,80 @@ impl DomainError {
 pub enum EngineError {
     #[error("command refused: {0}")]
     Domain(DomainError),
+    /// A command panicked: the engine serves nothing more until restart.
     #[error("engine stopped: {0}")]
     Stopped(String),
+    /// Recovery could not replay a journaled command: the engine does not open.
+    #[error("engine stopped: replay of {}: {source}", dir.display())]
+    ReplayAtOpen {
+        dir: PathBuf,
+        #[source]
+        source: ReplayError,
+    },
+    /// Time travel or a subscription's catch-up could not replay a journaled command.
+    #[error("engine stopped: {0}")]
+    Replay(#[source] ReplayError),
     #[error(transparent)]
     Journal(#[from] crate::error::JournalError),
+    /// The engine's files (directory, `CODEC`, snapshots): what could not be done, and why.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command or the model that the store's codec cannot encode.
+    #[error("{what}: {source}")]
+    Encode {
+        what: String,
+        #[source]
+        source: CodecError,
+    },
     #[error("{0}")]
     Store(String),
+}
+
+/// Why a value could not be encoded or decoded with a store's [`Codec`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Binary(#[from] postcard::Error),
+}
+
+/// Why a journaled command could not be applied again (recovery, time travel, tools).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    #[error("cannot decode command {name}: {source}")]
+    Decode {
+        name: &'static str,
+        #[source]
+        source: CodecError,
+    },
+    #[error("command {name:?} at LSN {lsn} is not registered with the engine")]
+    Unregistered { name: String, lsn: u64 },
+    #[error("command {name} at LSN {lsn} panicked: {message}")]
+    Panicked {
+        name: String,
+        lsn: u64,
+        message: String,
+    },
+}
+
+/// Why a model snapshot cannot be used (the engine then tries the next older one).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelSnapshotError {
+    /// The file itself: unreadable, damaged, another owner's, or named for another LSN.
+    #[error(transparent)]
+    Unusable(#[from] crate::snapshot::Unusable),
+    #[error("undecodable model image: {0}")]
+    Image(#[source] postcard::Error),
+    #[error("the model does not decode: {0}")]
+    Model(#[source] CodecError),
 }
 
 /// How commands and model snapshots are encoded in a store. `Binary` is postcard: compact,
@@ -113,17 +186,24 @@ impl Codec {
         }
     }
     /// Fails for values the codec cannot represent (e.g. JSON maps with non-string keys).
-    fn encode<T: Serialize>(self, v: &T) -> Result<Vec<u8>, String> {
-        match self {
-            Codec::Json => serde_json::to_vec(v).map_err(|e| e.to_string()),
-            Codec::Binary => postcard::to_allocvec(v).map_err(|e| e.to_string()),
-        }
+    fn encode<T: Serialize>(self, v: &T) -> Result<Vec<u8>, CodecError> {
+        Ok(match self {
+            Codec::Json => serde_json::to_vec(v)?,
+            Codec::Binary => postcard::to_allocvec(v)?,
+        })
     }
     /// Decodes a command or a model as the store does.
-    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, String> {
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
+        Ok(match self {
+            Codec::Json => serde_json::from_slice(bytes)?,
+            Codec::Binary => postcard::from_bytes(bytes)?,
+        })
+    }
+    /// The codec byte of its snapshots' headers.
+    fn snapshot_codec(self) -> u8 {
         match self {
-            Codec::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-            Codec::Binary => postcard::from_bytes(bytes).map_err(|e| e.to_string()),
+            Codec::Json => crate::snapshot::CODEC_JSON,
+            Codec::Binary => crate::snapshot::CODEC_BINARY,
         }
     }
 }
@@ -185,17 +265,18 @@ impl Context {
     }
 }
 
-type Replay<M> = fn(Codec, &[u8], &mut M, &mut Context) -> Result<(), String>;
+type Replay<M> = fn(Codec, &[u8], &mut M, &mut Context) -> Result<(), ReplayError>;
 
 fn replay_one<M: Model, C: Command<M>>(
     codec: Codec,
     bytes: &[u8],
     model: &mut M,
     ctx: &mut Context,
-) -> Result<(), String> {
-    let cmd: C = codec
-        .decode(bytes)
-        .map_err(|e| format!("cannot decode command {}: {e}", C::NAME))?;
+) -> Result<(), ReplayError> {
+    let cmd: C = codec.decode(bytes).map_err(|source| ReplayError::Decode {
+        name: C::NAME,
+        source,
+    })?;
     let _ = cmd.execute(model, ctx);
     Ok(())
 }
@@ -208,7 +289,7 @@ pub fn replay_command<M: Model, C: Command<M>>(
     lsn: u64,
     timestamp_ns: u64,
     model: &mut M,
-) -> Result<(), String> {
+) -> Result<(), ReplayError> {
     replay_one::<M, C>(codec, data, model, &mut Context::new(lsn, timestamp_ns))
 }
 
@@ -239,8 +320,10 @@ impl<M: Model> EngineBuilder<M> {
     /// Opens (recovering) the engine whose journal and snapshots live in `dir`, on glommio
     /// files. Must run inside a glommio executor.
     pub async fn open(self, dir: &Path) -> Result<Engine<M>, EngineError> {
-        let storage = DiskStorage::open(dir.join("journal"))
-            .map_err(|e| EngineError::Store(format!("cannot open {}: {e}", dir.display())))?;
+        let storage = DiskStorage::open(dir.join("journal")).map_err(|source| EngineError::Io {
+            what: format!("cannot open {}", dir.display()),
+            source,
+        })?;
         self.open_on(storage, dir).await
     }
 
@@ -250,20 +333,22 @@ impl<M: Model> EngineBuilder<M> {
         storage: S,
         dir: &Path,
     ) -> Result<Engine<M, S>, EngineError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| EngineError::Store(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|source| EngineError::Io {
+            what: format!("cannot create {}", dir.display()),
+            source,
+        })?;
         check_codec(dir, self.codec)?;
         let codec = self.codec;
         // Start from the newest usable snapshot, if any.
         let mut model = M::default();
         let mut from_lsn = 0;
         let mut resume = None;
-        if let Some((m, lsn, r)) = load_model_snapshot::<M>(dir, codec, &self.journal) {
+        if let Some((m, lsn, r)) = load_model_snapshot::<M>(dir, codec, &self.journal, u64::MAX) {
             model = m;
             from_lsn = lsn;
             resume = Some(r);
         }
-        let mut replay_error: Option<String> = None;
+        let mut replay_error: Option<ReplayError> = None;
         let mut replayed = 0u64;
         let commands = &self.commands;
         let (journal, report) =
@@ -285,11 +370,11 @@ impl<M: Model> EngineBuilder<M> {
                 }
             })
             .await?;
-        if let Some(e) = replay_error {
-            return Err(EngineError::Stopped(format!(
-                "replay of {}: {e}",
-                dir.display()
-            )));
+        if let Some(source) = replay_error {
+            return Err(EngineError::ReplayAtOpen {
+                dir: dir.to_path_buf(),
+                source,
+            });
         }
         if report.next_lsn < from_lsn {
             return Err(EngineError::Store(format!(
@@ -327,7 +412,7 @@ fn apply_recorded<M: Model>(
     model: &mut M,
     lsn: u64,
     r: &RecordRef<'_>,
-) -> Result<(), String> {
+) -> Result<(), ReplayError> {
     let mut ctx = Context::new(lsn, r.timestamp_ns);
     apply_recorded_ctx(commands, codec, model, lsn, r, &mut ctx)
 }
@@ -340,19 +425,23 @@ fn apply_recorded_ctx<M: Model>(
     lsn: u64,
     r: &RecordRef<'_>,
     ctx: &mut Context,
-) -> Result<(), String> {
+) -> Result<(), ReplayError> {
     let name = String::from_utf8_lossy(r.event_type);
-    let replay = commands.get(name.as_ref()).ok_or_else(|| {
-        format!("command {name:?} at LSN {lsn} is not registered with the engine")
-    })?;
+    let replay = commands
+        .get(name.as_ref())
+        .ok_or_else(|| ReplayError::Unregistered {
+            name: name.to_string(),
+            lsn,
+        })?;
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         replay(codec, r.data, model, ctx)
     })) {
         Ok(result) => result,
-        Err(p) => Err(format!(
-            "command {name} at LSN {lsn} panicked: {}",
-            panic_text(&p)
-        )),
+        Err(p) => Err(ReplayError::Panicked {
+            name: name.to_string(),
+            lsn,
+            message: panic_text(&p),
+        }),
     }
 }
 
@@ -379,19 +468,17 @@ fn check_codec(dir: &Path, codec: Codec) -> Result<(), EngineError> {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let write = || -> std::io::Result<()> {
-                let tmp = dir.join("CODEC.tmp");
-                std::fs::write(&tmp, format!("{}\n", codec.name()))?;
-                std::fs::File::open(&tmp)?.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                std::fs::File::open(dir)?.sync_all()
-            };
-            write().map_err(|e| EngineError::Store(format!("cannot write {}: {e}", path.display())))
+            crate::durable::replace(&path, format!("{}\n", codec.name()).as_bytes()).map_err(
+                |source| EngineError::Io {
+                    what: format!("cannot write {}", path.display()),
+                    source,
+                },
+            )
         }
-        Err(e) => Err(EngineError::Store(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
+        Err(source) => Err(EngineError::Io {
+            what: format!("cannot read {}", path.display()),
+            source,
+        }),
     }
 }
 
@@ -410,46 +497,75 @@ pub struct ModelSnapshot {
     pub resume: crate::journal::Resume,
 }
 
+/// Whose snapshots an engine loads: model snapshots of `store` in the store's codec, written
+/// by the engine whose journal is `partition`'s.
+pub fn model_snapshot_owner(
+    store: StoreId,
+    partition: u32,
+    codec: Codec,
+) -> crate::snapshot::Owner {
+    crate::snapshot::Owner {
+        kind: crate::snapshot::KIND_MODEL,
+        codec: codec.snapshot_codec(),
+        store_id: store,
+        partition,
+    }
+}
+
 /// Reads the model snapshot file `path` (named for `lsn`) and checks it as an engine does
-/// before using it: the header and both checksums (`snapshot::decode`), the kind, the store
-/// id, the LSN of the file name and the header, and that the body decodes. The model bytes
-/// are left to the caller, who knows the model's type ([`Codec::decode`]).
-pub fn read_model_snapshot(path: &Path, lsn: u64, store: StoreId) -> Result<ModelSnapshot, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let (meta, body) = crate::snapshot::decode(&bytes).map_err(|e| e.to_string())?;
-    if meta.kind != crate::snapshot::KIND_MODEL || meta.store_id != store {
-        return Err("not a snapshot of this engine".into());
-    }
-    if meta.lsn != lsn {
-        return Err("its header names another LSN than its file name".into());
-    }
+/// before using it: the file as every snapshot is checked ([`crate::snapshot::read_checked`]:
+/// header, both checksums, kind, codec, store id, partition, the LSN of the file name and the
+/// header), then that the body decodes ([`model_snapshot_of`]). The model bytes are left to
+/// the caller, who knows the model's type ([`Codec::decode`]).
+pub fn read_model_snapshot(
+    path: &Path,
+    lsn: u64,
+    owner: &crate::snapshot::Owner,
+) -> Result<ModelSnapshot, ModelSnapshotError> {
+    model_snapshot_of(&crate::snapshot::read_checked(path, lsn, owner)?)
+}
+
+/// The model image in a checked snapshot file's body.
+pub fn model_snapshot_of(
+    loaded: &crate::snapshot::Loaded,
+) -> Result<ModelSnapshot, ModelSnapshotError> {
     let image: ModelImage =
-        postcard::from_bytes(body).map_err(|e| format!("undecodable model image: {e}"))?;
+        postcard::from_bytes(&loaded.body).map_err(ModelSnapshotError::Image)?;
     Ok(ModelSnapshot {
         model: image.model,
         resume: image.resume,
     })
 }
 
+/// The newest usable model snapshot at or below `max_lsn` (else the next older one: the
+/// shared loader, [`crate::snapshot::load_newest_usable`]), decoded into the model.
 fn load_model_snapshot<M: Model>(
     dir: &Path,
     codec: Codec,
     cfg: &JournalConfig,
+    max_lsn: u64,
 ) -> Option<(M, u64, crate::journal::Resume)> {
-    for (lsn, path) in crate::snapshot::list(dir).ok()? {
-        let attempt = (|| -> Result<(M, crate::journal::Resume), String> {
-            let snap = read_model_snapshot(&path, lsn, cfg.store_id)?;
-            let model: M = codec.decode(&snap.model)?;
+    let owner = model_snapshot_owner(cfg.store_id, cfg.partition, codec);
+    let loaded = crate::snapshot::load_newest_usable(
+        dir,
+        &owner,
+        max_lsn,
+        |loaded| -> Result<_, ModelSnapshotError> {
+            let snap = model_snapshot_of(&loaded)?;
+            let model: M = codec
+                .decode(&snap.model)
+                .map_err(ModelSnapshotError::Model)?;
             Ok((model, snap.resume))
-        })();
-        match attempt {
-            Ok((m, r)) => return Some((m, lsn, r)),
-            Err(reason) => {
-                tracing::warn!(snapshot = %path.display(), %reason, "model snapshot not usable; trying an older one")
-            }
+        },
+        |path, reason| tracing::warn!(snapshot = %path.display(), %reason, "model snapshot not usable; trying an older one"),
+    );
+    match loaded {
+        Ok(found) => found.map(|((model, resume), lsn, _)| (model, lsn, resume)),
+        Err(e) => {
+            tracing::warn!(snapshots = %dir.display(), error = %e, "cannot list model snapshots; replaying the whole journal");
+            None
         }
     }
-    None
 }
 
 struct Inner<M: Model, S: Storage + 'static> {
@@ -521,8 +637,9 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
                 inner.name
             )));
         }
-        let bytes = inner.codec.encode(&cmd).map_err(|e| {
-            EngineError::Store(format!("command {} cannot be encoded: {e}", C::NAME))
+        let bytes = inner.codec.encode(&cmd).map_err(|e| EngineError::Encode {
+            what: format!("command {} cannot be encoded", C::NAME),
+            source: e,
         })?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -682,7 +799,10 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
         let model = inner
             .codec
             .encode(&*inner.model.borrow())
-            .map_err(|e| EngineError::Store(format!("the model cannot be encoded: {e}")))?;
+            .map_err(|source| EngineError::Encode {
+                what: "the model cannot be encoded".into(),
+                source,
+            })?;
         let image = ModelImage {
             model,
             resume: inner.journal.resume_point(lsn),
@@ -690,11 +810,8 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
         let body = postcard::to_allocvec(&image).expect("an image encodes");
         let meta = crate::snapshot::SnapshotMeta {
             kind: crate::snapshot::KIND_MODEL,
-            codec: match inner.codec {
-                Codec::Json => crate::snapshot::CODEC_JSON,
-                Codec::Binary => crate::snapshot::CODEC_BINARY,
-            },
-            partition: 0,
+            codec: inner.codec.snapshot_codec(),
+            partition: inner.journal_cfg.partition,
             store_id: inner.journal_cfg.store_id,
             lsn,
             resume_segment: image.resume.first_segment,
@@ -708,7 +825,10 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
                 Ok(())
             })
             .await
-            .map_err(|e| EngineError::Store(format!("snapshot: {e}")))?;
+            .map_err(|source| EngineError::Io {
+                what: "snapshot".into(),
+                source,
+            })?;
         Ok(lsn)
     }
 
@@ -725,8 +845,7 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
         let mut model = M::default();
         let mut from = inner.journal.oldest_lsn();
         if let Some((m, at, _)) =
-            load_model_snapshot::<M>(&inner.dir, inner.codec, &inner.journal_cfg)
-                .filter(|(_, at, _)| *at <= lsn)
+            load_model_snapshot::<M>(&inner.dir, inner.codec, &inner.journal_cfg, lsn)
         {
             model = m;
             from = at;
@@ -766,7 +885,7 @@ impl<M: Model, S: Storage + 'static> Engine<M, S> {
                         &r.as_ref(),
                         &mut ctx,
                     )
-                    .map_err(EngineError::Stopped)?;
+                    .map_err(EngineError::Replay)?;
                     if let Some(out) = events.as_deref_mut() {
                         out.extend(ctx.events);
                     }

@@ -117,7 +117,7 @@ pub fn backup_journal(
         }
     }
     out.end_lsn = expected_lsn.unwrap_or(0);
-    File::open(dst)?.sync_all()?;
+    crate::durable::sync_dir(dst)?;
     Ok(out)
 }
 

@@ -33,7 +33,7 @@ const ZERO_FILL_CHUNK_BYTES: usize = 1024 * 1024;
 /// millisecond): glommio 0.9's `Directory::open` fails intermittently with EBADF when several
 /// executors run, so the plain syscall is used.
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+    crate::durable::sync_dir(dir)
 }
 
 /// How a frame is made durable.

@@ -54,6 +54,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -195,15 +196,31 @@ pub struct RecoveryReport {
     pub elapsed: std::time::Duration,
 }
 
+/// Why a journal refuses appends: what failed, and the I/O error behind it.
+#[derive(Clone, Debug)]
+struct Poison {
+    reason: String,
+    source: Option<Arc<io::Error>>,
+}
+
+impl Poison {
+    fn error(&self) -> JournalError {
+        JournalError::Poisoned {
+            reason: self.reason.clone(),
+            source: self.source.clone(),
+        }
+    }
+}
+
 /// Durability signal shared by the appends of one frame.
 #[derive(Default)]
 struct FrameSignal {
-    result: RefCell<Option<Result<(), String>>>,
+    result: RefCell<Option<Result<(), Poison>>>,
     wakers: RefCell<Vec<Waker>>,
 }
 
 impl FrameSignal {
-    fn finish(&self, result: Result<(), String>) {
+    fn finish(&self, result: Result<(), Poison>) {
         if self.result.borrow().is_some() {
             return;
         }
@@ -230,7 +247,7 @@ impl PendingAppend {
     pub async fn durable(self) -> Result<Appended, JournalError> {
         match WaitSignal(self.signal).await {
             Ok(()) => Ok(self.appended),
-            Err(reason) => Err(JournalError::Poisoned { reason }),
+            Err(poison) => Err(poison.error()),
         }
     }
 }
@@ -238,7 +255,7 @@ impl PendingAppend {
 struct WaitSignal(Rc<FrameSignal>);
 
 impl Future for WaitSignal {
-    type Output = Result<(), String>;
+    type Output = Result<(), Poison>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if let Some(r) = self.0.result.borrow().as_ref() {
             return Poll::Ready(r.clone());
@@ -300,7 +317,7 @@ struct State<F: SegmentFile> {
     open: Option<OpenFrame<F::Buf>>,
     in_flight: VecDeque<Flight>,
     next_flight_id: u64,
-    poisoned: Option<String>,
+    poisoned: Option<Poison>,
     next_segment: NextSegment<F>,
     /// Producers waiting for room (pipeline, roll or segment preparation).
     space_waiters: Vec<Waker>,
@@ -547,10 +564,8 @@ impl<S: Storage + 'static> Journal<S> {
 
     /// Validates an append and returns its encoded size.
     fn check_append(&self, records: &[RecordRef<'_>]) -> Result<usize, JournalError> {
-        if let Some(reason) = &self.shared.state.borrow().poisoned {
-            return Err(JournalError::Poisoned {
-                reason: reason.clone(),
-            });
+        if let Some(poison) = &self.shared.state.borrow().poisoned {
+            return Err(poison.error());
         }
         if self.shared.closed.get() {
             return Err(JournalError::Closed);
@@ -868,13 +883,20 @@ impl<S: Storage + 'static> Journal<S> {
                 let reason = format!("ending a segment failed: {e}");
                 tracing::error!(%reason, "journal poisoned");
                 self.shared.metrics.poisoned.set(1.0);
-                st.poisoned = Some(reason.clone());
+                let poison = Poison {
+                    reason,
+                    source: match e {
+                        JournalError::Io { source, .. } => Some(Arc::new(source)),
+                        _ => None,
+                    },
+                };
+                st.poisoned = Some(poison.clone());
                 st.rolling = false;
                 // The next segment stays ready for the restart's recovery to adopt or ignore.
                 st.next_segment = NextSegment::Ready(file, bytes);
                 wake_all(&mut st);
                 // Like a failed frame: this append and every later one get the poison error.
-                return Err(JournalError::Poisoned { reason });
+                return Err(poison.error());
             }
             let mut st = self.shared.state.borrow_mut();
             st.file = file;
@@ -984,13 +1006,17 @@ impl<S: Storage + 'static> Journal<S> {
                         );
                         tracing::error!(%reason, "journal poisoned");
                         self.shared.metrics.poisoned.set(1.0);
-                        st.poisoned = Some(reason.clone());
-                        flight.signal.finish(Err(reason.clone()));
+                        let poison = Poison {
+                            reason,
+                            source: Some(Arc::new(e)),
+                        };
+                        st.poisoned = Some(poison.clone());
+                        flight.signal.finish(Err(poison.clone()));
                         if let Some(open) = st.open.take() {
-                            open.signal.finish(Err(reason));
+                            open.signal.finish(Err(poison));
                         }
                     }
-                    (Some(reason), _) => flight.signal.finish(Err(reason.clone())),
+                    (Some(poison), _) => flight.signal.finish(Err(poison.clone())),
                 }
             }
             self.shared.metrics.in_flight.set(st.in_flight.len() as f64);
@@ -1105,8 +1131,25 @@ impl<S: Storage + 'static> Journal<S> {
         }
     }
 
+    /// Why the journal refuses appends, if it does.
     pub fn poisoned(&self) -> Option<String> {
-        self.shared.state.borrow().poisoned.clone()
+        self.shared
+            .state
+            .borrow()
+            .poisoned
+            .as_ref()
+            .map(|p| p.reason.clone())
+    }
+
+    /// The error every append gets once the journal is poisoned (the I/O error as its
+    /// `source()`).
+    pub fn poison_error(&self) -> Option<JournalError> {
+        self.shared
+            .state
+            .borrow()
+            .poisoned
+            .as_ref()
+            .map(Poison::error)
     }
 
     pub fn stats(&self) -> JournalStats {

@@ -5,8 +5,8 @@
 //! never trusted for allocation: vectors grow as elements actually decode.
 
 use super::{
-    opcode, Bucket, Direction, Event, ProtocolError, RecordedEvent, Request, Response,
-    SubscribeTarget, HEADER_AFTER_LENGTH,
+    opcode, AppendResult, Bucket, Direction, Event, ProtocolError, RecordedEvent, Request,
+    Response, StreamInfo, SubscribeTarget, HEADER_AFTER_LENGTH,
 };
 
 struct Cursor<'a> {
@@ -419,16 +419,11 @@ pub fn encode_response(out: &mut Vec<u8>, request_id: u64, flags: u8, resp: &Res
             }
         }
         Response::Pong | Response::Subscribed => {}
-        Response::Appended {
-            first_version,
-            last_version,
-            partition,
-            lsn,
-        } => {
-            w.u64(*first_version);
-            w.u64(*last_version);
-            w.u32(*partition);
-            w.u64(*lsn);
+        Response::Appended(a) => {
+            w.u64(a.first_version);
+            w.u64(a.last_version);
+            w.u32(a.partition);
+            w.u64(a.lsn);
         }
         Response::Events {
             events,
@@ -449,14 +444,10 @@ pub fn encode_response(out: &mut Vec<u8>, request_id: u64, flags: u8, resp: &Res
                 w.f64(b.max);
             }
         }
-        Response::StreamInfo {
-            next_version,
-            first_lsn,
-            last_lsn,
-        } => {
-            w.u64(*next_version);
-            w.u64(*first_lsn);
-            w.u64(*last_lsn);
+        Response::StreamInfo(i) => {
+            w.u64(i.next_version);
+            w.u64(i.first_lsn);
+            w.u64(i.last_lsn);
         }
         Response::Executed { result } | Response::Queried { result } => w.blob(result),
         Response::Stats { json } => w.str(json),
@@ -498,12 +489,12 @@ pub fn decode_response(op: u8, body: &[u8]) -> Result<Response, ProtocolError> {
         },
         opcode::PONG => Response::Pong,
         opcode::SUBSCRIBED => Response::Subscribed,
-        opcode::APPENDED => Response::Appended {
+        opcode::APPENDED => Response::Appended(AppendResult {
             first_version: c.u64("first version")?,
             last_version: c.u64("last version")?,
             partition: c.u32("partition")?,
             lsn: c.u64("lsn")?,
-        },
+        }),
         opcode::EVENTS => Response::Events {
             events: c.recorded_list(false)?,
             end_of_stream: c.u8("end of stream")? != 0,
@@ -517,11 +508,11 @@ pub fn decode_response(op: u8, body: &[u8]) -> Result<Response, ProtocolError> {
         opcode::AGGREGATED => Response::Aggregated {
             buckets: c.buckets()?,
         },
-        opcode::STREAM_INFO_OK => Response::StreamInfo {
+        opcode::STREAM_INFO_OK => Response::StreamInfo(StreamInfo {
             next_version: c.u64("next version")?,
             first_lsn: c.u64("first lsn")?,
             last_lsn: c.u64("last lsn")?,
-        },
+        }),
         opcode::EXECUTED => Response::Executed {
             result: c.blob("result")?,
         },
@@ -660,12 +651,12 @@ mod tests {
                 partition_addresses: vec!["127.0.0.1:7070".into(), "127.0.0.1:7071".into()],
             },
             Response::Pong,
-            Response::Appended {
+            Response::Appended(AppendResult {
                 first_version: 0,
                 last_version: 1,
                 partition: 1,
                 lsn: 5,
-            },
+            }),
             Response::Events {
                 events: vec![recorded.clone()],
                 end_of_stream: true,
@@ -686,11 +677,11 @@ mod tests {
                     max: 2.0,
                 }],
             },
-            Response::StreamInfo {
+            Response::StreamInfo(StreamInfo {
                 next_version: 3,
                 first_lsn: 1,
                 last_lsn: 9,
-            },
+            }),
             Response::Executed { result: vec![1] },
             Response::Queried { result: vec![] },
             Response::Stats { json: "{}".into() },
@@ -816,12 +807,12 @@ mod tests {
             &mut reply,
             2,
             0,
-            &Response::Appended {
+            &Response::Appended(AppendResult {
                 first_version: 0,
                 last_version: 0,
                 partition: 1,
                 lsn: 0,
-            },
+            }),
         );
         assert_eq!(blocks[2], reply);
         let mut err = Vec::new();

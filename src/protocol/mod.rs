@@ -212,7 +212,9 @@ pub enum SubscribeTarget {
     Model = 3,
 }
 
-/// One bucket of an AGGREGATE reply.
+/// One bucket of an aggregation: what an AGGREGATE reply carries, what the server's
+/// aggregations compute (`crate::aggregate`) and what the client returns. Events without a
+/// value are not counted; an empty bucket has count 0, sum 0 and NaN min/max.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Bucket {
     pub start_ns: u64,
@@ -220,6 +222,55 @@ pub struct Bucket {
     pub sum: f64,
     pub min: f64,
     pub max: f64,
+}
+
+impl Bucket {
+    /// `sum / count`, NaN when empty.
+    pub fn average(&self) -> f64 {
+        if self.count == 0 {
+            f64::NAN
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+
+    /// Merges another bucket of the same interval (from another partition).
+    pub fn merge(&mut self, o: &Bucket) {
+        if o.count == 0 {
+            return;
+        }
+        self.count += o.count;
+        self.sum += o.sum;
+        self.min = if self.min.is_nan() {
+            o.min
+        } else {
+            self.min.min(o.min)
+        };
+        self.max = if self.max.is_nan() {
+            o.max
+        } else {
+            self.max.max(o.max)
+        };
+    }
+}
+
+/// Where an append landed: what an APPENDED reply carries, what a partition's append returns
+/// and what the client returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendResult {
+    pub first_version: u64,
+    pub last_version: u64,
+    pub partition: u32,
+    pub lsn: u64,
+}
+
+/// A stream's next version and the LSNs of its first and last events: what a STREAM_INFO_OK
+/// reply carries, what a partition answers and what the client returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub next_version: u64,
+    pub first_lsn: u64,
+    pub last_lsn: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -301,12 +352,7 @@ pub enum Response {
         partition_addresses: Vec<String>,
     },
     Pong,
-    Appended {
-        first_version: u64,
-        last_version: u64,
-        partition: u32,
-        lsn: u64,
-    },
+    Appended(AppendResult),
     Events {
         events: Vec<RecordedEvent>,
         end_of_stream: bool,
@@ -324,11 +370,7 @@ pub enum Response {
     Aggregated {
         buckets: Vec<Bucket>,
     },
-    StreamInfo {
-        next_version: u64,
-        first_lsn: u64,
-        last_lsn: u64,
-    },
+    StreamInfo(StreamInfo),
     Executed {
         result: Vec<u8>,
     },
@@ -351,13 +393,13 @@ impl Response {
         match self {
             Response::Hello { .. } => opcode::HELLO_OK,
             Response::Pong => opcode::PONG,
-            Response::Appended { .. } => opcode::APPENDED,
+            Response::Appended(_) => opcode::APPENDED,
             Response::Events { .. } => opcode::EVENTS,
             Response::Subscribed => opcode::SUBSCRIBED,
             Response::Pushed { .. } => opcode::PUSHED_NAMED,
             Response::PushedV1 { .. } => opcode::PUSHED,
             Response::Aggregated { .. } => opcode::AGGREGATED,
-            Response::StreamInfo { .. } => opcode::STREAM_INFO_OK,
+            Response::StreamInfo(_) => opcode::STREAM_INFO_OK,
             Response::Executed { .. } => opcode::EXECUTED,
             Response::Queried { .. } => opcode::QUERIED,
             Response::Stats { .. } => opcode::STATS_OK,

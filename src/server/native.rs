@@ -319,12 +319,7 @@ impl Shard {
             events,
         };
         match self.call(p, op).await {
-            OpResult::Appended(a) => Response::Appended {
-                first_version: a.first_version,
-                last_version: a.last_version,
-                partition: a.partition,
-                lsn: a.lsn,
-            },
+            OpResult::Appended(a) => Response::Appended(a),
             OpResult::Err(e) => error_response(e),
             other => unexpected(other),
         }
@@ -359,11 +354,7 @@ impl Shard {
     async fn stream_info(self: &Rc<Self>, stream: String) -> Response {
         let p = partition_of(&stream, self.shared.partitions);
         match self.call(p, PartOp::Info { stream }).await {
-            OpResult::Info(i) => Response::StreamInfo {
-                next_version: i.next_version,
-                first_lsn: i.first_lsn,
-                last_lsn: i.last_lsn,
-            },
+            OpResult::Info(i) => Response::StreamInfo(i),
             OpResult::Err(e) => error_response(e),
             other => unexpected(other),
         }
@@ -411,7 +402,7 @@ impl Shard {
         } else {
             vec![partition_of(&stream, self.shared.partitions)]
         };
-        let mut merged: Option<Vec<crate::aggregate::Bucket>> = None;
+        let mut merged: Option<Vec<protocol::Bucket>> = None;
         for p in parts {
             // Through the partition's view, on this shard; through its owner only while the
             // owner is still starting (no view yet).
@@ -447,17 +438,7 @@ impl Shard {
             }
         }
         Response::Aggregated {
-            buckets: merged
-                .unwrap_or_default()
-                .into_iter()
-                .map(|b| protocol::Bucket {
-                    start_ns: b.start_ns,
-                    count: b.count,
-                    sum: b.sum,
-                    min: b.min,
-                    max: b.max,
-                })
-                .collect(),
+            buckets: merged.unwrap_or_default(),
         }
     }
 

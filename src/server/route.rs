@@ -31,7 +31,8 @@ use crate::config::Config;
 use crate::engine::kv::KvModel;
 use crate::engine::Engine;
 use crate::protocol::{code, Direction, Event, RecordedEvent, Response, SubscribeTarget};
-use crate::stream::{AppendOk, Partition, PartitionStats, PublishSink, StreamInfo};
+use crate::protocol::{AppendResult, StreamInfo};
+use crate::stream::{Partition, PartitionStats, PublishSink};
 
 /// An operation on one partition.
 #[derive(Debug)]
@@ -99,10 +100,10 @@ pub enum PartOp {
 pub enum OpResult {
     Json(serde_json::Value),
     Blob(Vec<u8>),
-    Appended(AppendOk),
+    Appended(AppendResult),
     Events(Vec<RecordedEvent>, bool),
     Info(StreamInfo),
-    Buckets(Vec<crate::aggregate::Bucket>),
+    Buckets(Vec<crate::protocol::Bucket>),
     Stats(PartitionStats),
     Done,
     Err(ApiError),

@@ -48,14 +48,14 @@ pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 /// shutdown, and domain-event subscriptions. Every `Engine<M>` is one.
 pub trait ModelEngine {
     fn applied_lsn(&self) -> u64;
-    fn snapshot(&self, keep: usize) -> LocalFuture<'_, Result<u64, String>>;
+    fn snapshot(&self, keep: usize) -> LocalFuture<'_, Result<u64, EngineError>>;
     fn close(&self) -> LocalFuture<'_, ()>;
     /// Domain events of the commands in `from..to`, re-derived (subscription catch-up).
     fn events_between(
         &self,
         from: u64,
         to: u64,
-    ) -> LocalFuture<'_, Result<Vec<DomainEvent>, String>>;
+    ) -> LocalFuture<'_, Result<Vec<DomainEvent>, EngineError>>;
     fn add_sink(&self, sink: EventSink) -> u64;
     fn remove_sink(&self, id: u64);
 }
@@ -64,12 +64,8 @@ impl<M: Model> ModelEngine for Engine<M> {
     fn applied_lsn(&self) -> u64 {
         Engine::applied_lsn(self)
     }
-    fn snapshot(&self, keep: usize) -> LocalFuture<'_, Result<u64, String>> {
-        Box::pin(async move {
-            Engine::snapshot(self, keep)
-                .await
-                .map_err(|e| e.to_string())
-        })
+    fn snapshot(&self, keep: usize) -> LocalFuture<'_, Result<u64, EngineError>> {
+        Box::pin(Engine::snapshot(self, keep))
     }
     fn close(&self) -> LocalFuture<'_, ()> {
         Box::pin(Engine::close(self))
@@ -78,12 +74,8 @@ impl<M: Model> ModelEngine for Engine<M> {
         &self,
         from: u64,
         to: u64,
-    ) -> LocalFuture<'_, Result<Vec<DomainEvent>, String>> {
-        Box::pin(async move {
-            Engine::events_between(self, from, to)
-                .await
-                .map_err(|e| e.to_string())
-        })
+    ) -> LocalFuture<'_, Result<Vec<DomainEvent>, EngineError>> {
+        Box::pin(Engine::events_between(self, from, to))
     }
     fn add_sink(&self, sink: EventSink) -> u64 {
         Engine::add_sink(self, sink)
@@ -108,7 +100,7 @@ pub trait ModelFactory: Send + Sync {
         &self,
         dir: PathBuf,
         journal: JournalConfig,
-    ) -> LocalFuture<'static, Result<Rc<dyn ModelService>, String>>;
+    ) -> LocalFuture<'static, Result<Rc<dyn ModelService>, EngineError>>;
 }
 
 struct Factory<M>(PhantomData<fn() -> M>);
@@ -119,7 +111,15 @@ pub(crate) fn engine_error(e: EngineError) -> ApiError {
         EngineError::Domain(d) => ApiError::new(code::INVALID_ARGUMENT, d.0),
         EngineError::Journal(j) => ApiError::from(j),
         EngineError::Store(m) => ApiError::new(code::INVALID_ARGUMENT, m),
+        e @ (EngineError::Io { .. } | EngineError::Encode { .. }) => {
+            ApiError::new(code::INVALID_ARGUMENT, e.to_string())
+        }
         EngineError::Stopped(m) => ApiError::new(code::PARTITION_UNAVAILABLE, m),
+        // The same message as a stop: the reason alone, without the "engine stopped" prefix.
+        EngineError::Replay(r) => ApiError::new(code::PARTITION_UNAVAILABLE, r.to_string()),
+        e @ EngineError::ReplayAtOpen { .. } => {
+            ApiError::new(code::PARTITION_UNAVAILABLE, e.to_string())
+        }
     }
 }
 
@@ -181,15 +181,14 @@ where
         &self,
         dir: PathBuf,
         journal: JournalConfig,
-    ) -> LocalFuture<'static, Result<Rc<dyn ModelService>, String>> {
+    ) -> LocalFuture<'static, Result<Rc<dyn ModelService>, EngineError>> {
         Box::pin(async move {
             let store: StoreId = journal.store_id;
             let engine = Engine::<M>::builder(M::NAME, store)
                 .journal_config(|j| *j = journal)
                 .command::<M::Cmd>()
                 .open(&dir)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             Ok(Rc::new(Served(engine)) as Rc<dyn ModelService>)
         })
     }

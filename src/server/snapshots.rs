@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use super::route::{Shard, Shared};
 use crate::config::Config;
 use crate::manifest::Manifest;
-use crate::stream::{read_partition_snapshot, Partition, PartitionLimits, Rebuild};
+use crate::stream::{
+    partition_image_of, partition_snapshot_owner, ImageError, Partition, PartitionLimits, Rebuild,
+};
 
 /// When partitions are snapshotted (config keys `snapshot_*`) and how much journal they
 /// keep (`retention_*`).
@@ -49,31 +51,32 @@ pub(super) fn load_snapshot(
     p: u32,
     limits: &PartitionLimits,
 ) -> Option<(Rebuild, crate::journal::Resume, std::path::PathBuf)> {
-    let list = match crate::snapshot::list(dir) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(partition = p, error = %e, "cannot list snapshots; replaying the whole journal");
-            return None;
-        }
-    };
-    for (lsn, path) in list {
-        let attempt = (|| -> Result<(Rebuild, crate::journal::Resume), String> {
-            let image = read_partition_snapshot(&path, lsn, store, p)?;
+    let loaded = crate::snapshot::load_newest_usable(
+        dir,
+        &partition_snapshot_owner(store, p),
+        u64::MAX,
+        |loaded| -> Result<_, ImageError> {
+            let image = partition_image_of(&loaded)?;
             let resume = image.resume.clone();
             let rebuild = Rebuild::from_image(image, limits.idempotency_window, limits.ring)?;
             Ok((rebuild, resume))
-        })();
-        match attempt {
-            Ok((rebuild, resume)) => return Some((rebuild, resume, path)),
-            Err(reason) => tracing::warn!(
+        },
+        |path, reason| {
+            tracing::warn!(
                 partition = p,
                 snapshot = %path.display(),
                 %reason,
                 "snapshot not usable; trying an older one (or the whole journal)"
-            ),
+            )
+        },
+    );
+    match loaded {
+        Ok(found) => found.map(|((rebuild, resume), _, path)| (rebuild, resume, path)),
+        Err(e) => {
+            tracing::warn!(partition = p, error = %e, "cannot list snapshots; replaying the whole journal");
+            None
         }
     }
-    None
 }
 
 /// When the next snapshot of one partition or model is due, and the retry state after a

@@ -113,7 +113,9 @@ impl Shard {
             if next < upto {
                 let events = match engine.events_between(next, upto).await {
                     Ok(e) => e,
-                    Err(e) => return OpResult::Err(ApiError::new(code::INVALID_ARGUMENT, e)),
+                    Err(e) => {
+                        return OpResult::Err(ApiError::new(code::INVALID_ARGUMENT, e.to_string()))
+                    }
                 };
                 let recorded: Vec<RecordedEvent> = events.iter().map(|e| to_recorded(e)).collect();
                 if !recorded.is_empty() && !sink.offer(&model, &recorded) {

@@ -24,15 +24,17 @@
 //!
 //! - A snapshot file is complete or absent: it is written to `*.tmp`, fsynced, renamed, and
 //!   the directory fsynced; a leftover `*.tmp` is ignored and removed.
-//! - A snapshot is used only if both checksums, the magic, version, store id and partition
-//!   match; otherwise the next older one is tried (the caller logs why), then none (full
-//!   replay). A snapshot never replaces the journal: the journal still holds everything from
+//! - A snapshot is used only if both checksums, the magic and version match, its kind, codec,
+//!   store id and partition are its owner's, its header's LSN is its file name's, and the
+//!   owner's own checks of the body pass; otherwise the next older one is tried (the caller
+//!   logs why), then none (full replay). Partitions and engines load through the same
+//!   [`load_newest_usable`]. A snapshot never replaces the journal: the journal still holds everything from
 //!   the oldest kept snapshot on.
 //! - Snapshots never block appends: the state is copied on the shard, encoded and written on
 //!   glommio's blocking pool.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use zerocopy::little_endian::{U16, U32, U64};
@@ -79,6 +81,7 @@ pub struct SnapshotMeta {
 
 /// Why a snapshot file is not usable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SnapshotError {
     #[error("shorter than its 64-byte header")]
     Short,
@@ -92,8 +95,6 @@ pub enum SnapshotError {
     Length { have: u64, want: u64 },
     #[error("body checksum mismatch")]
     BodyChecksum,
-    #[error("belongs to another store or partition")]
-    Foreign,
 }
 
 /// CRC-32 of the header without its own checksum field (bytes 0..52 and 56..64).
@@ -113,7 +114,7 @@ pub fn read_meta(path: &Path) -> io::Result<SnapshotMeta> {
     let Ok((h, _)) = SnapshotHeader::read_from_prefix(&head[..]) else {
         return Err(io::Error::other("short snapshot header"));
     };
-    checked_header(&h).map_err(|e| io::Error::other(e.to_string()))
+    checked_header(&h).map_err(io::Error::other)
 }
 
 /// Checks a header's magic, checksum and version; returns its fields.
@@ -206,74 +207,100 @@ pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Writes a snapshot durably: temporary file, fsync, rename, directory fsync.
+/// Writes a snapshot durably: temporary file, fsync, rename, directory fsync
+/// ([`crate::durable::replace`]).
 pub fn write(dir: &Path, meta: &SnapshotMeta, body: &[u8]) -> io::Result<PathBuf> {
     let path = dir.join(file_name(meta.lsn));
-    let tmp = dir.join(format!("{}.tmp", file_name(meta.lsn)));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(&encode(meta, body))?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map(|()| path)
+    crate::durable::replace(&path, &encode(meta, body))?;
+    Ok(path)
 }
 
-/// A usable snapshot: its header fields, its body, and where it came from.
+/// A snapshot whose file passed [`read_checked`]: its header fields, its body, and where it
+/// came from.
 pub struct Loaded {
     pub meta: SnapshotMeta,
     pub body: Vec<u8>,
     pub path: PathBuf,
 }
 
-/// The newest usable snapshot of `store`/`partition` in `dir` with an LSN no higher than
-/// `max_lsn`. Each file passed over is reported to `skipped` with the reason.
-pub fn load_newest(
+/// Whose snapshots a loader accepts: the kind and codec of the body, the store and the
+/// partition. A partition's are `KIND_PARTITION`/`CODEC_BINARY` with its number; an engine's
+/// are `KIND_MODEL` with its store's codec and its journal's partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub kind: u8,
+    pub codec: u8,
+    pub store_id: StoreId,
+    pub partition: u32,
+}
+
+/// Why a snapshot file is passed over before its body is looked at.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unusable {
+    #[error("cannot read it: {0}")]
+    Read(#[source] io::Error),
+    #[error(transparent)]
+    Damaged(#[from] SnapshotError),
+    #[error("it belongs to another store or partition")]
+    Foreign,
+    #[error("unknown kind {kind} or codec {codec}")]
+    Kind { kind: u8, codec: u8 },
+    #[error("its header names another LSN than its file name")]
+    Lsn,
+    #[error("its LSN {lsn} is beyond {max_lsn}, the newest this load may use")]
+    Beyond { lsn: u64, max_lsn: u64 },
+}
+
+/// Reads snapshot file `path` (named for `lsn`) and checks what every owner relies on: the
+/// header and both checksums ([`decode`]), the kind and codec, the store id and partition, and
+/// that the header's LSN is the file name's.
+pub fn read_checked(path: &Path, lsn: u64, owner: &Owner) -> Result<Loaded, Unusable> {
+    let bytes = fs::read(path).map_err(Unusable::Read)?;
+    let (meta, body) = decode(&bytes)?;
+    if meta.store_id != owner.store_id || meta.partition != owner.partition {
+        return Err(Unusable::Foreign);
+    }
+    if meta.kind != owner.kind || meta.codec != owner.codec {
+        return Err(Unusable::Kind {
+            kind: meta.kind,
+            codec: meta.codec,
+        });
+    }
+    if meta.lsn != lsn {
+        return Err(Unusable::Lsn);
+    }
+    let body = body.to_vec();
+    Ok(Loaded {
+        meta,
+        body,
+        path: path.to_path_buf(),
+    })
+}
+
+/// The newest usable snapshot of `owner` in `dir` with an LSN no higher than `max_lsn`, else
+/// the next older one, and so on: each file must pass [`read_checked`], then `usable`, the
+/// owner's own checks of the body, which turns it into what the owner starts from. Each file
+/// passed over is reported to `skipped` with the reason; `Ok(None)` when none is usable (the
+/// owner replays its whole journal). Partitions and engines both load through here.
+pub fn load_newest_usable<T, E: std::error::Error>(
     dir: &Path,
-    store: StoreId,
-    partition: u32,
+    owner: &Owner,
     max_lsn: u64,
-    mut skipped: impl FnMut(&Path, String),
-) -> io::Result<Option<Loaded>> {
+    mut usable: impl FnMut(Loaded) -> Result<T, E>,
+    mut skipped: impl FnMut(&Path, &dyn std::error::Error),
+) -> io::Result<Option<(T, u64, PathBuf)>> {
     for (lsn, path) in list(dir)? {
         if lsn > max_lsn {
-            skipped(
-                &path,
-                format!("its LSN {lsn} is beyond the journal's end {max_lsn}"),
-            );
+            skipped(&path, &Unusable::Beyond { lsn, max_lsn });
             continue;
         }
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                skipped(&path, format!("cannot read it: {e}"));
-                continue;
-            }
-        };
-        match decode(&bytes) {
-            Ok((meta, _)) if meta.store_id != store || meta.partition != partition => {
-                skipped(&path, SnapshotError::Foreign.to_string());
-            }
-            Ok((meta, _)) if meta.lsn != lsn => {
-                skipped(
-                    &path,
-                    "its header names another LSN than its file name".into(),
-                );
-            }
-            Ok((meta, body)) => {
-                let body = body.to_vec();
-                return Ok(Some(Loaded { meta, body, path }));
-            }
-            Err(e) => skipped(&path, e.to_string()),
+        match read_checked(&path, lsn, owner) {
+            Ok(loaded) => match usable(loaded) {
+                Ok(t) => return Ok(Some((t, lsn, path))),
+                Err(e) => skipped(&path, &e),
+            },
+            Err(e) => skipped(&path, &e),
         }
     }
     Ok(None)
@@ -347,24 +374,75 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         fs::write(&newest, bytes).unwrap();
+        let owner = Owner {
+            kind: KIND_PARTITION,
+            codec: CODEC_BINARY,
+            store_id: [7; 16],
+            partition: 3,
+        };
+        let body = |l: Loaded| Ok::<_, Unusable>(l.body);
         let mut reasons = Vec::new();
-        let got = load_newest(dir.path(), [7; 16], 3, u64::MAX, |p, r| {
-            reasons.push((p.to_path_buf(), r))
+        let (got, lsn, _) = load_newest_usable(dir.path(), &owner, u64::MAX, body, |p, r| {
+            reasons.push((p.to_path_buf(), r.to_string()))
         })
         .unwrap()
         .unwrap();
-        assert_eq!(got.meta.lsn, 10);
-        assert_eq!(got.body, b"ten");
+        assert_eq!(lsn, 10);
+        assert_eq!(got, b"ten");
         assert_eq!(reasons.len(), 1);
         assert!(reasons[0].1.contains("body checksum"), "{reasons:?}");
-        // Another partition's or store's snapshot is never used.
-        assert!(load_newest(dir.path(), [8; 16], 3, u64::MAX, |_, _| {})
+        // Another partition's or store's snapshot is never used, nor another kind's.
+        for other in [
+            Owner {
+                store_id: [8; 16],
+                ..owner
+            },
+            Owner {
+                partition: 4,
+                ..owner
+            },
+            Owner {
+                kind: KIND_MODEL,
+                ..owner
+            },
+        ] {
+            assert!(
+                load_newest_usable(dir.path(), &other, u64::MAX, body, |_, _| {})
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        // Beyond the given LSN: not used.
+        assert!(load_newest_usable(dir.path(), &owner, 5, body, |_, _| {})
             .unwrap()
             .is_none());
-        // Beyond the journal's end: not used.
-        assert!(load_newest(dir.path(), [7; 16], 3, 5, |_, _| {})
+        // A header whose LSN is not its file name's: passed over for the older one.
+        fs::copy(
+            dir.path().join(file_name(10)),
+            dir.path().join(file_name(30)),
+        )
+        .unwrap();
+        let mut reasons = Vec::new();
+        let (_, lsn, _) = load_newest_usable(dir.path(), &owner, u64::MAX, body, |_, r| {
+            reasons.push(r.to_string())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(lsn, 10);
+        assert!(reasons[0].contains("another LSN"), "{reasons:?}");
+        // The owner's own check of the body refusing: the next older one.
+        write(dir.path(), &meta(40), b"forty").unwrap();
+        let picky = |l: Loaded| {
+            if l.meta.lsn == 10 {
+                Ok(l.body)
+            } else {
+                Err(Unusable::Lsn)
+            }
+        };
+        let (got, _, _) = load_newest_usable(dir.path(), &owner, u64::MAX, picky, |_, _| {})
             .unwrap()
-            .is_none());
+            .unwrap();
+        assert_eq!(got, b"ten");
     }
 
     #[test]

@@ -47,3 +47,29 @@ pub enum StreamError {
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
+
+/// A ring payload shorter than the lengths it declares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("ring payload too short")]
+pub struct ShortPayload;
+
+/// Why a partition snapshot cannot be used (recovery then tries the next older one).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// The file itself: unreadable, damaged, another owner's, or named for another LSN.
+    #[error(transparent)]
+    Unusable(#[from] crate::snapshot::Unusable),
+    #[error("undecodable partition image: {0}")]
+    Undecodable(#[source] postcard::Error),
+    #[error("its body names another LSN than its header")]
+    BodyLsn,
+    #[error("stream {0:?} has an LSN beyond the image's")]
+    StreamBeyondImage(String),
+    #[error("ring event at LSN {lsn}: {source}")]
+    RingEvent {
+        lsn: u64,
+        #[source]
+        source: ShortPayload,
+    },
+}

@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::error::ImageError;
 use super::idempotency::IdemEntry;
 use super::partition::{Partition, StreamEntry};
 use super::payload::{InMemory, RingFields};
@@ -166,39 +167,49 @@ impl ImageCopier {
     }
 }
 
+/// Whose snapshots partition `p` of `store` loads.
+pub fn partition_snapshot_owner(store: StoreId, p: u32) -> crate::snapshot::Owner {
+    crate::snapshot::Owner {
+        kind: crate::snapshot::KIND_PARTITION,
+        codec: crate::snapshot::CODEC_BINARY,
+        store_id: store,
+        partition: p,
+    }
+}
+
 /// Reads partition `p`'s snapshot file `path` (named for `lsn`) and checks it as recovery
-/// does before using it: the header and both checksums (`snapshot::decode`), the kind and
-/// codec, the store id and partition, the LSN in the file name, header and body, and that the
-/// body decodes to an image whose contents are within it ([`PartitionImage::check`]).
+/// does before using it: the file as every snapshot is checked ([`crate::snapshot::read_checked`]:
+/// header, both checksums, kind, codec, store id, partition, the LSN in the file name and
+/// header), then [`partition_image_of`].
 pub fn read_partition_snapshot(
     path: &std::path::Path,
     lsn: u64,
     store: StoreId,
     p: u32,
-) -> Result<PartitionImage, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let (meta, body) = crate::snapshot::decode(&bytes).map_err(|e| e.to_string())?;
-    if meta.store_id != store || meta.partition != p || meta.lsn != lsn {
-        return Err("it belongs to another store, partition or LSN".into());
-    }
-    if meta.kind != crate::snapshot::KIND_PARTITION || meta.codec != crate::snapshot::CODEC_BINARY {
-        return Err(format!(
-            "unknown kind {} or codec {}",
-            meta.kind, meta.codec
-        ));
-    }
-    let image = PartitionImage::decode(body)?;
-    if image.lsn != lsn {
-        return Err("its body names another LSN than its header".into());
+) -> Result<PartitionImage, ImageError> {
+    let loaded = crate::snapshot::read_checked(path, lsn, &partition_snapshot_owner(store, p))?;
+    partition_image_of(&loaded)
+}
+
+/// The image in a checked snapshot file's body: it decodes, names the header's LSN, and its
+/// contents are within it ([`PartitionImage::check`]).
+pub fn partition_image_of(loaded: &crate::snapshot::Loaded) -> Result<PartitionImage, ImageError> {
+    let image = PartitionImage::decode(&loaded.body)?;
+    if image.lsn != loaded.meta.lsn {
+        return Err(ImageError::BodyLsn);
     }
     image.check()?;
     Ok(image)
 }
 
 /// A stream's version LSNs must all be below the image's LSN.
-pub(super) fn check_stream_lsns(name: &str, lsns: &[u64], image_lsn: u64) -> Result<(), String> {
+pub(super) fn check_stream_lsns(
+    name: &str,
+    lsns: &[u64],
+    image_lsn: u64,
+) -> Result<(), ImageError> {
     if lsns.last().is_some_and(|&l| l >= image_lsn) {
-        return Err(format!("stream {name:?} has an LSN beyond the image's"));
+        return Err(ImageError::StreamBeyondImage(name.to_string()));
     }
     Ok(())
 }
@@ -207,18 +218,20 @@ impl PartitionImage {
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("an image always encodes")
     }
-    pub fn decode(bytes: &[u8]) -> Result<PartitionImage, String> {
-        postcard::from_bytes(bytes).map_err(|e| format!("undecodable partition image: {e}"))
+    pub fn decode(bytes: &[u8]) -> Result<PartitionImage, ImageError> {
+        postcard::from_bytes(bytes).map_err(ImageError::Undecodable)
     }
     /// Checks what [`Rebuild::from_image`] relies on, without building anything: every
     /// stream's LSNs are below the image's, every ring payload holds the fields it claims.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ImageError> {
         for (name, lsns) in &self.streams {
             check_stream_lsns(name, lsns, self.lsn)?;
         }
         for item in &self.ring {
-            RingFields::parse(&item.payload)
-                .map_err(|e| format!("ring event at LSN {}: {e}", item.lsn))?;
+            RingFields::parse(&item.payload).map_err(|source| ImageError::RingEvent {
+                lsn: item.lsn,
+                source,
+            })?;
         }
         Ok(())
     }
@@ -246,7 +259,7 @@ impl Rebuild {
         image: PartitionImage,
         idempotency_window: usize,
         ring_config: RingConfig,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ImageError> {
         let mut r = Rebuild::new(idempotency_window, ring_config);
         r.from_lsn = image.lsn;
         for (name, lsns) in image.streams {
@@ -269,7 +282,10 @@ impl Rebuild {
             }
         }
         for item in &image.ring {
-            let f = RingFields::parse(&item.payload)?;
+            let f = RingFields::parse(&item.payload).map_err(|source| ImageError::RingEvent {
+                lsn: item.lsn,
+                source,
+            })?;
             r.mem.push(
                 item.lsn,
                 &RecordRef {

@@ -19,9 +19,9 @@ mod payload;
 mod turns;
 mod view;
 
-pub use error::StreamError;
-pub use image::{read_partition_snapshot, PartitionImage, Rebuild};
-pub use partition::{
-    AppendOk, Partition, PartitionLimits, PartitionStats, PublishSink, StreamInfo,
+pub use error::{ImageError, ShortPayload, StreamError};
+pub use image::{
+    partition_image_of, partition_snapshot_owner, read_partition_snapshot, PartitionImage, Rebuild,
 };
+pub use partition::{Partition, PartitionLimits, PartitionStats, PublishSink};
 pub use view::PartitionView;

@@ -24,30 +24,13 @@ use super::payload::{reply_bytes, to_recorded, InMemory};
 use super::turns::{Turn, TurnWait, Turns};
 use super::view::PartitionView;
 use super::PartitionImage;
-use crate::aggregate::Bucket;
-use crate::error::JournalError;
 use crate::journal::device::Storage;
 use crate::journal::format::RECORD_KIND_EVENT;
 use crate::journal::{DiskStorage, Journal, RecordRef, ScanNext};
-use crate::protocol::{expected, Direction, Event, RecordedEvent};
+use crate::protocol::{
+    expected, AppendResult, Bucket, Direction, Event, RecordedEvent, StreamInfo,
+};
 use crate::ring::{RingConfig, RingStats};
-
-/// The result of an append.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AppendOk {
-    pub first_version: u64,
-    pub last_version: u64,
-    pub partition: u32,
-    pub lsn: u64,
-}
-
-/// Stream information.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StreamInfo {
-    pub next_version: u64,
-    pub first_lsn: u64,
-    pub last_lsn: u64,
-}
 
 /// Limits a partition enforces.
 #[derive(Clone, Copy, Debug)]
@@ -254,7 +237,7 @@ impl<S: Storage + 'static> Partition<S> {
         stream: &str,
         expected_version: i64,
         mut events: Vec<Event>,
-    ) -> Result<AppendOk, StreamError> {
+    ) -> Result<AppendResult, StreamError> {
         check_append(stream, expected_version, &events)?;
         let now = now_ns();
         for e in &mut events {
@@ -294,7 +277,7 @@ impl<S: Storage + 'static> Partition<S> {
             })
             .collect();
         self.publish(appended.first_lsn, stream, recorded);
-        Ok(AppendOk {
+        Ok(AppendResult {
             first_version,
             last_version: first_version + n - 1,
             partition: self.id,
@@ -479,20 +462,20 @@ impl<S: Storage + 'static> Partition<S> {
 
     /// The answer to a retry: the original's result once its events are visible, or the
     /// error that poisoned the journal if their frame failed.
-    async fn await_retry(&self, retry: Retry) -> Result<AppendOk, StreamError> {
+    async fn await_retry(&self, retry: Retry) -> Result<AppendResult, StreamError> {
         let last_lsn = retry.first_lsn + retry.count - 1;
         std::future::poll_fn(|cx| {
             let mut st = self.state.borrow_mut();
             if st.published_lsn > last_lsn {
-                return std::task::Poll::Ready(Ok(AppendOk {
+                return std::task::Poll::Ready(Ok(AppendResult {
                     first_version: retry.first_version,
                     last_version: retry.first_version + retry.count - 1,
                     partition: self.id,
                     lsn: retry.first_lsn,
                 }));
             }
-            if let Some(reason) = self.journal.poisoned() {
-                return std::task::Poll::Ready(Err(JournalError::Poisoned { reason }.into()));
+            if let Some(poisoned) = self.journal.poison_error() {
+                return std::task::Poll::Ready(Err(poisoned.into()));
             }
             st.publish_waiters.push(cx.waker().clone());
             std::task::Poll::Pending

@@ -5,6 +5,7 @@
 //! (no allocation per event); [`RingFields::parse`] reads it back, totally (any bytes give the
 //! fields or an error), for reads, snapshots and views on any shard.
 
+use super::error::ShortPayload;
 use crate::journal::{OwnedRecord, RecordRef};
 use crate::protocol::{Event, RecordedEvent};
 use crate::ring::{ring, EventColumns, NameTable, NewEvent, RingConfig, RingWriter};
@@ -20,11 +21,11 @@ pub(super) struct RingFields<'a> {
 }
 
 impl<'a> RingFields<'a> {
-    pub(super) fn parse(p: &'a [u8]) -> Result<Self, String> {
+    pub(super) fn parse(p: &'a [u8]) -> Result<Self, ShortPayload> {
         let field = |at: usize, len: usize| {
             at.checked_add(len)
                 .and_then(|end| p.get(at..end))
-                .ok_or_else(|| "ring payload too short".to_string())
+                .ok_or(ShortPayload)
         };
         let u16_at = |i: usize| field(i, 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
         let u32_at =

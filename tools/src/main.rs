@@ -362,7 +362,7 @@ fn backup_store(
     std::fs::create_dir_all(&dst)?;
     let snapshots = backup_snapshots(&src, &dst)?;
     if src.join("CODEC").exists() {
-        std::fs::copy(src.join("CODEC"), dst.join("CODEC"))?;
+        evring::durable::replace(&dst.join("CODEC"), &std::fs::read(src.join("CODEC"))?)?;
     }
     let (jsrc, jdst) = if journal_sub.is_empty() {
         (src.clone(), dst.clone())
@@ -381,7 +381,7 @@ fn backup_store(
         evring::journal::backup::backup_journal(&jsrc, &jdst, store_id, |n| bar.set_position(n))
             .with_context(|| format!("cannot back up {} to {}", jsrc.display(), jdst.display()))?;
     bar.finish_and_clear();
-    std::fs::File::open(&dst)?.sync_all()?;
+    evring::durable::sync_dir(&dst)?;
     Ok(json!({
         "store": label,
         "segments": copied.segments,
@@ -414,12 +414,7 @@ fn backup_snapshots(src: &Path, dst: &Path) -> anyhow::Result<u64> {
 /// The MANIFEST last, through a temporary name: a copy without one is not a data directory.
 fn backup_manifest(b: &BackupArgs) -> anyhow::Result<()> {
     let text = std::fs::read(b.source.join(evring::manifest::MANIFEST_FILE))?;
-    let tmp = b.dest.join("MANIFEST.tmp");
-    let file = std::fs::File::create(&tmp)?;
-    (&file).write_all(&text)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, b.dest.join(evring::manifest::MANIFEST_FILE))?;
-    std::fs::File::open(&b.dest)?.sync_all()?;
+    evring::durable::replace(&b.dest.join(evring::manifest::MANIFEST_FILE), &text)?;
     Ok(())
 }
 

@@ -29,7 +29,7 @@ use anyhow::bail;
 use serde_json::{json, Value};
 
 use evring::engine::kv::{KvCommand, KvModel};
-use evring::engine::{read_model_snapshot, Codec};
+use evring::engine::{model_snapshot_owner, read_model_snapshot, Codec};
 use evring::error::{Corruption, JournalError};
 use evring::journal::device::segment_file_name;
 use evring::journal::format::{RecordIter, StoreId, RECORD_KIND_COMMAND};
@@ -46,7 +46,7 @@ enum Kind {
     /// A partition's streams (`p<N>/`).
     Partition(u32),
     /// A partition's key-value store (`p<N>/kv/`).
-    Kv,
+    Kv(u32),
     /// A served model (`model-<name>/`).
     Model,
 }
@@ -160,7 +160,7 @@ fn scan_stores(t: &Target, partitions: u32) -> anyhow::Result<Vec<Store>> {
             stores.push(scan_store(
                 t,
                 format!("p{p}/kv"),
-                Kind::Kv,
+                Kind::Kv(p),
                 &kv,
                 &kv.join("journal"),
             )?);
@@ -262,7 +262,7 @@ fn check_stores(
     for s in stores {
         let codec = match s.kind {
             Kind::Partition(_) => None,
-            Kind::Kv | Kind::Model => check_codec(s, faults),
+            Kind::Kv(_) | Kind::Model => check_codec(s, faults),
         };
         let newest_good = check_snapshots(s, codec, store_id, &mut snapshots)?;
         check_continuity(s, newest_good, faults);
@@ -373,7 +373,7 @@ fn scan_store(
         &journal.storage,
         &cfg,
         |info, frame| {
-            if kind != Kind::Kv || replay_fault.is_some() {
+            if !matches!(kind, Kind::Kv(_)) || replay_fault.is_some() {
                 return;
             }
             let body = &frame[evring::constants::FRAME_HEADER_BYTES
@@ -447,7 +447,7 @@ fn check_codec(s: &Store, faults: &mut Vec<FileFault>) -> Option<Codec> {
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return (s.kind == Kind::Kv).then_some(Codec::Json)
+            return matches!(s.kind, Kind::Kv(_)).then_some(Codec::Json)
         }
         Err(e) => {
             faults.push(FileFault {
@@ -460,8 +460,8 @@ fn check_codec(s: &Store, faults: &mut Vec<FileFault>) -> Option<Codec> {
     };
     let codec = Codec::from_name(&text);
     let reason = match (s.kind, codec) {
-        (Kind::Kv, Some(Codec::Json)) | (Kind::Model, Some(_)) => return codec,
-        (Kind::Kv, _) => format!(
+        (Kind::Kv(_), Some(Codec::Json)) | (Kind::Model, Some(_)) => return codec,
+        (Kind::Kv(_), _) => format!(
             "names the codec {:?}; the key-value store is always JSON (write \"json\" in it)",
             text.trim()
         ),
@@ -488,11 +488,26 @@ fn check_snapshot(
     store: StoreId,
 ) -> Result<(), String> {
     match kind {
-        Kind::Partition(p) => read_partition_snapshot(path, lsn, store, p).map(|_| ()),
-        Kind::Kv | Kind::Model => {
-            let snap = read_model_snapshot(path, lsn, store)?;
+        Kind::Partition(p) => read_partition_snapshot(path, lsn, store, p)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Kind::Kv(_) | Kind::Model => {
+            // A served model's engine journals as partition 0; the key-value store of
+            // partition N as N. Without a known codec (no or a bad `CODEC`, reported apart),
+            // the snapshot's own is taken.
+            let partition = match kind {
+                Kind::Kv(p) => p,
+                _ => 0,
+            };
+            let mut owner = model_snapshot_owner(store, partition, codec.unwrap_or(Codec::Binary));
+            if codec.is_none() {
+                if let Ok(meta) = evring::snapshot::read_meta(path) {
+                    owner.codec = meta.codec;
+                }
+            }
+            let snap = read_model_snapshot(path, lsn, &owner).map_err(|e| e.to_string())?;
             let decoded = match (kind, codec) {
-                (Kind::Kv, _) => Codec::Json.decode::<KvModel>(&snap.model).map(|_| ()),
+                (Kind::Kv(_), _) => Codec::Json.decode::<KvModel>(&snap.model).map(|_| ()),
                 (_, Some(Codec::Json)) => Codec::Json.decode::<Value>(&snap.model).map(|_| ()),
                 // Binary model bytes (or an unknown codec): only the model's code decodes them.
                 _ => Ok(()),
@@ -532,11 +547,13 @@ fn continuity(kind: Kind, r: &ScanReport, snapshot_lsn: Option<u64>) -> Result<(
                 r.next_lsn
             )))
         }
-        (Kind::Kv | Kind::Model, Some(from)) if r.next_lsn < from => Err(Gap::Snapshot(format!(
-            "covers LSNs below {from} but the journal ends at {}; evringd refuses to start. \
+        (Kind::Kv(_) | Kind::Model, Some(from)) if r.next_lsn < from => {
+            Err(Gap::Snapshot(format!(
+                "covers LSNs below {from} but the journal ends at {}; evringd refuses to start. \
              Restore the store from a backup",
-            r.next_lsn
-        ))),
+                r.next_lsn
+            )))
+        }
         _ => Ok(()),
     }
 }

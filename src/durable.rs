@@ -1,0 +1,106 @@
+//! Replacing a small file so that a crash leaves the old contents or the new, never a mix.
+//!
+//! [`replace`] writes the new bytes to `<target>.tmp`, fsyncs that file, renames it over the
+//! target, then fsyncs the directory. The guarantee, on a file system that makes `rename(2)`
+//! atomic (every one Linux mounts for a data directory):
+//!
+//! - after a crash at any point, the target holds either all of its old bytes (or is still
+//!   absent, if it was) or all of the new ones: the new bytes are durable before the rename
+//!   can be, so the rename never exposes a half-written file;
+//! - once `replace` returns `Ok`, the new contents survive a crash: the directory fsync makes
+//!   the rename itself durable;
+//! - a crash may leave a stray `<target>.tmp`; the next `replace` of the same target
+//!   truncates it, and readers only ever open the target.
+//!
+//! The MANIFEST, snapshots, an engine's `CODEC`, backups and the CLI's checkpoints all go
+//! through here; journal segments do not (they are written in place, frame by frame, with
+//! their own commit protocol: docs/FORMAT.md).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The temporary name [`replace`] writes to before the rename: `<target>.tmp`.
+pub fn temporary_path(target: &Path) -> PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    target.with_file_name(name)
+}
+
+/// Replaces `target` with `bytes` durably (see the module docs for the crash guarantee). On
+/// failure the temporary file is removed and the target is left as it was.
+pub fn replace(target: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = temporary_path(target);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, target)?;
+        sync_dir(parent_dir(target))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// fsyncs a directory, so a rename, creation or unlink in it is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_creates_then_replaces_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("MANIFEST");
+        replace(&target, b"first\n").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"first\n");
+        // A leftover temporary file from a crash is simply overwritten.
+        fs::write(temporary_path(&target), b"half of somethi").unwrap();
+        replace(&target, b"second\n").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"second\n");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("MANIFEST")]);
+        assert_eq!(
+            temporary_path(&target),
+            dir.path().join("MANIFEST.tmp"),
+            "the temporary file sits beside the target"
+        );
+    }
+
+    #[test]
+    fn a_failed_replace_leaves_the_target_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("file");
+        replace(&target, b"old").unwrap();
+        // The rename fails: the target is a non-empty directory, which a file cannot be
+        // renamed over.
+        let blocked = dir.path().join("blocked");
+        fs::create_dir(&blocked).unwrap();
+        fs::write(blocked.join("inside"), b"x").unwrap();
+        assert!(replace(&blocked, b"new").is_err());
+        assert!(!temporary_path(&blocked).exists(), "temporary file removed");
+        assert_eq!(fs::read(&target).unwrap(), b"old");
+        assert!(blocked.is_dir());
+    }
+}
