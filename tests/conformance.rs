@@ -16,16 +16,6 @@ use evring::protocol::{
 
 const PARTITIONS: u32 = 4;
 
-/// Shard `i`'s own port, from the addresses file.
-fn shard_addr(server: &Server, i: usize) -> String {
-    let text = std::fs::read_to_string(server.data_dir.with_extension("addr")).unwrap();
-    let key = format!("shard{i}=");
-    text.lines()
-        .find_map(|l| l.strip_prefix(key.as_str()))
-        .expect("the shard in the addresses file")
-        .to_string()
-}
-
 /// A name of partition `p` (streams and keys share the routing hash).
 fn name_in(prefix: &str, p: u32) -> String {
     (0..)
@@ -360,7 +350,7 @@ fn every_request_type_is_served_for_partitions_of_either_shard_on_either_shards_
         ],
     );
     for shard in 0..2 {
-        let mut s = raw_connect(&shard_addr(&server, shard));
+        let mut s = raw_connect(&server.shard_addr(shard));
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         match call(&mut s, 1, &hello()) {
             Response::Hello {
@@ -369,7 +359,7 @@ fn every_request_type_is_served_for_partitions_of_either_shard_on_either_shards_
             } => {
                 assert_eq!(partition_addresses.len(), PARTITIONS as usize);
                 for (p, a) in partition_addresses.iter().enumerate() {
-                    assert_eq!(a, &shard_addr(&server, p % 2), "partition {p}'s owner");
+                    assert_eq!(a, &server.shard_addr(p % 2), "partition {p}'s owner");
                 }
             }
             other => panic!("HELLO: {other:?}"),

@@ -32,18 +32,8 @@ fn start(dir: &std::path::Path, extra: &[&str]) -> Server {
     Server::start(&dir.join("data"), &args)
 }
 
-/// Shard `i`'s own port, from the addresses file.
-fn shard_addr(server: &Server, i: usize) -> String {
-    let text = std::fs::read_to_string(server.data_dir.with_extension("addr")).unwrap();
-    let key = format!("shard{i}=");
-    text.lines()
-        .find_map(|l| l.strip_prefix(key.as_str()))
-        .expect("the shard in the addresses file")
-        .to_string()
-}
-
 fn shard0(server: &Server) -> String {
-    shard_addr(server, 0)
+    server.shard_addr(0)
 }
 
 /// A stream of partition 1, which shard 1 owns (partition p on shard p mod 2).
@@ -280,7 +270,7 @@ fn a_catch_up_of_more_history_than_the_connection_buffer_arrives_whole_on_either
     fill(&server, &stream, n);
     // Shard 0 reads partition 1 through its view; shard 1 owns it.
     for shard in [0, 1] {
-        let mut s = raw_hello(&shard_addr(&server, shard));
+        let mut s = raw_hello(&server.shard_addr(shard));
         send(
             &mut s,
             4,

@@ -140,6 +140,29 @@ fn check_append(stream: &str, expected_version: i64, events: &[Event]) -> Result
     Ok(())
 }
 
+/// The journal records of `events` appended to `stream` from version `first_version` on.
+fn event_records<'a>(
+    stream: &'a str,
+    first_version: u64,
+    events: &'a [Event],
+) -> Vec<RecordRef<'a>> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| RecordRef {
+            kind: RECORD_KIND_EVENT,
+            stream_version: first_version + i as u64,
+            timestamp_ns: e.timestamp_ns,
+            event_id: e.id,
+            value: e.value,
+            stream: stream.as_bytes(),
+            event_type: e.event_type.as_bytes(),
+            data: &e.data,
+            metadata: &e.metadata,
+        })
+        .collect()
+}
+
 fn wake_all(waiters: &mut Vec<std::task::Waker>) {
     for w in waiters.drain(..) {
         w.wake();
@@ -300,21 +323,10 @@ impl<S: Storage + 'static> Partition<S> {
         let placed = loop {
             match self.place(stream, expected_version, events)? {
                 Placed::NoRoom => {
-                    let records: Vec<RecordRef<'_>> = events
-                        .iter()
-                        .map(|e| RecordRef {
-                            kind: RECORD_KIND_EVENT,
-                            stream_version: 0,
-                            timestamp_ns: e.timestamp_ns,
-                            event_id: e.id,
-                            value: e.value,
-                            stream: stream.as_bytes(),
-                            event_type: e.event_type.as_bytes(),
-                            data: &e.data,
-                            metadata: &e.metadata,
-                        })
-                        .collect();
-                    self.journal.wait_for_room(&records).await?;
+                    // Only the sizes matter to the room check: versions are not known yet.
+                    self.journal
+                        .wait_for_room(&event_records(stream, 0, events))
+                        .await?;
                 }
                 placed => break placed,
             }
@@ -368,21 +380,7 @@ impl<S: Storage + 'static> Partition<S> {
                     current,
                 });
             }
-            let records: Vec<RecordRef<'_>> = events
-                .iter()
-                .enumerate()
-                .map(|(i, e)| RecordRef {
-                    kind: RECORD_KIND_EVENT,
-                    stream_version: next + i as u64,
-                    timestamp_ns: e.timestamp_ns,
-                    event_id: e.id,
-                    value: e.value,
-                    stream: stream.as_bytes(),
-                    event_type: e.event_type.as_bytes(),
-                    data: &e.data,
-                    metadata: &e.metadata,
-                })
-                .collect();
+            let records = event_records(stream, next, events);
             match self.journal.try_append(&records) {
                 Err(e) => {
                     st.errors += 1;

@@ -77,14 +77,25 @@ impl Server {
         server
     }
 
+    /// The address the addresses file lists under `key` (`client`, `metrics`, `shard<i>`).
+    pub fn listed_addr(&self, key: &str) -> String {
+        let text = std::fs::read_to_string(self.data_dir.with_extension("addr")).unwrap();
+        let prefix = format!("{key}=");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("{key} in the addresses file:\n{text}"))
+            .to_string()
+    }
+
     /// The metrics address from the addresses file (start with
     /// `--set metrics_listen="127.0.0.1:0"`).
     pub fn metrics_addr(&self) -> String {
-        let text = std::fs::read_to_string(self.data_dir.with_extension("addr")).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("metrics="))
-            .expect("a metrics address in the addresses file")
-            .to_string()
+        self.listed_addr("metrics")
+    }
+
+    /// Shard `i`'s own port from the addresses file (start with `shard_ports="auto"`).
+    pub fn shard_addr(&self, i: usize) -> String {
+        self.listed_addr(&format!("shard{i}"))
     }
 
     /// SIGKILL, then start again on the same data directory.
