@@ -298,6 +298,26 @@ enum KvOp {
     },
 }
 
+/// An AGGREGATE refused because the window reaches back before what a ring holds: the
+/// server names the first time it can answer from (`aggregate from N or later`); say it as
+/// this command's flag too.
+fn with_retry_hint(e: ClientError) -> anyhow::Error {
+    let from = match &e {
+        ClientError::Server { code, message } if *code == code::INVALID_ARGUMENT => message
+            .split_once("aggregate from ")
+            .and_then(|(_, rest)| rest.split(' ').next()?.parse::<u64>().ok()),
+        _ => None,
+    };
+    match from {
+        Some(ns) => anyhow!(e).context(format!(
+            "the window is older than what the server holds in memory; retry with --from {ns}ns \
+             ({})",
+            format_rfc3339(ns)
+        )),
+        None => e.into(),
+    }
+}
+
 /// Prints a model's JSON result: as is with --json, else pretty.
 fn print_result(bytes: &[u8], as_json: bool) -> anyhow::Result<()> {
     let v: serde_json::Value =
@@ -834,7 +854,9 @@ fn run(args: Args, addr_from_env: bool) -> anyhow::Result<()> {
                 now_ns(),
             )?;
             let c = connect(&args, addr_from_env)?;
-            let buckets = c.aggregate(stream, type_prefix, from, to, bucket)?;
+            let buckets = c
+                .aggregate(stream, type_prefix, from, to, bucket)
+                .map_err(with_retry_hint)?;
             print_buckets(&buckets, (from, to, bucket), as_json);
         }
         Cmd::Info { stream } => {
