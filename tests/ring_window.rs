@@ -216,3 +216,54 @@ fn a_full_ring_counts_its_evictions_logs_once_and_refuses_windows_before_them() 
         assert_eq!(aggregate(&addr, &stream, 1025), Ok(want));
     }
 }
+
+#[test]
+fn a_restart_from_a_snapshot_keeps_what_the_ring_no_longer_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(
+        &data,
+        &[
+            "--partitions",
+            "1",
+            "--set",
+            "ring_capacity_events=16",
+            "--set",
+            "snapshot_every_events=30",
+        ],
+    );
+    let c = server.client();
+    // Event 0 has the latest time of all (5000); the others 1001, 1002, ….
+    let at = |i: u64| if i == 0 { 5000 } else { 1000 + i };
+    for i in 0..30u64 {
+        c.append("s", expected::ANY, vec![valued(i as f64, at(i))])
+            .unwrap();
+    }
+    let snapshot = || {
+        std::fs::read_dir(data.join("p0"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "snap"))
+    };
+    let started = std::time::Instant::now();
+    while !snapshot() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for i in 30..40u64 {
+        c.append("s", expected::ANY, vec![valued(i as f64, at(i))])
+            .unwrap();
+    }
+    drop(c);
+    // The snapshot's ring held events 14..30 only; event 0 (time 5000) had left it before.
+    // Rebuilt from the snapshot and the journal after it, the ring must still know that.
+    server.kill_and_restart();
+    let c = server.client();
+    let stats: serde_json::Value = serde_json::from_str(&c.stats().unwrap()).unwrap();
+    assert_eq!(stats["partitions"][0]["ring"]["complete_from_ns"], 5001);
+    let err = c.aggregate("s", "", 1030, u64::MAX, 0).unwrap_err();
+    assert_eq!(err.code(), Some(code::INVALID_ARGUMENT));
+    assert!(err.to_string().contains("events up to 5000 ns"), "{err}");
+    let agg = c.aggregate("s", "", 5001, u64::MAX, 0).unwrap();
+    assert_eq!(agg[0].count, 0, "nothing at or after 5001");
+}
