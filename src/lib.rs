@@ -29,6 +29,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod notify;
 pub mod protocol;
+pub mod rfc3339;
 pub mod ring;
 pub mod server;
 pub mod shard;

@@ -32,6 +32,7 @@ pub const FLUSH_LATENCY_SECONDS: &str = "evring_flush_latency_seconds";
 pub const FRAMES_IN_FLIGHT: &str = "evring_frames_in_flight";
 pub const RING_EVENTS: &str = "evring_ring_events";
 pub const RING_BYTES: &str = "evring_ring_bytes";
+pub const RING_EVICTED: &str = "evring_ring_evicted_events_total";
 pub const CONNECTIONS: &str = "evring_connections";
 pub const ERRORS_TOTAL: &str = "evring_errors_total";
 pub const PARTITION_POISONED: &str = "evring_partition_poisoned";
@@ -109,6 +110,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         RING_BYTES,
         Kind::Gauge,
         "Payload bytes held in the partition's ring.",
+    ),
+    (
+        RING_EVICTED,
+        Kind::Counter,
+        "Events that left the partition's ring since start (capacity reached, or cleared for an event larger than its arena); AGGREGATE refuses windows before them.",
     ),
     (CONNECTIONS, Kind::Gauge, "Open client connections."),
     (ERRORS_TOTAL, Kind::Counter, "Error replies, by wire code."),

@@ -670,3 +670,41 @@ fn every_command_has_an_example_and_every_argument_has_help() {
         }
     }
 }
+
+#[test]
+fn aggregate_before_what_the_ring_holds_says_where_to_retry_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--set", "ring_capacity_events=2", "--set", "partitions=1"],
+    );
+    let a = server.addr.as_str();
+    for v in ["1", "2", "3"] {
+        assert!(
+            evring(a, &["append", "m", "--data", "x", "--value", v], None)
+                .status
+                .success()
+        );
+    }
+    // The first event (server clock) left the ring: a window from an hour ago is refused.
+    let out = evring(a, &["aggregate", "--since", "1h"], None);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("server error 12"), "{err}");
+    let from = err
+        .split("retry with --from ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("a retry hint in {err}"))
+        .to_string();
+    assert!(from.ends_with("ns"), "{err}");
+    // Retried as told: the two events the ring holds.
+    let agg = ok_json(&evring(a, &["--json", "aggregate", "--from", &from], None));
+    let count: u64 = agg["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(count, 2, "{agg}");
+}

@@ -575,11 +575,20 @@ fn reads_span_the_ring_and_the_journal_when_the_ring_has_evicted() {
         let (back, _) = c.read("s", u64::MAX, 20, Direction::Backward).unwrap();
         let versions: Vec<u64> = back.iter().map(|e| e.stream_version).collect();
         assert_eq!(versions, (180..200).rev().collect::<Vec<_>>());
-        // The ring holds only the newest 16 events: aggregations cover what is in memory.
-        let agg = c.aggregate("s", "", 0, u64::MAX, 0).unwrap();
+        // The ring holds only the newest 16 events: a window reaching back before them is
+        // refused, one from the time the ring covers whole is answered from memory.
+        let err = c.aggregate("s", "", 0, u64::MAX, 0).unwrap_err();
+        assert_eq!(err.code(), Some(code::INVALID_ARGUMENT));
+        let stats: serde_json::Value = serde_json::from_str(&c.stats().unwrap()).unwrap();
+        let from = stats["partitions"][0]["ring"]["complete_from_ns"]
+            .as_u64()
+            .unwrap();
+        assert!(err
+            .to_string()
+            .contains(&format!("aggregate from {from} or later")));
+        let agg = c.aggregate("s", "", from, u64::MAX, 0).unwrap();
         assert_eq!(agg[0].count, 16);
         assert_eq!(agg[0].min, 184.0);
-        let stats: serde_json::Value = serde_json::from_str(&c.stats().unwrap()).unwrap();
         let held: u64 = stats["partitions"]
             .as_array()
             .unwrap()

@@ -298,6 +298,26 @@ enum KvOp {
     },
 }
 
+/// An AGGREGATE refused because the window reaches back before what a ring holds: the
+/// server names the first time it can answer from (`aggregate from N or later`); say it as
+/// this command's flag too.
+fn with_retry_hint(e: ClientError) -> anyhow::Error {
+    let from = match &e {
+        ClientError::Server { code, message } if *code == code::INVALID_ARGUMENT => message
+            .split_once("aggregate from ")
+            .and_then(|(_, rest)| rest.split(' ').next()?.parse::<u64>().ok()),
+        _ => None,
+    };
+    match from {
+        Some(ns) => anyhow!(e).context(format!(
+            "the window is older than what the server holds in memory; retry with --from {ns}ns \
+             ({})",
+            format_rfc3339(ns)
+        )),
+        None => e.into(),
+    }
+}
+
 /// Prints a model's JSON result: as is with --json, else pretty.
 fn print_result(bytes: &[u8], as_json: bool) -> anyhow::Result<()> {
     let v: serde_json::Value =
@@ -485,20 +505,6 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// The date of a day since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 /// An RFC 3339 time (`2024-12-06T08:00:00Z`, `2024-12-06 09:00:00.5+01:00`) in Unix
 /// nanoseconds; `None` when `text` is not one.
 fn parse_rfc3339(text: &str) -> Option<i128> {
@@ -598,26 +604,7 @@ fn parse_time(flag: &str, text: &str) -> anyhow::Result<u64> {
     }
 }
 
-/// Unix nanoseconds as RFC 3339 in UTC, with as many fraction digits as needed.
-fn format_rfc3339(ns: u64) -> String {
-    let secs = (ns / 1_000_000_000) as i64;
-    let frac = ns % 1_000_000_000;
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    let mut out = format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    );
-    if frac > 0 {
-        let digits = format!("{frac:09}");
-        out.push('.');
-        out.push_str(digits.trim_end_matches('0'));
-    }
-    out.push('Z');
-    out
-}
+use evring::rfc3339::format_ns as format_rfc3339;
 
 /// The window and bucket width of `evring aggregate`, in Unix nanoseconds: `[from, to)`.
 #[allow(clippy::too_many_arguments)]
@@ -865,7 +852,9 @@ fn run(args: Args, addr_from_env: bool) -> anyhow::Result<()> {
                 now_ns(),
             )?;
             let c = connect(&args, addr_from_env)?;
-            let buckets = c.aggregate(stream, type_prefix, from, to, bucket)?;
+            let buckets = c
+                .aggregate(stream, type_prefix, from, to, bucket)
+                .map_err(with_retry_hint)?;
             print_buckets(&buckets, (from, to, bucket), as_json);
         }
         Cmd::Info { stream } => {

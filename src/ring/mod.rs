@@ -49,6 +49,24 @@
 //!
 //! The writer never waits for readers: it has no loop that depends on them.
 //!
+//! ## What the ring no longer holds
+//!
+//! Timestamps are the clients' and need not follow LSN order, so "the oldest time the ring
+//! covers" is not the oldest event's timestamp. The writer keeps instead, in one more atomic,
+//! `complete_from_ns`: one past the largest timestamp of any event that left the ring
+//! (evicted, cleared) or never entered it ([`RingWriter::note_left_out`]: an event too large
+//! for the arena, the events before what a ring was rebuilt with at start-up); 0 while there
+//! is none. A time window `[from_ns, to_ns)` is whole in the ring iff
+//! `from_ns ≥ complete_from_ns` ([`RingReader::complete_from_ns`]).
+//!
+//! Ordering: the writer stores a raised value (Relaxed) and then issues a Release fence
+//! *before* it marks the evicted slot busy; every store a reader could see that hides the
+//! event (its busy stamp, a later event's stamp in its slot, the tail moved past it) comes
+//! after that fence. A reader loads the value after its scan, behind an Acquire fence: if the
+//! scan missed an event because of any of those stores, the fence–fence synchronisation makes
+//! the raised value visible. A reader that checks before its scan as well may refuse early,
+//! never wrongly: the value only grows.
+//!
 //! `--cfg evring_mutant="..."` builds a deliberately broken ring (`no_recheck`,
 //! `no_release_fence`, `no_evict_mark`) for the loom negative controls; see
 //! `loom-tests/run.sh`.
@@ -192,6 +210,9 @@ pub struct RingStats {
     pub payload_bytes: u64,
     pub capacity_events: u64,
     pub capacity_bytes: u64,
+    /// The smallest `from_ns` of a time window the ring holds whole (0: it holds every event
+    /// it was given); see [`RingReader::complete_from_ns`].
+    pub complete_from_ns: u64,
     /// Appends per second over the last window of at least one second between calls of
     /// [`RingWriter::stats`] (over the time since creation until a window completes).
     pub appends_per_sec: f64,
@@ -296,6 +317,9 @@ struct Inner {
     head: AtomicU64,
     /// Oldest retained seq (a hint for readers; exact for the writer).
     tail: AtomicU64,
+    /// One past the largest timestamp of an event the ring no longer holds, or never held
+    /// (0: none); see "What the ring no longer holds" in the module docs.
+    complete_from_ns: AtomicU64,
 }
 
 fn atomics(n: usize) -> Box<[AtomicU64]> {
@@ -324,6 +348,7 @@ pub fn ring(cfg: RingConfig) -> (RingWriter, RingReader) {
         max_retries: cfg.max_retries,
         head: AtomicU64::new(0),
         tail: AtomicU64::new(1),
+        complete_from_ns: AtomicU64::new(0),
     });
     (
         RingWriter {
@@ -334,6 +359,7 @@ pub fn ring(cfg: RingConfig) -> (RingWriter, RingReader) {
             arena_tail: 0,
             appended: 0,
             evicted: 0,
+            complete_from_ns: 0,
             on_evict: None,
             rate: std::cell::Cell::new(RateMark {
                 at: std::time::Instant::now(),
@@ -367,6 +393,8 @@ pub struct RingWriter {
     arena_tail: u64,
     appended: u64,
     evicted: u64,
+    /// The writer's copy of `Inner::complete_from_ns`.
+    complete_from_ns: u64,
     on_evict: Option<EvictFn>,
     rate: std::cell::Cell<RateMark>,
     _not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
@@ -382,12 +410,37 @@ impl RingWriter {
         (seq & self.inner.mask) as usize
     }
 
+    /// Counts an event with this timestamp as one the ring does not hold: raises
+    /// `complete_from_ns` to `timestamp_ns + 1` (saturating) if that is more, then a Release
+    /// fence, so that any store made after this call that hides an event from readers
+    /// publishes the raised value with it (module docs). For events evicted (done by the
+    /// ring itself) and events that never entered it: one too large for the arena, or the
+    /// events before what a ring is rebuilt with at start-up.
+    pub fn note_left_out(&mut self, timestamp_ns: u64) {
+        let from = timestamp_ns.saturating_add(1);
+        if from > self.complete_from_ns {
+            self.complete_from_ns = from;
+            self.inner.complete_from_ns.store(from, Ordering::Relaxed);
+            fence(Ordering::Release);
+        }
+    }
+
+    /// The smallest `from_ns` of a time window the ring holds whole (see
+    /// [`RingReader::complete_from_ns`]).
+    pub fn complete_from_ns(&self) -> u64 {
+        self.complete_from_ns
+    }
+
     /// Marks the oldest event evicted (busy stamp) and forgets it. No fence: the caller
     /// issues one Release fence before overwriting anything.
     fn evict_oldest(&mut self) {
         debug_assert!(self.tail <= self.head);
         let seq = self.tail;
         let i = self.slot(seq);
+        // Before the busy mark (and the fence in `note_left_out` with it): a reader that
+        // misses this event sees the raised value.
+        let timestamp_ns = self.inner.cols.timestamp[i].load(Ordering::Relaxed);
+        self.note_left_out(timestamp_ns);
         let c = &self.inner.cols;
         #[cfg(not(evring_mutant = "no_evict_mark"))]
         c.stamp[i].store(2 * seq + 1, Ordering::Relaxed);
@@ -397,7 +450,7 @@ impl RingWriter {
         if let Some(f) = self.on_evict.as_mut() {
             f(&Evicted {
                 lsn: c.lsn[i].load(Ordering::Relaxed),
-                timestamp_ns: c.timestamp[i].load(Ordering::Relaxed),
+                timestamp_ns,
                 stream_id: c.stream_id[i].load(Ordering::Relaxed),
                 stream_version: c.stream_version[i].load(Ordering::Relaxed),
             });
@@ -518,6 +571,7 @@ impl RingWriter {
             payload_bytes: self.arena_head - self.arena_tail.min(self.arena_head),
             capacity_events: self.inner.mask + 1,
             capacity_bytes: self.inner.arena_bytes,
+            complete_from_ns: self.complete_from_ns,
         }
     }
 
@@ -867,6 +921,18 @@ impl RingReader {
             .map(|(f, _)| (f.lsn, newest))
     }
 
+    /// The smallest `from_ns` of a time window `[from_ns, to_ns)` whose events the ring
+    /// holds whole: one past the largest timestamp of any event it no longer holds (evicted,
+    /// cleared, or left out when it was rebuilt), 0 when there is none.
+    ///
+    /// Load it *after* a scan to judge the scan: if the scan missed an event because it left
+    /// the ring, the value read here covers it (an Acquire fence, then the load; see "What
+    /// the ring no longer holds" in the module docs). It only grows.
+    pub fn complete_from_ns(&self) -> u64 {
+        fence(Ordering::Acquire);
+        self.inner.complete_from_ns.load(Ordering::Relaxed)
+    }
+
     /// The head seq (0 = nothing pushed yet).
     pub fn head(&self) -> u64 {
         self.inner.head.load(Ordering::Acquire)
@@ -1205,5 +1271,49 @@ mod tests {
         assert_eq!(r.from_lsn(105, 3)[0].payload, b"p105");
         assert!(r.from_lsn(101, 10).is_empty(), "evicted");
         assert!(r.from_lsn(110, 10).is_empty(), "not yet written");
+    }
+
+    #[test]
+    fn complete_from_is_one_past_the_largest_timestamp_that_left_the_ring() {
+        let (mut w, r) = ring(RingConfig {
+            capacity_events: 4,
+            capacity_bytes: 1024,
+            max_retries: 4,
+        });
+        let push = |w: &mut RingWriter, lsn: u64, ts: u64| {
+            w.push(&NewEvent {
+                timestamp_ns: ts,
+                ..ev(lsn, b"x")
+            })
+            .unwrap();
+        };
+        // Timestamps out of LSN order: 50, 10, 40, 20 fill the 4 slots; nothing left yet.
+        for (lsn, ts) in [(1, 50), (2, 10), (3, 40), (4, 20)] {
+            push(&mut w, lsn, ts);
+        }
+        assert_eq!((r.complete_from_ns(), w.complete_from_ns()), (0, 0));
+        // Evicts LSN 1 (timestamp 50): windows from 51 on are whole, though the ring still
+        // holds events at 10, 20 and 40.
+        push(&mut w, 5, 30);
+        assert_eq!(r.complete_from_ns(), 51);
+        // Evicts LSN 2 (timestamp 10): the value never goes down.
+        push(&mut w, 6, 60);
+        assert_eq!(r.complete_from_ns(), 51);
+        assert_eq!(w.stats().complete_from_ns, 51);
+        // An event that never entered the ring counts too.
+        w.note_left_out(70);
+        assert_eq!(r.complete_from_ns(), 71);
+        w.note_left_out(u64::MAX);
+        assert_eq!(r.complete_from_ns(), u64::MAX, "saturates");
+        // Clear and purge count what they evict.
+        let (mut w, r) = ring(small());
+        for lsn in 0..5 {
+            w.push(&ev(lsn, b"")).unwrap();
+        }
+        w.purge_older_than(1002);
+        assert_eq!(r.complete_from_ns(), 1002, "1000 and 1001 purged");
+        w.clear();
+        assert_eq!(r.complete_from_ns(), 1005);
+        assert_eq!(w.stats().evicted, 5);
     }
 }

@@ -69,7 +69,8 @@ impl From<StreamError> for ApiError {
             | StreamError::BadExpectedVersion(_)
             | StreamError::DuplicateEventId(_)
             | StreamError::NotARetry { .. }
-            | StreamError::Aggregate(_) => code::INVALID_ARGUMENT,
+            | StreamError::Aggregate(_)
+            | StreamError::WindowBeforeRing { .. } => code::INVALID_ARGUMENT,
         };
         ApiError::new(code, e.to_string())
     }

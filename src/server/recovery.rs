@@ -122,7 +122,7 @@ impl ShardStart {
         let snapshot = load_snapshot(&dir, self.journal.store_id, p, &self.limits);
         let snapshot_path = snapshot.as_ref().map(|s| s.2.clone());
         let (mut rebuild, resume) = match snapshot {
-            Some((rebuild, resume, _)) => (rebuild, Some(resume)),
+            Some((rebuild, resume, _)) => (rebuild, resume),
             None => (
                 Rebuild::new(self.limits.idempotency_window, self.limits.ring),
                 None,

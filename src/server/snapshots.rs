@@ -43,21 +43,35 @@ impl SnapshotPolicy {
     }
 }
 
-/// The newest usable snapshot of partition `p`, turned into a rebuild start; snapshots that
-/// cannot be used are logged with the reason and the next older one is tried.
+/// The newest usable snapshot of partition `p`, turned into a rebuild start and where the
+/// journal scan resumes (`None`: from the first segment, for a snapshot written before images
+/// said what time the events their ring lacks reach); snapshots that cannot be used are
+/// logged with the reason and the next older one is tried.
 pub(super) fn load_snapshot(
     dir: &std::path::Path,
     store: crate::journal::StoreId,
     p: u32,
     limits: &PartitionLimits,
-) -> Option<(Rebuild, crate::journal::Resume, std::path::PathBuf)> {
+) -> Option<(Rebuild, Option<crate::journal::Resume>, std::path::PathBuf)> {
     let loaded = crate::snapshot::load_newest_usable(
         dir,
         &partition_snapshot_owner(store, p),
         u64::MAX,
         |loaded| -> Result<_, ImageError> {
+            let path = loaded.path.clone();
             let image = partition_image_of(&loaded)?;
-            let resume = image.resume.clone();
+            let resume = if image.needs_full_scan() {
+                tracing::info!(
+                    partition = p,
+                    snapshot = %path.display(),
+                    "the snapshot does not say what time the events its ring lacks reach \
+                     (written by an older evringd): scanning the journal from its first \
+                     segment for their timestamps (once: the next snapshot says it)"
+                );
+                None
+            } else {
+                Some(image.resume.clone())
+            };
             let rebuild = Rebuild::from_image(image, limits.idempotency_window, limits.ring)?;
             Ok((rebuild, resume))
         },

@@ -41,6 +41,16 @@ pub enum StreamError {
     /// The stream index names an LSN the journal does not hold.
     #[error("event at LSN {0} could not be read back from the journal")]
     Unreadable(u64),
+    /// An aggregation whose window starts before what the partition's ring holds whole:
+    /// events with timestamps up to `left_out_ns` are no longer in memory.
+    #[error(
+        "the window starts before what partition {partition}'s ring holds completely: events \
+         up to {left_out_ns} ns ({}) are no longer in memory; aggregate from {} or later, or \
+         raise ring_capacity_events/ring_capacity_bytes",
+        crate::rfc3339::format_ns(*left_out_ns),
+        left_out_ns.saturating_add(1)
+    )]
+    WindowBeforeRing { partition: u32, left_out_ns: u64 },
     /// An aggregation the ring cannot answer as asked.
     #[error(transparent)]
     Aggregate(#[from] crate::aggregate::AggregateError),
@@ -62,6 +72,8 @@ pub enum ImageError {
     Unusable(#[from] crate::snapshot::Unusable),
     #[error("undecodable partition image: {0}")]
     Undecodable(#[source] postcard::Error),
+    #[error("undecodable partition image trailer: {0}")]
+    UndecodableTrailer(#[source] postcard::Error),
     #[error("its body names another LSN than its header")]
     BodyLsn,
     #[error("stream {0:?} has an LSN beyond the image's")]

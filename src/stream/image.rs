@@ -35,6 +35,10 @@ pub struct Rebuild {
     pub from_lsn: u64,
     /// The first LSN the journal scan offered at or above `from_lsn` (to prove no gap).
     pub first_seen: Option<u64>,
+    /// Events below this LSN are not in the ring the rebuild started with, and the image did
+    /// not say what time they reach (a snapshot written before `complete_from_ns`): the
+    /// journal scan counts their timestamps as left out of the ring ([`Rebuild::frame`]).
+    left_out_below: u64,
 }
 
 /// A partition's state at an LSN, as a snapshot file holds it (encoded with postcard):
@@ -48,6 +52,20 @@ pub struct PartitionImage {
     idem: Vec<([u8; 16], String, u64, u64)>,
     ring: Vec<RingItem>,
     pub resume: crate::journal::Resume,
+    /// The ring's `complete_from_ns` for the events below the image's first ring event: one
+    /// past the largest timestamp of an event the image's ring does not hold. Encoded after
+    /// the body's other fields (docs/FORMAT.md); `None` when decoded from a file written
+    /// before it existed.
+    #[serde(skip)]
+    pub complete_from_ns: Option<u64>,
+}
+
+/// What follows the body's original fields in a partition snapshot (docs/FORMAT.md): older
+/// readers ignore it (postcard ignores trailing bytes), and a body without it is an older
+/// file's.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ImageTrailer {
+    complete_from_ns: u64,
 }
 
 /// One ring event: its columns and its payload bytes (see `InMemory`).
@@ -73,6 +91,9 @@ pub(super) struct ImageCopier {
     ring: Vec<RingItem>,
     next_ring_lsn: u64,
     ring_done: bool,
+    /// The ring's `complete_from_ns` when the copy of `ring` (re)started at its first event:
+    /// every event below that one had left the ring by then.
+    complete_from_ns: u64,
 }
 
 impl ImageCopier {
@@ -88,6 +109,7 @@ impl ImageCopier {
             ring: Vec::new(),
             next_ring_lsn,
             ring_done: false,
+            complete_from_ns: 0,
         }
     }
 
@@ -123,6 +145,12 @@ impl ImageCopier {
                     // restored ring must be) by starting over from here.
                     self.ring.clear();
                 }
+                if self.ring.is_empty() {
+                    // `e` is the oldest event the ring holds now (the copy starts at the
+                    // oldest, or over at the oldest after evictions): the value covers every
+                    // event below it.
+                    self.complete_from_ns = st.mem.ring.complete_from_ns();
+                }
                 self.ring.push(RingItem {
                     lsn: e.lsn,
                     stream_version: e.stream_version,
@@ -157,12 +185,19 @@ impl ImageCopier {
                 (e.lsn < lsn).then(|| (*id, e.stream.clone(), e.version, e.lsn))
             })
             .collect();
+        // No ring event copied: every event below the LSN has left the ring by now.
+        let complete_from_ns = if self.ring.is_empty() {
+            st.mem.ring.complete_from_ns()
+        } else {
+            self.complete_from_ns
+        };
         PartitionImage {
             lsn,
             streams: self.streams,
             idem,
             ring: self.ring,
             resume: part.journal.resume_point(lsn),
+            complete_from_ns: Some(complete_from_ns),
         }
     }
 }
@@ -216,10 +251,28 @@ pub(super) fn check_stream_lsns(
 
 impl PartitionImage {
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("an image always encodes")
+        let mut out = postcard::to_allocvec(self).expect("an image always encodes");
+        if let Some(complete_from_ns) = self.complete_from_ns {
+            let trailer = ImageTrailer { complete_from_ns };
+            out.extend(postcard::to_allocvec(&trailer).expect("a trailer always encodes"));
+        }
+        out
     }
     pub fn decode(bytes: &[u8]) -> Result<PartitionImage, ImageError> {
-        postcard::from_bytes(bytes).map_err(ImageError::Undecodable)
+        let (mut image, rest): (PartitionImage, _) =
+            postcard::take_from_bytes(bytes).map_err(ImageError::Undecodable)?;
+        if !rest.is_empty() {
+            let trailer: ImageTrailer =
+                postcard::from_bytes(rest).map_err(ImageError::UndecodableTrailer)?;
+            image.complete_from_ns = Some(trailer.complete_from_ns);
+        }
+        Ok(image)
+    }
+    /// Whether recovery from this image must scan the journal from its first segment: the
+    /// image does not say what time the events below its ring reach (a file written before
+    /// `complete_from_ns`), and there are such events.
+    pub fn needs_full_scan(&self) -> bool {
+        self.complete_from_ns.is_none() && self.events() > self.ring.len() as u64
     }
     /// Checks what [`Rebuild::from_image`] relies on, without building anything: every
     /// stream's LSNs are below the image's, every ring payload holds the fields it claims.
@@ -251,6 +304,7 @@ impl Rebuild {
             events: 0,
             from_lsn: 0,
             first_seen: None,
+            left_out_below: 0,
         }
     }
 
@@ -262,6 +316,14 @@ impl Rebuild {
     ) -> Result<Self, ImageError> {
         let mut r = Rebuild::new(idempotency_window, ring_config);
         r.from_lsn = image.lsn;
+        match image.complete_from_ns {
+            Some(0) => {}
+            Some(from) => r.mem.ring.note_left_out(from - 1),
+            None if image.needs_full_scan() => {
+                r.left_out_below = image.ring.first().map_or(image.lsn, |item| item.lsn);
+            }
+            None => {}
+        }
         for (name, lsns) in image.streams {
             check_stream_lsns(&name, &lsns, image.lsn)?;
             r.streams.insert(name, StreamEntry { lsns });
@@ -309,6 +371,9 @@ impl Rebuild {
         let body = &frame[96..96 + info.meta.body_len as usize];
         for record in RecordIter::new(body).flatten() {
             if record.lsn < self.from_lsn {
+                if record.lsn < self.left_out_below && record.record.kind == RECORD_KIND_EVENT {
+                    self.mem.ring.note_left_out(record.record.timestamp_ns);
+                }
                 continue;
             }
             self.first_seen.get_or_insert(record.lsn);
@@ -334,5 +399,87 @@ impl Rebuild {
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Resume;
+
+    fn image(complete_from_ns: Option<u64>) -> PartitionImage {
+        let payload = |stream: &str| {
+            let mut p = Vec::new();
+            p.extend_from_slice(&(stream.len() as u16).to_le_bytes());
+            p.extend_from_slice(&1u16.to_le_bytes());
+            p.extend_from_slice(&0u32.to_le_bytes());
+            p.extend_from_slice(&0u32.to_le_bytes());
+            p.extend_from_slice(&[0; 16]);
+            p.extend_from_slice(stream.as_bytes());
+            p.extend_from_slice(b"t");
+            p
+        };
+        PartitionImage {
+            lsn: 3,
+            streams: vec![("s".into(), vec![0, 1, 2])],
+            idem: Vec::new(),
+            // LSN 0 is no longer in the ring.
+            ring: (1..3)
+                .map(|lsn| RingItem {
+                    lsn,
+                    stream_version: lsn,
+                    timestamp_ns: 100 + lsn,
+                    value: 1.0,
+                    payload: payload("s"),
+                })
+                .collect(),
+            resume: Resume {
+                first_segment: 0,
+                index: Vec::new(),
+            },
+            complete_from_ns,
+        }
+    }
+
+    #[test]
+    fn complete_from_travels_after_the_body_and_older_files_lack_it() {
+        let new = image(Some(500)).encode();
+        let old = image(None).encode();
+        assert!(new.len() > old.len() && new.starts_with(&old));
+        assert_eq!(
+            PartitionImage::decode(&new).unwrap().complete_from_ns,
+            Some(500)
+        );
+        // An older reader decodes the body and ignores what follows.
+        let older: PartitionImage = postcard::from_bytes(&new).unwrap();
+        assert_eq!((older.lsn, older.ring.len()), (3, 2));
+        // A file from before the field: unknown, and its ring lacks LSN 0.
+        let decoded = PartitionImage::decode(&old).unwrap();
+        assert_eq!(decoded.complete_from_ns, None);
+        assert!(decoded.needs_full_scan());
+        assert!(!PartitionImage::decode(&new).unwrap().needs_full_scan());
+        // Garbage after the body is refused, not read as a value.
+        let mut bad = old.clone();
+        bad.push(0xff);
+        assert!(PartitionImage::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn a_rebuild_starts_from_the_image_value() {
+        let cfg = RingConfig::default();
+        let r = Rebuild::from_image(image(Some(500)), 10, cfg).unwrap();
+        assert_eq!(r.mem.ring.complete_from_ns(), 500);
+        let r = Rebuild::from_image(image(Some(0)), 10, cfg).unwrap();
+        assert_eq!(r.mem.ring.complete_from_ns(), 0);
+        // An older file: the journal scan below the ring's first LSN supplies it.
+        let r = Rebuild::from_image(image(None), 10, cfg).unwrap();
+        assert_eq!((r.mem.ring.complete_from_ns(), r.left_out_below), (0, 1));
+        // A smaller ring than the image's evicts, and counts what it evicts.
+        let small = RingConfig {
+            capacity_events: 1,
+            ..cfg
+        };
+        let r = Rebuild::from_image(image(Some(50)), 10, small).unwrap();
+        assert_eq!(r.mem.ring.complete_from_ns(), 102);
     }
 }

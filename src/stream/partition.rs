@@ -73,6 +73,13 @@ pub(super) struct State {
     events_appended: u64,
     bytes_appended: u64,
     errors: u64,
+    /// Server-clock time (ns since the Unix epoch) of the last acknowledged append that wrote
+    /// events (a retry writes none); 0: none since start.
+    last_append_time_ns: u64,
+    /// The ring's eviction count already added to the metric.
+    evicted_counted: u64,
+    /// Whether the ring's first eviction since start was logged.
+    eviction_logged: bool,
 }
 
 /// One partition, owned by one shard. Generic over the journal's storage so the same code
@@ -84,6 +91,7 @@ pub struct Partition<S: Storage + 'static = DiskStorage> {
     pub(super) state: RefCell<State>,
     ring_events_gauge: metrics::Gauge,
     ring_bytes_gauge: metrics::Gauge,
+    ring_evicted_counter: metrics::Counter,
     /// Handles looked up once: a lookup per append (label string, key hash, registry map)
     /// costs more than the increment.
     appends_counter: metrics::Counter,
@@ -105,6 +113,9 @@ pub struct PartitionStats {
     pub frames_in_flight: u64,
     pub journal_bytes_written: u64,
     pub poisoned: bool,
+    /// Server-clock time, in ns since the Unix epoch, of the last acknowledged append that
+    /// wrote events to the partition; 0 when none since start.
+    pub last_append_time_ns: u64,
     pub ring: RingStats,
 }
 
@@ -189,6 +200,8 @@ impl<S: Storage + 'static> Partition<S> {
             metrics::gauge!(crate::metrics::RING_EVENTS, "partition" => label.clone());
         let ring_bytes_gauge =
             metrics::gauge!(crate::metrics::RING_BYTES, "partition" => label.clone());
+        let ring_evicted_counter =
+            metrics::counter!(crate::metrics::RING_EVICTED, "partition" => label.clone());
         let appends_counter =
             metrics::counter!(crate::metrics::APPENDS_TOTAL, "partition" => label.clone());
         let events_counter =
@@ -204,6 +217,7 @@ impl<S: Storage + 'static> Partition<S> {
             limits,
             ring_events_gauge,
             ring_bytes_gauge,
+            ring_evicted_counter,
             appends_counter,
             events_counter,
             bytes_counter,
@@ -221,6 +235,10 @@ impl<S: Storage + 'static> Partition<S> {
                 events_appended: 0,
                 bytes_appended: 0,
                 errors: 0,
+                last_append_time_ns: 0,
+                // Evictions while the ring was rebuilt at start-up are not counted.
+                evicted_counted: rs.evicted,
+                eviction_logged: false,
             }),
         }
     }
@@ -335,6 +353,33 @@ impl<S: Storage + 'static> Partition<S> {
         Ok(placed)
     }
 
+    /// Adds the ring's new evictions to the metric, and logs the first one since start: from
+    /// then on AGGREGATE refuses windows that reach back before what the ring holds.
+    fn count_evicted(&self, st: &mut State, rs: &RingStats) {
+        let new = rs.evicted - st.evicted_counted;
+        if new == 0 {
+            return;
+        }
+        st.evicted_counted = rs.evicted;
+        self.ring_evicted_counter.increment(new);
+        if !st.eviction_logged {
+            st.eviction_logged = true;
+            tracing::info!(
+                partition = self.id,
+                capacity_events = rs.capacity_events,
+                capacity_bytes = rs.capacity_bytes,
+                "partition {}'s ring is full ({} events, {} bytes of payload) and evicts its \
+                 oldest events from now on: they stay readable with READ, but AGGREGATE \
+                 refuses windows that start at or before the largest evicted timestamp; raise \
+                 ring_capacity_events or ring_capacity_bytes to keep more in memory (logged \
+                 once; evring_ring_evicted_events_total counts evictions)",
+                self.id,
+                rs.capacity_events,
+                rs.capacity_bytes
+            );
+        }
+    }
+
     /// Counts a durable append of `events` in the partition's statistics and metrics.
     fn count_appended(&self, events: &[Event]) {
         let n = events.len() as u64;
@@ -346,6 +391,7 @@ impl<S: Storage + 'static> Partition<S> {
         st.appends += 1;
         st.events_appended += n;
         st.bytes_appended += bytes;
+        st.last_append_time_ns = now_ns();
         self.appends_counter.increment(1);
         self.events_counter.increment(n);
         self.bytes_counter.increment(bytes);
@@ -519,6 +565,7 @@ impl<S: Storage + 'static> Partition<S> {
             let rs = st.mem.ring.stats();
             self.ring_events_gauge.set(rs.count as f64);
             self.ring_bytes_gauge.set(rs.payload_bytes as f64);
+            self.count_evicted(&mut st, &rs);
             (ready, st.sinks.clone())
         };
         if ready.is_empty() || sinks.is_empty() {
@@ -861,6 +908,7 @@ impl<S: Storage + 'static> Partition<S> {
             frames_in_flight: self.journal.frames_in_flight() as u64,
             journal_bytes_written: js.bytes_written,
             poisoned: self.journal.poisoned().is_some(),
+            last_append_time_ns: st.last_append_time_ns,
             ring: st.mem.ring.stats(),
         }
     }

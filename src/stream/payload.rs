@@ -100,6 +100,8 @@ impl InMemory {
             }
         }
         if self.ring.push(&new).is_err() {
+            // Too large for the arena: neither it nor the events before it stay in memory.
+            self.ring.note_left_out(new.timestamp_ns);
             self.ring.clear();
         }
     }

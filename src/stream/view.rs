@@ -9,7 +9,9 @@
 //!
 //! What a view does not see: events not yet durable (the owner pushes to the ring only what
 //! it published) and events the ring no longer holds (a view says where its ring starts, and
-//! the caller reads older events through the owner, from the journal).
+//! the caller reads older events through the owner, from the journal). An aggregation whose
+//! window reaches back to a time the ring no longer holds whole is refused
+//! ([`StreamError::WindowBeforeRing`]), never answered with part of the events.
 
 use super::error::StreamError;
 use super::payload::{decode_event, payload_stream, reply_bytes};
@@ -51,6 +53,12 @@ impl PartitionView {
     /// The stream id column is a 64-bit hash of the name, and names collide (e.g.
     /// "oPxgeduSyVJ" and "6oPwYOOB18L"): an event counts only if the name in its payload is
     /// the stream's too, so the payloads of the events whose hash matches are read as well.
+    ///
+    /// Refused with [`StreamError::WindowBeforeRing`] when an event with a timestamp at or
+    /// after `from_ns` has left the ring (or never entered it): timestamps are the clients'
+    /// and need not follow LSN order, so the rule is the ring's `complete_from_ns` (one past
+    /// the largest timestamp of an event it does not hold), checked before the scan (to skip
+    /// it) and after it (an eviction during the scan counts).
     pub fn aggregate(
         &self,
         stream: &str,
@@ -69,6 +77,7 @@ impl PartitionView {
         };
         let filtered = q.type_ids.is_some();
         let mut agg = Aggregator::new(q)?;
+        self.check_window(from_ns)?;
         match stream_id {
             None => self
                 .ring
@@ -84,7 +93,20 @@ impl PartitionView {
                 },
             ),
         }
+        self.check_window(from_ns)?;
         Ok(agg.finish())
+    }
+
+    /// Whether the ring holds every event with a timestamp at or after `from_ns`.
+    fn check_window(&self, from_ns: u64) -> Result<(), StreamError> {
+        let complete_from = self.ring.complete_from_ns();
+        if from_ns < complete_from {
+            return Err(StreamError::WindowBeforeRing {
+                partition: self.partition,
+                left_out_ns: complete_from - 1,
+            });
+        }
+        Ok(())
     }
 
     /// The events from LSN `from` on that the ring holds contiguously, oldest first: at most
