@@ -14,7 +14,8 @@
 //! - [`checks`]: start-up checks and listening sockets.
 //! - [`recovery`]: a shard's life: recover, listen, serve, stop.
 //! - [`route`]: the shard's shared state, partition calls and cross-shard messages.
-//! - [`conn`]: client connections, the loop every wire protocol runs on.
+//! - [`conn`]: client connections, the loop every wire protocol runs on; [`outbound`]: a
+//!   connection's queued replies and its writer task.
 //! - [`native`]: the native protocol and each request's handling.
 //! - [`subscriptions`]: catch-up (through views, then the owner's journal) then live.
 //! - [`model_requests`], [`served_model`]: EXECUTE and QUERY; serving a user's model.
@@ -28,6 +29,7 @@ mod checks;
 mod conn;
 mod model_requests;
 mod native;
+mod outbound;
 mod recovery;
 mod route;
 pub mod served_model;
