@@ -276,27 +276,26 @@ impl Shard {
                     type_prefix,
                     positions,
                 };
-                self.subscribe(out, conn, request_id, sub).await;
+                Box::pin(self.subscribe(out, conn, request_id, sub)).await;
                 return;
             }
             Request::Unsubscribe { subscription_id } => {
-                self.unsubscribe(out, conn, subscription_id).await
+                Box::pin(self.unsubscribe(out, conn, subscription_id)).await
             }
-            Request::Stats => self.stats().await,
+            Request::Stats => Box::pin(self.stats()).await,
             Request::Aggregate {
                 stream,
                 type_prefix,
                 from_ns,
                 to_ns,
                 bucket_ns,
-            } => {
-                self.aggregate(stream, type_prefix, from_ns, to_ns, bucket_ns)
-                    .await
-            }
+            } => Box::pin(self.aggregate(stream, type_prefix, from_ns, to_ns, bucket_ns)).await,
             Request::Execute { model, command } => {
-                self.model_request(&model, &command, false).await
+                Box::pin(self.model_request(&model, &command, false)).await
             }
-            Request::Query { model, query } => self.model_request(&model, &query, true).await,
+            Request::Query { model, query } => {
+                Box::pin(self.model_request(&model, &query, true)).await
+            }
         };
         if let Response::Error { code, .. } = &resp {
             metrics::counter!(crate::metrics::ERRORS_TOTAL, "code" => code.to_string())

@@ -284,6 +284,12 @@ impl Shard {
         if owner == self.id {
             return self.run_op(partition, op).await;
         }
+        // Boxed: the local call's future stays small (see `run_op`).
+        Box::pin(self.call_remote(owner, partition, op)).await
+    }
+
+    /// Sends `op` to `partition`'s owning shard `owner` and waits for its reply.
+    async fn call_remote(self: &Rc<Self>, owner: usize, partition: u32, op: PartOp) -> OpResult {
         self.shared
             .cross_shard_calls
             .fetch_add(1, Ordering::Relaxed);
@@ -313,16 +319,20 @@ impl Shard {
 
     /// Runs `op` on `partition`, which this shard owns. One arm per operation: the dispatch
     /// table reads best in one place, and each arm that does more than a call and a match of
-    /// its result has its own function below.
+    /// its result has its own function below. The rare operations' futures are boxed: an
+    /// async fn's future is as large as its largest arm's, and every request's task is
+    /// allocated and moved at that size (APPEND's stays inline).
     pub(super) async fn run_op(self: &Rc<Self>, partition: u32, op: PartOp) -> OpResult {
         let Some(p) = self.partitions.get(&partition).cloned() else {
             return OpResult::Err(unavailable("partition not on this shard"));
         };
         match op {
             op @ (PartOp::KvExecute(_) | PartOp::KvGet { .. } | PartOp::KvList { .. }) => {
-                self.kv_op(partition, op).await
+                Box::pin(self.kv_op(partition, op)).await
             }
-            PartOp::Model { blob, is_query } => self.run_served_model(blob, is_query).await,
+            PartOp::Model { blob, is_query } => {
+                Box::pin(self.run_served_model(blob, is_query)).await
+            }
             PartOp::Append {
                 stream,
                 expected_version,
@@ -336,12 +346,12 @@ impl Shard {
                 from,
                 max,
                 direction,
-            } => match p.read(&stream, from, max, direction).await {
+            } => match Box::pin(p.read(&stream, from, max, direction)).await {
                 Ok((events, end)) => OpResult::Events(events, end),
                 Err(e) => OpResult::Err(e.into()),
             },
             PartOp::ReadRange { from, max } => {
-                match p.read_lsn_range(from, max, p.max_read_bytes()).await {
+                match Box::pin(p.read_lsn_range(from, max, p.max_read_bytes())).await {
                     Ok(events) => OpResult::Events(events, false),
                     Err(e) => OpResult::Err(e.into()),
                 }
@@ -378,8 +388,7 @@ impl Shard {
                     stream: (target == SubscribeTarget::Stream).then(|| stream.clone()),
                     type_prefix,
                 });
-                self.add_subscriber(partition, &p, sink, target, stream, from)
-                    .await
+                Box::pin(self.add_subscriber(partition, &p, sink, target, stream, from)).await
             }
             PartOp::Unsubscribe { origin, conn, sub } => {
                 self.remove_subscriber(&p, (origin, conn, sub, partition));
