@@ -45,7 +45,9 @@
 //!    AGGREGATEs back to back on shard 0: through the view, and, for reference, on a
 //!    `views=false` server, where the owner serves them. A control keeps shard 0 as busy
 //!    without touching partition 1: its readers aggregate the hot stream of partition 0,
-//!    filled the same way. A fresh server, filled with N events first, for every run.
+//!    filled the same way. A fresh server, filled with N events first, for every run, its
+//!    rings large enough (2M events, 512 MiB) that nothing is evicted during a run: a whole-
+//!    window AGGREGATE of a ring that has evicted is refused, never answered in part.
 //!
 //! `--partition 0` swaps the shards' roles (partition 0 is shard 0's, read from shard 1):
 //! on a machine where the two CPUs are not equally fast or equally loaded, comparing the two
@@ -600,7 +602,7 @@ struct Shards {
     shard: [String; 2],
 }
 
-fn start(dir: &Path, a: &ViewsArgs, views: bool) -> anyhow::Result<Shards> {
+fn start(dir: &Path, a: &ViewsArgs, views: bool, extra: &[&str]) -> anyhow::Result<Shards> {
     let mut sets: Vec<String> = [
         "shards=2",
         "partitions=2",
@@ -609,6 +611,7 @@ fn start(dir: &Path, a: &ViewsArgs, views: bool) -> anyhow::Result<Shards> {
     ]
     .map(String::from)
     .to_vec();
+    sets.extend(extra.iter().map(|s| s.to_string()));
     sets.extend(a.server_set.iter().cloned());
     let server = start_server(dir, &sets)?;
     let shard = [server.address("shard0")?, server.address("shard1")?];
@@ -618,9 +621,22 @@ fn start(dir: &Path, a: &ViewsArgs, views: bool) -> anyhow::Result<Shards> {
     })
 }
 
-/// Starts a server and fills the partitions of `fills`, each through its owner's port.
-fn start_filled(dir: &Path, a: &ViewsArgs, views: bool, fills: &[&Fill]) -> anyhow::Result<Shards> {
-    let s = start(dir, a, views)?;
+/// The append part's ring: room for the fill and about 1.5M appended events of 100 bytes.
+const APPEND_RING: &[&str] = &[
+    "ring_capacity_events=2097152",
+    "ring_capacity_bytes=536870912",
+];
+
+/// Starts a server (with `extra` settings) and fills the partitions of `fills`, each through
+/// its owner's port.
+fn start_filled(
+    dir: &Path,
+    a: &ViewsArgs,
+    views: bool,
+    fills: &[&Fill],
+    extra: &[&str],
+) -> anyhow::Result<Shards> {
+    let s = start(dir, a, views, extra)?;
     for fill in fills {
         let t = Instant::now();
         fill.run(&s.shard[(fill.partition % 2) as usize])?;
@@ -819,9 +835,15 @@ pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
             break;
         }
         eprintln!("round {round}: {}", a.parts);
-        let with_views = start_filled(&dir.join("views-on"), &a, true, &[&fill])?;
+        let with_views = start_filled(&dir.join("views-on"), &a, true, &[&fill], &[])?;
         let without = if owner_server {
-            Some(start_filled(&dir.join("views-off"), &a, false, &[&fill])?)
+            Some(start_filled(
+                &dir.join("views-off"),
+                &a,
+                false,
+                &[&fill],
+                &[],
+            )?)
         } else {
             None
         };
@@ -982,7 +1004,10 @@ pub fn main(a: ViewsArgs) -> anyhow::Result<()> {
                 } else {
                     vec![&fill]
                 };
-                let s = start_filled(&dir.join("views-append"), &a, v.views, &fills)?;
+                // A ring that holds the fill and every append of the run: the readers'
+                // whole-window AGGREGATEs would otherwise be refused once it evicts (a
+                // window the ring no longer holds whole is never answered in part).
+                let s = start_filled(&dir.join("views-append"), &a, v.views, &fills, APPEND_RING)?;
                 let appends = AppendCodec {
                     next_id: 0,
                     names: appends_to.clone(),
