@@ -27,13 +27,16 @@ use crate::constants::BLOCK_BYTES;
 /// Bytes written per zero-fill request while preparing a segment.
 const ZERO_FILL_CHUNK_BYTES: usize = 1024 * 1024;
 
-/// fsyncs a directory so a rename or unlink in it is durable.
-///
-/// A blocking call on the shard thread, once per segment created or removed (about a
-/// millisecond): glommio 0.9's `Directory::open` fails intermittently with EBADF when several
-/// executors run, so the plain syscall is used.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    crate::durable::sync_dir(dir)
+// Directory fsyncs (`durable::sync_dir`) are a blocking call on the shard thread, once per
+// segment created, recycled or removed (about a millisecond): glommio 0.9's
+// `Directory::open` fails intermittently with EBADF when several executors run, so the plain
+// syscall is used.
+use crate::durable::sync_dir;
+
+/// Writes a segment's header block at the start of `buf` and its copy in the second block.
+fn put_header_blocks(buf: &mut [u8], header_block: &[u8]) {
+    buf[..header_block.len()].copy_from_slice(header_block);
+    buf[BLOCK_BYTES..BLOCK_BYTES + header_block.len()].copy_from_slice(header_block);
 }
 
 /// How a frame is made durable.
@@ -89,6 +92,17 @@ impl DiskStorage {
 
     fn path(&self, seq: u64) -> PathBuf {
         self.dir.join(segment_file_name(seq))
+    }
+
+    /// Puts a prepared segment in place: its bytes durable, then renamed from its temporary
+    /// name to `final_path`, and the rename durable (a crash before leaves a temporary file,
+    /// which [`DiskStorage::open`] removes).
+    async fn install(&self, file: DmaFile, final_path: &Path) -> io::Result<()> {
+        file.fdatasync().await?;
+        file.rename(final_path).await?;
+        sync_dir(&self.dir)?;
+        file.close().await?;
+        Ok(())
     }
 }
 
@@ -236,9 +250,7 @@ impl Storage for DiskStorage {
                 let mut buf = file.alloc_dma_buffer(len);
                 buf.as_bytes_mut().fill(0);
                 if pos == 0 {
-                    buf.as_bytes_mut()[..header_block.len()].copy_from_slice(header_block);
-                    let second = BLOCK_BYTES..BLOCK_BYTES + header_block.len();
-                    buf.as_bytes_mut()[second].copy_from_slice(header_block);
+                    put_header_blocks(buf.as_bytes_mut(), header_block);
                 }
                 let written = file.write_at(buf, pos).await?;
                 if written != len {
@@ -249,11 +261,7 @@ impl Storage for DiskStorage {
                 }
                 pos += len as u64;
             }
-            file.fdatasync().await?;
-            file.rename(&final_path).await?;
-            sync_dir(&self.dir)?;
-            file.close().await?;
-            Ok::<(), io::Error>(())
+            self.install(file, &final_path).await
         }
         .await;
         if let Err(e) = prepared {
@@ -297,9 +305,7 @@ impl Storage for DiskStorage {
                 .await?;
             let mut buf = file.alloc_dma_buffer(3 * BLOCK_BYTES);
             buf.as_bytes_mut().fill(0);
-            buf.as_bytes_mut()[..header_block.len()].copy_from_slice(header_block);
-            let second = BLOCK_BYTES..BLOCK_BYTES + header_block.len();
-            buf.as_bytes_mut()[second].copy_from_slice(header_block);
+            put_header_blocks(buf.as_bytes_mut(), header_block);
             let written = file.write_at(buf, 0).await?;
             if written != 3 * BLOCK_BYTES {
                 return Err(io::Error::new(
@@ -307,11 +313,7 @@ impl Storage for DiskStorage {
                     "short write of a recycled segment's header",
                 ));
             }
-            file.fdatasync().await?;
-            file.rename(&final_path).await?;
-            sync_dir(&self.dir)?;
-            file.close().await?;
-            Ok::<(), io::Error>(())
+            self.install(file, &final_path).await
         }
         .await;
         if let Err(e) = prepared {

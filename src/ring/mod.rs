@@ -545,6 +545,16 @@ impl RingWriter {
         n
     }
 
+    /// What the ring holds (events, payload bytes) and how many it has evicted: the part of
+    /// [`RingWriter::stats`] that needs no clock, for every publication.
+    pub fn occupancy(&self) -> (u64, u64, u64) {
+        (
+            self.len() as u64,
+            self.arena_head - self.arena_tail.min(self.arena_head),
+            self.evicted,
+        )
+    }
+
     pub fn stats(&self) -> RingStats {
         // The clock is read here, not per push: pushes stay free of syscalls and vDSO calls.
         let mut mark = self.rate.get();
@@ -568,7 +578,7 @@ impl RingWriter {
             appended: self.appended,
             evicted: self.evicted,
             count: self.len() as u64,
-            payload_bytes: self.arena_head - self.arena_tail.min(self.arena_head),
+            payload_bytes: self.occupancy().1,
             capacity_events: self.inner.mask + 1,
             capacity_bytes: self.inner.arena_bytes,
             complete_from_ns: self.complete_from_ns,

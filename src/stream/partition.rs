@@ -57,13 +57,44 @@ pub trait PublishSink {
     fn offer(&self, stream: &str, events: &[RecordedEvent]) -> bool;
 }
 
+/// One append's events, durable, waiting for their turn to be published (in LSN order).
+pub(super) struct Durable {
+    stream: String,
+    first_version: u64,
+    events: Vec<Event>,
+}
+
+impl Durable {
+    /// The events as subscribers get them, from LSN `first_lsn` of `partition`, and their
+    /// stream.
+    fn into_recorded(self, first_lsn: u64, partition: u32) -> (String, Vec<RecordedEvent>) {
+        let Durable {
+            stream,
+            first_version,
+            events,
+        } = self;
+        let recorded = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| RecordedEvent {
+                stream: stream.clone(),
+                stream_version: first_version + i as u64,
+                lsn: first_lsn + i as u64,
+                partition,
+                event,
+            })
+            .collect();
+        (stream, recorded)
+    }
+}
+
 pub(super) struct State {
     pub(super) mem: InMemory,
     pub(super) streams: HashMap<String, StreamEntry>,
     pub(super) idem: HashMap<[u8; 16], IdemEntry>,
     pub(super) idem_order: VecDeque<[u8; 16]>,
     pub(super) published_lsn: u64,
-    pending_publish: BTreeMap<u64, (String, Vec<RecordedEvent>)>,
+    pending_publish: BTreeMap<u64, Durable>,
     /// Retries waiting for the append they repeat to become visible (or fail).
     publish_waiters: Vec<std::task::Waker>,
     /// The order appends are placed in.
@@ -151,6 +182,21 @@ fn check_append(stream: &str, expected_version: i64, events: &[Event]) -> Result
     Ok(())
 }
 
+/// The journal record (and ring entry) of event `e`, version `stream_version` of `stream`.
+fn event_record<'a>(stream: &'a str, stream_version: u64, e: &'a Event) -> RecordRef<'a> {
+    RecordRef {
+        kind: RECORD_KIND_EVENT,
+        stream_version,
+        timestamp_ns: e.timestamp_ns,
+        event_id: e.id,
+        value: e.value,
+        stream: stream.as_bytes(),
+        event_type: e.event_type.as_bytes(),
+        data: &e.data,
+        metadata: &e.metadata,
+    }
+}
+
 /// The journal records of `events` appended to `stream` from version `first_version` on.
 fn event_records<'a>(
     stream: &'a str,
@@ -160,17 +206,7 @@ fn event_records<'a>(
     events
         .iter()
         .enumerate()
-        .map(|(i, e)| RecordRef {
-            kind: RECORD_KIND_EVENT,
-            stream_version: first_version + i as u64,
-            timestamp_ns: e.timestamp_ns,
-            event_id: e.id,
-            value: e.value,
-            stream: stream.as_bytes(),
-            event_type: e.event_type.as_bytes(),
-            data: &e.data,
-            metadata: &e.metadata,
-        })
+        .map(|(i, e)| event_record(stream, first_version + i as u64, e))
         .collect()
 }
 
@@ -308,18 +344,14 @@ impl<S: Storage + 'static> Partition<S> {
         };
         let n = events.len() as u64;
         self.count_appended(&events, now);
-        let recorded: Vec<RecordedEvent> = events
-            .into_iter()
-            .enumerate()
-            .map(|(i, event)| RecordedEvent {
+        self.publish(
+            appended.first_lsn,
+            Durable {
                 stream: stream.to_string(),
-                stream_version: first_version + i as u64,
-                lsn: appended.first_lsn + i as u64,
-                partition: self.id,
-                event,
-            })
-            .collect();
-        self.publish(appended.first_lsn, stream, recorded);
+                first_version,
+                events,
+            },
+        );
         Ok(AppendResult {
             first_version,
             last_version: first_version + n - 1,
@@ -359,15 +391,16 @@ impl<S: Storage + 'static> Partition<S> {
 
     /// Adds the ring's new evictions to the metric, and logs the first one since start: from
     /// then on AGGREGATE refuses windows that reach back before what the ring holds.
-    fn count_evicted(&self, st: &mut State, rs: &RingStats) {
-        let new = rs.evicted - st.evicted_counted;
+    fn count_evicted(&self, st: &mut State, evicted: u64) {
+        let new = evicted - st.evicted_counted;
         if new == 0 {
             return;
         }
-        st.evicted_counted = rs.evicted;
+        st.evicted_counted = evicted;
         self.ring_evicted_counter.increment(new);
         if !st.eviction_logged {
             st.eviction_logged = true;
+            let rs = st.mem.ring.stats();
             tracing::info!(
                 partition = self.id,
                 capacity_events = rs.capacity_events,
@@ -533,56 +566,50 @@ impl<S: Storage + 'static> Partition<S> {
         .await
     }
 
-    /// Makes durable events visible in LSN order and offers them to subscribers.
-    fn publish(&self, first_lsn: u64, stream: &str, events: Vec<RecordedEvent>) {
+    /// Makes durable events visible in LSN order and offers them to subscribers. Recorded
+    /// events (a copy of each event with its stream name) are made only when there is a
+    /// subscriber to offer them to.
+    fn publish(&self, first_lsn: u64, batch: Durable) {
         let (ready, sinks) = {
             let mut st = self.state.borrow_mut();
-            st.pending_publish
-                .insert(first_lsn, (stream.to_string(), events));
+            st.pending_publish.insert(first_lsn, batch);
             let mut ready = Vec::new();
             loop {
-                let next = st.published_lsn;
-                let Some(batch) = st.pending_publish.remove(&next) else {
+                let first_lsn = st.published_lsn;
+                let Some(batch) = st.pending_publish.remove(&first_lsn) else {
                     break;
                 };
-                st.published_lsn += batch.1.len() as u64;
-                for e in &batch.1 {
-                    let ev = &e.event;
+                st.published_lsn += batch.events.len() as u64;
+                for (i, e) in batch.events.iter().enumerate() {
+                    let version = batch.first_version + i as u64;
                     st.mem.push(
-                        e.lsn,
-                        &RecordRef {
-                            kind: RECORD_KIND_EVENT,
-                            stream_version: e.stream_version,
-                            timestamp_ns: ev.timestamp_ns,
-                            event_id: ev.id,
-                            value: ev.value,
-                            stream: batch.0.as_bytes(),
-                            event_type: ev.event_type.as_bytes(),
-                            data: &ev.data,
-                            metadata: &ev.metadata,
-                        },
+                        first_lsn + i as u64,
+                        &event_record(&batch.stream, version, e),
                     );
                 }
-                ready.push(batch);
+                ready.push((first_lsn, batch));
             }
             if !ready.is_empty() {
                 wake_all(&mut st.publish_waiters);
             }
-            let rs = st.mem.ring.stats();
-            self.ring_events_gauge.set(rs.count as f64);
-            self.ring_bytes_gauge.set(rs.payload_bytes as f64);
-            self.count_evicted(&mut st, &rs);
+            let (count, payload_bytes, evicted) = st.mem.ring.occupancy();
+            self.ring_events_gauge.set(count as f64);
+            self.ring_bytes_gauge.set(payload_bytes as f64);
+            self.count_evicted(&mut st, evicted);
             (ready, st.sinks.clone())
         };
         if ready.is_empty() || sinks.is_empty() {
             return;
         }
         let mut dead: Vec<Rc<dyn PublishSink>> = Vec::new();
-        for sink in &sinks {
-            for (stream, events) in &ready {
-                if !sink.offer(stream, events) {
+        for (first_lsn, batch) in ready {
+            let (stream, recorded) = batch.into_recorded(first_lsn, self.id);
+            for sink in &sinks {
+                if dead.iter().any(|d| Rc::ptr_eq(sink, d)) {
+                    continue;
+                }
+                if !sink.offer(&stream, &recorded) {
                     dead.push(sink.clone());
-                    break;
                 }
             }
         }
