@@ -10,6 +10,9 @@
 //! columns in place (no copy, no validation needed: nobody else writes them), and
 //! [`aggregate_events`] runs on events copied by a stable view on any thread.
 
+pub mod groups;
+pub mod json;
+
 pub use crate::protocol::Bucket;
 use crate::ring::{RingEvent, RingWriter};
 
@@ -66,6 +69,20 @@ pub enum AggregateError {
     EmptyWindow,
     #[error("{0} buckets requested, at most {BUCKETS_MAX}")]
     TooManyBuckets(u64),
+    #[error(
+        "{what} {text:?}: name a field of the event's JSON data as data.<key>[.<key>...] \
+         (for example data.amount)"
+    )]
+    BadPath { what: String, text: String },
+    #[error("max_groups {asked} is above the bound of {bound}", bound = groups::GROUPS_MAX)]
+    MaxGroupsTooLarge { asked: u32 },
+    #[error(
+        "the window holds more than {max_groups} groups (of {buckets} buckets each; \
+         groups × buckets ≤ {}): narrow the filters, ask for fewer buckets or group by \
+         something with fewer values",
+        groups::CELLS_MAX
+    )]
+    TooManyGroups { max_groups: u32, buckets: u64 },
 }
 
 /// An accumulator for one query.
@@ -73,6 +90,8 @@ pub enum AggregateError {
 pub struct Aggregator {
     q: Query,
     buckets: Vec<Bucket>,
+    /// Events in the window that passed the filters but carry no value.
+    missing: u64,
 }
 
 impl Aggregator {
@@ -96,13 +115,17 @@ impl Aggregator {
         let buckets = (0..n)
             .map(|i| Bucket::empty(q.from_ns + i * width))
             .collect();
-        Ok(Aggregator { q, buckets })
+        Ok(Aggregator {
+            q,
+            buckets,
+            missing: 0,
+        })
     }
 
     /// Offers one event's columns.
     #[inline]
     pub fn add(&mut self, timestamp_ns: u64, value: f64, type_id: u64, stream_id: u64) {
-        if timestamp_ns < self.q.from_ns || timestamp_ns >= self.q.to_ns || value.is_nan() {
+        if timestamp_ns < self.q.from_ns || timestamp_ns >= self.q.to_ns {
             return;
         }
         if self.q.stream_id.is_some_and(|s| s != stream_id) {
@@ -112,6 +135,10 @@ impl Aggregator {
             if ids.binary_search(&type_id).is_err() {
                 return;
             }
+        }
+        if value.is_nan() {
+            self.missing += 1;
+            return;
         }
         let i = (timestamp_ns - self.q.from_ns)
             .checked_div(self.q.bucket_ns)
@@ -140,13 +167,16 @@ impl Aggregator {
         let mut sum = [0f64; 4];
         let mut min = [f64::INFINITY; 4];
         let mut max = [f64::NEG_INFINITY; 4];
+        let mut missing = [0u64; 4];
         let (ts, values) = (&ts[..n], &values[..n]);
         let mut tc = ts.chunks_exact(4);
         let mut vc = values.chunks_exact(4);
         for (t4, v4) in (&mut tc).zip(&mut vc) {
             for l in 0..4 {
                 let v = f64::from_bits(v4[l]);
-                let ok = t4[l] >= from && t4[l] < to && !v.is_nan();
+                let in_window = t4[l] >= from && t4[l] < to;
+                let ok = in_window && !v.is_nan();
+                missing[l] += u64::from(in_window && v.is_nan());
                 count[l] += u64::from(ok);
                 sum[l] += if ok { v } else { 0.0 };
                 min[l] = if ok { min[l].min(v) } else { min[l] };
@@ -155,13 +185,18 @@ impl Aggregator {
         }
         for (&t, &v) in tc.remainder().iter().zip(vc.remainder()) {
             let v = f64::from_bits(v);
-            if t >= from && t < to && !v.is_nan() {
+            if t >= from && t < to {
+                if v.is_nan() {
+                    missing[0] += 1;
+                    continue;
+                }
                 count[0] += 1;
                 sum[0] += v;
                 min[0] = min[0].min(v);
                 max[0] = max[0].max(v);
             }
         }
+        self.missing += missing.iter().sum::<u64>();
         let b = &mut self.buckets[0];
         for l in 0..4 {
             b.merge(&Bucket {
@@ -172,6 +207,11 @@ impl Aggregator {
                 max: max[l],
             });
         }
+    }
+
+    /// Events in the window that passed the filters but carry no value.
+    pub fn missing(&self) -> u64 {
+        self.missing
     }
 
     pub fn finish(self) -> Vec<Bucket> {

@@ -26,8 +26,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::protocol::{
-    code, decode_response, encode_request, Bucket, Direction, Event, FrameHeader, RecordedEvent,
-    Request, Response, SubscribeTarget, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
+    code, decode_response, encode_request, Bucket, Direction, Event, FrameHeader, GroupedAggregate,
+    Groups, RecordedEvent, Request, Response, SubscribeTarget, FRAME_HEADER_BYTES,
+    PROTOCOL_VERSION,
 };
 
 /// Client-side failures.
@@ -561,6 +562,11 @@ impl Client {
             | Request::Read { stream, .. }
             | Request::StreamInfo { stream } => stream,
             Request::Aggregate { stream, .. } if !stream.is_empty() => stream,
+            Request::AggregateGroups(q)
+                if q.stream_match == crate::protocol::NameMatch::Exact && !q.stream.is_empty() =>
+            {
+                &q.stream
+            }
             Request::Subscribe {
                 target: SubscribeTarget::Stream,
                 name,
@@ -670,6 +676,18 @@ impl Client {
         };
         match self.request(&req).await? {
             Response::Aggregated { buckets } => Ok(buckets),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// AGGREGATE_GROUPS: filters that combine, a JSON field, group-by and top-K, across
+    /// every partition the filters reach (docs/PROTOCOL.md).
+    pub async fn aggregate_groups(&self, q: &GroupedAggregate) -> Result<Groups, ClientError> {
+        match self
+            .request(&Request::AggregateGroups(Box::new(q.clone())))
+            .await?
+        {
+            Response::Groups(g) => Ok(g),
             other => Err(unexpected(other)),
         }
     }
@@ -983,6 +1001,9 @@ impl BlockingClient {
             to_ns,
             bucket_ns,
         ))
+    }
+    pub fn aggregate_groups(&self, q: &GroupedAggregate) -> Result<Groups, ClientError> {
+        futures_lite::future::block_on(self.client.aggregate_groups(q))
     }
     pub fn subscribe(
         &self,

@@ -5,8 +5,9 @@
 //! never trusted for allocation: vectors grow as elements actually decode.
 
 use super::{
-    opcode, AppendResult, Bucket, Direction, Event, ProtocolError, RecordedEvent, Request,
-    Response, StreamInfo, SubscribeTarget, HEADER_AFTER_LENGTH,
+    opcode, AppendResult, Bucket, Direction, Event, Group, GroupOrder, GroupedAggregate, Groups,
+    NameMatch, ProtocolError, RecordedEvent, Request, Response, StreamInfo, SubscribeTarget,
+    HEADER_AFTER_LENGTH,
 };
 
 struct Cursor<'a> {
@@ -165,6 +166,79 @@ impl<'a> Cursor<'a> {
         }
         Ok(buckets)
     }
+    fn name_match(&mut self, what: &str) -> Result<NameMatch, ProtocolError> {
+        match self.u8(what)? {
+            0 => Ok(NameMatch::Exact),
+            1 => Ok(NameMatch::Prefix),
+            x => Err(ProtocolError::Malformed(format!(
+                "{what} {x}: 0 (exact) or 1 (prefix)"
+            ))),
+        }
+    }
+    /// AGGREGATE_GROUPS' body (docs/PROTOCOL.md).
+    fn grouped_aggregate(&mut self) -> Result<GroupedAggregate, ProtocolError> {
+        Ok(GroupedAggregate {
+            from_ns: self.u64("from_ns")?,
+            to_ns: self.u64("to_ns")?,
+            bucket_ns: self.u64("bucket_ns")?,
+            stream_match: self.name_match("stream match")?,
+            stream: self.str("stream")?,
+            type_match: self.name_match("type match")?,
+            event_type: self.str("event type")?,
+            field: self.str("field")?,
+            where_field: self.str("where field")?,
+            where_value: self.str("where value")?,
+            group_by: self.str("group by")?,
+            order: match self.u8("order")? {
+                0 => GroupOrder::Count,
+                1 => GroupOrder::Sum,
+                2 => GroupOrder::Average,
+                x => {
+                    return Err(ProtocolError::Malformed(format!(
+                        "order {x}: 0 (count), 1 (sum) or 2 (average)"
+                    )))
+                }
+            },
+            top_k: self.u32("top k")?,
+            max_groups: self.u32("max groups")?,
+        })
+    }
+    /// GROUPS' body: the totals, then each group with its buckets (each bucket carries its
+    /// average too, for clients that want it computed; it is `sum / count` and is not kept).
+    fn groups(&mut self) -> Result<Groups, ProtocolError> {
+        let matched = self.u64("matched")?;
+        let ungrouped = self.u64("ungrouped")?;
+        let groups_total = self.u32("groups total")?;
+        let n = self.u32("group count")?;
+        let mut groups = Vec::new();
+        for _ in 0..n {
+            let key = self.str("group key")?;
+            let missing = self.u64("missing")?;
+            let nb = self.u32("bucket count")?;
+            let mut buckets = Vec::new();
+            for _ in 0..nb {
+                buckets.push(Bucket {
+                    start_ns: self.u64("bucket start")?,
+                    count: self.u64("count")?,
+                    sum: self.f64("sum")?,
+                    min: self.f64("min")?,
+                    max: self.f64("max")?,
+                });
+                self.f64("average")?;
+            }
+            groups.push(Group {
+                key,
+                missing,
+                buckets,
+            });
+        }
+        Ok(Groups {
+            matched,
+            ungrouped,
+            groups_total,
+            groups,
+        })
+    }
     /// An error reply: its code and message, and the stream's current version after a
     /// wrong expected version.
     fn error_reply(&mut self) -> Result<Response, ProtocolError> {
@@ -322,6 +396,22 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request) {
             }
         }
         Request::Unsubscribe { subscription_id } => w.u64(*subscription_id),
+        Request::AggregateGroups(q) => {
+            w.u64(q.from_ns);
+            w.u64(q.to_ns);
+            w.u64(q.bucket_ns);
+            w.u8(q.stream_match as u8);
+            w.str(&q.stream);
+            w.u8(q.type_match as u8);
+            w.str(&q.event_type);
+            w.str(&q.field);
+            w.str(&q.where_field);
+            w.str(&q.where_value);
+            w.str(&q.group_by);
+            w.u8(q.order as u8);
+            w.u32(q.top_k);
+            w.u32(q.max_groups);
+        }
         Request::Aggregate {
             stream,
             type_prefix,
@@ -387,6 +477,7 @@ pub fn decode_request(op: u8, body: &[u8]) -> Result<Request, ProtocolError> {
             to_ns: c.u64("to_ns")?,
             bucket_ns: c.u64("bucket_ns")?,
         },
+        opcode::AGGREGATE_GROUPS => Request::AggregateGroups(Box::new(c.grouped_aggregate()?)),
         opcode::STREAM_INFO => Request::StreamInfo {
             stream: c.str("stream")?,
         },
@@ -442,6 +533,25 @@ pub fn encode_response(out: &mut Vec<u8>, request_id: u64, flags: u8, resp: &Res
                 w.f64(b.sum);
                 w.f64(b.min);
                 w.f64(b.max);
+            }
+        }
+        Response::Groups(g) => {
+            w.u64(g.matched);
+            w.u64(g.ungrouped);
+            w.u32(g.groups_total);
+            w.u32(g.groups.len() as u32);
+            for group in &g.groups {
+                w.str(&group.key);
+                w.u64(group.missing);
+                w.u32(group.buckets.len() as u32);
+                for b in &group.buckets {
+                    w.u64(b.start_ns);
+                    w.u64(b.count);
+                    w.f64(b.sum);
+                    w.f64(b.min);
+                    w.f64(b.max);
+                    w.f64(b.average());
+                }
             }
         }
         Response::StreamInfo(i) => {
@@ -508,6 +618,7 @@ pub fn decode_response(op: u8, body: &[u8]) -> Result<Response, ProtocolError> {
         opcode::AGGREGATED => Response::Aggregated {
             buckets: c.buckets()?,
         },
+        opcode::GROUPS => Response::Groups(c.groups()?),
         opcode::STREAM_INFO_OK => Response::StreamInfo(StreamInfo {
             next_version: c.u64("next version")?,
             first_lsn: c.u64("first lsn")?,
@@ -593,6 +704,20 @@ mod tests {
                 bucket_ns: 3,
             },
             Request::StreamInfo { stream: "x".into() },
+            Request::AggregateGroups(Box::new(GroupedAggregate {
+                bucket_ns: 60,
+                stream: "orders-".into(),
+                stream_match: NameMatch::Prefix,
+                event_type: "Paid".into(),
+                field: "data.amount".into(),
+                where_field: "data.label".into(),
+                where_value: "cpu_usage".into(),
+                group_by: "data.host".into(),
+                order: GroupOrder::Average,
+                top_k: 3,
+                max_groups: 10,
+                ..GroupedAggregate::window(1, 1000)
+            })),
             Request::Execute {
                 model: "kv".into(),
                 command: vec![1, 2],
@@ -677,6 +802,22 @@ mod tests {
                     max: 2.0,
                 }],
             },
+            Response::Groups(Groups {
+                matched: 9,
+                ungrouped: 1,
+                groups_total: 4,
+                groups: vec![Group {
+                    key: "web-1".into(),
+                    missing: 2,
+                    buckets: vec![Bucket {
+                        start_ns: 1,
+                        count: 6,
+                        sum: 3.0,
+                        min: 0.0,
+                        max: 2.0,
+                    }],
+                }],
+            }),
             Response::StreamInfo(StreamInfo {
                 next_version: 3,
                 first_lsn: 1,

@@ -64,6 +64,8 @@ pub mod opcode {
     pub const UNSUBSCRIBE: u8 = 0x13;
     pub const AGGREGATE: u8 = 0x14;
     pub const STREAM_INFO: u8 = 0x15;
+    /// AGGREGATE with filters that combine, a JSON field, group-by and top-K (v2).
+    pub const AGGREGATE_GROUPS: u8 = 0x16;
     pub const EXECUTE: u8 = 0x20;
     pub const QUERY: u8 = 0x21;
     pub const STATS: u8 = 0x30;
@@ -79,6 +81,7 @@ pub mod opcode {
     pub const PUSHED_NAMED: u8 = 0x96;
     pub const AGGREGATED: u8 = 0x94;
     pub const STREAM_INFO_OK: u8 = 0x95;
+    pub const GROUPS: u8 = 0x97;
     pub const EXECUTED: u8 = 0xA0;
     pub const QUERIED: u8 = 0xA1;
     pub const STATS_OK: u8 = 0xB0;
@@ -254,6 +257,114 @@ impl Bucket {
     }
 }
 
+/// How a name filter of AGGREGATE_GROUPS matches: the whole name (an empty name: every name)
+/// or its start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameMatch {
+    Exact = 0,
+    Prefix = 1,
+}
+
+/// What AGGREGATE_GROUPS ranks groups by for top-K (largest first; ties by key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupOrder {
+    Count = 0,
+    Sum = 1,
+    Average = 2,
+}
+
+/// An AGGREGATE_GROUPS request (docs/PROTOCOL.md): over the events with
+/// `from_ns ≤ timestamp < to_ns` that pass every filter, per group, per bucket.
+///
+/// Paths name a field of the event's JSON data as `data.<key>[.<key>…]`. `field` is what is
+/// aggregated: "" or "value" for the event's value, or a path. `group_by` is "" (one group),
+/// "stream", "type" or a path. `where_field`/`where_value` keep only the events whose field
+/// equals the value ("" = no such filter).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupedAggregate {
+    pub from_ns: u64,
+    pub to_ns: u64,
+    /// 0 = one bucket for the whole window.
+    pub bucket_ns: u64,
+    pub stream: String,
+    pub stream_match: NameMatch,
+    pub event_type: String,
+    pub type_match: NameMatch,
+    pub field: String,
+    pub where_field: String,
+    pub where_value: String,
+    pub group_by: String,
+    pub order: GroupOrder,
+    /// The most groups the reply carries, the first by `order`; 0 = every group.
+    pub top_k: u32,
+    /// The most groups the window may hold before the request is refused; 0 = the server's
+    /// bound.
+    pub max_groups: u32,
+}
+
+impl GroupedAggregate {
+    /// Every event's value over `[from_ns, to_ns)` in one bucket: a request to build on.
+    pub fn window(from_ns: u64, to_ns: u64) -> Self {
+        GroupedAggregate {
+            from_ns,
+            to_ns,
+            bucket_ns: 0,
+            stream: String::new(),
+            stream_match: NameMatch::Exact,
+            event_type: String::new(),
+            type_match: NameMatch::Exact,
+            field: String::new(),
+            where_field: String::new(),
+            where_value: String::new(),
+            group_by: String::new(),
+            order: GroupOrder::Count,
+            top_k: 0,
+            max_groups: 0,
+        }
+    }
+}
+
+/// One group of an AGGREGATE_GROUPS reply: its key (the stream, the type or the field's value
+/// as text; "" without group-by), how many of its events had no number to aggregate, and its
+/// buckets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    pub key: String,
+    pub missing: u64,
+    pub buckets: Vec<Bucket>,
+}
+
+impl Group {
+    /// The group's whole window as one bucket (what top-K ranks by).
+    pub fn total(&self) -> Bucket {
+        let mut t = Bucket {
+            start_ns: self.buckets.first().map_or(0, |b| b.start_ns),
+            count: 0,
+            sum: 0.0,
+            min: f64::NAN,
+            max: f64::NAN,
+        };
+        for b in &self.buckets {
+            t.merge(b);
+        }
+        t
+    }
+}
+
+/// An AGGREGATE_GROUPS reply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Groups {
+    /// Events in the window that passed every filter.
+    pub matched: u64,
+    /// Of those, events without the group-by field (or with one that is not a string, a
+    /// number or a boolean): in no group.
+    pub ungrouped: u64,
+    /// Groups before top-K.
+    pub groups_total: u32,
+    /// The groups, in `order` (largest first) when top-K is asked for, else by key.
+    pub groups: Vec<Group>,
+}
+
 /// Where an append landed: what an APPENDED reply carries, what a partition's append returns
 /// and what the client returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -314,6 +425,7 @@ pub enum Request {
     StreamInfo {
         stream: String,
     },
+    AggregateGroups(Box<GroupedAggregate>),
     Execute {
         model: String,
         command: Vec<u8>,
@@ -336,6 +448,7 @@ impl Request {
             Request::Unsubscribe { .. } => opcode::UNSUBSCRIBE,
             Request::Aggregate { .. } => opcode::AGGREGATE,
             Request::StreamInfo { .. } => opcode::STREAM_INFO,
+            Request::AggregateGroups(_) => opcode::AGGREGATE_GROUPS,
             Request::Execute { .. } => opcode::EXECUTE,
             Request::Query { .. } => opcode::QUERY,
             Request::Stats => opcode::STATS,
@@ -371,6 +484,7 @@ pub enum Response {
         buckets: Vec<Bucket>,
     },
     StreamInfo(StreamInfo),
+    Groups(Groups),
     Executed {
         result: Vec<u8>,
     },
@@ -400,6 +514,7 @@ impl Response {
             Response::PushedV1 { .. } => opcode::PUSHED,
             Response::Aggregated { .. } => opcode::AGGREGATED,
             Response::StreamInfo(_) => opcode::STREAM_INFO_OK,
+            Response::Groups(_) => opcode::GROUPS,
             Response::Executed { .. } => opcode::EXECUTED,
             Response::Queried { .. } => opcode::QUERIED,
             Response::Stats { .. } => opcode::STATS_OK,

@@ -722,8 +722,21 @@ impl RingWriter {
 }
 
 fn copy_payload(arena: &[AtomicU64], arena_bytes: u64, pos: u64, len: usize) -> Vec<u8> {
-    let base = ((pos % arena_bytes) / 8) as usize;
     let mut out = Vec::with_capacity(len);
+    copy_payload_into(&mut out, arena, arena_bytes, pos, len);
+    out
+}
+
+/// Copies a payload into `out` (cleared first; a reused buffer keeps its capacity).
+fn copy_payload_into(
+    out: &mut Vec<u8>,
+    arena: &[AtomicU64],
+    arena_bytes: u64,
+    pos: u64,
+    len: usize,
+) {
+    out.clear();
+    let base = ((pos % arena_bytes) / 8) as usize;
     let words = len.div_ceil(8);
     for k in 0..words {
         let Some(word) = arena.get(base + k) else {
@@ -733,7 +746,6 @@ fn copy_payload(arena: &[AtomicU64], arena_bytes: u64, pos: u64, len: usize) -> 
         let take = (len - k * 8).min(8);
         out.extend_from_slice(&bytes[..take]);
     }
-    out
 }
 
 /// A lock-free reader; clone it to any thread.
@@ -745,18 +757,21 @@ pub struct RingReader {
 impl RingReader {
     /// Copies event `seq` if the slot still holds it, committed.
     fn try_read(&self, seq: u64) -> Option<RingEvent> {
-        self.try_read_with(seq, |_| true)
-            .map(|(f, payload)| f.owned(payload.unwrap_or_default()))
+        let mut payload = Vec::new();
+        self.try_read_with(seq, |_| true, &mut payload)
+            .map(|(f, _)| f.owned(payload))
     }
 
     /// The one validated read every view is made of: event `seq`'s columns, and its payload
-    /// when `want_payload` asks for it after seeing the columns, if the slot still holds the
-    /// event, committed (the stamp protocol in the module docs).
+    /// (into `payload`, a reused buffer) when `want_payload` asks for it after seeing the
+    /// columns, if the slot still holds the event, committed (the stamp protocol in the
+    /// module docs). The flag says whether the payload was copied.
     fn try_read_with(
         &self,
         seq: u64,
         want_payload: impl FnOnce(&EventColumns) -> bool,
-    ) -> Option<(SlotFields, Option<Vec<u8>>)> {
+        payload: &mut Vec<u8>,
+    ) -> Option<(SlotFields, bool)> {
         let inner = &*self.inner;
         let i = (seq & inner.mask) as usize;
         let c = &inner.cols;
@@ -767,8 +782,10 @@ impl RingReader {
         let f = c.load(i);
         // A racing (rejected) read may see a nonsense length: bound the copy.
         let len = f.len.min(inner.arena_bytes) as usize;
-        let payload = want_payload(&f.columns())
-            .then(|| copy_payload(&inner.arena, inner.arena_bytes, f.pos, len));
+        let copied = want_payload(&f.columns());
+        if copied {
+            copy_payload_into(payload, &inner.arena, inner.arena_bytes, f.pos, len);
+        }
         fence(Ordering::Acquire);
         let s2 = c.stamp[i].load(Ordering::Relaxed);
         #[cfg(evring_mutant = "no_recheck")]
@@ -776,7 +793,7 @@ impl RingReader {
             let _ = s2;
             s1
         };
-        (s2 == s1).then_some((f, payload))
+        (s2 == s1).then_some((f, copied))
     }
 
     /// Visits the events the ring holds now, oldest first, each read validated by its slot
@@ -791,9 +808,11 @@ impl RingReader {
     ) {
         let head = self.inner.head.load(Ordering::Acquire);
         let tail = self.inner.tail.load(Ordering::Acquire).max(1);
+        let mut payload = Vec::new();
         for seq in tail..=head {
-            if let Some((fields, payload)) = self.try_read_with(seq, &mut want_payload) {
-                f(&fields.columns(), payload.as_deref());
+            if let Some((fields, copied)) = self.try_read_with(seq, &mut want_payload, &mut payload)
+            {
+                f(&fields.columns(), copied.then_some(payload.as_slice()));
             }
         }
     }
@@ -894,7 +913,7 @@ impl RingReader {
         let mut out = Vec::new();
         let head = self.inner.head.load(Ordering::Acquire);
         let Some(newest) = (head >= 1)
-            .then(|| self.try_read_with(head, |_| false))
+            .then(|| self.try_read_with(head, |_| false, &mut Vec::new()))
             .flatten()
         else {
             return out;
@@ -924,10 +943,10 @@ impl RingReader {
             return None;
         }
         let tail = self.inner.tail.load(Ordering::Acquire).max(1);
-        let newest = self.try_read_with(head, |_| false)?.0.lsn;
+        let newest = self.try_read_with(head, |_| false, &mut Vec::new())?.0.lsn;
         // The oldest retained may move under the reader: take the first that reads.
         (tail..=head)
-            .find_map(|seq| self.try_read_with(seq, |_| false))
+            .find_map(|seq| self.try_read_with(seq, |_| false, &mut Vec::new()))
             .map(|(f, _)| (f.lsn, newest))
     }
 

@@ -62,6 +62,12 @@ impl NameTable {
 }
 
 impl Names {
+    /// The id of `name`, if it was interned.
+    pub fn id(&self, name: &str) -> Option<u64> {
+        let names = self.0.read().expect("the name list is never poisoned");
+        names.iter().position(|n| n == name).map(|i| i as u64 + 1)
+    }
+
     pub fn name(&self, id: u64) -> Option<String> {
         let names = self.0.read().expect("the name list is never poisoned");
         id.checked_sub(1)

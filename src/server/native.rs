@@ -11,11 +11,14 @@ use std::time::Instant;
 use super::conn::{Admitted, ConnOut, Decoded, Fault, Protocol, Timeout};
 use super::route::{error_response, unexpected, OpResult, PartOp, Shard};
 use super::subscriptions::SubscribeRequest;
+use crate::aggregate::groups::{self, Plan};
 use crate::constants::HELLO_FRAME_BYTES_MAX;
 use crate::protocol::{
     self, code, decode_request, encode_response, partition_of, Direction, Event, FrameHeader,
-    Request, Response, FRAME_HEADER_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
+    GroupedAggregate, NameMatch, Request, Response, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
+    PROTOCOL_VERSION_MIN,
 };
+use crate::stream::StreamError;
 
 /// The native protocol on one connection: whether HELLO was accepted, and its deadline.
 pub(super) struct Native {
@@ -135,7 +138,10 @@ impl Protocol for Native {
     /// answered here.
     fn admit(&mut self, frame: Frame) -> Admitted<Frame> {
         if self.hello_deadline.is_none() {
-            let heavy = matches!(frame.request, Request::Aggregate { .. });
+            let heavy = matches!(
+                frame.request,
+                Request::Aggregate { .. } | Request::AggregateGroups(_)
+            );
             return Admitted::Run {
                 request: frame,
                 heavy,
@@ -289,7 +295,27 @@ impl Shard {
                 from_ns,
                 to_ns,
                 bucket_ns,
-            } => Box::pin(self.aggregate(stream, type_prefix, from_ns, to_ns, bucket_ns)).await,
+            } => {
+                // The v1 form is the grouped form's one group: the stream by name, the type
+                // by prefix, the value column.
+                let q = GroupedAggregate {
+                    bucket_ns,
+                    stream,
+                    event_type: type_prefix,
+                    type_match: NameMatch::Prefix,
+                    ..GroupedAggregate::window(from_ns, to_ns)
+                };
+                match Box::pin(self.aggregate(q)).await {
+                    Ok(mut g) => Response::Aggregated {
+                        buckets: g.groups.pop().map(|g| g.buckets).unwrap_or_default(),
+                    },
+                    Err(e) => e,
+                }
+            }
+            Request::AggregateGroups(q) => match Box::pin(self.aggregate(*q)).await {
+                Ok(g) => Response::Groups(g),
+                Err(e) => e,
+            },
             Request::Execute { model, command } => {
                 Box::pin(self.model_request(&model, &command, false)).await
             }
@@ -387,58 +413,44 @@ impl Shard {
         }
     }
 
-    /// Aggregates over one stream's partition, or every partition for stream "".
+    /// Aggregates over one stream's partition (a stream named whole), or every partition:
+    /// each partition's groups from its view on this shard (from its owner when views are
+    /// off), merged by key, then ranked.
     pub(super) async fn aggregate(
         self: &Rc<Self>,
-        stream: String,
-        type_prefix: String,
-        from_ns: u64,
-        to_ns: u64,
-        bucket_ns: u64,
-    ) -> Response {
-        let parts: Vec<u32> = if stream.is_empty() {
-            (0..self.shared.partitions).collect()
+        q: GroupedAggregate,
+    ) -> Result<protocol::Groups, Response> {
+        let plan = Plan::new(&q).map_err(|e| error_response(StreamError::from(e).into()))?;
+        let parts: Vec<u32> = if q.stream_match == NameMatch::Exact && !q.stream.is_empty() {
+            vec![partition_of(&q.stream, self.shared.partitions)]
         } else {
-            vec![partition_of(&stream, self.shared.partitions)]
+            (0..self.shared.partitions).collect()
         };
-        let mut merged: Option<Vec<protocol::Bucket>> = None;
+        let mut merged: Option<protocol::Groups> = None;
         for p in parts {
-            // Through the partition's view, on this shard; through its owner only while the
-            // owner is still starting (no view yet).
             let result = match self.shared.views[p as usize].get() {
-                Some(view) => {
-                    match view.aggregate(&stream, &type_prefix, from_ns, to_ns, bucket_ns) {
-                        Ok(b) => OpResult::Buckets(b),
-                        Err(e) => OpResult::Err(e.into()),
-                    }
-                }
+                Some(view) => match view.aggregate(&plan) {
+                    Ok(g) => OpResult::Groups(g),
+                    Err(e) => OpResult::Err(e.into()),
+                },
                 None => {
-                    let op = PartOp::Aggregate {
-                        stream: stream.clone(),
-                        type_prefix: type_prefix.clone(),
-                        from_ns,
-                        to_ns,
-                        bucket_ns,
-                    };
-                    self.call(p, op).await
+                    self.call(p, PartOp::Aggregate(Box::new(plan.clone())))
+                        .await
                 }
             };
-            match result {
-                OpResult::Buckets(b) => match merged.as_mut() {
-                    None => merged = Some(b),
-                    Some(m) => {
-                        for (x, y) in m.iter_mut().zip(&b) {
-                            x.merge(y);
-                        }
-                    }
-                },
-                OpResult::Err(e) => return error_response(e),
-                other => return unexpected(other),
+            let groups = match result {
+                OpResult::Groups(g) => g,
+                OpResult::Err(e) => return Err(error_response(e)),
+                other => return Err(unexpected(other)),
+            };
+            match merged.as_mut() {
+                None => merged = Some(groups),
+                Some(m) => groups::merge(&plan, m, groups)
+                    .map_err(|e| error_response(StreamError::from(e).into()))?,
             }
         }
-        Response::Aggregated {
-            buckets: merged.unwrap_or_default(),
-        }
+        let merged = merged.expect("a server has at least one partition");
+        Ok(groups::finish(&plan, merged))
     }
 
     pub(super) async fn stats(self: &Rc<Self>) -> Response {

@@ -57,13 +57,8 @@ pub enum PartOp {
         from: u64,
         max: usize,
     },
-    Aggregate {
-        stream: String,
-        type_prefix: String,
-        from_ns: u64,
-        to_ns: u64,
-        bucket_ns: u64,
-    },
+    /// One partition's groups of an aggregation, read on the owner (when views are off).
+    Aggregate(Box<crate::aggregate::groups::Plan>),
     Stats,
     Subscribe {
         origin: usize,
@@ -103,7 +98,7 @@ pub enum OpResult {
     Appended(AppendResult),
     Events(Vec<RecordedEvent>, bool),
     Info(StreamInfo),
-    Buckets(Vec<crate::protocol::Bucket>),
+    Groups(crate::protocol::Groups),
     Stats(PartitionStats),
     Done,
     Err(ApiError),
@@ -361,14 +356,8 @@ impl Shard {
                 Err(e) => OpResult::Err(e.into()),
             },
             PartOp::Stats => OpResult::Stats(p.stats()),
-            PartOp::Aggregate {
-                stream,
-                type_prefix,
-                from_ns,
-                to_ns,
-                bucket_ns,
-            } => match p.aggregate(&stream, &type_prefix, from_ns, to_ns, bucket_ns) {
-                Ok(b) => OpResult::Buckets(b),
+            PartOp::Aggregate(plan) => match p.aggregate(&plan) {
+                Ok(g) => OpResult::Groups(g),
                 Err(e) => OpResult::Err(e.into()),
             },
             PartOp::Subscribe {

@@ -24,11 +24,12 @@ use super::payload::{reply_bytes, to_recorded, InMemory};
 use super::turns::{Turn, TurnWait, Turns};
 use super::view::PartitionView;
 use super::PartitionImage;
+use crate::aggregate::groups::Plan;
 use crate::journal::device::Storage;
 use crate::journal::format::RECORD_KIND_EVENT;
 use crate::journal::{DiskStorage, Journal, RecordRef, ScanNext};
 use crate::protocol::{
-    expected, AppendResult, Bucket, Direction, Event, RecordedEvent, StreamInfo,
+    expected, AppendResult, Direction, Event, Groups, RecordedEvent, StreamInfo,
 };
 use crate::ring::{RingConfig, RingStats};
 
@@ -905,7 +906,6 @@ impl<S: Storage + 'static> Partition<S> {
             .retain(|s| !Rc::ptr_eq(s, sink));
     }
 
-    /// Aggregates the events held in memory (the ring) of this partition.
     /// A view of this partition for any shard (see [`PartitionView`]).
     pub fn view(&self) -> PartitionView {
         let st = self.state.borrow();
@@ -914,16 +914,8 @@ impl<S: Storage + 'static> Partition<S> {
 
     /// Aggregates the events held in memory (the ring) of this partition, through a view as
     /// every other shard does.
-    pub fn aggregate(
-        &self,
-        stream: &str,
-        type_prefix: &str,
-        from_ns: u64,
-        to_ns: u64,
-        bucket_ns: u64,
-    ) -> Result<Vec<Bucket>, StreamError> {
-        self.view()
-            .aggregate(stream, type_prefix, from_ns, to_ns, bucket_ns)
+    pub fn aggregate(&self, plan: &Plan) -> Result<Groups, StreamError> {
+        self.view().aggregate(plan)
     }
 
     pub fn stats(&self) -> PartitionStats {

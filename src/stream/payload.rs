@@ -152,12 +152,6 @@ pub(super) fn reply_bytes(e: &RecordedEvent) -> usize {
     ev.event_type.len() + ev.data.len() + ev.metadata.len() + 64
 }
 
-/// The stream name in a ring payload (see [`InMemory`]).
-pub(super) fn payload_stream(p: &[u8]) -> Option<&[u8]> {
-    let len = u16::from_le_bytes(p.get(0..2)?.try_into().ok()?) as usize;
-    p.get(28..28 + len)
-}
-
 pub(super) fn to_recorded(r: OwnedRecord, partition: u32) -> RecordedEvent {
     RecordedEvent {
         stream: String::from_utf8_lossy(&r.stream).into_owned(),

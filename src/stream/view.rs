@@ -14,9 +14,10 @@
 //! ([`StreamError::WindowBeforeRing`]), never answered with part of the events.
 
 use super::error::StreamError;
-use super::payload::{decode_event, payload_stream, reply_bytes};
-use crate::aggregate::{Aggregator, Bucket, Query};
-use crate::protocol::{stream_hash, RecordedEvent};
+use super::payload::{decode_event, reply_bytes, RingFields};
+use crate::aggregate::groups::{read_data, GroupBy, GroupTable, Key, Number, Plan};
+use crate::aggregate::{AggregateError, Aggregator, Query};
+use crate::protocol::{stream_hash, Group, Groups, NameMatch, RecordedEvent};
 use crate::ring::{Names, RingReader};
 
 /// A partition's ring and type names, for any thread.
@@ -46,55 +47,125 @@ impl PartitionView {
         self.ring.lsn_range()
     }
 
-    /// Count, sum, min and max of the `value` of the events the ring holds with
-    /// `from_ns ≤ timestamp < to_ns`, of `stream` (every stream for ""), whose type starts
-    /// with `type_prefix`, in buckets of `bucket_ns` (0: one bucket).
+    /// The grouped aggregation `plan` (see `crate::aggregate::groups`) over the events the
+    /// ring holds: this partition's groups, by key, for the caller to merge with other
+    /// partitions' and rank.
     ///
-    /// The stream id column is a 64-bit hash of the name, and names collide (e.g.
-    /// "oPxgeduSyVJ" and "6oPwYOOB18L"): an event counts only if the name in its payload is
-    /// the stream's too, so the payloads of the events whose hash matches are read as well.
+    /// Three scans, the cheapest that answers: the column scan of [`Aggregator`] for a plain
+    /// aggregation of the value column; the columns alone for a group-by type; otherwise
+    /// [`RingReader::visit`], which copies the payload (into one reused buffer) of only the
+    /// events whose columns pass the window, the type filter and the stream hash. The stream
+    /// id column is a 64-bit hash of the name, and names collide (e.g. "oPxgeduSyVJ" and
+    /// "6oPwYOOB18L"): a stream filter and a group-by stream read the name in the payload.
     ///
     /// Refused with [`StreamError::WindowBeforeRing`] when an event with a timestamp at or
     /// after `from_ns` has left the ring (or never entered it): timestamps are the clients'
     /// and need not follow LSN order, so the rule is the ring's `complete_from_ns` (one past
     /// the largest timestamp of an event it does not hold), checked before the scan (to skip
     /// it) and after it (an eviction during the scan counts).
-    pub fn aggregate(
-        &self,
-        stream: &str,
-        type_prefix: &str,
-        from_ns: u64,
-        to_ns: u64,
-        bucket_ns: u64,
-    ) -> Result<Vec<Bucket>, StreamError> {
-        let stream_id = (!stream.is_empty()).then(|| stream_hash(stream.as_bytes()));
+    pub fn aggregate(&self, plan: &Plan) -> Result<Groups, StreamError> {
+        self.check_window(plan.from_ns)?;
+        let type_ids = match (plan.type_match, plan.event_type.as_str()) {
+            (NameMatch::Exact, "") => None,
+            (NameMatch::Exact, name) => Some(self.names.id(name).into_iter().collect()),
+            (NameMatch::Prefix, prefix) => Some(self.names.ids_with_prefix(prefix)),
+        };
+        let groups = if plan.is_plain() {
+            self.plain(plan, type_ids)?
+        } else {
+            let type_ok = |id: u64| type_ids.as_ref().is_none_or(|ids| ids.contains(&id));
+            let mut table = GroupTable::new(plan);
+            let mut failed = Ok(());
+            if plan.needs_payload() {
+                self.scan_payloads(plan, &type_ok, &mut table, &mut failed);
+            } else {
+                self.ring.column_chunks(true, |ts, values, types, _| {
+                    for k in 0..ts.len() {
+                        if failed.is_ok() && type_ok(types[k]) {
+                            let value = f64::from_bits(values[k]);
+                            failed = table.offer(ts[k], Key::Type(types[k]), Some(value));
+                        }
+                    }
+                });
+            }
+            failed?;
+            table.finish(|id| self.names.name(id))
+        };
+        self.check_window(plan.from_ns)?;
+        Ok(groups)
+    }
+
+    /// A plain aggregation of the value column: one group, from the column scan.
+    fn plain(&self, plan: &Plan, type_ids: Option<Vec<u64>>) -> Result<Groups, StreamError> {
         let q = Query {
-            from_ns,
-            to_ns,
-            bucket_ns,
-            stream_id,
-            type_ids: (!type_prefix.is_empty()).then(|| self.names.ids_with_prefix(type_prefix)),
+            from_ns: plan.from_ns,
+            to_ns: plan.to_ns,
+            bucket_ns: if plan.buckets == 1 { 0 } else { plan.width },
+            stream_id: None,
+            type_ids,
         };
         let filtered = q.type_ids.is_some();
         let mut agg = Aggregator::new(q)?;
-        self.check_window(from_ns)?;
-        match stream_id {
-            None => self
-                .ring
-                .column_chunks(filtered, |ts, values, types, streams| {
-                    agg.add_run(ts, values, types, streams)
-                }),
-            Some(id) => self.ring.visit(
-                |c| c.stream_id == id,
-                |c, payload| {
-                    if payload.and_then(payload_stream) == Some(stream.as_bytes()) {
-                        agg.add(c.timestamp_ns, c.value, c.type_id, c.stream_id);
-                    }
-                },
-            ),
-        }
-        self.check_window(from_ns)?;
-        Ok(agg.finish())
+        self.ring
+            .column_chunks(filtered, |ts, values, types, streams| {
+                agg.add_run(ts, values, types, streams)
+            });
+        let missing = agg.missing();
+        let buckets = agg.finish();
+        Ok(Groups {
+            matched: missing + buckets.iter().map(|b| b.count).sum::<u64>(),
+            ungrouped: 0,
+            groups_total: 1,
+            groups: vec![Group {
+                key: String::new(),
+                missing,
+                buckets,
+            }],
+        })
+    }
+
+    /// Offers `table` every event whose columns and payload pass `plan`'s filters.
+    fn scan_payloads(
+        &self,
+        plan: &Plan,
+        type_ok: &dyn Fn(u64) -> bool,
+        table: &mut GroupTable<'_>,
+        failed: &mut Result<(), AggregateError>,
+    ) {
+        let stream_id = (plan.stream_match == NameMatch::Exact && !plan.stream.is_empty())
+            .then(|| stream_hash(plan.stream.as_bytes()));
+        let mut key = Vec::new();
+        self.ring.visit(
+            |c| {
+                c.timestamp_ns >= plan.from_ns
+                    && c.timestamp_ns < plan.to_ns
+                    && type_ok(c.type_id)
+                    && stream_id.is_none_or(|id| id == c.stream_id)
+            },
+            |c, payload| {
+                let Some(fields) = payload.and_then(|p| RingFields::parse(p).ok()) else {
+                    return;
+                };
+                if failed.is_err() || !plan.stream_passes(fields.stream) {
+                    return;
+                }
+                let Some((field_number, grouped)) = read_data(plan, fields.data, &mut key) else {
+                    return;
+                };
+                let number = match plan.number {
+                    Number::Value => Some(c.value),
+                    Number::Field(_) => field_number,
+                };
+                let k = match &plan.group_by {
+                    GroupBy::Nothing => Key::One,
+                    GroupBy::Stream => Key::Stream(c.stream_id, fields.stream),
+                    GroupBy::Type => Key::Type(c.type_id),
+                    GroupBy::Field(_) if grouped => Key::Text(&key),
+                    GroupBy::Field(_) => Key::Missing,
+                };
+                *failed = table.offer(c.timestamp_ns, k, number);
+            },
+        );
     }
 
     /// Whether the ring holds every event with a timestamp at or after `from_ns`.
