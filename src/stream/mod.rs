@@ -24,4 +24,4 @@ pub use image::{
     partition_image_of, partition_snapshot_owner, read_partition_snapshot, PartitionImage, Rebuild,
 };
 pub use partition::{Partition, PartitionLimits, PartitionStats, PublishSink};
-pub use view::PartitionView;
+pub use view::{DetachedRing, PartitionView};

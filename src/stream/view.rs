@@ -14,11 +14,12 @@
 //! ([`StreamError::WindowBeforeRing`]), never answered with part of the events.
 
 use super::error::StreamError;
-use super::payload::{decode_event, reply_bytes, RingFields};
+use super::payload::{decode_event, reply_bytes, InMemory, RingFields};
 use crate::aggregate::groups::{read_data, GroupBy, GroupTable, Key, Number, Plan};
 use crate::aggregate::{AggregateError, Aggregator, Query};
+use crate::journal::RecordRef;
 use crate::protocol::{stream_hash, Group, Groups, NameMatch, RecordedEvent};
-use crate::ring::{Names, RingReader};
+use crate::ring::{Names, RingConfig, RingReader};
 
 /// A partition's ring and type names, for any thread.
 #[derive(Clone)]
@@ -198,5 +199,35 @@ impl PartitionView {
             out.push(event);
         }
         out
+    }
+}
+
+/// A partition's memory — its ring and type names — without the partition: filled with
+/// events exactly as a partition fills its own, and read through the same [`PartitionView`].
+/// For benchmarks and tests of views without a journal or a server.
+pub struct DetachedRing {
+    partition: u32,
+    mem: InMemory,
+}
+
+impl DetachedRing {
+    pub fn new(partition: u32, cfg: RingConfig) -> Self {
+        DetachedRing {
+            partition,
+            mem: InMemory::new(cfg),
+        }
+    }
+
+    /// Pushes one event, as a partition does once it is durable (LSNs follow each other).
+    pub fn push(&mut self, lsn: u64, r: &RecordRef<'_>) {
+        self.mem.push(lsn, r);
+    }
+
+    pub fn view(&self) -> PartitionView {
+        PartitionView::new(
+            self.partition,
+            self.mem.ring.reader(),
+            self.mem.types.names(),
+        )
     }
 }
