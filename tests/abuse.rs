@@ -58,11 +58,11 @@ fn small_budget(c: u64, e: u64) -> u64 {
 }
 
 /// What one connection may make the server hold, by docs/OPERATIONS.md's formula, for the
-/// SMALL configuration: twice (`connection_buffer_bytes`, plus the larger of it and 4 MiB,
+/// SMALL configuration: twice (`connection_buffer_bytes`, plus the larger of it and 24 MiB,
 /// plus `max_in_flight_per_connection` KiB), plus one frame per READ being built
 /// (`connection_buffer_bytes / max_read_bytes × journal_frame_bytes_max`), plus `request_frame_bytes_max`
 /// and 64 KiB.
-const CONNECTION_WORST: u64 = 2 * (MIB + 4 * MIB + 64 * 1024) + 4 * MIB + MIB + 64 * 1024;
+const CONNECTION_WORST: u64 = 2 * (MIB + 24 * MIB + 64 * 1024) + 4 * MIB + MIB + 64 * 1024;
 
 /// What an idle connection (past HELLO, nothing in flight) holds, by docs/OPERATIONS.md: its
 /// 64 KiB read buffer, a 4 KiB outbound buffer, and task state, under 80 KiB.

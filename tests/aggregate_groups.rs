@@ -488,4 +488,67 @@ fn bad_requests_and_the_group_bound_are_refused_with_what_to_do() {
     assert!(m.contains("above the bound of 10000"), "{m}");
     let m = refused(GroupedAggregate::window(5, 5));
     assert!(m.contains("empty window"), "{m}");
+    let long = format!("{{\"long\":\"{}\"}}", "x".repeat(300));
+    let mut e = ev("M", long.as_bytes());
+    e.timestamp_ns = 500;
+    c.append("long", expected::ANY, vec![e]).unwrap();
+    let m = refused(GroupedAggregate {
+        group_by: "data.long".into(),
+        ..all.clone()
+    });
+    assert!(m.contains("group key of 300 bytes"), "{m}");
+}
+
+/// VmHWM (peak RSS) of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// The largest request the bound allows — 10,000 groups with 250-byte keys, 10 buckets each
+/// (100,000 cells) — raises the server's peak RSS by no more than docs/OPERATIONS.md's
+/// 24 MiB for an aggregation being built.
+#[test]
+fn the_largest_grouped_aggregation_stays_within_its_memory_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), "1", "1");
+    let c = server.client();
+    let events: Vec<_> = (0..10_000u64)
+        .map(|i| {
+            let key = format!("{i:0>250}");
+            let mut e = ev("M", format!("{{\"k\":\"{key}\"}}").as_bytes());
+            e.value = 1.0;
+            e.timestamp_ns = 1 + i;
+            e
+        })
+        .collect();
+    for chunk in events.chunks(500) {
+        c.append("keys", expected::ANY, chunk.to_vec()).unwrap();
+    }
+    let pid = server.child.as_ref().unwrap().id();
+    let before = peak_rss(pid);
+    let q = GroupedAggregate {
+        bucket_ns: 1000,
+        group_by: "data.k".into(),
+        ..GroupedAggregate::window(1, 10_001)
+    };
+    let g = c.aggregate_groups(&q).unwrap();
+    assert_eq!((g.groups_total, g.groups.len()), (10_000, 10_000));
+    assert_eq!(g.groups[0].buckets.len(), 10);
+    let grown = peak_rss(pid).saturating_sub(before);
+    eprintln!(
+        "peak RSS grew by {:.1} MiB",
+        grown as f64 / (1 << 20) as f64
+    );
+    assert!(grown <= 24 << 20, "grew by {grown} bytes");
+    // One more group is refused.
+    let mut e = ev("M", b"{\"k\":\"one more\"}");
+    e.timestamp_ns = 5;
+    c.append("keys", expected::ANY, vec![e]).unwrap();
+    assert!(c.aggregate_groups(&q).is_err());
 }

@@ -199,6 +199,27 @@ fn exercise(s: &mut TcpStream, shard: usize, p: u32) {
         }
         other => panic!("{tag}: AGGREGATE in buckets: {other:?}"),
     }
+    // AGGREGATE_GROUPS of the stream by prefix, grouped by type, the top one by sum.
+    let q = protocol::GroupedAggregate {
+        stream: stream.clone(),
+        stream_match: protocol::NameMatch::Prefix,
+        group_by: "type".into(),
+        order: protocol::GroupOrder::Sum,
+        top_k: 1,
+        ..protocol::GroupedAggregate::window(0, u64::MAX)
+    };
+    match call(s, 40, &Request::AggregateGroups(Box::new(q))) {
+        Response::Groups(g) => {
+            assert_eq!(
+                (g.matched, g.groups_total, g.groups.len()),
+                (3, 1, 1),
+                "{tag}"
+            );
+            let b = g.groups[0].buckets[0];
+            assert_eq!((b.count, b.sum), (3, 3.0), "{tag}");
+        }
+        other => panic!("{tag}: AGGREGATE_GROUPS: {other:?}"),
+    }
 
     // SUBSCRIBE to the stream from version 1: catch-up, then a live event, then UNSUBSCRIBE.
     assert_eq!(
@@ -391,6 +412,15 @@ fn every_request_type_is_served_for_partitions_of_either_shard_on_either_shards_
         ) {
             Response::Aggregated { buckets } => assert_eq!(buckets[0].count, events),
             other => panic!("AGGREGATE all: {other:?}"),
+        }
+        let q = protocol::GroupedAggregate {
+            event_type: "T".into(),
+            type_match: protocol::NameMatch::Prefix,
+            ..protocol::GroupedAggregate::window(0, u64::MAX)
+        };
+        match call(&mut s, 30, &Request::AggregateGroups(Box::new(q))) {
+            Response::Groups(g) => assert_eq!(g.groups[0].buckets[0].count, events),
+            other => panic!("AGGREGATE_GROUPS all: {other:?}"),
         }
         assert_eq!(
             call(

@@ -30,8 +30,9 @@ fn metric(addr: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// Sends an AGGREGATE of `[from, u64::MAX)` over `stream` on a raw connection: the buckets'
-/// (count, sum, min, max), or the error's code and message.
+/// Sends an AGGREGATE of `[from, u64::MAX)` over `stream` on a raw connection, and the same
+/// window as an AGGREGATE_GROUPS, which must answer alike: the buckets' (count, sum, min,
+/// max), or the error's code and message.
 fn aggregate(
     addr: &str,
     stream: &str,
@@ -51,14 +52,38 @@ fn aggregate(
             bucket_ns: 0,
         },
     );
-    match recv(&mut s) {
+    let plain = match recv(&mut s) {
         Some((2, Response::Aggregated { buckets })) => {
             let b = &buckets[0];
             Ok((b.count, b.sum, b.min, b.max))
         }
         Some((2, Response::Error { code, message, .. })) => Err((code, message)),
         other => panic!("{other:?}"),
-    }
+    };
+    let q = protocol::GroupedAggregate {
+        stream: stream.to_string(),
+        ..protocol::GroupedAggregate::window(from_ns, u64::MAX)
+    };
+    send(&mut s, 3, &Request::AggregateGroups(Box::new(q)));
+    let grouped = match recv(&mut s) {
+        Some((3, Response::Groups(g))) => {
+            let b = &g.groups[0].buckets[0];
+            Ok((b.count, b.sum, b.min, b.max))
+        }
+        Some((3, Response::Error { code, message, .. })) => Err((code, message)),
+        other => panic!("{other:?}"),
+    };
+    // NaN min/max of an empty bucket compare unequal: compare their bits.
+    let bits = |r: &Result<(u64, f64, f64, f64), (u16, String)>| {
+        r.clone()
+            .map(|(c, s, lo, hi)| (c, s.to_bits(), lo.to_bits(), hi.to_bits()))
+    };
+    assert_eq!(
+        bits(&plain),
+        bits(&grouped),
+        "AGGREGATE and AGGREGATE_GROUPS"
+    );
+    plain
 }
 
 #[test]

@@ -19,6 +19,7 @@
 //! buckets would take the cells (groups × buckets) past [`CELLS_MAX`]; merging applies the
 //! same bound to the union. The request is then refused ([`AggregateError::TooManyGroups`]),
 //! never answered with some of the groups: a top-K over part of the groups would be wrong.
+//! A key longer than [`GROUP_KEY_BYTES_MAX`] is refused too ([`AggregateError::KeyTooLong`]).
 
 use super::json::scalar_at;
 use super::{AggregateError, BUCKETS_MAX};
@@ -30,6 +31,10 @@ pub const GROUPS_MAX: u32 = 10_000;
 
 /// The most group × bucket cells one request may hold.
 pub const CELLS_MAX: u64 = BUCKETS_MAX;
+
+/// The longest group key, in bytes: with [`GROUPS_MAX`] and [`CELLS_MAX`] it bounds what one
+/// request holds (docs/OPERATIONS.md).
+pub const GROUP_KEY_BYTES_MAX: usize = 256;
 
 /// What is aggregated.
 #[derive(Clone, Debug, PartialEq)]
@@ -302,6 +307,9 @@ impl<'p> GroupTable<'p> {
         if !self.plan.cells_ok(self.groups.len() + 1) {
             return Err(self.plan.too_many_groups());
         }
+        if let Key::Stream(_, bytes) | Key::Text(bytes) = key {
+            check_key(bytes)?;
+        }
         let g = self.groups.len() as u32;
         let (bytes, type_id): (&[u8], u64) = match key {
             Key::Type(id) => {
@@ -336,28 +344,39 @@ impl<'p> GroupTable<'p> {
     }
 
     /// The partition's groups, by key; `type_name` names type ids.
-    pub fn finish(self, type_name: impl Fn(u64) -> Option<String>) -> Groups {
-        let mut groups: Vec<Group> = self
-            .groups
-            .into_iter()
-            .map(|a| Group {
-                key: if self.plan.group_by == GroupBy::Type {
-                    type_name(a.type_id).unwrap_or_default()
-                } else {
-                    String::from_utf8_lossy(&a.key).into_owned()
-                },
+    pub fn finish(
+        self,
+        type_name: impl Fn(u64) -> Option<String>,
+    ) -> Result<Groups, AggregateError> {
+        let mut groups = Vec::with_capacity(self.groups.len());
+        for a in self.groups {
+            let key = if self.plan.group_by == GroupBy::Type {
+                type_name(a.type_id).unwrap_or_default()
+            } else {
+                String::from_utf8_lossy(&a.key).into_owned()
+            };
+            check_key(key.as_bytes())?;
+            groups.push(Group {
+                key,
                 missing: a.missing,
                 buckets: a.buckets,
-            })
-            .collect();
+            });
+        }
         groups.sort_by(|a, b| a.key.cmp(&b.key));
-        Groups {
+        Ok(Groups {
             matched: self.matched,
             ungrouped: self.ungrouped,
             groups_total: groups.len() as u32,
             groups,
-        }
+        })
     }
+}
+
+fn check_key(key: &[u8]) -> Result<(), AggregateError> {
+    if key.len() > GROUP_KEY_BYTES_MAX {
+        return Err(AggregateError::KeyTooLong { bytes: key.len() });
+    }
+    Ok(())
 }
 
 /// The number and the group key of an event's JSON `data` under `plan`, and whether it

@@ -83,6 +83,12 @@ pub enum AggregateError {
         groups::CELLS_MAX
     )]
     TooManyGroups { max_groups: u32, buckets: u64 },
+    #[error(
+        "a group key of {bytes} bytes: keys are at most {max} bytes; group by something \
+         shorter",
+        max = groups::GROUP_KEY_BYTES_MAX
+    )]
+    KeyTooLong { bytes: usize },
 }
 
 /// An accumulator for one query.

@@ -90,7 +90,7 @@ impl PartitionView {
                 });
             }
             failed?;
-            table.finish(|id| self.names.name(id))
+            table.finish(|id| self.names.name(id))?
         };
         self.check_window(plan.from_ns)?;
         Ok(groups)
