@@ -48,13 +48,13 @@ const SMALL: [&str; 22] = [
 /// 30 MiB + shards × 8 × frame_bytes_max
 /// + P × (2 × (in_flight_frames + 1) × frame_bytes_max + 72 × ring_capacity_events
 ///   + ring_capacity_bytes + 100 × idempotency_window)
-/// + C × CONNECTION_WORST + 8 × E.
+/// + C × CONNECTION_WORST + 24 × E.
 fn small_budget(c: u64, e: u64) -> u64 {
     // (No snapshot is written in these runs: fewer events than snapshot_every_events.)
     let partition = 2 * 5 * MIB + 72 * 65536 + 16 * MIB + 100 * 10_000;
     let connection = CONNECTION_WORST;
     let frame_buffer_pool = 8 * MIB;
-    30 * MIB + frame_buffer_pool + partition + c * connection + 8 * e
+    30 * MIB + frame_buffer_pool + partition + c * connection + 24 * e
 }
 
 /// What one connection may make the server hold, by docs/OPERATIONS.md's formula, for the

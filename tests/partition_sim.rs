@@ -13,7 +13,7 @@ use std::rc::Rc;
 
 use evring::error::JournalError;
 use evring::journal::{Journal, JournalConfig, SimStorage};
-use evring::protocol::{expected, Direction};
+use evring::protocol::{expected, Direction, StreamId};
 use evring::ring::RingConfig;
 use evring::shard::run_local;
 use evring::stream::{Partition, PartitionImage, PartitionLimits, Rebuild, StreamError};
@@ -106,8 +106,8 @@ fn parse(d: &[u8]) -> (u32, u32, u32, u32) {
     (f[0], f[1], f[2], f[3])
 }
 
-/// Acknowledged: stream → (first version, datas).
-type Acked = Rc<RefCell<Vec<(String, u64, Vec<Vec<u8>>)>>>;
+/// Acknowledged: stream → (first version, datas, stream IDs).
+type Acked = Rc<RefCell<Vec<(String, u64, Vec<Vec<u8>>, Vec<StreamId>)>>>;
 
 async fn workload(part: &Rc<Partition<SimStorage>>, producers: u32, batches: u32) -> Acked {
     workload_snapshotting(part, producers, batches, None).await
@@ -140,7 +140,11 @@ async fn workload_snapshotting(
                     .collect();
                 match part.append(&stream, expected::ANY, events).await {
                     Ok(r) => {
-                        acked.borrow_mut().push((stream, r.first_version, datas));
+                        let ids = part.stream_ids(&stream, r.first_version..r.last_version + 1);
+                        assert_eq!(ids.len(), datas.len());
+                        acked
+                            .borrow_mut()
+                            .push((stream, r.first_version, datas, ids));
                         if let Some(latest) = &latest {
                             *latest.borrow_mut() = Some(part.image().encode());
                         }
@@ -171,6 +175,7 @@ async fn workload_snapshotting(
 async fn check(part: &Partition<SimStorage>, acked: &Acked, seed: u64, crash: u64) {
     let ctx = format!("seed {seed} crash {crash}");
     let mut streams: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    let mut all_ids: HashMap<String, Vec<StreamId>> = HashMap::new();
     for s in 0..STREAMS {
         let name = format!("s{s}");
         let events = match part.read(&name, 0, u32::MAX, Direction::Forward).await {
@@ -202,9 +207,16 @@ async fn check(part: &Partition<SimStorage>, acked: &Acked, seed: u64, crash: u6
             }
             i += n as usize;
         }
+        let ids = part.stream_ids(&name, 0..events.len() as u64);
+        assert_eq!(ids.len(), events.len(), "{ctx}: {name}: an ID per version");
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "{ctx}: {name}: IDs grow"
+        );
+        all_ids.insert(name.clone(), ids);
         streams.insert(name, events.into_iter().map(|e| e.event.data).collect());
     }
-    for (stream, first, datas) in acked.borrow().iter() {
+    for (stream, first, datas, ids) in acked.borrow().iter() {
         let have = &streams[stream];
         for (k, d) in datas.iter().enumerate() {
             let v = *first as usize + k;
@@ -212,6 +224,11 @@ async fn check(part: &Partition<SimStorage>, acked: &Acked, seed: u64, crash: u6
                 have.get(v),
                 Some(d),
                 "{ctx}: acknowledged {stream} v{v} lost or altered"
+            );
+            assert_eq!(
+                all_ids[stream].get(v),
+                Some(&ids[k]),
+                "{ctx}: acknowledged {stream} v{v}'s stream ID"
             );
         }
     }

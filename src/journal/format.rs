@@ -18,6 +18,7 @@
 //!   frame's `first_lsn`.
 //! - Decoding never panics on any input: every length is checked against the bytes present.
 
+use crate::protocol::StreamId;
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -343,6 +344,13 @@ pub fn check_frame_body(frame: &[u8], meta: &FrameMeta) -> Result<(), FrameFault
     Ok(())
 }
 
+/// Record flag bit 0: a stream ID (`u64 ms`, `u64 seq`) follows the header, before the
+/// fields (docs/FORMAT.md). Event records written by this version carry one.
+pub const RECORD_FLAG_STREAM_ID: u8 = 1;
+
+/// Bytes of a record's stream ID.
+pub const RECORD_STREAM_ID_BYTES: usize = 16;
+
 /// Record kinds.
 pub const RECORD_KIND_EVENT: u8 = 1;
 pub const RECORD_KIND_COMMAND: u8 = 2;
@@ -375,6 +383,9 @@ const _: () = assert!(std::mem::size_of::<RecordHeader>() == RECORD_HEADER_BYTES
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RecordRef<'a> {
     pub kind: u8,
+    /// The event's stream ID; `None` in records written before events carried IDs (and in
+    /// non-event records).
+    pub id: Option<StreamId>,
     pub stream_version: u64,
     pub timestamp_ns: u64,
     pub event_id: [u8; 16],
@@ -390,6 +401,7 @@ impl<'a> RecordRef<'a> {
     pub fn event(stream: &'a [u8], event_type: &'a [u8], data: &'a [u8]) -> Self {
         RecordRef {
             kind: RECORD_KIND_EVENT,
+            id: None,
             stream_version: 0,
             timestamp_ns: 0,
             event_id: [0; 16],
@@ -408,6 +420,11 @@ impl<'a> RecordRef<'a> {
 
     fn unpadded_len(&self) -> usize {
         RECORD_HEADER_BYTES
+            + if self.id.is_some() {
+                RECORD_STREAM_ID_BYTES
+            } else {
+                0
+            }
             + self.stream.len()
             + self.event_type.len()
             + self.data.len()
@@ -432,7 +449,11 @@ impl<'a> RecordRef<'a> {
         let header = RecordHeader {
             len: (len as u32).into(),
             kind: self.kind,
-            flags: 0,
+            flags: if self.id.is_some() {
+                RECORD_FLAG_STREAM_ID
+            } else {
+                0
+            },
             stream_len: (self.stream.len() as u16).into(),
             type_len: (self.event_type.len() as u16).into(),
             reserved0: 0.into(),
@@ -447,6 +468,11 @@ impl<'a> RecordRef<'a> {
         };
         out[..RECORD_HEADER_BYTES].copy_from_slice(header.as_bytes());
         let mut at = RECORD_HEADER_BYTES;
+        if let Some(id) = self.id {
+            out[at..at + 8].copy_from_slice(&id.ms.to_le_bytes());
+            out[at + 8..at + 16].copy_from_slice(&id.seq.to_le_bytes());
+            at += RECORD_STREAM_ID_BYTES;
+        }
         for field in [self.stream, self.event_type, self.data, self.metadata] {
             out[at..at + field.len()].copy_from_slice(field);
             at += field.len();
@@ -467,6 +493,7 @@ impl RecordView<'_> {
         OwnedRecord {
             lsn: self.lsn,
             kind: self.record.kind,
+            id: self.record.id,
             stream_version: self.record.stream_version,
             timestamp_ns: self.record.timestamp_ns,
             event_id: self.record.event_id,
@@ -484,6 +511,7 @@ impl RecordView<'_> {
 pub struct OwnedRecord {
     pub lsn: u64,
     pub kind: u8,
+    pub id: Option<StreamId>,
     pub stream_version: u64,
     pub timestamp_ns: u64,
     pub event_id: [u8; 16],
@@ -498,6 +526,7 @@ impl OwnedRecord {
     pub fn as_ref(&self) -> RecordRef<'_> {
         RecordRef {
             kind: self.kind,
+            id: self.id,
             stream_version: self.stream_version,
             timestamp_ns: self.timestamp_ns,
             event_id: self.event_id,
@@ -559,8 +588,13 @@ fn decode_record(bytes: &[u8]) -> Result<(RecordView<'_>, usize), &'static str> 
     let type_len = header.type_len.get() as usize;
     let data_len = header.data_len.get() as usize;
     let meta_len = header.meta_len.get() as usize;
+    let has_id = header.flags & RECORD_FLAG_STREAM_ID != 0;
+    if header.flags & !RECORD_FLAG_STREAM_ID != 0 {
+        return Err("unknown record flags");
+    }
     let declared = RECORD_HEADER_BYTES
-        .checked_add(stream_len)
+        .checked_add(if has_id { RECORD_STREAM_ID_BYTES } else { 0 })
+        .and_then(|n| n.checked_add(stream_len))
         .and_then(|n| n.checked_add(type_len))
         .and_then(|n| n.checked_add(data_len))
         .and_then(|n| n.checked_add(meta_len))
@@ -583,6 +617,13 @@ fn decode_record(bytes: &[u8]) -> Result<(RecordView<'_>, usize), &'static str> 
         at += n;
         field
     };
+    let id = has_id.then(|| {
+        let b = take(RECORD_STREAM_ID_BYTES);
+        StreamId::new(
+            u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+            u64::from_le_bytes(b[8..].try_into().expect("8 bytes")),
+        )
+    });
     let stream = take(stream_len);
     let event_type = take(type_len);
     let data = take(data_len);
@@ -594,6 +635,7 @@ fn decode_record(bytes: &[u8]) -> Result<(RecordView<'_>, usize), &'static str> 
             lsn: header.lsn.get(),
             record: RecordRef {
                 kind: header.kind,
+                id,
                 stream_version: header.stream_version.get(),
                 timestamp_ns: header.timestamp_ns.get(),
                 event_id: header.event_id,
@@ -659,7 +701,10 @@ mod tests {
         a.value = 12.5;
         a.event_id = [1; 16];
         a.metadata = b"m";
+        a.id = Some(StreamId::new(1_733_472_000_000, 7));
         let b = RecordRef::event(b"orders-2", b"", b"");
+        // Header, ID, the four fields (8 + 11 + 9 + 1 bytes), padded to 8.
+        assert_eq!(a.encoded_len(), 120);
         let frame = frame_with(&[a, b], 40, 5);
         assert_eq!(frame.len(), BLOCK_BYTES);
         let meta = decode_frame_header(&frame, &expect(5)).unwrap();
@@ -674,6 +719,33 @@ mod tests {
         assert_eq!(got[0].record, a);
         assert_eq!(got[1].lsn, 41);
         assert_eq!(got[1].record.stream, b"orders-2");
+        assert_eq!(
+            got[1].record.id, None,
+            "a record without an ID (an older format's)"
+        );
+    }
+
+    #[test]
+    fn the_stream_id_follows_the_header_under_flag_bit_0_and_other_flags_are_refused() {
+        let mut r = RecordRef::event(b"s", b"t", b"d");
+        r.id = Some(StreamId::new(5, 3));
+        r.value = 1.0;
+        let mut buf = vec![0u8; r.encoded_len()];
+        r.encode(9, &mut buf);
+        assert_eq!(buf[5], RECORD_FLAG_STREAM_ID);
+        assert_eq!(&buf[72..80], &5u64.to_le_bytes());
+        assert_eq!(&buf[80..88], &3u64.to_le_bytes());
+        assert_eq!(&buf[88..91], b"std");
+        assert_eq!(RecordIter::new(&buf).next().unwrap().unwrap().record, r);
+        let mut bad = buf.clone();
+        bad[5] |= 2;
+        assert_eq!(
+            RecordIter::new(&bad).next().unwrap().err(),
+            Some("unknown record flags")
+        );
+        // Without the flag the lengths no longer add up.
+        buf[5] = 0;
+        assert!(RecordIter::new(&buf).next().unwrap().is_err());
     }
 
     #[test]

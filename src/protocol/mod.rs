@@ -365,6 +365,66 @@ pub struct Groups {
     pub groups: Vec<Group>,
 }
 
+/// A stream entry's ID, as Redis streams name entries: milliseconds and a sequence number,
+/// ordered by both (`ms-seq` as text). Every event gets one when it is appended, whichever
+/// protocol wrote it; IDs grow strictly within a stream.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl StreamId {
+    pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
+    pub const MAX: StreamId = StreamId {
+        ms: u64::MAX,
+        seq: u64::MAX,
+    };
+
+    pub const fn new(ms: u64, seq: u64) -> Self {
+        StreamId { ms, seq }
+    }
+
+    /// The ID an event gets when its writer names none (Redis's `*`), after `last` (the
+    /// stream's last ID) at clock time `now_ms`: `now_ms-0` when the clock is ahead of
+    /// `last`, else `last.ms-(last.seq + 1)`; `None` when `last` is the largest ID.
+    pub fn next_after(last: StreamId, now_ms: u64) -> Option<StreamId> {
+        if now_ms > last.ms {
+            Some(StreamId::new(now_ms, 0))
+        } else if last.seq < u64::MAX {
+            Some(StreamId::new(last.ms, last.seq + 1))
+        } else if last.ms < u64::MAX {
+            Some(StreamId::new(last.ms + 1, 0))
+        } else {
+            None
+        }
+    }
+
+    /// The ID of version `version` of a stream written before events carried IDs:
+    /// `0-(version + 1)` (docs/FORMAT.md).
+    pub const fn legacy(version: u64) -> StreamId {
+        StreamId::new(0, version + 1)
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
 /// Where an append landed: what an APPENDED reply carries, what a partition's append returns
 /// and what the client returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

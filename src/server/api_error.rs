@@ -70,6 +70,9 @@ impl From<StreamError> for ApiError {
             | StreamError::DuplicateEventId(_)
             | StreamError::NotARetry { .. }
             | StreamError::Aggregate(_)
+            | StreamError::IdNotAbove { .. }
+            | StreamError::IdZero
+            | StreamError::IdsExhausted { .. }
             | StreamError::WindowBeforeRing { .. } => code::INVALID_ARGUMENT,
         };
         ApiError::new(code, e.to_string())

@@ -38,6 +38,20 @@ pub enum StreamError {
         stream: String,
         version: u64,
     },
+    /// An append's explicit stream ID is not above the stream's last.
+    #[error(
+        "the stream ID asked for is equal to or below stream {stream:?}'s last ID {last}; \
+         IDs must grow (use the next ID, or let the server choose it)"
+    )]
+    IdNotAbove {
+        stream: String,
+        last: crate::protocol::StreamId,
+    },
+    #[error("the stream ID asked for must be above 0-0")]
+    IdZero,
+    /// The stream's last ID is the largest there is.
+    #[error("stream {stream:?} has used every stream ID: no ID is above its last")]
+    IdsExhausted { stream: String },
     /// The stream index names an LSN the journal does not hold.
     #[error("event at LSN {0} could not be read back from the journal")]
     Unreadable(u64),
@@ -78,6 +92,9 @@ pub enum ImageError {
     BodyLsn,
     #[error("stream {0:?} has an LSN beyond the image's")]
     StreamBeyondImage(String),
+    /// The stream ID lists do not match the streams (one per version, growing).
+    #[error("its stream IDs do not match its streams{}", .0.as_ref().map(|s| format!(" (stream {s:?})")).unwrap_or_default())]
+    StreamIds(Option<String>),
     #[error("ring event at LSN {lsn}: {source}")]
     RingEvent {
         lsn: u64,

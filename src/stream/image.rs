@@ -21,6 +21,7 @@ use crate::journal::device::Storage;
 use crate::journal::format::{RecordIter, RECORD_KIND_EVENT};
 use crate::journal::scan::FrameInfo;
 use crate::journal::{RecordRef, StoreId};
+use crate::protocol::StreamId;
 use crate::ring::RingConfig;
 
 /// Rebuilds stream state from journal frames during recovery.
@@ -58,14 +59,25 @@ pub struct PartitionImage {
     /// before it existed.
     #[serde(skip)]
     pub complete_from_ns: Option<u64>,
+    /// Every stream's version → stream ID list, in the order of `streams`. Encoded after
+    /// `complete_from_ns` (docs/FORMAT.md); `None` when decoded from a file written before
+    /// events carried IDs (its streams' IDs are then [`StreamId::legacy`]).
+    #[serde(skip)]
+    pub stream_ids: Option<Vec<Vec<StreamId>>>,
 }
 
-/// What follows the body's original fields in a partition snapshot (docs/FORMAT.md): older
-/// readers ignore it (postcard ignores trailing bytes), and a body without it is an older
-/// file's.
+/// What follows the body's original fields in a partition snapshot (docs/FORMAT.md), each
+/// field after the one before: older readers ignore what they do not know (postcard ignores
+/// trailing bytes), and a body that ends early is an older file's.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ImageTrailer {
     complete_from_ns: u64,
+}
+
+/// The trailer's second field.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct IdTrailer {
+    stream_ids: Vec<Vec<StreamId>>,
 }
 
 /// One ring event: its columns and its payload bytes (see `InMemory`).
@@ -88,6 +100,7 @@ pub(super) struct ImageCopier {
     names: Vec<String>,
     next_name: usize,
     streams: Vec<(String, Vec<u64>)>,
+    stream_ids: Vec<Vec<StreamId>>,
     ring: Vec<RingItem>,
     next_ring_lsn: u64,
     ring_done: bool,
@@ -106,6 +119,7 @@ impl ImageCopier {
             names,
             next_name: 0,
             streams: Vec::new(),
+            stream_ids: Vec::new(),
             ring: Vec::new(),
             next_ring_lsn,
             ring_done: false,
@@ -128,6 +142,7 @@ impl ImageCopier {
                 let n = e.lsns.partition_point(|&l| l < self.lsn);
                 if n > 0 {
                     self.streams.push((name.clone(), e.lsns[..n].to_vec()));
+                    self.stream_ids.push(e.ids[..n].to_vec());
                 }
                 spent += n + 1;
             }
@@ -198,6 +213,7 @@ impl ImageCopier {
             ring: self.ring,
             resume: part.journal.resume_point(lsn),
             complete_from_ns: Some(complete_from_ns),
+            stream_ids: Some(self.stream_ids),
         }
     }
 }
@@ -255,6 +271,12 @@ impl PartitionImage {
         if let Some(complete_from_ns) = self.complete_from_ns {
             let trailer = ImageTrailer { complete_from_ns };
             out.extend(postcard::to_allocvec(&trailer).expect("a trailer always encodes"));
+            if let Some(stream_ids) = &self.stream_ids {
+                let ids = IdTrailer {
+                    stream_ids: stream_ids.clone(),
+                };
+                out.extend(postcard::to_allocvec(&ids).expect("a trailer always encodes"));
+            }
         }
         out
     }
@@ -262,9 +284,14 @@ impl PartitionImage {
         let (mut image, rest): (PartitionImage, _) =
             postcard::take_from_bytes(bytes).map_err(ImageError::Undecodable)?;
         if !rest.is_empty() {
-            let trailer: ImageTrailer =
-                postcard::from_bytes(rest).map_err(ImageError::UndecodableTrailer)?;
+            let (trailer, rest): (ImageTrailer, _) =
+                postcard::take_from_bytes(rest).map_err(ImageError::UndecodableTrailer)?;
             image.complete_from_ns = Some(trailer.complete_from_ns);
+            if !rest.is_empty() {
+                let ids: IdTrailer =
+                    postcard::from_bytes(rest).map_err(ImageError::UndecodableTrailer)?;
+                image.stream_ids = Some(ids.stream_ids);
+            }
         }
         Ok(image)
     }
@@ -279,6 +306,16 @@ impl PartitionImage {
     pub fn check(&self) -> Result<(), ImageError> {
         for (name, lsns) in &self.streams {
             check_stream_lsns(name, lsns, self.lsn)?;
+        }
+        if let Some(ids) = &self.stream_ids {
+            if ids.len() != self.streams.len() {
+                return Err(ImageError::StreamIds(None));
+            }
+            for ((name, lsns), ids) in self.streams.iter().zip(ids) {
+                if ids.len() != lsns.len() || ids.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(ImageError::StreamIds(Some(name.clone())));
+                }
+            }
         }
         for item in &self.ring {
             RingFields::parse(&item.payload).map_err(|source| ImageError::RingEvent {
@@ -324,9 +361,14 @@ impl Rebuild {
             }
             None => {}
         }
+        image.check()?;
+        let mut ids = image.stream_ids.map(Vec::into_iter);
         for (name, lsns) in image.streams {
-            check_stream_lsns(&name, &lsns, image.lsn)?;
-            r.streams.insert(name, StreamEntry { lsns });
+            let ids = match ids.as_mut() {
+                Some(ids) => ids.next().expect("checked: one ID list per stream"),
+                None => (0..lsns.len() as u64).map(StreamId::legacy).collect(),
+            };
+            r.streams.insert(name, StreamEntry { lsns, ids });
         }
         for (id, stream, version, lsn) in image.idem {
             if r.window > 0 {
@@ -352,6 +394,7 @@ impl Rebuild {
                 item.lsn,
                 &RecordRef {
                     kind: RECORD_KIND_EVENT,
+                    id: None,
                     stream_version: item.stream_version,
                     timestamp_ns: item.timestamp_ns,
                     event_id: f.event_id,
@@ -382,7 +425,11 @@ impl Rebuild {
             }
             let stream = String::from_utf8_lossy(record.record.stream).into_owned();
             let entry = self.streams.entry(stream.clone()).or_default();
-            entry.lsns.push(record.lsn);
+            let version = record.record.stream_version;
+            entry.push(
+                record.lsn,
+                record.record.id.unwrap_or(StreamId::legacy(version)),
+            );
             self.events += 1;
             self.mem.push(record.lsn, &record.record);
             if record.record.event_id != [0; 16] && self.window > 0 {
@@ -438,6 +485,7 @@ mod tests {
                 index: Vec::new(),
             },
             complete_from_ns,
+            stream_ids: None,
         }
     }
 

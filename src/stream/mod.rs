@@ -23,5 +23,5 @@ pub use error::{ImageError, ShortPayload, StreamError};
 pub use image::{
     partition_image_of, partition_snapshot_owner, read_partition_snapshot, PartitionImage, Rebuild,
 };
-pub use partition::{Partition, PartitionLimits, PartitionStats, PublishSink};
+pub use partition::{IdSpec, Partition, PartitionLimits, PartitionStats, PublishSink};
 pub use view::{DetachedRing, PartitionView};

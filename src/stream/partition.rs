@@ -29,7 +29,7 @@ use crate::journal::device::Storage;
 use crate::journal::format::RECORD_KIND_EVENT;
 use crate::journal::{DiskStorage, Journal, RecordRef, ScanNext};
 use crate::protocol::{
-    expected, AppendResult, Direction, Event, Groups, RecordedEvent, StreamInfo,
+    expected, AppendResult, Direction, Event, Groups, RecordedEvent, StreamId, StreamInfo,
 };
 use crate::ring::{RingConfig, RingStats};
 
@@ -45,10 +45,80 @@ pub struct PartitionLimits {
     pub write_mode: crate::journal::WriteMode,
 }
 
+/// One stream in the index. Invariant: `lsns` and `ids` have one entry per version, and both
+/// grow strictly.
 #[derive(Default)]
 pub(super) struct StreamEntry {
     /// `lsns[v]` is the LSN of version `v`.
     pub(super) lsns: Vec<u64>,
+    /// `ids[v]` is the stream ID of version `v`.
+    pub(super) ids: Vec<StreamId>,
+}
+
+impl StreamEntry {
+    /// The last ID given out in the stream (0-0 before its first event).
+    pub(super) fn last_id(&self) -> StreamId {
+        self.ids.last().copied().unwrap_or(StreamId::ZERO)
+    }
+
+    /// Adds version `lsns.len()` at `lsn` with `id`.
+    pub(super) fn push(&mut self, lsn: u64, id: StreamId) {
+        assert!(self.lsns.last().is_none_or(|&l| l < lsn), "LSNs grow");
+        assert!(
+            self.ids.last().is_none_or(|&last| last < id),
+            "stream IDs grow"
+        );
+        self.lsns.push(lsn);
+        self.ids.push(id);
+    }
+}
+
+/// The stream ID an append asks for its (first) event; later events of the same append get
+/// the next IDs, as [`IdSpec::Auto`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdSpec {
+    /// The next ID by the clock ([`StreamId::next_after`]): Redis's `*`.
+    Auto,
+    /// This ID, which must be above the stream's last: Redis's `ms-seq`.
+    Exact(StreamId),
+    /// Milliseconds `ms` and the next sequence number there: Redis's `ms-*`.
+    Seq(u64),
+}
+
+/// The IDs of `n` events appended after `last` as `spec` asks, at clock time `now_ms`.
+fn assign_ids(
+    stream: &str,
+    last: StreamId,
+    spec: IdSpec,
+    n: usize,
+    now_ms: u64,
+) -> Result<Vec<StreamId>, StreamError> {
+    let too_small = || StreamError::IdNotAbove {
+        stream: stream.to_string(),
+        last,
+    };
+    let first = match spec {
+        IdSpec::Auto => StreamId::next_after(last, now_ms),
+        IdSpec::Exact(id) if id == StreamId::ZERO => return Err(StreamError::IdZero),
+        IdSpec::Exact(id) if id <= last => return Err(too_small()),
+        IdSpec::Exact(id) => Some(id),
+        IdSpec::Seq(ms) if ms < last.ms => return Err(too_small()),
+        IdSpec::Seq(ms) if ms == last.ms => match last.seq.checked_add(1) {
+            Some(seq) => Some(StreamId::new(ms, seq)),
+            None => return Err(too_small()),
+        },
+        IdSpec::Seq(ms) => Some(StreamId::new(ms, 0)),
+    };
+    let mut ids = Vec::with_capacity(n);
+    let mut next = first;
+    for _ in 0..n {
+        let id = next.ok_or(StreamError::IdsExhausted {
+            stream: stream.to_string(),
+        })?;
+        ids.push(id);
+        next = StreamId::next_after(id, now_ms);
+    }
+    Ok(ids)
 }
 
 /// A sink for events published by this partition (a subscriber).
@@ -183,10 +253,17 @@ fn check_append(stream: &str, expected_version: i64, events: &[Event]) -> Result
     Ok(())
 }
 
-/// The journal record (and ring entry) of event `e`, version `stream_version` of `stream`.
-fn event_record<'a>(stream: &'a str, stream_version: u64, e: &'a Event) -> RecordRef<'a> {
+/// The journal record (and ring entry) of event `e`, version `stream_version` of `stream`
+/// with stream ID `id`.
+fn event_record<'a>(
+    stream: &'a str,
+    stream_version: u64,
+    id: StreamId,
+    e: &'a Event,
+) -> RecordRef<'a> {
     RecordRef {
         kind: RECORD_KIND_EVENT,
+        id: Some(id),
         stream_version,
         timestamp_ns: e.timestamp_ns,
         event_id: e.id,
@@ -198,16 +275,21 @@ fn event_record<'a>(stream: &'a str, stream_version: u64, e: &'a Event) -> Recor
     }
 }
 
-/// The journal records of `events` appended to `stream` from version `first_version` on.
+/// The journal records of `events` appended to `stream` from version `first_version` on,
+/// with `ids` (none: all zero, for a size check).
 fn event_records<'a>(
     stream: &'a str,
     first_version: u64,
+    ids: Option<&[StreamId]>,
     events: &'a [Event],
 ) -> Vec<RecordRef<'a>> {
     events
         .iter()
         .enumerate()
-        .map(|(i, e)| event_record(stream, first_version + i as u64, e))
+        .map(|(i, e)| {
+            let id = ids.map_or(StreamId::ZERO, |ids| ids[i]);
+            event_record(stream, first_version + i as u64, id, e)
+        })
         .collect()
 }
 
@@ -314,7 +396,20 @@ impl<S: Storage + 'static> Partition<S> {
         &self,
         stream: &str,
         expected_version: i64,
+        events: Vec<Event>,
+    ) -> Result<AppendResult, StreamError> {
+        self.append_with_id(stream, expected_version, events, IdSpec::Auto)
+            .await
+    }
+
+    /// [`Partition::append`] with the stream ID of the first event as `id` asks (the others
+    /// follow it as [`IdSpec::Auto`]). A retry (idempotency) gets the IDs its original got.
+    pub async fn append_with_id(
+        &self,
+        stream: &str,
+        expected_version: i64,
         mut events: Vec<Event>,
+        id: IdSpec,
     ) -> Result<AppendResult, StreamError> {
         check_append(stream, expected_version, &events)?;
         let now = now_ns();
@@ -324,7 +419,7 @@ impl<S: Storage + 'static> Partition<S> {
             }
         }
         let (pending, first_version) = match self
-            .place_in_turn(stream, expected_version, &events)
+            .place_in_turn(stream, expected_version, &events, id)
             .await?
         {
             // Boxed, as the other rare waits below: an append's future stays small, and every
@@ -368,18 +463,20 @@ impl<S: Storage + 'static> Partition<S> {
         stream: &str,
         expected_version: i64,
         events: &[Event],
+        id: IdSpec,
     ) -> Result<Placed, StreamError> {
         // Appends are placed in the order they reach the partition: one waiting for room in
         // the journal holds back later ones, so pipelined appends of one connection (and of
         // any two clients, by arrival) get versions in the order they were sent.
         let turn = self.take_turn().await;
         let placed = loop {
-            match self.place(stream, expected_version, events)? {
+            match self.place(stream, expected_version, events, id)? {
                 Placed::NoRoom => {
-                    // Only the sizes matter to the room check: versions are not known yet.
+                    // Only the sizes matter to the room check: versions and IDs are not
+                    // known yet.
                     Box::pin(
                         self.journal
-                            .wait_for_room(&event_records(stream, 0, events)),
+                            .wait_for_room(&event_records(stream, 0, None, events)),
                     )
                     .await?;
                 }
@@ -444,13 +541,17 @@ impl<S: Storage + 'static> Partition<S> {
         stream: &str,
         expected_version: i64,
         events: &[Event],
+        id: IdSpec,
     ) -> Result<Placed, StreamError> {
         if let Some(retry) = check_ids(&self.state.borrow().idem, stream, events)? {
             return Ok(Placed::Retry(retry));
         }
         {
             let mut st = self.state.borrow_mut();
-            let next = st.streams.get(stream).map_or(0, |e| e.lsns.len() as u64);
+            let (next, last_id) = st
+                .streams
+                .get(stream)
+                .map_or((0, StreamId::ZERO), |e| (e.lsns.len() as u64, e.last_id()));
             let current = next as i64 - 1;
             let ok = match expected_version {
                 expected::ANY => true,
@@ -466,7 +567,9 @@ impl<S: Storage + 'static> Partition<S> {
                     current,
                 });
             }
-            let records = event_records(stream, next, events);
+            let ids = assign_ids(stream, last_id, id, events.len(), now_ns() / 1_000_000)
+                .inspect_err(|_| st.errors += 1)?;
+            let records = event_records(stream, next, Some(&ids), events);
             match self.journal.try_append(&records) {
                 Err(e) => {
                     st.errors += 1;
@@ -475,7 +578,9 @@ impl<S: Storage + 'static> Partition<S> {
                 Ok(Some(pending)) => {
                     let a = pending.appended();
                     let entry = st.streams.entry(stream.to_string()).or_default();
-                    entry.lsns.extend(a.first_lsn..=a.last_lsn);
+                    for (lsn, id) in (a.first_lsn..=a.last_lsn).zip(&ids) {
+                        entry.push(lsn, *id);
+                    }
                     // The ids enter the window now, before the frame is durable, so a
                     // retry sent while this append is in flight finds them.
                     for (i, e) in events.iter().enumerate() {
@@ -583,9 +688,10 @@ impl<S: Storage + 'static> Partition<S> {
                 st.published_lsn += batch.events.len() as u64;
                 for (i, e) in batch.events.iter().enumerate() {
                     let version = batch.first_version + i as u64;
+                    // The ring keeps no stream ID: the stream index has it.
                     st.mem.push(
                         first_lsn + i as u64,
-                        &event_record(&batch.stream, version, e),
+                        &event_record(&batch.stream, version, StreamId::ZERO, e),
                     );
                 }
                 ready.push((first_lsn, batch));
@@ -823,6 +929,18 @@ impl<S: Storage + 'static> Partition<S> {
             first_lsn: entry.lsns[0],
             last_lsn: entry.lsns[visible - 1],
         })
+    }
+
+    /// The stream IDs of the stream's visible versions in `versions` (those that exist).
+    pub fn stream_ids(&self, stream: &str, versions: std::ops::Range<u64>) -> Vec<StreamId> {
+        let st = self.state.borrow();
+        let Some(entry) = st.streams.get(stream) else {
+            return Vec::new();
+        };
+        let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
+        let end = (versions.end as usize).min(visible);
+        let start = (versions.start as usize).min(end);
+        entry.ids[start..end].to_vec()
     }
 
     /// The stream's visible versions' LSNs from `from_version` (for subscriptions).

@@ -81,6 +81,8 @@ fn fill(storage: &SimStorage, partition: u32, batches: u32, last_pad: usize) -> 
                 .iter()
                 .map(|(kind, version, data, k)| RecordRef {
                     kind: RECORD_KIND_EVENT,
+                    // The fixtures are journals of the format before records carried stream IDs.
+                    id: None,
                     stream_version: *version,
                     timestamp_ns: BASE_TS + k * 1_000_000,
                     event_id: [0; 16],
