@@ -658,6 +658,373 @@ fn aggregate_takes_human_times_and_shows_empty_buckets_as_empty() {
     assert!(stderr(&out).contains("1733472000s"), "{}", stderr(&out));
 }
 
+/// Appends the events the grouped aggregations below read: metrics with JSON data in streams
+/// m-1, m-2 and m-3 (one without a label, one whose value is not a number), and a note whose
+/// data is not JSON but which has a value.
+fn append_metrics(a: &str) {
+    for (stream, event_type, data, value) in [
+        (
+            "m-1",
+            "metric",
+            r#"{"label":"cpu","host":"a","value":1}"#,
+            None,
+        ),
+        (
+            "m-1",
+            "metric",
+            r#"{"label":"cpu","host":"b","value":3}"#,
+            None,
+        ),
+        (
+            "m-2",
+            "metric",
+            r#"{"label":"cpu","host":"b","value":5}"#,
+            None,
+        ),
+        (
+            "m-2",
+            "metric",
+            r#"{"label":"mem","host":"a","value":10}"#,
+            None,
+        ),
+        (
+            "m-2",
+            "metric",
+            r#"{"label":"mem","host":"c","value":"high"}"#,
+            None,
+        ),
+        ("m-3", "metric", r#"{"host":"a","value":7}"#, None),
+        ("other", "note", "not json", Some("2")),
+    ] {
+        let mut args = vec!["append", stream, "--type", event_type, "--data", data];
+        if let Some(v) = value {
+            args.extend(["--value", v]);
+        }
+        let out = evring(a, &args, None);
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
+/// `evring --json aggregate --since 10m ARGS…`.
+fn aggregate_json(a: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--json", "aggregate", "--since", "10m"];
+    all.extend_from_slice(args);
+    ok_json(&evring(a, &all, None))
+}
+
+/// Each group of a JSON answer as (key, count, sum, missing).
+fn group_rows(agg: &Value) -> Vec<(String, u64, f64, u64)> {
+    agg["groups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{agg}"))
+        .iter()
+        .map(|g| {
+            (
+                g["key"].as_str().unwrap().to_string(),
+                g["count"].as_u64().unwrap(),
+                g["sum"].as_f64().unwrap(),
+                g["missing"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A JSON value to compare an answer's with.
+fn v(x: impl Into<Value>) -> Value {
+    x.into()
+}
+
+fn row(key: &str, count: u64, sum: f64, missing: u64) -> (String, u64, f64, u64) {
+    (key.to_string(), count, sum, missing)
+}
+
+#[test]
+fn aggregate_groups_by_a_json_field_with_top_k_in_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let a = server.addr.as_str();
+    append_metrics(a);
+
+    // Every group, by key: the events without a label (m-3's, the note) are ungrouped, the
+    // one whose value is a string is missing in its group.
+    let all = aggregate_json(a, &["--group-by", "data.label", "--field", "data.value"]);
+    assert_eq!(
+        group_rows(&all),
+        [row("cpu", 3, 9.0, 0), row("mem", 1, 10.0, 1)],
+        "{all}"
+    );
+    assert_eq!(
+        (
+            &all["matched"],
+            &all["missing"],
+            &all["ungrouped"],
+            &all["groups_total"]
+        ),
+        (&v(7), &v(1), &v(2), &v(2)),
+        "{all}"
+    );
+    let cpu = &all["groups"][0];
+    assert_eq!(
+        (&cpu["min"], &cpu["max"], &cpu["avg"]),
+        (&v(1.0), &v(5.0), &v(3.0))
+    );
+
+    // Top 1 by sum, by count, by average.
+    for (order, want) in [("sum", "mem"), ("count", "cpu"), ("avg", "mem")] {
+        let top = aggregate_json(
+            a,
+            &[
+                "--group-by",
+                "data.label",
+                "--field",
+                "data.value",
+                "--top",
+                "1",
+                "--order",
+                order,
+            ],
+        );
+        assert_eq!(top["groups"].as_array().unwrap().len(), 1, "{top}");
+        assert_eq!(top["groups"][0]["key"], want, "--order {order}: {top}");
+        assert_eq!(top["groups_total"], 2, "{top}");
+    }
+
+    // The same in text: the group's key and figures, then the counts.
+    let out = evring(
+        a,
+        &[
+            "aggregate",
+            "--since",
+            "10m",
+            "--group-by",
+            "data.label",
+            "--field",
+            "data.value",
+            "--top",
+            "1",
+            "--order",
+            "sum",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        "\"mem\" count 1 sum 10 min 10 max 10 avg 10 missing 1\n\
+         matched 7 events, missing 1, ungrouped 2, groups shown 1 of 2\n"
+    );
+
+    // Streams by prefix, grouped by stream; the type, exact or by prefix, grouped by type.
+    let streams = aggregate_json(
+        a,
+        &[
+            "--stream-prefix",
+            "m-",
+            "--group-by",
+            "stream",
+            "--field",
+            "data.value",
+        ],
+    );
+    assert_eq!(
+        group_rows(&streams),
+        [
+            row("m-1", 2, 4.0, 0),
+            row("m-2", 2, 15.0, 1),
+            row("m-3", 1, 7.0, 0)
+        ],
+        "{streams}"
+    );
+    let types = aggregate_json(a, &["--group-by", "type"]);
+    assert_eq!(
+        group_rows(&types),
+        [row("metric", 0, 0.0, 6), row("note", 1, 2.0, 0)],
+        "{types}"
+    );
+    for (args, count) in [
+        (&["--type", "note"][..], 1),
+        (&["--type", "not"][..], 0),
+        (&["--type-prefix", "not"][..], 1),
+        (&["--stream", "m-1", "--field", "data.value"][..], 2),
+    ] {
+        let agg = aggregate_json(a, args);
+        assert_eq!(agg["buckets"][0]["count"], count, "{args:?}: {agg}");
+    }
+
+    // Too many groups for --max-groups: refused, not answered with some of them.
+    let out = evring(
+        a,
+        &[
+            "aggregate",
+            "--since",
+            "10m",
+            "--group-by",
+            "data.host",
+            "--max-groups",
+            "2",
+        ],
+        None,
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains("more than 2 groups"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn aggregate_filters_on_a_json_field_counts_the_missing_and_shows_empty_buckets_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let a = server.addr.as_str();
+    append_metrics(a);
+
+    // --field alone: the numbers of data.value; a string and data that is not JSON are
+    // missing.
+    let agg = aggregate_json(a, &["--field", "data.value"]);
+    let b = &agg["buckets"][0];
+    assert_eq!(
+        (&agg["matched"], &agg["missing"], &b["count"], &b["sum"]),
+        (&v(7), &v(2), &v(5), &v(26.0)),
+        "{agg}"
+    );
+    // --where keeps the events whose field equals the value.
+    let cpu = aggregate_json(a, &["--where", "data.label=cpu", "--field", "data.value"]);
+    let b = &cpu["buckets"][0];
+    assert_eq!(
+        (
+            &cpu["matched"],
+            &b["count"],
+            &b["sum"],
+            &b["min"],
+            &b["max"],
+            &b["avg"]
+        ),
+        (&v(3), &v(3), &v(9.0), &v(1.0), &v(5.0), &v(3.0)),
+        "{cpu}"
+    );
+    let hosts = aggregate_json(
+        a,
+        &[
+            "--where",
+            "data.label=cpu",
+            "--field",
+            "data.value",
+            "--group-by",
+            "data.host",
+        ],
+    );
+    assert_eq!(
+        group_rows(&hosts),
+        [row("a", 1, 1.0, 0), row("b", 2, 8.0, 0)],
+        "{hosts}"
+    );
+    // Split at the first "=": the value may hold one.
+    let none = aggregate_json(a, &["--where", "data.label=cpu=x"]);
+    assert_eq!(none["matched"], 0, "{none}");
+
+    // In buckets of a minute since 3 minutes ago: the events are in the last bucket, the
+    // first is empty: count 0, sum 0, no min, max or average (null in JSON, "-" in text).
+    let args = [
+        "--since",
+        "3m",
+        "--bucket",
+        "1m",
+        "--where",
+        "data.label=cpu",
+        "--field",
+        "data.value",
+        "--group-by",
+        "data.host",
+    ];
+    let agg = {
+        let mut all = vec!["--json", "aggregate"];
+        all.extend_from_slice(&args);
+        ok_json(&evring(a, &all, None))
+    };
+    let b_buckets = agg["groups"][1]["buckets"].as_array().unwrap();
+    assert!((3..=4).contains(&b_buckets.len()), "{agg}");
+    let empty = &b_buckets[0];
+    assert_eq!((&empty["count"], &empty["sum"]), (&v(0), &v(0.0)), "{agg}");
+    for field in ["min", "max", "avg"] {
+        assert!(empty[field].is_null(), "{field} of an empty bucket: {agg}");
+    }
+    let last = b_buckets.last().unwrap();
+    assert_eq!((&last["count"], &last["sum"]), (&v(2), &v(8.0)), "{agg}");
+    let mut text_args = vec!["aggregate"];
+    text_args.extend_from_slice(&args);
+    let text = stdout(&evring(a, &text_args, None));
+    assert!(!text.contains("NaN"), "{text}");
+    assert!(
+        text.contains("\"b\" count 2 sum 8 min 3 max 5 avg 4 missing 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Z count 0 sum 0 min - max - avg -\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Z count 2 sum 8 min 3 max 5 avg 4\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("matched 3 events, missing 0, ungrouped 0, groups shown 2 of 2\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn aggregate_refuses_a_bad_where_field_or_group_by_with_the_form_expected() {
+    let quick = Duration::from_secs(10);
+    // Refused before any connection: no server needed.
+    let a = "127.0.0.1:1";
+    for (args, want) in [
+        (
+            &["--where", "data.label"][..],
+            "expected data.<key>[.<key>...]=VALUE",
+        ),
+        (
+            &["--where", "label=cpu"][..],
+            "\"label\" is not a field of the event's JSON data",
+        ),
+        (&["--where", "data.=cpu"][..], "expected data.<key>"),
+        (
+            &["--field", "amount"][..],
+            "expected value (the event's value) or data.<key>[.<key>...]",
+        ),
+        (&["--field", "data."][..], "e.g. --field data.amount"),
+        (
+            &["--group-by", "host"][..],
+            "expected stream, type or data.<key>[.<key>...]",
+        ),
+        (&["--top", "2"][..], "--group-by"),
+        (&["--top", "0", "--group-by", "type"][..], "--top"),
+        (
+            &["--order", "max", "--group-by", "type"][..],
+            "possible values: count, sum, avg",
+        ),
+        (
+            &["--stream", "a", "--stream-prefix", "b"][..],
+            "cannot be used with",
+        ),
+        (
+            &["--type", "a", "--type-prefix", "b"][..],
+            "cannot be used with",
+        ),
+        (
+            &["--max-groups", "10001", "--group-by", "type"][..],
+            "--max-groups",
+        ),
+    ] {
+        let mut all = vec!["aggregate"];
+        all.extend_from_slice(args);
+        let out = evring_within(a, &all, quick);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+}
+
 #[test]
 fn every_command_has_an_example_and_every_argument_has_help() {
     for bin in [env!("CARGO_BIN_EXE_evring"), env!("CARGO_BIN_EXE_evringd")] {

@@ -12,6 +12,23 @@ Customer[20] balance 20 points.
 Sent 5 points. | Sender, Customer[10] balance 5 points. | Recipient, Customer[20] balance 25 points.
 ";
 
+/// What the dashboard example prints: the metrics it adds, then its three views (the sum by
+/// label, the top 2 hosts by average cpu_usage, the requests per minute).
+const DASHBOARD_OUTPUT: &str = "\
+Added 27 metrics from 3 hosts over 3 minutes.
+Sum by label:
+  cpu_usage     6.13 (9 metrics)
+  memory        34.8 (9 metrics)
+  requests      1107 (9 metrics)
+Top 2 hosts by average cpu_usage (of 3):
+  1. web-3 0.91 (max 0.95)
+  2. web-1 0.69 (max 0.73)
+requests per minute:
+  minute 1: sum 358 avg 119.33 (min 95, max 143)
+  minute 2: sum 369 avg 123 (min 88, max 150)
+  minute 3: sum 380 avg 126.67 (min 102, max 161)
+";
+
 /// Builds example `name` in the profile and target directory these tests were built in
 /// (`cargo test` builds the examples too; a run of this test file alone may not have), and
 /// returns its path.
@@ -49,4 +66,12 @@ fn the_loyalty_example_prints_what_memstates_loyaltydb_example_prints() {
         ),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_dashboard_example_prints_its_sums_top_hosts_and_series() {
+    let out = Command::new(example("dashboard")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stderr}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), DASHBOARD_OUTPUT);
 }

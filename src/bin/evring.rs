@@ -9,7 +9,10 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use evring::client::{
     AppendResult, BlockingClient, Checkpoint, ClientError, StreamInfo, SubscriptionItem,
 };
-use evring::protocol::{code, Bucket, Direction, Event, RecordedEvent, SubscribeTarget};
+use evring::protocol::{
+    code, Bucket, Direction, Event, GroupOrder, GroupedAggregate, Groups, NameMatch, RecordedEvent,
+    SubscribeTarget,
+};
 use serde_json::json;
 
 /// How long the CLI waits for the TCP connection, and then for the server's answer to HELLO.
@@ -17,6 +20,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Most buckets one AGGREGATE may ask for (the server's limit).
 const BUCKETS_MAX: u64 = evring::aggregate::BUCKETS_MAX;
+
+/// Most groups one aggregation may hold (the server's bound, and its default).
+const GROUPS_MAX: u32 = evring::aggregate::groups::GROUPS_MAX;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -83,28 +89,7 @@ enum Cmd {
             evring append orders-1 --type Paid --file payment.json --expected 0\n  \
             echo '{\"qty\":2}' | evring append orders-1 --type Changed"
     )]
-    Append {
-        /// The stream to append to (created by its first event).
-        stream: String,
-        /// Event type.
-        #[arg(long = "type", default_value = "event")]
-        event_type: String,
-        /// Event data as text.
-        #[arg(long, conflicts_with = "file")]
-        data: Option<String>,
-        /// Read the event data from this file ("-" for standard input).
-        #[arg(long)]
-        file: Option<String>,
-        /// Expected version: any, no-stream, exists, or the stream's last version.
-        #[arg(long, default_value = "any")]
-        expected: String,
-        /// Event id (32 hex digits) for idempotent retries.
-        #[arg(long)]
-        id: Option<String>,
-        /// Numeric value for aggregations.
-        #[arg(long)]
-        value: Option<f64>,
-    },
+    Append(AppendArgs),
     /// Read events of a stream.
     #[command(after_help = "Examples:\n  \
         evring read orders-1\n  \
@@ -160,53 +145,44 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<std::path::PathBuf>,
     },
-    /// Count/sum/min/max/average of event values over a time window.
+    /// Count/sum/min/max/average of a number over a time window, overall or per group.
     #[command(
-        long_about = "Count, sum, min, max and average of the values (--value) of the events \
-            held in the server's memory, over a time window, in one bucket or in buckets of \
-            a fixed width.\n\n\
+        long_about = "Count, sum, min, max and average of a number over the events held in \
+            the server's memory, in a time window, in one bucket or in buckets of a fixed \
+            width: over every event that passes the filters, or per group.\n\n\
+            The number is the event's value (evring append --value), or with --field \
+            data.<key>[.<key>...] a number in the event's JSON data. An event without one (no \
+            value; a field that is absent or not a number) is not counted but reported as \
+            missing. The filters combine: --stream or --stream-prefix, --type or \
+            --type-prefix, and --where data.<key>=VALUE (the field of the event's JSON data \
+            equal to VALUE: a string by its text, a number by value, true or false).\n\n\
+            --group-by stream, type or data.<key>[.<key>...] aggregates per group and prints \
+            each group's key and totals, then its buckets (with --bucket). An event without \
+            the group-by field is in no group (ungrouped). Groups come by key; --top K shows \
+            only the K first by --order (count, sum or avg, largest first): --order matters \
+            only with --top. The server refuses a window that holds more than --max-groups \
+            groups (default and at most 10000) rather than answer with part of them. The \
+            last line counts the events matched, those without a number (missing; with \
+            --top, in the groups shown) and those without the group-by field (ungrouped), \
+            and the groups shown of all.\n\n\
             The window is --from (or --since before --to) up to --to, which defaults to now. \
             Times are RFC 3339 (2024-12-06T08:00:00Z, 2024-12-06T09:00:00+01:00) or Unix \
             times with a unit (1733472000s, 1733472000000ms, 1733472000000000000ns); \
             durations are a number and a unit: ns, us, ms, s, m, h, d (90s, 10m, 1h30m). \
             --from-ns, --to-ns and --bucket-ns take Unix nanoseconds. At most 100000 \
-            buckets. A bucket without events shows count 0 and no min, max or average \
+            buckets. A bucket without events shows count 0, sum 0 and no min, max or average \
             (\"-\" in text, null in JSON).",
         after_help = "Examples:\n  \
             evring aggregate --since 10m\n  \
             evring aggregate --stream orders-1 --since 1h --bucket 5m\n  \
             evring aggregate --type-prefix Paid --from 2024-12-06T08:00:00Z --to 2024-12-06T09:00:00Z --bucket 1m\n  \
-            evring aggregate --from 1733472000s --bucket 1h"
+            evring aggregate --from 1733472000s --bucket 1h\n  \
+            evring aggregate --since 10m --group-by data.label --field data.value --top 5 --order sum\n  \
+            evring aggregate --since 1h --where data.label=cpu_usage --field data.value --bucket 1m\n  \
+            evring aggregate --since 1h --stream-prefix orders- --group-by stream\n  \
+            evring aggregate --since 1d --type Paid --field data.amount --group-by data.currency --max-groups 100"
     )]
-    Aggregate {
-        /// Only this stream's events (default: every stream).
-        #[arg(long, default_value = "")]
-        stream: String,
-        /// Only events whose type starts with this prefix.
-        #[arg(long, default_value = "")]
-        type_prefix: String,
-        /// Window start: RFC 3339 or a Unix time with a unit (1733472000s, …ms, …us, …ns).
-        #[arg(long, value_name = "TIME", conflicts_with_all = ["since", "from_ns"])]
-        from: Option<String>,
-        /// Window end (same forms as --from; default: now).
-        #[arg(long, value_name = "TIME", conflicts_with = "to_ns")]
-        to: Option<String>,
-        /// Window start as a duration before the end: 30s, 10m, 2h, 1d.
-        #[arg(long, value_name = "DURATION", conflicts_with = "from_ns")]
-        since: Option<String>,
-        /// Bucket width (1s, 1m, 1h, …); omit for one bucket over the whole window.
-        #[arg(long, value_name = "DURATION", conflicts_with = "bucket_ns")]
-        bucket: Option<String>,
-        /// Window start in Unix nanoseconds (default: 0, all the events held).
-        #[arg(long, value_name = "NS")]
-        from_ns: Option<u64>,
-        /// Window end in Unix nanoseconds (default: now).
-        #[arg(long, value_name = "NS")]
-        to_ns: Option<u64>,
-        /// Bucket width in nanoseconds (0: one bucket).
-        #[arg(long, value_name = "NS")]
-        bucket_ns: Option<u64>,
-    },
+    Aggregate(AggregateArgs),
     /// Version and LSN range of a stream.
     #[command(after_help = "Example:\n  evring info orders-1")]
     Info {
@@ -296,6 +272,159 @@ enum KvOp {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
+}
+
+/// `evring append`'s arguments.
+#[derive(clap::Args, Debug)]
+struct AppendArgs {
+    /// The stream to append to (created by its first event).
+    stream: String,
+    /// Event type.
+    #[arg(long = "type", default_value = "event")]
+    event_type: String,
+    /// Event data as text.
+    #[arg(long, conflicts_with = "file")]
+    data: Option<String>,
+    /// Read the event data from this file ("-" for standard input).
+    #[arg(long)]
+    file: Option<String>,
+    /// Expected version: any, no-stream, exists, or the stream's last version.
+    #[arg(long, default_value = "any")]
+    expected: String,
+    /// Event id (32 hex digits) for idempotent retries.
+    #[arg(long)]
+    id: Option<String>,
+    /// Numeric value for aggregations.
+    #[arg(long)]
+    value: Option<f64>,
+}
+
+/// What `evring aggregate --top` ranks groups by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Order {
+    /// The events counted (those with a number).
+    Count,
+    /// The sum of their numbers.
+    Sum,
+    /// The average of their numbers.
+    Avg,
+}
+
+/// `--where data.<key>[.<key>…]=VALUE`.
+#[derive(Clone, Debug)]
+struct WhereEq {
+    field: String,
+    value: String,
+}
+
+/// `evring aggregate`'s flags.
+#[derive(clap::Args, Debug)]
+struct AggregateArgs {
+    /// Only this stream's events (its whole name; default: every stream).
+    #[arg(long, value_name = "NAME", conflicts_with = "stream_prefix")]
+    stream: Option<String>,
+    /// Only the events of the streams whose name starts with P.
+    #[arg(long, value_name = "P")]
+    stream_prefix: Option<String>,
+    /// Only events of this type (the whole type; default: every type).
+    #[arg(long = "type", value_name = "NAME", conflicts_with = "type_prefix")]
+    event_type: Option<String>,
+    /// Only events whose type starts with P.
+    #[arg(long, value_name = "P")]
+    type_prefix: Option<String>,
+    /// The number aggregated: value (the event's value) or data.<key>[.<key>...], a number
+    /// in the event's JSON data.
+    #[arg(long, value_name = "FIELD", default_value = "value", value_parser = parse_field)]
+    field: String,
+    /// Only events whose JSON data has this field equal to VALUE: data.<key>[.<key>...]=VALUE
+    /// (split at the first "=").
+    #[arg(long = "where", value_name = "data.KEY=VALUE", value_parser = parse_where)]
+    where_eq: Option<WhereEq>,
+    /// One group per stream, per type, or per value of a field of the event's JSON data
+    /// (data.<key>[.<key>...]).
+    #[arg(long, value_name = "stream|type|data.KEY", value_parser = parse_group_by)]
+    group_by: Option<String>,
+    /// Show only the K first groups by --order (largest first); default: every group, by key.
+    #[arg(long, value_name = "K", requires = "group_by",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    top: Option<u32>,
+    /// What --top ranks the groups by; without --top the groups come by key.
+    #[arg(long, value_enum, default_value = "count")]
+    order: Order,
+    /// Refuse a window that holds more than N groups (default and at most 10000).
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(GROUPS_MAX)))]
+    max_groups: Option<u32>,
+    /// Window start: RFC 3339 or a Unix time with a unit (1733472000s, …ms, …us, …ns).
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["since", "from_ns"])]
+    from: Option<String>,
+    /// Window end (same forms as --from; default: now).
+    #[arg(long, value_name = "TIME", conflicts_with = "to_ns")]
+    to: Option<String>,
+    /// Window start as a duration before the end: 30s, 10m, 2h, 1d.
+    #[arg(long, value_name = "DURATION", conflicts_with = "from_ns")]
+    since: Option<String>,
+    /// Bucket width (1s, 1m, 1h, …); omit for one bucket over the whole window.
+    #[arg(long, value_name = "DURATION", conflicts_with = "bucket_ns")]
+    bucket: Option<String>,
+    /// Window start in Unix nanoseconds (default: 0, all the events held).
+    #[arg(long, value_name = "NS")]
+    from_ns: Option<u64>,
+    /// Window end in Unix nanoseconds (default: now).
+    #[arg(long, value_name = "NS")]
+    to_ns: Option<u64>,
+    /// Bucket width in nanoseconds (0: one bucket).
+    #[arg(long, value_name = "NS")]
+    bucket_ns: Option<u64>,
+}
+
+/// Whether `text` names a field of an event's JSON data: `data.<key>[.<key>…]`, no key empty.
+fn is_data_path(text: &str) -> bool {
+    text.strip_prefix("data.")
+        .is_some_and(|keys| keys.split('.').all(|k| !k.is_empty()))
+}
+
+/// `--field`: "value", or a path into the event's JSON data.
+fn parse_field(text: &str) -> Result<String, String> {
+    match text {
+        "value" => Ok(text.into()),
+        path if is_data_path(path) => Ok(path.into()),
+        _ => Err(
+            "expected value (the event's value) or data.<key>[.<key>...], a number in \
+                  the event's JSON data, e.g. --field data.amount"
+                .into(),
+        ),
+    }
+}
+
+/// `--where`: `data.<key>[.<key>…]=VALUE`, split at the first `=`.
+fn parse_where(text: &str) -> Result<WhereEq, String> {
+    let form = "expected data.<key>[.<key>...]=VALUE, e.g. --where data.label=cpu_usage";
+    let Some((field, value)) = text.split_once('=') else {
+        return Err(format!("no \"=\" in it; {form}"));
+    };
+    if !is_data_path(field) {
+        return Err(format!(
+            "{field:?} is not a field of the event's JSON data (data.<key>); {form}"
+        ));
+    }
+    Ok(WhereEq {
+        field: field.into(),
+        value: value.into(),
+    })
+}
+
+/// `--group-by`: stream, type, or a path into the event's JSON data.
+fn parse_group_by(text: &str) -> Result<String, String> {
+    match text {
+        "stream" | "type" => Ok(text.into()),
+        path if is_data_path(path) => Ok(path.into()),
+        _ => Err(
+            "expected stream, type or data.<key>[.<key>...] (a field of the event's \
+                  JSON data), e.g. --group-by data.label"
+                .into(),
+        ),
+    }
 }
 
 /// An AGGREGATE refused because the window reaches back before what a ring holds: the
@@ -769,32 +898,7 @@ fn run(args: Args, addr_from_env: bool) -> anyhow::Result<()> {
             c.ping()?;
             println!("{}", if as_json { "{\"ok\":true}" } else { "pong" });
         }
-        Cmd::Append {
-            stream,
-            event_type,
-            data,
-            file,
-            expected,
-            id,
-            value,
-        } => {
-            let expected_version = parse_expected(expected)?;
-            let id = id.as_deref().map(parse_id).transpose()?.unwrap_or([0; 16]);
-            let c = connect(&args, addr_from_env)?;
-            let data = event_data(data.as_deref(), file.as_deref())?;
-            let event = Event {
-                id,
-                event_type: event_type.clone(),
-                timestamp_ns: 0,
-                value: value.unwrap_or(f64::NAN),
-                data,
-                metadata: Vec::new(),
-            };
-            let a = c
-                .append(stream, expected_version, vec![event])
-                .map_err(|e| append_error(e, stream, expected))?;
-            print_appended(stream, &a, as_json);
-        }
+        Cmd::Append(a) => append(&args, addr_from_env, a)?,
         Cmd::Read {
             stream,
             from,
@@ -830,39 +934,38 @@ fn run(args: Args, addr_from_env: bool) -> anyhow::Result<()> {
             *count,
             checkpoint.as_deref(),
         )?,
-        Cmd::Aggregate {
-            stream,
-            type_prefix,
-            from,
-            to,
-            since,
-            bucket,
-            from_ns,
-            to_ns,
-            bucket_ns,
-        } => {
-            let (from, to, bucket) = aggregate_window(
-                from.as_deref(),
-                to.as_deref(),
-                since.as_deref(),
-                bucket.as_deref(),
-                *from_ns,
-                *to_ns,
-                *bucket_ns,
-                now_ns(),
-            )?;
-            let c = connect(&args, addr_from_env)?;
-            let buckets = c
-                .aggregate(stream, type_prefix, from, to, bucket)
-                .map_err(with_retry_hint)?;
-            print_buckets(&buckets, (from, to, bucket), as_json);
-        }
+        Cmd::Aggregate(a) => aggregate(&args, addr_from_env, a)?,
         Cmd::Info { stream } => {
             let c = connect(&args, addr_from_env)?;
             print_stream_info(stream, &c.stream_info(stream)?, as_json);
         }
         Cmd::Stats => println!("{}", connect(&args, addr_from_env)?.stats()?),
     }
+    Ok(())
+}
+
+/// `evring append`: one event, its data from --data, --file or standard input.
+fn append(args: &Args, addr_from_env: bool, a: &AppendArgs) -> anyhow::Result<()> {
+    let expected_version = parse_expected(&a.expected)?;
+    let id =
+        a.id.as_deref()
+            .map(parse_id)
+            .transpose()?
+            .unwrap_or([0; 16]);
+    let c = connect(args, addr_from_env)?;
+    let data = event_data(a.data.as_deref(), a.file.as_deref())?;
+    let event = Event {
+        id,
+        event_type: a.event_type.clone(),
+        timestamp_ns: 0,
+        value: a.value.unwrap_or(f64::NAN),
+        data,
+        metadata: Vec::new(),
+    };
+    let appended = c
+        .append(&a.stream, expected_version, vec![event])
+        .map_err(|e| append_error(e, &a.stream, &a.expected))?;
+    print_appended(&a.stream, &appended, args.json);
     Ok(())
 }
 
@@ -1019,44 +1122,152 @@ fn print_stream_info(stream: &str, i: &StreamInfo, as_json: bool) {
     }
 }
 
-/// `evring aggregate`'s output: the window (`from`, `to`, bucket width) and its buckets.
-fn print_buckets(buckets: &[Bucket], (from, to, bucket): (u64, u64, u64), as_json: bool) {
-    if as_json {
-        let list: Vec<_> = buckets
-            .iter()
-            .map(|b| {
-                let avg = if b.count > 0 {
-                    b.sum / b.count as f64
-                } else {
-                    f64::NAN
-                };
-                json!({"start_ns": b.start_ns, "start": format_rfc3339(b.start_ns),
-                       "count": b.count, "sum": b.sum, "min": json_number(b.min),
-                       "max": json_number(b.max), "avg": json_number(avg)})
-            })
-            .collect();
-        println!(
-            "{}",
-            json!({ "from_ns": from, "to_ns": to, "bucket_ns": bucket, "buckets": list })
-        );
+/// `evring aggregate`: the window, the request, the answer printed.
+fn aggregate(args: &Args, addr_from_env: bool, a: &AggregateArgs) -> anyhow::Result<()> {
+    let window = aggregate_window(
+        a.from.as_deref(),
+        a.to.as_deref(),
+        a.since.as_deref(),
+        a.bucket.as_deref(),
+        a.from_ns,
+        a.to_ns,
+        a.bucket_ns,
+        now_ns(),
+    )?;
+    let q = grouped_request(a, window);
+    let c = connect(args, addr_from_env)?;
+    let groups = c.aggregate_groups(&q).map_err(with_retry_hint)?;
+    let grouped = a.group_by.is_some();
+    if args.json {
+        println!("{}", groups_json(&groups, window, grouped));
     } else {
-        for b in buckets {
-            let avg = if b.count > 0 {
-                b.sum / b.count as f64
-            } else {
-                f64::NAN
-            };
-            println!(
-                "{} count {} sum {} min {} max {} avg {}",
-                format_rfc3339(b.start_ns),
-                b.count,
-                b.sum,
-                text_number(b.min),
-                text_number(b.max),
-                text_number(avg)
-            );
+        print_groups(&groups, window.2, grouped);
+    }
+    Ok(())
+}
+
+/// The AGGREGATE_GROUPS request `evring aggregate`'s flags ask for over `window`.
+fn grouped_request(a: &AggregateArgs, window: (u64, u64, u64)) -> GroupedAggregate {
+    let (from_ns, to_ns, bucket_ns) = window;
+    let name_filter = |exact: &Option<String>, prefix: &Option<String>| match prefix {
+        Some(p) => (p.clone(), NameMatch::Prefix),
+        None => (exact.clone().unwrap_or_default(), NameMatch::Exact),
+    };
+    let (stream, stream_match) = name_filter(&a.stream, &a.stream_prefix);
+    let (event_type, type_match) = name_filter(&a.event_type, &a.type_prefix);
+    let (where_field, where_value) = a
+        .where_eq
+        .clone()
+        .map_or_else(Default::default, |w| (w.field, w.value));
+    GroupedAggregate {
+        bucket_ns,
+        stream,
+        stream_match,
+        event_type,
+        type_match,
+        field: a.field.clone(),
+        where_field,
+        where_value,
+        group_by: a.group_by.clone().unwrap_or_default(),
+        order: match a.order {
+            Order::Count => GroupOrder::Count,
+            Order::Sum => GroupOrder::Sum,
+            Order::Avg => GroupOrder::Average,
+        },
+        top_k: a.top.unwrap_or(0),
+        max_groups: a.max_groups.unwrap_or(0),
+        ..GroupedAggregate::window(from_ns, to_ns)
+    }
+}
+
+/// The events of the groups shown that had no number to aggregate.
+fn missing(g: &Groups) -> u64 {
+    g.groups.iter().map(|x| x.missing).sum()
+}
+
+/// A bucket (or a group's total) as JSON: no min, max or average (NaN) as null.
+fn bucket_json(b: &Bucket) -> serde_json::Value {
+    json!({"start_ns": b.start_ns, "start": format_rfc3339(b.start_ns), "count": b.count,
+           "sum": json_number(b.sum), "min": json_number(b.min), "max": json_number(b.max),
+           "avg": json_number(b.average())})
+}
+
+/// `evring aggregate --json`: the window, the counts and the buckets (without --group-by)
+/// or the groups, each with its key, totals and buckets.
+fn groups_json(
+    g: &Groups,
+    (from, to, bucket): (u64, u64, u64),
+    grouped: bool,
+) -> serde_json::Value {
+    let mut out = json!({"from_ns": from, "to_ns": to, "bucket_ns": bucket,
+                         "matched": g.matched, "missing": missing(g)});
+    if !grouped {
+        let buckets: Vec<_> = g
+            .groups
+            .iter()
+            .flat_map(|x| &x.buckets)
+            .map(bucket_json)
+            .collect();
+        out["buckets"] = json!(buckets);
+        return out;
+    }
+    let groups: Vec<_> = g
+        .groups
+        .iter()
+        .map(|x| {
+            let t = x.total();
+            json!({"key": x.key, "missing": x.missing, "count": t.count,
+                   "sum": json_number(t.sum), "min": json_number(t.min),
+                   "max": json_number(t.max), "avg": json_number(t.average()),
+                   "buckets": x.buckets.iter().map(bucket_json).collect::<Vec<_>>()})
+        })
+        .collect();
+    out["ungrouped"] = json!(g.ungrouped);
+    out["groups_total"] = json!(g.groups_total);
+    out["groups"] = json!(groups);
+    out
+}
+
+/// A bucket's (or a group's total's) figures in text: "-" for no min, max or average.
+fn figures(b: &Bucket) -> String {
+    format!(
+        "count {} sum {} min {} max {} avg {}",
+        b.count,
+        b.sum,
+        text_number(b.min),
+        text_number(b.max),
+        text_number(b.average())
+    )
+}
+
+/// `evring aggregate`'s text: one line per bucket without --group-by; with it, per group its
+/// key, totals and missing count, then (with buckets) one indented line per bucket. Then a
+/// line of counts.
+fn print_groups(g: &Groups, bucket_ns: u64, grouped: bool) {
+    if grouped {
+        for x in &g.groups {
+            println!("{:?} {} missing {}", x.key, figures(&x.total()), x.missing);
+            if bucket_ns > 0 {
+                for b in &x.buckets {
+                    println!("  {} {}", format_rfc3339(b.start_ns), figures(b));
+                }
+            }
+        }
+    } else {
+        for b in g.groups.iter().flat_map(|x| &x.buckets) {
+            println!("{} {}", format_rfc3339(b.start_ns), figures(b));
         }
     }
+    let mut counts = format!("matched {} events, missing {}", g.matched, missing(g));
+    if grouped {
+        counts.push_str(&format!(
+            ", ungrouped {}, groups shown {} of {}",
+            g.ungrouped,
+            g.groups.len(),
+            g.groups_total
+        ));
+    }
+    println!("{counts}");
 }
 
 /// `evring subscribe`: prints events until --count is reached (exit 0) or the subscription
@@ -1328,6 +1539,89 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn aggregate_flags_make_the_grouped_request() {
+        let request = |flags: &[&str]| {
+            let argv = [&["evring", "aggregate"][..], flags].concat();
+            let args = Args::try_parse_from(argv).unwrap();
+            let Cmd::Aggregate(a) = &args.command else {
+                unreachable!("evring aggregate")
+            };
+            grouped_request(a, (1, 2, 0))
+        };
+        let window = GroupedAggregate::window(1, 2);
+        // The defaults: every stream and type, the event's value, one group.
+        assert_eq!(
+            request(&[]),
+            GroupedAggregate {
+                field: "value".into(),
+                ..window.clone()
+            }
+        );
+        assert_eq!(
+            request(&[
+                "--stream-prefix",
+                "orders-",
+                "--type",
+                "Paid",
+                "--where",
+                "data.note=a=b",
+                "--field",
+                "data.amount.total",
+                "--group-by",
+                "data.currency",
+                "--top",
+                "3",
+                "--order",
+                "avg",
+                "--max-groups",
+                "50",
+            ]),
+            GroupedAggregate {
+                stream: "orders-".into(),
+                stream_match: NameMatch::Prefix,
+                event_type: "Paid".into(),
+                type_match: NameMatch::Exact,
+                field: "data.amount.total".into(),
+                where_field: "data.note".into(),
+                where_value: "a=b".into(),
+                group_by: "data.currency".into(),
+                order: GroupOrder::Average,
+                top_k: 3,
+                max_groups: 50,
+                ..window.clone()
+            }
+        );
+        let q = request(&[
+            "--stream",
+            "s-1",
+            "--type-prefix",
+            "Pa",
+            "--group-by",
+            "type",
+        ]);
+        assert_eq!(
+            (
+                q.stream.as_str(),
+                q.stream_match,
+                q.event_type.as_str(),
+                q.type_match
+            ),
+            ("s-1", NameMatch::Exact, "Pa", NameMatch::Prefix)
+        );
+        assert_eq!(
+            (q.group_by.as_str(), q.order, q.top_k),
+            ("type", GroupOrder::Count, 0)
+        );
+        for bad in ["data.", "data..x", "data", "value.x", "amount", ""] {
+            assert!(parse_field(bad).is_err(), "--field {bad}");
+            assert!(parse_group_by(bad).is_err(), "--group-by {bad}");
+            assert!(parse_where(&format!("{bad}=1")).is_err(), "--where {bad}=1");
+        }
+        assert!(parse_where("data.x").is_err());
+        assert!(parse_where("data.x=").is_ok_and(|w| w.value.is_empty()));
     }
 
     #[test]
