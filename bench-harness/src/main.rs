@@ -10,6 +10,8 @@
 //! - `engine`: the event-sourced engine's durable commands/s and replay speed.
 //! - `views`: a partition read on a shard that does not own it (through its stable view)
 //!   against reading it on its owner, and what such readers cost the owner's appends.
+//! - `groups`: AGGREGATE_GROUPS over 1M events end to end (value and JSON-field sums,
+//!   grouped top-K), on one partition, on four, and on each of the four alone.
 //!
 //! Figures are medians of `--runs` runs where a run is repeated (the machine is noisy); every
 //! run's figures are printed too. docs/BENCHMARKS.md records results and commands.
@@ -20,6 +22,7 @@ mod compare;
 mod disk;
 mod driver;
 mod engine_bench;
+mod groups;
 mod journal;
 mod network;
 mod peers;
@@ -61,6 +64,9 @@ enum Command {
     /// through the owner from the other shard vs on the owner, and the owner's append rate
     /// with and without readers on the other shard.
     Views(views::ViewsArgs),
+    /// AGGREGATE_GROUPS end to end over 1M events: value and JSON-field sums, grouped top-K
+    /// by type, stream and field, on one partition, on four, and on each of the four alone.
+    Groups(groups::GroupsArgs),
 }
 
 #[derive(Args, Clone)]
@@ -259,6 +265,7 @@ fn main() -> anyhow::Result<()> {
         Command::Recovery(a) => recovery::main(a)?,
         Command::Engine(a) => engine_bench::main(a)?,
         Command::Views(a) => views::main(a)?,
+        Command::Groups(a) => groups::main(a)?,
     }
     Ok(())
 }
