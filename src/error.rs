@@ -4,7 +4,8 @@
 //! live beside their code: `stream::StreamError` and `stream::ImageError`,
 //! `snapshot::Unusable`, `engine::EngineError` (with `ReplayError`, `CodecError`,
 //! `ModelSnapshotError`), `manifest::ManifestError`, `config::ConfigError`,
-//! `protocol::ProtocolError`, `client::ClientError`. `anyhow` is for the binaries only.
+//! `protocol::ProtocolError`, `resp::RequestError`, `client::ClientError`. `anyhow` is for
+//! the binaries only.
 //!
 //! Failures that come from outside (disk, network, clients, operators) are typed errors that
 //! keep their cause through `source()`. A broken internal invariant is a panic, not an error.

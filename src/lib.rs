@@ -10,6 +10,8 @@
 //!   reader, and a deterministic simulated disk for fault tests.
 //! - [`ring`]: the single-writer, multi-reader partition ring with lock-free stable views.
 //! - [`aggregate`]: time-window aggregations over ring columns.
+//! - [`resp`]: the Redis protocol layer (RESP2 and RESP3): a request parser that accepts
+//!   and refuses exactly what Redis 7.0 does, with its error texts, and a reply encoder.
 //! - [`shard`]: glommio executors pinned to cores, sized to the locked-memory limit.
 //! - [`constants`]: every size and limit, tied by compile-time assertions.
 //! - [`error`]: one error enum per operation family.
@@ -29,6 +31,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod notify;
 pub mod protocol;
+pub mod resp;
 pub mod rfc3339;
 pub mod ring;
 pub mod server;
