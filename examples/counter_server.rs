@@ -76,5 +76,6 @@ fn main() -> anyhow::Result<()> {
         config.data_dir = dir.into();
     }
     config.metrics_listen = String::new();
+    config.resp_listen = String::new();
     Ok(serve_model::<Counters>(config)?)
 }

@@ -205,6 +205,7 @@ fn main() -> anyhow::Result<()> {
         data_dir: dir.path().join("data"),
         listen: "127.0.0.1:0".into(),
         metrics_listen: String::new(),
+        resp_listen: String::new(),
         partitions: 2,
         shards: 1,
         pin_cpus: false,

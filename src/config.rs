@@ -28,6 +28,9 @@ pub struct Config {
     pub listen: String,
     /// Prometheus text endpoint (`host:port`; empty disables it).
     pub metrics_listen: String,
+    /// RESP (Redis protocol) listener (`host:port`; port 0 picks a free port; empty
+    /// disables it), served on every shard like `listen`.
+    pub resp_listen: String,
     /// Write the bound addresses to this file once ready (empty: don't).
     pub addresses_file: String,
     /// Partition count at first start (0 = one per shard); kept in the manifest after that.
@@ -120,6 +123,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./evring-data"),
             listen: "127.0.0.1:7070".into(),
             metrics_listen: "127.0.0.1:9470".into(),
+            resp_listen: "127.0.0.1:6380".into(),
             addresses_file: String::new(),
             partitions: 0,
             pin_cpus: true,

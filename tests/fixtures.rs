@@ -179,6 +179,7 @@ fn evringd_serves_the_torn_tail_fixture_and_refuses_the_corrupt_one() {
         .arg("--data-dir")
         .arg(&bad)
         .args(["--listen", "127.0.0.1:0", "--set", "metrics_listen=\"\""])
+        .args(["--set", "resp_listen=\"\""])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -32,6 +32,8 @@ fn a_failed_write_poisons_the_partition_with_error_21_and_loses_nothing_acknowle
             "segment_bytes=4194304",
             "--set",
             "metrics_listen=\"\"",
+            "--set",
+            "resp_listen=\"\"",
         ])
         .env("EVRINGD_INJECT_WRITE_FAILURE_AFTER", "40")
         .env("EVRING_LOG", "error")

@@ -39,6 +39,7 @@ fn run_case(socket_env: &str, sock: &UnixDatagram, dir: &std::path::Path) {
         .arg("--data-dir")
         .arg(&data)
         .args(["--listen", "127.0.0.1:0", "--set", "metrics_listen=\"\""])
+        .args(["--set", "resp_listen=\"\""])
         .arg("--addresses-file")
         .arg(&addr_file)
         .env("NOTIFY_SOCKET", socket_env)

@@ -42,6 +42,8 @@ fn start(data: &Path, log: &Path, soft: u64, hard: u64) -> (Child, String) {
             "--set",
             "metrics_listen=\"\"",
             "--set",
+            "resp_listen=\"\"",
+            "--set",
             "segment_bytes=4194304",
         ])
         .env("EVRING_LOG", "info")

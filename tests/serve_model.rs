@@ -61,6 +61,7 @@ fn config(dir: &std::path::Path) -> evring::config::Config {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".into(),
         metrics_listen: String::new(),
+        resp_listen: String::new(),
         segment_bytes: 4 << 20,
         partitions: 2,
         ..Default::default()

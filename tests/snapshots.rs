@@ -46,6 +46,8 @@ fn start(data: &Path, log: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc 
             "--set",
             "metrics_listen=\"\"",
             "--set",
+            "resp_listen=\"\"",
+            "--set",
             "snapshot_every_secs=0",
         ])
         .args(extra)

@@ -162,7 +162,7 @@ pub fn spawn_evringd(data: &Path, sets: &[String]) -> anyhow::Result<(Child, Str
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--addresses-file"])
         .arg(&addr_file)
-        .args(["--set", "metrics_listen=\"\""])
+        .args(["--set", "metrics_listen=\"\"", "--set", "resp_listen=\"\""])
         .env("EVRING_LOG", "warn")
         .stdout(Stdio::null());
     for s in sets {

@@ -219,13 +219,34 @@ pub struct GroupTable<'p> {
     plan: &'p Plan,
     groups: Vec<Acc>,
     by_type: Vec<u32>,
-    by_stream: HashMap<u64, u32>,
+    by_stream: ByStreamId,
     by_text: HashMap<Vec<u8>, u32>,
     matched: u64,
     ungrouped: u64,
 }
 
 const NONE: u32 = u32::MAX;
+
+/// Hashes a stream id column value as itself: it is a 64-bit FNV-1a hash already, so a
+/// second hash (the map's default SipHash) would only cost time.
+#[derive(Default)]
+struct StreamIdHasher(u64);
+
+impl std::hash::Hasher for StreamIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type ByStreamId = HashMap<u64, u32, std::hash::BuildHasherDefault<StreamIdHasher>>;
 
 impl<'p> GroupTable<'p> {
     /// A table; without group-by it holds its one group from the start (a window with no
@@ -245,7 +266,7 @@ impl<'p> GroupTable<'p> {
             plan,
             groups,
             by_type: Vec::new(),
-            by_stream: HashMap::new(),
+            by_stream: ByStreamId::default(),
             by_text: HashMap::new(),
             matched: 0,
             ungrouped: 0,

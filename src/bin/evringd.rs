@@ -114,6 +114,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let server = evring::server::start(config)?;
     tracing::info!(
         client = %server.client_addr,
+        resp = ?server.resp_addr,
         partitions = server.partitions,
         shards = server.shards,
         shard_ports = ?server.shard_addrs,
@@ -123,6 +124,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         let mut text = format!("client={}\n", server.client_addr);
         if let Some(m) = server.metrics_addr {
             text.push_str(&format!("metrics={m}\n"));
+        }
+        if let Some(r) = server.resp_addr {
+            text.push_str(&format!("resp={r}\n"));
         }
         for (i, a) in server.shard_addrs.iter().enumerate() {
             text.push_str(&format!("shard{i}={a}\n"));

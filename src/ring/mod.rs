@@ -727,7 +727,8 @@ fn copy_payload(arena: &[AtomicU64], arena_bytes: u64, pos: u64, len: usize) -> 
     out
 }
 
-/// Copies a payload into `out` (cleared first; a reused buffer keeps its capacity).
+/// Copies a payload into `out` (cleared first; a reused buffer keeps its capacity), a word
+/// at a time.
 fn copy_payload_into(
     out: &mut Vec<u8>,
     arena: &[AtomicU64],
@@ -736,15 +737,21 @@ fn copy_payload_into(
     len: usize,
 ) {
     out.clear();
+    out.resize(len, 0);
     let base = ((pos % arena_bytes) / 8) as usize;
-    let words = len.div_ceil(8);
-    for k in 0..words {
-        let Some(word) = arena.get(base + k) else {
-            break; // a torn position from a racing read; the stamp check rejects it
-        };
-        let bytes = word.load(Ordering::Relaxed).to_le_bytes();
-        let take = (len - k * 8).min(8);
-        out.extend_from_slice(&bytes[..take]);
+    // A torn position from a racing read may run past the arena: the words that exist are
+    // copied, and the stamp check rejects the read.
+    let words = arena.get(base..).unwrap_or_default();
+    let mut chunks = out.chunks_exact_mut(8);
+    for (chunk, word) in (&mut chunks).zip(words) {
+        chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        if let Some(word) = words.get(len / 8) {
+            let bytes = word.load(Ordering::Relaxed).to_le_bytes();
+            rest.copy_from_slice(&bytes[..rest.len()]);
+        }
     }
 }
 

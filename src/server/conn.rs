@@ -8,7 +8,6 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 
-use super::native::Native;
 use super::outbound::write_loop;
 pub(super) use super::outbound::ConnOut;
 use super::route::{PartOp, Shard};
@@ -226,16 +225,14 @@ impl Shard {
         }
     }
 
-    /// Accepts connections until the listener fails.
-    pub async fn accept_loop(self: Rc<Self>, listener: TcpListener) {
+    /// Accepts connections speaking protocol `P` until the listener fails.
+    pub(super) async fn accept_loop<P: Protocol>(self: Rc<Self>, listener: TcpListener) {
         loop {
             match listener.accept().await {
                 Ok(stream) => {
                     let shard = self.clone();
-                    glommio::spawn_local(
-                        async move { shard.serve_connection::<Native>(stream).await },
-                    )
-                    .detach();
+                    glommio::spawn_local(async move { shard.serve_connection::<P>(stream).await })
+                        .detach();
                 }
                 Err(e) => {
                     if self.shared.stop.load(Ordering::Acquire) {

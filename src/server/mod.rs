@@ -31,6 +31,9 @@ mod model_requests;
 mod native;
 mod outbound;
 mod recovery;
+mod resp_commands;
+mod resp_conn;
+mod resp_streams;
 mod route;
 pub mod served_model;
 mod slot;
@@ -60,6 +63,8 @@ const SHARD_CHANNEL_CAPACITY: usize = 4096;
 /// A running server.
 pub struct Running {
     pub client_addr: SocketAddr,
+    /// The RESP port, when `resp_listen` is set.
+    pub resp_addr: Option<SocketAddr>,
     /// Each shard's own client port (`shard_ports`), by shard; empty when off.
     pub shard_addrs: Vec<SocketAddr>,
     /// The Prometheus endpoint, when `metrics_listen` is set.
@@ -122,6 +127,8 @@ struct Plan {
     shards: usize,
     cpus: usize,
     listen: SocketAddr,
+    /// The RESP port (`resp_listen`), if on.
+    resp_listen: Option<SocketAddr>,
     /// `shard_ports`: none, 0 (a free port each) or the base port.
     shard_ports: Option<u16>,
     journal: JournalConfig,
@@ -170,6 +177,10 @@ impl Plan {
         if listen.port() != 0 {
             probe_port(listen, "")?;
         }
+        let resp_listen = resp_address(&config)?;
+        if let Some(resp) = resp_listen.filter(|a| a.port() != 0) {
+            probe_port(resp, " (the RESP port, resp_listen)")?;
+        }
         let shard_ports = config.shard_ports()?;
         check_shard_ports(shard_ports, listen, shards)?;
         let limits = partition_limits(&config)?;
@@ -187,6 +198,7 @@ impl Plan {
             shards,
             cpus,
             listen,
+            resp_listen,
             shard_ports,
             journal,
             limits,
@@ -218,6 +230,10 @@ impl Plan {
             limits: self.limits,
             endpoints,
             bind_addr: shared_slot.get().map_or(self.listen, |s| s.client_addr),
+            resp_addr: match shared_slot.get() {
+                Some(s) => s.resp_addr,
+                None => self.resp_listen,
+            },
             shard_addr,
             shared: shared_slot.clone(),
             stop_early: stop_early.clone(),
@@ -256,6 +272,21 @@ impl Plan {
             .filter(|p| *p as usize % self.shards == shard)
             .collect()
     }
+}
+
+/// The RESP port's address (`resp_listen`), if on.
+fn resp_address(config: &Config) -> Result<Option<SocketAddr>, StartError> {
+    if config.resp_listen.is_empty() {
+        return Ok(None);
+    }
+    config
+        .resp_listen
+        .parse()
+        .map(Some)
+        .map_err(|source| StartError::ListenAddress {
+            value: config.resp_listen.clone(),
+            source,
+        })
 }
 
 /// The client port's address (`listen`).
@@ -367,9 +398,16 @@ fn shard_channels(shards: usize) -> Vec<ShardEndpoints> {
     endpoints
 }
 
-/// What a shard reports once it recovered its partitions and listens: its client port's
-/// address and its own port's, if any.
-type Ready = Result<(SocketAddr, Option<SocketAddr>), StartError>;
+/// Where a shard listens, once it recovered its partitions: the client port, its own port
+/// (`shard_ports`) and the RESP port, as bound.
+pub(super) struct Listening {
+    pub(super) client: SocketAddr,
+    pub(super) own: Option<SocketAddr>,
+    pub(super) resp: Option<SocketAddr>,
+}
+
+/// What a shard reports once it recovered its partitions and listens.
+type Ready = Result<Listening, StartError>;
 
 /// Starts the shards one after another, each once the previous one recovered and listens (so
 /// shard 0's resolved port is the one every shard binds), and returns the running server.
@@ -386,12 +424,12 @@ fn launch(
         let start = plan.shard_start(shard_id, ep, &model, &shared_slot, &stop_early);
         threads.push(plan.spawn_shard(start, ready_tx.clone())?);
         match ready_rx.recv() {
-            Ok(Ok((addr, own_port))) => {
-                shard_addrs.extend(own_port);
+            Ok(Ok(listening)) => {
+                shard_addrs.extend(listening.own);
                 if shared_slot.get().is_none() {
                     let _ = shared_slot.set(Arc::new(Shared::new(
                         &plan,
-                        addr,
+                        &listening,
                         model.as_ref().map(|m| m.name().to_string()),
                     )));
                 }
@@ -418,6 +456,7 @@ fn launch(
     }
     Ok(Running {
         client_addr: shared.client_addr,
+        resp_addr: shared.resp_addr,
         shard_addrs,
         metrics_addr: plan.metrics_addr,
         partitions: plan.manifest.partitions,

@@ -205,8 +205,8 @@ impl Protocol for Native {
 /// Whether the token a client presented is the server's, in time that does not depend on
 /// where they differ (a byte-by-byte `!=` stops at the first difference, which lets a
 /// client find the token a byte at a time by timing).
-pub(super) fn token_matches(given: &str, expected: &str) -> bool {
-    let (given, expected) = (given.as_bytes(), expected.as_bytes());
+pub(super) fn token_matches(given: impl AsRef<[u8]>, expected: impl AsRef<[u8]>) -> bool {
+    let (given, expected) = (given.as_ref(), expected.as_ref());
     let mut diff = u8::from(given.len() != expected.len());
     for (i, e) in expected.iter().enumerate() {
         diff |= e ^ given.get(i).copied().unwrap_or(!e);

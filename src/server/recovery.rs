@@ -13,6 +13,8 @@ use glommio::channels::shared_channel::ConnectedSender;
 use glommio::net::TcpListener;
 
 use super::checks::listen_on;
+use super::native::Native;
+use super::resp_conn::Resp;
 use super::route::{Shard, ShardMsg, Shared};
 use super::snapshots::{load_snapshot, SnapshotTasks};
 use super::{served_model, Ready, ShardEndpoints};
@@ -36,6 +38,8 @@ pub(super) struct ShardStart {
     pub(super) bind_addr: SocketAddr,
     /// This shard's own port (`shard_ports`), if any.
     pub(super) shard_addr: Option<SocketAddr>,
+    /// The RESP port (shard 0's resolved address for the shards after it), if on.
+    pub(super) resp_addr: Option<SocketAddr>,
     /// Set by the starter once shard 0 is up.
     pub(super) shared: Arc<std::sync::OnceLock<Arc<Shared>>>,
     /// A later shard failed to start: give up waiting.
@@ -46,6 +50,7 @@ pub(super) struct ShardStart {
 struct Listeners {
     client: TcpListener,
     own: Option<TcpListener>,
+    resp: Option<TcpListener>,
 }
 
 impl ShardStart {
@@ -65,7 +70,16 @@ impl ShardStart {
             (Some(l), Some(a)) => Some(local_addr(l, a, " (this shard's port)")?),
             _ => None,
         };
-        if ready.send(Ok((client_addr, own_addr))).is_err() {
+        let resp_addr = match (&listeners.resp, self.resp_addr) {
+            (Some(l), Some(a)) => Some(local_addr(l, a, " (the RESP port)")?),
+            _ => None,
+        };
+        let listening = super::Listening {
+            client: client_addr,
+            own: own_addr,
+            resp: resp_addr,
+        };
+        if ready.send(Ok(listening)).is_err() {
             return Ok(()); // start-up was abandoned
         }
         let Some(shared) = self.wait_for_shared().await else {
@@ -88,9 +102,12 @@ impl ShardStart {
             senders,
         );
         *shard_cell.borrow_mut() = Some(shard.clone());
-        glommio::spawn_local(shard.clone().accept_loop(listeners.client)).detach();
+        glommio::spawn_local(shard.clone().accept_loop::<Native>(listeners.client)).detach();
         if let Some(l) = listeners.own {
-            glommio::spawn_local(shard.clone().accept_loop(l)).detach();
+            glommio::spawn_local(shard.clone().accept_loop::<Native>(l)).detach();
+        }
+        if let Some(l) = listeners.resp {
+            glommio::spawn_local(shard.clone().accept_loop::<Resp>(l)).detach();
         }
         let snapshots = SnapshotTasks::start(&shard, &self.data_dir, self.journal.store_id);
         while !shared.stop.load(Ordering::Acquire) {
@@ -210,9 +227,14 @@ impl ShardStart {
             Some(a) => Some(open(a, &format!(" (shard {}'s port)", self.shard_id))?),
             None => None,
         };
+        let resp = match self.resp_addr {
+            Some(a) => Some(open(a, " (the RESP port, resp_listen)")?),
+            None => None,
+        };
         Ok(Listeners {
             client: open(self.bind_addr, "")?,
             own,
+            resp,
         })
     }
 

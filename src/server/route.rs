@@ -89,6 +89,8 @@ pub enum PartOp {
         blob: Vec<u8>,
         is_query: bool,
     },
+    /// A RESP stream command's part on the stream's partition.
+    Resp(super::resp_streams::RespOp),
 }
 
 #[derive(Debug)]
@@ -99,6 +101,7 @@ pub enum OpResult {
     Events(Vec<RecordedEvent>, bool),
     Info(StreamInfo),
     Groups(crate::protocol::Groups),
+    Resp(super::resp_streams::RespOutcome),
     Stats(PartitionStats),
     Done,
     Err(ApiError),
@@ -130,6 +133,8 @@ pub struct Shared {
     pub partitions: u32,
     pub shards: usize,
     pub client_addr: SocketAddr,
+    /// The RESP port, as shard 0 resolved it (`resp_listen`; `None` when off).
+    pub resp_addr: Option<SocketAddr>,
     /// Each shard's own client port, by shard (`shard_ports`); set once every shard listens.
     pub shard_addrs: std::sync::OnceLock<Vec<SocketAddr>>,
     /// Partition calls forwarded to another shard (STATS `cross_shard_calls`).
@@ -148,14 +153,15 @@ impl Shared {
     /// The state every shard shares, once shard 0 listens on `client_addr`.
     pub(super) fn new(
         plan: &super::Plan,
-        client_addr: SocketAddr,
+        listening: &super::Listening,
         served_model: Option<String>,
     ) -> Shared {
         Shared {
             config: plan.config.clone(),
             partitions: plan.manifest.partitions,
             shards: plan.shards,
-            client_addr,
+            client_addr: listening.client,
+            resp_addr: listening.resp,
             shard_addrs: std::sync::OnceLock::new(),
             cross_shard_calls: std::sync::atomic::AtomicU64::new(0),
             connections: AtomicUsize::new(0),
@@ -328,6 +334,7 @@ impl Shard {
             PartOp::Model { blob, is_query } => {
                 Box::pin(self.run_served_model(blob, is_query)).await
             }
+            PartOp::Resp(op) => Box::pin(super::resp_streams::run_op(&p, op)).await,
             PartOp::Append {
                 stream,
                 expected_version,

@@ -931,6 +931,45 @@ impl<S: Storage + 'static> Partition<S> {
         })
     }
 
+    /// The visible events of `stream` whose stream IDs lie in `start..=end`, oldest first
+    /// (newest first when `reverse`), at most `count`, each with its ID; at most
+    /// `max_read_bytes` of them (one at least), so the flag says whether the byte budget cut
+    /// the range short (ask again after the last ID returned). `StreamNotFound` for a stream
+    /// with no events.
+    pub async fn range(
+        &self,
+        stream: &str,
+        start: StreamId,
+        end: StreamId,
+        count: usize,
+        reverse: bool,
+    ) -> Result<(Vec<(StreamId, RecordedEvent)>, bool), StreamError> {
+        let (lsns, ids) = {
+            let st = self.state.borrow();
+            let Some(entry) = st.streams.get(stream) else {
+                return Err(StreamError::StreamNotFound(stream.to_string()));
+            };
+            let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
+            let ids = &entry.ids[..visible];
+            let lo = ids.partition_point(|&id| id < start);
+            let hi = ids.partition_point(|&id| id <= end).max(lo);
+            let n = (hi - lo).min(count).min(self.limits.max_read_count);
+            let (from, to) = if reverse { (hi - n, hi) } else { (lo, lo + n) };
+            let mut lsns = entry.lsns[from..to].to_vec();
+            let mut ids = ids[from..to].to_vec();
+            if reverse {
+                lsns.reverse();
+                ids.reverse();
+            }
+            (lsns, ids)
+        };
+        if lsns.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let (events, cut) = self.fetch(&lsns, self.limits.max_read_bytes).await?;
+        Ok((ids.into_iter().zip(events).collect(), cut))
+    }
+
     /// The stream IDs of the stream's visible versions in `versions` (those that exist).
     pub fn stream_ids(&self, stream: &str, versions: std::ops::Range<u64>) -> Vec<StreamId> {
         let st = self.state.borrow();

@@ -93,6 +93,18 @@ impl Server {
         self.listed_addr("metrics")
     }
 
+    /// The RESP port from the addresses file (every test server listens on a free one).
+    pub fn resp_addr(&self) -> String {
+        self.listed_addr("resp")
+    }
+
+    /// A Redis client connection to the RESP port.
+    pub fn redis(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://{}/", self.resp_addr()))
+            .and_then(|c| c.get_connection())
+            .expect("connect to the RESP port")
+    }
+
     /// Shard `i`'s own port from the addresses file (start with `shard_ports="auto"`).
     pub fn shard_addr(&self, i: usize) -> String {
         self.listed_addr(&format!("shard{i}"))
@@ -162,6 +174,8 @@ fn spawn(server: &Server) -> (Child, String) {
             "segment_bytes=4194304",
             "--set",
             "metrics_listen=\"\"",
+            "--set",
+            "resp_listen=\"127.0.0.1:0\"",
         ])
         .args(&server.extra)
         .envs(server.env.iter().map(|(k, v)| (k, v)))
@@ -210,7 +224,7 @@ pub fn start_failure(
 ) -> (bool, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_evringd"));
     cmd.args(args)
-        .args(["--set", "metrics_listen=\"\""])
+        .args(["--set", "metrics_listen=\"\"", "--set", "resp_listen=\"\""])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     setup(&mut cmd);

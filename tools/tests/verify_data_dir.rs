@@ -54,6 +54,8 @@ fn evringd(data: &Path, addr_file: &Path) -> Command {
             "segment_bytes=4194304",
             "--set",
             "metrics_listen=\"\"",
+            "--set",
+            "resp_listen=\"\"",
         ])
         .env("EVRING_LOG", "error")
         .stdout(Stdio::null());

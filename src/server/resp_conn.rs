@@ -1,0 +1,258 @@
+//! The RESP port (Redis protocol) on the connection loop ([`Protocol`]): requests parsed by
+//! [`crate::resp::RequestParser`], the connection's own commands answered in order as they
+//! are read (PING, ECHO, HELLO, AUTH, SELECT, CLIENT, COMMAND, QUIT), and every other
+//! command run in its own task like a native request ([`super::resp_streams`]).
+//!
+//! ## Replies in request order
+//!
+//! A Redis client matches replies to requests by order, but requests run concurrently (a
+//! pipelined XADD waits for its frame to be durable while the next is placed, so pipelined
+//! writes share frames). Each request gets a sequence number when it is read; its reply goes
+//! through [`Ordered`], which sends replies strictly in sequence order and holds a reply
+//! that is ready before those ahead of it. Invariant: `next` is the sequence number of the
+//! oldest request not yet answered, and every held reply's number is above it.
+//!
+//! Writes of one connection keep their order: requests are started in the order they are
+//! read, and a partition places appends in the order they reach it.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::conn::{Admitted, ConnOut, Decoded, Fault, Protocol, Timeout};
+use super::route::Shard;
+use crate::resp::{Parsed, Reply, RequestLimits, RequestParser, RespVersion};
+
+/// Databases a connection may SELECT (0..16), as Redis's default `databases`.
+pub const DATABASES: u32 = 16;
+
+/// Sends a connection's replies in request order (see the module docs).
+pub(super) struct Ordered {
+    out: Rc<ConnOut>,
+    next: u64,
+    held: BTreeMap<u64, Vec<u8>>,
+}
+
+impl Ordered {
+    /// Queues the reply to request `seq`; sends it and every held reply that follows it
+    /// once every request before it is answered.
+    pub(super) fn reply(cell: &RefCell<Ordered>, seq: u64, bytes: Vec<u8>) {
+        let mut o = cell.borrow_mut();
+        assert!(seq >= o.next, "request {seq} answered twice");
+        o.held.insert(seq, bytes);
+        while let Some(bytes) = {
+            let next = o.next;
+            o.held.remove(&next)
+        } {
+            o.out.send_bytes(&bytes);
+            o.next += 1;
+        }
+    }
+}
+
+/// What a command needs to know of its connection when it runs.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Ctx {
+    pub(super) db: u32,
+    pub(super) version: RespVersion,
+}
+
+/// A command read from a RESP connection, to run.
+pub(super) struct RespRequest {
+    pub(super) seq: u64,
+    pub(super) args: Vec<Vec<u8>>,
+    pub(super) ctx: Ctx,
+    pub(super) order: Rc<RefCell<Ordered>>,
+}
+
+impl RespRequest {
+    /// Answers it with what `write` writes.
+    pub(super) fn answer(&self, write: impl FnOnce(&mut Reply<'_>)) {
+        let mut bytes = Vec::new();
+        write(&mut Reply::new(&mut bytes, self.ctx.version));
+        Ordered::reply(&self.order, self.seq, bytes);
+    }
+}
+
+/// The RESP protocol on one connection.
+pub(super) struct Resp {
+    shard: Rc<Shard>,
+    parser: RequestParser,
+    order: Rc<RefCell<Ordered>>,
+    next_seq: u64,
+    ctx: Ctx,
+    authenticated: bool,
+    name: Option<Vec<u8>>,
+    id: u64,
+}
+
+/// A reply for a protocol error, then the connection closes.
+fn protocol_fault(message: Vec<u8>) -> Fault {
+    let mut reply = Vec::new();
+    Reply::new(&mut reply, RespVersion::Resp2).error(&message);
+    Fault {
+        reply,
+        reason: String::from_utf8_lossy(&message).into_owned(),
+    }
+}
+
+impl Protocol for Resp {
+    type Request = RespRequest;
+
+    fn open(shard: &Rc<Shard>, out: &Rc<ConnOut>, _local_ip: Option<std::net::IpAddr>) -> Self {
+        let cfg = &shard.shared.config;
+        let needs_auth = !cfg.auth_token.is_empty();
+        let mut parser = RequestParser::new(RequestLimits {
+            max_bulk_bytes: cfg.request_frame_bytes_max as usize,
+            max_request_bytes: cfg.request_frame_bytes_max as usize,
+        });
+        parser.set_auth_required(needs_auth);
+        // The connection loop numbered this connection before opening it: a client id unique
+        // across shards, from 1.
+        let conn = shard.next_conn.get().saturating_sub(1);
+        let id = conn * shard.shared.shards as u64 + shard.id as u64 + 1;
+        Resp {
+            shard: shard.clone(),
+            parser,
+            order: Rc::new(RefCell::new(Ordered {
+                out: out.clone(),
+                next: 0,
+                held: BTreeMap::new(),
+            })),
+            next_seq: 0,
+            ctx: Ctx {
+                db: 0,
+                version: RespVersion::Resp2,
+            },
+            authenticated: !needs_auth,
+            name: None,
+            id,
+        }
+    }
+
+    fn refuse(_message: &str) -> Vec<u8> {
+        b"-ERR max number of clients reached\r\n".to_vec()
+    }
+
+    fn handshake_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    fn timeout(&self, _what: Timeout) -> Fault {
+        let cfg = &self.shard.shared.config;
+        protocol_fault(
+            format!(
+                "Protocol error: the rest of a request did not arrive within {} ms \
+                 (frame_timeout_ms)",
+                cfg.frame_timeout_ms
+            )
+            .into_bytes(),
+        )
+    }
+
+    fn decode(&mut self, buf: &[u8]) -> Decoded<RespRequest> {
+        let (used, args) = match self.parser.parse(buf) {
+            Ok(Parsed::NeedMore) => {
+                return Decoded::Partial {
+                    need: buf.len() + 1,
+                }
+            }
+            // An empty request is skipped: the connection loop consumes it as a request that
+            // `admit` answers with nothing.
+            Ok(Parsed::Empty { used }) => (used, Vec::new()),
+            Ok(Parsed::Command { used, args }) => (used, args.to_vec()),
+            Err(e) => return Decoded::Fault(protocol_fault(e.message())),
+        };
+        let request = RespRequest {
+            seq: 0,
+            args,
+            ctx: self.ctx,
+            order: self.order.clone(),
+        };
+        Decoded::Request(request, used)
+    }
+
+    fn admit(&mut self, mut request: RespRequest) -> Admitted<RespRequest> {
+        if request.args.is_empty() {
+            return Admitted::Done;
+        }
+        request.seq = self.next_seq;
+        self.next_seq += 1;
+        request.ctx = self.ctx;
+        let name = request.args[0].to_ascii_uppercase();
+        if !self.authenticated && !matches!(name.as_slice(), b"AUTH" | b"HELLO" | b"QUIT") {
+            request.answer(|r| {
+                r.error("-NOAUTH Authentication required.");
+            });
+            return Admitted::Done;
+        }
+        match super::resp_commands::connection_command(self, &name, &request) {
+            Some(Handled::Answered) => Admitted::Done,
+            Some(Handled::Close) => Admitted::Close(Fault {
+                reply: Vec::new(),
+                reason: "QUIT".into(),
+            }),
+            None => {
+                let heavy = false;
+                Admitted::Run { request, heavy }
+            }
+        }
+    }
+
+    fn is_read(request: &RespRequest) -> bool {
+        request.args.first().is_some_and(|n| {
+            matches!(
+                n.to_ascii_uppercase().as_slice(),
+                b"XRANGE" | b"XREVRANGE" | b"XREAD"
+            )
+        })
+    }
+
+    fn run(
+        shard: Rc<Shard>,
+        _out: Rc<ConnOut>,
+        _conn: u64,
+        request: RespRequest,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        super::resp_streams::run(shard, request)
+    }
+}
+
+/// What a connection command did.
+pub(super) enum Handled {
+    Answered,
+    /// Answered, then the connection closes (QUIT).
+    Close,
+}
+
+/// The connection state the connection commands change.
+impl Resp {
+    pub(super) fn shard(&self) -> &Rc<Shard> {
+        &self.shard
+    }
+    pub(super) fn ctx_mut(&mut self) -> &mut Ctx {
+        &mut self.ctx
+    }
+    pub(super) fn authenticate(&mut self) {
+        self.authenticated = true;
+        self.parser.set_auth_required(false);
+    }
+    /// After RESET on a server with `auth_token`: the client must authenticate again.
+    pub(super) fn reset_authentication(&mut self) {
+        self.authenticated = false;
+        self.parser.set_auth_required(true);
+    }
+    pub(super) fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+    pub(super) fn name(&self) -> Option<&[u8]> {
+        self.name.as_deref()
+    }
+    pub(super) fn set_name(&mut self, name: Option<Vec<u8>>) {
+        self.name = name;
+    }
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+}

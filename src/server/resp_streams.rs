@@ -1,0 +1,468 @@
+//! The RESP port's stream commands on evring streams: XADD, XLEN, XRANGE, XREVRANGE.
+//!
+//! ## One keyspace
+//!
+//! A key of database 0 is the evring stream of the same name; a key of database N ≥ 1 is
+//! the stream `"\0N\0key"` (a name no database-0 key of printable text takes). Keys are
+//! UTF-8 (stream names are). Each entry is an event with its stream ID (`ms-seq`):
+//!
+//! - an XADD entry is an event of type [`FIELDS_TYPE`] whose data is the field list in RESP
+//!   form (`*<2n>\r\n` then each field and value as `$<len>\r\n<bytes>\r\n`), read back by
+//!   the RESP request parser;
+//! - any other event (a native APPEND) reads as the fields `type` and `data`, then
+//!   `metadata`, `value` and `id` (hex) when it has them.
+//!
+//! Writes are replied to once their frame is durable, as APPEND is.
+
+use std::rc::Rc;
+
+use super::api_error::ApiError;
+use super::resp_commands::{unknown_command, wrong_arity};
+use super::resp_conn::{Ctx, RespRequest};
+use super::route::{OpResult, PartOp, Shard};
+use crate::protocol::{code, expected, partition_of, Event, RecordedEvent, StreamId};
+use crate::resp::{Parsed, Reply, RequestLimits, RequestParser};
+use crate::stream::{IdSpec, Partition, StreamError};
+
+/// The event type of an entry written with XADD.
+pub const FIELDS_TYPE: &str = "$fields";
+
+/// The commands the RESP port serves (COMMAND COUNT).
+pub(super) const COMMANDS: &[&str] = &[
+    "PING",
+    "ECHO",
+    "SELECT",
+    "AUTH",
+    "HELLO",
+    "CLIENT",
+    "COMMAND",
+    "RESET",
+    "QUIT",
+    "XADD",
+    "XLEN",
+    "XRANGE",
+    "XREVRANGE",
+];
+
+/// What the owner of a stream's partition does for a stream command.
+#[derive(Debug)]
+pub enum RespOp {
+    /// XADD: one entry; `make` false (NOMKSTREAM): only to a stream that exists.
+    Add {
+        stream: String,
+        id: IdSpec,
+        event: Event,
+        make: bool,
+    },
+    Range {
+        stream: String,
+        start: StreamId,
+        end: StreamId,
+        count: usize,
+        reverse: bool,
+    },
+    Len {
+        stream: String,
+    },
+}
+
+/// What it answers.
+#[derive(Debug)]
+pub enum RespOutcome {
+    /// The new entry's ID; `None`: NOMKSTREAM and no stream.
+    Added(Option<StreamId>),
+    Entries(Vec<(StreamId, RecordedEvent)>),
+    Len(u64),
+}
+
+const INVALID_ID: &str = "Invalid stream ID specified as stream command argument";
+
+/// The stream a key of database `ctx.db` names.
+fn stream_name(ctx: Ctx, key: &[u8]) -> Result<String, String> {
+    let key = std::str::from_utf8(key)
+        .map_err(|_| "keys must be UTF-8 text on this server (stream names are)".to_string())?;
+    if key.is_empty() {
+        return Err("empty keys are not allowed on this server (stream names are not)".into());
+    }
+    Ok(if ctx.db == 0 {
+        key.to_string()
+    } else {
+        format!("\0{}\0{key}", ctx.db)
+    })
+}
+
+/// Runs a command that is not a connection command, and answers it.
+pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
+    let name = req.args[0].to_ascii_uppercase();
+    let result = match name.as_slice() {
+        b"XADD" => xadd(&shard, &req).await,
+        b"XLEN" => xlen(&shard, &req).await,
+        b"XRANGE" => xrange(&shard, &req, false).await,
+        b"XREVRANGE" => xrange(&shard, &req, true).await,
+        _ => Err(unknown_command(&req.args)),
+    };
+    if let Err(text) = result {
+        req.answer(|r| {
+            r.error(text);
+        });
+    }
+}
+
+/// Runs `op` on the partition of `stream`.
+async fn call(shard: &Rc<Shard>, stream: &str, op: RespOp) -> Result<RespOutcome, String> {
+    let p = partition_of(stream, shard.shared.partitions);
+    match shard.call(p, PartOp::Resp(op)).await {
+        OpResult::Resp(outcome) => Ok(outcome),
+        OpResult::Err(e) => Err(error_text(&e)),
+        other => Err(format!("internal error: unexpected reply {other:?}")),
+    }
+}
+
+/// An evring error as a Redis error line.
+fn error_text(e: &ApiError) -> String {
+    match e.code {
+        code::DISK_FULL => format!("-DISKFULL {}", e.message),
+        code::PARTITION_UNAVAILABLE => format!("-UNAVAILABLE {}", e.message),
+        code::SHUTTING_DOWN => format!("-SHUTDOWN {}", e.message),
+        _ => e.message.clone(),
+    }
+}
+
+/// Runs a stream command on the partition's owner.
+pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
+    let outcome = match op {
+        RespOp::Add {
+            stream,
+            id,
+            event,
+            make,
+        } => {
+            let expected = if make {
+                expected::ANY
+            } else {
+                expected::STREAM_EXISTS
+            };
+            match p.append_with_id(&stream, expected, vec![event], id).await {
+                Ok(a) => {
+                    let ids = p.stream_ids(&stream, a.first_version..a.first_version + 1);
+                    RespOutcome::Added(ids.first().copied())
+                }
+                Err(StreamError::WrongExpectedVersion { .. }) if !make => RespOutcome::Added(None),
+                Err(e) => return OpResult::Err(add_error(e)),
+            }
+        }
+        RespOp::Range {
+            stream,
+            start,
+            end,
+            count,
+            reverse,
+        } => match Box::pin(range_all(p, &stream, start, end, count, reverse)).await {
+            Ok(entries) => RespOutcome::Entries(entries),
+            Err(e) => return OpResult::Err(e.into()),
+        },
+        RespOp::Len { stream } => {
+            RespOutcome::Len(p.stream_info(&stream).map_or(0, |info| info.next_version))
+        }
+    };
+    OpResult::Resp(outcome)
+}
+
+/// XADD's errors in Redis's words.
+fn add_error(e: StreamError) -> ApiError {
+    let text = match &e {
+        StreamError::IdNotAbove { .. } => {
+            "The ID specified in XADD is equal or smaller than the target stream top item"
+        }
+        StreamError::IdZero => "The ID specified in XADD must be greater than 0-0",
+        StreamError::IdsExhausted { .. } => {
+            "The stream has exhausted the last possible ID, unable to add more items"
+        }
+        _ => return e.into(),
+    };
+    ApiError::new(code::INVALID_ARGUMENT, text.to_string())
+}
+
+/// The whole range (up to `count`), in as many reads as the byte budget needs.
+async fn range_all(
+    p: &Partition,
+    stream: &str,
+    mut start: StreamId,
+    mut end: StreamId,
+    count: usize,
+    reverse: bool,
+) -> Result<Vec<(StreamId, RecordedEvent)>, StreamError> {
+    let mut out = Vec::new();
+    loop {
+        let want = count - out.len();
+        let (got, cut) = match p.range(stream, start, end, want, reverse).await {
+            Ok(r) => r,
+            Err(StreamError::StreamNotFound(_)) => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        let last = got.last().map(|(id, _)| *id);
+        out.extend(got);
+        match last {
+            Some(id) if cut && out.len() < count => {
+                if reverse {
+                    let Some(before) = decrement(id) else {
+                        return Ok(out);
+                    };
+                    end = before;
+                } else {
+                    let Some(after) = increment(id) else {
+                        return Ok(out);
+                    };
+                    start = after;
+                }
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+fn increment(id: StreamId) -> Option<StreamId> {
+    match id.seq.checked_add(1) {
+        Some(seq) => Some(StreamId::new(id.ms, seq)),
+        None => id.ms.checked_add(1).map(|ms| StreamId::new(ms, 0)),
+    }
+}
+
+fn decrement(id: StreamId) -> Option<StreamId> {
+    match id.seq.checked_sub(1) {
+        Some(seq) => Some(StreamId::new(id.ms, seq)),
+        None => id.ms.checked_sub(1).map(|ms| StreamId::new(ms, u64::MAX)),
+    }
+}
+
+fn parse_u64(b: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() || s.starts_with('+') {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// An ID as XRANGE reads its bounds: `ms-seq`, `ms` (seq `missing_seq`), `-`, `+`.
+fn parse_id(b: &[u8], missing_seq: u64) -> Option<StreamId> {
+    match b {
+        b"-" => return Some(StreamId::ZERO),
+        b"+" => return Some(StreamId::MAX),
+        _ => {}
+    }
+    match b.iter().position(|&c| c == b'-') {
+        None => Some(StreamId::new(parse_u64(b)?, missing_seq)),
+        Some(i) => Some(StreamId::new(parse_u64(&b[..i])?, parse_u64(&b[i + 1..])?)),
+    }
+}
+
+/// XADD's ID argument: `*`, `ms-*`, `ms-seq` or `ms`.
+fn parse_add_id(b: &[u8]) -> Option<IdSpec> {
+    if b == b"*" {
+        return Some(IdSpec::Auto);
+    }
+    if let Some(ms) = b.strip_suffix(b"-*") {
+        return Some(IdSpec::Seq(parse_u64(ms)?));
+    }
+    if b == b"-" || b == b"+" {
+        return None;
+    }
+    parse_id(b, 0).map(IdSpec::Exact)
+}
+
+/// The field list of an XADD entry in RESP form.
+fn encode_fields(fields: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut r = Reply::new(&mut out, crate::resp::RespVersion::Resp2);
+    r.array_len(fields.len());
+    for f in fields {
+        r.bulk(f);
+    }
+    out
+}
+
+/// An entry's fields: an XADD entry's own, or a native event's (see the module docs).
+fn entry_fields(e: &RecordedEvent) -> Vec<Vec<u8>> {
+    let ev = &e.event;
+    if ev.event_type == FIELDS_TYPE {
+        let mut parser = RequestParser::new(RequestLimits {
+            max_bulk_bytes: ev.data.len(),
+            max_request_bytes: ev.data.len() + 1,
+        });
+        if let Ok(Parsed::Command { args, .. }) = parser.parse(&ev.data) {
+            return args.to_vec();
+        }
+    }
+    let mut f = vec![
+        b"type".to_vec(),
+        ev.event_type.as_bytes().to_vec(),
+        b"data".to_vec(),
+        ev.data.clone(),
+    ];
+    if !ev.metadata.is_empty() {
+        f.extend([b"metadata".to_vec(), ev.metadata.clone()]);
+    }
+    if !ev.value.is_nan() {
+        f.extend([b"value".to_vec(), ev.value.to_string().into_bytes()]);
+    }
+    if ev.id != [0; 16] {
+        f.extend([b"id".to_vec(), crate::journal::hex(&ev.id).into_bytes()]);
+    }
+    f
+}
+
+/// XADD key [NOMKSTREAM] [MAXLEN|MINID [=|~] threshold [LIMIT count]] *|id field value …
+async fn xadd(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
+    let args = &req.args;
+    if args.len() < 5 {
+        return Err(wrong_arity(b"xadd"));
+    }
+    let mut i = 2;
+    let mut make = true;
+    loop {
+        match args[i].to_ascii_uppercase().as_slice() {
+            b"NOMKSTREAM" => make = false,
+            b"MAXLEN" | b"MINID" | b"LIMIT" => {
+                return Err(
+                    "MAXLEN, MINID and LIMIT are not available on this server yet: trim with \
+                     XTRIM once it is, or omit them"
+                        .into(),
+                )
+            }
+            _ => break,
+        }
+        i += 1;
+        if i >= args.len() {
+            return Err(wrong_arity(b"xadd"));
+        }
+    }
+    let fields = &args[i + 1..];
+    if fields.is_empty() || fields.len() % 2 != 0 {
+        return Err(wrong_arity(b"xadd"));
+    }
+    let id = parse_add_id(&args[i]).ok_or(INVALID_ID)?;
+    let stream = stream_name(req.ctx, &args[1])?;
+    let event = Event {
+        id: [0; 16],
+        event_type: FIELDS_TYPE.into(),
+        timestamp_ns: 0,
+        value: f64::NAN,
+        data: encode_fields(fields),
+        metadata: Vec::new(),
+    };
+    let op = RespOp::Add {
+        stream: stream.clone(),
+        id,
+        event,
+        make,
+    };
+    match call(shard, &stream, op).await? {
+        RespOutcome::Added(Some(id)) => req.answer(|r| {
+            r.bulk(id.to_string());
+        }),
+        RespOutcome::Added(None) => req.answer(|r| {
+            r.null();
+        }),
+        other => return Err(format!("internal error: unexpected reply {other:?}")),
+    }
+    Ok(())
+}
+
+async fn xlen(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
+    if req.args.len() != 2 {
+        return Err(wrong_arity(b"xlen"));
+    }
+    let stream = stream_name(req.ctx, &req.args[1])?;
+    match call(
+        shard,
+        &stream,
+        RespOp::Len {
+            stream: stream.clone(),
+        },
+    )
+    .await?
+    {
+        RespOutcome::Len(n) => req.answer(|r| {
+            r.int(n as i64);
+        }),
+        other => return Err(format!("internal error: unexpected reply {other:?}")),
+    }
+    Ok(())
+}
+
+/// An interval bound of XRANGE: `(` makes it exclusive.
+fn parse_bound(b: &[u8], missing_seq: u64, start: bool) -> Result<StreamId, String> {
+    match b.strip_prefix(b"(") {
+        Some(rest) if !rest.is_empty() => {
+            let id = parse_id(rest, missing_seq).ok_or(INVALID_ID)?;
+            let moved = if start { increment(id) } else { decrement(id) };
+            moved.ok_or_else(|| {
+                format!(
+                    "invalid {} ID for the interval",
+                    if start { "start" } else { "end" }
+                )
+            })
+        }
+        _ => parse_id(b, missing_seq).ok_or_else(|| INVALID_ID.to_string()),
+    }
+}
+
+/// XRANGE key start end [COUNT n] (XREVRANGE key end start [COUNT n]).
+async fn xrange(shard: &Rc<Shard>, req: &RespRequest, reverse: bool) -> Result<(), String> {
+    let args = &req.args;
+    let cmd: &[u8] = if reverse { b"xrevrange" } else { b"xrange" };
+    if args.len() != 4 && args.len() != 6 {
+        if args.len() < 4 {
+            return Err(wrong_arity(cmd));
+        }
+        return Err("syntax error".into());
+    }
+    let (first, second) = if reverse {
+        (&args[3], &args[2])
+    } else {
+        (&args[2], &args[3])
+    };
+    let start = parse_bound(first, 0, true)?;
+    let end = parse_bound(second, u64::MAX, false)?;
+    let mut count = usize::MAX;
+    if args.len() == 6 {
+        if !args[4].eq_ignore_ascii_case(b"COUNT") {
+            return Err("syntax error".into());
+        }
+        let n = std::str::from_utf8(&args[5])
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or("value is not an integer or out of range")?;
+        count = n.max(0) as usize;
+    }
+    let stream = stream_name(req.ctx, &args[1])?;
+    let entries = if start > end || count == 0 {
+        Vec::new()
+    } else {
+        let op = RespOp::Range {
+            stream: stream.clone(),
+            start,
+            end,
+            count,
+            reverse,
+        };
+        match call(shard, &stream, op).await? {
+            RespOutcome::Entries(e) => e,
+            other => return Err(format!("internal error: unexpected reply {other:?}")),
+        }
+    };
+    req.answer(|r| write_entries(r, &entries));
+    Ok(())
+}
+
+/// Entries as XRANGE replies them: `[[id, [field, value, …]], …]`.
+pub(super) fn write_entries(r: &mut Reply<'_>, entries: &[(StreamId, RecordedEvent)]) {
+    r.array_len(entries.len());
+    for (id, e) in entries {
+        let fields = entry_fields(e);
+        r.array_len(2).bulk(id.to_string()).array_len(fields.len());
+        for f in &fields {
+            r.bulk(f);
+        }
+    }
+}
