@@ -199,6 +199,10 @@ pub enum Key<'a> {
     Type(u64),
     /// A stream: its id column and its name.
     Stream(u64, &'a [u8]),
+    /// A stream by its id column alone, when no two of the partition's stream names share
+    /// an id; `seq` is where the ring holds this event (when the scan knows it), from which
+    /// [`GroupTable::finish`] reads the group's name.
+    StreamId { id: u64, seq: Option<u64> },
     /// A field's value as text.
     Text(&'a [u8]),
     /// The group-by field is missing (or not a scalar): in no group.
@@ -207,9 +211,12 @@ pub enum Key<'a> {
 
 /// One group while a partition is scanned.
 struct Acc {
-    /// The key's bytes (a type's key is named at the end).
+    /// The key's bytes (a type's or a stream id's key is named at the end).
     key: Vec<u8>,
-    type_id: u64,
+    /// The type id or the stream id of a group named at the end.
+    id: u64,
+    /// Where the ring holds an event of a [`Key::StreamId`] group.
+    seq: Option<u64>,
     missing: u64,
     buckets: Vec<Bucket>,
 }
@@ -255,7 +262,8 @@ impl<'p> GroupTable<'p> {
         let groups = if plan.group_by == GroupBy::Nothing {
             vec![Acc {
                 key: Vec::new(),
-                type_id: 0,
+                id: 0,
+                seq: None,
                 missing: 0,
                 buckets: plan.empty_buckets(),
             }]
@@ -314,6 +322,14 @@ impl<'p> GroupTable<'p> {
                 .get(id as usize)
                 .copied()
                 .filter(|&g| g != NONE),
+            Key::StreamId { id, seq } => match self.by_stream.get(&id) {
+                Some(&g) => {
+                    let acc = &mut self.groups[g as usize];
+                    acc.seq = acc.seq.or(seq);
+                    Some(g)
+                }
+                None => None,
+            },
             Key::Stream(id, name) => match self.by_stream.get(&id) {
                 Some(&g) if self.groups[g as usize].key == name => Some(g),
                 // Another name with the same hash: the names' map tells them apart.
@@ -332,7 +348,8 @@ impl<'p> GroupTable<'p> {
             check_key(bytes)?;
         }
         let g = self.groups.len() as u32;
-        let (bytes, type_id): (&[u8], u64) = match key {
+        let mut first_seq = None;
+        let (bytes, id): (&[u8], u64) = match key {
             Key::Type(id) => {
                 let i = id as usize;
                 if self.by_type.len() <= i {
@@ -353,26 +370,46 @@ impl<'p> GroupTable<'p> {
                 self.by_text.insert(text.to_vec(), g);
                 (text, 0)
             }
+            Key::StreamId { id, seq } => {
+                self.by_stream.insert(id, g);
+                first_seq = seq;
+                (b"", id)
+            }
             Key::One | Key::Missing => (b"", 0),
         };
         self.groups.push(Acc {
             key: bytes.to_vec(),
-            type_id,
+            id,
+            seq: first_seq,
             missing: 0,
             buckets: self.plan.empty_buckets(),
         });
         Ok(Some(g))
     }
 
-    /// The partition's groups, by key; `type_name` names type ids.
+    /// The groups known by a stream id alone, to be named: each id and where the ring holds
+    /// one of its events (when the scan knew it).
+    pub fn unnamed(&self) -> Vec<(u64, Option<u64>)> {
+        self.groups
+            .iter()
+            .filter(|a| a.key.is_empty() && self.plan.group_by == GroupBy::Stream)
+            .map(|a| (a.id, a.seq))
+            .collect()
+    }
+
+    /// The partition's groups, by key; `name` names the groups known by an id (a type id,
+    /// or a stream id and where the ring holds one of its events).
     pub fn finish(
         self,
-        type_name: impl Fn(u64) -> Option<String>,
+        mut name: impl FnMut(u64, Option<u64>) -> Option<String>,
     ) -> Result<Groups, AggregateError> {
         let mut groups = Vec::with_capacity(self.groups.len());
+        let by_id = matches!(self.plan.group_by, GroupBy::Type | GroupBy::Stream);
         for a in self.groups {
-            let key = if self.plan.group_by == GroupBy::Type {
-                type_name(a.type_id).unwrap_or_default()
+            // A stream name is never empty: an empty key of a stream group is one known by
+            // its id.
+            let key = if by_id && a.key.is_empty() {
+                name(a.id, a.seq).unwrap_or_default()
             } else {
                 String::from_utf8_lossy(&a.key).into_owned()
             };

@@ -835,6 +835,20 @@ impl RingReader {
     /// stream columns are read only when `filtered` (a scan is bound by memory bandwidth:
     /// without them it reads half as much); otherwise `f` gets zeros for them.
     pub fn column_chunks(&self, filtered: bool, mut f: impl FnMut(&[u64], &[u64], &[u64], &[u64])) {
+        self.column_chunks_at(filtered, |_, ts, values, types, streams| {
+            f(ts, values, types, streams)
+        });
+    }
+
+    /// [`RingReader::column_chunks`], also saying where each chunk starts in the ring: the
+    /// sequence number of its first slot when the chunk is whole (event `k` of the chunk is
+    /// at that number + `k`; [`RingReader::payload_at`] reads it), `None` when slots that
+    /// moved were left out of it.
+    pub fn column_chunks_at(
+        &self,
+        filtered: bool,
+        mut f: impl FnMut(Option<u64>, &[u64], &[u64], &[u64], &[u64]),
+    ) {
         const CHUNK: usize = 256;
         let inner = &*self.inner;
         let c = &inner.cols;
@@ -886,7 +900,13 @@ impl RingReader {
                 all &= ok[k];
             }
             if all {
-                f(&ts[..n], &values[..n], &types[..n], &streams[..n]);
+                f(
+                    Some(seq),
+                    &ts[..n],
+                    &values[..n],
+                    &types[..n],
+                    &streams[..n],
+                );
             } else {
                 // Leave out the slots that moved: compact the rest to the front.
                 let mut kept = 0;
@@ -901,6 +921,7 @@ impl RingReader {
                 }
                 if kept > 0 {
                     f(
+                        None,
                         &ts[..kept],
                         &values[..kept],
                         &types[..kept],
@@ -910,6 +931,14 @@ impl RingReader {
             }
             seq += n as u64;
         }
+    }
+
+    /// The payload of the event at sequence number `seq` (from
+    /// [`RingReader::column_chunks_at`]) into `payload`, and its columns, if the ring still
+    /// holds that event.
+    pub fn payload_at(&self, seq: u64, payload: &mut Vec<u8>) -> Option<EventColumns> {
+        self.try_read_with(seq, |_| true, payload)
+            .map(|(f, _)| f.columns())
     }
 
     /// Up to `max` events from LSN `from_lsn` on, oldest first, as long as the ring holds

@@ -22,7 +22,7 @@ use super::idempotency::{check_ids, IdemEntry, Retry};
 use super::image::{ImageCopier, Rebuild, IMAGE_SLICE};
 use super::payload::{reply_bytes, to_recorded, InMemory};
 use super::turns::{Turn, TurnWait, Turns};
-use super::view::PartitionView;
+use super::view::{PartitionView, StreamIds};
 use super::PartitionImage;
 use crate::aggregate::groups::Plan;
 use crate::journal::device::Storage;
@@ -162,6 +162,8 @@ impl Durable {
 pub(super) struct State {
     pub(super) mem: InMemory,
     pub(super) streams: HashMap<String, StreamEntry>,
+    /// The streams' ids (hashes of their names), and those two names share.
+    stream_ids: StreamIds,
     pub(super) idem: HashMap<[u8; 16], IdemEntry>,
     pub(super) idem_order: VecDeque<[u8; 16]>,
     pub(super) published_lsn: u64,
@@ -328,6 +330,10 @@ impl<S: Storage + 'static> Partition<S> {
         let bytes_counter =
             metrics::counter!(crate::metrics::APPEND_BYTES_TOTAL, "partition" => label);
         let rs = rebuilt.mem.ring.stats();
+        let mut stream_ids = StreamIds::default();
+        for name in rebuilt.streams.keys() {
+            stream_ids.note(name.as_bytes());
+        }
         ring_events_gauge.set(rs.count as f64);
         ring_bytes_gauge.set(rs.payload_bytes as f64);
         Partition {
@@ -343,6 +349,7 @@ impl<S: Storage + 'static> Partition<S> {
             state: RefCell::new(State {
                 mem: rebuilt.mem,
                 streams: rebuilt.streams,
+                stream_ids,
                 idem,
                 idem_order,
                 published_lsn,
@@ -577,6 +584,9 @@ impl<S: Storage + 'static> Partition<S> {
                 }
                 Ok(Some(pending)) => {
                     let a = pending.appended();
+                    if !st.streams.contains_key(stream) {
+                        st.stream_ids.note(stream.as_bytes());
+                    }
                     let entry = st.streams.entry(stream.to_string()).or_default();
                     for (lsn, id) in (a.first_lsn..=a.last_lsn).zip(&ids) {
                         entry.push(lsn, *id);
@@ -1066,7 +1076,12 @@ impl<S: Storage + 'static> Partition<S> {
     /// A view of this partition for any shard (see [`PartitionView`]).
     pub fn view(&self) -> PartitionView {
         let st = self.state.borrow();
-        PartitionView::new(self.id, st.mem.ring.reader(), st.mem.types.names())
+        PartitionView::new(
+            self.id,
+            st.mem.ring.reader(),
+            st.mem.types.names(),
+            st.stream_ids.shared(),
+        )
     }
 
     /// Aggregates the events held in memory (the ring) of this partition, through a view as

@@ -20,6 +20,8 @@ use crate::aggregate::{AggregateError, Aggregator, Query};
 use crate::journal::RecordRef;
 use crate::protocol::{stream_hash, Group, Groups, NameMatch, RecordedEvent};
 use crate::ring::{Names, RingConfig, RingReader};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 /// A partition's ring and type names, for any thread.
 #[derive(Clone)]
@@ -27,14 +29,51 @@ pub struct PartitionView {
     partition: u32,
     ring: RingReader,
     names: Names,
+    shared_ids: SharedIds,
+}
+
+/// The stream ids (hashes of stream names) that two or more of a partition's stream names
+/// share, for its views: while there is none, a stream's id column names it, and a group-by
+/// stream needs no payloads.
+pub(super) type SharedIds = Arc<RwLock<Vec<u64>>>;
+
+/// What the owner of a partition's streams knows of their ids: every id in use, and those
+/// shared by two names (published to the views).
+#[derive(Default)]
+pub(super) struct StreamIds {
+    seen: HashSet<u64>,
+    shared: SharedIds,
+}
+
+impl StreamIds {
+    /// Notes a new stream's name.
+    pub(super) fn note(&mut self, name: &[u8]) {
+        let id = stream_hash(name);
+        if !self.seen.insert(id) {
+            let mut shared = self.shared.write().expect("never poisoned");
+            if !shared.contains(&id) {
+                shared.push(id);
+            }
+        }
+    }
+
+    pub(super) fn shared(&self) -> SharedIds {
+        self.shared.clone()
+    }
 }
 
 impl PartitionView {
-    pub(super) fn new(partition: u32, ring: RingReader, names: Names) -> Self {
+    pub(super) fn new(
+        partition: u32,
+        ring: RingReader,
+        names: Names,
+        shared_ids: SharedIds,
+    ) -> Self {
         PartitionView {
             partition,
             ring,
             names,
+            shared_ids,
         }
     }
 
@@ -77,7 +116,22 @@ impl PartitionView {
             let type_ok = |id: u64| type_ids.as_ref().is_none_or(|ids| ids.contains(&id));
             let mut table = GroupTable::new(plan);
             let mut failed = Ok(());
-            if plan.needs_payload() {
+            let by_stream_id = self.streams_by_id(plan);
+            if by_stream_id {
+                self.ring
+                    .column_chunks_at(true, |seq, ts, values, types, streams| {
+                        for k in 0..ts.len() {
+                            if failed.is_ok() && type_ok(types[k]) {
+                                let key = Key::StreamId {
+                                    id: streams[k],
+                                    seq: seq.map(|s| s + k as u64),
+                                };
+                                let value = f64::from_bits(values[k]);
+                                failed = table.offer(ts[k], key, Some(value));
+                            }
+                        }
+                    });
+            } else if plan.needs_payload() {
                 self.scan_payloads(plan, &type_ok, &mut table, &mut failed);
             } else {
                 self.ring.column_chunks(true, |ts, values, types, _| {
@@ -90,10 +144,65 @@ impl PartitionView {
                 });
             }
             failed?;
-            table.finish(|id| self.names.name(id))?
+            if by_stream_id {
+                let names = self.stream_names(&table.unnamed());
+                table.finish(|id, _| names.get(&id).cloned())?
+            } else {
+                table.finish(|id, _| self.names.name(id))?
+            }
         };
         self.check_window(plan.from_ns)?;
         Ok(groups)
+    }
+
+    /// Whether a group-by stream can take each event's stream from its id column: nothing
+    /// else needs its payload, and no two of the partition's stream names share an id.
+    fn streams_by_id(&self, plan: &Plan) -> bool {
+        let others = Plan {
+            group_by: GroupBy::Nothing,
+            ..plan.clone()
+        };
+        plan.group_by == GroupBy::Stream
+            && !others.needs_payload()
+            && self.shared_ids.read().expect("never poisoned").is_empty()
+    }
+
+    /// The names of the streams `ids` (with where the ring holds an event of each, when
+    /// known): read from that event, and for the rest (a slot the scan could not point at,
+    /// or an event that left the ring since) from any of their events the ring holds.
+    fn stream_names(&self, ids: &[(u64, Option<u64>)]) -> HashMap<u64, String> {
+        let mut names = HashMap::with_capacity(ids.len());
+        let mut payload = Vec::new();
+        let mut missing = HashSet::new();
+        for &(id, seq) in ids {
+            let name = seq.and_then(|s| {
+                let columns = self.ring.payload_at(s, &mut payload)?;
+                let fields = RingFields::parse(&payload).ok()?;
+                (columns.stream_id == id && stream_hash(fields.stream) == id)
+                    .then(|| String::from_utf8_lossy(fields.stream).into_owned())
+            });
+            match name {
+                Some(n) => {
+                    names.insert(id, n);
+                }
+                None => {
+                    missing.insert(id);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            self.ring.visit(
+                |c| missing.contains(&c.stream_id),
+                |c, payload| {
+                    if let Some(f) = payload.and_then(|p| RingFields::parse(p).ok()) {
+                        names
+                            .entry(c.stream_id)
+                            .or_insert_with(|| String::from_utf8_lossy(f.stream).into_owned());
+                    }
+                },
+            );
+        }
+        names
     }
 
     /// A plain aggregation of the value column: one group, from the column scan.
@@ -208,6 +317,8 @@ impl PartitionView {
 pub struct DetachedRing {
     partition: u32,
     mem: InMemory,
+    streams: HashSet<Vec<u8>>,
+    ids: StreamIds,
 }
 
 impl DetachedRing {
@@ -215,11 +326,17 @@ impl DetachedRing {
         DetachedRing {
             partition,
             mem: InMemory::new(cfg),
+            streams: HashSet::new(),
+            ids: StreamIds::default(),
         }
     }
 
     /// Pushes one event, as a partition does once it is durable (LSNs follow each other).
     pub fn push(&mut self, lsn: u64, r: &RecordRef<'_>) {
+        if !self.streams.contains(r.stream) {
+            self.streams.insert(r.stream.to_vec());
+            self.ids.note(r.stream);
+        }
         self.mem.push(lsn, r);
     }
 
@@ -228,6 +345,7 @@ impl DetachedRing {
             self.partition,
             self.mem.ring.reader(),
             self.mem.types.names(),
+            self.ids.shared(),
         )
     }
 }
