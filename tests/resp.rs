@@ -342,3 +342,151 @@ fn every_acknowledged_xadd_comes_back_after_kill_9() {
     }
     eprintln!("{} acknowledged XADDs came back", acked.len());
 }
+
+fn xadd(c: &mut redis::Connection, key: &str, id: &str, field: &str, value: &str) -> String {
+    redis::cmd("XADD")
+        .arg(key)
+        .arg(id)
+        .arg(field)
+        .arg(value)
+        .query(c)
+        .unwrap()
+}
+
+fn int(c: &mut redis::Connection, cmd: &mut redis::Cmd) -> i64 {
+    cmd.query(c).unwrap()
+}
+
+/// XDEL, XTRIM, XADD MAXLEN/MINID, DEL and FLUSHDB are journaled: what they deleted stays
+/// deleted after kill -9 (recovered from the journal) and after a restart from a snapshot;
+/// a deleted stream's name starts again from nothing.
+#[test]
+fn deletions_and_trims_are_durable_and_deleted_entries_never_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &["--set", "snapshot_every_events=60"]);
+    let mut c = server.redis();
+    for i in 1..=20 {
+        xadd(&mut c, "s", &format!("{i}-0"), "i", &i.to_string());
+    }
+    assert_eq!(
+        int(
+            &mut c,
+            redis::cmd("XDEL").arg("s").arg("3-0").arg("5").arg("99-0")
+        ),
+        2
+    );
+    assert_eq!(int(&mut c, redis::cmd("XDEL").arg("s").arg("3-0")), 0);
+    assert_eq!(
+        int(&mut c, redis::cmd("XTRIM").arg("s").arg("MAXLEN").arg(15)),
+        3
+    );
+    assert_eq!(
+        int(&mut c, redis::cmd("XTRIM").arg("s").arg("MINID").arg("8")),
+        2
+    );
+    let err = redis::cmd("XTRIM")
+        .arg("s")
+        .arg("MAXLEN")
+        .arg(1)
+        .arg("LIMIT")
+        .arg(1)
+        .query::<Value>(&mut c);
+    assert!(error_text(err).contains("LIMIT cannot be used without the special ~ option"));
+    let id: String = redis::cmd("XADD")
+        .arg("capped")
+        .arg("MAXLEN")
+        .arg(2)
+        .arg("*")
+        .arg("a")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    for _ in 0..4 {
+        let _: String = redis::cmd("XADD")
+            .arg("capped")
+            .arg("MAXLEN")
+            .arg("=")
+            .arg(2)
+            .arg("*")
+            .arg("a")
+            .arg(1)
+            .query(&mut c)
+            .unwrap();
+    }
+    assert_eq!(xlen(&mut c, "capped"), 2);
+    assert!(!xrange(&mut c, "capped", "-", "+")
+        .iter()
+        .any(|(i, _)| *i == id));
+    xadd(&mut c, "gone", "*", "a", "1");
+    xadd(&mut c, "gone", "*", "a", "2");
+    assert_eq!(int(&mut c, redis::cmd("DEL").arg("gone").arg("never")), 1);
+    let _: () = redis::cmd("SELECT").arg(3).query(&mut c).unwrap();
+    xadd(&mut c, "other-db", "*", "a", "1");
+    let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    assert_eq!(xlen(&mut c, "other-db"), 0);
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
+    let want = |c: &mut redis::Connection| {
+        let ids: Vec<String> = xrange(c, "s", "-", "+")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let expect: Vec<String> = (8..=20).map(|i| format!("{i}-0")).collect();
+        assert_eq!(ids, expect);
+        assert_eq!(xlen(c, "s"), 13);
+        assert_eq!(xlen(c, "capped"), 2);
+    };
+    want(&mut c);
+    assert_eq!(xlen(&mut c, "gone"), 0);
+    // A deleted stream's name starts again from nothing.
+    assert_eq!(xadd(&mut c, "gone", "1-1", "b", "1"), "1-1");
+    let native = server.client();
+    let (events, _) = native.read("gone", 0, 10, Direction::Forward).unwrap();
+    assert_eq!((events.len(), events[0].stream_version), (1, 0));
+    let (events, _) = native.read("s", 0, 100, Direction::Forward).unwrap();
+    assert_eq!(events.len(), 13, "READ passes over deleted versions");
+    assert_eq!(events[0].stream_version, 7);
+    drop((c, native));
+    // From the journal after kill -9, then with more entries from a snapshot.
+    server.kill_and_restart();
+    let mut c = server.redis();
+    want(&mut c);
+    let gone = xrange(&mut c, "gone", "-", "+");
+    assert_eq!(
+        gone,
+        [("1-1".to_string(), vec![("b".to_string(), "1".to_string())])]
+    );
+    // Enough events in every partition for each to write a snapshot.
+    for p in 0..4 {
+        let key = (0..)
+            .map(|k| format!("filler-{k}"))
+            .find(|k| evring::protocol::partition_of(k, 4) == p)
+            .unwrap();
+        for i in 0..80 {
+            xadd(&mut c, &key, "*", "i", &i.to_string());
+        }
+    }
+    let snapshots = || {
+        (0..4)
+            .filter(|p| {
+                std::fs::read_dir(server.data_dir.join(format!("p{p}")))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "snap"))
+            })
+            .count()
+    };
+    let started = std::time::Instant::now();
+    while snapshots() < 4 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "no snapshot"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(c);
+    server.kill_and_restart();
+    let mut c = server.redis();
+    want(&mut c);
+    assert_eq!(xlen(&mut c, "gone"), 1);
+}

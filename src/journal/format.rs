@@ -355,6 +355,9 @@ pub const RECORD_STREAM_ID_BYTES: usize = 16;
 pub const RECORD_KIND_EVENT: u8 = 1;
 pub const RECORD_KIND_COMMAND: u8 = 2;
 pub const RECORD_KIND_CONTROL: u8 = 3;
+/// A change to a stream that is not an event: entries deleted, a trim, the stream deleted
+/// (`stream::StreamChange`, its bytes in the data field).
+pub const RECORD_KIND_CHANGE: u8 = 4;
 
 /// Fixed part of a record.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -607,7 +610,7 @@ fn decode_record(bytes: &[u8]) -> Result<(RecordView<'_>, usize), &'static str> 
     }
     if !matches!(
         header.kind,
-        RECORD_KIND_EVENT | RECORD_KIND_COMMAND | RECORD_KIND_CONTROL
+        RECORD_KIND_EVENT | RECORD_KIND_COMMAND | RECORD_KIND_CONTROL | RECORD_KIND_CHANGE
     ) {
         return Err("unknown record kind");
     }

@@ -440,7 +440,9 @@ impl RingWriter {
         // Before the busy mark (and the fence in `note_left_out` with it): a reader that
         // misses this event sees the raised value.
         let timestamp_ns = self.inner.cols.timestamp[i].load(Ordering::Relaxed);
-        self.note_left_out(timestamp_ns);
+        if self.inner.cols.type_id[i].load(Ordering::Relaxed) != PLACEHOLDER_TYPE {
+            self.note_left_out(timestamp_ns);
+        }
         let c = &self.inner.cols;
         #[cfg(not(evring_mutant = "no_evict_mark"))]
         c.stamp[i].store(2 * seq + 1, Ordering::Relaxed);
@@ -524,7 +526,9 @@ impl RingWriter {
         let mut n = 0;
         while self.tail <= self.head {
             let i = self.slot(self.tail);
-            if self.inner.cols.timestamp[i].load(Ordering::Relaxed) >= before_ns {
+            let placeholder =
+                self.inner.cols.type_id[i].load(Ordering::Relaxed) == PLACEHOLDER_TYPE;
+            if !placeholder && self.inner.cols.timestamp[i].load(Ordering::Relaxed) >= before_ns {
                 break;
             }
             self.evict_oldest();
@@ -754,6 +758,11 @@ fn copy_payload_into(
         }
     }
 }
+
+/// The type id of a placeholder: a slot that keeps the ring's LSNs contiguous for a record
+/// that is not an event (a stream change). Its timestamp is `u64::MAX` (in no time window),
+/// its payload empty; its eviction does not count as an event left out.
+pub const PLACEHOLDER_TYPE: u64 = u64::MAX;
 
 /// A lock-free reader; clone it to any thread.
 #[derive(Clone)]

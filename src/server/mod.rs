@@ -417,12 +417,14 @@ fn launch(
 ) -> Result<Running, StartError> {
     let shared_slot: Arc<std::sync::OnceLock<Arc<Shared>>> = Arc::new(std::sync::OnceLock::new());
     let stop_early = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
     let mut shard_addrs = Vec::new();
     let mut threads = Vec::new();
     for (shard_id, ep) in shard_channels(plan.shards).into_iter().enumerate() {
         let start = plan.shard_start(shard_id, ep, &model, &shared_slot, &stop_early);
-        threads.push(plan.spawn_shard(start, ready_tx.clone())?);
+        // A channel per shard, whose only sender the shard holds: a shard that panics while
+        // it starts drops it, and the start fails instead of waiting forever.
+        let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
+        threads.push(plan.spawn_shard(start, ready_tx)?);
         match ready_rx.recv() {
             Ok(Ok(listening)) => {
                 shard_addrs.extend(listening.own);

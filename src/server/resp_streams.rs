@@ -22,7 +22,7 @@ use super::resp_conn::{Ctx, RespRequest};
 use super::route::{OpResult, PartOp, Shard};
 use crate::protocol::{code, expected, partition_of, Event, RecordedEvent, StreamId};
 use crate::resp::{Parsed, Reply, RequestLimits, RequestParser};
-use crate::stream::{IdSpec, Partition, StreamError};
+use crate::stream::{ChangeRequest, IdSpec, Partition, StreamError, Trim};
 
 /// The event type of an entry written with XADD.
 pub const FIELDS_TYPE: &str = "$fields";
@@ -42,17 +42,30 @@ pub(super) const COMMANDS: &[&str] = &[
     "XLEN",
     "XRANGE",
     "XREVRANGE",
+    "XDEL",
+    "XTRIM",
+    "DEL",
+    "UNLINK",
+    "FLUSHDB",
+    "FLUSHALL",
 ];
 
 /// What the owner of a stream's partition does for a stream command.
 #[derive(Debug)]
 pub enum RespOp {
-    /// XADD: one entry; `make` false (NOMKSTREAM): only to a stream that exists.
+    /// XADD: one entry; `make` false (NOMKSTREAM): only to a stream that exists; then the
+    /// trim, if any.
     Add {
         stream: String,
         id: IdSpec,
         event: Event,
         make: bool,
+        trim: Option<Trim>,
+    },
+    /// XDEL, XTRIM, DEL, FLUSHDB: a change journaled as one record.
+    Change {
+        stream: String,
+        request: ChangeRequest,
     },
     Range {
         stream: String,
@@ -73,6 +86,8 @@ pub enum RespOutcome {
     Added(Option<StreamId>),
     Entries(Vec<(StreamId, RecordedEvent)>),
     Len(u64),
+    /// Entries (or streams) a change deleted.
+    Count(u64),
 }
 
 const INVALID_ID: &str = "Invalid stream ID specified as stream command argument";
@@ -99,6 +114,12 @@ pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
         b"XLEN" => xlen(&shard, &req).await,
         b"XRANGE" => xrange(&shard, &req, false).await,
         b"XREVRANGE" => xrange(&shard, &req, true).await,
+        b"XDEL" => xdel(&shard, &req).await,
+        b"XTRIM" => xtrim(&shard, &req).await,
+        b"DEL" => del(&shard, &req, b"del").await,
+        b"UNLINK" => del(&shard, &req, b"unlink").await,
+        b"FLUSHDB" => flush(&shard, &req, false).await,
+        b"FLUSHALL" => flush(&shard, &req, true).await,
         _ => Err(unknown_command(&req.args)),
     };
     if let Err(text) = result {
@@ -131,11 +152,16 @@ fn error_text(e: &ApiError) -> String {
 /// Runs a stream command on the partition's owner.
 pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
     let outcome = match op {
+        RespOp::Change { stream, request } => match p.change(&stream, request).await {
+            Ok(n) => RespOutcome::Count(n),
+            Err(e) => return OpResult::Err(e.into()),
+        },
         RespOp::Add {
             stream,
             id,
             event,
             make,
+            trim,
         } => {
             let expected = if make {
                 expected::ANY
@@ -145,6 +171,11 @@ pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
             match p.append_with_id(&stream, expected, vec![event], id).await {
                 Ok(a) => {
                     let ids = p.stream_ids(&stream, a.first_version..a.first_version + 1);
+                    if let Some(t) = trim {
+                        if let Err(e) = p.change(&stream, ChangeRequest::Trim(t)).await {
+                            return OpResult::Err(e.into());
+                        }
+                    }
                     RespOutcome::Added(ids.first().copied())
                 }
                 Err(StreamError::WrongExpectedVersion { .. }) if !make => RespOutcome::Added(None),
@@ -161,9 +192,7 @@ pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
             Ok(entries) => RespOutcome::Entries(entries),
             Err(e) => return OpResult::Err(e.into()),
         },
-        RespOp::Len { stream } => {
-            RespOutcome::Len(p.stream_info(&stream).map_or(0, |info| info.next_version))
-        }
+        RespOp::Len { stream } => RespOutcome::Len(p.live_entries(&stream)),
     };
     OpResult::Resp(outcome)
 }
@@ -317,25 +346,23 @@ async fn xadd(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     if args.len() < 5 {
         return Err(wrong_arity(b"xadd"));
     }
-    let mut i = 2;
     let mut make = true;
-    loop {
-        match args[i].to_ascii_uppercase().as_slice() {
-            b"NOMKSTREAM" => make = false,
-            b"MAXLEN" | b"MINID" | b"LIMIT" => {
-                return Err(
-                    "MAXLEN, MINID and LIMIT are not available on this server yet: trim with \
-                     XTRIM once it is, or omit them"
-                        .into(),
-                )
-            }
-            _ => break,
-        }
-        i += 1;
-        if i >= args.len() {
-            return Err(wrong_arity(b"xadd"));
+    let mut options = TrimOptions::default();
+    let mut i = 2;
+    while i < args.len() {
+        if args[i].eq_ignore_ascii_case(b"NOMKSTREAM") {
+            make = false;
+            i += 1;
+        } else if let Some(next) = options.parse(args, i)? {
+            i = next;
+        } else {
+            break;
         }
     }
+    if i >= args.len() {
+        return Err(wrong_arity(b"xadd"));
+    }
+    let trim = options.finish()?;
     let fields = &args[i + 1..];
     if fields.is_empty() || fields.len() % 2 != 0 {
         return Err(wrong_arity(b"xadd"));
@@ -355,6 +382,7 @@ async fn xadd(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         id,
         event,
         make,
+        trim,
     };
     match call(shard, &stream, op).await? {
         RespOutcome::Added(Some(id)) => req.answer(|r| {
@@ -388,6 +416,195 @@ async fn xlen(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         other => return Err(format!("internal error: unexpected reply {other:?}")),
     }
     Ok(())
+}
+
+/// Redis's `stream-node-max-entries` default: a `~` trim deletes whole multiples of it.
+const NODE_ENTRIES: u64 = 100;
+
+/// The trim options of XADD and XTRIM as they are read: `MAXLEN|MINID [=|~] threshold`
+/// and `LIMIT count`.
+#[derive(Default)]
+struct TrimOptions {
+    maxlen: Option<u64>,
+    minid: Option<StreamId>,
+    approx: bool,
+    limit: Option<u64>,
+}
+
+impl TrimOptions {
+    /// Reads the option at `args[i]`, if it is one: the index after it.
+    fn parse(&mut self, args: &[Vec<u8>], i: usize) -> Result<Option<usize>, String> {
+        let name = args[i].to_ascii_uppercase();
+        let value = |at: usize| args.get(at).ok_or_else(|| "syntax error".to_string());
+        match name.as_slice() {
+            b"MAXLEN" | b"MINID" => {
+                let mut at = i + 1;
+                let op = value(at)?;
+                if op == b"~" || op == b"=" {
+                    self.approx = op == b"~";
+                    at += 1;
+                }
+                let v = value(at)?;
+                if name == b"MAXLEN" {
+                    let n = integer(v)?;
+                    if n < 0 {
+                        return Err("The MAXLEN argument must be >= 0.".into());
+                    }
+                    self.maxlen = Some(n as u64);
+                } else {
+                    self.minid = Some(parse_id(v, 0).ok_or(INVALID_ID)?);
+                }
+                Ok(Some(at + 1))
+            }
+            b"LIMIT" => {
+                let n = integer(value(i + 1)?)?;
+                if n < 0 {
+                    return Err("The LIMIT argument must be >= 0.".into());
+                }
+                self.limit = Some(n as u64);
+                Ok(Some(i + 2))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The trim asked for, checked as Redis checks it.
+    fn finish(self) -> Result<Option<Trim>, String> {
+        if self.maxlen.is_some() && self.minid.is_some() {
+            return Err(
+                "syntax error, MAXLEN and MINID options at the same time are not compatible".into(),
+            );
+        }
+        if self.limit.is_some() && !self.approx {
+            return Err("syntax error, LIMIT cannot be used without the special ~ option".into());
+        }
+        if self.maxlen.is_none() && self.minid.is_none() {
+            return Ok(None);
+        }
+        let (unit, max_remove) = if self.approx {
+            let limit = self.limit.unwrap_or(100 * NODE_ENTRIES);
+            (NODE_ENTRIES, (limit > 0).then_some(limit))
+        } else {
+            (1, None)
+        };
+        Ok(Some(Trim {
+            keep_last: self.maxlen,
+            min_id: self.minid,
+            unit,
+            max_remove,
+        }))
+    }
+}
+
+fn integer(b: &[u8]) -> Result<i64, String> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| "value is not an integer or out of range".to_string())
+}
+
+/// XTRIM key MAXLEN|MINID [=|~] threshold [LIMIT count].
+async fn xtrim(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
+    let args = &req.args;
+    if args.len() < 4 {
+        return Err(wrong_arity(b"xtrim"));
+    }
+    let mut options = TrimOptions::default();
+    let mut i = 2;
+    while i < args.len() {
+        i = options.parse(args, i)?.ok_or("syntax error")?;
+    }
+    let trim = options.finish()?.ok_or("syntax error")?;
+    let stream = stream_name(req.ctx, &args[1])?;
+    let n = change(shard, &stream, ChangeRequest::Trim(trim)).await?;
+    req.answer(|r| {
+        r.int(n as i64);
+    });
+    Ok(())
+}
+
+/// XDEL key id [id …].
+async fn xdel(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
+    let args = &req.args;
+    if args.len() < 3 {
+        return Err(wrong_arity(b"xdel"));
+    }
+    let ids = args[2..]
+        .iter()
+        .map(|a| parse_id(a, 0).filter(|_| a != b"-" && a != b"+"))
+        .collect::<Option<Vec<_>>>()
+        .ok_or(INVALID_ID)?;
+    let stream = stream_name(req.ctx, &args[1])?;
+    let n = change(shard, &stream, ChangeRequest::Ids(ids)).await?;
+    req.answer(|r| {
+        r.int(n as i64);
+    });
+    Ok(())
+}
+
+/// DEL / UNLINK key [key …]: the streams deleted.
+async fn del(shard: &Rc<Shard>, req: &RespRequest, name: &[u8]) -> Result<(), String> {
+    if req.args.len() < 2 {
+        return Err(wrong_arity(name));
+    }
+    let mut n = 0;
+    for key in &req.args[1..] {
+        let stream = stream_name(req.ctx, key)?;
+        n += change(shard, &stream, ChangeRequest::DeleteStream).await?;
+    }
+    req.answer(|r| {
+        r.int(n as i64);
+    });
+    Ok(())
+}
+
+/// FLUSHDB / FLUSHALL [ASYNC|SYNC]: every stream of the database (of every database), in
+/// every partition.
+async fn flush(shard: &Rc<Shard>, req: &RespRequest, all: bool) -> Result<(), String> {
+    let args = &req.args;
+    let mode_ok = |m: &Vec<u8>| m.eq_ignore_ascii_case(b"ASYNC") || m.eq_ignore_ascii_case(b"SYNC");
+    if args.len() > 2 || args.get(1).is_some_and(|m| !mode_ok(m)) {
+        return Err("syntax error".into());
+    }
+    let dbs = if all {
+        0..super::resp_conn::DATABASES
+    } else {
+        req.ctx.db..req.ctx.db + 1
+    };
+    for db in dbs {
+        let prefix = if db == 0 {
+            String::new()
+        } else {
+            format!("\0{db}\0")
+        };
+        for p in 0..shard.shared.partitions {
+            let op = RespOp::Change {
+                stream: prefix.clone(),
+                request: ChangeRequest::DeleteDatabase,
+            };
+            match shard.call(p, PartOp::Resp(op)).await {
+                OpResult::Resp(_) => {}
+                OpResult::Err(e) => return Err(error_text(&e)),
+                other => return Err(format!("internal error: unexpected reply {other:?}")),
+            }
+        }
+    }
+    req.answer(|r| {
+        r.ok();
+    });
+    Ok(())
+}
+
+/// Runs a change on the partition of `stream`: what it deleted.
+async fn change(shard: &Rc<Shard>, stream: &str, request: ChangeRequest) -> Result<u64, String> {
+    let op = RespOp::Change {
+        stream: stream.to_string(),
+        request,
+    };
+    match call(shard, stream, op).await? {
+        RespOutcome::Count(n) => Ok(n),
+        other => Err(format!("internal error: unexpected reply {other:?}")),
+    }
 }
 
 /// An interval bound of XRANGE: `(` makes it exclusive.

@@ -159,7 +159,8 @@ impl Shard {
                     }
                     let chunk = &lsns[..lsns.len().min(CATCH_UP_CHUNK)];
                     let events = p.fetch_lsns(chunk, p.max_read_bytes()).await?;
-                    version += events.len() as u64;
+                    // Deleted versions are passed over: go on after the last one sent.
+                    version = events.last().map_or(version, |e| e.stream_version + 1);
                     if !sink.offer(stream, &events) {
                         return Ok(false);
                     }

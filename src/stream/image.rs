@@ -13,12 +13,13 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::change::{apply_change, Deleted, StreamChange};
 use super::error::ImageError;
 use super::idempotency::IdemEntry;
 use super::partition::{Partition, StreamEntry};
 use super::payload::{InMemory, RingFields};
 use crate::journal::device::Storage;
-use crate::journal::format::{RecordIter, RECORD_KIND_EVENT};
+use crate::journal::format::{RecordIter, RECORD_KIND_CHANGE, RECORD_KIND_EVENT};
 use crate::journal::scan::FrameInfo;
 use crate::journal::{RecordRef, StoreId};
 use crate::protocol::StreamId;
@@ -64,6 +65,10 @@ pub struct PartitionImage {
     /// events carried IDs (its streams' IDs are then [`StreamId::legacy`]).
     #[serde(skip)]
     pub stream_ids: Option<Vec<Vec<StreamId>>>,
+    /// Every stream's deleted versions, in the order of `streams`. Encoded after the stream
+    /// IDs; `None` in a file written before deletions (nothing deleted).
+    #[serde(skip)]
+    pub deleted: Option<Vec<Deleted>>,
 }
 
 /// What follows the body's original fields in a partition snapshot (docs/FORMAT.md), each
@@ -78,6 +83,12 @@ struct ImageTrailer {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct IdTrailer {
     stream_ids: Vec<Vec<StreamId>>,
+}
+
+/// The trailer's third field.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DeletedTrailer {
+    deleted: Vec<Deleted>,
 }
 
 /// One ring event: its columns and its payload bytes (see `InMemory`).
@@ -101,6 +112,7 @@ pub(super) struct ImageCopier {
     next_name: usize,
     streams: Vec<(String, Vec<u64>)>,
     stream_ids: Vec<Vec<StreamId>>,
+    deleted: Vec<Deleted>,
     ring: Vec<RingItem>,
     next_ring_lsn: u64,
     ring_done: bool,
@@ -120,6 +132,7 @@ impl ImageCopier {
             next_name: 0,
             streams: Vec::new(),
             stream_ids: Vec::new(),
+            deleted: Vec::new(),
             ring: Vec::new(),
             next_ring_lsn,
             ring_done: false,
@@ -143,6 +156,7 @@ impl ImageCopier {
                 if n > 0 {
                     self.streams.push((name.clone(), e.lsns[..n].to_vec()));
                     self.stream_ids.push(e.ids[..n].to_vec());
+                    self.deleted.push(e.deleted.clone());
                 }
                 spent += n + 1;
             }
@@ -214,6 +228,7 @@ impl ImageCopier {
             resume: part.journal.resume_point(lsn),
             complete_from_ns: Some(complete_from_ns),
             stream_ids: Some(self.stream_ids),
+            deleted: Some(self.deleted),
         }
     }
 }
@@ -276,6 +291,12 @@ impl PartitionImage {
                     stream_ids: stream_ids.clone(),
                 };
                 out.extend(postcard::to_allocvec(&ids).expect("a trailer always encodes"));
+                if let Some(deleted) = &self.deleted {
+                    let d = DeletedTrailer {
+                        deleted: deleted.clone(),
+                    };
+                    out.extend(postcard::to_allocvec(&d).expect("a trailer always encodes"));
+                }
             }
         }
         out
@@ -288,9 +309,14 @@ impl PartitionImage {
                 postcard::take_from_bytes(rest).map_err(ImageError::UndecodableTrailer)?;
             image.complete_from_ns = Some(trailer.complete_from_ns);
             if !rest.is_empty() {
-                let ids: IdTrailer =
-                    postcard::from_bytes(rest).map_err(ImageError::UndecodableTrailer)?;
+                let (ids, rest): (IdTrailer, _) =
+                    postcard::take_from_bytes(rest).map_err(ImageError::UndecodableTrailer)?;
                 image.stream_ids = Some(ids.stream_ids);
+                if !rest.is_empty() {
+                    let d: DeletedTrailer =
+                        postcard::from_bytes(rest).map_err(ImageError::UndecodableTrailer)?;
+                    image.deleted = Some(d.deleted);
+                }
             }
         }
         Ok(image)
@@ -307,6 +333,13 @@ impl PartitionImage {
         for (name, lsns) in &self.streams {
             check_stream_lsns(name, lsns, self.lsn)?;
         }
+        if self
+            .deleted
+            .as_ref()
+            .is_some_and(|d| d.len() != self.streams.len())
+        {
+            return Err(ImageError::StreamIds(None));
+        }
         if let Some(ids) = &self.stream_ids {
             if ids.len() != self.streams.len() {
                 return Err(ImageError::StreamIds(None));
@@ -317,7 +350,8 @@ impl PartitionImage {
                 }
             }
         }
-        for item in &self.ring {
+        // An empty payload is a placeholder (a stream change's slot).
+        for item in self.ring.iter().filter(|item| !item.payload.is_empty()) {
             RingFields::parse(&item.payload).map_err(|source| ImageError::RingEvent {
                 lsn: item.lsn,
                 source,
@@ -363,12 +397,17 @@ impl Rebuild {
         }
         image.check()?;
         let mut ids = image.stream_ids.map(Vec::into_iter);
+        let mut deleted = image.deleted.map(Vec::into_iter);
         for (name, lsns) in image.streams {
             let ids = match ids.as_mut() {
                 Some(ids) => ids.next().expect("checked: one ID list per stream"),
                 None => (0..lsns.len() as u64).map(StreamId::legacy).collect(),
             };
-            r.streams.insert(name, StreamEntry { lsns, ids });
+            let deleted = deleted
+                .as_mut()
+                .and_then(Iterator::next)
+                .unwrap_or_default();
+            r.streams.insert(name, StreamEntry { lsns, ids, deleted });
         }
         for (id, stream, version, lsn) in image.idem {
             if r.window > 0 {
@@ -386,6 +425,10 @@ impl Rebuild {
             }
         }
         for item in &image.ring {
+            if item.payload.is_empty() {
+                r.mem.push_placeholder(item.lsn);
+                continue;
+            }
             let f = RingFields::parse(&item.payload).map_err(|source| ImageError::RingEvent {
                 lsn: item.lsn,
                 source,
@@ -420,6 +463,20 @@ impl Rebuild {
                 continue;
             }
             self.first_seen.get_or_insert(record.lsn);
+            if record.record.kind == RECORD_KIND_CHANGE {
+                let stream = String::from_utf8_lossy(record.record.stream);
+                let Some(change) = StreamChange::decode(record.record.data) else {
+                    // Checksummed and written by a version that knows no such change.
+                    panic!(
+                        "the stream change record at LSN {} does not decode: the journal was \
+                         written by a newer version of evringd",
+                        record.lsn
+                    );
+                };
+                apply_change(&mut self.streams, &stream, &change);
+                self.mem.push_placeholder(record.lsn);
+                continue;
+            }
             if record.record.kind != RECORD_KIND_EVENT {
                 continue;
             }
@@ -486,6 +543,7 @@ mod tests {
             },
             complete_from_ns,
             stream_ids: None,
+            deleted: None,
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`view`]: [`PartitionView`], the partition as any shard reads it without its owner.
 //! - [`error`]: [`StreamError`], which the server maps to wire codes.
 
+mod change;
 mod error;
 mod idempotency;
 mod image;
@@ -19,6 +20,7 @@ mod payload;
 mod turns;
 mod view;
 
+pub use change::{in_database, ChangeRequest, Deleted, StreamChange, Trim};
 pub use error::{ImageError, ShortPayload, StreamError};
 pub use image::{
     partition_image_of, partition_snapshot_owner, read_partition_snapshot, PartitionImage, Rebuild,

@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
+use super::change::{apply_change, in_database, ChangeRequest, Deleted, StreamChange};
 use super::error::StreamError;
 use super::idempotency::{check_ids, IdemEntry, Retry};
 use super::image::{ImageCopier, Rebuild, IMAGE_SLICE};
@@ -26,7 +27,7 @@ use super::view::{PartitionView, StreamIds};
 use super::PartitionImage;
 use crate::aggregate::groups::Plan;
 use crate::journal::device::Storage;
-use crate::journal::format::RECORD_KIND_EVENT;
+use crate::journal::format::{RECORD_KIND_CHANGE, RECORD_KIND_EVENT};
 use crate::journal::{DiskStorage, Journal, RecordRef, ScanNext};
 use crate::protocol::{
     expected, AppendResult, Direction, Event, Groups, RecordedEvent, StreamId, StreamInfo,
@@ -53,6 +54,8 @@ pub(super) struct StreamEntry {
     pub(super) lsns: Vec<u64>,
     /// `ids[v]` is the stream ID of version `v`.
     pub(super) ids: Vec<StreamId>,
+    /// The versions deleted (XDEL, XTRIM).
+    pub(super) deleted: Deleted,
 }
 
 impl StreamEntry {
@@ -133,6 +136,8 @@ pub(super) struct Durable {
     stream: String,
     first_version: u64,
     events: Vec<Event>,
+    /// A stream change (one record, no events), not an append.
+    change: bool,
 }
 
 impl Durable {
@@ -143,6 +148,7 @@ impl Durable {
             stream,
             first_version,
             events,
+            ..
         } = self;
         let recorded = events
             .into_iter()
@@ -453,6 +459,7 @@ impl<S: Storage + 'static> Partition<S> {
                 stream: stream.to_string(),
                 first_version,
                 events,
+                change: false,
             },
         );
         Ok(AppendResult {
@@ -619,6 +626,112 @@ impl<S: Storage + 'static> Partition<S> {
         }
     }
 
+    /// Applies `change` to `stream` — for [`StreamChange::DeleteDatabase`], to every stream
+    /// whose name starts with `stream` —, journaled as one record in its turn with the
+    /// appends; resolves once it is durable. Returns how many live entries it deleted (how
+    /// many streams, for a deletion of streams); a change that would delete nothing is not
+    /// journaled and returns 0. The stream index takes the change when it is placed, as it
+    /// takes an append's versions.
+    pub async fn change(&self, stream: &str, request: ChangeRequest) -> Result<u64, StreamError> {
+        let turn = self.take_turn().await;
+        let (pending, deleted) = loop {
+            let change = {
+                let st = self.state.borrow();
+                match (&request, st.streams.get(stream)) {
+                    (ChangeRequest::DeleteDatabase, _) => StreamChange::DeleteDatabase,
+                    (_, None) => return Ok(0),
+                    (r, Some(entry)) => entry.resolve(r),
+                }
+            };
+            let deleted = self.change_effect(stream, &change);
+            if deleted == 0 {
+                return Ok(0);
+            }
+            let data = change.encode();
+            let record = RecordRef {
+                kind: RECORD_KIND_CHANGE,
+                id: None,
+                stream_version: 0,
+                timestamp_ns: now_ns(),
+                event_id: [0; 16],
+                value: f64::NAN,
+                stream: stream.as_bytes(),
+                event_type: b"",
+                data: &data,
+                metadata: b"",
+            };
+            match self.journal.try_append(std::slice::from_ref(&record)) {
+                Err(e) => {
+                    self.state.borrow_mut().errors += 1;
+                    return Err(e.into());
+                }
+                Ok(Some(pending)) => {
+                    let mut st = self.state.borrow_mut();
+                    let gone: Vec<String> = match change {
+                        StreamChange::DeleteStream => vec![stream.to_string()],
+                        StreamChange::DeleteDatabase => st
+                            .streams
+                            .keys()
+                            .filter(|name| in_database(name, stream))
+                            .cloned()
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    apply_change(&mut st.streams, stream, &change);
+                    for name in gone {
+                        st.stream_ids.forget(name.as_bytes());
+                    }
+                    break (pending, deleted);
+                }
+                Ok(None) => {
+                    Box::pin(self.journal.wait_for_room(std::slice::from_ref(&record))).await?
+                }
+            }
+        };
+        drop(turn);
+        let appended = match pending.durable().await {
+            Ok(a) => a,
+            Err(e) => {
+                let mut st = self.state.borrow_mut();
+                st.errors += 1;
+                wake_all(&mut st.publish_waiters);
+                return Err(e.into());
+            }
+        };
+        let batch = Durable {
+            stream: stream.to_string(),
+            first_version: 0,
+            events: Vec::new(),
+            change: true,
+        };
+        self.publish(appended.first_lsn, batch);
+        Ok(deleted)
+    }
+
+    /// How many live entries (streams, for a deletion of streams) `change` would delete now.
+    fn change_effect(&self, stream: &str, change: &StreamChange) -> u64 {
+        let st = self.state.borrow();
+        match change {
+            StreamChange::DeleteDatabase => st
+                .streams
+                .keys()
+                .filter(|name| in_database(name, stream))
+                .count() as u64,
+            StreamChange::DeleteStream => u64::from(st.streams.contains_key(stream)),
+            StreamChange::DeleteVersions(list) => st.streams.get(stream).map_or(0, |e| {
+                let versions = e.lsns.len() as u64;
+                let mut seen = std::collections::BTreeSet::new();
+                list.iter()
+                    .filter(|&&v| v < versions && !e.deleted.contains(v) && seen.insert(v))
+                    .count() as u64
+            }),
+            StreamChange::TrimBefore(v) => st.streams.get(stream).map_or(0, |e| {
+                let below = (*v).min(e.lsns.len() as u64);
+                below - e.deleted.count(below)
+            }),
+        }
+    }
+
     /// Waits for this append's turn to be placed (see [`Partition::append`]).
     async fn take_turn(&self) -> Turn<'_, S> {
         let ticket = {
@@ -695,6 +808,11 @@ impl<S: Storage + 'static> Partition<S> {
                 let Some(batch) = st.pending_publish.remove(&first_lsn) else {
                     break;
                 };
+                if batch.change {
+                    st.published_lsn += 1;
+                    st.mem.push_placeholder(first_lsn);
+                    continue;
+                }
                 st.published_lsn += batch.events.len() as u64;
                 for (i, e) in batch.events.iter().enumerate() {
                     let version = batch.first_version + i as u64;
@@ -751,26 +869,22 @@ impl<S: Storage + 'static> Partition<S> {
                 return Err(StreamError::StreamNotFound(stream.to_string()));
             };
             let visible = entry.lsns.partition_point(|&l| l < st.published_lsn) as u64;
-            match direction {
-                Direction::Forward => {
-                    let start = from.min(visible);
-                    let stop = start.saturating_add(max as u64).min(visible);
-                    (
-                        entry.lsns[start as usize..stop as usize].to_vec(),
-                        stop == visible,
-                    )
-                }
-                Direction::Backward => {
-                    if visible == 0 {
-                        (Vec::new(), true)
-                    } else {
-                        let start = from.min(visible - 1);
-                        let stop = (start + 1).saturating_sub(max as u64);
-                        let mut l = entry.lsns[stop as usize..=start as usize].to_vec();
-                        l.reverse();
-                        (l, stop == 0)
+            // Deleted versions are passed over; a trim's are not even visited.
+            let trimmed = entry.deleted.trimmed;
+            let take = |versions: &mut dyn Iterator<Item = u64>| -> (Vec<u64>, bool) {
+                let mut lsns = Vec::new();
+                for v in versions.filter(|v| !entry.deleted.contains(*v)) {
+                    if lsns.len() == max {
+                        return (lsns, false);
                     }
+                    lsns.push(entry.lsns[v as usize]);
                 }
+                (lsns, true)
+            };
+            match direction {
+                Direction::Forward => take(&mut (from.max(trimmed).min(visible)..visible)),
+                Direction::Backward if visible == 0 => (Vec::new(), true),
+                Direction::Backward => take(&mut (trimmed..=from.min(visible - 1)).rev()),
             }
         };
         if lsns.is_empty() {
@@ -961,16 +1075,20 @@ impl<S: Storage + 'static> Partition<S> {
             };
             let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
             let ids = &entry.ids[..visible];
-            let lo = ids.partition_point(|&id| id < start);
+            let lo = ids
+                .partition_point(|&id| id < start)
+                .max(entry.deleted.trimmed as usize)
+                .min(visible);
             let hi = ids.partition_point(|&id| id <= end).max(lo);
-            let n = (hi - lo).min(count).min(self.limits.max_read_count);
-            let (from, to) = if reverse { (hi - n, hi) } else { (lo, lo + n) };
-            let mut lsns = entry.lsns[from..to].to_vec();
-            let mut ids = ids[from..to].to_vec();
-            if reverse {
-                lsns.reverse();
-                ids.reverse();
-            }
+            let n = count.min(self.limits.max_read_count);
+            let live = |v: &usize| !entry.deleted.contains(*v as u64);
+            let versions: Vec<usize> = if reverse {
+                (lo..hi).rev().filter(live).take(n).collect()
+            } else {
+                (lo..hi).filter(live).take(n).collect()
+            };
+            let lsns: Vec<u64> = versions.iter().map(|&v| entry.lsns[v]).collect();
+            let ids: Vec<StreamId> = versions.iter().map(|&v| entry.ids[v]).collect();
             (lsns, ids)
         };
         if lsns.is_empty() {
@@ -978,6 +1096,20 @@ impl<S: Storage + 'static> Partition<S> {
         }
         let (events, cut) = self.fetch(&lsns, self.limits.max_read_bytes).await?;
         Ok((ids.into_iter().zip(events).collect(), cut))
+    }
+
+    /// The stream's visible entries that are not deleted (XLEN); 0 for no stream.
+    pub fn live_entries(&self, stream: &str) -> u64 {
+        let st = self.state.borrow();
+        st.streams.get(stream).map_or(0, |e| {
+            let visible = e.lsns.partition_point(|&l| l < st.published_lsn) as u64;
+            visible - e.deleted.count(visible)
+        })
+    }
+
+    /// Whether the stream exists (an XADD or APPEND made it, and no deletion removed it).
+    pub fn has_stream(&self, stream: &str) -> bool {
+        self.state.borrow().streams.contains_key(stream)
     }
 
     /// The stream IDs of the stream's visible versions in `versions` (those that exist).
@@ -999,8 +1131,11 @@ impl<S: Storage + 'static> Partition<S> {
             return Vec::new();
         };
         let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
-        let from = (from_version as usize).min(visible);
-        entry.lsns[from..visible].to_vec()
+        let from = (from_version.max(entry.deleted.trimmed) as usize).min(visible);
+        (from..visible)
+            .filter(|&v| !entry.deleted.contains(v as u64))
+            .map(|v| entry.lsns[v])
+            .collect()
     }
 
     /// Every LSN below this is durable and visible.

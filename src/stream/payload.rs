@@ -106,6 +106,28 @@ impl InMemory {
         }
     }
 
+    /// Keeps the ring's LSNs contiguous over a record that is not an event (a stream
+    /// change): a placeholder slot ([`crate::ring::PLACEHOLDER_TYPE`]).
+    pub(super) fn push_placeholder(&mut self, lsn: u64) {
+        let new = NewEvent {
+            lsn,
+            timestamp_ns: u64::MAX,
+            value: f64::NAN,
+            type_id: crate::ring::PLACEHOLDER_TYPE,
+            stream_id: 0,
+            stream_version: 0,
+            payload: &[],
+        };
+        if let Some((_, newest)) = self.ring.lsn_range() {
+            if newest + 1 != lsn {
+                self.ring.clear();
+            }
+        }
+        self.ring
+            .push(&new)
+            .expect("an empty payload fits any ring");
+    }
+
     /// The event with `lsn`, if the ring holds it, decoded from its payload in place.
     pub(super) fn get(&self, lsn: u64, partition: u32) -> Option<RecordedEvent> {
         let e = self.ring.get_ref(lsn)?;

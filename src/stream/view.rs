@@ -57,6 +57,14 @@ impl StreamIds {
         }
     }
 
+    /// Forgets a deleted stream's name (its id stays noted as shared if it was).
+    pub(super) fn forget(&mut self, name: &[u8]) {
+        let id = stream_hash(name);
+        if !self.shared.read().expect("never poisoned").contains(&id) {
+            self.seen.remove(&id);
+        }
+    }
+
     pub(super) fn shared(&self) -> SharedIds {
         self.shared.clone()
     }
@@ -292,22 +300,37 @@ impl PartitionView {
 
     /// The events from LSN `from` on that the ring holds contiguously, oldest first: at most
     /// `max`, and no more than `budget` bytes (as a READ reply counts them; one event at
-    /// least). Empty when the ring no longer holds `from`, or does not hold it yet.
+    /// least). Empty when the ring no longer holds `from`, or does not hold it yet, or holds
+    /// nothing after it but stream changes (placeholders, passed over).
     pub fn read_from(&self, from: u64, max: usize, budget: usize) -> Vec<RecordedEvent> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for e in self.ring.from_lsn(from, max) {
-            let Some(event) = decode_event(&e.columns(), &e.payload, self.partition) else {
-                break;
-            };
-            let size = reply_bytes(&event);
-            if !out.is_empty() && bytes + size > budget {
-                break;
+        let mut pos = from;
+        loop {
+            let chunk = self.ring.from_lsn(pos, max);
+            let n = chunk.len();
+            for e in chunk {
+                pos = e.lsn + 1;
+                if e.type_id == crate::ring::PLACEHOLDER_TYPE {
+                    continue; // a stream change, not an event
+                }
+                let Some(event) = decode_event(&e.columns(), &e.payload, self.partition) else {
+                    return out;
+                };
+                let size = reply_bytes(&event);
+                if !out.is_empty() && bytes + size > budget {
+                    return out;
+                }
+                bytes += size;
+                out.push(event);
+                if out.len() == max {
+                    return out;
+                }
             }
-            bytes += size;
-            out.push(event);
+            if !out.is_empty() || n < max.max(1) {
+                return out;
+            }
         }
-        out
     }
 }
 
