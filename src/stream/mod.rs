@@ -8,6 +8,7 @@
 //! - [`turns`]: the arrival order of appends.
 //! - [`payload`]: the ring payload encoding and its decoding.
 //! - [`image`]: snapshot images and the rebuild at start-up.
+//! - [`waiters`]: readers waiting for streams' next entries (the RESP port's blocking XREAD).
 //! - [`view`]: [`PartitionView`], the partition as any shard reads it without its owner.
 //! - [`error`]: [`StreamError`], which the server maps to wire codes.
 
@@ -18,6 +19,7 @@ mod partition;
 mod payload;
 mod turns;
 mod view;
+mod waiters;
 
 pub use error::{ImageError, ShortPayload, StreamError};
 pub use image::{
@@ -25,3 +27,4 @@ pub use image::{
 };
 pub use partition::{IdSpec, Partition, PartitionLimits, PartitionStats, PublishSink};
 pub use view::{DetachedRing, PartitionView};
+pub use waiters::{WaitEnd, WaitKey};
