@@ -43,6 +43,7 @@ pub const SNAPSHOT_LSN: &str = "evring_snapshot_lsn";
 pub const SEGMENT_PREPARE_FAILURES: &str = "evring_segment_prepare_failures_total";
 pub const ACCEPT_FAILURES: &str = "evring_accept_failures_total";
 pub const CROSS_SHARD_MESSAGES: &str = "evring_cross_shard_messages_total";
+pub const XREAD_WAITS: &str = "evring_xread_waits";
 
 /// The type of a metric, as Prometheus names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +149,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         ACCEPT_FAILURES,
         Kind::Counter,
         "Failed accepts of client connections (out of file descriptors: raise the open-file limit).",
+    ),
+    (
+        XREAD_WAITS,
+        Kind::Gauge,
+        "Blocked XREADs (RESP port) waiting for entries of the partition's streams.",
     ),
 ];
 

@@ -1,7 +1,10 @@
 //! The RESP port with a real Redis client (the `redis` crate) on the real evringd: streams
 //! written and read with XADD, XLEN, XRANGE and XREVRANGE in Redis's terms, one keyspace with
 //! the native protocol, databases, authentication, replies in request order under
-//! pipelining, protocol errors, and every acknowledged XADD back after kill -9.
+//! pipelining, protocol errors, and every acknowledged XADD back after kill -9. XREAD with
+//! Redis 7.0's own tests of it, blocked readers woken by XADD and by a native APPEND, timeouts,
+//! closed connections and a server stop leaving no wait behind (`evring_xread_waits`), keys
+//! on both shards.
 
 mod common;
 
@@ -343,14 +346,32 @@ fn every_acknowledged_xadd_comes_back_after_kill_9() {
     eprintln!("{} acknowledged XADDs came back", acked.len());
 }
 
-fn xadd(c: &mut redis::Connection, key: &str, id: &str, field: &str, value: &str) -> String {
+// XREAD, with Redis 7.0's tests of it (tests/unit/type/stream.tcl) as Rust tests: a second
+// connection blocks while the first writes, as Redis's deferring client does.
+
+/// XREAD's reply: per key with entries, the key and its entries; `None`: the null array.
+type Streams = Vec<(String, Entries)>;
+
+/// A server whose metrics endpoint shows how many XREADs wait at each partition.
+fn start_with_metrics(dir: &std::path::Path) -> Server {
+    start(dir, &["--set", "metrics_listen=\"127.0.0.1:0\""])
+}
+
+fn xread(c: &mut redis::Connection, args: &[&str]) -> Option<Streams> {
+    redis::cmd("XREAD").arg(args).query(c).unwrap()
+}
+
+fn xadd(c: &mut redis::Connection, key: &str, id: &str, fields: &[&str]) -> String {
     redis::cmd("XADD")
         .arg(key)
         .arg(id)
-        .arg(field)
-        .arg(value)
+        .arg(fields)
         .query(c)
         .unwrap()
+}
+
+fn xadd1(c: &mut redis::Connection, key: &str, id: &str, field: &str, value: &str) -> String {
+    xadd(c, key, id, &[field, value])
 }
 
 fn int(c: &mut redis::Connection, cmd: &mut redis::Cmd) -> i64 {
@@ -366,7 +387,7 @@ fn deletions_and_trims_are_durable_and_deleted_entries_never_come_back() {
     let mut server = start(dir.path(), &["--set", "snapshot_every_events=60"]);
     let mut c = server.redis();
     for i in 1..=20 {
-        xadd(&mut c, "s", &format!("{i}-0"), "i", &i.to_string());
+        xadd1(&mut c, "s", &format!("{i}-0"), "i", &i.to_string());
     }
     assert_eq!(
         int(
@@ -417,11 +438,11 @@ fn deletions_and_trims_are_durable_and_deleted_entries_never_come_back() {
     assert!(!xrange(&mut c, "capped", "-", "+")
         .iter()
         .any(|(i, _)| *i == id));
-    xadd(&mut c, "gone", "*", "a", "1");
-    xadd(&mut c, "gone", "*", "a", "2");
+    xadd1(&mut c, "gone", "*", "a", "1");
+    xadd1(&mut c, "gone", "*", "a", "2");
     assert_eq!(int(&mut c, redis::cmd("DEL").arg("gone").arg("never")), 1);
     let _: () = redis::cmd("SELECT").arg(3).query(&mut c).unwrap();
-    xadd(&mut c, "other-db", "*", "a", "1");
+    xadd1(&mut c, "other-db", "*", "a", "1");
     let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
     assert_eq!(xlen(&mut c, "other-db"), 0);
     let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
@@ -438,7 +459,7 @@ fn deletions_and_trims_are_durable_and_deleted_entries_never_come_back() {
     want(&mut c);
     assert_eq!(xlen(&mut c, "gone"), 0);
     // A deleted stream's name starts again from nothing.
-    assert_eq!(xadd(&mut c, "gone", "1-1", "b", "1"), "1-1");
+    assert_eq!(xadd1(&mut c, "gone", "1-1", "b", "1"), "1-1");
     let native = server.client();
     let (events, _) = native.read("gone", 0, 10, Direction::Forward).unwrap();
     assert_eq!((events.len(), events[0].stream_version), (1, 0));
@@ -462,7 +483,7 @@ fn deletions_and_trims_are_durable_and_deleted_entries_never_come_back() {
             .find(|k| evring::protocol::partition_of(k, 4) == p)
             .unwrap();
         for i in 0..80 {
-            xadd(&mut c, &key, "*", "i", &i.to_string());
+            xadd1(&mut c, &key, "*", "i", &i.to_string());
         }
     }
     let snapshots = || {
@@ -489,4 +510,653 @@ fn deletions_and_trims_are_durable_and_deleted_entries_never_come_back() {
     let mut c = server.redis();
     want(&mut c);
     assert_eq!(xlen(&mut c, "gone"), 1);
+}
+
+/// Sends XREAD without waiting for its reply ([`reply`] reads it).
+fn send_xread(c: &mut redis::Connection, args: &[&str]) {
+    c.send_packed_command(&redis::cmd("XREAD").arg(args).get_packed_command())
+        .unwrap();
+}
+
+fn reply(c: &mut redis::Connection) -> Option<Streams> {
+    redis::from_owned_redis_value(c.recv_response().unwrap()).unwrap()
+}
+
+/// The XREADs waiting at the server's partitions (`evring_xread_waits`, summed).
+fn waits(server: &Server) -> f64 {
+    let mut s = std::net::TcpStream::connect(server.metrics_addr()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .filter(|l| l.starts_with("evring_xread_waits{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+/// Waits until `n` XREAD waits are registered at the partitions (Redis's
+/// `wait_for_blocked_clients_count`).
+fn wait_for_waits(server: &Server, n: f64) {
+    let started = std::time::Instant::now();
+    while waits(server) != n {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{} XREAD waits, not {n}",
+            waits(server)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(f, v)| (f.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Redis's `insert_into_stream_key`: ten entries `item N otherfield foo`.
+fn insert_into_stream_key(c: &mut redis::Connection, key: &str) {
+    for i in 0..10 {
+        xadd(c, key, "*", &["item", &i.to_string(), "otherfield", "foo"]);
+    }
+}
+
+#[test]
+fn xread_with_non_empty_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut r = server.redis();
+    insert_into_stream_key(&mut r, "mystream");
+    let res = xread(&mut r, &["COUNT", "1", "STREAMS", "mystream", "0-0"]).unwrap();
+    assert_eq!(res.len(), 1);
+    assert_eq!(res[0].0, "mystream");
+    assert_eq!(res[0].1.len(), 1);
+    assert_eq!(res[0].1[0].1[0], ("item".into(), "0".into()));
+}
+
+#[test]
+fn non_blocking_xread_with_empty_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut r = server.redis();
+    let res: Value = redis::cmd("XREAD")
+        .arg(&["STREAMS", "s1{t}", "s2{t}", "0-0", "0-0"])
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(res, Value::Nil);
+}
+
+#[test]
+fn xread_with_non_empty_second_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut r = server.redis();
+    insert_into_stream_key(&mut r, "mystream{t}");
+    let res = xread(
+        &mut r,
+        &[
+            "COUNT",
+            "1",
+            "STREAMS",
+            "nostream{t}",
+            "mystream{t}",
+            "0-0",
+            "0-0",
+        ],
+    )
+    .unwrap();
+    assert_eq!(res.len(), 1);
+    assert_eq!(res[0].0, "mystream{t}");
+    assert_eq!(res[0].1[0].1[0], ("item".into(), "0".into()));
+}
+
+#[test]
+fn blocking_xread_waiting_new_data_then_old_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_metrics(dir.path());
+    let mut r = server.redis();
+    // Blocking XREAD waiting new data.
+    xadd(&mut r, "s2{t}", "*", &["old", "abcd1234"]);
+    let mut rd = server.redis();
+    send_xread(
+        &mut rd,
+        &[
+            "BLOCK", "20000", "STREAMS", "s1{t}", "s2{t}", "s3{t}", "$", "$", "$",
+        ],
+    );
+    wait_for_waits(&server, waits_for(&["s1{t}", "s2{t}", "s3{t}"]));
+    xadd(&mut r, "s2{t}", "*", &["new", "abcd1234"]);
+    let res = reply(&mut rd).unwrap();
+    assert_eq!(res.len(), 1);
+    assert_eq!(res[0].0, "s2{t}");
+    assert_eq!(res[0].1[0].1, fields(&[("new", "abcd1234")]));
+    wait_for_waits(&server, 0.0);
+    // Blocking XREAD waiting old data: served at once.
+    let mut rd = server.redis();
+    send_xread(
+        &mut rd,
+        &[
+            "BLOCK", "20000", "STREAMS", "s1{t}", "s2{t}", "s3{t}", "$", "0-0", "$",
+        ],
+    );
+    xadd(&mut r, "s2{t}", "*", &["foo", "abcd1234"]);
+    let res = reply(&mut rd).unwrap();
+    assert_eq!(res[0].0, "s2{t}");
+    assert_eq!(res[0].1[0].1, fields(&[("old", "abcd1234")]));
+}
+
+/// The waits an XREAD on `keys` registers: one per partition its keys span (4 partitions).
+fn waits_for(keys: &[&str]) -> f64 {
+    let mut parts: Vec<u32> = keys
+        .iter()
+        .map(|k| evring::protocol::partition_of(k, 4))
+        .collect();
+    parts.sort_unstable();
+    parts.dedup();
+    parts.len() as f64
+}
+
+#[test]
+fn blocking_xread_will_not_reply_with_an_empty_array() {
+    // Redis's test deletes entry 667 (XDEL) so that the stream's last ID is above the one
+    // asked for while no entry is; without deletion here, the stream ends at 666.
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut r = server.redis();
+    xadd(&mut r, "s1", "666", &["f", "v"]);
+    let mut rd = server.redis();
+    let started = std::time::Instant::now();
+    let res: Value = redis::cmd("XREAD")
+        .arg(&["BLOCK", "10", "STREAMS", "s1", "666"])
+        .query(&mut rd)
+        .unwrap();
+    assert_eq!(res, Value::Nil);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(10));
+}
+
+#[test]
+fn blocking_xread_for_stream_that_ran_dry_issue_5299() {
+    // As Redis's test, with entry 666 kept (no XDEL here): released on timeout, XADD at or
+    // below the last ID refused, then woken by the next entry.
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_metrics(dir.path());
+    let mut r = server.redis();
+    xadd(&mut r, "mystream", "666", &["key", "value"]);
+    let mut rd = server.redis();
+    let res: Value = redis::cmd("XREAD")
+        .arg(&["BLOCK", "10", "STREAMS", "mystream", "666"])
+        .query(&mut rd)
+        .unwrap();
+    assert_eq!(res, Value::Nil);
+    for id in ["665", "666"] {
+        let e = redis::cmd("XADD")
+            .arg(&["mystream", id, "key", "value"])
+            .query::<Value>(&mut r);
+        assert!(error_text(e).contains("equal or smaller"));
+    }
+    send_xread(&mut rd, &["BLOCK", "0", "STREAMS", "mystream", "666"]);
+    wait_for_waits(&server, 1.0);
+    xadd(&mut r, "mystream", "667", &["key", "value"]);
+    assert_eq!(
+        reply(&mut rd),
+        Some(vec![(
+            "mystream".to_string(),
+            vec![("667-0".to_string(), fields(&[("key", "value")]))]
+        )])
+    );
+}
+
+#[test]
+fn xread_with_same_stream_name_multiple_times_should_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_metrics(dir.path());
+    let mut r = server.redis();
+    xadd(&mut r, "s2", "*", &["old", "abcd1234"]);
+    let mut rd = server.redis();
+    send_xread(
+        &mut rd,
+        &["BLOCK", "20000", "STREAMS", "s2", "s2", "s2", "$", "$", "$"],
+    );
+    wait_for_waits(&server, 1.0);
+    xadd(&mut r, "s2", "*", &["new", "abcd1234"]);
+    let res = reply(&mut rd).unwrap();
+    assert_eq!(res.len(), 1);
+    assert_eq!(res[0].0, "s2");
+    assert_eq!(res[0].1[0].1, fields(&[("new", "abcd1234")]));
+    // Without BLOCK, a key given twice is read twice.
+    let res = xread(&mut r, &["STREAMS", "s2", "s2", "0", "$"]).unwrap();
+    assert_eq!(res.len(), 1);
+    let res = xread(&mut r, &["STREAMS", "s2", "s2", "0", "0"]).unwrap();
+    assert_eq!(res.len(), 2);
+    assert_eq!(res[0], res[1]);
+}
+
+#[test]
+fn xread_stream_id_edge_no_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut r = server.redis();
+    xadd(&mut r, "x", "1-1", &["f", "v"]);
+    xadd(&mut r, "x", "1-18446744073709551615", &["f", "v"]);
+    xadd(&mut r, "x", "2-1", &["f", "v"]);
+    let res = xread(
+        &mut r,
+        &["BLOCK", "0", "STREAMS", "x", "1-18446744073709551615"],
+    )
+    .unwrap();
+    assert_eq!(res[0].1[0], ("2-1".to_string(), fields(&[("f", "v")])));
+}
+
+#[test]
+fn xread_stream_id_edge_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_metrics(dir.path());
+    let mut r = server.redis();
+    let mut rd = server.redis();
+    send_xread(
+        &mut rd,
+        &["BLOCK", "0", "STREAMS", "x", "1-18446744073709551615"],
+    );
+    wait_for_waits(&server, 1.0);
+    xadd(&mut r, "x", "1-1", &["f", "v"]);
+    xadd(&mut r, "x", "1-18446744073709551615", &["f", "v"]);
+    xadd(&mut r, "x", "2-1", &["f", "v"]);
+    let res = reply(&mut rd).unwrap();
+    assert_eq!(res[0].1[0], ("2-1".to_string(), fields(&[("f", "v")])));
+}
+
+#[test]
+fn a_native_append_wakes_a_blocked_xread() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_metrics(dir.path());
+    let mut rd = server.redis();
+    send_xread(&mut rd, &["BLOCK", "0", "STREAMS", "orders", "$"]);
+    wait_for_waits(&server, 1.0);
+    server
+        .client()
+        .append("orders", expected::ANY, vec![ev("Shipped", b"{}")])
+        .unwrap();
+    let res = reply(&mut rd).unwrap();
+    assert_eq!(res[0].0, "orders");
+    assert_eq!(res[0].1.len(), 1);
+    assert_eq!(
+        res[0].1[0].1,
+        fields(&[("type", "Shipped"), ("data", "{}")])
+    );
+    wait_for_waits(&server, 0.0);
+}
+
+#[test]
+fn a_block_timeout_replies_nil_and_leaves_no_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_metrics(dir.path());
+    let mut r = server.redis();
+    xadd(&mut r, "quiet", "*", &["a", "1"]);
+    let started = std::time::Instant::now();
+    let res: Value = redis::cmd("XREAD")
+        .arg(&[
+            "COUNT", "5", "BLOCK", "200", "STREAMS", "quiet", "other", "$", "$",
+        ])
+        .query(&mut r)
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(res, Value::Nil);
+    assert!(
+        took >= std::time::Duration::from_millis(200) && took < std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+    wait_for_waits(&server, 0.0);
+    // The connection goes on.
+    assert_eq!(xlen(&mut r, "quiet"), 1);
+}
+
+#[test]
+fn a_connection_closed_while_blocked_leaves_no_wait_and_the_server_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_metrics(dir.path());
+    let keys = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"];
+    let mut args = vec!["BLOCK", "0", "STREAMS"];
+    args.extend_from_slice(&keys);
+    args.extend(keys.iter().map(|_| "$"));
+    for _ in 0..3 {
+        let mut rd = server.redis();
+        send_xread(&mut rd, &args);
+        wait_for_waits(&server, waits_for(&keys));
+        drop(rd);
+        wait_for_waits(&server, 0.0);
+    }
+    // A write pipelined behind a blocked XREAD is not run once the connection closes (Redis
+    // never runs it either).
+    let mut rd = server.redis();
+    let mut pipe = redis::pipe();
+    pipe.cmd("XREAD").arg(&args);
+    pipe.cmd("XADD").arg(&["held", "*", "a", "1"]);
+    rd.send_packed_command(&pipe.get_packed_pipeline()).unwrap();
+    wait_for_waits(&server, waits_for(&keys));
+    drop(rd);
+    wait_for_waits(&server, 0.0);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(xlen(&mut server.redis(), "held"), 0);
+    // Ten blocked at once, closed at once.
+    let blocked: Vec<redis::Connection> = (0..10)
+        .map(|_| {
+            let mut rd = server.redis();
+            send_xread(&mut rd, &args);
+            rd
+        })
+        .collect();
+    wait_for_waits(&server, 10.0 * waits_for(&keys));
+    drop(blocked);
+    wait_for_waits(&server, 0.0);
+    // The server goes on: writes, and a new blocked XREAD woken by one.
+    let mut r = server.redis();
+    let mut rd = server.redis();
+    send_xread(&mut rd, &args);
+    wait_for_waits(&server, waits_for(&keys));
+    let id = xadd(&mut r, "c5", "*", &["a", "1"]);
+    let res = reply(&mut rd).unwrap();
+    assert_eq!(
+        res,
+        vec![("c5".to_string(), vec![(id, fields(&[("a", "1")]))])]
+    );
+    wait_for_waits(&server, 0.0);
+}
+
+/// Keys, one per partition of 4 (partitions 0 and 2 on shard 0, 1 and 3 on shard 1).
+fn one_key_per_partition() -> Vec<String> {
+    let mut keys: Vec<Option<String>> = vec![None; 4];
+    for i in 0.. {
+        let k = format!("key{i}");
+        let p = evring::protocol::partition_of(&k, 4) as usize;
+        if keys[p].is_none() {
+            keys[p] = Some(k);
+        }
+        if keys.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    keys.into_iter().map(Option::unwrap).collect()
+}
+
+#[test]
+fn xread_over_keys_on_both_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_metrics(dir.path());
+    let mut r = server.redis();
+    let keys = one_key_per_partition();
+    let k: Vec<&str> = keys.iter().map(String::as_str).collect();
+    for (i, key) in k.iter().enumerate() {
+        for j in 0..3 {
+            xadd(
+                &mut r,
+                key,
+                &format!("{}-{j}", i + 1),
+                &["n", &j.to_string()],
+            );
+        }
+    }
+    // Every key, in the order given, COUNT per key.
+    let mut args = vec!["COUNT", "2", "STREAMS"];
+    args.extend([k[3], k[0], k[2], k[1]]);
+    args.extend(["0", "1-0", "0", "2-1"]);
+    let res = xread(&mut r, &args).unwrap();
+    let names: Vec<&str> = res.iter().map(|(k, _)| k.as_str()).collect();
+    // k[0]'s entries are 1-x: none above 1-0 but 1-1 and 1-2; k[1]'s above 2-1: 2-2 only.
+    assert_eq!(names, [k[3], k[0], k[2], k[1]]);
+    assert_eq!(res[0].1.len(), 2);
+    let ids = |e: &Entries| e.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&res[1].1), ["1-1", "1-2"]);
+    assert_eq!(ids(&res[3].1), ["2-2"]);
+    // Blocked on all four: woken by an entry on either shard; the other waits are cancelled.
+    let mut args = vec!["BLOCK", "20000", "STREAMS"];
+    args.extend(&k);
+    args.extend(["$", "$", "$", "$"]);
+    for (p, key) in k.iter().enumerate() {
+        let mut rd = server.redis();
+        send_xread(&mut rd, &args);
+        wait_for_waits(&server, 4.0);
+        let id = xadd(&mut r, key, "*", &["woke", &p.to_string()]);
+        let res = reply(&mut rd).unwrap();
+        assert_eq!(
+            res,
+            vec![(
+                key.to_string(),
+                vec![(id, fields(&[("woke", &p.to_string())]))]
+            )]
+        );
+        wait_for_waits(&server, 0.0);
+    }
+    // A connection on either shard (the loop above opened several): the same.
+    assert_eq!(xlen(&mut r, k[2]), 4);
+}
+
+#[test]
+fn xread_errors_are_redis_7_0_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut r = server.redis();
+    let err = |r: &mut redis::Connection, args: &[&str]| {
+        error_text(redis::cmd("XREAD").arg(args).query::<Value>(r))
+    };
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["STREAMS", "a", "b", "0"],
+            "Unbalanced XREAD list of streams: for each stream key an ID or '$' must be \
+             specified.",
+        ),
+        (
+            &["STREAMS", "a", "x"],
+            "Invalid stream ID specified as stream command argument",
+        ),
+        (
+            &["STREAMS", "a", "+"],
+            "Invalid stream ID specified as stream command argument",
+        ),
+        (
+            &["STREAMS", "a", "-"],
+            "Invalid stream ID specified as stream command argument",
+        ),
+        (
+            &["STREAMS", "a", "1-"],
+            "Invalid stream ID specified as stream command argument",
+        ),
+        (&["BLOCK", "-1", "STREAMS", "a", "0"], "timeout is negative"),
+        (
+            &["BLOCK", "x", "STREAMS", "a", "0"],
+            "timeout is not an integer or out of range",
+        ),
+        (
+            &["COUNT", "x", "STREAMS", "a", "0"],
+            "value is not an integer or out of range",
+        ),
+        (&["COUNT", "1", "a", "0"], "syntax error"),
+        (&["COUNT", "1", "STREAMS"], "syntax error"),
+        (
+            &["STREAMS", "a", ">"],
+            "The > ID can be specified only when calling XREADGROUP",
+        ),
+        (
+            &["GROUP", "g", "c", "STREAMS", "a", "0"],
+            "The GROUP option is only supported by XREADGROUP",
+        ),
+        (
+            &["STREAMS", "a"],
+            "wrong number of arguments for 'xread' command",
+        ),
+    ];
+    for (args, want) in cases {
+        let got = err(&mut r, args);
+        assert!(got.contains(want), "{args:?}: {got}");
+    }
+    // An evring limit: at most 10,000 keys.
+    let many: Vec<String> = (0..10_001).map(|i| format!("k{i}")).collect();
+    let mut args = vec!["STREAMS"];
+    args.extend(many.iter().map(String::as_str));
+    args.extend(many.iter().map(|_| "0"));
+    let got = err(&mut r, &args);
+    assert!(got.contains("at most 10000 keys"), "{got}");
+    args.retain(|a| a != &"k10000");
+    args.pop();
+    assert_eq!(xread(&mut r, &args), None);
+    // COUNT 0 or below: no limit.
+    xadd(&mut r, "a", "1", &["f", "v"]);
+    xadd(&mut r, "a", "2", &["f", "v"]);
+    let res = xread(&mut r, &["COUNT", "-5", "STREAMS", "a", "0"]).unwrap();
+    assert_eq!(res[0].1.len(), 2);
+    let res = xread(&mut r, &["COUNT", "0", "STREAMS", "a", "1"]).unwrap();
+    assert_eq!(res[0].1.len(), 1);
+}
+
+#[test]
+fn a_blocked_xread_holds_later_replies_and_commands_of_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_metrics(dir.path());
+    let mut c = server.redis();
+    // Pipelined behind a blocked XREAD, an XADD to the same stream runs once the XREAD is
+    // answered (its timeout here), as Redis runs it: it does not wake the XREAD.
+    let mut pipe = redis::pipe();
+    pipe.cmd("XREAD")
+        .arg(&["BLOCK", "300", "STREAMS", "self", "$"]);
+    pipe.cmd("XADD").arg(&["self", "*", "a", "1"]);
+    pipe.cmd("PING");
+    let replies: Vec<Value> = pipe.query(&mut c).unwrap();
+    assert_eq!(replies[0], Value::Nil);
+    assert!(matches!(replies[1], Value::BulkString(_)), "{replies:?}");
+    assert!(matches!(&replies[2], Value::SimpleString(s) if s == "PONG"));
+    // Another connection's write wakes it; the PING after it is answered after it.
+    let mut w = server.redis();
+    let mut pipe = redis::pipe();
+    pipe.cmd("XREAD")
+        .arg(&["BLOCK", "0", "STREAMS", "self", "$"]);
+    pipe.cmd("PING");
+    c.send_packed_command(&pipe.get_packed_pipeline()).unwrap();
+    wait_for_waits(&server, 1.0);
+    let id = xadd(&mut w, "self", "*", &["b", "2"]);
+    assert_eq!(
+        reply(&mut c),
+        Some(vec![(
+            "self".to_string(),
+            vec![(id, fields(&[("b", "2")]))]
+        )])
+    );
+    assert!(matches!(c.recv_response().unwrap(), Value::SimpleString(s) if s == "PONG"));
+}
+
+#[test]
+fn xread_replies_in_resp3() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    xadd(&mut c, "k", "1-1", &["f", "v"]);
+    let mut raw = std::net::TcpStream::connect(server.resp_addr()).unwrap();
+    raw.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    raw.write_all(b"HELLO 3\r\nXREAD STREAMS k none 0 0\r\nXREAD STREAMS none 0\r\nXREAD BLOCK 10 STREAMS none $\r\nPING\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"+PONG\r\n") {
+        let n = raw.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.ends_with(
+            "%1\r\n$1\r\nk\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n_\r\n+PONG\r\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_server_stop_ends_a_blocked_xread() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_with_metrics(dir.path());
+    let mut rd = server.redis();
+    send_xread(
+        &mut rd,
+        &["BLOCK", "0", "STREAMS", "a", "b", "c", "$", "$", "$"],
+    );
+    wait_for_waits(&server, waits_for(&["a", "b", "c"]));
+    let started = std::time::Instant::now();
+    assert_eq!(server.terminate(), Some(0));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The SHUTDOWN error, or (had the connection closed first) no reply.
+    match rd.recv_response() {
+        Ok(Value::ServerError(e)) => {
+            assert_eq!(e.code(), "SHUTDOWN");
+            assert!(e.details().unwrap().contains("shutting down"), "{e:?}");
+        }
+        Err(e) => assert!(e.is_io_error() || e.is_connection_dropped(), "{e}"),
+        Ok(v) => panic!("another reply: {v:?}"),
+    }
+}
+
+#[test]
+fn readers_following_streams_with_blocking_xread_see_every_entry_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_metrics(dir.path());
+    let keys = one_key_per_partition();
+    const WRITES: usize = 400;
+    // Readers, each following one key or all of them from 0, COUNT 7, BLOCK 5 s.
+    let readers: Vec<_> = (0..6)
+        .map(|r| {
+            let mut c = server.redis();
+            let follow: Vec<String> = if r < 4 {
+                vec![keys[r].clone()]
+            } else {
+                keys.clone()
+            };
+            std::thread::spawn(move || {
+                let mut last: Vec<String> = follow.iter().map(|_| "0".to_string()).collect();
+                let mut seen: Vec<Vec<String>> = follow.iter().map(|_| Vec::new()).collect();
+                let want = if follow.len() == 1 {
+                    WRITES / 4
+                } else {
+                    WRITES
+                };
+                while seen.iter().map(Vec::len).sum::<usize>() < want {
+                    let mut args = vec!["COUNT", "7", "BLOCK", "5000", "STREAMS"];
+                    args.extend(follow.iter().map(String::as_str));
+                    args.extend(last.iter().map(String::as_str));
+                    let got = xread(&mut c, &args).expect("entries before the timeout");
+                    for (key, entries) in got {
+                        assert!(!entries.is_empty() && entries.len() <= 7);
+                        let k = follow.iter().position(|f| *f == key).unwrap();
+                        for (id, _) in entries {
+                            seen[k].push(id.clone());
+                            last[k] = id;
+                        }
+                    }
+                }
+                (follow, seen)
+            })
+        })
+        .collect();
+    let mut w = server.redis();
+    let mut written: Vec<Vec<String>> = vec![Vec::new(); 4];
+    for i in 0..WRITES {
+        let k = i % 4;
+        written[k].push(xadd(&mut w, &keys[k], "*", &["i", &i.to_string()]));
+        if i % 50 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    for r in readers {
+        let (follow, seen) = r.join().unwrap();
+        for (key, ids) in follow.iter().zip(seen) {
+            let k = keys.iter().position(|x| x == key).unwrap();
+            assert_eq!(ids, written[k], "{key}");
+        }
+    }
+    wait_for_waits(&server, 0.0);
 }

@@ -33,6 +33,7 @@ mod outbound;
 mod recovery;
 mod resp_commands;
 mod resp_conn;
+mod resp_read;
 mod resp_streams;
 mod route;
 pub mod served_model;

@@ -127,6 +127,25 @@ impl ConnOut {
         .await
     }
 
+    /// Resolves once the connection is closed or `stop` was called (a request that waits
+    /// for something else than its connection ends with it: a blocked XREAD). Its waker
+    /// shares the catch-ups' list, woken at a stop and whenever the writer takes the buffer,
+    /// which it does once more when the connection closes.
+    pub(super) async fn ended(&self) {
+        std::future::poll_fn(|cx| {
+            if self.closed.get() || self.stopping.get() {
+                std::task::Poll::Ready(())
+            } else {
+                let mut wakers = self.catch_up_wakers.borrow_mut();
+                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    wakers.push(cx.waker().clone());
+                }
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// Resolves once `stop` was called.
     pub(super) async fn stopped(&self) {
         std::future::poll_fn(|cx| {

@@ -14,9 +14,17 @@
 //!
 //! Writes of one connection keep their order: requests are started in the order they are
 //! read, and a partition places appends in the order they reach it.
+//!
+//! ## Blocking commands
+//!
+//! A blocking command (XREAD with BLOCK) runs alone, as Redis runs it: it starts once every
+//! request before it is answered, and the requests after it start once it is answered
+//! ([`Ordered::turn`]). So a connection has at most one blocked command at a time, and a
+//! write pipelined behind a blocked XREAD waits for it, as in Redis. A request that was
+//! held this way and finds its connection closed is not run.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -32,6 +40,10 @@ pub(super) struct Ordered {
     out: Rc<ConnOut>,
     next: u64,
     held: BTreeMap<u64, Vec<u8>>,
+    /// The blocking commands not answered yet (see the module docs).
+    blocking: BTreeSet<u64>,
+    /// Requests waiting for their turn ([`Ordered::turn`]).
+    turn_wakers: Vec<std::task::Waker>,
 }
 
 impl Ordered {
@@ -41,6 +53,8 @@ impl Ordered {
         let mut o = cell.borrow_mut();
         assert!(seq >= o.next, "request {seq} answered twice");
         o.held.insert(seq, bytes);
+        let was_blocking = o.blocking.remove(&seq);
+        let before = o.next;
         while let Some(bytes) = {
             let next = o.next;
             o.held.remove(&next)
@@ -48,7 +62,42 @@ impl Ordered {
             o.out.send_bytes(&bytes);
             o.next += 1;
         }
+        if was_blocking || o.next != before {
+            for w in o.turn_wakers.drain(..) {
+                w.wake();
+            }
+        }
     }
+
+    /// Resolves once request `seq` may start: a blocking command once every request before
+    /// it is answered; any other once every blocking command before it is.
+    pub(super) async fn turn(cell: &RefCell<Ordered>, seq: u64) {
+        std::future::poll_fn(|cx| {
+            let mut o = cell.borrow_mut();
+            let ready = if o.blocking.contains(&seq) {
+                o.next >= seq
+            } else {
+                o.blocking.range(..seq).next().is_none()
+            };
+            if ready {
+                return std::task::Poll::Ready(());
+            }
+            if !o.turn_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                o.turn_wakers.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Whether a request is a blocking command: XREAD with BLOCK among its options.
+fn is_blocking(args: &[Vec<u8>], name: &[u8]) -> bool {
+    name == b"XREAD"
+        && args[1..]
+            .iter()
+            .take_while(|a| !a.eq_ignore_ascii_case(b"STREAMS"))
+            .any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
 }
 
 /// What a command needs to know of its connection when it runs.
@@ -72,6 +121,18 @@ impl RespRequest {
         let mut bytes = Vec::new();
         write(&mut Reply::new(&mut bytes, self.ctx.version));
         Ordered::reply(&self.order, self.seq, bytes);
+    }
+
+    /// Answers it with nothing: its connection is gone.
+    pub(super) fn drop_answer(&self) {
+        Ordered::reply(&self.order, self.seq, Vec::new());
+    }
+
+    /// Resolves once the connection is closed or the server stops; true if it stops.
+    pub(super) async fn connection_ended(&self) -> bool {
+        let out = self.order.borrow().out.clone();
+        out.ended().await;
+        out.stopping.get()
     }
 }
 
@@ -119,6 +180,8 @@ impl Protocol for Resp {
                 out: out.clone(),
                 next: 0,
                 held: BTreeMap::new(),
+                blocking: BTreeSet::new(),
+                turn_wakers: Vec::new(),
             })),
             next_seq: 0,
             ctx: Ctx {
@@ -194,6 +257,9 @@ impl Protocol for Resp {
                 reason: "QUIT".into(),
             }),
             None => {
+                if is_blocking(&request.args, &name) {
+                    self.order.borrow_mut().blocking.insert(request.seq);
+                }
                 let heavy = false;
                 Admitted::Run { request, heavy }
             }
@@ -209,13 +275,25 @@ impl Protocol for Resp {
         })
     }
 
-    fn run(
-        shard: Rc<Shard>,
-        _out: Rc<ConnOut>,
-        _conn: u64,
-        request: RespRequest,
-    ) -> impl std::future::Future<Output = ()> + 'static {
-        super::resp_streams::run(shard, request)
+    async fn run(shard: Rc<Shard>, out: Rc<ConnOut>, _conn: u64, request: RespRequest) {
+        let held = {
+            let o = request.order.borrow();
+            o.blocking.range(..=request.seq).next().is_some()
+        };
+        if held {
+            Ordered::turn(&request.order, request.seq).await;
+            if out.closed.get() {
+                request.drop_answer();
+                return;
+            }
+            if out.stopping.get() {
+                request.answer(|r| {
+                    r.error("-SHUTDOWN the server is shutting down: the command was not run");
+                });
+                return;
+            }
+        }
+        super::resp_streams::run(shard, request).await
     }
 }
 

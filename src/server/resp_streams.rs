@@ -1,4 +1,5 @@
-//! The RESP port's stream commands on evring streams: XADD, XLEN, XRANGE, XREVRANGE.
+//! The RESP port's stream commands on evring streams: XADD, XLEN, XRANGE, XREVRANGE (and
+//! XREAD: [`super::resp_read`]).
 //!
 //! ## One keyspace
 //!
@@ -48,6 +49,7 @@ pub(super) const COMMANDS: &[&str] = &[
     "UNLINK",
     "FLUSHDB",
     "FLUSHALL",
+    "XREAD",
 ];
 
 /// What the owner of a stream's partition does for a stream command.
@@ -77,6 +79,8 @@ pub enum RespOp {
     Len {
         stream: String,
     },
+    /// XREAD's part on one partition.
+    Read(super::resp_read::ReadOp),
 }
 
 /// What it answers.
@@ -88,12 +92,13 @@ pub enum RespOutcome {
     Len(u64),
     /// Entries (or streams) a change deleted.
     Count(u64),
+    Read(super::resp_read::ReadOutcome),
 }
 
-const INVALID_ID: &str = "Invalid stream ID specified as stream command argument";
+pub(super) const INVALID_ID: &str = "Invalid stream ID specified as stream command argument";
 
 /// The stream a key of database `ctx.db` names.
-fn stream_name(ctx: Ctx, key: &[u8]) -> Result<String, String> {
+pub(super) fn stream_name(ctx: Ctx, key: &[u8]) -> Result<String, String> {
     let key = std::str::from_utf8(key)
         .map_err(|_| "keys must be UTF-8 text on this server (stream names are)".to_string())?;
     if key.is_empty() {
@@ -120,6 +125,7 @@ pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
         b"UNLINK" => del(&shard, &req, b"unlink").await,
         b"FLUSHDB" => flush(&shard, &req, false).await,
         b"FLUSHALL" => flush(&shard, &req, true).await,
+        b"XREAD" => Box::pin(super::resp_read::xread(&shard, &req)).await,
         _ => Err(unknown_command(&req.args)),
     };
     if let Err(text) = result {
@@ -140,7 +146,7 @@ async fn call(shard: &Rc<Shard>, stream: &str, op: RespOp) -> Result<RespOutcome
 }
 
 /// An evring error as a Redis error line.
-fn error_text(e: &ApiError) -> String {
+pub(super) fn error_text(e: &ApiError) -> String {
     match e.code {
         code::DISK_FULL => format!("-DISKFULL {}", e.message),
         code::PARTITION_UNAVAILABLE => format!("-UNAVAILABLE {}", e.message),
@@ -193,6 +199,7 @@ pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
             Err(e) => return OpResult::Err(e.into()),
         },
         RespOp::Len { stream } => RespOutcome::Len(p.live_entries(&stream)),
+        RespOp::Read(op) => return Box::pin(super::resp_read::run_op(p, op)).await,
     };
     OpResult::Resp(outcome)
 }
@@ -213,7 +220,7 @@ fn add_error(e: StreamError) -> ApiError {
 }
 
 /// The whole range (up to `count`), in as many reads as the byte budget needs.
-async fn range_all(
+pub(super) async fn range_all(
     p: &Partition,
     stream: &str,
     mut start: StreamId,
@@ -250,7 +257,7 @@ async fn range_all(
     }
 }
 
-fn increment(id: StreamId) -> Option<StreamId> {
+pub(super) fn increment(id: StreamId) -> Option<StreamId> {
     match id.seq.checked_add(1) {
         Some(seq) => Some(StreamId::new(id.ms, seq)),
         None => id.ms.checked_add(1).map(|ms| StreamId::new(ms, 0)),
@@ -273,7 +280,7 @@ fn parse_u64(b: &[u8]) -> Option<u64> {
 }
 
 /// An ID as XRANGE reads its bounds: `ms-seq`, `ms` (seq `missing_seq`), `-`, `+`.
-fn parse_id(b: &[u8], missing_seq: u64) -> Option<StreamId> {
+pub(super) fn parse_id(b: &[u8], missing_seq: u64) -> Option<StreamId> {
     match b {
         b"-" => return Some(StreamId::ZERO),
         b"+" => return Some(StreamId::MAX),

@@ -8,6 +8,7 @@
 //! - [`turns`]: the arrival order of appends.
 //! - [`payload`]: the ring payload encoding and its decoding.
 //! - [`image`]: snapshot images and the rebuild at start-up.
+//! - [`waiters`]: readers waiting for streams' next entries (the RESP port's blocking XREAD).
 //! - [`view`]: [`PartitionView`], the partition as any shard reads it without its owner.
 //! - [`error`]: [`StreamError`], which the server maps to wire codes.
 
@@ -19,6 +20,7 @@ mod partition;
 mod payload;
 mod turns;
 mod view;
+mod waiters;
 
 pub use change::{in_database, ChangeRequest, Deleted, StreamChange, Trim};
 pub use error::{ImageError, ShortPayload, StreamError};
@@ -27,3 +29,4 @@ pub use image::{
 };
 pub use partition::{IdSpec, Partition, PartitionLimits, PartitionStats, PublishSink};
 pub use view::{DetachedRing, PartitionView};
+pub use waiters::{WaitEnd, WaitKey};

@@ -24,6 +24,7 @@ use super::image::{ImageCopier, Rebuild, IMAGE_SLICE};
 use super::payload::{reply_bytes, to_recorded, InMemory};
 use super::turns::{Turn, TurnWait, Turns};
 use super::view::{PartitionView, StreamIds};
+use super::waiters::{WaitEnd, WaitKey, Waiters};
 use super::PartitionImage;
 use crate::aggregate::groups::Plan;
 use crate::journal::device::Storage;
@@ -179,6 +180,8 @@ pub(super) struct State {
     /// The order appends are placed in.
     pub(super) turns: Turns,
     sinks: Vec<Rc<dyn PublishSink>>,
+    /// Readers waiting for streams' next entries (blocking XREAD).
+    waiters: Waiters,
     appends: u64,
     events_appended: u64,
     bytes_appended: u64,
@@ -207,6 +210,7 @@ pub struct Partition<S: Storage + 'static = DiskStorage> {
     appends_counter: metrics::Counter,
     events_counter: metrics::Counter,
     bytes_counter: metrics::Counter,
+    waits_gauge: metrics::Gauge,
 }
 
 /// Counters for STATS and metrics.
@@ -301,6 +305,29 @@ fn event_records<'a>(
         .collect()
 }
 
+/// The ID of `stream`'s last visible entry, if it has one.
+fn last_visible_id(st: &State, stream: &str) -> Option<StreamId> {
+    let entry = st.streams.get(stream)?;
+    let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
+    visible.checked_sub(1).map(|v| entry.ids[v])
+}
+
+/// A wait registered at a partition ([`Partition::wait_for_entries`]): forgotten when this
+/// is dropped, whether the wait ended or its future was dropped.
+struct Registered<'a, S: Storage + 'static> {
+    part: &'a Partition<S>,
+    key: WaitKey,
+    streams: &'a [(String, StreamId)],
+}
+
+impl<S: Storage + 'static> Drop for Registered<'_, S> {
+    fn drop(&mut self) {
+        let mut st = self.part.state.borrow_mut();
+        st.waiters.remove(self.key, self.streams);
+        self.part.waits_gauge.set(st.waiters.len() as f64);
+    }
+}
+
 fn wake_all(waiters: &mut Vec<std::task::Waker>) {
     for w in waiters.drain(..) {
         w.wake();
@@ -334,7 +361,9 @@ impl<S: Storage + 'static> Partition<S> {
         let events_counter =
             metrics::counter!(crate::metrics::EVENTS_APPENDED_TOTAL, "partition" => label.clone());
         let bytes_counter =
-            metrics::counter!(crate::metrics::APPEND_BYTES_TOTAL, "partition" => label);
+            metrics::counter!(crate::metrics::APPEND_BYTES_TOTAL, "partition" => label.clone());
+        let waits_gauge = metrics::gauge!(crate::metrics::XREAD_WAITS, "partition" => label);
+        waits_gauge.set(0.0);
         let rs = rebuilt.mem.ring.stats();
         let mut stream_ids = StreamIds::default();
         for name in rebuilt.streams.keys() {
@@ -352,6 +381,7 @@ impl<S: Storage + 'static> Partition<S> {
             appends_counter,
             events_counter,
             bytes_counter,
+            waits_gauge,
             state: RefCell::new(State {
                 mem: rebuilt.mem,
                 streams: rebuilt.streams,
@@ -363,6 +393,7 @@ impl<S: Storage + 'static> Partition<S> {
                 publish_waiters: Vec::new(),
                 turns: Turns::default(),
                 sinks: Vec::new(),
+                waiters: Waiters::default(),
                 appends: 0,
                 events_appended: 0,
                 bytes_appended: 0,
@@ -827,6 +858,15 @@ impl<S: Storage + 'static> Partition<S> {
             if !ready.is_empty() {
                 wake_all(&mut st.publish_waiters);
             }
+            if !st.waiters.is_empty() {
+                let st = &mut *st;
+                for (_, batch) in &ready {
+                    let last = batch.first_version as usize + batch.events.len() - 1;
+                    if let Some(id) = st.streams.get(&batch.stream).and_then(|e| e.ids.get(last)) {
+                        st.waiters.published(&batch.stream, *id);
+                    }
+                }
+            }
             let (count, payload_bytes, evicted) = st.mem.ring.occupancy();
             self.ring_events_gauge.set(count as f64);
             self.ring_bytes_gauge.set(payload_bytes as f64);
@@ -1136,6 +1176,43 @@ impl<S: Storage + 'static> Partition<S> {
             .filter(|&v| !entry.deleted.contains(v as u64))
             .map(|v| entry.lsns[v])
             .collect()
+    }
+
+    /// The ID of the stream's last visible entry; `None` while it has none.
+    pub fn last_visible_id(&self, stream: &str) -> Option<StreamId> {
+        let st = self.state.borrow();
+        last_visible_id(&st, stream)
+    }
+
+    /// Waits until one of `streams` has a visible entry with an ID above the one given with
+    /// it (at once if one has already), or [`Partition::cancel_wait`] for `key`: returns
+    /// which stream (its index in `streams`), or that the wait was cancelled. Dropping the
+    /// future forgets the wait. `key` must not name another wait of this partition.
+    pub async fn wait_for_entries(&self, key: WaitKey, streams: &[(String, StreamId)]) -> WaitEnd {
+        {
+            let mut st = self.state.borrow_mut();
+            for (i, (stream, after)) in streams.iter().enumerate() {
+                if last_visible_id(&st, stream).is_some_and(|last| last > *after) {
+                    return WaitEnd::Ready(i);
+                }
+            }
+            st.waiters.add(key, streams);
+            self.waits_gauge.set(st.waiters.len() as f64);
+        }
+        let registered = Registered {
+            part: self,
+            key,
+            streams,
+        };
+        let end =
+            std::future::poll_fn(|cx| self.state.borrow_mut().waiters.poll(key, cx.waker())).await;
+        drop(registered);
+        end
+    }
+
+    /// Ends wait `key` (if it is waiting) with [`WaitEnd::Cancelled`].
+    pub fn cancel_wait(&self, key: WaitKey) {
+        self.state.borrow_mut().waiters.end(key, WaitEnd::Cancelled);
     }
 
     /// Every LSN below this is durable and visible.
