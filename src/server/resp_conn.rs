@@ -1,7 +1,9 @@
 //! The RESP port (Redis protocol) on the connection loop ([`Protocol`]): requests parsed by
 //! [`crate::resp::RequestParser`], the connection's own commands answered in order as they
 //! are read (PING, ECHO, HELLO, AUTH, SELECT, CLIENT, COMMAND, QUIT), and every other
-//! command run in its own task like a native request ([`super::resp_streams`]).
+//! command run in its own task like a native request ([`super::resp_streams`]). MULTI,
+//! EXEC and DISCARD are handled as requests are read too: between MULTI and EXEC commands
+//! are queued, not run ([`super::resp_multi`]).
 //!
 //! ## Replies in request order
 //!
@@ -29,9 +31,12 @@ pub const DATABASES: u32 = 16;
 
 /// Sends a connection's replies in request order (see the module docs).
 pub(super) struct Ordered {
-    out: Rc<ConnOut>,
+    /// Where replies go in order; `None`: into `collected` (the replies of an EXEC's
+    /// commands, [`Ordered::collector`]).
+    out: Option<Rc<ConnOut>>,
     next: u64,
     held: BTreeMap<u64, Vec<u8>>,
+    collected: Vec<Vec<u8>>,
 }
 
 impl Ordered {
@@ -39,15 +44,36 @@ impl Ordered {
     /// once every request before it is answered.
     pub(super) fn reply(cell: &RefCell<Ordered>, seq: u64, bytes: Vec<u8>) {
         let mut o = cell.borrow_mut();
-        assert!(seq >= o.next, "request {seq} answered twice");
-        o.held.insert(seq, bytes);
-        while let Some(bytes) = {
-            let next = o.next;
-            o.held.remove(&next)
-        } {
-            o.out.send_bytes(&bytes);
-            o.next += 1;
+        let Ordered {
+            out,
+            next,
+            held,
+            collected,
+        } = &mut *o;
+        assert!(seq >= *next, "request {seq} answered twice");
+        held.insert(seq, bytes);
+        while let Some(bytes) = held.remove(next) {
+            match out {
+                Some(out) => out.send_bytes(&bytes),
+                None => collected.push(bytes),
+            }
+            *next += 1;
         }
+    }
+
+    /// Collects replies in sequence order, from 0, instead of sending them.
+    pub(super) fn collector() -> Ordered {
+        Ordered {
+            out: None,
+            next: 0,
+            held: BTreeMap::new(),
+            collected: Vec::new(),
+        }
+    }
+
+    /// The replies collected so far, in sequence order.
+    pub(super) fn take_collected(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.collected)
     }
 }
 
@@ -64,6 +90,8 @@ pub(super) struct RespRequest {
     pub(super) args: Vec<Vec<u8>>,
     pub(super) ctx: Ctx,
     pub(super) order: Rc<RefCell<Ordered>>,
+    /// Its part in transactions ([`super::resp_multi`]).
+    pub(super) tx: super::resp_multi::TxLink,
 }
 
 impl RespRequest {
@@ -85,6 +113,7 @@ pub(super) struct Resp {
     authenticated: bool,
     name: Option<Vec<u8>>,
     id: u64,
+    multi: super::resp_multi::MultiState,
 }
 
 /// A reply for a protocol error, then the connection closes.
@@ -116,9 +145,10 @@ impl Protocol for Resp {
             shard: shard.clone(),
             parser,
             order: Rc::new(RefCell::new(Ordered {
-                out: out.clone(),
+                out: Some(out.clone()),
                 next: 0,
                 held: BTreeMap::new(),
+                collected: Vec::new(),
             })),
             next_seq: 0,
             ctx: Ctx {
@@ -128,6 +158,7 @@ impl Protocol for Resp {
             authenticated: !needs_auth,
             name: None,
             id,
+            multi: super::resp_multi::MultiState::default(),
         }
     }
 
@@ -169,6 +200,7 @@ impl Protocol for Resp {
             args,
             ctx: self.ctx,
             order: self.order.clone(),
+            tx: Default::default(),
         };
         Decoded::Request(request, used)
     }
@@ -187,6 +219,10 @@ impl Protocol for Resp {
             });
             return Admitted::Done;
         }
+        let request = match super::resp_multi::admit(self, &name, request) {
+            Ok(admitted) => return admitted,
+            Err(request) => request,
+        };
         match super::resp_commands::connection_command(self, &name, &request) {
             Some(Handled::Answered) => Admitted::Done,
             Some(Handled::Close) => Admitted::Close(Fault {
@@ -194,7 +230,7 @@ impl Protocol for Resp {
                 reason: "QUIT".into(),
             }),
             None => {
-                let heavy = false;
+                let heavy = super::resp_keys::is_heavy(&name);
                 Admitted::Run { request, heavy }
             }
         }
@@ -215,7 +251,7 @@ impl Protocol for Resp {
         _conn: u64,
         request: RespRequest,
     ) -> impl std::future::Future<Output = ()> + 'static {
-        super::resp_streams::run(shard, request)
+        super::resp_multi::run(shard, request)
     }
 }
 
@@ -254,5 +290,8 @@ impl Resp {
     }
     pub(super) fn id(&self) -> u64 {
         self.id
+    }
+    pub(super) fn multi_mut(&mut self) -> &mut super::resp_multi::MultiState {
+        &mut self.multi
     }
 }

@@ -42,6 +42,18 @@ pub(super) const COMMANDS: &[&str] = &[
     "XLEN",
     "XRANGE",
     "XREVRANGE",
+    "DBSIZE",
+    "EXISTS",
+    "TYPE",
+    "KEYS",
+    "SCAN",
+    "INFO",
+    "CONFIG",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "UNWATCH",
 ];
 
 /// What the owner of a stream's partition does for a stream command.
@@ -78,7 +90,7 @@ pub enum RespOutcome {
 const INVALID_ID: &str = "Invalid stream ID specified as stream command argument";
 
 /// The stream a key of database `ctx.db` names.
-fn stream_name(ctx: Ctx, key: &[u8]) -> Result<String, String> {
+pub(super) fn stream_name(ctx: Ctx, key: &[u8]) -> Result<String, String> {
     let key = std::str::from_utf8(key)
         .map_err(|_| "keys must be UTF-8 text on this server (stream names are)".to_string())?;
     if key.is_empty() {
@@ -99,6 +111,10 @@ pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
         b"XLEN" => xlen(&shard, &req).await,
         b"XRANGE" => xrange(&shard, &req, false).await,
         b"XREVRANGE" => xrange(&shard, &req, true).await,
+        b"DBSIZE" | b"EXISTS" | b"TYPE" | b"KEYS" | b"SCAN" => {
+            Box::pin(super::resp_keys::run(&shard, &req, &name)).await
+        }
+        b"INFO" | b"CONFIG" => Box::pin(super::resp_info::run(&shard, &req, &name)).await,
         _ => Err(unknown_command(&req.args)),
     };
     if let Err(text) = result {
@@ -119,7 +135,7 @@ async fn call(shard: &Rc<Shard>, stream: &str, op: RespOp) -> Result<RespOutcome
 }
 
 /// An evring error as a Redis error line.
-fn error_text(e: &ApiError) -> String {
+pub(super) fn error_text(e: &ApiError) -> String {
     match e.code {
         code::DISK_FULL => format!("-DISKFULL {}", e.message),
         code::PARTITION_UNAVAILABLE => format!("-UNAVAILABLE {}", e.message),
