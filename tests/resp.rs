@@ -4,10 +4,13 @@
 //! pipelining, protocol errors, and every acknowledged XADD back after kill -9. XREAD with
 //! Redis 7.0's own tests of it, blocked readers woken by XADD and by a native APPEND, timeouts,
 //! closed connections and a server stop leaving no wait behind (`evring_xread_waits`), keys
-//! on both shards.
+//! on both shards. The keyspace commands (DBSIZE, EXISTS, TYPE, KEYS, SCAN) over every
+//! partition and database, INFO, CONFIG GET/SET, and MULTI/EXEC/DISCARD (queued replies,
+//! EXECABORT, CROSSSLOT, order on the wire).
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1159,4 +1162,663 @@ fn readers_following_streams_with_blocking_xread_see_every_entry_once_in_order()
         }
     }
     wait_for_waits(&server, 0.0);
+}
+
+fn xadd_fv(c: &mut redis::Connection, key: &str, id: &str) -> String {
+    redis::cmd("XADD")
+        .arg(key)
+        .arg(id)
+        .arg("f")
+        .arg("v")
+        .query(c)
+        .unwrap()
+}
+
+fn keys(c: &mut redis::Connection, pattern: &str) -> Vec<String> {
+    let mut k: Vec<String> = redis::cmd("KEYS").arg(pattern).query(c).unwrap();
+    k.sort();
+    k
+}
+
+/// Every key SCAN returns from cursor 0 to the end, `count` at a time, in the order given;
+/// `between` runs between calls.
+fn scan_all(
+    c: &mut redis::Connection,
+    extra: &[&str],
+    mut between: impl FnMut(&mut redis::Connection),
+) -> Vec<String> {
+    let mut cursor = "0".to_string();
+    let mut all = Vec::new();
+    let mut calls = 0;
+    loop {
+        let (next, batch): (String, Vec<String>) =
+            redis::cmd("SCAN").arg(&cursor).arg(extra).query(c).unwrap();
+        all.extend(batch);
+        calls += 1;
+        assert!(calls < 10_000, "SCAN does not end");
+        if next == "0" {
+            return all;
+        }
+        cursor = next;
+        between(c);
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn keyspace_commands_see_every_partition_and_only_the_database_selected() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    // 30 keys over the 4 partitions of 2 shards, a stream written natively, and 10 keys of
+    // database 1 (some of the same names).
+    let mut db0: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    for k in &db0 {
+        xadd_fv(&mut c, k, "*");
+    }
+    server
+        .client()
+        .append("orders", expected::ANY, vec![ev("Placed", b"{}")])
+        .unwrap();
+    db0.push("orders".into());
+    db0.sort();
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut c).unwrap();
+    let db1: Vec<String> = sorted((20..30).map(|i| format!("k{i}")).collect());
+    for k in &db1 {
+        xadd_fv(&mut c, k, "*");
+    }
+    let dbsize = |c: &mut redis::Connection| -> u64 { redis::cmd("DBSIZE").query(c).unwrap() };
+    assert_eq!(dbsize(&mut c), 10);
+    assert_eq!(keys(&mut c, "*"), db1);
+    assert_eq!(sorted(scan_all(&mut c, &[], |_| {})), db1);
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
+    assert_eq!(dbsize(&mut c), 31);
+    assert_eq!(keys(&mut c, "*"), db0);
+    let _: () = redis::cmd("SELECT").arg(2).query(&mut c).unwrap();
+    assert_eq!(dbsize(&mut c), 0);
+    assert!(keys(&mut c, "*").is_empty());
+    assert!(scan_all(&mut c, &[], |_| {}).is_empty());
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
+
+    // Glob patterns, as Redis matches them.
+    assert_eq!(
+        keys(&mut c, "k?"),
+        (0..10).map(|i| format!("k{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(keys(&mut c, "k2[0-2]"), ["k20", "k21", "k22"]);
+    assert_eq!(
+        keys(&mut c, "k[^1]?"),
+        (20..30).map(|i| format!("k{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(keys(&mut c, "ord*"), ["orders"]);
+    assert_eq!(keys(&mut c, "o\\rders"), ["orders"]);
+    assert!(keys(&mut c, "nothing*").is_empty());
+
+    // EXISTS counts (a key named twice twice), TYPE.
+    let n: u64 = redis::cmd("EXISTS")
+        .arg("k1")
+        .arg("orders")
+        .arg("nope")
+        .arg("k1")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 3);
+    let t: String = redis::cmd("TYPE").arg("k1").query(&mut c).unwrap();
+    assert_eq!(t, "stream");
+    let t: String = redis::cmd("TYPE").arg("nope").query(&mut c).unwrap();
+    assert_eq!(t, "none");
+
+    // SCAN: every key once, whatever COUNT; MATCH and TYPE filter.
+    for count in ["1", "3", "10", "1000"] {
+        let got = scan_all(&mut c, &["COUNT", count], |_| {});
+        assert_eq!(got.len(), db0.len(), "COUNT {count}: each key once");
+        assert_eq!(sorted(got), db0, "COUNT {count}");
+    }
+    let got = scan_all(&mut c, &["MATCH", "k1*", "COUNT", "2"], |_| {});
+    let want: Vec<String> = ["k1".to_string()]
+        .into_iter()
+        .chain((10..20).map(|i| format!("k{i}")))
+        .collect();
+    assert_eq!(sorted(got), sorted(want));
+    assert_eq!(sorted(scan_all(&mut c, &["TYPE", "STREAM"], |_| {})), db0);
+    assert!(scan_all(&mut c, &["TYPE", "string"], |_| {}).is_empty());
+    // A call returns COUNT keys while that many are left.
+    let (_, first): (String, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg(7)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(first.len(), 7);
+
+    // Keys present for the whole scan come back even while keys are added between calls.
+    let mut added = 0;
+    let got = scan_all(&mut c, &["COUNT", "2"], |c| {
+        xadd_fv(c, &format!("new{added}"), "*");
+        added += 1;
+    });
+    for k in &db0 {
+        assert!(got.contains(k), "{k} missing from a scan with writes");
+    }
+
+    // Errors in Redis's words.
+    let e = |r: RedisResult<Value>| error_text(r);
+    assert!(e(redis::cmd("SCAN").arg("x").query(&mut c)).contains("invalid cursor"));
+    assert!(e(redis::cmd("SCAN").arg("-1").query(&mut c)).contains("invalid cursor"));
+    assert!(
+        e(redis::cmd("SCAN").arg(0).arg("COUNT").arg(0).query(&mut c)).contains("syntax error")
+    );
+    assert!(e(redis::cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg("x")
+        .query(&mut c))
+    .contains("value is not an integer or out of range"));
+    assert!(e(redis::cmd("SCAN").arg(0).arg("MATCH").query(&mut c)).contains("syntax error"));
+    assert!(e(redis::cmd("SCAN").arg(0).arg("NOPE").arg(1).query(&mut c)).contains("syntax error"));
+    assert!(e(redis::cmd("SCAN").query(&mut c)).contains("wrong number of arguments for 'scan'"));
+    assert!(e(redis::cmd("KEYS").query(&mut c)).contains("wrong number of arguments for 'keys'"));
+    assert!(e(redis::cmd("KEYS").arg("a").arg("b").query(&mut c))
+        .contains("wrong number of arguments for 'keys'"));
+    assert!(e(redis::cmd("DBSIZE").arg("x").query(&mut c))
+        .contains("wrong number of arguments for 'dbsize'"));
+    assert!(
+        e(redis::cmd("EXISTS").query(&mut c)).contains("wrong number of arguments for 'exists'")
+    );
+    assert!(e(redis::cmd("TYPE").query(&mut c)).contains("wrong number of arguments for 'type'"));
+}
+
+/// INFO's text as `field -> value`, and its section headers.
+fn info(c: &mut redis::Connection, sections: &[&str]) -> (Vec<String>, HashMap<String, String>) {
+    let text: String = redis::cmd("INFO").arg(sections).query(c).unwrap();
+    assert!(text.ends_with("\r\n"), "{text:?}");
+    let mut headers = Vec::new();
+    let mut fields = HashMap::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        if let Some(h) = line.strip_prefix("# ") {
+            headers.push(h.to_string());
+        } else {
+            let (k, v) = line.split_once(':').expect("field:value");
+            fields.insert(k.to_string(), v.to_string());
+        }
+    }
+    (headers, fields)
+}
+
+#[test]
+fn info_reports_the_server_its_clients_persistence_stats_and_keyspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    let (headers, f) = info(&mut c, &[]);
+    assert_eq!(
+        headers,
+        [
+            "Server",
+            "Clients",
+            "Persistence",
+            "Stats",
+            "Replication",
+            "Keyspace"
+        ]
+    );
+    assert_eq!(f["redis_version"], "7.0.15");
+    assert_eq!(f["redis_mode"], "standalone");
+    assert_eq!(f["arch_bits"], "64");
+    assert!(f["os"].starts_with("Linux "), "{}", f["os"]);
+    assert_eq!(
+        f["tcp_port"],
+        server.resp_addr().rsplit(':').next().unwrap()
+    );
+    assert_eq!(
+        f["process_id"],
+        server.child.as_ref().unwrap().id().to_string()
+    );
+    assert!(f["uptime_in_seconds"].parse::<u64>().is_ok());
+    assert_eq!(f["evring_version"], env!("CARGO_PKG_VERSION"));
+    assert!(f["connected_clients"].parse::<u64>().unwrap() >= 1);
+    assert_eq!(f["aof_enabled"], "1");
+    assert_eq!(f["appendfsync"], "always");
+    assert_eq!(f["loading"], "0");
+    assert_eq!(f["role"], "master");
+    assert!(!f.keys().any(|k| k.starts_with("db")), "an empty keyspace");
+
+    for i in 0..3 {
+        xadd_fv(&mut c, &format!("a{i}"), "*");
+    }
+    let _: () = redis::cmd("SELECT").arg(5).query(&mut c).unwrap();
+    xadd_fv(&mut c, "a0", "*");
+    let (headers, f) = info(&mut c, &["keyspace"]);
+    assert_eq!(headers, ["Keyspace"]);
+    assert_eq!(f["db0"], "keys=3,expires=0,avg_ttl=0");
+    assert_eq!(f["db5"], "keys=1,expires=0,avg_ttl=0");
+    assert_eq!(f.len(), 2);
+    let (headers, _) = info(&mut c, &["SERVER", "stats", "nosuchsection"]);
+    assert_eq!(headers, ["Server", "Stats"]);
+    let (headers, _) = info(&mut c, &["all"]);
+    assert_eq!(headers.len(), 6);
+
+    // Commands are counted, and CONFIG RESETSTAT starts the count again.
+    let (_, f) = info(&mut c, &["stats"]);
+    let before: u64 = f["total_commands_processed"].parse().unwrap();
+    assert!(before >= 8, "{before}");
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let (_, f) = info(&mut c, &["stats"]);
+    let after: u64 = f["total_commands_processed"].parse().unwrap();
+    assert!(after < before, "{after} after RESETSTAT, {before} before");
+}
+
+#[test]
+fn config_get_and_set_know_the_settings_redis_clients_ask_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    let get = |c: &mut redis::Connection, p: &str| -> HashMap<String, String> {
+        redis::cmd("CONFIG").arg("GET").arg(p).query(c).unwrap()
+    };
+    let all = get(&mut c, "*");
+    let want: HashMap<String, String> = [
+        ("stream-node-max-bytes", "4096"),
+        ("stream-node-max-entries", "100"),
+        ("appendonly", "yes"),
+        ("appendfsync", "always"),
+        ("save", ""),
+        ("databases", "16"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(all, want);
+    assert_eq!(get(&mut c, "stream-node-*").len(), 2);
+    assert_eq!(get(&mut c, "APPEND*").len(), 2, "patterns ignore case");
+    assert_eq!(
+        get(&mut c, "APPENDONLY")["APPENDONLY"],
+        "yes",
+        "the name as asked"
+    );
+    assert!(get(&mut c, "maxmemory").is_empty());
+    let two: HashMap<String, String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("save")
+        .arg("databases")
+        .arg("save")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(two.len(), 2);
+
+    // SET remembers the stream node limits for the server: another connection (maybe on
+    // the other shard) sees them.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stream-node-max-entries")
+        .arg(50)
+        .arg("stream-node-max-bytes")
+        .arg("8kb")
+        .query(&mut c)
+        .unwrap();
+    for _ in 0..4 {
+        let mut other = server.redis();
+        let got = get(&mut other, "stream-node-max-*");
+        assert_eq!(got["stream-node-max-entries"], "50");
+        assert_eq!(got["stream-node-max-bytes"], "8192");
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendonly")
+        .arg("yes")
+        .query(&mut c)
+        .unwrap();
+
+    let e = |c: &mut redis::Connection, args: &[&str]| {
+        error_text(redis::cmd("CONFIG").arg(args).query::<Value>(c))
+    };
+    assert!(e(&mut c, &["SET", "nope", "1"])
+        .contains("Unknown option or number of arguments for CONFIG SET - 'nope'"));
+    assert!(e(&mut c, &["SET", "appendonly", "no"])
+        .contains("CONFIG SET failed (possibly related to argument 'appendonly')"));
+    assert!(e(&mut c, &["SET", "appendfsync", "everysec"]).contains("'appendfsync'"));
+    assert!(e(&mut c, &["SET", "databases", "16"]).contains("can't set immutable config"));
+    assert!(e(&mut c, &["SET", "stream-node-max-entries", "x"])
+        .contains("argument couldn't be parsed into an integer"));
+    assert!(e(&mut c, &["SET", "stream-node-max-entries", "-1"])
+        .contains("argument must be between 0 and 9223372036854775807 inclusive"));
+    assert!(e(&mut c, &["SET", "stream-node-max-bytes", "12qb"])
+        .contains("argument must be a memory value"));
+    assert!(e(
+        &mut c,
+        &[
+            "SET",
+            "stream-node-max-entries",
+            "1",
+            "stream-node-max-entries",
+            "2"
+        ]
+    )
+    .contains("duplicate parameter"));
+    assert!(e(&mut c, &["SET", "stream-node-max-entries", "1", "x"]).contains("syntax error"));
+    assert!(e(&mut c, &["SET", "stream-node-max-entries"])
+        .contains("wrong number of arguments for 'config|set' command"));
+    assert!(e(&mut c, &["GET"]).contains("wrong number of arguments for 'config|get' command"));
+    assert!(e(&mut c, &[]).contains("wrong number of arguments for 'config' command"));
+    assert!(e(&mut c, &["FLY"]).contains("unknown subcommand 'FLY'. Try CONFIG HELP."));
+    assert!(e(&mut c, &["REWRITE"]).contains("TOML"));
+    // A failed SET changes nothing.
+    assert!(e(
+        &mut c,
+        &[
+            "SET",
+            "stream-node-max-entries",
+            "7",
+            "stream-node-max-bytes",
+            "x"
+        ]
+    )
+    .contains("argument must be a memory value"));
+    assert_eq!(
+        get(&mut c, "stream-node-max-entries")["stream-node-max-entries"],
+        "50"
+    );
+}
+
+/// Two keys of different partitions, and two of one.
+fn keys_by_partition(partitions: u32) -> (String, String, String) {
+    let p = |k: &str| evring::protocol::partition_of(k, partitions);
+    let a = "t0".to_string();
+    let other = (1..)
+        .map(|i| format!("t{i}"))
+        .find(|k| p(k) != p(&a))
+        .unwrap();
+    let same = (1..)
+        .map(|i| format!("t{i}"))
+        .find(|k| p(k) == p(&a))
+        .unwrap();
+    (a, other, same)
+}
+
+#[test]
+fn multi_exec_queues_commands_and_runs_them_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    let (a, other, same) = keys_by_partition(4);
+
+    // A transaction as redis clients send it (MULTI … EXEC in one pipeline): each command
+    // sees the ones before it.
+    let (id, len, entries, n): (String, u64, Entries, u64) = redis::pipe()
+        .atomic()
+        .cmd("XADD")
+        .arg(&a)
+        .arg("1-1")
+        .arg("f")
+        .arg("v")
+        .cmd("XLEN")
+        .arg(&a)
+        .cmd("XRANGE")
+        .arg(&a)
+        .arg("-")
+        .arg("+")
+        .cmd("EXISTS")
+        .arg(&a)
+        .arg(&same)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(id, "1-1");
+    assert_eq!(len, 1);
+    assert_eq!(
+        entries,
+        vec![("1-1".to_string(), vec![("f".into(), "v".into())])]
+    );
+    assert_eq!(n, 1);
+
+    // Step by step: +QUEUED for each, then EXEC's array of each command's own reply, errors
+    // at run time included.
+    let ok: String = redis::cmd("MULTI").query(&mut c).unwrap();
+    assert_eq!(ok, "OK");
+    let q: String = redis::cmd("XADD")
+        .arg(&same)
+        .arg("2-1")
+        .arg("g")
+        .arg("w")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(q, "QUEUED");
+    let q: String = redis::cmd("XADD")
+        .arg(&same)
+        .arg("1-0")
+        .arg("g")
+        .arg("w")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(q, "QUEUED");
+    let nested = redis::cmd("MULTI").query::<Value>(&mut c);
+    assert!(error_text(nested).contains("MULTI calls can not be nested"));
+    let q: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(q, "QUEUED");
+    let q: String = redis::cmd("KEYS").arg("t*").query(&mut c).unwrap();
+    assert_eq!(q, "QUEUED");
+    let unwatch: String = redis::cmd("UNWATCH").query(&mut c).unwrap();
+    assert_eq!(unwatch, "QUEUED");
+    // (`query` would turn the error inside the reply into an error of its own.)
+    let exec = redis::ConnectionLike::req_command(&mut c, &redis::cmd("EXEC")).unwrap();
+    let Value::Array(replies) = exec else {
+        panic!("{exec:?}");
+    };
+    assert_eq!(replies.len(), 5, "{replies:?}");
+    assert_eq!(replies[0], Value::BulkString(b"2-1".to_vec()));
+    assert!(
+        matches!(&replies[1], Value::ServerError(e) if format!("{e:?}").contains("equal or smaller")),
+        "{:?}",
+        replies[1]
+    );
+    assert_eq!(replies[2], Value::SimpleString("PONG".into()));
+    let Value::Array(listed) = &replies[3] else {
+        panic!("{:?}", replies[3]);
+    };
+    assert_eq!(listed.len(), 2);
+    assert_eq!(replies[4], Value::Okay);
+
+    // A command refused while queueing aborts the transaction: nothing runs.
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&a)
+        .arg("*")
+        .arg("x")
+        .arg("y")
+        .query(&mut c)
+        .unwrap();
+    let arity = redis::cmd("XLEN").query::<Value>(&mut c);
+    assert!(error_text(arity).contains("wrong number of arguments for 'xlen' command"));
+    let unknown = redis::cmd("NOSUCH").arg(1).query::<Value>(&mut c);
+    assert!(error_text(unknown).contains("unknown command 'NOSUCH'"));
+    let aborted = redis::cmd("EXEC").query::<Value>(&mut c);
+    assert!(
+        error_text(aborted).contains("Transaction discarded because of previous errors"),
+        "EXECABORT"
+    );
+    assert_eq!(xlen(&mut c, &a), 1);
+
+    // Keys of two partitions: CROSSSLOT, and the transaction is gone.
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&a)
+        .arg("*")
+        .arg("x")
+        .arg("y")
+        .query(&mut c)
+        .unwrap();
+    let _: String = redis::cmd("XLEN").arg(&other).query(&mut c).unwrap();
+    let cross = redis::cmd("EXEC").query::<Value>(&mut c);
+    assert!(error_text(cross).contains("Keys in request don't hash to the same slot"));
+    assert_eq!(xlen(&mut c, &a), 1);
+    let again = redis::cmd("EXEC").query::<Value>(&mut c);
+    assert!(error_text(again).contains("EXEC without MULTI"));
+    // The same key in two databases is two streams, which may be in two partitions: a
+    // queued SELECT counts.
+    let db3 = (0..)
+        .map(|i| format!("u{i}"))
+        .find(|k| {
+            evring::protocol::partition_of(k, 4)
+                != evring::protocol::partition_of(&format!("\0{}\0{k}", 3), 4)
+        })
+        .unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: String = redis::cmd("XLEN").arg(&db3).query(&mut c).unwrap();
+    let _: String = redis::cmd("SELECT").arg(3).query(&mut c).unwrap();
+    let _: String = redis::cmd("XLEN").arg(&db3).query(&mut c).unwrap();
+    let cross = redis::cmd("EXEC").query::<Value>(&mut c);
+    assert!(error_text(cross).contains("Keys in request don't hash to the same slot"));
+
+    // DISCARD drops what was queued.
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&a)
+        .arg("*")
+        .arg("x")
+        .arg("y")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("DISCARD").query(&mut c).unwrap();
+    assert_eq!(xlen(&mut c, &a), 1);
+    let e = |c: &mut redis::Connection, name: &str| error_text(redis::cmd(name).query::<Value>(c));
+    assert!(e(&mut c, "DISCARD").contains("DISCARD without MULTI"));
+    assert!(e(&mut c, "EXEC").contains("EXEC without MULTI"));
+    let watch = redis::cmd("WATCH").arg(&a).query::<Value>(&mut c);
+    assert!(error_text(watch).contains("WATCH is not supported by this server"));
+    let _: () = redis::cmd("UNWATCH").query(&mut c).unwrap();
+
+    // A queued SELECT holds for the commands after it, and after EXEC.
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("SELECT")
+        .arg(7)
+        .ignore()
+        .cmd("XADD")
+        .arg(&a)
+        .arg("*")
+        .arg("x")
+        .arg("y")
+        .ignore()
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(xlen(&mut c, &a), 1, "database 7");
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
+    assert_eq!(xlen(&mut c, &a), 1, "database 0");
+}
+
+/// Reads from `s` until what was read ends with `end`.
+fn read_until(s: &mut std::net::TcpStream, end: &[u8]) -> Vec<u8> {
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(end) {
+        let n = s.read(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "{e}: the rest of the replies after {:?}",
+                String::from_utf8_lossy(&got)
+            )
+        });
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+#[test]
+fn queued_replies_and_exec_keep_request_order_on_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut raw = std::net::TcpStream::connect(server.resp_addr()).unwrap();
+    // One write: the replies come in request order, each queued command answered +QUEUED
+    // in its turn, and the XLEN after EXEC waits for EXEC's write.
+    raw.write_all(
+        b"PING\r\nMULTI\r\nXADD q 5-1 a 1\r\nXLEN q\r\nNOSUCHCMD\r\nEXEC\r\nXLEN q\r\n\
+          MULTI\r\nXADD q 5-2 a 2\r\nXLEN q\r\nPING hi\r\nEXEC\r\nXLEN q\r\nXRANGE q - +\r\n",
+    )
+    .unwrap();
+    let want = "+PONG\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n\
+                -ERR unknown command 'NOSUCHCMD', with args beginning with: \r\n\
+                -EXECABORT Transaction discarded because of previous errors.\r\n:0\r\n\
+                +OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n\
+                *3\r\n$3\r\n5-2\r\n:1\r\n$2\r\nhi\r\n:1\r\n\
+                *1\r\n*2\r\n$3\r\n5-2\r\n*2\r\n$1\r\na\r\n$1\r\n2\r\n";
+    let got = read_until(&mut raw, b"$1\r\n2\r\n");
+    assert_eq!(String::from_utf8_lossy(&got), want);
+
+    // Pipelined transactions and plain writes after them keep their order.
+    let mut burst = Vec::new();
+    for i in 0..50 {
+        burst.extend_from_slice(format!("MULTI\r\nXADD p {i}-1 i {i}\r\nEXEC\r\n").as_bytes());
+        burst.extend_from_slice(format!("XADD p {i}-2 j {i}\r\n").as_bytes());
+    }
+    burst.extend_from_slice(b"PING\r\n");
+    raw.write_all(&burst).unwrap();
+    let mut want = String::new();
+    for i in 0..50 {
+        let id = format!("{i}-1");
+        want.push_str(&format!(
+            "+OK\r\n+QUEUED\r\n*1\r\n${}\r\n{id}\r\n",
+            id.len()
+        ));
+        let id = format!("{i}-2");
+        want.push_str(&format!("${}\r\n{id}\r\n", id.len()));
+    }
+    want.push_str("+PONG\r\n");
+    let got = read_until(&mut raw, b"+PONG\r\n");
+    assert_eq!(String::from_utf8_lossy(&got), want);
+    raw.write_all(b"XLEN p\r\n").unwrap();
+    assert_eq!(read_until(&mut raw, b"\r\n"), b":100\r\n");
+
+    // WATCH inside MULTI is refused and leaves the transaction going; RESET discards it.
+    raw.write_all(b"MULTI\r\nXADD r 1-1 a 1\r\nWATCH r\r\nRESET\r\nEXEC\r\nXLEN r\r\n")
+        .unwrap();
+    let got = read_until(&mut raw, b":0\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "+OK\r\n+QUEUED\r\n-ERR WATCH inside MULTI is not allowed\r\n+RESET\r\n\
+         -ERR EXEC without MULTI\r\n:0\r\n"
+    );
+
+    // RESP3: CONFIG GET answers a map, INFO a verbatim string.
+    let mut raw3 = std::net::TcpStream::connect(server.resp_addr()).unwrap();
+    raw3.write_all(b"HELLO 3\r\nCONFIG GET appendonly\r\nINFO persistence\r\n")
+        .unwrap();
+    let got = read_until(&mut raw3, b"appendfsync:always\r\n\r\n");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("%1\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n=")
+            && text.contains("txt:# Persistence\r\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_transaction_larger_than_a_request_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &["--set", "request_frame_bytes_max=4096"]);
+    let mut c = server.redis();
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let value = "x".repeat(1000);
+    let mut refused = None;
+    for _ in 0..5 {
+        match redis::cmd("XADD")
+            .arg("big")
+            .arg("*")
+            .arg("v")
+            .arg(&value)
+            .query::<Value>(&mut c)
+        {
+            Ok(v) => assert_eq!(v, Value::SimpleString("QUEUED".into())),
+            Err(e) => refused = Some(e.to_string()),
+        }
+    }
+    let refused = refused.expect("the fifth 1 KB command is beyond 4096 bytes");
+    assert!(refused.contains("request_frame_bytes_max"), "{refused}");
+    let aborted = redis::cmd("EXEC").query::<Value>(&mut c);
+    assert!(error_text(aborted).contains("Transaction discarded because of previous errors"));
+    assert_eq!(xlen(&mut c, "big"), 0);
 }

@@ -1,7 +1,9 @@
 //! The RESP port (Redis protocol) on the connection loop ([`Protocol`]): requests parsed by
 //! [`crate::resp::RequestParser`], the connection's own commands answered in order as they
 //! are read (PING, ECHO, HELLO, AUTH, SELECT, CLIENT, COMMAND, QUIT), and every other
-//! command run in its own task like a native request ([`super::resp_streams`]).
+//! command run in its own task like a native request ([`super::resp_streams`]). MULTI,
+//! EXEC and DISCARD are handled as requests are read too: between MULTI and EXEC commands
+//! are queued, not run ([`super::resp_multi`]).
 //!
 //! ## Replies in request order
 //!
@@ -37,13 +39,17 @@ pub const DATABASES: u32 = 16;
 
 /// Sends a connection's replies in request order (see the module docs).
 pub(super) struct Ordered {
-    out: Rc<ConnOut>,
+    /// Where replies go in order; `None`: into `collected` (the replies of an EXEC's
+    /// commands, [`Ordered::collector`]).
+    out: Option<Rc<ConnOut>>,
     next: u64,
     held: BTreeMap<u64, Vec<u8>>,
     /// The blocking commands not answered yet (see the module docs).
     blocking: BTreeSet<u64>,
     /// Requests waiting for their turn ([`Ordered::turn`]).
     turn_wakers: Vec<std::task::Waker>,
+    /// The replies of an EXEC's commands, when `out` is `None`.
+    collected: Vec<Vec<u8>>,
 }
 
 impl Ordered {
@@ -51,6 +57,7 @@ impl Ordered {
     /// once every request before it is answered.
     pub(super) fn reply(cell: &RefCell<Ordered>, seq: u64, bytes: Vec<u8>) {
         let mut o = cell.borrow_mut();
+        let o = &mut *o;
         assert!(seq >= o.next, "request {seq} answered twice");
         o.held.insert(seq, bytes);
         let was_blocking = o.blocking.remove(&seq);
@@ -59,7 +66,10 @@ impl Ordered {
             let next = o.next;
             o.held.remove(&next)
         } {
-            o.out.send_bytes(&bytes);
+            match &o.out {
+                Some(out) => out.send_bytes(&bytes),
+                None => o.collected.push(bytes),
+            }
             o.next += 1;
         }
         if was_blocking || o.next != before {
@@ -69,6 +79,22 @@ impl Ordered {
         }
     }
 
+    /// Collects replies in sequence order, from 0, instead of sending them.
+    pub(super) fn collector() -> Ordered {
+        Ordered {
+            out: None,
+            next: 0,
+            held: BTreeMap::new(),
+            blocking: BTreeSet::new(),
+            turn_wakers: Vec::new(),
+            collected: Vec::new(),
+        }
+    }
+
+    /// The replies collected so far, in sequence order.
+    pub(super) fn take_collected(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.collected)
+    }
     /// Resolves once request `seq` may start: a blocking command once every request before
     /// it is answered; any other once every blocking command before it is.
     pub(super) async fn turn(cell: &RefCell<Ordered>, seq: u64) {
@@ -113,6 +139,8 @@ pub(super) struct RespRequest {
     pub(super) args: Vec<Vec<u8>>,
     pub(super) ctx: Ctx,
     pub(super) order: Rc<RefCell<Ordered>>,
+    /// Its part in transactions ([`super::resp_multi`]).
+    pub(super) tx: super::resp_multi::TxLink,
 }
 
 impl RespRequest {
@@ -131,6 +159,10 @@ impl RespRequest {
     /// Resolves once the connection is closed or the server stops; true if it stops.
     pub(super) async fn connection_ended(&self) -> bool {
         let out = self.order.borrow().out.clone();
+        // The commands of an EXEC have no connection of their own: theirs never ends first.
+        let Some(out) = out else {
+            return std::future::pending().await;
+        };
         out.ended().await;
         out.stopping.get()
     }
@@ -146,6 +178,7 @@ pub(super) struct Resp {
     authenticated: bool,
     name: Option<Vec<u8>>,
     id: u64,
+    multi: super::resp_multi::MultiState,
 }
 
 /// A reply for a protocol error, then the connection closes.
@@ -177,11 +210,12 @@ impl Protocol for Resp {
             shard: shard.clone(),
             parser,
             order: Rc::new(RefCell::new(Ordered {
-                out: out.clone(),
+                out: Some(out.clone()),
                 next: 0,
                 held: BTreeMap::new(),
                 blocking: BTreeSet::new(),
                 turn_wakers: Vec::new(),
+                collected: Vec::new(),
             })),
             next_seq: 0,
             ctx: Ctx {
@@ -191,6 +225,7 @@ impl Protocol for Resp {
             authenticated: !needs_auth,
             name: None,
             id,
+            multi: super::resp_multi::MultiState::default(),
         }
     }
 
@@ -232,6 +267,7 @@ impl Protocol for Resp {
             args,
             ctx: self.ctx,
             order: self.order.clone(),
+            tx: Default::default(),
         };
         Decoded::Request(request, used)
     }
@@ -250,6 +286,10 @@ impl Protocol for Resp {
             });
             return Admitted::Done;
         }
+        let request = match super::resp_multi::admit(self, &name, request) {
+            Ok(admitted) => return admitted,
+            Err(request) => request,
+        };
         match super::resp_commands::connection_command(self, &name, &request) {
             Some(Handled::Answered) => Admitted::Done,
             Some(Handled::Close) => Admitted::Close(Fault {
@@ -260,7 +300,7 @@ impl Protocol for Resp {
                 if is_blocking(&request.args, &name) {
                     self.order.borrow_mut().blocking.insert(request.seq);
                 }
-                let heavy = false;
+                let heavy = super::resp_keys::is_heavy(&name);
                 Admitted::Run { request, heavy }
             }
         }
@@ -293,7 +333,7 @@ impl Protocol for Resp {
                 return;
             }
         }
-        super::resp_streams::run(shard, request).await
+        super::resp_multi::run(shard, request).await
     }
 }
 
@@ -332,5 +372,8 @@ impl Resp {
     }
     pub(super) fn id(&self) -> u64 {
         self.id
+    }
+    pub(super) fn multi_mut(&mut self) -> &mut super::resp_multi::MultiState {
+        &mut self.multi
     }
 }

@@ -50,6 +50,18 @@ pub(super) const COMMANDS: &[&str] = &[
     "FLUSHDB",
     "FLUSHALL",
     "XREAD",
+    "DBSIZE",
+    "EXISTS",
+    "TYPE",
+    "KEYS",
+    "SCAN",
+    "INFO",
+    "CONFIG",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "UNWATCH",
 ];
 
 /// What the owner of a stream's partition does for a stream command.
@@ -126,6 +138,10 @@ pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
         b"FLUSHDB" => flush(&shard, &req, false).await,
         b"FLUSHALL" => flush(&shard, &req, true).await,
         b"XREAD" => Box::pin(super::resp_read::xread(&shard, &req)).await,
+        b"DBSIZE" | b"EXISTS" | b"TYPE" | b"KEYS" | b"SCAN" => {
+            Box::pin(super::resp_keys::run(&shard, &req, &name)).await
+        }
+        b"INFO" | b"CONFIG" => Box::pin(super::resp_info::run(&shard, &req, &name)).await,
         _ => Err(unknown_command(&req.args)),
     };
     if let Err(text) = result {

@@ -91,6 +91,8 @@ pub enum PartOp {
     },
     /// A RESP stream command's part on the stream's partition.
     Resp(super::resp_streams::RespOp),
+    /// A RESP keyspace command's part on one partition (KEYS, SCAN, EXISTS, DBSIZE, …).
+    RespKeys(super::resp_keys::KeysOp),
 }
 
 #[derive(Debug)]
@@ -102,6 +104,7 @@ pub enum OpResult {
     Info(StreamInfo),
     Groups(crate::protocol::Groups),
     Resp(super::resp_streams::RespOutcome),
+    RespKeys(super::resp_keys::KeysOutcome),
     Stats(PartitionStats),
     Done,
     Err(ApiError),
@@ -147,6 +150,8 @@ pub struct Shared {
     /// any shard serves AGGREGATE and the ring part of a subscription's catch-up through it,
     /// without a message to the owner.
     pub views: Vec<std::sync::OnceLock<crate::stream::PartitionView>>,
+    /// What the RESP port's INFO and CONFIG read and set over the whole server.
+    pub resp: super::resp_info::RespShared,
 }
 
 impl Shared {
@@ -170,6 +175,7 @@ impl Shared {
             views: (0..plan.manifest.partitions)
                 .map(|_| std::sync::OnceLock::new())
                 .collect(),
+            resp: super::resp_info::RespShared::new(plan.shards),
         }
     }
 }
@@ -335,6 +341,7 @@ impl Shard {
                 Box::pin(self.run_served_model(blob, is_query)).await
             }
             PartOp::Resp(op) => Box::pin(super::resp_streams::run_op(&p, op)).await,
+            PartOp::RespKeys(op) => super::resp_keys::run_op(&p, op),
             PartOp::Append {
                 stream,
                 expected_version,

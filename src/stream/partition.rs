@@ -77,6 +77,14 @@ impl StreamEntry {
     }
 }
 
+/// Whether a stream of the index exists for listings (the RESP port's KEYS, SCAN, EXISTS,
+/// TYPE, DBSIZE): once its first event is visible (an append not yet durable, or lost with a
+/// failed frame, makes no stream). The one place that decides it, so that a stream marked
+/// deleted is left out here.
+fn stream_exists(entry: &StreamEntry, published_lsn: u64) -> bool {
+    entry.lsns.first().is_some_and(|&lsn| lsn < published_lsn)
+}
+
 /// The stream ID an append asks for its (first) event; later events of the same append get
 /// the next IDs, as [`IdSpec::Auto`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1147,11 +1155,6 @@ impl<S: Storage + 'static> Partition<S> {
         })
     }
 
-    /// Whether the stream exists (an XADD or APPEND made it, and no deletion removed it).
-    pub fn has_stream(&self, stream: &str) -> bool {
-        self.state.borrow().streams.contains_key(stream)
-    }
-
     /// The stream IDs of the stream's visible versions in `versions` (those that exist).
     pub fn stream_ids(&self, stream: &str, versions: std::ops::Range<u64>) -> Vec<StreamId> {
         let st = self.state.borrow();
@@ -1162,6 +1165,26 @@ impl<S: Storage + 'static> Partition<S> {
         let end = (versions.end as usize).min(visible);
         let start = (versions.start as usize).min(end);
         entry.ids[start..end].to_vec()
+    }
+
+    /// Whether `stream` exists ([`stream_exists`]).
+    pub fn has_stream(&self, stream: &str) -> bool {
+        let st = self.state.borrow();
+        st.streams
+            .get(stream)
+            .is_some_and(|entry| stream_exists(entry, st.published_lsn))
+    }
+
+    /// Calls `f` with the name of every stream that exists ([`stream_exists`]) and whose
+    /// name starts with `prefix`, in no particular order. `f` runs while the partition's
+    /// state is borrowed: it must not call back into the partition.
+    pub fn for_each_stream(&self, prefix: &str, mut f: impl FnMut(&str)) {
+        let st = self.state.borrow();
+        for (name, entry) in &st.streams {
+            if name.starts_with(prefix) && stream_exists(entry, st.published_lsn) {
+                f(name);
+            }
+        }
     }
 
     /// The stream's visible versions' LSNs from `from_version` (for subscriptions).
