@@ -1822,3 +1822,72 @@ fn a_transaction_larger_than_a_request_is_discarded() {
     assert!(error_text(aborted).contains("Transaction discarded because of previous errors"));
     assert_eq!(xlen(&mut c, "big"), 0);
 }
+
+#[test]
+fn xinfo_stream_describes_a_stream_as_redis_7_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    for i in 1..=5 {
+        xadd1(&mut c, "s", &format!("{i}-0"), "i", &i.to_string());
+    }
+    let _: i64 = redis::cmd("XDEL")
+        .arg("s")
+        .arg("4-0")
+        .query(&mut c)
+        .unwrap();
+    let _: i64 = redis::cmd("XTRIM")
+        .arg("s")
+        .arg("MINID")
+        .arg("2")
+        .query(&mut c)
+        .unwrap();
+    let info: HashMap<String, Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg("s")
+        .query(&mut c)
+        .unwrap();
+    let text = |k: &str| match &info[k] {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::Int(n) => n.to_string(),
+        other => format!("{other:?}"),
+    };
+    assert_eq!(text("length"), "3");
+    assert_eq!(text("last-generated-id"), "5-0");
+    assert_eq!(text("max-deleted-entry-id"), "4-0");
+    assert_eq!(text("entries-added"), "5");
+    assert_eq!(text("recorded-first-entry-id"), "2-0");
+    assert_eq!(text("groups"), "0");
+    let first: (String, Vec<(String, String)>) =
+        redis::from_redis_value(&info["first-entry"]).unwrap();
+    assert_eq!(
+        first,
+        ("2-0".to_string(), vec![("i".to_string(), "2".to_string())])
+    );
+    let last: (String, Vec<(String, String)>) =
+        redis::from_redis_value(&info["last-entry"]).unwrap();
+    assert_eq!(last.0, "5-0");
+    let none = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg("nothing")
+        .query::<Value>(&mut c);
+    assert!(error_text(none).contains("no such key"));
+    let help = redis::cmd("XINFO")
+        .arg("HELP")
+        .arg("x")
+        .query::<Value>(&mut c);
+    assert!(error_text(help).contains("wrong number of arguments"));
+    // An exclusive bound cannot be - or +.
+    let bad = redis::cmd("XRANGE")
+        .arg("s")
+        .arg("(-")
+        .arg("+")
+        .query::<Value>(&mut c);
+    assert!(error_text(bad).contains("invalid start ID for the interval"));
+    let bad = redis::cmd("XRANGE")
+        .arg("s")
+        .arg("-")
+        .arg("(+")
+        .query::<Value>(&mut c);
+    assert!(error_text(bad).contains("invalid end ID for the interval"));
+}

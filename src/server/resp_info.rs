@@ -28,6 +28,8 @@ pub struct RespShared {
     commands: Box<[Counter]>,
     stream_node_max_bytes: AtomicU64,
     stream_node_max_entries: AtomicU64,
+    /// Connections blocked in an XREAD now (INFO `blocked_clients`).
+    pub(super) blocked: AtomicU64,
 }
 
 /// A counter on its own cache line: shards count without sharing lines.
@@ -42,6 +44,7 @@ impl RespShared {
             commands: (0..shards.max(1)).map(|_| Counter::default()).collect(),
             stream_node_max_bytes: AtomicU64::new(STREAM_NODE_MAX_BYTES_DEFAULT),
             stream_node_max_entries: AtomicU64::new(STREAM_NODE_MAX_ENTRIES_DEFAULT),
+            blocked: AtomicU64::new(0),
         }
     }
 
@@ -143,8 +146,9 @@ async fn info(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         add(
             "Clients",
             format!(
-                "connected_clients:{}\r\nmaxclients:{}\r\n",
+                "connected_clients:{}\r\nblocked_clients:{}\r\nmaxclients:{}\r\n",
                 shared.connections.load(Ordering::Acquire),
+                shared.resp.blocked.load(Ordering::Acquire),
                 shared.config.max_connections
             ),
         );

@@ -354,6 +354,15 @@ enum End {
     Failed(String),
 }
 
+/// Counts a blocked XREAD out of INFO's `blocked_clients` when it ends, however it ends.
+struct Unblock<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for Unblock<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Blocks until a key gets entries after `after[k]` (see the module docs).
 async fn block_for(
     shard: &Rc<Shard>,
@@ -362,6 +371,9 @@ async fn block_for(
     after: &[StreamId],
     block: u64,
 ) -> Result<(), String> {
+    let blocked = &shard.shared.resp.blocked;
+    blocked.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let _blocked = Unblock(blocked);
     let key: WaitKey = (
         shard.id as u32,
         NEXT_WAIT.with(|n| {

@@ -23,7 +23,7 @@ use super::resp_conn::{Ctx, RespRequest};
 use super::route::{OpResult, PartOp, Shard};
 use crate::protocol::{code, expected, partition_of, Event, RecordedEvent, StreamId};
 use crate::resp::{Parsed, Reply, RequestLimits, RequestParser};
-use crate::stream::{ChangeRequest, IdSpec, Partition, StreamError, Trim};
+use crate::stream::{ChangeRequest, IdSpec, Partition, StreamError, StreamSummary, Trim};
 
 /// The event type of an entry written with XADD.
 pub const FIELDS_TYPE: &str = "$fields";
@@ -91,6 +91,10 @@ pub enum RespOp {
     Len {
         stream: String,
     },
+    /// XINFO STREAM.
+    Info {
+        stream: String,
+    },
     /// XREAD's part on one partition.
     Read(super::resp_read::ReadOp),
 }
@@ -104,6 +108,8 @@ pub enum RespOutcome {
     Len(u64),
     /// Entries (or streams) a change deleted.
     Count(u64),
+    /// A stream's summary and its first and last entries; `None`: no stream.
+    Info(Option<(StreamSummary, Vec<(StreamId, RecordedEvent)>)>),
     Read(super::resp_read::ReadOutcome),
 }
 
@@ -132,6 +138,7 @@ pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
         b"XRANGE" => xrange(&shard, &req, false).await,
         b"XREVRANGE" => xrange(&shard, &req, true).await,
         b"XDEL" => xdel(&shard, &req).await,
+        b"XINFO" => Box::pin(xinfo(&shard, &req)).await,
         b"XTRIM" => xtrim(&shard, &req).await,
         b"DEL" => del(&shard, &req, b"del").await,
         b"UNLINK" => del(&shard, &req, b"unlink").await,
@@ -215,6 +222,21 @@ pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
             Err(e) => return OpResult::Err(e.into()),
         },
         RespOp::Len { stream } => RespOutcome::Len(p.live_entries(&stream)),
+        RespOp::Info { stream } => match p.stream_summary(&stream) {
+            None => RespOutcome::Info(None),
+            Some(summary) => {
+                let mut ends = Vec::new();
+                for reverse in [false, true] {
+                    match Box::pin(p.range(&stream, StreamId::ZERO, StreamId::MAX, 1, reverse))
+                        .await
+                    {
+                        Ok((entries, _)) => ends.extend(entries),
+                        Err(e) => return OpResult::Err(e.into()),
+                    }
+                }
+                RespOutcome::Info(Some((summary, ends)))
+            }
+        },
         RespOp::Read(op) => return Box::pin(super::resp_read::run_op(p, op)).await,
     };
     OpResult::Resp(outcome)
@@ -618,6 +640,82 @@ async fn flush(shard: &Rc<Shard>, req: &RespRequest, all: bool) -> Result<(), St
     Ok(())
 }
 
+/// XINFO STREAM key, XINFO HELP (FULL, GROUPS and CONSUMERS come with consumer groups).
+async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
+    let args = &req.args;
+    let sub = args.get(1).map(|s| s.to_ascii_uppercase());
+    match (sub.as_deref(), args.len()) {
+        (Some(b"HELP"), 2) => {
+            let lines = [
+                "XINFO <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "STREAM <key>",
+                "    Show information about the stream.",
+                "HELP",
+                "    Print this help.",
+            ];
+            req.answer(|r| {
+                r.array_len(lines.len());
+                for l in lines {
+                    r.simple(l);
+                }
+            });
+            return Ok(());
+        }
+        (Some(b"HELP"), _) => return Err(wrong_arity(b"xinfo|help")),
+        (Some(b"STREAM"), 3) => {}
+        (Some(b"STREAM"), n) if n > 3 => {
+            return Err("XINFO STREAM FULL is not available on this server yet".into())
+        }
+        (Some(b"STREAM"), _) => return Err(wrong_arity(b"xinfo|stream")),
+        (None, _) => return Err(wrong_arity(b"xinfo")),
+        (Some(_), _) => {
+            let sub = String::from_utf8_lossy(&args[1]).into_owned();
+            return Err(format!("unknown subcommand '{sub}'. Try XINFO HELP."));
+        }
+    }
+    let stream = stream_name(req.ctx, &args[2])?;
+    let info = match call(
+        shard,
+        &stream,
+        RespOp::Info {
+            stream: stream.clone(),
+        },
+    )
+    .await?
+    {
+        RespOutcome::Info(info) => info,
+        other => return Err(format!("internal error: unexpected reply {other:?}")),
+    };
+    let Some((s, ends)) = info else {
+        return Err("no such key".into());
+    };
+    req.answer(|r| {
+        r.map_len(10);
+        r.bulk("length").int(s.length as i64);
+        // evring keeps no radix tree: what Redis would show for nodes of 100 entries.
+        let keys = s.length.div_ceil(100) as i64;
+        r.bulk("radix-tree-keys").int(keys);
+        r.bulk("radix-tree-nodes").int(keys + 1);
+        r.bulk("last-generated-id").bulk(s.last_id.to_string());
+        r.bulk("max-deleted-entry-id")
+            .bulk(s.max_deleted_id.to_string());
+        r.bulk("entries-added").int(s.entries_added as i64);
+        r.bulk("recorded-first-entry-id")
+            .bulk(s.first_id.to_string());
+        r.bulk("groups").int(0);
+        for (name, entry) in [("first-entry", ends.first()), ("last-entry", ends.last())] {
+            r.bulk(name);
+            match entry {
+                Some((id, e)) => write_entry(r, *id, e),
+                None => {
+                    r.null();
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Runs a change on the partition of `stream`: what it deleted.
 async fn change(shard: &Rc<Shard>, stream: &str, request: ChangeRequest) -> Result<u64, String> {
     let op = RespOp::Change {
@@ -633,6 +731,11 @@ async fn change(shard: &Rc<Shard>, stream: &str, request: ChangeRequest) -> Resu
 /// An interval bound of XRANGE: `(` makes it exclusive.
 fn parse_bound(b: &[u8], missing_seq: u64, start: bool) -> Result<StreamId, String> {
     match b.strip_prefix(b"(") {
+        // `-` and `+` have nothing beyond them to exclude.
+        Some(b"-" | b"+") => Err(format!(
+            "invalid {} ID for the interval",
+            if start { "start" } else { "end" }
+        )),
         Some(rest) if !rest.is_empty() => {
             let id = parse_id(rest, missing_seq).ok_or(INVALID_ID)?;
             let moved = if start { increment(id) } else { decrement(id) };
@@ -699,10 +802,15 @@ async fn xrange(shard: &Rc<Shard>, req: &RespRequest, reverse: bool) -> Result<(
 pub(super) fn write_entries(r: &mut Reply<'_>, entries: &[(StreamId, RecordedEvent)]) {
     r.array_len(entries.len());
     for (id, e) in entries {
-        let fields = entry_fields(e);
-        r.array_len(2).bulk(id.to_string()).array_len(fields.len());
-        for f in &fields {
-            r.bulk(f);
-        }
+        write_entry(r, *id, e);
+    }
+}
+
+/// One entry: `[id, [field, value, …]]`.
+fn write_entry(r: &mut Reply<'_>, id: StreamId, e: &RecordedEvent) {
+    let fields = entry_fields(e);
+    r.array_len(2).bulk(id.to_string()).array_len(fields.len());
+    for f in &fields {
+        r.bulk(f);
     }
 }

@@ -142,6 +142,8 @@ impl StreamEntry {
 pub struct Deleted {
     pub trimmed: u64,
     pub deleted: BTreeSet<u64>,
+    /// The largest version an entry deletion (not a trim) deleted.
+    pub max_deleted: Option<u64>,
 }
 
 impl Deleted {
@@ -199,6 +201,7 @@ impl StreamEntry {
                 for &v in list {
                     if v < versions && !self.deleted.contains(v) {
                         self.deleted.deleted.insert(v);
+                        self.deleted.max_deleted = self.deleted.max_deleted.max(Some(v));
                         n += 1;
                     }
                 }

@@ -27,6 +27,8 @@ pub use error::{ImageError, ShortPayload, StreamError};
 pub use image::{
     partition_image_of, partition_snapshot_owner, read_partition_snapshot, PartitionImage, Rebuild,
 };
-pub use partition::{IdSpec, Partition, PartitionLimits, PartitionStats, PublishSink};
+pub use partition::{
+    IdSpec, Partition, PartitionLimits, PartitionStats, PublishSink, StreamSummary,
+};
 pub use view::{DetachedRing, PartitionView};
 pub use waiters::{WaitEnd, WaitKey};

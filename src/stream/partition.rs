@@ -221,6 +221,16 @@ pub struct Partition<S: Storage + 'static = DiskStorage> {
     waits_gauge: metrics::Gauge,
 }
 
+/// A stream as XINFO STREAM describes it ([`Partition::stream_summary`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamSummary {
+    pub length: u64,
+    pub last_id: StreamId,
+    pub entries_added: u64,
+    pub max_deleted_id: StreamId,
+    pub first_id: StreamId,
+}
+
 /// Counters for STATS and metrics.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct PartitionStats {
@@ -1144,6 +1154,26 @@ impl<S: Storage + 'static> Partition<S> {
         }
         let (events, cut) = self.fetch(&lsns, self.limits.max_read_bytes).await?;
         Ok((ids.into_iter().zip(events).collect(), cut))
+    }
+
+    /// What XINFO STREAM tells of a stream: its live entries, last ID, entries ever added,
+    /// the largest ID an entry deletion deleted, and its first live entry's ID; `None` for no
+    /// stream.
+    pub fn stream_summary(&self, stream: &str) -> Option<StreamSummary> {
+        let st = self.state.borrow();
+        let e = st.streams.get(stream)?;
+        let visible = e.lsns.partition_point(|&l| l < st.published_lsn);
+        let first = (e.deleted.trimmed as usize..visible).find(|&v| !e.deleted.contains(v as u64));
+        Some(StreamSummary {
+            length: visible as u64 - e.deleted.count(visible as u64),
+            last_id: e.ids[..visible].last().copied().unwrap_or(StreamId::ZERO),
+            entries_added: visible as u64,
+            max_deleted_id: e
+                .deleted
+                .max_deleted
+                .map_or(StreamId::ZERO, |v| e.ids[v as usize]),
+            first_id: first.map_or(StreamId::ZERO, |v| e.ids[v]),
+        })
     }
 
     /// The stream's visible entries that are not deleted (XLEN); 0 for no stream.
