@@ -1891,3 +1891,26 @@ fn xinfo_stream_describes_a_stream_as_redis_7_does() {
         .query::<Value>(&mut c);
     assert!(error_text(bad).contains("invalid end ID for the interval"));
 }
+
+/// A read pipelined behind writes of the same connection sees them (it runs once they are
+/// answered), while the writes share frames.
+#[test]
+fn a_read_pipelined_after_writes_sees_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    for round in 1..=20u64 {
+        let mut pipe = redis::pipe();
+        for i in 0..10 {
+            pipe.cmd("XADD").arg("rw").arg("*").arg("i").arg(i);
+        }
+        pipe.cmd("XLEN").arg("rw");
+        pipe.cmd("XRANGE").arg("rw").arg("-").arg("+");
+        let replies: Vec<Value> = pipe.query(&mut c).unwrap();
+        assert_eq!(replies[10], Value::Int(10 * round as i64), "round {round}");
+        let Value::Array(entries) = &replies[11] else {
+            panic!("{:?}", replies[11]);
+        };
+        assert_eq!(entries.len() as u64, 10 * round);
+    }
+}

@@ -24,6 +24,11 @@
 //! ([`Ordered::turn`]). So a connection has at most one blocked command at a time, and a
 //! write pipelined behind a blocked XREAD waits for it, as in Redis. A request that was
 //! held this way and finds its connection closed is not run.
+//!
+//! A read of stream state (XLEN, XRANGE, XREVRANGE, XREAD, XINFO, EXISTS, TYPE, KEYS, SCAN,
+//! DBSIZE) runs alone the same way, so it sees every write the connection sent before it
+//! (a write is visible once durable, and a read started while the write is in flight would
+//! miss it). Writes pipelined one after another still run concurrently and share frames.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -117,13 +122,22 @@ impl Ordered {
     }
 }
 
-/// Whether a request is a blocking command: XREAD with BLOCK among its options.
-fn is_blocking(args: &[Vec<u8>], name: &[u8]) -> bool {
-    name == b"XREAD"
-        && args[1..]
-            .iter()
-            .take_while(|a| !a.eq_ignore_ascii_case(b"STREAMS"))
-            .any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
+/// Whether a request runs alone (see the module docs): a read of stream state, XREAD with
+/// BLOCK among them.
+fn runs_alone(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"XREAD"
+            | b"XLEN"
+            | b"XRANGE"
+            | b"XREVRANGE"
+            | b"XINFO"
+            | b"EXISTS"
+            | b"TYPE"
+            | b"KEYS"
+            | b"SCAN"
+            | b"DBSIZE"
+    )
 }
 
 /// What a command needs to know of its connection when it runs.
@@ -297,7 +311,7 @@ impl Protocol for Resp {
                 reason: "QUIT".into(),
             }),
             None => {
-                if is_blocking(&request.args, &name) {
+                if runs_alone(&name) {
                     self.order.borrow_mut().blocking.insert(request.seq);
                 }
                 let heavy = super::resp_keys::is_heavy(&name);
