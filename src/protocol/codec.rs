@@ -151,18 +151,22 @@ impl<'a> Cursor<'a> {
         }
         Ok(partition_addresses)
     }
+    /// One bucket: start, count, sum, min, max.
+    fn bucket(&mut self) -> Result<Bucket, ProtocolError> {
+        Ok(Bucket {
+            start_ns: self.u64("bucket start")?,
+            count: self.u64("count")?,
+            sum: self.f64("sum")?,
+            min: self.f64("min")?,
+            max: self.f64("max")?,
+        })
+    }
     /// AGGREGATE's reply: a count and that many buckets.
     fn buckets(&mut self) -> Result<Vec<Bucket>, ProtocolError> {
         let n = self.u32("bucket count")?;
         let mut buckets = Vec::new();
         for _ in 0..n {
-            buckets.push(Bucket {
-                start_ns: self.u64("bucket start")?,
-                count: self.u64("count")?,
-                sum: self.f64("sum")?,
-                min: self.f64("min")?,
-                max: self.f64("max")?,
-            });
+            buckets.push(self.bucket()?);
         }
         Ok(buckets)
     }
@@ -217,13 +221,7 @@ impl<'a> Cursor<'a> {
             let nb = self.u32("bucket count")?;
             let mut buckets = Vec::new();
             for _ in 0..nb {
-                buckets.push(Bucket {
-                    start_ns: self.u64("bucket start")?,
-                    count: self.u64("count")?,
-                    sum: self.f64("sum")?,
-                    min: self.f64("min")?,
-                    max: self.f64("max")?,
-                });
+                buckets.push(self.bucket()?);
                 self.f64("average")?;
             }
             groups.push(Group {

@@ -13,6 +13,16 @@ pub(super) fn wrong_arity(name: &[u8]) -> String {
     )
 }
 
+/// A HELP subcommand's reply: its lines as simple strings.
+pub(super) fn help(req: &RespRequest, lines: &[&str]) {
+    req.answer(|r| {
+        r.array_len(lines.len());
+        for l in lines {
+            r.simple(l);
+        }
+    });
+}
+
 /// Redis's reply to an unknown command: its name and the start of its arguments.
 pub(super) fn unknown_command(args: &[Vec<u8>]) -> String {
     let clip = |a: &[u8]| {

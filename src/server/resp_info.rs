@@ -336,12 +336,7 @@ fn config(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
                 "HELP",
                 "    Print this help.",
             ];
-            req.answer(|r| {
-                r.array_len(lines.len());
-                for l in lines {
-                    r.simple(l);
-                }
-            });
+            super::resp_commands::help(req, &lines);
         }
     }
     Ok(())

@@ -653,12 +653,7 @@ async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
                 "HELP",
                 "    Print this help.",
             ];
-            req.answer(|r| {
-                r.array_len(lines.len());
-                for l in lines {
-                    r.simple(l);
-                }
-            });
+            super::resp_commands::help(req, &lines);
             return Ok(());
         }
         (Some(b"HELP"), _) => return Err(wrong_arity(b"xinfo|help")),
