@@ -1914,3 +1914,24 @@ fn a_read_pipelined_after_writes_sees_them() {
         assert_eq!(entries.len() as u64, 10 * round);
     }
 }
+
+/// On a fixed RESP port (as a deployment runs it), a restart after kill -9 serves the same
+/// port again with what was acknowledged.
+#[test]
+fn a_fixed_resp_port_is_served_again_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let setting = format!("resp_listen=\"127.0.0.1:{port}\"");
+    let mut server = start(dir.path(), &["--set", &setting]);
+    assert_eq!(server.resp_addr(), format!("127.0.0.1:{port}"));
+    let mut c = server.redis();
+    xadd1(&mut c, "fixed", "1-1", "a", "1");
+    drop(c);
+    server.kill_and_restart();
+    assert_eq!(server.resp_addr(), format!("127.0.0.1:{port}"));
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    assert_eq!(xlen(&mut c, "fixed"), 1);
+}

@@ -112,17 +112,25 @@ impl ConnOut {
     /// slow). At a stop it waits no more: the stop ended the subscription (error 31), and
     /// the catch-up ends with it.
     pub(super) async fn wait_for_room_for(&self, bytes: usize) {
-        std::future::poll_fn(|cx| {
+        self.wait_with_catch_ups(|| {
             let held = self.buf.borrow().len();
-            if self.closed.get() || self.stopping.get() || held == 0 || held + bytes <= self.limit {
-                std::task::Poll::Ready(())
-            } else {
-                let mut wakers = self.catch_up_wakers.borrow_mut();
-                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                    wakers.push(cx.waker().clone());
-                }
-                std::task::Poll::Pending
+            self.closed.get() || self.stopping.get() || held == 0 || held + bytes <= self.limit
+        })
+        .await
+    }
+
+    /// Resolves once `ready` holds, checked whenever the catch-ups' wakers are woken (a
+    /// stop, the writer taking the buffer, the connection closing).
+    async fn wait_with_catch_ups(&self, ready: impl Fn() -> bool) {
+        std::future::poll_fn(|cx| {
+            if ready() {
+                return std::task::Poll::Ready(());
             }
+            let mut wakers = self.catch_up_wakers.borrow_mut();
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
         })
         .await
     }
@@ -132,18 +140,8 @@ impl ConnOut {
     /// shares the catch-ups' list, woken at a stop and whenever the writer takes the buffer,
     /// which it does once more when the connection closes.
     pub(super) async fn ended(&self) {
-        std::future::poll_fn(|cx| {
-            if self.closed.get() || self.stopping.get() {
-                std::task::Poll::Ready(())
-            } else {
-                let mut wakers = self.catch_up_wakers.borrow_mut();
-                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                    wakers.push(cx.waker().clone());
-                }
-                std::task::Poll::Pending
-            }
-        })
-        .await
+        self.wait_with_catch_ups(|| self.closed.get() || self.stopping.get())
+            .await
     }
 
     /// Resolves once `stop` was called.

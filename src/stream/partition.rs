@@ -490,16 +490,7 @@ impl<S: Storage + 'static> Partition<S> {
             Placed::Pending(pending, first_version) => (pending, first_version),
             Placed::NoRoom => unreachable!("the loop goes on while there is no room"),
         };
-        let appended = match pending.durable().await {
-            Ok(a) => a,
-            Err(e) => {
-                let mut st = self.state.borrow_mut();
-                st.errors += 1;
-                // Retries waiting for this append learn that it failed.
-                wake_all(&mut st.publish_waiters);
-                return Err(e.into());
-            }
-        };
+        let appended = self.await_durable(pending).await?;
         let n = events.len() as u64;
         self.count_appended(&events, now);
         self.publish(
@@ -738,15 +729,7 @@ impl<S: Storage + 'static> Partition<S> {
             }
         };
         drop(turn);
-        let appended = match pending.durable().await {
-            Ok(a) => a,
-            Err(e) => {
-                let mut st = self.state.borrow_mut();
-                st.errors += 1;
-                wake_all(&mut st.publish_waiters);
-                return Err(e.into());
-            }
-        };
+        let appended = self.await_durable(pending).await?;
         let batch = Durable {
             stream: stream.to_string(),
             first_version: 0,
@@ -779,6 +762,20 @@ impl<S: Storage + 'static> Partition<S> {
                 below - e.deleted.count(below)
             }),
         }
+    }
+
+    /// Waits until a placed record's frame is durable. On failure the error is counted and
+    /// retries waiting for an append learn that it failed.
+    async fn await_durable(
+        &self,
+        pending: crate::journal::PendingAppend,
+    ) -> Result<crate::journal::Appended, StreamError> {
+        pending.durable().await.map_err(|e| {
+            let mut st = self.state.borrow_mut();
+            st.errors += 1;
+            wake_all(&mut st.publish_waiters);
+            e.into()
+        })
     }
 
     /// Waits for this append's turn to be placed (see [`Partition::append`]).
