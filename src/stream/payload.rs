@@ -95,7 +95,7 @@ impl InMemory {
             payload: p,
         };
         if let Some((_, newest)) = self.ring.lsn_range() {
-            if newest + 1 != lsn {
+            if newest.checked_add(1) != Some(lsn) {
                 self.ring.clear();
             }
         }
@@ -119,7 +119,7 @@ impl InMemory {
             payload: &[],
         };
         if let Some((_, newest)) = self.ring.lsn_range() {
-            if newest + 1 != lsn {
+            if newest.checked_add(1) != Some(lsn) {
                 self.ring.clear();
             }
         }
