@@ -72,6 +72,8 @@ impl From<StreamError> for ApiError {
             | StreamError::Aggregate(_)
             | StreamError::IdNotAbove { .. }
             | StreamError::IdZero
+            | StreamError::SetIdRefused(_)
+            | StreamError::WrongType { .. }
             | StreamError::IdsExhausted { .. }
             | StreamError::WindowBeforeRing { .. } => code::INVALID_ARGUMENT,
         };

@@ -35,6 +35,7 @@ mod resp_commands;
 mod resp_conn;
 mod resp_info;
 mod resp_keys;
+mod resp_lists;
 mod resp_multi;
 mod resp_read;
 mod resp_streams;

@@ -3,8 +3,10 @@
 //!
 //! CONFIG knows a few settings that Redis clients and stream test suites read or set
 //! ([`SETTINGS`]): `stream-node-max-bytes` and `stream-node-max-entries` are accepted and
-//! remembered for the server's life (shared by every shard) but change nothing (evring does
-//! not store streams in radix-tree nodes); `appendonly`, `appendfsync`, `save` and
+//! remembered for the server's life (shared by every shard); `stream-node-max-entries` is
+//! the size of the nodes a `~` trim deletes whole (a stream's versions in runs of that many
+//! from version 0: evring does not store streams in radix-tree nodes), and
+//! `stream-node-max-bytes` changes nothing; `appendonly`, `appendfsync`, `save` and
 //! `databases` report what evring does (every write is journaled durably before its reply)
 //! and can only be "set" to the value they have.
 
@@ -49,6 +51,11 @@ impl RespShared {
     }
 
     /// Counts a command read on `shard` (INFO's `total_commands_processed`).
+    /// `stream-node-max-entries` now (at least 1).
+    pub(super) fn node_max_entries(&self) -> u64 {
+        self.stream_node_max_entries.load(Ordering::Relaxed).max(1)
+    }
+
     pub(super) fn count_command(&self, shard: usize) {
         if let Some(c) = self.commands.get(shard) {
             c.0.fetch_add(1, Ordering::Relaxed);

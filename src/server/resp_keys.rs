@@ -1,6 +1,6 @@
 //! The RESP port's keyspace commands, over every partition: DBSIZE, EXISTS, TYPE, KEYS and
-//! SCAN, on the keys of the connection's database (every key is a stream, so TYPE answers
-//! `stream` or `none`).
+//! SCAN, on the keys of the connection's database (every key is a stream; TYPE answers
+//! `list` for the streams that are Redis lists, `stream` for the others, `none`).
 //!
 //! ## Keys of a database
 //!
@@ -41,7 +41,7 @@ use super::resp_conn::{RespRequest, DATABASES};
 use super::resp_streams::{error_text, stream_name};
 use super::route::{OpResult, PartOp, Shard};
 use crate::protocol::{partition_of, stream_hash};
-use crate::stream::Partition;
+use crate::stream::{Partition, StreamKind};
 
 /// Partitions one SCAN call asks at most (a call costs a listing of each).
 pub const SCAN_PARTITIONS_PER_CALL: u32 = 16;
@@ -53,12 +53,16 @@ pub enum KeysOp {
     Exists { streams: Vec<String> },
     /// The keys of each database.
     Count,
+    /// TYPE: the kind of one stream.
+    Type { stream: String },
     /// The keys of `db` that match `pattern` (every key when `None`), whose positions
     /// (stream hash `>> shift`) are `start` or above: all of them (`limit` `None`), or the
     /// `limit` of lowest position and any others at the last one's position.
     List {
         db: u32,
         pattern: Option<Vec<u8>>,
+        /// Only keys of this kind (SCAN TYPE).
+        kind: Option<StreamKind>,
         start: u64,
         limit: Option<usize>,
         shift: u32,
@@ -69,6 +73,7 @@ pub enum KeysOp {
 #[derive(Debug)]
 pub enum KeysOutcome {
     Exists(u64),
+    Type(Option<StreamKind>),
     /// Keys per database, by database number.
     Counts(Vec<u64>),
     /// Keys in position order (in no order without a limit); `next`: the position to go on
@@ -116,16 +121,18 @@ pub(super) fn run_op(p: &Partition, op: KeysOp) -> OpResult {
         }
         KeysOp::Count => {
             let mut counts = vec![0u64; DATABASES as usize];
-            p.for_each_stream("", |name| counts[split_name(name).0 as usize] += 1);
+            p.for_each_stream("", |name, _| counts[split_name(name).0 as usize] += 1);
             KeysOutcome::Counts(counts)
         }
+        KeysOp::Type { stream } => KeysOutcome::Type(p.stream_kind(&stream)),
         KeysOp::List {
             db,
             pattern,
+            kind,
             start,
             limit,
             shift,
-        } => list(p, db, pattern.as_deref(), start, limit, shift),
+        } => list(p, db, pattern.as_deref(), kind, start, limit, shift),
     };
     OpResult::RespKeys(outcome)
 }
@@ -135,28 +142,31 @@ fn list(
     p: &Partition,
     db: u32,
     pattern: Option<&[u8]>,
+    kind: Option<StreamKind>,
     start: u64,
     limit: Option<usize>,
     shift: u32,
 ) -> KeysOutcome {
     let prefix = db_prefix(db);
-    let key_of = |name: &str| -> Option<String> {
+    let key_of = |name: &str, k: StreamKind| -> Option<String> {
         let (d, key) = split_name(name);
-        let matches = d == db && pattern.is_none_or(|pat| string_match(pat, key.as_bytes(), false));
+        let matches = d == db
+            && kind.is_none_or(|want| want == k)
+            && pattern.is_none_or(|pat| string_match(pat, key.as_bytes(), false));
         matches.then(|| key.to_string())
     };
     let position = |name: &str| stream_hash(name.as_bytes()) >> shift;
     let Some(limit) = limit else {
         let mut keys = Vec::new();
-        p.for_each_stream(&prefix, |name| keys.extend(key_of(name)));
+        p.for_each_stream(&prefix, |name, k| keys.extend(key_of(name, k)));
         return KeysOutcome::Keys { keys, next: None };
     };
     // The position of the `limit`-th key, then every key up to it: two passes over the same
     // state (nothing runs in between), so that only positions are held for the keys beyond.
     let mut positions = Vec::new();
-    p.for_each_stream(&prefix, |name| {
+    p.for_each_stream(&prefix, |name, k| {
         let pos = position(name);
-        if pos >= start && key_of(name).is_some() {
+        if pos >= start && key_of(name, k).is_some() {
             positions.push(pos);
         }
     });
@@ -166,10 +176,10 @@ fn list(
         Some(*positions.select_nth_unstable(limit.max(1) - 1).1)
     };
     let mut keys: Vec<(u64, String)> = Vec::new();
-    p.for_each_stream(&prefix, |name| {
+    p.for_each_stream(&prefix, |name, k| {
         let pos = position(name);
         if pos >= start && last.is_none_or(|last| pos <= last) {
-            if let Some(key) = key_of(name) {
+            if let Some(key) = key_of(name, k) {
                 keys.push((pos, key));
             }
         }
@@ -398,9 +408,19 @@ async fn key_type(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     if req.args.len() != 2 {
         return Err(wrong_arity(b"type"));
     }
-    let n = count_existing(shard, req, &req.args[1..]).await?;
+    let kind = match stream_name(req.ctx, &req.args[1]) {
+        Ok(stream) => {
+            let p = partition_of(&stream, shard.shared.partitions);
+            match call(shard, p, KeysOp::Type { stream }).await? {
+                KeysOutcome::Type(kind) => kind,
+                other => return Err(format!("internal error: unexpected reply {other:?}")),
+            }
+        }
+        // A key no stream can have (not UTF-8, or empty) does not exist.
+        Err(_) => None,
+    };
     req.answer(|r| {
-        r.simple(if n > 0 { "stream" } else { "none" });
+        r.simple(kind.map_or("none", StreamKind::redis_type));
     });
     Ok(())
 }
@@ -420,6 +440,7 @@ async fn keys(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
             let op = KeysOp::List {
                 db: req.ctx.db,
                 pattern: pattern.clone(),
+                kind: None,
                 start: 0,
                 limit: None,
                 shift: 0,
@@ -518,15 +539,22 @@ async fn scan(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     let layout = Layout::new(partitions);
     let (mut partition, mut position) = layout.decode(cursor);
     let mut keys = Vec::new();
-    // Every key is a stream: any other type matches none.
-    if type_name.is_some_and(|t| !t.eq_ignore_ascii_case(b"stream")) {
-        partition = partitions;
-    }
+    // Every key is a stream or a list: any other type matches none.
+    let kind = match type_name {
+        None => None,
+        Some(t) if t.eq_ignore_ascii_case(b"stream") => Some(StreamKind::Stream),
+        Some(t) if t.eq_ignore_ascii_case(b"list") => Some(StreamKind::List),
+        Some(_) => {
+            partition = partitions;
+            None
+        }
+    };
     let mut asked = 0;
     while partition < partitions && keys.len() < count && asked < SCAN_PARTITIONS_PER_CALL {
         let op = KeysOp::List {
             db: req.ctx.db,
             pattern: pattern.clone(),
+            kind,
             start: position,
             limit: Some(count - keys.len()),
             shift: layout.bits,

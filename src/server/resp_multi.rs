@@ -142,6 +142,12 @@ const ARITY: &[(&str, i64)] = &[
     ("XREAD", -4),
     ("XDEL", -3),
     ("XTRIM", -4),
+    ("XSETID", -3),
+    ("XGROUP", -2),
+    ("LPUSH", -3),
+    ("RPUSH", -3),
+    ("LLEN", 2),
+    ("LRANGE", 4),
     ("DEL", -2),
     ("UNLINK", -2),
     ("DBSIZE", 1),
@@ -183,7 +189,8 @@ fn check(name: &[u8], args: &[Vec<u8>]) -> Result<(), String> {
 pub(super) fn command_keys<'a>(name: &[u8], args: &'a [Vec<u8>]) -> Vec<&'a [u8]> {
     let rest = args.get(1..).unwrap_or_default();
     match name {
-        b"XADD" | b"XLEN" | b"XRANGE" | b"XREVRANGE" | b"XDEL" | b"XTRIM" | b"TYPE" => {
+        b"XADD" | b"XLEN" | b"XRANGE" | b"XREVRANGE" | b"XDEL" | b"XTRIM" | b"XSETID" | b"TYPE"
+        | b"LPUSH" | b"RPUSH" | b"LLEN" | b"LRANGE" => {
             rest.iter().take(1).map(Vec::as_slice).collect()
         }
         b"EXISTS" | b"DEL" | b"UNLINK" => rest.iter().map(Vec::as_slice).collect(),

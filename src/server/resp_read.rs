@@ -484,6 +484,12 @@ pub(super) async fn run_op(p: &Partition, op: ReadOp) -> OpResult {
         ReadOp::After { streams, count } => {
             let mut out = Vec::with_capacity(streams.len());
             for (stream, id) in streams {
+                if p.is_list(&stream) {
+                    return OpResult::Err(super::api_error::ApiError::new(
+                        crate::protocol::code::INVALID_ARGUMENT,
+                        super::resp_streams::WRONGTYPE,
+                    ));
+                }
                 let Some(after) = id else {
                     out.push((
                         p.last_visible_id(&stream).unwrap_or(StreamId::ZERO),
@@ -518,6 +524,11 @@ pub(super) async fn run_op(p: &Partition, op: ReadOp) -> OpResult {
                 WaitEnd::Ready(i) => i,
             };
             let (stream, after) = &streams[i];
+            if p.is_list(stream) {
+                // The key became a list since it was found ready: as Redis 7.0 does, the
+                // wait goes on (a list never makes a wait ready).
+                continue;
+            }
             // Ready: the stream's last ID is above `after`, so `after` has a successor.
             let start = increment(*after).unwrap_or(StreamId::MAX);
             match range_all(p, stream, start, StreamId::MAX, count, false).await {

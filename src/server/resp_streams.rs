@@ -45,6 +45,12 @@ pub(super) const COMMANDS: &[&str] = &[
     "XREVRANGE",
     "XDEL",
     "XTRIM",
+    "XSETID",
+    "XGROUP",
+    "LPUSH",
+    "RPUSH",
+    "LLEN",
+    "LRANGE",
     "DEL",
     "UNLINK",
     "FLUSHDB",
@@ -91,12 +97,16 @@ pub enum RespOp {
     Len {
         stream: String,
     },
-    /// XINFO STREAM.
+    /// XINFO STREAM: the summary with the first and last entries, or with FULL (`full` is
+    /// then its COUNT) the first `full` entries.
     Info {
         stream: String,
+        full: Option<usize>,
     },
     /// XREAD's part on one partition.
     Read(super::resp_read::ReadOp),
+    /// LPUSH, RPUSH, LLEN, LRANGE.
+    List(super::resp_lists::ListOp),
 }
 
 /// What it answers.
@@ -110,8 +120,14 @@ pub enum RespOutcome {
     Count(u64),
     /// A stream's summary and its first and last entries; `None`: no stream.
     Info(Option<(StreamSummary, Vec<(StreamId, RecordedEvent)>)>),
+    /// A list's elements, head first.
+    List(Vec<Vec<u8>>),
     Read(super::resp_read::ReadOutcome),
 }
+
+/// Redis's error for a command on a key of another type (a list, for the stream commands).
+pub(super) const WRONGTYPE: &str =
+    "-WRONGTYPE Operation against a key holding the wrong kind of value";
 
 pub(super) const INVALID_ID: &str = "Invalid stream ID specified as stream command argument";
 
@@ -140,6 +156,8 @@ pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
         b"XDEL" => xdel(&shard, &req).await,
         b"XINFO" => Box::pin(xinfo(&shard, &req)).await,
         b"XTRIM" => xtrim(&shard, &req).await,
+        b"XSETID" => xsetid(&shard, &req).await,
+        b"XGROUP" => xgroup(&req),
         b"DEL" => del(&shard, &req, b"del").await,
         b"UNLINK" => del(&shard, &req, b"unlink").await,
         b"FLUSHDB" => flush(&shard, &req, false).await,
@@ -149,6 +167,9 @@ pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
             Box::pin(super::resp_keys::run(&shard, &req, &name)).await
         }
         b"INFO" | b"CONFIG" => Box::pin(super::resp_info::run(&shard, &req, &name)).await,
+        b"LPUSH" | b"RPUSH" | b"LLEN" | b"LRANGE" => {
+            Box::pin(super::resp_lists::run(&shard, &req, &name)).await
+        }
         _ => Err(unknown_command(&req.args)),
     };
     if let Err(text) = result {
@@ -159,7 +180,11 @@ pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
 }
 
 /// Runs `op` on the partition of `stream`.
-async fn call(shard: &Rc<Shard>, stream: &str, op: RespOp) -> Result<RespOutcome, String> {
+pub(super) async fn call(
+    shard: &Rc<Shard>,
+    stream: &str,
+    op: RespOp,
+) -> Result<RespOutcome, String> {
     let p = partition_of(stream, shard.shared.partitions);
     match shard.call(p, PartOp::Resp(op)).await {
         OpResult::Resp(outcome) => Ok(outcome),
@@ -180,6 +205,22 @@ pub(super) fn error_text(e: &ApiError) -> String {
 
 /// Runs a stream command on the partition's owner.
 pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
+    // The stream commands refuse a list (XADD: the partition refuses its event).
+    let on_list = match &op {
+        RespOp::Range { stream, .. } | RespOp::Len { stream } | RespOp::Info { stream, .. } => {
+            p.is_list(stream)
+        }
+        RespOp::Change { stream, request } => {
+            !matches!(
+                request,
+                ChangeRequest::DeleteStream | ChangeRequest::DeleteDatabase
+            ) && p.is_list(stream)
+        }
+        RespOp::Add { .. } | RespOp::Read(_) | RespOp::List(_) => false,
+    };
+    if on_list {
+        return OpResult::Err(ApiError::new(code::INVALID_ARGUMENT, WRONGTYPE));
+    }
     let outcome = match op {
         RespOp::Change { stream, request } => match p.change(&stream, request).await {
             Ok(n) => RespOutcome::Count(n),
@@ -222,22 +263,26 @@ pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
             Err(e) => return OpResult::Err(e.into()),
         },
         RespOp::Len { stream } => RespOutcome::Len(p.live_entries(&stream)),
-        RespOp::Info { stream } => match p.stream_summary(&stream) {
+        RespOp::Info { stream, full } => match p.stream_summary(&stream) {
             None => RespOutcome::Info(None),
             Some(summary) => {
-                let mut ends = Vec::new();
-                for reverse in [false, true] {
-                    match Box::pin(p.range(&stream, StreamId::ZERO, StreamId::MAX, 1, reverse))
-                        .await
-                    {
-                        Ok((entries, _)) => ends.extend(entries),
+                let mut entries = Vec::new();
+                let reads = match full {
+                    Some(count) => vec![(count, false)],
+                    None => vec![(1, false), (1, true)],
+                };
+                for (count, reverse) in reads {
+                    let all = (StreamId::ZERO, StreamId::MAX);
+                    match Box::pin(p.range(&stream, all.0, all.1, count, reverse)).await {
+                        Ok((read, _)) => entries.extend(read),
                         Err(e) => return OpResult::Err(e.into()),
                     }
                 }
-                RespOutcome::Info(Some((summary, ends)))
+                RespOutcome::Info(Some((summary, entries)))
             }
         },
         RespOp::Read(op) => return Box::pin(super::resp_read::run_op(p, op)).await,
+        RespOp::List(op) => return Box::pin(super::resp_lists::run_op(p, op)).await,
     };
     OpResult::Resp(outcome)
 }
@@ -249,6 +294,7 @@ fn add_error(e: StreamError) -> ApiError {
             "The ID specified in XADD is equal or smaller than the target stream top item"
         }
         StreamError::IdZero => "The ID specified in XADD must be greater than 0-0",
+        StreamError::WrongType { .. } => WRONGTYPE,
         StreamError::IdsExhausted { .. } => {
             "The stream has exhausted the last possible ID, unable to add more items"
         }
@@ -257,7 +303,9 @@ fn add_error(e: StreamError) -> ApiError {
     ApiError::new(code::INVALID_ARGUMENT, text.to_string())
 }
 
-/// The whole range (up to `count`), in as many reads as the byte budget needs.
+/// The whole range (up to `count`), in as many reads as the partition's read limits (bytes
+/// and `max_read_count`) need: a read that returned entries is followed by another until
+/// `count` are read or a read returns none.
 pub(super) async fn range_all(
     p: &Partition,
     stream: &str,
@@ -269,7 +317,7 @@ pub(super) async fn range_all(
     let mut out = Vec::new();
     loop {
         let want = count - out.len();
-        let (got, cut) = match p.range(stream, start, end, want, reverse).await {
+        let (got, _cut) = match p.range(stream, start, end, want, reverse).await {
             Ok(r) => r,
             Err(StreamError::StreamNotFound(_)) => return Ok(out),
             Err(e) => return Err(e),
@@ -277,7 +325,7 @@ pub(super) async fn range_all(
         let last = got.last().map(|(id, _)| *id);
         out.extend(got);
         match last {
-            Some(id) if cut && out.len() < count => {
+            Some(id) if out.len() < count => {
                 if reverse {
                     let Some(before) = decrement(id) else {
                         return Ok(out);
@@ -407,7 +455,7 @@ async fn xadd(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     if i >= args.len() {
         return Err(wrong_arity(b"xadd"));
     }
-    let trim = options.finish()?;
+    let trim = options.finish(shard.shared.resp.node_max_entries())?;
     let fields = &args[i + 1..];
     if fields.is_empty() || fields.len() % 2 != 0 {
         return Err(wrong_arity(b"xadd"));
@@ -463,9 +511,6 @@ async fn xlen(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     Ok(())
 }
 
-/// Redis's `stream-node-max-entries` default: a `~` trim deletes whole multiples of it.
-const NODE_ENTRIES: u64 = 100;
-
 /// The trim options of XADD and XTRIM as they are read: `MAXLEN|MINID [=|~] threshold`
 /// and `LIMIT count`.
 #[derive(Default)]
@@ -513,8 +558,9 @@ impl TrimOptions {
         }
     }
 
-    /// The trim asked for, checked as Redis checks it.
-    fn finish(self) -> Result<Option<Trim>, String> {
+    /// The trim asked for, checked as Redis checks it; a `~` trim deletes whole nodes of
+    /// `node_entries` (`stream-node-max-entries`).
+    fn finish(self, node_entries: u64) -> Result<Option<Trim>, String> {
         if self.maxlen.is_some() && self.minid.is_some() {
             return Err(
                 "syntax error, MAXLEN and MINID options at the same time are not compatible".into(),
@@ -527,8 +573,8 @@ impl TrimOptions {
             return Ok(None);
         }
         let (unit, max_remove) = if self.approx {
-            let limit = self.limit.unwrap_or(100 * NODE_ENTRIES);
-            (NODE_ENTRIES, (limit > 0).then_some(limit))
+            let limit = self.limit.unwrap_or(100 * node_entries);
+            (node_entries, (limit > 0).then_some(limit))
         } else {
             (1, None)
         };
@@ -559,7 +605,9 @@ async fn xtrim(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     while i < args.len() {
         i = options.parse(args, i)?.ok_or("syntax error")?;
     }
-    let trim = options.finish()?.ok_or("syntax error")?;
+    let trim = options
+        .finish(shard.shared.resp.node_max_entries())?
+        .ok_or("syntax error")?;
     let stream = stream_name(req.ctx, &args[1])?;
     let n = change(shard, &stream, ChangeRequest::Trim(trim)).await?;
     req.answer(|r| {
@@ -640,7 +688,8 @@ async fn flush(shard: &Rc<Shard>, req: &RespRequest, all: bool) -> Result<(), St
     Ok(())
 }
 
-/// XINFO STREAM key, XINFO HELP (FULL, GROUPS and CONSUMERS come with consumer groups).
+/// XINFO STREAM key [FULL [COUNT n]], XINFO HELP (GROUPS and CONSUMERS come with consumer
+/// groups; FULL shows no groups until then).
 async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     let args = &req.args;
     let sub = args.get(1).map(|s| s.to_ascii_uppercase());
@@ -648,7 +697,7 @@ async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         (Some(b"HELP"), 2) => {
             let lines = [
                 "XINFO <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "STREAM <key>",
+                "STREAM <key> [FULL [COUNT <count>]",
                 "    Show information about the stream.",
                 "HELP",
                 "    Print this help.",
@@ -657,10 +706,7 @@ async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
             return Ok(());
         }
         (Some(b"HELP"), _) => return Err(wrong_arity(b"xinfo|help")),
-        (Some(b"STREAM"), 3) => {}
-        (Some(b"STREAM"), n) if n > 3 => {
-            return Err("XINFO STREAM FULL is not available on this server yet".into())
-        }
+        (Some(b"STREAM"), n) if n >= 3 => {}
         (Some(b"STREAM"), _) => return Err(wrong_arity(b"xinfo|stream")),
         (None, _) => return Err(wrong_arity(b"xinfo")),
         (Some(_), _) => {
@@ -668,12 +714,26 @@ async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
             return Err(format!("unknown subcommand '{sub}'. Try XINFO HELP."));
         }
     }
+    // FULL [COUNT n]: the first n entries (10 by default, 0: all).
+    let full = match &args[3..] {
+        [] => None,
+        [f] if f.eq_ignore_ascii_case(b"FULL") => Some(10),
+        [f, c, n] if f.eq_ignore_ascii_case(b"FULL") && c.eq_ignore_ascii_case(b"COUNT") => {
+            let n = std::str::from_utf8(n)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or("value is not an integer or out of range")?;
+            Some(if n <= 0 { usize::MAX } else { n as usize })
+        }
+        _ => return Err("syntax error".into()),
+    };
     let stream = stream_name(req.ctx, &args[2])?;
     let info = match call(
         shard,
         &stream,
         RespOp::Info {
             stream: stream.clone(),
+            full,
         },
     )
     .await?
@@ -681,11 +741,11 @@ async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         RespOutcome::Info(info) => info,
         other => return Err(format!("internal error: unexpected reply {other:?}")),
     };
-    let Some((s, ends)) = info else {
+    let Some((s, entries)) = info else {
         return Err("no such key".into());
     };
     req.answer(|r| {
-        r.map_len(10);
+        r.map_len(if full.is_some() { 9 } else { 10 });
         r.bulk("length").int(s.length as i64);
         // evring keeps no radix tree: what Redis would show for nodes of 100 entries.
         let keys = s.length.div_ceil(100) as i64;
@@ -697,8 +757,17 @@ async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         r.bulk("entries-added").int(s.entries_added as i64);
         r.bulk("recorded-first-entry-id")
             .bulk(s.first_id.to_string());
+        if full.is_some() {
+            r.bulk("entries");
+            write_entries(r, &entries);
+            r.bulk("groups").array_len(0);
+            return;
+        }
         r.bulk("groups").int(0);
-        for (name, entry) in [("first-entry", ends.first()), ("last-entry", ends.last())] {
+        for (name, entry) in [
+            ("first-entry", entries.first()),
+            ("last-entry", entries.last()),
+        ] {
             r.bulk(name);
             match entry {
                 Some((id, e)) => write_entry(r, *id, e),
@@ -707,6 +776,84 @@ async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
                 }
             }
         }
+    });
+    Ok(())
+}
+
+/// XGROUP: HELP only; consumer groups are not served yet.
+fn xgroup(req: &RespRequest) -> Result<(), String> {
+    let args = &req.args;
+    match args.get(1).map(|s| s.to_ascii_uppercase()).as_deref() {
+        None => Err(wrong_arity(b"xgroup")),
+        Some(b"HELP") if args.len() == 2 => {
+            let lines = [
+                "XGROUP <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "HELP",
+                "    Print this help.",
+                "(Consumer groups are not served by this server yet.)",
+            ];
+            super::resp_commands::help(req, &lines);
+            Ok(())
+        }
+        Some(b"HELP") => Err(wrong_arity(b"xgroup|help")),
+        Some(_) => Err(
+            "consumer groups are not served by this server yet: XGROUP, XREADGROUP, XACK, \
+             XPENDING and XCLAIM are refused; read with XREAD or XRANGE"
+                .into(),
+        ),
+    }
+}
+
+/// XSETID key last-id [ENTRIESADDED n] [MAXDELETEDID id]: journaled like a deletion.
+async fn xsetid(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
+    let args = &req.args;
+    if args.len() < 3 {
+        return Err(wrong_arity(b"xsetid"));
+    }
+    let strict = |a: &[u8]| {
+        parse_id(a, 0)
+            .filter(|_| a != b"-" && a != b"+")
+            .ok_or(INVALID_ID)
+    };
+    let last = strict(&args[2])?;
+    let (mut entries_added, mut max_deleted) = (None, StreamId::ZERO);
+    let mut i = 3;
+    while i < args.len() {
+        let (opt, value) = (&args[i], args.get(i + 1));
+        match value {
+            Some(v) if opt.eq_ignore_ascii_case(b"ENTRIESADDED") => {
+                let n = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .ok_or("value is not an integer or out of range")?;
+                if n < 0 {
+                    return Err("entries_added must be positive".into());
+                }
+                entries_added = Some(n as u64);
+            }
+            Some(v) if opt.eq_ignore_ascii_case(b"MAXDELETEDID") => {
+                max_deleted = strict(v)?;
+                if last < max_deleted {
+                    return Err("The ID specified in XSETID is smaller than the provided \
+                                max_deleted_entry_id"
+                        .into());
+                }
+            }
+            _ => return Err("syntax error".into()),
+        }
+        i += 2;
+    }
+    let stream = stream_name(req.ctx, &args[1])?;
+    let request = ChangeRequest::SetId {
+        last,
+        entries_added,
+        max_deleted,
+    };
+    if change(shard, &stream, request).await? == 0 {
+        return Err("no such key".into());
+    }
+    req.answer(|r| {
+        r.ok();
     });
     Ok(())
 }

@@ -7,12 +7,20 @@
 //! version`; op 2 (trimmed) `u64 version`: every version below it is deleted; op 3 (stream
 //! deleted) nothing; op 4 (a database's streams deleted) nothing — the record's stream field
 //! names the database: "" for database 0 (every stream whose name does not start with a NUL
-//! byte), `"\0N\0"` for database N (the streams whose names start with it). All integers
-//! little-endian.
+//! byte), `"\0N\0"` for database N (the streams whose names start with it); op 5 (XSETID)
+//! `u64 ms, u64 seq` of the last ID, `u64 entries_added` (`u64::MAX`: unchanged), `u64 ms, u64
+//! seq` of the largest deleted ID (0-0: unchanged). All integers little-endian.
+//!
+//! XSETID may move a stream's last ID below IDs its deleted entries had (Redis keeps no
+//! deleted entries; evring keeps their versions). Those versions' IDs are then lowered to the
+//! new last ID, so a stream's IDs never decrease, and an ID that repeats the one before it is
+//! a deleted version's: the first version with an ID is the entry that ID names.
 
 use std::collections::BTreeSet;
 
 use super::partition::StreamEntry;
+use super::StreamError;
+use crate::protocol::StreamId;
 
 /// A change to a stream (or, for [`StreamChange::DeleteDatabase`], to every stream of the
 /// database the record's stream field names, see [`in_database`]).
@@ -26,6 +34,13 @@ pub enum StreamChange {
     DeleteStream,
     /// Every stream of a database is deleted.
     DeleteDatabase,
+    /// XSETID: the stream's last ID, and optionally its entries-added count and largest
+    /// deleted ID (0-0: unchanged), as [`StreamMeta`] keeps them.
+    SetId {
+        last: StreamId,
+        entries_added: Option<u64>,
+        max_deleted: StreamId,
+    },
 }
 
 impl StreamChange {
@@ -45,6 +60,22 @@ impl StreamChange {
             }
             StreamChange::DeleteStream => out.push(3),
             StreamChange::DeleteDatabase => out.push(4),
+            StreamChange::SetId {
+                last,
+                entries_added,
+                max_deleted,
+            } => {
+                out.push(5);
+                for x in [
+                    last.ms,
+                    last.seq,
+                    entries_added.unwrap_or(u64::MAX),
+                    max_deleted.ms,
+                    max_deleted.seq,
+                ] {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
         }
         out
     }
@@ -68,6 +99,14 @@ impl StreamChange {
             2 if data.len() == 9 => u64_at(1).map(StreamChange::TrimBefore),
             3 if data.len() == 1 => Some(StreamChange::DeleteStream),
             4 if data.len() == 1 => Some(StreamChange::DeleteDatabase),
+            5 if data.len() == 41 => {
+                let added = u64_at(17)?;
+                Some(StreamChange::SetId {
+                    last: StreamId::new(u64_at(1)?, u64_at(9)?),
+                    entries_added: (added != u64::MAX).then_some(added),
+                    max_deleted: StreamId::new(u64_at(25)?, u64_at(33)?),
+                })
+            }
             _ => None,
         }
     }
@@ -83,11 +122,54 @@ pub enum ChangeRequest {
     Trim(Trim),
     DeleteStream,
     DeleteDatabase,
+    /// XSETID (the arguments checked against each other already): refused when `last` is
+    /// below the stream's largest deleted ID or its newest entry's ID, or `entries_added`
+    /// below its length, with Redis's error texts.
+    SetId {
+        last: StreamId,
+        entries_added: Option<u64>,
+        max_deleted: StreamId,
+    },
+}
+
+/// What a stream's versions do not say, kept beside them (carried by snapshots): what XSETID
+/// set of Redis's `last_id`, `entries_added` and `max_deleted_entry_id`, and whether the
+/// stream is a Redis list.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StreamMeta {
+    /// The last ID as XSETID set it (0-0: none); the stream's last ID is the larger of this
+    /// and its newest version's.
+    pub last_id: StreamId,
+    /// Entries added as XSETID set it, with the stream's versions at that time: the count is
+    /// this plus the versions added since.
+    pub entries_added: Option<(u64, u64)>,
+    /// The largest deleted ID as XSETID set it (0-0: none).
+    pub max_deleted_id: StreamId,
+    /// The stream is a Redis list: its events are list pushes ([`is_list_push`]), from its
+    /// first; it takes no other events, and the stream commands refuse it (WRONGTYPE).
+    pub list: bool,
+}
+
+/// The event type of an LPUSH's elements (docs/PROTOCOL.md, *Lists*).
+pub const LPUSH_TYPE: &str = "$lpush";
+/// The event type of an RPUSH's elements.
+pub const RPUSH_TYPE: &str = "$rpush";
+
+/// Whether an event of this type is a list push: a stream whose first event is one is a
+/// Redis list.
+pub fn is_list_push(event_type: &[u8]) -> bool {
+    event_type == LPUSH_TYPE.as_bytes() || event_type == RPUSH_TYPE.as_bytes()
+}
+
+impl StreamMeta {
+    pub fn is_default(&self) -> bool {
+        *self == StreamMeta::default()
+    }
 }
 
 /// Which oldest entries a trim deletes: those beyond the newest `keep_last`, or those with IDs
-/// below `min_id`; in whole multiples of `unit` entries (1: exact; Redis's `~` trims whole
-/// nodes), at most `max_remove` of them.
+/// below `min_id`, at most `max_remove` of them; with `unit` above 1 (Redis's `~`), only
+/// whole nodes of `unit` versions (versions `k × unit` to `(k + 1) × unit - 1`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Trim {
     pub keep_last: Option<u64>,
@@ -97,23 +179,78 @@ pub struct Trim {
 }
 
 impl StreamEntry {
-    /// The journaled form of `request` for this stream.
-    pub(super) fn resolve(&self, request: &ChangeRequest) -> StreamChange {
-        match request {
+    /// The journaled form of `request` for this stream; an XSETID the stream refuses is an
+    /// error.
+    pub(super) fn resolve(&self, request: &ChangeRequest) -> Result<StreamChange, StreamError> {
+        Ok(match request {
             ChangeRequest::Ids(ids) => StreamChange::DeleteVersions(
                 ids.iter()
-                    .filter_map(|id| self.ids.binary_search(id).ok())
+                    .filter_map(|id| self.version_of(*id))
                     .map(|v| v as u64)
                     .collect(),
             ),
             ChangeRequest::Trim(t) => StreamChange::TrimBefore(self.trim_point(t)),
             ChangeRequest::DeleteStream => StreamChange::DeleteStream,
             ChangeRequest::DeleteDatabase => StreamChange::DeleteDatabase,
-        }
+            &ChangeRequest::SetId {
+                last,
+                entries_added,
+                max_deleted,
+            } => {
+                let refuse = |text| Err(StreamError::SetIdRefused(text));
+                if last < self.max_deleted_id() {
+                    return refuse(
+                        "The ID specified in XSETID is smaller than current max_deleted_entry_id",
+                    );
+                }
+                if entries_added.is_some_and(|n| n < self.live()) {
+                    return refuse(
+                        "The entries_added specified in XSETID is smaller than the target \
+                         stream length",
+                    );
+                }
+                if self.newest_live_id().is_some_and(|top| last < top) {
+                    return refuse(
+                        "The ID specified in XSETID is smaller than the target stream top item",
+                    );
+                }
+                StreamChange::SetId {
+                    last,
+                    entries_added,
+                    max_deleted,
+                }
+            }
+        })
+    }
+
+    /// The version whose entry has `id` (deleted or not), if any: the first with that ID.
+    pub(super) fn version_of(&self, id: StreamId) -> Option<usize> {
+        let v = self.ids.partition_point(|&x| x < id);
+        (self.ids.get(v) == Some(&id)).then_some(v)
+    }
+
+    /// The ID of the newest entry not deleted.
+    fn newest_live_id(&self) -> Option<StreamId> {
+        (self.deleted.trimmed as usize..self.ids.len())
+            .rev()
+            .find(|&v| !self.deleted.contains(v as u64))
+            .map(|v| self.ids[v])
+    }
+
+    /// The largest ID an entry deletion deleted, or XSETID set (0-0: none).
+    pub(super) fn max_deleted_id(&self) -> StreamId {
+        let deleted = self
+            .deleted
+            .max_deleted
+            .map_or(StreamId::ZERO, |v| self.ids[v as usize]);
+        deleted.max(self.meta.max_deleted_id)
     }
 
     /// The version a trim deletes every version below.
     fn trim_point(&self, t: &Trim) -> u64 {
+        if t.unit > 1 {
+            return self.node_trim_point(t);
+        }
         let live_versions =
             (self.deleted.trimmed..self.lsns.len() as u64).filter(|&v| !self.deleted.contains(v));
         let live = self.live();
@@ -125,7 +262,6 @@ impl StreamEntry {
                 .count() as u64,
             (None, None) => 0,
         };
-        remove -= remove % t.unit.max(1);
         if let Some(max) = t.max_remove {
             remove = remove.min(max);
         }
@@ -133,6 +269,34 @@ impl StreamEntry {
             Some(v) => v + 1,
             None => self.deleted.trimmed,
         }
+    }
+
+    /// The trim point of a `~` trim: whole nodes (versions `k × unit` up to the next
+    /// multiple), oldest first, while what is left keeps `keep_last` entries, the node's last
+    /// ID is below `min_id`, and the entries removed stay within `max_remove`.
+    fn node_trim_point(&self, t: &Trim) -> u64 {
+        let versions = self.lsns.len() as u64;
+        let mut point = self.deleted.trimmed;
+        let mut live = self.live();
+        let mut removed = 0u64;
+        let mut node = point - point % t.unit;
+        while node < versions {
+            let end = (node + t.unit).min(versions);
+            let in_node = (end - point) - (self.deleted.count(end) - self.deleted.count(point));
+            let keeps = match (t.keep_last, t.min_id) {
+                (Some(n), _) => live - in_node >= n,
+                (None, Some(min)) => self.ids[end as usize - 1] < min,
+                (None, None) => false,
+            };
+            if !keeps || t.max_remove.is_some_and(|max| removed + in_node > max) {
+                break;
+            }
+            live -= in_node;
+            removed += in_node;
+            point = end;
+            node = end;
+        }
+        point
     }
 }
 
@@ -217,6 +381,32 @@ impl StreamEntry {
                 self.deleted.deleted = self.deleted.deleted.split_off(&v);
                 before - self.live()
             }
+            StreamChange::SetId {
+                last,
+                entries_added,
+                max_deleted,
+            } => {
+                // Versions above the new last ID are all deleted (the request was refused
+                // otherwise): lower their IDs to it (module docs).
+                for v in (0..self.ids.len()).rev() {
+                    if self.ids[v] <= *last {
+                        break;
+                    }
+                    assert!(
+                        self.deleted.contains(v as u64),
+                        "XSETID lowers only deleted versions' IDs"
+                    );
+                    self.ids[v] = *last;
+                }
+                self.meta.last_id = *last;
+                if let Some(n) = entries_added {
+                    self.meta.entries_added = Some((*n, versions));
+                }
+                if *max_deleted != StreamId::ZERO {
+                    self.meta.max_deleted_id = *max_deleted;
+                }
+                0
+            }
             StreamChange::DeleteStream | StreamChange::DeleteDatabase => {
                 unreachable!("a stream deletion removes the entry")
             }
@@ -233,7 +423,6 @@ impl StreamEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::StreamId;
 
     #[test]
     fn changes_round_trip_and_anything_else_is_refused() {
@@ -243,6 +432,16 @@ mod tests {
             StreamChange::TrimBefore(7),
             StreamChange::DeleteStream,
             StreamChange::DeleteDatabase,
+            StreamChange::SetId {
+                last: StreamId::new(5, 6),
+                entries_added: Some(7),
+                max_deleted: StreamId::new(1, 2),
+            },
+            StreamChange::SetId {
+                last: StreamId::new(u64::MAX, u64::MAX),
+                entries_added: None,
+                max_deleted: StreamId::ZERO,
+            },
         ] {
             assert_eq!(StreamChange::decode(&c.encode()), Some(c));
         }

@@ -47,6 +47,21 @@ pub enum StreamError {
         stream: String,
         last: crate::protocol::StreamId,
     },
+    /// An append of list pushes to a stream that is not a list, or of other events to a
+    /// list (`list`: the stream is one), or of both kinds at once.
+    #[error(
+        "stream {stream:?} {}",
+        if *list {
+            "is a Redis list: it takes only list pushes (events of type $lpush or $rpush)"
+        } else {
+            "is not a Redis list: list pushes (events of type $lpush or $rpush) make a stream \
+             of their own, and an append does not mix them with other events"
+        }
+    )]
+    WrongType { stream: String, list: bool },
+    /// XSETID refused by the stream's state, with Redis's text.
+    #[error("{0}")]
+    SetIdRefused(&'static str),
     #[error("the stream ID asked for must be above 0-0")]
     IdZero,
     /// The stream's last ID is the largest there is.

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::change::{apply_change, Deleted, StreamChange};
+use super::change::{apply_change, is_list_push, Deleted, StreamChange, StreamMeta};
 use super::error::ImageError;
 use super::idempotency::IdemEntry;
 use super::partition::{Partition, StreamEntry};
@@ -69,6 +69,10 @@ pub struct PartitionImage {
     /// IDs; `None` in a file written before deletions (nothing deleted).
     #[serde(skip)]
     pub deleted: Option<Vec<Deleted>>,
+    /// What XSETID set of every stream, in the order of `streams`. Encoded after the deleted
+    /// versions; `None` in a file written before XSETID (nothing set).
+    #[serde(skip)]
+    pub meta: Option<Vec<StreamMeta>>,
 }
 
 /// What follows the body's original fields in a partition snapshot (docs/FORMAT.md), each
@@ -89,6 +93,12 @@ struct IdTrailer {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct DeletedTrailer {
     deleted: Vec<Deleted>,
+}
+
+/// The trailer's fourth field.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MetaTrailer {
+    meta: Vec<StreamMeta>,
 }
 
 /// One ring event: its columns and its payload bytes (see `InMemory`).
@@ -113,6 +123,7 @@ pub(super) struct ImageCopier {
     streams: Vec<(String, Vec<u64>)>,
     stream_ids: Vec<Vec<StreamId>>,
     deleted: Vec<Deleted>,
+    meta: Vec<StreamMeta>,
     ring: Vec<RingItem>,
     next_ring_lsn: u64,
     ring_done: bool,
@@ -133,6 +144,7 @@ impl ImageCopier {
             streams: Vec::new(),
             stream_ids: Vec::new(),
             deleted: Vec::new(),
+            meta: Vec::new(),
             ring: Vec::new(),
             next_ring_lsn,
             ring_done: false,
@@ -157,6 +169,7 @@ impl ImageCopier {
                     self.streams.push((name.clone(), e.lsns[..n].to_vec()));
                     self.stream_ids.push(e.ids[..n].to_vec());
                     self.deleted.push(e.deleted.clone());
+                    self.meta.push(e.meta.clone());
                 }
                 spent += n + 1;
             }
@@ -229,6 +242,7 @@ impl ImageCopier {
             complete_from_ns: Some(complete_from_ns),
             stream_ids: Some(self.stream_ids),
             deleted: Some(self.deleted),
+            meta: Some(self.meta),
         }
     }
 }
@@ -296,6 +310,10 @@ impl PartitionImage {
                         deleted: deleted.clone(),
                     };
                     out.extend(postcard::to_allocvec(&d).expect("a trailer always encodes"));
+                    if let Some(meta) = &self.meta {
+                        let m = MetaTrailer { meta: meta.clone() };
+                        out.extend(postcard::to_allocvec(&m).expect("a trailer always encodes"));
+                    }
                 }
             }
         }
@@ -313,9 +331,14 @@ impl PartitionImage {
                     postcard::take_from_bytes(rest).map_err(ImageError::UndecodableTrailer)?;
                 image.stream_ids = Some(ids.stream_ids);
                 if !rest.is_empty() {
-                    let d: DeletedTrailer =
-                        postcard::from_bytes(rest).map_err(ImageError::UndecodableTrailer)?;
+                    let (d, rest): (DeletedTrailer, _) =
+                        postcard::take_from_bytes(rest).map_err(ImageError::UndecodableTrailer)?;
                     image.deleted = Some(d.deleted);
+                    if !rest.is_empty() {
+                        let m: MetaTrailer =
+                            postcard::from_bytes(rest).map_err(ImageError::UndecodableTrailer)?;
+                        image.meta = Some(m.meta);
+                    }
                 }
             }
         }
@@ -337,6 +360,10 @@ impl PartitionImage {
             .deleted
             .as_ref()
             .is_some_and(|d| d.len() != self.streams.len())
+            || self
+                .meta
+                .as_ref()
+                .is_some_and(|m| m.len() != self.streams.len())
         {
             return Err(ImageError::StreamIds(None));
         }
@@ -345,7 +372,8 @@ impl PartitionImage {
                 return Err(ImageError::StreamIds(None));
             }
             for ((name, lsns), ids) in self.streams.iter().zip(ids) {
-                if ids.len() != lsns.len() || ids.windows(2).any(|w| w[0] >= w[1]) {
+                // IDs never decrease (a repeat is a deleted version's, see `change`).
+                if ids.len() != lsns.len() || ids.windows(2).any(|w| w[0] > w[1]) {
                     return Err(ImageError::StreamIds(Some(name.clone())));
                 }
             }
@@ -398,6 +426,7 @@ impl Rebuild {
         image.check()?;
         let mut ids = image.stream_ids.map(Vec::into_iter);
         let mut deleted = image.deleted.map(Vec::into_iter);
+        let mut meta = image.meta.map(Vec::into_iter);
         for (name, lsns) in image.streams {
             let ids = match ids.as_mut() {
                 Some(ids) => ids.next().expect("checked: one ID list per stream"),
@@ -407,7 +436,16 @@ impl Rebuild {
                 .as_mut()
                 .and_then(Iterator::next)
                 .unwrap_or_default();
-            r.streams.insert(name, StreamEntry { lsns, ids, deleted });
+            let meta = meta.as_mut().and_then(Iterator::next).unwrap_or_default();
+            r.streams.insert(
+                name,
+                StreamEntry {
+                    lsns,
+                    ids,
+                    deleted,
+                    meta,
+                },
+            );
         }
         for (id, stream, version, lsn) in image.idem {
             if r.window > 0 {
@@ -482,6 +520,9 @@ impl Rebuild {
             }
             let stream = String::from_utf8_lossy(record.record.stream).into_owned();
             let entry = self.streams.entry(stream.clone()).or_default();
+            if entry.lsns.is_empty() {
+                entry.meta.list = is_list_push(record.record.event_type);
+            }
             let version = record.record.stream_version;
             entry.push(
                 record.lsn,
@@ -544,6 +585,7 @@ mod tests {
             complete_from_ns,
             stream_ids: None,
             deleted: None,
+            meta: None,
         }
     }
 

@@ -22,13 +22,15 @@ mod turns;
 mod view;
 mod waiters;
 
-pub use change::{in_database, ChangeRequest, Deleted, StreamChange, Trim};
+pub use change::{
+    in_database, is_list_push, ChangeRequest, Deleted, StreamChange, Trim, LPUSH_TYPE, RPUSH_TYPE,
+};
 pub use error::{ImageError, ShortPayload, StreamError};
 pub use image::{
     partition_image_of, partition_snapshot_owner, read_partition_snapshot, PartitionImage, Rebuild,
 };
 pub use partition::{
-    IdSpec, Partition, PartitionLimits, PartitionStats, PublishSink, StreamSummary,
+    IdSpec, Partition, PartitionLimits, PartitionStats, PublishSink, StreamKind, StreamSummary,
 };
 pub use view::{DetachedRing, PartitionView};
 pub use waiters::{WaitEnd, WaitKey};

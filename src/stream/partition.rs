@@ -17,7 +17,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
-use super::change::{apply_change, in_database, ChangeRequest, Deleted, StreamChange};
+use super::change::{
+    apply_change, in_database, is_list_push, ChangeRequest, Deleted, StreamChange, StreamMeta,
+};
 use super::error::StreamError;
 use super::idempotency::{check_ids, IdemEntry, Retry};
 use super::image::{ImageCopier, Rebuild, IMAGE_SLICE};
@@ -47,8 +49,9 @@ pub struct PartitionLimits {
     pub write_mode: crate::journal::WriteMode,
 }
 
-/// One stream in the index. Invariant: `lsns` and `ids` have one entry per version, and both
-/// grow strictly.
+/// One stream in the index. Invariant: `lsns` and `ids` have one entry per version; `lsns`
+/// grow strictly, `ids` never decrease, and an ID equal to the one before it is a deleted
+/// version's (lowered by XSETID, see `change`).
 #[derive(Default)]
 pub(super) struct StreamEntry {
     /// `lsns[v]` is the LSN of version `v`.
@@ -57,21 +60,21 @@ pub(super) struct StreamEntry {
     pub(super) ids: Vec<StreamId>,
     /// The versions deleted (XDEL, XTRIM).
     pub(super) deleted: Deleted,
+    /// What XSETID set.
+    pub(super) meta: StreamMeta,
 }
 
 impl StreamEntry {
-    /// The last ID given out in the stream (0-0 before its first event).
+    /// The last ID given out in the stream, or set by XSETID (0-0 before either).
     pub(super) fn last_id(&self) -> StreamId {
-        self.ids.last().copied().unwrap_or(StreamId::ZERO)
+        let newest = self.ids.last().copied().unwrap_or(StreamId::ZERO);
+        newest.max(self.meta.last_id)
     }
 
     /// Adds version `lsns.len()` at `lsn` with `id`.
     pub(super) fn push(&mut self, lsn: u64, id: StreamId) {
         assert!(self.lsns.last().is_none_or(|&l| l < lsn), "LSNs grow");
-        assert!(
-            self.ids.last().is_none_or(|&last| last < id),
-            "stream IDs grow"
-        );
+        assert!(id > self.last_id(), "stream IDs grow");
         self.lsns.push(lsn);
         self.ids.push(id);
     }
@@ -83,6 +86,31 @@ impl StreamEntry {
 /// deleted is left out here.
 fn stream_exists(entry: &StreamEntry, published_lsn: u64) -> bool {
     entry.lsns.first().is_some_and(|&lsn| lsn < published_lsn)
+}
+
+/// What a stream is to the RESP port: a stream, or a Redis list (`StreamMeta::list`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    Stream,
+    List,
+}
+
+impl StreamKind {
+    fn of(entry: &StreamEntry) -> StreamKind {
+        if entry.meta.list {
+            StreamKind::List
+        } else {
+            StreamKind::Stream
+        }
+    }
+
+    /// Its name as Redis's TYPE answers it.
+    pub fn redis_type(self) -> &'static str {
+        match self {
+            StreamKind::Stream => "stream",
+            StreamKind::List => "list",
+        }
+    }
 }
 
 /// The stream ID an append asks for its (first) event; later events of the same append get
@@ -323,9 +351,9 @@ fn event_records<'a>(
         .collect()
 }
 
-/// The ID of `stream`'s last visible entry, if it has one.
+/// The ID of `stream`'s last visible entry, if it has one (a list has no stream entries).
 fn last_visible_id(st: &State, stream: &str) -> Option<StreamId> {
-    let entry = st.streams.get(stream)?;
+    let entry = st.streams.get(stream).filter(|e| !e.meta.list)?;
     let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
     visible.checked_sub(1).map(|v| entry.ids[v])
 }
@@ -602,6 +630,19 @@ impl<S: Storage + 'static> Partition<S> {
         }
         {
             let mut st = self.state.borrow_mut();
+            let pushes = events
+                .iter()
+                .filter(|e| is_list_push(e.event_type.as_bytes()))
+                .count();
+            let list = pushes > 0;
+            let existing = st.streams.get(stream).map(|e| e.meta.list);
+            if (list && pushes != events.len()) || existing.is_some_and(|l| l != list) {
+                st.errors += 1;
+                return Err(StreamError::WrongType {
+                    stream: stream.to_string(),
+                    list: existing.unwrap_or(false),
+                });
+            }
             let (next, last_id) = st
                 .streams
                 .get(stream)
@@ -635,6 +676,7 @@ impl<S: Storage + 'static> Partition<S> {
                         st.stream_ids.note(stream.as_bytes());
                     }
                     let entry = st.streams.entry(stream.to_string()).or_default();
+                    entry.meta.list = list;
                     for (lsn, id) in (a.first_lsn..=a.last_lsn).zip(&ids) {
                         entry.push(lsn, *id);
                     }
@@ -680,7 +722,7 @@ impl<S: Storage + 'static> Partition<S> {
                 match (&request, st.streams.get(stream)) {
                     (ChangeRequest::DeleteDatabase, _) => StreamChange::DeleteDatabase,
                     (_, None) => return Ok(0),
-                    (r, Some(entry)) => entry.resolve(r),
+                    (r, Some(entry)) => entry.resolve(r)?,
                 }
             };
             let deleted = self.change_effect(stream, &change);
@@ -761,6 +803,8 @@ impl<S: Storage + 'static> Partition<S> {
                 let below = (*v).min(e.lsns.len() as u64);
                 below - e.deleted.count(below)
             }),
+            // Always journaled: it changes the stream's state, not its entries.
+            StreamChange::SetId { .. } => 1,
         }
     }
 
@@ -875,9 +919,10 @@ impl<S: Storage + 'static> Partition<S> {
             }
             if !st.waiters.is_empty() {
                 let st = &mut *st;
-                for (_, batch) in &ready {
+                for (_, batch) in ready.iter().filter(|(_, b)| !b.events.is_empty()) {
                     let last = batch.first_version as usize + batch.events.len() - 1;
-                    if let Some(id) = st.streams.get(&batch.stream).and_then(|e| e.ids.get(last)) {
+                    let entry = st.streams.get(&batch.stream).filter(|e| !e.meta.list);
+                    if let Some(id) = entry.and_then(|e| e.ids.get(last)) {
                         st.waiters.published(&batch.stream, *id);
                     }
                 }
@@ -1161,14 +1206,16 @@ impl<S: Storage + 'static> Partition<S> {
         let e = st.streams.get(stream)?;
         let visible = e.lsns.partition_point(|&l| l < st.published_lsn);
         let first = (e.deleted.trimmed as usize..visible).find(|&v| !e.deleted.contains(v as u64));
+        let newest = e.ids[..visible].last().copied().unwrap_or(StreamId::ZERO);
+        let entries_added = match e.meta.entries_added {
+            Some((n, at)) => n + (visible as u64).saturating_sub(at),
+            None => visible as u64,
+        };
         Some(StreamSummary {
             length: visible as u64 - e.deleted.count(visible as u64),
-            last_id: e.ids[..visible].last().copied().unwrap_or(StreamId::ZERO),
-            entries_added: visible as u64,
-            max_deleted_id: e
-                .deleted
-                .max_deleted
-                .map_or(StreamId::ZERO, |v| e.ids[v as usize]),
+            last_id: newest.max(e.meta.last_id),
+            entries_added,
+            max_deleted_id: e.max_deleted_id(),
             first_id: first.map_or(StreamId::ZERO, |v| e.ids[v]),
         })
     }
@@ -1202,16 +1249,34 @@ impl<S: Storage + 'static> Partition<S> {
             .is_some_and(|entry| stream_exists(entry, st.published_lsn))
     }
 
-    /// Calls `f` with the name of every stream that exists ([`stream_exists`]) and whose
-    /// name starts with `prefix`, in no particular order. `f` runs while the partition's
-    /// state is borrowed: it must not call back into the partition.
-    pub fn for_each_stream(&self, prefix: &str, mut f: impl FnMut(&str)) {
+    /// Calls `f` with the name and kind of every stream that exists ([`stream_exists`]) and
+    /// whose name starts with `prefix`, in no particular order. `f` runs while the
+    /// partition's state is borrowed: it must not call back into the partition.
+    pub fn for_each_stream(&self, prefix: &str, mut f: impl FnMut(&str, StreamKind)) {
         let st = self.state.borrow();
         for (name, entry) in &st.streams {
             if name.starts_with(prefix) && stream_exists(entry, st.published_lsn) {
-                f(name);
+                f(name, StreamKind::of(entry));
             }
         }
+    }
+
+    /// The kind of the stream, `None` while it does not exist ([`stream_exists`]).
+    pub fn stream_kind(&self, stream: &str) -> Option<StreamKind> {
+        let st = self.state.borrow();
+        st.streams
+            .get(stream)
+            .filter(|entry| stream_exists(entry, st.published_lsn))
+            .map(StreamKind::of)
+    }
+
+    /// Whether the stream is a Redis list (once placed: before its first push is visible).
+    pub fn is_list(&self, stream: &str) -> bool {
+        self.state
+            .borrow()
+            .streams
+            .get(stream)
+            .is_some_and(|e| e.meta.list)
     }
 
     /// The stream's visible versions' LSNs from `from_version` (for subscriptions).
