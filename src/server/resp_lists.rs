@@ -20,8 +20,8 @@ use super::resp_commands::wrong_arity;
 use super::resp_conn::RespRequest;
 use super::resp_streams::{call, range_all, stream_name, RespOp, RespOutcome, WRONGTYPE};
 use super::route::{OpResult, Shard};
-use crate::protocol::{code, expected, Event, StreamId};
-use crate::stream::{IdSpec, Partition, StreamError, StreamKind, LPUSH_TYPE, RPUSH_TYPE};
+use crate::protocol::{code, StreamId};
+use crate::stream::{Partition, StreamKind, LPUSH_TYPE};
 
 /// The most elements LRANGE reads of a list: a longer list is refused with an error.
 pub const MAX_LIST_READ: u64 = 1_000_000;
@@ -29,12 +29,6 @@ pub const MAX_LIST_READ: u64 = 1_000_000;
 /// What the owner of a list's partition does for a list command.
 #[derive(Debug)]
 pub enum ListOp {
-    /// LPUSH (`left`) or RPUSH: the elements, as one append.
-    Push {
-        stream: String,
-        left: bool,
-        elements: Vec<Vec<u8>>,
-    },
     Len {
         stream: String,
     },
@@ -44,15 +38,10 @@ pub enum ListOp {
     },
 }
 
-/// Runs a list command.
+/// Runs LLEN or LRANGE (LPUSH and RPUSH are writes: [`super::resp_writes`]).
 pub(super) async fn run(shard: &Rc<Shard>, req: &RespRequest, name: &[u8]) -> Result<(), String> {
     let args = &req.args;
     let op = match name {
-        b"LPUSH" | b"RPUSH" if args.len() >= 3 => ListOp::Push {
-            stream: stream_name(req.ctx, &args[1])?,
-            left: name == b"LPUSH",
-            elements: args[2..].to_vec(),
-        },
         b"LLEN" if args.len() == 2 => ListOp::Len {
             stream: stream_name(req.ctx, &args[1])?,
         },
@@ -66,9 +55,7 @@ pub(super) async fn run(shard: &Rc<Shard>, req: &RespRequest, name: &[u8]) -> Re
         _ => None,
     };
     let stream = match &op {
-        ListOp::Push { stream, .. } | ListOp::Len { stream } | ListOp::Range { stream } => {
-            stream.clone()
-        }
+        ListOp::Len { stream } | ListOp::Range { stream } => stream.clone(),
     };
     match call(shard, &stream, RespOp::List(op)).await? {
         RespOutcome::Len(n) => req.answer(|r| {
@@ -120,32 +107,6 @@ fn slice(len: usize, start: i64, stop: i64) -> std::ops::Range<usize> {
 pub(super) async fn run_op(p: &Partition, op: ListOp) -> OpResult {
     let wrong_type = || OpResult::Err(ApiError::new(code::INVALID_ARGUMENT, WRONGTYPE));
     let outcome = match op {
-        ListOp::Push {
-            stream,
-            left,
-            elements,
-        } => {
-            let event_type = if left { LPUSH_TYPE } else { RPUSH_TYPE };
-            let events = elements
-                .into_iter()
-                .map(|data| Event {
-                    id: [0; 16],
-                    event_type: event_type.to_string(),
-                    timestamp_ns: 0,
-                    value: f64::NAN,
-                    data,
-                    metadata: Vec::new(),
-                })
-                .collect();
-            match p
-                .append_with_id(&stream, expected::ANY, events, IdSpec::Auto)
-                .await
-            {
-                Ok(_) => RespOutcome::Len(p.live_entries(&stream)),
-                Err(StreamError::WrongType { .. }) => return wrong_type(),
-                Err(e) => return OpResult::Err(e.into()),
-            }
-        }
         ListOp::Len { stream } => match p.stream_kind(&stream) {
             Some(StreamKind::Stream) => return wrong_type(),
             _ => RespOutcome::Len(p.live_entries(&stream)),

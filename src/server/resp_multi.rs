@@ -16,16 +16,21 @@
 //! The queued commands' keys must all be in one partition, or EXEC answers
 //! `-CROSSSLOT Keys in request don't hash to the same slot` and discards them (a command's
 //! keys are read from its arguments: [`command_keys`]; a queued SELECT changes the database
-//! of the keys after it). Then the commands run in order, each as it would outside a
-//! transaction, one after the other (the next starts once the one before has its reply), and
-//! EXEC answers an array of their replies. Connection commands (SELECT, CLIENT, HELLO, …)
-//! take effect when EXEC is read, for the commands after them.
+//! of the keys after it). Then the commands run in order, and EXEC answers an array of their
+//! replies. Each run of consecutive write commands (XADD, XDEL, XTRIM, XSETID, DEL, UNLINK,
+//! LPUSH, RPUSH, FLUSHDB, FLUSHALL: [`super::resp_writes`]) is one partition transaction
+//! (`crate::stream::Partition::transaction`): placed in one turn of the partition with no
+//! other write between, in the journal's one open frame, so durable together (a crash keeps
+//! all of them or none) and visible together (a blocked XREAD woken by the first sees all).
+//! Writes that outgrow the open frame's room span frames in a row instead, each durable on
+//! its own; FLUSHDB/FLUSHALL reach every partition, one after another. Any other command
+//! (a read) runs once the writes before it are answered, and sees them. Connection commands
+//! (SELECT, CLIENT, HELLO, …) take effect when EXEC is read, for the commands after them.
 //!
-//! What EXEC guarantees today: nothing else of this connection runs between its commands —
-//! requests read after EXEC wait until its last command is answered ([`Gate`]), and those
-//! read before it were started before its first. Other connections' writes to the partition may
-//! fall between two commands of a transaction, and each write is made durable on its own:
-//! the transaction is not (yet) one atomic journal write.
+//! Nothing else of this connection runs between an EXEC's commands — requests read after
+//! EXEC wait until its last command is answered ([`Gate`]), and those read before it were
+//! started before its first. Another connection's write may fall between two runs of writes
+//! split by a read, never inside a run.
 //!
 //! WATCH is refused (`ERR WATCH is not supported by this server`; inside MULTI, Redis's
 //! `WATCH inside MULTI is not allowed`), so EXEC never aborts for a watched key. UNWATCH,
@@ -418,8 +423,21 @@ pub(super) async fn run(shard: Rc<Shard>, mut req: RespRequest) {
 /// Runs an EXEC's commands one after the other, then answers with their replies.
 async fn run_exec(shard: Rc<Shard>, req: RespRequest, exec: Exec) {
     let _open = OpenOnDrop(exec.gate);
-    for q in exec.commands {
-        super::resp_streams::run(shard.clone(), q).await;
+    let mut commands = exec.commands.into_iter().peekable();
+    while let Some(q) = commands.next() {
+        let name = q.args[0].to_ascii_uppercase();
+        if !super::resp_writes::is_write(&name) {
+            super::resp_streams::run(shard.clone(), q).await;
+            continue;
+        }
+        // A run of write commands: one partition transaction (module docs).
+        let mut run = vec![q];
+        while let Some(next) =
+            commands.next_if(|n| super::resp_writes::is_write(&n.args[0].to_ascii_uppercase()))
+        {
+            run.push(next);
+        }
+        run_writes(&shard, run).await;
     }
     let replies = exec.replies.borrow_mut().take_collected();
     assert_eq!(replies.len(), exec.count, "every queued command answered");
@@ -429,6 +447,46 @@ async fn run_exec(shard: Rc<Shard>, req: RespRequest, exec: Exec) {
         bytes.extend_from_slice(&r);
     }
     Ordered::reply(&req.order, req.seq, bytes);
+}
+
+/// Runs consecutive write commands of an EXEC as one transaction, then answers each.
+async fn run_writes(shard: &Rc<Shard>, run: Vec<RespRequest>) {
+    let mut parsed = Vec::with_capacity(run.len());
+    let mut writes = Vec::new();
+    for q in run {
+        let name = q.args[0].to_ascii_uppercase();
+        match super::resp_writes::parse(shard, &q, &name) {
+            Ok(w) => {
+                parsed.push((q, Some((w.answer, w.writes.len()))));
+                writes.extend(w.writes);
+            }
+            Err(text) => {
+                q.answer(|r| {
+                    r.error(text);
+                });
+                parsed.push((q, None));
+            }
+        }
+    }
+    let mut results = match super::resp_writes::run_writes(shard, writes).await {
+        Ok(results) => results.into_iter(),
+        Err(text) => {
+            for (q, w) in parsed {
+                if w.is_some() {
+                    q.answer(|r| {
+                        r.error(&text);
+                    });
+                }
+            }
+            return;
+        }
+    };
+    for (q, w) in parsed {
+        if let Some((answer, n)) = w {
+            let mine: Vec<_> = results.by_ref().take(n).collect();
+            super::resp_writes::answer(&q, answer, mine);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,9 +21,9 @@ use super::api_error::ApiError;
 use super::resp_commands::{unknown_command, wrong_arity};
 use super::resp_conn::{Ctx, RespRequest};
 use super::route::{OpResult, PartOp, Shard};
-use crate::protocol::{code, expected, partition_of, Event, RecordedEvent, StreamId};
+use crate::protocol::{code, partition_of, RecordedEvent, StreamId};
 use crate::resp::{Parsed, Reply, RequestLimits, RequestParser};
-use crate::stream::{ChangeRequest, IdSpec, Partition, StreamError, StreamSummary, Trim};
+use crate::stream::{IdSpec, Partition, StreamError, StreamSummary, TxDone, TxWrite};
 
 /// The event type of an entry written with XADD.
 pub const FIELDS_TYPE: &str = "$fields";
@@ -73,20 +73,8 @@ pub(super) const COMMANDS: &[&str] = &[
 /// What the owner of a stream's partition does for a stream command.
 #[derive(Debug)]
 pub enum RespOp {
-    /// XADD: one entry; `make` false (NOMKSTREAM): only to a stream that exists; then the
-    /// trim, if any.
-    Add {
-        stream: String,
-        id: IdSpec,
-        event: Event,
-        make: bool,
-        trim: Option<Trim>,
-    },
-    /// XDEL, XTRIM, DEL, FLUSHDB: a change journaled as one record.
-    Change {
-        stream: String,
-        request: ChangeRequest,
-    },
+    /// Writes, as one transaction ([`super::resp_writes`]).
+    Tx(Vec<TxWrite>),
     Range {
         stream: String,
         start: StreamId,
@@ -112,12 +100,10 @@ pub enum RespOp {
 /// What it answers.
 #[derive(Debug)]
 pub enum RespOutcome {
-    /// The new entry's ID; `None`: NOMKSTREAM and no stream.
-    Added(Option<StreamId>),
+    /// What each write of a transaction did.
+    Tx(Vec<Result<TxDone, ApiError>>),
     Entries(Vec<(StreamId, RecordedEvent)>),
     Len(u64),
-    /// Entries (or streams) a change deleted.
-    Count(u64),
     /// A stream's summary and its first and last entries; `None`: no stream.
     Info(Option<(StreamSummary, Vec<(StreamId, RecordedEvent)>)>),
     /// A list's elements, head first.
@@ -149,27 +135,18 @@ pub(super) fn stream_name(ctx: Ctx, key: &[u8]) -> Result<String, String> {
 pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
     let name = req.args[0].to_ascii_uppercase();
     let result = match name.as_slice() {
-        b"XADD" => xadd(&shard, &req).await,
+        n if super::resp_writes::is_write(n) => super::resp_writes::run(&shard, &req, n).await,
         b"XLEN" => xlen(&shard, &req).await,
         b"XRANGE" => xrange(&shard, &req, false).await,
         b"XREVRANGE" => xrange(&shard, &req, true).await,
-        b"XDEL" => xdel(&shard, &req).await,
         b"XINFO" => Box::pin(xinfo(&shard, &req)).await,
-        b"XTRIM" => xtrim(&shard, &req).await,
-        b"XSETID" => xsetid(&shard, &req).await,
         b"XGROUP" => xgroup(&req),
-        b"DEL" => del(&shard, &req, b"del").await,
-        b"UNLINK" => del(&shard, &req, b"unlink").await,
-        b"FLUSHDB" => flush(&shard, &req, false).await,
-        b"FLUSHALL" => flush(&shard, &req, true).await,
         b"XREAD" => Box::pin(super::resp_read::xread(&shard, &req)).await,
         b"DBSIZE" | b"EXISTS" | b"TYPE" | b"KEYS" | b"SCAN" => {
             Box::pin(super::resp_keys::run(&shard, &req, &name)).await
         }
         b"INFO" | b"CONFIG" => Box::pin(super::resp_info::run(&shard, &req, &name)).await,
-        b"LPUSH" | b"RPUSH" | b"LLEN" | b"LRANGE" => {
-            Box::pin(super::resp_lists::run(&shard, &req, &name)).await
-        }
+        b"LLEN" | b"LRANGE" => Box::pin(super::resp_lists::run(&shard, &req, &name)).await,
         _ => Err(unknown_command(&req.args)),
     };
     if let Err(text) = result {
@@ -205,53 +182,24 @@ pub(super) fn error_text(e: &ApiError) -> String {
 
 /// Runs a stream command on the partition's owner.
 pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
-    // The stream commands refuse a list (XADD: the partition refuses its event).
+    // The stream reads refuse a list (writes: the partition refuses them).
     let on_list = match &op {
         RespOp::Range { stream, .. } | RespOp::Len { stream } | RespOp::Info { stream, .. } => {
             p.is_list(stream)
         }
-        RespOp::Change { stream, request } => {
-            !matches!(
-                request,
-                ChangeRequest::DeleteStream | ChangeRequest::DeleteDatabase
-            ) && p.is_list(stream)
-        }
-        RespOp::Add { .. } | RespOp::Read(_) | RespOp::List(_) => false,
+        RespOp::Tx(_) | RespOp::Read(_) | RespOp::List(_) => false,
     };
     if on_list {
         return OpResult::Err(ApiError::new(code::INVALID_ARGUMENT, WRONGTYPE));
     }
     let outcome = match op {
-        RespOp::Change { stream, request } => match p.change(&stream, request).await {
-            Ok(n) => RespOutcome::Count(n),
-            Err(e) => return OpResult::Err(e.into()),
-        },
-        RespOp::Add {
-            stream,
-            id,
-            event,
-            make,
-            trim,
-        } => {
-            let expected = if make {
-                expected::ANY
-            } else {
-                expected::STREAM_EXISTS
-            };
-            match p.append_with_id(&stream, expected, vec![event], id).await {
-                Ok(a) => {
-                    let ids = p.stream_ids(&stream, a.first_version..a.first_version + 1);
-                    if let Some(t) = trim {
-                        if let Err(e) = p.change(&stream, ChangeRequest::Trim(t)).await {
-                            return OpResult::Err(e.into());
-                        }
-                    }
-                    RespOutcome::Added(ids.first().copied())
-                }
-                Err(StreamError::WrongExpectedVersion { .. }) if !make => RespOutcome::Added(None),
-                Err(e) => return OpResult::Err(add_error(e)),
-            }
-        }
+        RespOp::Tx(writes) => RespOutcome::Tx(
+            p.transaction(writes)
+                .await
+                .into_iter()
+                .map(|r| r.map_err(super::resp_writes::write_error))
+                .collect(),
+        ),
         RespOp::Range {
             stream,
             start,
@@ -285,22 +233,6 @@ pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
         RespOp::List(op) => return Box::pin(super::resp_lists::run_op(p, op)).await,
     };
     OpResult::Resp(outcome)
-}
-
-/// XADD's errors in Redis's words.
-fn add_error(e: StreamError) -> ApiError {
-    let text = match &e {
-        StreamError::IdNotAbove { .. } => {
-            "The ID specified in XADD is equal or smaller than the target stream top item"
-        }
-        StreamError::IdZero => "The ID specified in XADD must be greater than 0-0",
-        StreamError::WrongType { .. } => WRONGTYPE,
-        StreamError::IdsExhausted { .. } => {
-            "The stream has exhausted the last possible ID, unable to add more items"
-        }
-        _ => return e.into(),
-    };
-    ApiError::new(code::INVALID_ARGUMENT, text.to_string())
 }
 
 /// The whole range (up to `count`), in as many reads as the partition's read limits (bytes
@@ -379,7 +311,7 @@ pub(super) fn parse_id(b: &[u8], missing_seq: u64) -> Option<StreamId> {
 }
 
 /// XADD's ID argument: `*`, `ms-*`, `ms-seq` or `ms`.
-fn parse_add_id(b: &[u8]) -> Option<IdSpec> {
+pub(super) fn parse_add_id(b: &[u8]) -> Option<IdSpec> {
     if b == b"*" {
         return Some(IdSpec::Auto);
     }
@@ -393,7 +325,7 @@ fn parse_add_id(b: &[u8]) -> Option<IdSpec> {
 }
 
 /// The field list of an XADD entry in RESP form.
-fn encode_fields(fields: &[Vec<u8>]) -> Vec<u8> {
+pub(super) fn encode_fields(fields: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut r = Reply::new(&mut out, crate::resp::RespVersion::Resp2);
     r.array_len(fields.len());
@@ -433,62 +365,6 @@ fn entry_fields(e: &RecordedEvent) -> Vec<Vec<u8>> {
     f
 }
 
-/// XADD key [NOMKSTREAM] [MAXLEN|MINID [=|~] threshold [LIMIT count]] *|id field value …
-async fn xadd(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
-    let args = &req.args;
-    if args.len() < 5 {
-        return Err(wrong_arity(b"xadd"));
-    }
-    let mut make = true;
-    let mut options = TrimOptions::default();
-    let mut i = 2;
-    while i < args.len() {
-        if args[i].eq_ignore_ascii_case(b"NOMKSTREAM") {
-            make = false;
-            i += 1;
-        } else if let Some(next) = options.parse(args, i)? {
-            i = next;
-        } else {
-            break;
-        }
-    }
-    if i >= args.len() {
-        return Err(wrong_arity(b"xadd"));
-    }
-    let trim = options.finish(shard.shared.resp.node_max_entries())?;
-    let fields = &args[i + 1..];
-    if fields.is_empty() || fields.len() % 2 != 0 {
-        return Err(wrong_arity(b"xadd"));
-    }
-    let id = parse_add_id(&args[i]).ok_or(INVALID_ID)?;
-    let stream = stream_name(req.ctx, &args[1])?;
-    let event = Event {
-        id: [0; 16],
-        event_type: FIELDS_TYPE.into(),
-        timestamp_ns: 0,
-        value: f64::NAN,
-        data: encode_fields(fields),
-        metadata: Vec::new(),
-    };
-    let op = RespOp::Add {
-        stream: stream.clone(),
-        id,
-        event,
-        make,
-        trim,
-    };
-    match call(shard, &stream, op).await? {
-        RespOutcome::Added(Some(id)) => req.answer(|r| {
-            r.bulk(id.to_string());
-        }),
-        RespOutcome::Added(None) => req.answer(|r| {
-            r.null();
-        }),
-        other => return Err(format!("internal error: unexpected reply {other:?}")),
-    }
-    Ok(())
-}
-
 async fn xlen(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     if req.args.len() != 2 {
         return Err(wrong_arity(b"xlen"));
@@ -508,183 +384,6 @@ async fn xlen(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         }),
         other => return Err(format!("internal error: unexpected reply {other:?}")),
     }
-    Ok(())
-}
-
-/// The trim options of XADD and XTRIM as they are read: `MAXLEN|MINID [=|~] threshold`
-/// and `LIMIT count`.
-#[derive(Default)]
-struct TrimOptions {
-    maxlen: Option<u64>,
-    minid: Option<StreamId>,
-    approx: bool,
-    limit: Option<u64>,
-}
-
-impl TrimOptions {
-    /// Reads the option at `args[i]`, if it is one: the index after it.
-    fn parse(&mut self, args: &[Vec<u8>], i: usize) -> Result<Option<usize>, String> {
-        let name = args[i].to_ascii_uppercase();
-        let value = |at: usize| args.get(at).ok_or_else(|| "syntax error".to_string());
-        match name.as_slice() {
-            b"MAXLEN" | b"MINID" => {
-                let mut at = i + 1;
-                let op = value(at)?;
-                if op == b"~" || op == b"=" {
-                    self.approx = op == b"~";
-                    at += 1;
-                }
-                let v = value(at)?;
-                if name == b"MAXLEN" {
-                    let n = integer(v)?;
-                    if n < 0 {
-                        return Err("The MAXLEN argument must be >= 0.".into());
-                    }
-                    self.maxlen = Some(n as u64);
-                } else {
-                    self.minid = Some(parse_id(v, 0).ok_or(INVALID_ID)?);
-                }
-                Ok(Some(at + 1))
-            }
-            b"LIMIT" => {
-                let n = integer(value(i + 1)?)?;
-                if n < 0 {
-                    return Err("The LIMIT argument must be >= 0.".into());
-                }
-                self.limit = Some(n as u64);
-                Ok(Some(i + 2))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// The trim asked for, checked as Redis checks it; a `~` trim deletes whole nodes of
-    /// `node_entries` (`stream-node-max-entries`).
-    fn finish(self, node_entries: u64) -> Result<Option<Trim>, String> {
-        if self.maxlen.is_some() && self.minid.is_some() {
-            return Err(
-                "syntax error, MAXLEN and MINID options at the same time are not compatible".into(),
-            );
-        }
-        if self.limit.is_some() && !self.approx {
-            return Err("syntax error, LIMIT cannot be used without the special ~ option".into());
-        }
-        if self.maxlen.is_none() && self.minid.is_none() {
-            return Ok(None);
-        }
-        let (unit, max_remove) = if self.approx {
-            let limit = self.limit.unwrap_or(100 * node_entries);
-            (node_entries, (limit > 0).then_some(limit))
-        } else {
-            (1, None)
-        };
-        Ok(Some(Trim {
-            keep_last: self.maxlen,
-            min_id: self.minid,
-            unit,
-            max_remove,
-        }))
-    }
-}
-
-fn integer(b: &[u8]) -> Result<i64, String> {
-    std::str::from_utf8(b)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| "value is not an integer or out of range".to_string())
-}
-
-/// XTRIM key MAXLEN|MINID [=|~] threshold [LIMIT count].
-async fn xtrim(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
-    let args = &req.args;
-    if args.len() < 4 {
-        return Err(wrong_arity(b"xtrim"));
-    }
-    let mut options = TrimOptions::default();
-    let mut i = 2;
-    while i < args.len() {
-        i = options.parse(args, i)?.ok_or("syntax error")?;
-    }
-    let trim = options
-        .finish(shard.shared.resp.node_max_entries())?
-        .ok_or("syntax error")?;
-    let stream = stream_name(req.ctx, &args[1])?;
-    let n = change(shard, &stream, ChangeRequest::Trim(trim)).await?;
-    req.answer(|r| {
-        r.int(n as i64);
-    });
-    Ok(())
-}
-
-/// XDEL key id [id …].
-async fn xdel(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
-    let args = &req.args;
-    if args.len() < 3 {
-        return Err(wrong_arity(b"xdel"));
-    }
-    let ids = args[2..]
-        .iter()
-        .map(|a| parse_id(a, 0).filter(|_| a != b"-" && a != b"+"))
-        .collect::<Option<Vec<_>>>()
-        .ok_or(INVALID_ID)?;
-    let stream = stream_name(req.ctx, &args[1])?;
-    let n = change(shard, &stream, ChangeRequest::Ids(ids)).await?;
-    req.answer(|r| {
-        r.int(n as i64);
-    });
-    Ok(())
-}
-
-/// DEL / UNLINK key [key …]: the streams deleted.
-async fn del(shard: &Rc<Shard>, req: &RespRequest, name: &[u8]) -> Result<(), String> {
-    if req.args.len() < 2 {
-        return Err(wrong_arity(name));
-    }
-    let mut n = 0;
-    for key in &req.args[1..] {
-        let stream = stream_name(req.ctx, key)?;
-        n += change(shard, &stream, ChangeRequest::DeleteStream).await?;
-    }
-    req.answer(|r| {
-        r.int(n as i64);
-    });
-    Ok(())
-}
-
-/// FLUSHDB / FLUSHALL [ASYNC|SYNC]: every stream of the database (of every database), in
-/// every partition.
-async fn flush(shard: &Rc<Shard>, req: &RespRequest, all: bool) -> Result<(), String> {
-    let args = &req.args;
-    let mode_ok = |m: &Vec<u8>| m.eq_ignore_ascii_case(b"ASYNC") || m.eq_ignore_ascii_case(b"SYNC");
-    if args.len() > 2 || args.get(1).is_some_and(|m| !mode_ok(m)) {
-        return Err("syntax error".into());
-    }
-    let dbs = if all {
-        0..super::resp_conn::DATABASES
-    } else {
-        req.ctx.db..req.ctx.db + 1
-    };
-    for db in dbs {
-        let prefix = if db == 0 {
-            String::new()
-        } else {
-            format!("\0{db}\0")
-        };
-        for p in 0..shard.shared.partitions {
-            let op = RespOp::Change {
-                stream: prefix.clone(),
-                request: ChangeRequest::DeleteDatabase,
-            };
-            match shard.call(p, PartOp::Resp(op)).await {
-                OpResult::Resp(_) => {}
-                OpResult::Err(e) => return Err(error_text(&e)),
-                other => return Err(format!("internal error: unexpected reply {other:?}")),
-            }
-        }
-    }
-    req.answer(|r| {
-        r.ok();
-    });
     Ok(())
 }
 
@@ -801,72 +500,6 @@ fn xgroup(req: &RespRequest) -> Result<(), String> {
              XPENDING and XCLAIM are refused; read with XREAD or XRANGE"
                 .into(),
         ),
-    }
-}
-
-/// XSETID key last-id [ENTRIESADDED n] [MAXDELETEDID id]: journaled like a deletion.
-async fn xsetid(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
-    let args = &req.args;
-    if args.len() < 3 {
-        return Err(wrong_arity(b"xsetid"));
-    }
-    let strict = |a: &[u8]| {
-        parse_id(a, 0)
-            .filter(|_| a != b"-" && a != b"+")
-            .ok_or(INVALID_ID)
-    };
-    let last = strict(&args[2])?;
-    let (mut entries_added, mut max_deleted) = (None, StreamId::ZERO);
-    let mut i = 3;
-    while i < args.len() {
-        let (opt, value) = (&args[i], args.get(i + 1));
-        match value {
-            Some(v) if opt.eq_ignore_ascii_case(b"ENTRIESADDED") => {
-                let n = std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .ok_or("value is not an integer or out of range")?;
-                if n < 0 {
-                    return Err("entries_added must be positive".into());
-                }
-                entries_added = Some(n as u64);
-            }
-            Some(v) if opt.eq_ignore_ascii_case(b"MAXDELETEDID") => {
-                max_deleted = strict(v)?;
-                if last < max_deleted {
-                    return Err("The ID specified in XSETID is smaller than the provided \
-                                max_deleted_entry_id"
-                        .into());
-                }
-            }
-            _ => return Err("syntax error".into()),
-        }
-        i += 2;
-    }
-    let stream = stream_name(req.ctx, &args[1])?;
-    let request = ChangeRequest::SetId {
-        last,
-        entries_added,
-        max_deleted,
-    };
-    if change(shard, &stream, request).await? == 0 {
-        return Err("no such key".into());
-    }
-    req.answer(|r| {
-        r.ok();
-    });
-    Ok(())
-}
-
-/// Runs a change on the partition of `stream`: what it deleted.
-async fn change(shard: &Rc<Shard>, stream: &str, request: ChangeRequest) -> Result<u64, String> {
-    let op = RespOp::Change {
-        stream: stream.to_string(),
-        request,
-    };
-    match call(shard, stream, op).await? {
-        RespOutcome::Count(n) => Ok(n),
-        other => Err(format!("internal error: unexpected reply {other:?}")),
     }
 }
 

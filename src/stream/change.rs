@@ -182,6 +182,16 @@ impl StreamEntry {
     /// The journaled form of `request` for this stream; an XSETID the stream refuses is an
     /// error.
     pub(super) fn resolve(&self, request: &ChangeRequest) -> Result<StreamChange, StreamError> {
+        let entries_change = !matches!(
+            request,
+            ChangeRequest::DeleteStream | ChangeRequest::DeleteDatabase
+        );
+        if entries_change && self.meta.list {
+            return Err(StreamError::WrongType {
+                stream: String::new(),
+                list: true,
+            });
+        }
         Ok(match request {
             ChangeRequest::Ids(ids) => StreamChange::DeleteVersions(
                 ids.iter()

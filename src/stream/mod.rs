@@ -18,6 +18,7 @@ mod idempotency;
 mod image;
 mod partition;
 mod payload;
+mod transaction;
 mod turns;
 mod view;
 mod waiters;
@@ -32,5 +33,6 @@ pub use image::{
 pub use partition::{
     IdSpec, Partition, PartitionLimits, PartitionStats, PublishSink, StreamKind, StreamSummary,
 };
+pub use transaction::{TxDone, TxWrite};
 pub use view::{DetachedRing, PartitionView};
 pub use waiters::{WaitEnd, WaitKey};

@@ -170,14 +170,24 @@ pub trait PublishSink {
 
 /// One append's events, durable, waiting for their turn to be published (in LSN order).
 pub(super) struct Durable {
-    stream: String,
-    first_version: u64,
-    events: Vec<Event>,
+    pub(super) stream: String,
+    pub(super) first_version: u64,
+    pub(super) events: Vec<Event>,
     /// A stream change (one record, no events), not an append.
-    change: bool,
+    pub(super) change: bool,
 }
 
 impl Durable {
+    /// A durable stream change of `stream`.
+    pub(super) fn change(stream: &str) -> Durable {
+        Durable {
+            stream: stream.to_string(),
+            first_version: 0,
+            events: Vec::new(),
+            change: true,
+        }
+    }
+
     /// The events as subscribers get them, from LSN `first_lsn` of `partition`, and their
     /// stream.
     fn into_recorded(self, first_lsn: u64, partition: u32) -> (String, Vec<RecordedEvent>) {
@@ -287,7 +297,7 @@ pub(super) fn now_ns() -> u64 {
 }
 
 /// What one attempt to place an append did.
-enum Placed {
+pub(super) enum Placed {
     /// It repeats events already written (or in flight): answer with theirs.
     Retry(Retry),
     /// Placed: its durability to wait for, and its first version.
@@ -296,9 +306,39 @@ enum Placed {
     NoRoom,
 }
 
+/// What one attempt to place a change did.
+pub(super) enum ChangePlaced {
+    /// Nothing to delete or set (or no such stream): not journaled.
+    Nothing,
+    /// Placed: its durability to wait for, and what it deleted (1 for an XSETID).
+    Pending(crate::journal::PendingAppend, u64),
+    /// The journal has no room now for the change's record (its data).
+    NoRoom(Vec<u8>),
+}
+
+/// The record of a change of `stream` whose data is `data` (docs/FORMAT.md, kind 4).
+pub(super) fn change_record<'a>(stream: &'a str, data: &'a [u8]) -> RecordRef<'a> {
+    RecordRef {
+        kind: RECORD_KIND_CHANGE,
+        id: None,
+        stream_version: 0,
+        timestamp_ns: now_ns(),
+        event_id: [0; 16],
+        value: f64::NAN,
+        stream: stream.as_bytes(),
+        event_type: b"",
+        data,
+        metadata: b"",
+    }
+}
+
 /// An append's arguments, checked before it waits for its turn: a stream name, at least one
 /// event, an expected version that means something.
-fn check_append(stream: &str, expected_version: i64, events: &[Event]) -> Result<(), StreamError> {
+pub(super) fn check_append(
+    stream: &str,
+    expected_version: i64,
+    events: &[Event],
+) -> Result<(), StreamError> {
     if stream.is_empty() {
         return Err(StreamError::EmptyStreamName);
     }
@@ -335,7 +375,7 @@ fn event_record<'a>(
 
 /// The journal records of `events` appended to `stream` from version `first_version` on,
 /// with `ids` (none: all zero, for a size check).
-fn event_records<'a>(
+pub(super) fn event_records<'a>(
     stream: &'a str,
     first_version: u64,
     ids: Option<&[StreamId]>,
@@ -599,7 +639,7 @@ impl<S: Storage + 'static> Partition<S> {
 
     /// Counts a durable append of `events`, which arrived at `arrived_ns`, in the partition's
     /// statistics and metrics.
-    fn count_appended(&self, events: &[Event], arrived_ns: u64) {
+    pub(super) fn count_appended(&self, events: &[Event], arrived_ns: u64) {
         let n = events.len() as u64;
         let bytes: u64 = events
             .iter()
@@ -618,7 +658,7 @@ impl<S: Storage + 'static> Partition<S> {
 
     /// One attempt to place an append in the journal's open frame, in one synchronous step:
     /// the idempotency rule, the expected version, then the records with their versions.
-    fn place(
+    pub(super) fn place(
         &self,
         stream: &str,
         expected_version: i64,
@@ -717,69 +757,73 @@ impl<S: Storage + 'static> Partition<S> {
     pub async fn change(&self, stream: &str, request: ChangeRequest) -> Result<u64, StreamError> {
         let turn = self.take_turn().await;
         let (pending, deleted) = loop {
-            let change = {
-                let st = self.state.borrow();
-                match (&request, st.streams.get(stream)) {
-                    (ChangeRequest::DeleteDatabase, _) => StreamChange::DeleteDatabase,
-                    (_, None) => return Ok(0),
-                    (r, Some(entry)) => entry.resolve(r)?,
-                }
-            };
-            let deleted = self.change_effect(stream, &change);
-            if deleted == 0 {
-                return Ok(0);
-            }
-            let data = change.encode();
-            let record = RecordRef {
-                kind: RECORD_KIND_CHANGE,
-                id: None,
-                stream_version: 0,
-                timestamp_ns: now_ns(),
-                event_id: [0; 16],
-                value: f64::NAN,
-                stream: stream.as_bytes(),
-                event_type: b"",
-                data: &data,
-                metadata: b"",
-            };
-            match self.journal.try_append(std::slice::from_ref(&record)) {
-                Err(e) => {
-                    self.state.borrow_mut().errors += 1;
-                    return Err(e.into());
-                }
-                Ok(Some(pending)) => {
-                    let mut st = self.state.borrow_mut();
-                    let gone: Vec<String> = match change {
-                        StreamChange::DeleteStream => vec![stream.to_string()],
-                        StreamChange::DeleteDatabase => st
-                            .streams
-                            .keys()
-                            .filter(|name| in_database(name, stream))
-                            .cloned()
-                            .collect(),
-                        _ => Vec::new(),
-                    };
-                    apply_change(&mut st.streams, stream, &change);
-                    for name in gone {
-                        st.stream_ids.forget(name.as_bytes());
-                    }
-                    break (pending, deleted);
-                }
-                Ok(None) => {
+            match self.place_change(stream, &request)? {
+                ChangePlaced::Nothing => return Ok(0),
+                ChangePlaced::Pending(pending, deleted) => break (pending, deleted),
+                ChangePlaced::NoRoom(data) => {
+                    let record = change_record(stream, &data);
                     Box::pin(self.journal.wait_for_room(std::slice::from_ref(&record))).await?
                 }
             }
         };
         drop(turn);
         let appended = self.await_durable(pending).await?;
-        let batch = Durable {
-            stream: stream.to_string(),
-            first_version: 0,
-            events: Vec::new(),
-            change: true,
-        };
-        self.publish(appended.first_lsn, batch);
+        self.publish(appended.first_lsn, Durable::change(stream));
         Ok(deleted)
+    }
+
+    /// One attempt to place a change in the journal's open frame, in one synchronous step
+    /// (in the caller's turn): resolved against the index, journaled, applied to the index.
+    pub(super) fn place_change(
+        &self,
+        stream: &str,
+        request: &ChangeRequest,
+    ) -> Result<ChangePlaced, StreamError> {
+        let change = {
+            let st = self.state.borrow();
+            match (request, st.streams.get(stream)) {
+                (ChangeRequest::DeleteDatabase, _) => StreamChange::DeleteDatabase,
+                (_, None) => return Ok(ChangePlaced::Nothing),
+                (r, Some(entry)) => entry.resolve(r).map_err(|e| match e {
+                    StreamError::WrongType { list, .. } => StreamError::WrongType {
+                        stream: stream.to_string(),
+                        list,
+                    },
+                    e => e,
+                })?,
+            }
+        };
+        let deleted = self.change_effect(stream, &change);
+        if deleted == 0 {
+            return Ok(ChangePlaced::Nothing);
+        }
+        let data = change.encode();
+        let record = change_record(stream, &data);
+        match self.journal.try_append(std::slice::from_ref(&record)) {
+            Err(e) => {
+                self.state.borrow_mut().errors += 1;
+                Err(e.into())
+            }
+            Ok(Some(pending)) => {
+                let mut st = self.state.borrow_mut();
+                let gone: Vec<String> = match change {
+                    StreamChange::DeleteStream => vec![stream.to_string()],
+                    StreamChange::DeleteDatabase => st
+                        .streams
+                        .keys()
+                        .filter(|name| in_database(name, stream))
+                        .cloned()
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                apply_change(&mut st.streams, stream, &change);
+                for name in gone {
+                    st.stream_ids.forget(name.as_bytes());
+                }
+                Ok(ChangePlaced::Pending(pending, deleted))
+            }
+            Ok(None) => Ok(ChangePlaced::NoRoom(data)),
+        }
     }
 
     /// How many live entries (streams, for a deletion of streams) `change` would delete now.
@@ -810,7 +854,7 @@ impl<S: Storage + 'static> Partition<S> {
 
     /// Waits until a placed record's frame is durable. On failure the error is counted and
     /// retries waiting for an append learn that it failed.
-    async fn await_durable(
+    pub(super) async fn await_durable(
         &self,
         pending: crate::journal::PendingAppend,
     ) -> Result<crate::journal::Appended, StreamError> {
@@ -823,7 +867,7 @@ impl<S: Storage + 'static> Partition<S> {
     }
 
     /// Waits for this append's turn to be placed (see [`Partition::append`]).
-    async fn take_turn(&self) -> Turn<'_, S> {
+    pub(super) async fn take_turn(&self) -> Turn<'_, S> {
         let ticket = {
             let mut st = self.state.borrow_mut();
             st.turns.next_ticket += 1;
@@ -888,7 +932,7 @@ impl<S: Storage + 'static> Partition<S> {
     /// Makes durable events visible in LSN order and offers them to subscribers. Recorded
     /// events (a copy of each event with its stream name) are made only when there is a
     /// subscriber to offer them to.
-    fn publish(&self, first_lsn: u64, batch: Durable) {
+    pub(super) fn publish(&self, first_lsn: u64, batch: Durable) {
         let (ready, sinks) = {
             let mut st = self.state.borrow_mut();
             st.pending_publish.insert(first_lsn, batch);

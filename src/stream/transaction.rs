@@ -1,0 +1,274 @@
+//! Transactions: writes to one partition — appends and stream changes — placed in one turn
+//! and in one synchronous step, so no other write falls between them and they share the
+//! journal's open frame: they become durable together (a crash keeps all or none of them)
+//! and are published together (a reader woken by the first sees them all).
+//!
+//! The exception, stated where the RESP port documents MULTI: writes that do not fit in the
+//! frame's room wait for room, so they span frames in a row — still in one turn, in order,
+//! with nothing between them, but each frame durable on its own.
+//!
+//! Each write succeeds or fails on its own (a wrong expected version fails that append only,
+//! as a command inside Redis's EXEC fails alone); a journal error fails every write not yet
+//! durable.
+
+use super::change::ChangeRequest;
+use super::partition::{
+    change_record, check_append, event_records, now_ns, ChangePlaced, Durable, IdSpec, Placed,
+};
+use super::{Partition, StreamError};
+use crate::journal::{PendingAppend, Storage};
+use crate::protocol::{AppendResult, Event, StreamId};
+
+/// One write of a transaction.
+#[derive(Debug)]
+pub enum TxWrite {
+    /// An append of events without event ids (a transaction's appends are not retried).
+    Append {
+        stream: String,
+        expected_version: i64,
+        events: Vec<Event>,
+        id: IdSpec,
+    },
+    Change {
+        stream: String,
+        request: ChangeRequest,
+    },
+}
+
+/// What a write of a transaction did.
+#[derive(Debug)]
+pub enum TxDone {
+    /// The append, its events' stream IDs, and the stream's entries not deleted once it was
+    /// placed (what LPUSH replies).
+    Appended {
+        result: AppendResult,
+        ids: Vec<StreamId>,
+        live: u64,
+    },
+    /// What the change deleted (1 for an XSETID; 0: nothing was done).
+    Changed(u64),
+}
+
+/// A write durable, to publish.
+enum Durable2 {
+    Append {
+        first_lsn: u64,
+        stream: String,
+        first_version: u64,
+        events: Vec<Event>,
+        ids: Vec<StreamId>,
+        live: u64,
+    },
+    Change {
+        first_lsn: u64,
+        stream: String,
+        deleted: u64,
+    },
+    Done(Result<TxDone, StreamError>),
+}
+
+/// A write placed, waiting to be durable.
+enum Step {
+    Append {
+        pending: PendingAppend,
+        stream: String,
+        first_version: u64,
+        events: Vec<Event>,
+        ids: Vec<StreamId>,
+        live: u64,
+    },
+    Change {
+        pending: PendingAppend,
+        stream: String,
+        deleted: u64,
+    },
+    Done(Result<TxDone, StreamError>),
+}
+
+impl<S: Storage + 'static> Partition<S> {
+    /// Runs `writes` as one transaction (module docs): one result per write, in order.
+    pub async fn transaction(&self, writes: Vec<TxWrite>) -> Vec<Result<TxDone, StreamError>> {
+        let now = now_ns();
+        let turn = self.take_turn().await;
+        let mut steps = Vec::with_capacity(writes.len());
+        for write in writes {
+            let step = match write {
+                TxWrite::Append {
+                    stream,
+                    expected_version,
+                    mut events,
+                    id,
+                } => {
+                    assert!(
+                        events.iter().all(|e| e.id == [0; 16]),
+                        "a transaction's appends carry no event ids"
+                    );
+                    if let Err(e) = check_append(&stream, expected_version, &events) {
+                        steps.push(Step::Done(Err(e)));
+                        continue;
+                    }
+                    for e in &mut events {
+                        if e.timestamp_ns == 0 {
+                            e.timestamp_ns = now;
+                        }
+                    }
+                    self.place_append_step(stream, expected_version, events, id)
+                        .await
+                }
+                TxWrite::Change { stream, request } => {
+                    self.place_change_step(stream, request).await
+                }
+            };
+            steps.push(step);
+        }
+        drop(turn);
+        // Durable: every write's frame (one, unless the writes outgrew it) ...
+        let mut durable = Vec::with_capacity(steps.len());
+        for step in steps {
+            durable.push(match step {
+                Step::Done(result) => Durable2::Done(result),
+                Step::Append {
+                    pending,
+                    stream,
+                    first_version,
+                    events,
+                    ids,
+                    live,
+                } => match self.await_durable(pending).await {
+                    Ok(a) => Durable2::Append {
+                        first_lsn: a.first_lsn,
+                        stream,
+                        first_version,
+                        events,
+                        ids,
+                        live,
+                    },
+                    Err(e) => Durable2::Done(Err(e)),
+                },
+                Step::Change {
+                    pending,
+                    stream,
+                    deleted,
+                } => match self.await_durable(pending).await {
+                    Ok(a) => Durable2::Change {
+                        first_lsn: a.first_lsn,
+                        stream,
+                        deleted,
+                    },
+                    Err(e) => Durable2::Done(Err(e)),
+                },
+            });
+        }
+        // ... then published in one synchronous step.
+        durable
+            .into_iter()
+            .map(|d| match d {
+                Durable2::Done(result) => result,
+                Durable2::Append {
+                    first_lsn,
+                    stream,
+                    first_version,
+                    events,
+                    ids,
+                    live,
+                } => {
+                    let n = events.len() as u64;
+                    self.count_appended(&events, now);
+                    self.publish(
+                        first_lsn,
+                        Durable {
+                            stream,
+                            first_version,
+                            events,
+                            change: false,
+                        },
+                    );
+                    Ok(TxDone::Appended {
+                        result: AppendResult {
+                            first_version,
+                            last_version: first_version + n - 1,
+                            partition: self.id,
+                            lsn: first_lsn,
+                        },
+                        ids,
+                        live,
+                    })
+                }
+                Durable2::Change {
+                    first_lsn,
+                    stream,
+                    deleted,
+                } => {
+                    self.publish(first_lsn, Durable::change(&stream));
+                    Ok(TxDone::Changed(deleted))
+                }
+            })
+            .collect()
+    }
+
+    /// Places one append of a transaction (waiting for room only when the journal has none).
+    async fn place_append_step(
+        &self,
+        stream: String,
+        expected_version: i64,
+        events: Vec<Event>,
+        id: IdSpec,
+    ) -> Step {
+        loop {
+            match self.place(&stream, expected_version, &events, id) {
+                Err(e) => return Step::Done(Err(e)),
+                Ok(Placed::Retry(_)) => unreachable!("events without ids are never a retry"),
+                Ok(Placed::Pending(pending, first_version)) => {
+                    let (ids, live) = {
+                        let st = self.state.borrow();
+                        let entry = st.streams.get(&stream).expect("placed: the stream exists");
+                        let first = first_version as usize;
+                        (
+                            entry.ids[first..first + events.len()].to_vec(),
+                            entry.live(),
+                        )
+                    };
+                    return Step::Append {
+                        pending,
+                        stream,
+                        first_version,
+                        events,
+                        ids,
+                        live,
+                    };
+                }
+                Ok(Placed::NoRoom) => {
+                    let records = event_records(&stream, 0, None, &events);
+                    if let Err(e) = Box::pin(self.journal.wait_for_room(&records)).await {
+                        return Step::Done(Err(e.into()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Places one change of a transaction (waiting for room only when the journal has none).
+    async fn place_change_step(&self, stream: String, request: ChangeRequest) -> Step {
+        loop {
+            match self.place_change(&stream, &request) {
+                Err(e) => return Step::Done(Err(e)),
+                Ok(ChangePlaced::Nothing) => return Step::Done(Ok(TxDone::Changed(0))),
+                Ok(ChangePlaced::Pending(pending, deleted)) => {
+                    return Step::Change {
+                        pending,
+                        stream,
+                        deleted,
+                    }
+                }
+                Ok(ChangePlaced::NoRoom(data)) => {
+                    let record = change_record(&stream, &data);
+                    let waited =
+                        Box::pin(self.journal.wait_for_room(std::slice::from_ref(&record))).await;
+                    if let Err(e) = waited {
+                        return Step::Done(Err(e.into()));
+                    }
+                }
+            }
+        }
+    }
+}
