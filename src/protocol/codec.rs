@@ -776,6 +776,9 @@ mod tests {
             let (h, body) = split(bytes);
             assert_eq!(h.request_id, id);
             assert_eq!(decode_request(h.opcode, body).unwrap(), want);
+            let mut again = Vec::new();
+            encode_request(&mut again, id, &want);
+            assert_eq!(again, bytes, "the encoder writes the documented bytes");
         }
         let (h, body) = split(include_bytes!(
             "../../fuzz/corpus/frame_decode/response-15-98"
