@@ -1075,3 +1075,109 @@ fn aggregate_before_what_the_ring_holds_says_where_to_retry_from() {
         .sum();
     assert_eq!(count, 2, "{agg}");
 }
+
+/// `evring trim` by each rule and `evring delete` say what they deleted, in text and JSON;
+/// the events are gone for `evring read`; a missing stream, two rules, no rule or a time that
+/// is not one are refused with what to do.
+#[test]
+fn trim_and_delete_say_what_they_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let a = server.addr.as_str();
+    let quick = Duration::from_secs(10);
+    let c = server.client();
+    for i in 0..10 {
+        c.append(
+            "c1",
+            evring::protocol::expected::ANY,
+            vec![common::ev("T", format!("{i}").as_bytes())],
+        )
+        .unwrap();
+    }
+
+    let out = evring_within(a, &["trim", "c1", "--keep-last", "4"], quick);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        "trimmed c1: deleted 6 events (all but the newest 4 events)\n"
+    );
+    let out = evring_within(a, &["--json", "trim", "c1", "--before-version", "8"], quick);
+    assert_eq!(
+        ok_json(&out),
+        serde_json::json!({"stream": "c1", "deleted": 2, "rule": {"before_version": 8}})
+    );
+    let out = evring_within(a, &["trim", "c1", "--older-than", "1h"], quick);
+    assert!(
+        stdout(&out).starts_with("trimmed c1: deleted 0 events (those older than 20"),
+        "{out:?}"
+    );
+    let read = ok_json(&evring_within(a, &["--json", "read", "c1"], quick));
+    let versions: Vec<u64> = read["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stream_version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [8, 9]);
+    let out = evring_within(
+        a,
+        &[
+            "--json",
+            "trim",
+            "c1",
+            "--older-than",
+            "2024-12-06T08:00:00Z",
+        ],
+        quick,
+    );
+    assert_eq!(
+        ok_json(&out),
+        serde_json::json!({"stream": "c1", "deleted": 0,
+                           "rule": {"older_than_ns": 1_733_472_000_000_000_000u64}})
+    );
+
+    let out = evring_within(a, &["delete", "c1"], quick);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "deleted stream c1 (2 events)\n");
+    let out = evring_within(a, &["read", "c1"], quick);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    for args in [&["delete", "c1"][..], &["trim", "c1", "--keep-last", "1"]] {
+        let out = evring_within(a, args, quick);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(
+            stderr(&out).contains("stream \"c1\" not found")
+                && stderr(&out).contains("check the name"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    c.append("c1", -2, vec![common::ev("T", b"again")]).unwrap();
+    let out = ok_json(&evring_within(a, &["--json", "delete", "c1"], quick));
+    assert_eq!(out, serde_json::json!({"stream": "c1", "deleted": 1}));
+
+    // Usage errors, before any request.
+    for (args, want) in [
+        (
+            &["trim", "c1", "--keep-last", "1", "--before-version", "2"][..],
+            "cannot be used with",
+        ),
+        (
+            &["trim", "c1"][..],
+            "--keep-last <N>|--before-version <V>|--older-than",
+        ),
+        (
+            &["trim", "c1", "--older-than", "yesterday"][..],
+            "expected an age",
+        ),
+        (
+            &["trim", "c1", "--older-than", "1733472000"][..],
+            "expected an age",
+        ),
+        (&["delete"][..], "<STREAM>"),
+    ] {
+        let out = evring_within(a, args, quick);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{ev, hello, raw_connect, recv, send, Server};
 use evring::protocol::{
     self, code, expected, AppendResult, Direction, RecordedEvent, Request, Response, StreamInfo,
-    SubscribeTarget,
+    SubscribeTarget, TrimBy,
 };
 
 const PARTITIONS: u32 = 4;
@@ -351,6 +351,43 @@ fn exercise(s: &mut TcpStream, shard: usize, p: u32) {
             assert_eq!(v["version"], 1, "{tag}: {v}");
         }
         other => panic!("{tag}: QUERY: {other:?}"),
+    }
+
+    // TRIM and DELETE_STREAM, on a stream of their own (of type "G": the totals after
+    // `exercise` count type "T").
+    let gone = name_in(&format!("gone{shard}"), p);
+    let append = Request::Append {
+        stream: gone.clone(),
+        expected_version: expected::NO_STREAM,
+        events: (0..4).map(|i| ev("G", format!("{i}").as_bytes())).collect(),
+    };
+    assert!(
+        matches!(call(s, 26, &append), Response::Appended(_)),
+        "{tag}"
+    );
+    let trim = Request::Trim {
+        stream: gone.clone(),
+        by: TrimBy::KeepLast(1),
+    };
+    assert_eq!(
+        call(s, 27, &trim),
+        Response::Deleted { deleted: 3 },
+        "{tag}"
+    );
+    let delete = Request::DeleteStream {
+        stream: gone.clone(),
+    };
+    assert_eq!(
+        call(s, 28, &delete),
+        Response::Deleted { deleted: 1 },
+        "{tag}"
+    );
+    match call(s, 29, &delete) {
+        Response::Error {
+            code: code::STREAM_NOT_FOUND,
+            ..
+        } => {}
+        other => panic!("{tag}: DELETE_STREAM of a deleted stream: {other:?}"),
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use evring::client::{
-    AppendResult, BlockingClient, Checkpoint, ClientError, StreamInfo, SubscriptionItem,
+    AppendResult, BlockingClient, Checkpoint, ClientError, StreamInfo, SubscriptionItem, TrimBy,
 };
 use evring::protocol::{
     code, Bucket, Direction, Event, GroupOrder, GroupedAggregate, Groups, NameMatch, RecordedEvent,
@@ -29,8 +29,8 @@ const GROUPS_MAX: u32 = evring::aggregate::groups::GROUPS_MAX;
     name = "evring",
     version,
     about = "evring command-line client",
-    long_about = "evring command-line client: append, read, subscribe to and aggregate the \
-        events of an evringd server, and use its key-value store.\n\n\
+    long_about = "evring command-line client: append, read, subscribe to, aggregate, trim \
+        and delete the events of an evringd server, and use its key-value store.\n\n\
         The server address and token come from --addr and --token, or from the environment \
         variables EVRING_ADDR and EVRING_TOKEN. evringd ignores these two variables (and \
         EVRING_LOG), so they can stay exported in a shell that also starts evringd; evringd's \
@@ -189,6 +189,46 @@ enum Cmd {
         /// The stream.
         stream: String,
     },
+    /// Delete a stream and every event of it, durably.
+    #[command(
+        long_about = "Delete a stream and every event of it, and print how many events it \
+            held. evring returns once the deletion is durable: the events never come back, \
+            not after a crash or a restart either. Reads and subscriptions no longer see them. \
+            The name can be used again: the next event appended to it is version 0 of a new \
+            stream.\n\n\
+            A stream with no events is not found (error 11); evring exits with status 1.",
+        after_help = "Examples:\n  \
+            evring delete orders-1\n  \
+            evring --json delete orders-1"
+    )]
+    Delete {
+        /// The stream to delete.
+        stream: String,
+    },
+    /// Delete the oldest events of a stream, durably.
+    #[command(
+        long_about = "Delete the oldest events of a stream, and print how many were deleted. \
+            Exactly one rule: --keep-last N keeps the newest N events; --before-version V \
+            deletes every event whose version is below V; --older-than deletes the events \
+            appended before a point in time, given as an age (a number and a unit: ns, us, \
+            ms, s, m, h, d; 90s, 10m, 1h30m, 7d: older than that long ago) or as an RFC 3339 \
+            time (2024-12-06T08:00:00Z, 2024-12-06T09:00:00+01:00).\n\n\
+            --older-than goes by each event's stream ID: an event is deleted when its ID's \
+            milliseconds are below the time's. An event appended without an explicit ID \
+            (every event appended with evring, and XADD *) has the server's clock at its \
+            append as its ID's milliseconds; for events added over the RESP port with \
+            explicit IDs, the milliseconds are what the writer chose. The event's timestamp \
+            field plays no part.\n\n\
+            evring returns once the deletion is durable: the events never come back. The \
+            stream keeps its versions: the next event appended continues after the last. A \
+            stream with no events is not found (error 11); evring exits with status 1.",
+        after_help = "Examples:\n  \
+            evring trim orders-1 --keep-last 1000\n  \
+            evring trim orders-1 --before-version 250\n  \
+            evring trim orders-1 --older-than 7d\n  \
+            evring trim orders-1 --older-than 2024-12-06T08:00:00Z"
+    )]
+    Trim(TrimArgs),
     /// Server statistics (JSON).
     #[command(after_help = "Example:\n  evring stats")]
     Stats,
@@ -272,6 +312,27 @@ enum KvOp {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
+}
+
+/// `evring trim`'s arguments: the stream and exactly one rule.
+#[derive(clap::Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("rule")
+        .required(true)
+        .args(["keep_last", "before_version", "older_than"])
+))]
+struct TrimArgs {
+    /// The stream to trim.
+    stream: String,
+    /// Keep the newest N events and delete the others.
+    #[arg(long, value_name = "N")]
+    keep_last: Option<u64>,
+    /// Delete every event whose version is below V.
+    #[arg(long, value_name = "V")]
+    before_version: Option<u64>,
+    /// Delete the events appended before this time: an age (7d, 1h30m) or an RFC 3339 time.
+    #[arg(long, value_name = "AGE|TIME")]
+    older_than: Option<String>,
 }
 
 /// `evring append`'s arguments.
@@ -939,9 +1000,78 @@ fn run(args: Args, addr_from_env: bool) -> anyhow::Result<()> {
             let c = connect(&args, addr_from_env)?;
             print_stream_info(stream, &c.stream_info(stream)?, as_json);
         }
+        Cmd::Delete { stream } => {
+            let c = connect(&args, addr_from_env)?;
+            let deleted = c.delete_stream(stream)?;
+            if as_json {
+                println!("{}", json!({"stream": stream, "deleted": deleted}));
+            } else {
+                println!("deleted stream {stream} ({})", events_text(deleted));
+            }
+        }
+        Cmd::Trim(t) => trim(&args, addr_from_env, t)?,
         Cmd::Stats => println!("{}", connect(&args, addr_from_env)?.stats()?),
     }
     Ok(())
+}
+
+/// "1 event", "3 events".
+fn events_text(n: u64) -> String {
+    format!("{n} event{}", if n == 1 { "" } else { "s" })
+}
+
+/// `evring trim`: the rule, the request, what it deleted.
+fn trim(args: &Args, addr_from_env: bool, t: &TrimArgs) -> anyhow::Result<()> {
+    let by = match (t.keep_last, t.before_version, t.older_than.as_deref()) {
+        (Some(n), _, _) => TrimBy::KeepLast(n),
+        (None, Some(v), _) => TrimBy::BeforeVersion(v),
+        (None, None, Some(text)) => TrimBy::OlderThanNs(older_than_ns(text, now_ns())?),
+        (None, None, None) => bail!("give one of --keep-last, --before-version, --older-than"),
+    };
+    let c = connect(args, addr_from_env)?;
+    let deleted = c.trim(&t.stream, by)?;
+    let stream = &t.stream;
+    if args.json {
+        let rule = match by {
+            TrimBy::KeepLast(n) => json!({"keep_last": n}),
+            TrimBy::BeforeVersion(v) => json!({"before_version": v}),
+            TrimBy::OlderThanNs(ns) => json!({"older_than_ns": ns}),
+        };
+        println!(
+            "{}",
+            json!({"stream": stream, "deleted": deleted, "rule": rule})
+        );
+    } else {
+        let rule = match by {
+            TrimBy::KeepLast(n) => format!("all but the newest {}", events_text(n)),
+            TrimBy::BeforeVersion(v) => format!("the versions below {v}"),
+            TrimBy::OlderThanNs(ns) => format!("those older than {}", format_rfc3339(ns)),
+        };
+        println!(
+            "trimmed {stream}: deleted {} ({rule})",
+            events_text(deleted)
+        );
+    }
+    Ok(())
+}
+
+/// `--older-than`: an age back from `now` (a duration, as `--since` takes) or an RFC 3339
+/// time (as `--from` takes); in Unix nanoseconds. A Unix time with a unit (`1733472000s`)
+/// reads as a duration, so it is not offered.
+fn older_than_ns(text: &str, now: u64) -> anyhow::Result<u64> {
+    if let Ok(age) = parse_duration(text) {
+        return now
+            .checked_sub(age)
+            .with_context(|| format!("--older-than {text} reaches back before 1970"));
+    }
+    if parse_rfc3339(text.trim()).is_some() {
+        return parse_time("--older-than", text);
+    }
+    bail!(
+        "--older-than {text:?}: expected an age, a number and a unit (ns, us, ms, s, m, h, d: \
+         90s, 10m, 1h30m, 7d), or an RFC 3339 time (2024-12-06T08:00:00Z, \
+         2024-12-06T09:00:00+01:00)"
+    )
 }
 
 /// `evring append`: one event, its data from --data, --file or standard input.
@@ -1401,6 +1531,24 @@ mod tests {
     use super::*;
 
     const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn older_than_is_an_age_or_an_rfc3339_time() {
+        let now = 1_733_472_000 * S;
+        assert_eq!(older_than_ns("7d", now).unwrap(), now - 7 * 86_400 * S);
+        assert_eq!(older_than_ns("1h30m", now).unwrap(), now - 5_400 * S);
+        assert_eq!(older_than_ns("2024-12-06T08:00:00Z", 0).unwrap(), now);
+        let err = older_than_ns("100000d", now).unwrap_err().to_string();
+        assert!(err.contains("before 1970"), "{err}");
+        for bad in ["", "7", "yesterday", "2024-12-06"] {
+            let err = older_than_ns(bad, now).unwrap_err().to_string();
+            assert!(err.contains("expected an age"), "{bad}: {err}");
+        }
+        let err = older_than_ns("1969-12-31T23:59:59Z", now)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("outside the range"), "{err}");
+    }
 
     #[test]
     fn durations_take_units_and_sums() {

@@ -4,9 +4,9 @@
 //! Shard-aware routing: HELLO's reply names an address per partition. When the server
 //! advertises addresses other than the one connected to (its `shard_ports`), the client
 //! opens one more connection per distinct address and sends every request about one stream
-//! (append, read, stream info, a stream's aggregate or subscription) over the connection of
-//! the stream's partition, so the owning shard serves it without a cross-shard hop. Every
-//! other request uses the first connection. An advertised address that cannot be reached
+//! (append, read, stream info, delete, trim, a stream's aggregate or subscription) over the
+//! connection of the stream's partition, so the owning shard serves it without a cross-shard
+//! hop. Every other request uses the first connection. An advertised address that cannot be reached
 //! falls back to the first connection (the server routes any request on any port).
 //!
 //! [`Client`] is runtime-agnostic: its request methods are `async` and their futures are
@@ -30,6 +30,9 @@ use crate::protocol::{
     Groups, RecordedEvent, Request, Response, SubscribeTarget, FRAME_HEADER_BYTES,
     PROTOCOL_VERSION,
 };
+
+/// Which oldest events [`Client::trim`] deletes: the protocol's type, named here too.
+pub use crate::protocol::TrimBy;
 
 /// Client-side failures.
 #[derive(Debug, thiserror::Error)]
@@ -560,7 +563,9 @@ impl Client {
         let stream = match req {
             Request::Append { stream, .. }
             | Request::Read { stream, .. }
-            | Request::StreamInfo { stream } => stream,
+            | Request::StreamInfo { stream }
+            | Request::DeleteStream { stream }
+            | Request::Trim { stream, .. } => stream,
             Request::Aggregate { stream, .. } if !stream.is_empty() => stream,
             Request::AggregateGroups(q)
                 if q.stream_match == crate::protocol::NameMatch::Exact && !q.stream.is_empty() =>
@@ -655,6 +660,33 @@ impl Client {
             .await?
         {
             Response::StreamInfo(i) => Ok(i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// DELETE_STREAM: deletes the stream once and for all, durably; returns how many live
+    /// events it held. Its name can be used again, from version 0. A stream with no events:
+    /// error 11.
+    pub async fn delete_stream(&self, stream: &str) -> Result<u64, ClientError> {
+        let req = Request::DeleteStream {
+            stream: stream.into(),
+        };
+        match self.request(&req).await? {
+            Response::Deleted { deleted } => Ok(deleted),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// TRIM: deletes the stream's oldest events as `by` says, durably; returns how many live
+    /// events it deleted (0 when none matched). The stream keeps its versions: the next
+    /// append continues after the last. A stream with no events: error 11.
+    pub async fn trim(&self, stream: &str, by: TrimBy) -> Result<u64, ClientError> {
+        let req = Request::Trim {
+            stream: stream.into(),
+            by,
+        };
+        match self.request(&req).await? {
+            Response::Deleted { deleted } => Ok(deleted),
             other => Err(unexpected(other)),
         }
     }
@@ -979,6 +1011,14 @@ impl BlockingClient {
     }
     pub fn stats(&self) -> Result<String, ClientError> {
         futures_lite::future::block_on(self.client.stats())
+    }
+    /// [`Client::delete_stream`].
+    pub fn delete_stream(&self, stream: &str) -> Result<u64, ClientError> {
+        futures_lite::future::block_on(self.client.delete_stream(stream))
+    }
+    /// [`Client::trim`].
+    pub fn trim(&self, stream: &str, by: TrimBy) -> Result<u64, ClientError> {
+        futures_lite::future::block_on(self.client.trim(stream, by))
     }
     pub fn execute(&self, model: &str, command: Vec<u8>) -> Result<Vec<u8>, ClientError> {
         futures_lite::future::block_on(self.client.execute(model, command))

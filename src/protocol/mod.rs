@@ -66,6 +66,10 @@ pub mod opcode {
     pub const STREAM_INFO: u8 = 0x15;
     /// AGGREGATE with filters that combine, a JSON field, group-by and top-K (v2).
     pub const AGGREGATE_GROUPS: u8 = 0x16;
+    /// Deletes a stream, durably (v2).
+    pub const DELETE_STREAM: u8 = 0x17;
+    /// Deletes a stream's oldest events, durably (v2).
+    pub const TRIM: u8 = 0x18;
     pub const EXECUTE: u8 = 0x20;
     pub const QUERY: u8 = 0x21;
     pub const STATS: u8 = 0x30;
@@ -82,6 +86,8 @@ pub mod opcode {
     pub const AGGREGATED: u8 = 0x94;
     pub const STREAM_INFO_OK: u8 = 0x95;
     pub const GROUPS: u8 = 0x97;
+    /// What a DELETE_STREAM or a TRIM deleted.
+    pub const DELETED: u8 = 0x98;
     pub const EXECUTED: u8 = 0xA0;
     pub const QUERIED: u8 = 0xA1;
     pub const STATS_OK: u8 = 0xB0;
@@ -444,6 +450,20 @@ pub struct StreamInfo {
     pub last_lsn: u64,
 }
 
+/// Which of a stream's oldest events a TRIM deletes (docs/PROTOCOL.md). On the wire: `u8 by`
+/// (0, 1, 2 in this order), then `u64` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrimBy {
+    /// Every event but the newest N.
+    KeepLast(u64),
+    /// Every event whose version is below V.
+    BeforeVersion(u64),
+    /// Every event whose stream ID's milliseconds are below `ns / 1_000_000` (rounded down):
+    /// for events appended without an explicit ID, those the server placed before that clock
+    /// time.
+    OlderThanNs(u64),
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
     Hello {
@@ -486,6 +506,13 @@ pub enum Request {
         stream: String,
     },
     AggregateGroups(Box<GroupedAggregate>),
+    DeleteStream {
+        stream: String,
+    },
+    Trim {
+        stream: String,
+        by: TrimBy,
+    },
     Execute {
         model: String,
         command: Vec<u8>,
@@ -509,6 +536,8 @@ impl Request {
             Request::Aggregate { .. } => opcode::AGGREGATE,
             Request::StreamInfo { .. } => opcode::STREAM_INFO,
             Request::AggregateGroups(_) => opcode::AGGREGATE_GROUPS,
+            Request::DeleteStream { .. } => opcode::DELETE_STREAM,
+            Request::Trim { .. } => opcode::TRIM,
             Request::Execute { .. } => opcode::EXECUTE,
             Request::Query { .. } => opcode::QUERY,
             Request::Stats => opcode::STATS,
@@ -545,6 +574,10 @@ pub enum Response {
     },
     StreamInfo(StreamInfo),
     Groups(Groups),
+    /// DELETE_STREAM or TRIM done and durable: how many live events it deleted.
+    Deleted {
+        deleted: u64,
+    },
     Executed {
         result: Vec<u8>,
     },
@@ -575,6 +608,7 @@ impl Response {
             Response::Aggregated { .. } => opcode::AGGREGATED,
             Response::StreamInfo(_) => opcode::STREAM_INFO_OK,
             Response::Groups(_) => opcode::GROUPS,
+            Response::Deleted { .. } => opcode::DELETED,
             Response::Executed { .. } => opcode::EXECUTED,
             Response::Queried { .. } => opcode::QUERIED,
             Response::Stats { .. } => opcode::STATS_OK,

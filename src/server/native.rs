@@ -11,14 +11,15 @@ use std::time::Instant;
 use super::conn::{Admitted, ConnOut, Decoded, Fault, Protocol, Timeout};
 use super::route::{error_response, unexpected, OpResult, PartOp, Shard};
 use super::subscriptions::SubscribeRequest;
+use super::ApiError;
 use crate::aggregate::groups::{self, Plan};
 use crate::constants::HELLO_FRAME_BYTES_MAX;
 use crate::protocol::{
     self, code, decode_request, encode_response, partition_of, Direction, Event, FrameHeader,
-    GroupedAggregate, NameMatch, Request, Response, FRAME_HEADER_BYTES, PROTOCOL_VERSION,
-    PROTOCOL_VERSION_MIN,
+    GroupedAggregate, NameMatch, Request, Response, StreamId, TrimBy, FRAME_HEADER_BYTES,
+    PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
 };
-use crate::stream::StreamError;
+use crate::stream::{ChangeRequest, Partition, StreamError, Trim};
 
 /// The native protocol on one connection: whether HELLO was accepted, and its deadline.
 pub(super) struct Native {
@@ -202,6 +203,60 @@ impl Protocol for Native {
     }
 }
 
+/// The change a TRIM asks for (docs/PROTOCOL.md): the newest `n` kept; the versions below
+/// `v` deleted; or the entries whose stream IDs' milliseconds are below the time's (rounded
+/// down), which for events appended without an explicit ID are those the server placed
+/// before that clock time, since an automatic ID's milliseconds are the server's clock when
+/// the event was placed (or the stream's last ID's, when the clock is behind it).
+fn trim_request(by: TrimBy) -> ChangeRequest {
+    let trim = |keep_last, min_id| {
+        ChangeRequest::Trim(Trim {
+            keep_last,
+            min_id,
+            unit: 1,
+            max_remove: None,
+        })
+    };
+    match by {
+        TrimBy::KeepLast(n) => trim(Some(n), None),
+        TrimBy::BeforeVersion(v) => ChangeRequest::BeforeVersion(v),
+        TrimBy::OlderThanNs(ns) => trim(None, Some(StreamId::new(ns / 1_000_000, 0))),
+    }
+}
+
+/// DELETE_STREAM's or TRIM's part on the owner of the stream's partition: the change,
+/// journaled and applied in its turn, answered once durable. The reply counts live events: a
+/// TRIM's are those it deleted; a DELETE_STREAM's are the live events the stream showed when
+/// the request reached the partition (events placed but not yet acknowledged then are deleted
+/// too without being counted). A stream with no visible event is not found (error 11), as
+/// for STREAM_INFO.
+pub(super) async fn change_op(p: &Partition, stream: String, request: ChangeRequest) -> OpResult {
+    let not_found = |stream: &str| {
+        OpResult::Err(ApiError::new(
+            code::STREAM_NOT_FOUND,
+            format!(
+                "stream {stream:?} not found: it has no events (never appended to, or deleted \
+                 already); check the name, stream names are case-sensitive"
+            ),
+        ))
+    };
+    if stream.is_empty() {
+        return OpResult::Err(StreamError::EmptyStreamName.into());
+    }
+    if !p.has_stream(&stream) {
+        return not_found(&stream);
+    }
+    let delete = request == ChangeRequest::DeleteStream;
+    let live = p.live_entries(&stream);
+    match p.change(&stream, request).await {
+        // Deleted by another request before this one's turn came.
+        Ok(0) if delete => not_found(&stream),
+        Ok(_) if delete => OpResult::Deleted(live),
+        Ok(n) => OpResult::Deleted(n),
+        Err(e) => OpResult::Err(e.into()),
+    }
+}
+
 /// Whether the token a client presented is the server's, in time that does not depend on
 /// where they differ (a byte-by-byte `!=` stops at the first difference, which lets a
 /// client find the token a byte at a time by timing).
@@ -268,6 +323,10 @@ impl Shard {
                 direction,
             } => self.read(stream, from_version, max_count, direction).await,
             Request::StreamInfo { stream } => self.stream_info(stream).await,
+            Request::DeleteStream { stream } => {
+                Box::pin(self.change(stream, ChangeRequest::DeleteStream)).await
+            }
+            Request::Trim { stream, by } => Box::pin(self.change(stream, trim_request(by))).await,
             Request::Subscribe {
                 target,
                 name,
@@ -380,6 +439,17 @@ impl Shard {
         let p = partition_of(&stream, self.shared.partitions);
         match self.call(p, PartOp::Info { stream }).await {
             OpResult::Info(i) => Response::StreamInfo(i),
+            OpResult::Err(e) => error_response(e),
+            other => unexpected(other),
+        }
+    }
+
+    /// DELETE_STREAM and TRIM: at the stream's partition, answered once the change is
+    /// durable.
+    async fn change(self: &Rc<Self>, stream: String, request: ChangeRequest) -> Response {
+        let p = partition_of(&stream, self.shared.partitions);
+        match self.call(p, PartOp::Change { stream, request }).await {
+            OpResult::Deleted(deleted) => Response::Deleted { deleted },
             OpResult::Err(e) => error_response(e),
             other => unexpected(other),
         }

@@ -89,6 +89,11 @@ pub enum PartOp {
         blob: Vec<u8>,
         is_query: bool,
     },
+    /// DELETE_STREAM or TRIM: the change, once durable (a stream with no events: error 11).
+    Change {
+        stream: String,
+        request: crate::stream::ChangeRequest,
+    },
     /// A RESP stream command's part on the stream's partition.
     Resp(super::resp_streams::RespOp),
     /// A RESP keyspace command's part on one partition (KEYS, SCAN, EXISTS, DBSIZE, …).
@@ -106,6 +111,8 @@ pub enum OpResult {
     Resp(super::resp_streams::RespOutcome),
     RespKeys(super::resp_keys::KeysOutcome),
     Stats(PartitionStats),
+    /// Live events a DELETE_STREAM or TRIM deleted.
+    Deleted(u64),
     Done,
     Err(ApiError),
 }
@@ -341,6 +348,9 @@ impl Shard {
                 Box::pin(self.run_served_model(blob, is_query)).await
             }
             PartOp::Resp(op) => Box::pin(super::resp_streams::run_op(&p, op)).await,
+            PartOp::Change { stream, request } => {
+                Box::pin(super::native::change_op(&p, stream, request)).await
+            }
             PartOp::RespKeys(op) => super::resp_keys::run_op(&p, op),
             PartOp::Append {
                 stream,

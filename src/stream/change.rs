@@ -120,6 +120,9 @@ pub enum ChangeRequest {
     Ids(Vec<crate::protocol::StreamId>),
     /// Delete the oldest entries (XTRIM): see [`Trim`].
     Trim(Trim),
+    /// Delete every version below this one (the native TRIM's `before_version`); a version
+    /// beyond the stream's last deletes every entry it has.
+    BeforeVersion(u64),
     DeleteStream,
     DeleteDatabase,
     /// XSETID (the arguments checked against each other already): refused when `last` is
@@ -200,6 +203,9 @@ impl StreamEntry {
                     .collect(),
             ),
             ChangeRequest::Trim(t) => StreamChange::TrimBefore(self.trim_point(t)),
+            ChangeRequest::BeforeVersion(v) => {
+                StreamChange::TrimBefore((*v).min(self.lsns.len() as u64))
+            }
             ChangeRequest::DeleteStream => StreamChange::DeleteStream,
             ChangeRequest::DeleteDatabase => StreamChange::DeleteDatabase,
             &ChangeRequest::SetId {
@@ -475,5 +481,21 @@ mod tests {
         assert_eq!(e.apply(&StreamChange::TrimBefore(2)), 0);
         assert_eq!(e.apply(&StreamChange::TrimBefore(99)), 5);
         assert_eq!(e.live(), 0);
+    }
+
+    #[test]
+    fn a_trim_before_a_version_is_journaled_within_the_stream() {
+        let mut e = StreamEntry::default();
+        for v in 0..5u64 {
+            e.push(100 + v, StreamId::new(1, v + 1));
+        }
+        let at = |v| e.resolve(&ChangeRequest::BeforeVersion(v));
+        assert_eq!(at(3), StreamChange::TrimBefore(3));
+        assert_eq!(at(0), StreamChange::TrimBefore(0));
+        assert_eq!(
+            at(u64::MAX),
+            StreamChange::TrimBefore(5),
+            "every version it has"
+        );
     }
 }
