@@ -149,6 +149,7 @@ pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
             Box::pin(super::resp_keys::run(&shard, &req, &name)).await
         }
         b"INFO" | b"CONFIG" => Box::pin(super::resp_info::run(&shard, &req, &name)).await,
+        n if n.starts_with(b"EV.") => Box::pin(super::resp_ev::run(&shard, &req, n)).await,
         _ => Err(unknown_command(&req.args)),
     };
     if let Err(text) = result {
