@@ -24,7 +24,10 @@ fn unit_ns(unit: &str) -> Option<u64> {
 /// A duration: numbers with units, `90s`, `10m`, `1h30m`, `500ms`; in nanoseconds.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     let bad = || {
-        format!("{text:?} is not a duration: use a number and a unit (ns, us, ms, s, m, h, d), e.g. 10m or 1h30m")
+        format!(
+            "{text:?} is not a duration: use a number and a unit (ns, us, ms, s, m, h, d), \
+             e.g. 10m or 1h30m"
+        )
     };
     let mut rest = text.trim();
     if rest.is_empty() {

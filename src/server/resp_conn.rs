@@ -26,9 +26,10 @@
 //! held this way and finds its connection closed is not run.
 //!
 //! A read of stream state (XLEN, XRANGE, XREVRANGE, XREAD, XINFO, EXISTS, TYPE, KEYS, SCAN,
-//! DBSIZE, and EV.READ, EV.INFO, EV.AGG, EV.QUERY) runs alone the same way, so it sees every write the connection sent before it
-//! (a write is visible once durable, and a read started while the write is in flight would
-//! miss it). Writes pipelined one after another still run concurrently and share frames.
+//! DBSIZE, and EV.READ, EV.INFO, EV.AGG, EV.QUERY) runs alone the same way, so it sees every
+//! write the connection sent before it (a write is visible once durable, and a read started
+//! while the write is in flight would miss it). Writes pipelined one after another still run
+//! concurrently and share frames.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
