@@ -39,3 +39,4 @@ pub mod shard;
 pub mod snapshot;
 pub mod stream;
 pub mod sync;
+pub mod window;

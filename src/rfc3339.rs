@@ -1,5 +1,5 @@
 //! Unix nanoseconds as RFC 3339 text in UTC, for messages that name a time (the CLI's
-//! output, the server's AGGREGATE refusal). Parsing stays in the CLI, the only reader.
+//! output, the server's AGGREGATE refusal). Parsing: [`crate::window`].
 
 /// The date of a day since 1970-01-01.
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {

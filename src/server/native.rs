@@ -390,7 +390,7 @@ impl Shard {
     }
 
     /// APPEND: at the stream's partition.
-    async fn append(
+    pub(super) async fn append(
         self: &Rc<Self>,
         stream: String,
         expected_version: i64,
@@ -435,7 +435,7 @@ impl Shard {
     }
 
     /// STREAM_INFO: at the stream's partition.
-    async fn stream_info(self: &Rc<Self>, stream: String) -> Response {
+    pub(super) async fn stream_info(self: &Rc<Self>, stream: String) -> Response {
         let p = partition_of(&stream, self.shared.partitions);
         match self.call(p, PartOp::Info { stream }).await {
             OpResult::Info(i) => Response::StreamInfo(i),

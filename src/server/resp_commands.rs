@@ -313,7 +313,7 @@ fn command(req: &RespRequest) {
             r.array_len(0);
         }),
         Some(b"COUNT") => req.answer(|r| {
-            r.int(super::resp_streams::COMMANDS.len() as i64);
+            r.int((super::resp_streams::COMMANDS.len() + super::resp_ev::COMMANDS.len()) as i64);
         }),
         Some(b"DOCS") => req.answer(|r| {
             r.map_len(0);

@@ -26,9 +26,10 @@
 //! held this way and finds its connection closed is not run.
 //!
 //! A read of stream state (XLEN, XRANGE, XREVRANGE, XREAD, XINFO, EXISTS, TYPE, KEYS, SCAN,
-//! DBSIZE) runs alone the same way, so it sees every write the connection sent before it
-//! (a write is visible once durable, and a read started while the write is in flight would
-//! miss it). Writes pipelined one after another still run concurrently and share frames.
+//! DBSIZE, and EV.READ, EV.INFO, EV.AGG, EV.QUERY) runs alone the same way, so it sees every
+//! write the connection sent before it (a write is visible once durable, and a read started
+//! while the write is in flight would miss it). Writes pipelined one after another still run
+//! concurrently and share frames.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -137,7 +138,7 @@ fn runs_alone(name: &[u8]) -> bool {
             | b"KEYS"
             | b"SCAN"
             | b"DBSIZE"
-    )
+    ) || super::resp_ev::runs_alone(name)
 }
 
 /// What a command needs to know of its connection when it runs.
@@ -314,7 +315,7 @@ impl Protocol for Resp {
                 if runs_alone(&name) {
                     self.order.borrow_mut().blocking.insert(request.seq);
                 }
-                let heavy = super::resp_keys::is_heavy(&name);
+                let heavy = super::resp_keys::is_heavy(&name) || super::resp_ev::is_heavy(&name);
                 Admitted::Run { request, heavy }
             }
         }
@@ -322,10 +323,9 @@ impl Protocol for Resp {
 
     fn is_read(request: &RespRequest) -> bool {
         request.args.first().is_some_and(|n| {
-            matches!(
-                n.to_ascii_uppercase().as_slice(),
-                b"XRANGE" | b"XREVRANGE" | b"XREAD"
-            )
+            let n = n.to_ascii_uppercase();
+            matches!(n.as_slice(), b"XRANGE" | b"XREVRANGE" | b"XREAD")
+                || super::resp_ev::is_read(&n)
         })
     }
 

@@ -172,6 +172,9 @@ const ARITY: &[(&str, i64)] = &[
 /// The checks Redis makes before it runs or queues a command: it exists and has its
 /// arity (`name` upper-cased).
 fn check(name: &[u8], args: &[Vec<u8>]) -> Result<(), String> {
+    if let Some(checked) = super::resp_ev::check(name, args, true) {
+        return checked;
+    }
     let known = super::resp_streams::COMMANDS
         .iter()
         .any(|c| c.as_bytes() == name);
@@ -199,6 +202,7 @@ pub(super) fn command_keys<'a>(name: &[u8], args: &'a [Vec<u8>]) -> Vec<&'a [u8]
             rest.iter().take(1).map(Vec::as_slice).collect()
         }
         b"EXISTS" | b"DEL" | b"UNLINK" => rest.iter().map(Vec::as_slice).collect(),
+        n if n.starts_with(b"EV.") => super::resp_ev::command_keys(n, args),
         b"XREAD" => {
             // XREAD … STREAMS key … id …: the first half of what follows STREAMS.
             let Some(at) = rest.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS")) else {

@@ -147,6 +147,7 @@ pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
         }
         b"INFO" | b"CONFIG" => Box::pin(super::resp_info::run(&shard, &req, &name)).await,
         b"LLEN" | b"LRANGE" => Box::pin(super::resp_lists::run(&shard, &req, &name)).await,
+        n if n.starts_with(b"EV.") => Box::pin(super::resp_ev::run(&shard, &req, n)).await,
         _ => Err(unknown_command(&req.args)),
     };
     if let Err(text) = result {

@@ -98,6 +98,8 @@ pub enum PartOp {
     Resp(super::resp_streams::RespOp),
     /// A RESP keyspace command's part on one partition (KEYS, SCAN, EXISTS, DBSIZE, …).
     RespKeys(super::resp_keys::KeysOp),
+    /// EV.READ on the stream's partition (answered as `RespOutcome::Entries`).
+    EvRead(super::resp_ev::EvRead),
 }
 
 #[derive(Debug)]
@@ -352,6 +354,7 @@ impl Shard {
                 Box::pin(super::native::change_op(&p, stream, request)).await
             }
             PartOp::RespKeys(op) => super::resp_keys::run_op(&p, op),
+            PartOp::EvRead(op) => Box::pin(super::resp_ev::run_read(&p, op)).await,
             PartOp::Append {
                 stream,
                 expected_version,

@@ -489,7 +489,7 @@ mod tests {
         for v in 0..5u64 {
             e.push(100 + v, StreamId::new(1, v + 1));
         }
-        let at = |v| e.resolve(&ChangeRequest::BeforeVersion(v));
+        let at = |v| e.resolve(&ChangeRequest::BeforeVersion(v)).unwrap();
         assert_eq!(at(3), StreamChange::TrimBefore(3));
         assert_eq!(at(0), StreamChange::TrimBefore(0));
         assert_eq!(
