@@ -368,6 +368,22 @@ struct Shared<S: Storage> {
     /// The log of failures to prepare the next segment (a full disk repeats them at every
     /// append).
     prepare_failures: LogLimit,
+    /// [`SealHold`]s alive: while any is, the open frame is sealed only when it is full.
+    seal_holds: Cell<u32>,
+}
+
+/// Keeps the open frame open while it lives ([`Journal::hold_seal`]); its drop seals the
+/// frame as an append would have.
+pub struct SealHold<S: Storage + 'static> {
+    journal: Journal<S>,
+}
+
+impl<S: Storage + 'static> Drop for SealHold<S> {
+    fn drop(&mut self) {
+        let holds = &self.journal.shared.seal_holds;
+        holds.set(holds.get() - 1);
+        self.journal.request_seal();
+    }
 }
 
 /// One partition's journal. Cloning gives another handle on the same journal.
@@ -479,6 +495,7 @@ impl<S: Storage + 'static> Journal<S> {
             }),
             closed: Cell::new(false),
             prepare_failures: LogLimit::default(),
+            seal_holds: Cell::new(0),
         });
         let journal = Journal { shared };
         journal.adopt_spare_segment().await;
@@ -537,6 +554,17 @@ impl<S: Storage + 'static> Journal<S> {
                 Ok(Some(PendingAppend { signal, appended }))
             }
             Place::Wait | Place::Roll => Ok(None),
+        }
+    }
+
+    /// Keeps the open frame from being sealed (but when full) until the hold drops: records
+    /// placed meanwhile, without a yield between them, share one frame — durable together —
+    /// unless they outgrow it. For a transaction; the hold must not outlive it (appends of
+    /// others placed meanwhile wait in the frame too).
+    pub fn hold_seal(&self) -> SealHold<S> {
+        self.shared.seal_holds.set(self.shared.seal_holds.get() + 1);
+        SealHold {
+            journal: self.clone(),
         }
     }
 
@@ -915,6 +943,9 @@ impl<S: Storage + 'static> Journal<S> {
     /// runs after the tasks that are ready now, so one frame carries everything they append
     /// (the producers a release just woke, the requests a connection just decoded).
     fn request_seal(&self) {
+        if self.shared.seal_holds.get() > 0 {
+            return;
+        }
         let sealer = {
             let mut st = self.shared.state.borrow_mut();
             if st.open.is_none() {
@@ -938,6 +969,9 @@ impl<S: Storage + 'static> Journal<S> {
     /// else once the frame holds `pipeline_min_bytes` (small frames side by side cost more
     /// per event than one frame twice as large a moment later).
     fn kick(&self) {
+        if self.shared.seal_holds.get() > 0 {
+            return;
+        }
         let sealed = {
             let mut st = self.shared.state.borrow_mut();
             let cfg = &self.shared.cfg;

@@ -1,7 +1,9 @@
 //! Transactions: writes to one partition — appends and stream changes — placed in one turn
-//! and in one synchronous step, so no other write falls between them and they share the
-//! journal's open frame: they become durable together (a crash keeps all or none of them)
-//! and are published together (a reader woken by the first sees them all).
+//! and in one synchronous step while the journal holds its open frame open
+//! (`Journal::hold_seal`: an idle journal would otherwise seal the frame at the first
+//! placement), so no other write falls between them and they share that frame: they become
+//! durable together (a crash keeps all or none of them) and are published together (a
+//! reader woken by the first sees them all).
 //!
 //! The exception, stated where the RESP port documents MULTI: writes that do not fit in the
 //! frame's room wait for room, so they span frames in a row — still in one turn, in order,
@@ -90,6 +92,8 @@ impl<S: Storage + 'static> Partition<S> {
     pub async fn transaction(&self, writes: Vec<TxWrite>) -> Vec<Result<TxDone, StreamError>> {
         let now = now_ns();
         let turn = self.take_turn().await;
+        // The frame stays open until every write is placed (module docs).
+        let hold = self.journal.hold_seal();
         let mut steps = Vec::with_capacity(writes.len());
         for write in writes {
             let step = match write {
@@ -121,6 +125,7 @@ impl<S: Storage + 'static> Partition<S> {
             };
             steps.push(step);
         }
+        drop(hold);
         drop(turn);
         // Durable: every write's frame (one, unless the writes outgrew it) ...
         let mut durable = Vec::with_capacity(steps.len());

@@ -1,0 +1,272 @@
+//! Stream state beyond entries on the RESP port, on the real evringd with the `redis` crate:
+//! XSETID (last ID, entries added, largest deleted ID) and Redis lists survive kill -9, from
+//! the journal and from snapshots; WRONGTYPE both ways; an EXEC's writes are one journal
+//! frame (durable together).
+
+mod common;
+
+use std::io::{Read, Write};
+
+use common::Server;
+use redis::Value;
+
+fn start(dir: &std::path::Path, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--partitions",
+        "1",
+        "--set",
+        "pin_cpus=false",
+        "--set",
+        "metrics_listen=\"127.0.0.1:0\"",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&dir.join("data"), &args)
+}
+
+fn info(c: &mut redis::Connection, key: &str) -> std::collections::HashMap<String, Value> {
+    redis::cmd("XINFO").arg("STREAM").arg(key).query(c).unwrap()
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(n) => n.to_string(),
+        other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+fn error(c: &mut redis::Connection, cmd: &redis::Cmd) -> String {
+    cmd.query::<Value>(c)
+        .expect_err("an error reply")
+        .to_string()
+}
+
+/// What the test wrote, read back.
+fn check(c: &mut redis::Connection) {
+    let s = info(c, "s");
+    assert_eq!(text(&s["last-generated-id"]), "900-6");
+    assert_eq!(text(&s["entries-added"]), "43");
+    assert_eq!(text(&s["max-deleted-entry-id"]), "900-6");
+    assert_eq!(text(&s["length"]), "2");
+    // Rewound below the IDs of entries all deleted since.
+    let r = info(c, "rewound");
+    assert_eq!(text(&r["last-generated-id"]), "5-0");
+    assert_eq!(text(&r["length"]), "0");
+    let list: Vec<String> = redis::cmd("LRANGE")
+        .arg("l")
+        .arg(0)
+        .arg(-1)
+        .query(c)
+        .unwrap();
+    assert_eq!(list, ["c", "b", "a", "x", "y"]);
+    let t: String = redis::cmd("TYPE").arg("l").query(c).unwrap();
+    assert_eq!(t, "list");
+    let t: String = redis::cmd("TYPE").arg("s").query(c).unwrap();
+    assert_eq!(t, "stream");
+}
+
+#[test]
+fn xsetid_and_lists_survive_kill_9_from_the_journal_and_from_snapshots() {
+    for snapshot_every in [None, Some("5")] {
+        let dir = tempfile::tempdir().unwrap();
+        let owned;
+        let args: Vec<&str> = match snapshot_every {
+            Some(n) => {
+                owned = format!("snapshot_every_events={n}");
+                vec!["--set", &owned]
+            }
+            None => Vec::new(),
+        };
+        let mut server = start(dir.path(), &args);
+        let mut c = server.redis();
+        for id in ["1-0", "2-0", "3-0", "4-0"] {
+            redis::cmd("XADD")
+                .arg("s")
+                .arg(id)
+                .arg("f")
+                .arg("v")
+                .exec(&mut c)
+                .unwrap();
+        }
+        redis::cmd("XDEL").arg("s").arg("3-0").exec(&mut c).unwrap();
+        redis::cmd("XDEL").arg("s").arg("1-0").exec(&mut c).unwrap();
+        // Refused: below the newest entry, below the length, below the largest deleted ID.
+        assert!(error(&mut c, redis::cmd("XSETID").arg("s").arg("3-5")).contains("top item"));
+        assert!(error(
+            &mut c,
+            redis::cmd("XSETID")
+                .arg("s")
+                .arg("9-0")
+                .arg("ENTRIESADDED")
+                .arg(1)
+        )
+        .contains("smaller than the target stream length"));
+        assert!(error(&mut c, redis::cmd("XSETID").arg("nokey").arg("1-0")).contains("no such key"));
+        redis::cmd("XSETID")
+            .arg("s")
+            .arg("900-5")
+            .arg("ENTRIESADDED")
+            .arg(42)
+            .arg("MAXDELETEDID")
+            .arg("3-0")
+            .exec(&mut c)
+            .unwrap();
+        let s = info(&mut c, "s");
+        assert_eq!(text(&s["last-generated-id"]), "900-5");
+        assert_eq!(text(&s["entries-added"]), "42");
+        assert_eq!(text(&s["max-deleted-entry-id"]), "3-0");
+        // The next automatic ID follows the one XSETID set, not the entries'.
+        let id: String = redis::cmd("XADD")
+            .arg("s")
+            .arg("900-*")
+            .arg("f")
+            .arg("v")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(id, "900-6");
+        redis::cmd("XDEL")
+            .arg("s")
+            .arg("900-6")
+            .exec(&mut c)
+            .unwrap();
+        for id in ["10-0", "11-0"] {
+            redis::cmd("XADD")
+                .arg("rewound")
+                .arg(id)
+                .arg("f")
+                .arg("v")
+                .exec(&mut c)
+                .unwrap();
+        }
+        redis::cmd("XTRIM")
+            .arg("rewound")
+            .arg("MAXLEN")
+            .arg(0)
+            .exec(&mut c)
+            .unwrap();
+        redis::cmd("XSETID")
+            .arg("rewound")
+            .arg("5-0")
+            .exec(&mut c)
+            .unwrap();
+        let n: i64 = redis::cmd("LPUSH")
+            .arg("l")
+            .arg("a")
+            .arg("b")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(n, 2);
+        let n: i64 = redis::cmd("RPUSH")
+            .arg("l")
+            .arg("x")
+            .arg("y")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(n, 4);
+        let n: i64 = redis::cmd("LPUSH").arg("l").arg("c").query(&mut c).unwrap();
+        assert_eq!(n, 5);
+        // WRONGTYPE both ways; the list and the stream are unchanged.
+        for cmd in [
+            redis::cmd("XADD")
+                .arg("l")
+                .arg("*")
+                .arg("f")
+                .arg("v")
+                .clone(),
+            redis::cmd("XRANGE").arg("l").arg("-").arg("+").clone(),
+            redis::cmd("XLEN").arg("l").clone(),
+            redis::cmd("XDEL").arg("l").arg("1-0").clone(),
+            redis::cmd("LPUSH").arg("s").arg("z").clone(),
+            redis::cmd("LRANGE").arg("s").arg(0).arg(-1).clone(),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let e = error(&mut c, cmd.1);
+            assert!(e.starts_with("WRONGTYPE"), "command {}: {e}", cmd.0);
+        }
+        check(&mut c);
+        if snapshot_every.is_some() {
+            let snap = server.data_dir.join("p0");
+            let started = std::time::Instant::now();
+            while !std::fs::read_dir(&snap)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "snap"))
+            {
+                assert!(started.elapsed().as_secs() < 20, "no snapshot");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        drop(c);
+        server.kill_and_restart();
+        let mut c = server.redis();
+        check(&mut c);
+        // A deleted list's name makes a stream again.
+        redis::cmd("DEL").arg("l").exec(&mut c).unwrap();
+        redis::cmd("XADD")
+            .arg("l")
+            .arg("*")
+            .arg("f")
+            .arg("v")
+            .exec(&mut c)
+            .unwrap();
+        let t: String = redis::cmd("TYPE").arg("l").query(&mut c).unwrap();
+        assert_eq!(t, "stream");
+    }
+}
+
+/// The partition's frames written so far (`evring_frames_written_total`).
+fn frames(server: &Server) -> f64 {
+    let mut s = std::net::TcpStream::connect(server.metrics_addr()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.lines()
+        .filter(|l| l.starts_with("evring_frames_written_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn an_exec_of_writes_is_one_journal_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    redis::cmd("XADD")
+        .arg("warm")
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .exec(&mut c)
+        .unwrap();
+    for round in 0..3 {
+        let before = frames(&server);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for i in 0..50 {
+            pipe.cmd("XADD")
+                .arg(format!("s{}", i % 7))
+                .arg("MAXLEN")
+                .arg(20)
+                .arg("*")
+                .arg("i")
+                .arg(i);
+        }
+        pipe.cmd("XDEL").arg("s1").arg("0-1");
+        pipe.cmd("DEL").arg("s2");
+        pipe.cmd("LPUSH").arg(format!("list{round}")).arg("a");
+        let replies: Vec<Value> = pipe.query(&mut c).unwrap();
+        assert_eq!(replies.len(), 53);
+        assert_eq!(
+            frames(&server) - before,
+            1.0,
+            "round {round}: the transaction's 53 commands took one frame"
+        );
+    }
+}
