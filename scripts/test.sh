@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test evring has: unit, integration (real files, real processes), fixtures,
-# the durability rules' negative controls, and the loom models of the partition ring.
+# the durability rules' negative controls, Redis's own stream test suite on the RESP port,
+# and the loom models of the partition ring.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # evringd (glommio) needs at least 512 KiB of locked memory; most systems give 8 MiB.
@@ -9,6 +10,8 @@ if [ "$(ulimit -l)" != "unlimited" ] && [ "$(ulimit -l)" -lt 512 ]; then
   exit 1
 fi
 cargo test --workspace --release
+# Redis 7.0.15's own stream suite against the real evringd's RESP port (redis-tests/).
+scripts/redis-suite.sh stream
 # The durability rules' negative controls: each rule broken once must fail the crash tests.
 scripts/durability-mutants.sh
 # Every fuzz target built and run briefly on its checked-in corpus (needs the nightly
