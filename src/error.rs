@@ -228,6 +228,19 @@ pub enum StartError {
         journal_end: u64,
         first_scanned: Option<u64>,
     },
+    #[error(
+        "partition {partition} holds stream {stream:?}, whose name routes to partition \
+         {routes_to}: the partition directories were moved, or the data directory was \
+         written by an evringd that routed names with braces by the whole name, not by their \
+         hash tag ({{tag}}). Put the directories back; for the older evringd, start it, read \
+         the stream out (evring read) and delete it (evring delete), then start this one and \
+         append it again"
+    )]
+    MisroutedStream {
+        partition: u32,
+        stream: String,
+        routes_to: u32,
+    },
     #[error("cannot start shard {shard}'s thread")]
     Thread {
         shard: usize,

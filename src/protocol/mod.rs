@@ -39,11 +39,53 @@ pub fn stream_hash(bytes: &[u8]) -> u64 {
     h
 }
 
-/// The partition of a stream (or key): [`stream_hash`] of its name modulo the partition
-/// count. Part of the wire contract: a client that sends a stream's requests to the address
-/// HELLO names for this partition saves a hop.
+/// The partition of a stream (or key): [`stream_hash`] of its [`routing_part`] modulo the
+/// partition count. Part of the wire contract: a client that sends a stream's requests to
+/// the address HELLO names for this partition saves a hop.
 pub fn partition_of(stream: &str, partitions: u32) -> u32 {
-    (stream_hash(stream.as_bytes()) % u64::from(partitions.max(1))) as u32
+    (stream_hash(routing_part(stream.as_bytes())) % u64::from(partitions.max(1))) as u32
+}
+
+/// What of a stream name decides its partition: the whole name, or its hash tag as Redis
+/// Cluster reads one — the bytes between the first `{` and the first `}` after it, when
+/// there are any (`{user1}.orders` and `{user1}.payments` share a partition; `{}x` and `x{`
+/// have no tag).
+pub fn routing_part(name: &[u8]) -> &[u8] {
+    if let Some(open) = name.iter().position(|&b| b == b'{') {
+        if let Some(len) = name[open + 1..].iter().position(|&b| b == b'}') {
+            if len > 0 {
+                return &name[open + 1..open + 1 + len];
+            }
+        }
+    }
+    name
+}
+
+#[cfg(test)]
+mod routing_tests {
+    use super::{partition_of, routing_part};
+
+    #[test]
+    fn hash_tags_route_as_redis_cluster_reads_them() {
+        assert_eq!(routing_part(b"{user1}.orders"), b"user1");
+        assert_eq!(routing_part(b"a{b}c{d}"), b"b");
+        assert_eq!(routing_part(b"a{{b}}"), b"{b");
+        assert_eq!(routing_part(b"{}x"), b"{}x");
+        assert_eq!(routing_part(b"x{"), b"x{");
+        assert_eq!(routing_part(b"x}y{"), b"x}y{");
+        assert_eq!(routing_part(b"plain"), b"plain");
+        for n in [2, 4, 7, 64] {
+            assert_eq!(
+                partition_of("{user1}.orders", n),
+                partition_of("{user1}.payments", n)
+            );
+            assert_eq!(partition_of("{user1}", n), partition_of("user1", n));
+            assert_eq!(
+                partition_of("\u{0}3\u{0}{user1}x", n),
+                partition_of("user1", n)
+            );
+        }
+    }
 }
 
 /// Bytes of the frame header, the `length` field included.

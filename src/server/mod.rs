@@ -232,6 +232,7 @@ impl Plan {
             model: model.clone(),
             shard_id,
             owned: self.owned(shard_id),
+            partitions: self.manifest.partitions,
             data_dir: self.config.data_dir.clone(),
             journal: self.journal.clone(),
             limits: self.limits,

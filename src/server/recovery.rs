@@ -23,6 +23,7 @@ use crate::engine::Engine;
 use crate::error::StartError;
 use crate::journal::{DiskStorage, Journal, JournalConfig};
 use crate::manifest::Manifest;
+use crate::protocol::partition_of;
 use crate::stream::{Partition, PartitionLimits, Rebuild};
 
 /// What one shard starts from.
@@ -30,6 +31,8 @@ pub(super) struct ShardStart {
     pub(super) model: Option<Arc<dyn served_model::ModelFactory>>,
     pub(super) shard_id: usize,
     pub(super) owned: Vec<u32>,
+    /// The server's partition count.
+    pub(super) partitions: u32,
     pub(super) data_dir: std::path::PathBuf,
     pub(super) journal: JournalConfig,
     pub(super) limits: PartitionLimits,
@@ -188,7 +191,24 @@ impl ShardStart {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partition recovered"
         );
-        Ok(Partition::new(p, journal, rebuild, self.limits))
+        let partition = Partition::new(p, journal, rebuild, self.limits);
+        // Every stream must be where its name routes (hash tags changed where braced names
+        // route): serving one from the wrong partition would split it in two.
+        let mut misrouted = None;
+        partition.for_each_stream("", |name, _| {
+            let routes_to = partition_of(name, self.partitions);
+            if routes_to != p && misrouted.is_none() {
+                misrouted = Some((name.to_string(), routes_to));
+            }
+        });
+        if let Some((stream, routes_to)) = misrouted {
+            return Err(StartError::MisroutedStream {
+                partition: p,
+                stream,
+                routes_to,
+            });
+        }
+        Ok(partition)
     }
 
     /// Partition `p`'s key-value store: an engine with its own journal in `p<N>/kv/`.
