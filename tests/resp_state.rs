@@ -270,3 +270,42 @@ fn an_exec_of_writes_is_one_journal_frame() {
         );
     }
 }
+
+#[test]
+fn a_range_reply_past_its_byte_bound_is_refused_and_count_pages_through() {
+    let dir = tempfile::tempdir().unwrap();
+    // 8 × 64 KiB: a reply may hold 512 KiB of entries.
+    let server = start(dir.path(), &["--set", "max_read_bytes=65536"]);
+    let mut c = server.redis();
+    let big = "x".repeat(10_000);
+    for _ in 0..60 {
+        redis::cmd("XADD")
+            .arg("big")
+            .arg("*")
+            .arg("f")
+            .arg(&big)
+            .exec(&mut c)
+            .unwrap();
+    }
+    let e = error(&mut c, redis::cmd("XRANGE").arg("big").arg("-").arg("+"));
+    assert!(e.contains("COUNT"), "{e}");
+    // The connection goes on, and pages of COUNT read everything.
+    let mut seen = 0;
+    let mut start = "-".to_string();
+    loop {
+        let page: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg("big")
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(20)
+            .query(&mut c)
+            .unwrap();
+        seen += page.len();
+        match page.last() {
+            Some((id, _)) if page.len() == 20 => start = format!("({id}"),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, 60);
+}

@@ -74,6 +74,7 @@ impl From<StreamError> for ApiError {
             | StreamError::IdZero
             | StreamError::SetIdRefused(_)
             | StreamError::WrongType { .. }
+            | StreamError::ReplyTooLarge { .. }
             | StreamError::IdsExhausted { .. }
             | StreamError::WindowBeforeRing { .. } => code::INVALID_ARGUMENT,
         };

@@ -321,7 +321,8 @@ pub struct EvRead {
 }
 
 /// Runs an EV.READ on the partition's owner: READ again after the last event until `count`
-/// events or the end (a READ stops at `max_read_bytes`), then the events' stream IDs.
+/// events or the end (a READ stops at `max_read_bytes`), then the events' stream IDs;
+/// refused past `RANGE_REPLY_READS × max_read_bytes` bytes, as a RESP range is.
 pub(super) async fn run_read(p: &Partition, op: EvRead) -> OpResult {
     let EvRead {
         stream,
@@ -330,6 +331,8 @@ pub(super) async fn run_read(p: &Partition, op: EvRead) -> OpResult {
         direction,
     } = op;
     let mut events: Vec<RecordedEvent> = Vec::new();
+    let budget = super::resp_streams::RANGE_REPLY_READS * p.max_read_bytes();
+    let mut bytes = 0;
     while events.len() < count {
         let want = u32::try_from(count - events.len()).unwrap_or(u32::MAX);
         let (got, end) = match p.read(&stream, from, want, direction).await {
@@ -339,6 +342,10 @@ pub(super) async fn run_read(p: &Partition, op: EvRead) -> OpResult {
         let Some(last) = got.last().map(|e| e.stream_version) else {
             break;
         };
+        bytes += got.iter().map(crate::stream::reply_bytes).sum::<usize>();
+        if bytes > budget {
+            return OpResult::Err(crate::stream::StreamError::ReplyTooLarge { budget }.into());
+        }
         events.extend(got);
         let next = match direction {
             Direction::Forward => last.checked_add(1),

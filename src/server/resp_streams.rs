@@ -236,9 +236,15 @@ pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
     OpResult::Resp(outcome)
 }
 
+/// The most bytes of entries one RESP range reply holds (XRANGE, XREVRANGE, each key of an
+/// XREAD, LRANGE), as multiples of the partition's `max_read_bytes`: a longer reply is
+/// refused, naming COUNT (docs/OPERATIONS.md, *Memory budget*).
+pub const RANGE_REPLY_READS: usize = 8;
+
 /// The whole range (up to `count`), in as many reads as the partition's read limits (bytes
 /// and `max_read_count`) need: a read that returned entries is followed by another until
-/// `count` are read or a read returns none.
+/// `count` are read or a read returns none. Refused past [`RANGE_REPLY_READS`] ×
+/// `max_read_bytes` bytes.
 pub(super) async fn range_all(
     p: &Partition,
     stream: &str,
@@ -248,6 +254,8 @@ pub(super) async fn range_all(
     reverse: bool,
 ) -> Result<Vec<(StreamId, RecordedEvent)>, StreamError> {
     let mut out = Vec::new();
+    let budget = RANGE_REPLY_READS * p.max_read_bytes();
+    let mut bytes = 0;
     loop {
         let want = count - out.len();
         let (got, _cut) = match p.range(stream, start, end, want, reverse).await {
@@ -256,6 +264,13 @@ pub(super) async fn range_all(
             Err(e) => return Err(e),
         };
         let last = got.last().map(|(id, _)| *id);
+        bytes += got
+            .iter()
+            .map(|(_, e)| crate::stream::reply_bytes(e))
+            .sum::<usize>();
+        if bytes > budget {
+            return Err(StreamError::ReplyTooLarge { budget });
+        }
         out.extend(got);
         match last {
             Some(id) if out.len() < count => {

@@ -59,6 +59,12 @@ pub enum StreamError {
         }
     )]
     WrongType { stream: String, list: bool },
+    /// A range reply that would hold more than `budget` bytes of entries.
+    #[error(
+        "the reply would hold more than {budget} bytes of entries (8 × max_read_bytes); ask \
+         for fewer with COUNT, or read on from the last ID returned"
+    )]
+    ReplyTooLarge { budget: usize },
     /// XSETID refused by the stream's state, with Redis's text.
     #[error("{0}")]
     SetIdRefused(&'static str),

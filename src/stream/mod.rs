@@ -33,6 +33,7 @@ pub use image::{
 pub use partition::{
     IdSpec, Partition, PartitionLimits, PartitionStats, PublishSink, StreamKind, StreamSummary,
 };
+pub use payload::reply_bytes;
 pub use transaction::{TxDone, TxWrite};
 pub use view::{DetachedRing, PartitionView};
 pub use waiters::{WaitEnd, WaitKey};

@@ -169,7 +169,7 @@ pub(super) fn decode_event(
 
 /// The bytes an event counts for in a reply's budget (`max_read_bytes`): its variable
 /// fields, and 64 for the fixed fields and framing.
-pub(super) fn reply_bytes(e: &RecordedEvent) -> usize {
+pub fn reply_bytes(e: &RecordedEvent) -> usize {
     let ev = &e.event;
     ev.event_type.len() + ev.data.len() + ev.metadata.len() + 64
 }
