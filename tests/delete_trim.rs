@@ -170,17 +170,7 @@ fn deletions_and_trims_are_durable_and_deleted_events_never_come_back() {
         )
         .unwrap();
     }
-    let snapshots = || {
-        (0..PARTITIONS)
-            .filter(|p| {
-                std::fs::read_dir(server.data_dir.join(format!("p{p}")))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .any(|e| e.path().extension().is_some_and(|x| x == "snap"))
-            })
-            .count() as u32
-    };
+    let snapshots = || (0..PARTITIONS).filter(|&p| server.has_snapshot(p)).count() as u32;
     let started = Instant::now();
     while snapshots() < PARTITIONS {
         assert!(started.elapsed() < Duration::from_secs(20), "no snapshot");

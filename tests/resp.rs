@@ -489,17 +489,7 @@ fn deletions_and_trims_are_durable_and_deleted_entries_never_come_back() {
             xadd1(&mut c, &key, "*", "i", &i.to_string());
         }
     }
-    let snapshots = || {
-        (0..4)
-            .filter(|p| {
-                std::fs::read_dir(server.data_dir.join(format!("p{p}")))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .any(|e| e.path().extension().is_some_and(|x| x == "snap"))
-            })
-            .count()
-    };
+    let snapshots = || (0..4).filter(|&p| server.has_snapshot(p)).count();
     let started = std::time::Instant::now();
     while snapshots() < 4 {
         assert!(
@@ -527,17 +517,7 @@ fn reply(c: &mut redis::Connection) -> Option<Streams> {
 
 /// The XREADs waiting at the server's partitions (`evring_xread_waits`, summed).
 fn waits(server: &Server) -> f64 {
-    let mut s = std::net::TcpStream::connect(server.metrics_addr()).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text.lines()
-        .filter(|l| l.starts_with("evring_xread_waits{"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
+    server.metric_sum("evring_xread_waits")
 }
 
 /// Waits until `n` XREAD waits are registered at the partitions (Redis's

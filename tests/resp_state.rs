@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-
 use common::Server;
 use redis::Value;
 
@@ -188,14 +186,8 @@ fn xsetid_and_lists_survive_kill_9_from_the_journal_and_from_snapshots() {
         }
         check(&mut c);
         if snapshot_every.is_some() {
-            let snap = server.data_dir.join("p0");
             let started = std::time::Instant::now();
-            while !std::fs::read_dir(&snap)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|e| e.path().extension().is_some_and(|x| x == "snap"))
-            {
+            while !server.has_snapshot(0) {
                 assert!(started.elapsed().as_secs() < 20, "no snapshot");
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
@@ -218,19 +210,9 @@ fn xsetid_and_lists_survive_kill_9_from_the_journal_and_from_snapshots() {
     }
 }
 
-/// The partition's frames written so far (`evring_frames_written_total`).
+/// The partition's frames written so far.
 fn frames(server: &Server) -> f64 {
-    let mut s = std::net::TcpStream::connect(server.metrics_addr()).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.lines()
-        .filter(|l| l.starts_with("evring_frames_written_total{"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
+    server.metric_sum("evring_frames_written_total")
 }
 
 #[test]

@@ -93,6 +93,34 @@ impl Server {
         self.listed_addr("metrics")
     }
 
+    /// The sum of metric `name` over its label sets, scraped from the metrics endpoint (start
+    /// with `--set metrics_listen="127.0.0.1:0"`).
+    #[allow(dead_code)]
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        let mut s = TcpStream::connect(self.metrics_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let labelled = format!("{name}{{");
+        let plain = format!("{name} ");
+        text.lines()
+            .filter(|l| l.starts_with(&labelled) || l.starts_with(&plain))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    }
+
+    /// Whether partition `p` has written a snapshot file.
+    #[allow(dead_code)]
+    pub fn has_snapshot(&self, p: u32) -> bool {
+        std::fs::read_dir(self.data_dir.join(format!("p{p}")))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "snap"))
+    }
+
     /// The RESP port from the addresses file (every test server listens on a free one).
     pub fn resp_addr(&self) -> String {
         self.listed_addr("resp")
