@@ -426,6 +426,7 @@ pub(super) async fn run(shard: Rc<Shard>, mut req: RespRequest) {
 
 /// Runs an EXEC's commands one after the other, then answers with their replies.
 async fn run_exec(shard: Rc<Shard>, req: RespRequest, exec: Exec) {
+    let gate = exec.gate.clone();
     let _open = OpenOnDrop(exec.gate);
     let mut commands = exec.commands.into_iter().peekable();
     while let Some(q) = commands.next() {
@@ -441,7 +442,8 @@ async fn run_exec(shard: Rc<Shard>, req: RespRequest, exec: Exec) {
         {
             run.push(next);
         }
-        run_writes(&shard, run).await;
+        let last = commands.peek().is_none();
+        run_writes(&shard, run, last.then_some(&*gate)).await;
     }
     let replies = exec.replies.borrow_mut().take_collected();
     assert_eq!(replies.len(), exec.count, "every queued command answered");
@@ -454,7 +456,15 @@ async fn run_exec(shard: Rc<Shard>, req: RespRequest, exec: Exec) {
 }
 
 /// Runs consecutive write commands of an EXEC as one transaction, then answers each.
-async fn run_writes(shard: &Rc<Shard>, run: Vec<RespRequest>) {
+///
+/// `gate`: the EXEC's gate, when these are its last commands. If their transaction runs on a
+/// partition of this shard, the gate opens as soon as the transaction has its turn there
+/// (its first poll: a local call reaches `Partition::transaction`'s turn ticket without
+/// yielding), not once it is answered: the connection's later requests then reach the
+/// partition after it — placed after it, in order — while it is still becoming durable, so
+/// pipelined transactions share frames. (A later read still waits for the EXEC's answer, as
+/// every read waits for the requests before it.)
+async fn run_writes(shard: &Rc<Shard>, run: Vec<RespRequest>, gate: Option<&Gate>) {
     let mut parsed = Vec::with_capacity(run.len());
     let mut writes = Vec::new();
     for q in run {
@@ -472,7 +482,22 @@ async fn run_writes(shard: &Rc<Shard>, run: Vec<RespRequest>) {
             }
         }
     }
-    let mut results = match super::resp_writes::run_writes(shard, writes).await {
+    let partitions = shard.shared.partitions;
+    let local = |w: &crate::stream::TxWrite| match w {
+        crate::stream::TxWrite::Change {
+            request: crate::stream::ChangeRequest::DeleteDatabase,
+            ..
+        } => None,
+        crate::stream::TxWrite::Append { stream, .. }
+        | crate::stream::TxWrite::Change { stream, .. } => {
+            let p = partition_of(stream, partitions);
+            (shard.owner_of(p) == shard.id).then_some(p)
+        }
+    };
+    let first = writes.first().and_then(local);
+    let early = gate.filter(|_| first.is_some() && writes.iter().all(|w| local(w) == first));
+    let done = open_after_first_poll(super::resp_writes::run_writes(shard, writes), early);
+    let mut results = match done.await {
         Ok(results) => results.into_iter(),
         Err(text) => {
             for (q, w) in parsed {
@@ -491,6 +516,20 @@ async fn run_writes(shard: &Rc<Shard>, run: Vec<RespRequest>) {
             super::resp_writes::answer(&q, answer, mine);
         }
     }
+}
+
+/// Runs `fut`, opening `gate` (if any) right after its first poll.
+async fn open_after_first_poll<F: std::future::Future>(fut: F, gate: Option<&Gate>) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut gate = gate;
+    std::future::poll_fn(|cx| {
+        let polled = fut.as_mut().poll(cx);
+        if let Some(g) = gate.take() {
+            g.open();
+        }
+        polled
+    })
+    .await
 }
 
 #[cfg(test)]
