@@ -1,6 +1,7 @@
 //! A tiny `evring-bench compare` (evring and the raw disk, one short round each): the JSON
 //! has the documented shape, the charts are written, and `--verify` fails when an
-//! acknowledged event is missing. No timing is asserted.
+//! acknowledged event is missing; evring-resp drives evringd's RESP port without errors. No
+//! timing is asserted.
 
 use std::path::Path;
 use std::process::Command;
@@ -82,6 +83,51 @@ fn a_tiny_compare_writes_json_and_charts_and_verify_reads_everything_back() {
         let svg = std::fs::read_to_string(out.join(chart)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("evring"), "{chart}");
     }
+}
+
+#[test]
+fn evring_resp_runs_the_redis_commands_and_is_compared_with_native_evring() {
+    // tiny.toml sends 2 events per request: MULTI, 2 × XADD, EXEC on the RESP port.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = bench()
+        .args([
+            "compare",
+            &workload(),
+            "--targets",
+            "evring,evring-resp",
+            "--rounds",
+            "1",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tiny.json")).unwrap()).unwrap();
+    let summary = doc["summary"].as_array().unwrap();
+    let targets: Vec<&str> = summary
+        .iter()
+        .map(|s| s["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, ["evring", "evring-resp"]);
+    for s in summary {
+        assert_eq!(s["errors"], 0, "{s}");
+        assert!(s["events_per_s"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    let ratios = doc["ratios"].as_array().unwrap();
+    assert_eq!(ratios.len(), 1, "{ratios:?}");
+    assert_eq!(ratios[0]["subject"], "evring-resp");
+    assert_eq!(ratios[0]["peer"], "evring");
+    assert_eq!(ratios[0]["unit"], "events/s");
 }
 
 #[test]
