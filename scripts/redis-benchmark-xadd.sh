@@ -18,7 +18,9 @@
 # (1,000 streams chosen at random, one 100-byte field per entry: the compare workloads' load).
 # Prints one line per run (target, pipeline, requests/s, p50, p99), then the medians over the
 # rounds and the ratios evring-resp / peer per round and their median.
-# Needs redis-server and redis-benchmark (apt-get install redis-server redis-tools).
+# Every run is checked afterwards: the streams must hold exactly N entries (SCAN and XLEN
+# through redis-cli), since redis-benchmark counts replies without reading them.
+# Needs redis-server, redis-benchmark and redis-cli (apt-get install redis-server redis-tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +30,7 @@ n1=${N1:-200000}
 n16=${N16:-1000000}
 targets=${TARGETS:-evring-resp redis-always redis-nopersist}
 [ -x "$evringd" ] || { echo "$evringd: build it first (cargo build --release)" >&2; exit 2; }
-for t in redis-server redis-benchmark; do
+for t in redis-server redis-benchmark redis-cli; do
     command -v "$t" >/dev/null || { echo "$t missing: apt-get install redis-server redis-tools" >&2; exit 2; }
 done
 
@@ -107,7 +109,17 @@ for r in $(seq 1 "$rounds"); do
             start "$t"
             out=$(redis-benchmark -h 127.0.0.1 -p "$port" -c 50 -n "$n" -P "$p" -r 1000 --csv \
                 XADD 's__rand_int__' '*' d "$value" 2>"$work/bench.err")
+            # redis-benchmark does not look at replies: count the entries written (SCAN, then
+            # XLEN of every stream), which must be every request sent.
+            entries=$(redis-cli -h 127.0.0.1 -p "$port" --scan --pattern 's*' \
+                | sed 's/^/XLEN /' | redis-cli -h 127.0.0.1 -p "$port" \
+                | awk '{ s += $1 } END { print s + 0 }')
             stop
+            if [ "$entries" != "$n" ]; then
+                echo "$t -P $p: $entries entries after $n XADDs (errors?):" >&2
+                cat "$work/bench.err" >&2
+                exit 1
+            fi
             python3 - "$t" "$p" "$out" "$work" <<'EOF'
 import csv, io, sys
 target, p, out, work = sys.argv[1:5]
