@@ -1,7 +1,8 @@
 //! A tiny `evring-bench compare` (evring and the raw disk, one short round each): the JSON
 //! has the documented shape, the charts are written, and `--verify` fails when an
-//! acknowledged event is missing; evring-resp drives evringd's RESP port without errors. No
-//! timing is asserted.
+//! acknowledged event is missing; evring-resp drives evringd's RESP port without errors,
+//! and `--verify` fails unless its streams hold exactly the XADDs acknowledged. No timing is
+//! asserted.
 
 use std::path::Path;
 use std::process::Command;
@@ -103,6 +104,7 @@ fn evring_resp_runs_the_redis_commands_and_is_compared_with_native_evring() {
         .arg(dir.path())
         .arg("--out")
         .arg(&out)
+        .arg("--verify")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -119,6 +121,10 @@ fn evring_resp_runs_the_redis_commands_and_is_compared_with_native_evring() {
         .map(|s| s["target"].as_str().unwrap())
         .collect();
     assert_eq!(targets, ["evring", "evring-resp"]);
+    assert!(
+        stdout.contains("verify: evring-resp's streams held exactly the XADDs acknowledged"),
+        "{stdout}"
+    );
     for s in summary {
         assert_eq!(s["errors"], 0, "{s}");
         assert!(s["events_per_s"].as_f64().unwrap() > 0.0, "{s}");
@@ -151,6 +157,31 @@ fn verify_fails_when_an_acknowledged_event_is_missing() {
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(
         err.contains("--verify failed") && err.contains("is missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn verify_fails_when_evring_resp_acknowledged_more_than_its_streams_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = bench()
+        .args([
+            "compare",
+            &workload(),
+            "--targets",
+            "evring-resp",
+            "--rounds",
+            "1",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--verify", "--verify-fault"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("--verify failed") && err.contains("XADDs acknowledged"),
         "{err}"
     );
 }
