@@ -180,7 +180,7 @@ pub struct RespCodec {
     fifo: VecDeque<(u64, usize, Option<String>)>,
 }
 
-fn resp_command(out: &mut Vec<u8>, args: &[&[u8]]) {
+pub fn resp_command(out: &mut Vec<u8>, args: &[&[u8]]) {
     out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
     for a in args {
         out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
@@ -191,7 +191,7 @@ fn resp_command(out: &mut Vec<u8>, args: &[&[u8]]) {
 
 /// Length of one complete RESP value at the front of `buf` and whether it is an error (and
 /// its text); `None` if incomplete.
-fn resp_value(buf: &[u8]) -> anyhow::Result<Option<(usize, Option<String>)>> {
+pub fn resp_value(buf: &[u8]) -> anyhow::Result<Option<(usize, Option<String>)>> {
     let Some(nl) = buf.windows(2).position(|w| w == b"\r\n") else {
         return Ok(None);
     };

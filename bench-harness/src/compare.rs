@@ -2,16 +2,19 @@
 //! would run instead, interleaved round by round (A B C … A B C …) so every target sees the
 //! same disk weather, through one driver (`driver.rs`) that speaks each protocol.
 //!
-//! Targets: `evring` (a fresh evringd per round), `redis-always` (Redis Streams, AOF fsynced
-//! on every write), `redis-nopersist` (Redis without persistence: the in-memory reference
+//! Targets: `evring` (a fresh evringd per round), `evring-resp` (a fresh evringd per round,
+//! driven through its RESP port with the Redis targets' codec and commands: XADD, a request of
+//! n events as MULTI, n × XADD, EXEC), `redis-always` (Redis Streams, AOF fsynced on every
+//! write), `redis-nopersist` (Redis without persistence: the in-memory reference
 //! line), `postgres` (INSERTs into an events table, `synchronous_commit = on`), `disk` (the
 //! raw device: O_DSYNC writes of one request's journal frame, 4 in flight — the ceiling any
 //! durable store has on this disk at that write size).
 //!
-//! Output: a table of medians over the rounds with min–max, the ratio evring/target per
-//! round and its median, a JSON document and two SVG charts (throughput per target, latency
+//! Output: a table of medians over the rounds with min–max, the ratio evring/target (and
+//! evring-resp/target) per round and its median, a JSON document and two SVG charts (throughput per target, latency
 //! percentile curves) in `--out`. `--verify` reads back every event evring acknowledged and
-//! fails if one is missing or differs.
+//! fails if one is missing or differs, and fails unless evring-resp's streams hold exactly
+//! the XADDs it acknowledged (`XLEN` of every stream; an XADD reply carries no version).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,10 +32,11 @@ use crate::workload::Workload;
 pub struct CompareArgs {
     /// Workload file (TOML; see bench-harness/workloads/).
     workload: PathBuf,
-    /// Comma-separated targets: evring, redis-always, redis-nopersist, postgres, disk.
+    /// Comma-separated targets: evring, evring-resp, redis-always, redis-nopersist, postgres,
+    /// disk.
     #[arg(
         long,
-        default_value = "evring,redis-always,redis-nopersist,postgres,disk"
+        default_value = "evring,evring-resp,redis-always,redis-nopersist,postgres,disk"
     )]
     targets: String,
     /// Rounds; each runs every target once, in order.
@@ -44,7 +48,8 @@ pub struct CompareArgs {
     /// Where the JSON and SVG charts go (default: DIR/compare).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Read back every event evring acknowledged; fail if one is missing or differs.
+    /// Read back every event evring acknowledged; fail if one is missing or differs. For
+    /// evring-resp: fail unless its streams hold exactly the XADDs acknowledged.
     #[arg(long)]
     verify: bool,
     /// For the test of --verify: pretend one more event was acknowledged than was written.
@@ -61,6 +66,7 @@ pub struct CompareArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Target {
     Evring,
+    EvringResp,
     RedisAlways,
     RedisNoPersist,
     Postgres,
@@ -71,18 +77,20 @@ impl Target {
     fn parse(s: &str) -> anyhow::Result<Target> {
         Ok(match s.trim() {
             "evring" => Target::Evring,
+            "evring-resp" => Target::EvringResp,
             "redis-always" => Target::RedisAlways,
             "redis-nopersist" => Target::RedisNoPersist,
             "postgres" => Target::Postgres,
             "disk" => Target::Disk,
             other => bail!(
-                "unknown target {other:?} (evring, redis-always, redis-nopersist, postgres, disk)"
+                "unknown target {other:?} (evring, evring-resp, redis-always, redis-nopersist, postgres, disk)"
             ),
         })
     }
     fn name(self) -> &'static str {
         match self {
             Target::Evring => "evring",
+            Target::EvringResp => "evring-resp",
             Target::RedisAlways => "redis-always",
             Target::RedisNoPersist => "redis-nopersist",
             Target::Postgres => "postgres",
@@ -92,6 +100,9 @@ impl Target {
     fn durability(self) -> &'static str {
         match self {
             Target::Evring => "acknowledged after the O_DSYNC write of its journal frame",
+            Target::EvringResp => {
+                "the RESP port: XADD (MULTI/EXEC: one journal frame) replied after its O_DSYNC write"
+            }
             Target::RedisAlways => {
                 "appendonly yes, appendfsync always: fsync of the AOF before the reply"
             }
@@ -207,6 +218,25 @@ fn run_target(
             }
             Ok(rr)
         }
+        Target::EvringResp => {
+            // The same server as `evring` (defaults, fresh data), its RESP port on an
+            // ephemeral loopback port; the load goes through the Redis targets' codec.
+            let mut sets = vec![r#"resp_listen="127.0.0.1:0""#.to_string()];
+            sets.extend(a.server_set.iter().cloned());
+            let server = crate::network::start_server(&a.dir, &sets)?;
+            let addr = server.address("resp")?;
+            let r = driver::run(w, &addr, threads, false, RespCodec::default)?;
+            let mut rr = RoundResult::from_driver(t, round, w, &r);
+            rr.server_rss_mib = Some(crate::network::peak_rss_kib(server.pid()) as f64 / 1024.0);
+            if a.verify {
+                // XADD replies carry no version to read back by: check the count instead.
+                // --verify-fault: one more acknowledgement than the server gave.
+                let acked_events = r.acked_events + u64::from(a.verify_fault);
+                let outcome = verify_count(&addr, w.streams, acked_events).err();
+                acked.push((Vec::new(), outcome.map(|e| format!("{e:#}"))));
+            }
+            Ok(rr)
+        }
         Target::RedisAlways | Target::RedisNoPersist => {
             let peer = crate::peers::redis(&a.dir, t == Target::RedisAlways)?;
             let r = driver::run(w, &peer.addr, threads, false, RespCodec::default)?;
@@ -239,6 +269,42 @@ fn run_target(
             })
         }
     }
+}
+
+/// Counts the entries of every stream on a RESP port (`XLEN`, pipelined) and fails unless
+/// they are exactly the acknowledged XADDs.
+fn verify_count(addr: &str, streams: usize, acked: u64) -> anyhow::Result<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).context("connect for --verify")?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let mut out = Vec::new();
+    for i in 0..streams {
+        codecs::resp_command(&mut out, &[b"XLEN", codecs::stream_name(i).as_bytes()]);
+    }
+    s.write_all(&out)?;
+    let (mut buf, mut at, mut seen, mut total) = (Vec::new(), 0, 0, 0u64);
+    let mut chunk = [0u8; 16 * 1024];
+    while seen < streams {
+        match codecs::resp_value(&buf[at..])? {
+            Some((len, None)) if buf[at] == b':' => {
+                total += std::str::from_utf8(&buf[at + 1..at + len - 2])?.parse::<u64>()?;
+                at += len;
+                seen += 1;
+            }
+            Some((_, e)) => bail!("XLEN answered {e:?}, not an integer"),
+            None => {
+                let n = s.read(&mut chunk)?;
+                if n == 0 {
+                    bail!("the server closed the connection during --verify");
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    if total != acked {
+        bail!("{total} entries in the streams, {acked} XADDs acknowledged");
+    }
+    Ok(total)
 }
 
 /// Reads back every acknowledged append and compares the events with what was sent.
@@ -384,7 +450,12 @@ pub fn main(a: CompareArgs) -> anyhow::Result<()> {
             .iter()
             .flat_map(|(l, _)| l.iter().map(|a| u64::from(a.events)))
             .sum();
-        println!("verify: all {events} acknowledged evring events read back identical");
+        if targets.contains(&Target::Evring) {
+            println!("verify: all {events} acknowledged evring events read back identical");
+        }
+        if targets.contains(&Target::EvringResp) {
+            println!("verify: evring-resp's streams held exactly the XADDs acknowledged");
+        }
     }
     Ok(())
 }
@@ -394,6 +465,30 @@ struct Summary {
     ratio_rows: Vec<report::Row>,
     json: Value,
     ratio_json: Value,
+}
+
+/// Which ratios a comparison reports: evring against every other target but evring-resp,
+/// then evring-resp against every other target (native evring first).
+fn ratio_pairs(targets: &[Target]) -> Vec<(Target, Vec<Target>)> {
+    let mut pairs = Vec::new();
+    if targets.contains(&Target::Evring) {
+        let peers = targets
+            .iter()
+            .copied()
+            .filter(|&t| t != Target::Evring && t != Target::EvringResp)
+            .collect();
+        pairs.push((Target::Evring, peers));
+    }
+    if targets.contains(&Target::EvringResp) {
+        let mut peers: Vec<Target> = targets
+            .iter()
+            .copied()
+            .filter(|&t| t != Target::EvringResp)
+            .collect();
+        peers.sort_by_key(|&t| t != Target::Evring);
+        pairs.push((Target::EvringResp, peers));
+    }
+    pairs
 }
 
 fn summarize(w: &Workload, targets: &[Target], results: &[RoundResult]) -> Summary {
@@ -432,9 +527,9 @@ fn summarize(w: &Workload, targets: &[Target], results: &[RoundResult]) -> Summa
     }
     let mut ratio_rows = Vec::new();
     let mut ratio_json = Vec::new();
-    if targets.contains(&Target::Evring) {
-        let evring: Vec<&RoundResult> = of(Target::Evring);
-        for &t in targets.iter().filter(|&&t| t != Target::Evring) {
+    for (subject, peers) in ratio_pairs(targets) {
+        let mine: Vec<&RoundResult> = of(subject);
+        for t in peers {
             let peer = of(t);
             // The disk ceiling is compared in bytes/s (what it can move); peers in events/s.
             let key = |r: &&RoundResult| {
@@ -444,10 +539,10 @@ fn summarize(w: &Workload, targets: &[Target], results: &[RoundResult]) -> Summa
                     r.events_per_s
                 }
             };
-            let e: Vec<f64> = evring.iter().map(key).collect();
+            let e: Vec<f64> = mine.iter().map(key).collect();
             let p: Vec<f64> = peer.iter().map(key).collect();
             let (per_round, m) = ratios(&e, &p);
-            let p99_e = median(&evring.iter().map(|r| r.ms(0.99)).collect::<Vec<_>>());
+            let p99_e = median(&mine.iter().map(|r| r.ms(0.99)).collect::<Vec<_>>());
             let p99_p = median(&peer.iter().map(|r| r.ms(0.99)).collect::<Vec<_>>());
             let unit = if t == Target::Disk {
                 "bytes/s"
@@ -455,7 +550,7 @@ fn summarize(w: &Workload, targets: &[Target], results: &[RoundResult]) -> Summa
                 "events/s"
             };
             ratio_rows.push(
-                report::Row::new(format!("evring / {} ({unit})", t.name()))
+                report::Row::new(format!("{} / {} ({unit})", subject.name(), t.name()))
                     .cell("median", format!("{m:.2}"))
                     .cell(
                         "per round",
@@ -465,12 +560,12 @@ fn summarize(w: &Workload, targets: &[Target], results: &[RoundResult]) -> Summa
                             .collect::<Vec<_>>()
                             .join(" "),
                     )
-                    .cell("p99 evring ms", format!("{p99_e:.3}"))
+                    .cell("p99 ms", format!("{p99_e:.3}"))
                     .cell("p99 peer ms", format!("{p99_p:.3}")),
             );
             ratio_json.push(json!({
-                "peer": t.name(), "unit": unit, "median": m, "per_round": per_round,
-                "p99_ms_evring": p99_e, "p99_ms_peer": p99_p,
+                "subject": subject.name(), "peer": t.name(), "unit": unit, "median": m,
+                "per_round": per_round, "p99_ms_subject": p99_e, "p99_ms_peer": p99_p,
             }));
         }
     }
@@ -496,6 +591,25 @@ mod tests {
         assert_eq!(m, 3.0);
         let (per, _) = ratios(&[1.0], &[0.0]);
         assert!(per[0].is_infinite());
+    }
+
+    #[test]
+    fn evring_resp_is_compared_with_native_evring_first_and_every_peer() {
+        use Target::*;
+        let all = [Evring, EvringResp, RedisAlways, RedisNoPersist, Disk];
+        assert_eq!(
+            ratio_pairs(&all),
+            vec![
+                (Evring, vec![RedisAlways, RedisNoPersist, Disk]),
+                (EvringResp, vec![Evring, RedisAlways, RedisNoPersist, Disk]),
+            ]
+        );
+        assert_eq!(
+            ratio_pairs(&[RedisAlways, EvringResp]),
+            vec![(EvringResp, vec![RedisAlways])]
+        );
+        assert!(ratio_pairs(&[RedisAlways, Postgres]).is_empty());
+        assert_eq!(Target::parse("evring-resp").unwrap(), EvringResp);
     }
 
     #[test]

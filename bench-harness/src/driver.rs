@@ -102,6 +102,9 @@ pub struct DriverResult {
     pub errors: u64,
     pub latency: Histogram<u64>,
     pub acked: Vec<Acked>,
+    /// Events of every append answered without error, warm-up and tail included (what
+    /// the server must hold afterwards).
+    pub acked_events: u64,
 }
 
 impl DriverResult {
@@ -112,6 +115,7 @@ impl DriverResult {
             errors: 0,
             latency: report::histogram(),
             acked: Vec::new(),
+            acked_events: 0,
         }
     }
     pub fn merge(&mut self, other: DriverResult) {
@@ -120,6 +124,7 @@ impl DriverResult {
         self.errors += other.errors;
         self.latency.add(&other.latency).expect("same bounds");
         self.acked.extend(other.acked);
+        self.acked_events += other.acked_events;
     }
 }
 
@@ -333,6 +338,7 @@ pub fn drive<C: Codec>(
                                 if counted {
                                     result.appends += 1;
                                 }
+                                result.acked_events += events as u64;
                                 if p.verify {
                                     if let Some(v) = first_version {
                                         result.acked.push(Acked {

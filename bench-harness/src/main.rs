@@ -4,8 +4,9 @@
 //! - `journal`: the journal alone, K producers; prints the raw ceiling at the same frame size
 //!   and depth first, then the journal, then their ratio.
 //! - `network`: the real `evringd` over TCP: C connections × P requests in flight.
-//! - `compare`: a workload file against evring, Redis (AOF always / no persistence),
-//!   PostgreSQL and the raw disk, interleaved round by round, with JSON and SVG charts.
+//! - `compare`: a workload file against evring (its own protocol and its RESP port), Redis
+//!   (AOF always / no persistence), PostgreSQL and the raw disk, interleaved round by round,
+//!   with JSON and SVG charts.
 //! - `recovery`: restart time of evringd after N events.
 //! - `engine`: the event-sourced engine's durable commands/s and replay speed.
 //! - `views`: a partition read on a shard that does not own it (through its stable view)

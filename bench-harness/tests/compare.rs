@@ -1,6 +1,8 @@
 //! A tiny `evring-bench compare` (evring and the raw disk, one short round each): the JSON
 //! has the documented shape, the charts are written, and `--verify` fails when an
-//! acknowledged event is missing. No timing is asserted.
+//! acknowledged event is missing; evring-resp drives evringd's RESP port without errors,
+//! and `--verify` fails unless its streams hold exactly the XADDs acknowledged. No timing is
+//! asserted.
 
 use std::path::Path;
 use std::process::Command;
@@ -85,6 +87,56 @@ fn a_tiny_compare_writes_json_and_charts_and_verify_reads_everything_back() {
 }
 
 #[test]
+fn evring_resp_runs_the_redis_commands_and_is_compared_with_native_evring() {
+    // tiny.toml sends 2 events per request: MULTI, 2 × XADD, EXEC on the RESP port.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = bench()
+        .args([
+            "compare",
+            &workload(),
+            "--targets",
+            "evring,evring-resp",
+            "--rounds",
+            "1",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&out)
+        .arg("--verify")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tiny.json")).unwrap()).unwrap();
+    let summary = doc["summary"].as_array().unwrap();
+    let targets: Vec<&str> = summary
+        .iter()
+        .map(|s| s["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, ["evring", "evring-resp"]);
+    assert!(
+        stdout.contains("verify: evring-resp's streams held exactly the XADDs acknowledged"),
+        "{stdout}"
+    );
+    for s in summary {
+        assert_eq!(s["errors"], 0, "{s}");
+        assert!(s["events_per_s"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    let ratios = doc["ratios"].as_array().unwrap();
+    assert_eq!(ratios.len(), 1, "{ratios:?}");
+    assert_eq!(ratios[0]["subject"], "evring-resp");
+    assert_eq!(ratios[0]["peer"], "evring");
+    assert_eq!(ratios[0]["unit"], "events/s");
+}
+
+#[test]
 fn verify_fails_when_an_acknowledged_event_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let run = bench()
@@ -105,6 +157,31 @@ fn verify_fails_when_an_acknowledged_event_is_missing() {
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(
         err.contains("--verify failed") && err.contains("is missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn verify_fails_when_evring_resp_acknowledged_more_than_its_streams_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = bench()
+        .args([
+            "compare",
+            &workload(),
+            "--targets",
+            "evring-resp",
+            "--rounds",
+            "1",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--verify", "--verify-fault"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("--verify failed") && err.contains("XADDs acknowledged"),
         "{err}"
     );
 }
