@@ -65,12 +65,25 @@ impl Ordered {
         let mut o = cell.borrow_mut();
         let o = &mut *o;
         assert!(seq >= o.next, "request {seq} answered twice");
-        o.held.insert(seq, bytes);
-        let was_blocking = o.blocking.remove(&seq);
+        let was_blocking = !o.blocking.is_empty() && o.blocking.remove(&seq);
         let before = o.next;
+        if seq == o.next {
+            // In order (the common case): straight out, not through `held`.
+            match &o.out {
+                Some(out) => out.send_bytes(&bytes),
+                None => o.collected.push(bytes),
+            }
+            o.next += 1;
+        } else {
+            o.held.insert(seq, bytes);
+        }
         while let Some(bytes) = {
             let next = o.next;
-            o.held.remove(&next)
+            if o.held.is_empty() {
+                None
+            } else {
+                o.held.remove(&next)
+            }
         } {
             match &o.out {
                 Some(out) => out.send_bytes(&bytes),
