@@ -28,7 +28,8 @@
 //! (SELECT, CLIENT, HELLO, …) take effect when EXEC is read, for the commands after them.
 //!
 //! Nothing else of this connection runs between an EXEC's commands — requests read after
-//! EXEC wait until its last command is answered ([`Gate`]), and those read before it were
+//! EXEC wait until its last command is answered, or until its last writes have their turn
+//! at a partition of this shard ([`Gate`], `run_writes`), and those read before it were
 //! started before its first. Another connection's write may fall between two runs of writes
 //! split by a read, never inside a run.
 //!
