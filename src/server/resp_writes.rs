@@ -175,9 +175,16 @@ pub(super) fn answer(req: &RespRequest, how: Answer, results: Vec<Result<TxDone,
     match how {
         Answer::Added { make } => match results.first() {
             Some(Ok(TxDone::Appended { ids, .. })) => {
-                let id = ids[0];
+                // `ms-seq` formatted on the stack: no buffer of its own per reply.
+                let mut text = [0u8; 41];
+                let len = {
+                    let mut w = &mut text[..];
+                    std::io::Write::write_fmt(&mut w, format_args!("{}", ids[0]))
+                        .expect("two u64s and a dash fit in 41 bytes");
+                    41 - w.len()
+                };
                 req.answer(|r| {
-                    r.bulk(id.to_string());
+                    r.bulk(&text[..len]);
                 });
             }
             Some(Err(e)) if !make && e.code == code::WRONG_EXPECTED_VERSION => req.answer(|r| {

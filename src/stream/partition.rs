@@ -554,7 +554,7 @@ impl<S: Storage + 'static> Partition<S> {
             }
         }
         let (pending, first_version) = match self
-            .place_in_turn(stream, expected_version, &events, id)
+            .place_in_turn(stream, expected_version, &events, id, now)
             .await?
         {
             // Boxed, as the other rare waits below: an append's future stays small, and every
@@ -591,13 +591,14 @@ impl<S: Storage + 'static> Partition<S> {
         expected_version: i64,
         events: &[Event],
         id: IdSpec,
+        now_ns: u64,
     ) -> Result<Placed, StreamError> {
         // Appends are placed in the order they reach the partition: one waiting for room in
         // the journal holds back later ones, so pipelined appends of one connection (and of
         // any two clients, by arrival) get versions in the order they were sent.
         let turn = self.take_turn().await;
         let placed = loop {
-            match self.place(stream, expected_version, events, id)? {
+            match self.place(stream, expected_version, events, id, now_ns)? {
                 Placed::NoRoom => {
                     // Only the sizes matter to the room check: versions and IDs are not
                     // known yet.
@@ -662,13 +663,15 @@ impl<S: Storage + 'static> Partition<S> {
     }
 
     /// One attempt to place an append in the journal's open frame, in one synchronous step:
-    /// the idempotency rule, the expected version, then the records with their versions.
+    /// the idempotency rule, the expected version, then the records with their versions and
+    /// stream IDs (automatic ones by the clock read `now_ns`, at the append's arrival).
     pub(super) fn place(
         &self,
         stream: &str,
         expected_version: i64,
         events: &[Event],
         id: IdSpec,
+        now_ns: u64,
     ) -> Result<Placed, StreamError> {
         if let Some(retry) = check_ids(&self.state.borrow().idem, stream, events)? {
             return Ok(Placed::Retry(retry));
@@ -707,7 +710,7 @@ impl<S: Storage + 'static> Partition<S> {
                     current,
                 });
             }
-            let ids = assign_ids(stream, last_id, id, events.len(), now_ns() / 1_000_000)
+            let ids = assign_ids(stream, last_id, id, events.len(), now_ns / 1_000_000)
                 .inspect_err(|_| st.errors += 1)?;
             let records = event_records(stream, next, Some(&ids), events);
             match self.journal.try_append(&records) {

@@ -116,7 +116,7 @@ impl<S: Storage + 'static> Partition<S> {
                             e.timestamp_ns = now;
                         }
                     }
-                    self.place_append_step(stream, expected_version, events, id)
+                    self.place_append_step(stream, expected_version, events, id, now)
                         .await
                 }
                 TxWrite::Change { stream, request } => {
@@ -218,9 +218,10 @@ impl<S: Storage + 'static> Partition<S> {
         expected_version: i64,
         events: Vec<Event>,
         id: IdSpec,
+        now_ns: u64,
     ) -> Step {
         loop {
-            match self.place(&stream, expected_version, &events, id) {
+            match self.place(&stream, expected_version, &events, id, now_ns) {
                 Err(e) => return Step::Done(Err(e)),
                 Ok(Placed::Retry(_)) => unreachable!("events without ids are never a retry"),
                 Ok(Placed::Pending(pending, first_version)) => {
