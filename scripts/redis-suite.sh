@@ -5,7 +5,8 @@
 #
 # Starts target/release/evringd (build it first: cargo build --release) on a fresh data
 # directory with the RESP port on a free loopback port, runs the suite, stops the server by
-# its PID. Installs tclsh (Debian package tcl) when it is missing and apt-get is there.
+# its PID. Installs tclsh (Debian package tcl) when it is missing and apt-get is there (as
+# root or with passwordless sudo); otherwise it says what to install.
 # Exit status 0 only when every selected test passed; the last line is 'N passed, M failed'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,11 +14,14 @@ which=${1:-stream}
 bin=target/release/evringd
 [ -x "$bin" ] || { echo "$bin not found: run cargo build --release first" >&2; exit 1; }
 if ! command -v tclsh >/dev/null; then
-  if command -v apt-get >/dev/null; then
+  # As root, or with passwordless sudo, install it; otherwise say how.
+  sudo=
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && sudo -n true 2>/dev/null && sudo="sudo -n"
+  if command -v apt-get >/dev/null && { [ "$(id -u)" -eq 0 ] || [ -n "$sudo" ]; }; then
     echo "installing tcl (tclsh) for the Redis suite"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcl) >/dev/null
+    ($sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq tcl) >/dev/null
   else
-    echo "tclsh not found and no apt-get: install tcl" >&2
+    echo "the Redis suite needs tclsh: install the tcl package (sudo apt-get install tcl)" >&2
     exit 1
   fi
 fi
