@@ -291,3 +291,47 @@ fn a_range_reply_past_its_byte_bound_is_refused_and_count_pages_through() {
     }
     assert_eq!(seen, 60);
 }
+
+#[test]
+fn a_huge_node_size_trims_without_harm() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stream-node-max-entries")
+        .arg(i64::MAX)
+        .exec(&mut c)
+        .unwrap();
+    for _ in 0..3 {
+        redis::cmd("XADD")
+            .arg("s")
+            .arg("*")
+            .arg("f")
+            .arg("v")
+            .exec(&mut c)
+            .unwrap();
+    }
+    // One node holds everything: MAXLEN ~ 0 deletes it whole (as Redis), MAXLEN ~ 1 keeps the
+    // one entry after it, and the server goes on.
+    let n: i64 = redis::cmd("XTRIM")
+        .arg("s")
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 3);
+    let id: String = redis::cmd("XADD")
+        .arg("s")
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(1)
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    assert!(!id.is_empty());
+    assert_eq!(redis::cmd("XLEN").arg("s").query::<i64>(&mut c).unwrap(), 1);
+}

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use super::api_error::ApiError;
 use super::resp_commands::wrong_arity;
 use super::resp_conn::RespRequest;
-use super::resp_streams::{call, range_all, stream_name, RespOp, RespOutcome, WRONGTYPE};
+use super::resp_streams::{call, integer, range_all, stream_name, RespOp, RespOutcome, WRONGTYPE};
 use super::route::{OpResult, Shard};
 use crate::protocol::{code, StreamId};
 use crate::stream::{Partition, StreamKind, LPUSH_TYPE};
@@ -74,13 +74,6 @@ pub(super) async fn run(shard: &Rc<Shard>, req: &RespRequest, name: &[u8]) -> Re
         other => return Err(format!("internal error: unexpected reply {other:?}")),
     }
     Ok(())
-}
-
-fn integer(b: &[u8]) -> Result<i64, String> {
-    std::str::from_utf8(b)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| "value is not an integer or out of range".to_string())
 }
 
 /// The indexes LRANGE `start stop` names in a list of `len` (negative: from the end), as

@@ -119,20 +119,6 @@ struct Xread {
     keys: Vec<Key>,
 }
 
-/// Redis's `string2ll`: an optional `-`, then digits without a leading zero.
-fn string2ll(b: &[u8]) -> Option<i64> {
-    let digits = b.strip_prefix(b"-").unwrap_or(b);
-    let canonical = match digits {
-        [] => false,
-        [b'0'] => b.len() == 1,
-        [first, ..] => *first != b'0' && digits.iter().all(u8::is_ascii_digit),
-    };
-    if !canonical {
-        return None;
-    }
-    std::str::from_utf8(b).ok()?.parse().ok()
-}
-
 /// An ID as XREAD reads it: `ms-seq` or `ms` (seq 0); `-` and `+` are not IDs here.
 fn parse_read_id(b: &[u8]) -> Option<StreamId> {
     if b.len() > 127 || b == b"-" || b == b"+" {
@@ -156,7 +142,8 @@ fn parse(req: &RespRequest) -> Result<Xread, String> {
         match o.as_slice() {
             b"BLOCK" if more > 0 => {
                 i += 1;
-                let ms = string2ll(&args[i]).ok_or("timeout is not an integer or out of range")?;
+                let ms = crate::resp::string2ll(&args[i])
+                    .ok_or("timeout is not an integer or out of range")?;
                 if ms < 0 {
                     return Err("timeout is negative".into());
                 }
@@ -164,7 +151,8 @@ fn parse(req: &RespRequest) -> Result<Xread, String> {
             }
             b"COUNT" if more > 0 => {
                 i += 1;
-                let n = string2ll(&args[i]).ok_or("value is not an integer or out of range")?;
+                let n = crate::resp::string2ll(&args[i])
+                    .ok_or("value is not an integer or out of range")?;
                 count = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
             }
             b"STREAMS" if more > 0 => {
@@ -556,9 +544,12 @@ mod tests {
 
     #[test]
     fn integers_and_ids_read_as_redis_reads_them() {
-        assert_eq!(string2ll(b"0"), Some(0));
-        assert_eq!(string2ll(b"-12"), Some(-12));
-        assert_eq!(string2ll(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(crate::resp::string2ll(b"0"), Some(0));
+        assert_eq!(crate::resp::string2ll(b"-12"), Some(-12));
+        assert_eq!(
+            crate::resp::string2ll(b"9223372036854775807"),
+            Some(i64::MAX)
+        );
         for bad in [
             &b""[..],
             b"-",
@@ -569,7 +560,12 @@ mod tests {
             b"1.5",
             b"9223372036854775808",
         ] {
-            assert_eq!(string2ll(bad), None, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                crate::resp::string2ll(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(parse_read_id(b"5"), Some(StreamId::new(5, 0)));
         assert_eq!(

@@ -111,6 +111,11 @@ pub enum RespOutcome {
     Read(super::resp_read::ReadOutcome),
 }
 
+/// An integer argument as Redis reads one (`string2ll`), or Redis's error for it.
+pub(super) fn integer(b: &[u8]) -> Result<i64, String> {
+    crate::resp::string2ll(b).ok_or_else(|| "value is not an integer or out of range".to_string())
+}
+
 /// Redis's error for a command on a key of another type (a list, for the stream commands).
 pub(super) const WRONGTYPE: &str =
     "-WRONGTYPE Operation against a key holding the wrong kind of value";
@@ -434,10 +439,7 @@ async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         [] => None,
         [f] if f.eq_ignore_ascii_case(b"FULL") => Some(10),
         [f, c, n] if f.eq_ignore_ascii_case(b"FULL") && c.eq_ignore_ascii_case(b"COUNT") => {
-            let n = std::str::from_utf8(n)
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-                .ok_or("value is not an integer or out of range")?;
+            let n = integer(n)?;
             Some(if n <= 0 { usize::MAX } else { n as usize })
         }
         _ => return Err("syntax error".into()),
@@ -563,10 +565,7 @@ async fn xrange(shard: &Rc<Shard>, req: &RespRequest, reverse: bool) -> Result<(
         if !args[4].eq_ignore_ascii_case(b"COUNT") {
             return Err("syntax error".into());
         }
-        let n = std::str::from_utf8(&args[5])
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-            .ok_or("value is not an integer or out of range")?;
+        let n = integer(&args[5])?;
         count = n.max(0) as usize;
     }
     let stream = stream_name(req.ctx, &args[1])?;

@@ -15,8 +15,8 @@ use super::api_error::ApiError;
 use super::resp_commands::wrong_arity;
 use super::resp_conn::RespRequest;
 use super::resp_streams::{
-    call, encode_fields, error_text, parse_add_id, parse_id, stream_name, RespOp, RespOutcome,
-    FIELDS_TYPE, INVALID_ID, WRONGTYPE,
+    call, encode_fields, error_text, integer, parse_add_id, parse_id, stream_name, RespOp,
+    RespOutcome, FIELDS_TYPE, INVALID_ID, WRONGTYPE,
 };
 use super::route::Shard;
 use crate::protocol::{code, expected, partition_of, Event, StreamId};
@@ -71,7 +71,7 @@ pub(super) fn parse(shard: &Shard, req: &RespRequest, name: &[u8]) -> Result<Wri
         b"XSETID" => xsetid(req),
         b"DEL" | b"UNLINK" => del(req, name),
         b"LPUSH" | b"RPUSH" => push(req, name),
-        b"FLUSHDB" | b"FLUSHALL" => flush(shard, req, name == b"FLUSHALL"),
+        b"FLUSHDB" | b"FLUSHALL" => flush(req, name == b"FLUSHALL"),
         _ => unreachable!("not a write command"),
     }
 }
@@ -377,7 +377,7 @@ impl TrimOptions {
             return Ok(None);
         }
         let (unit, max_remove) = if self.approx {
-            let limit = self.limit.unwrap_or(100 * node_entries);
+            let limit = self.limit.unwrap_or(node_entries.saturating_mul(100));
             (node_entries, (limit > 0).then_some(limit))
         } else {
             (1, None)
@@ -389,13 +389,6 @@ impl TrimOptions {
             max_remove,
         }))
     }
-}
-
-fn integer(b: &[u8]) -> Result<i64, String> {
-    std::str::from_utf8(b)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| "value is not an integer or out of range".to_string())
 }
 
 /// XTRIM key MAXLEN|MINID [=|~] threshold [LIMIT count].
@@ -424,6 +417,13 @@ fn change(req: &RespRequest, request: ChangeRequest, answer: Answer) -> Result<W
     })
 }
 
+/// An ID as Redis's `streamParseStrictIDOrReply` reads it: `ms-seq` or `ms`, not `-`/`+`.
+fn strict_id(a: &[u8]) -> Result<StreamId, &'static str> {
+    parse_id(a, 0)
+        .filter(|_| a != b"-" && a != b"+")
+        .ok_or(INVALID_ID)
+}
+
 /// XDEL key id [id …].
 fn xdel(req: &RespRequest) -> Result<Write, String> {
     let args = &req.args;
@@ -432,9 +432,8 @@ fn xdel(req: &RespRequest) -> Result<Write, String> {
     }
     let ids = args[2..]
         .iter()
-        .map(|a| parse_id(a, 0).filter(|_| a != b"-" && a != b"+"))
-        .collect::<Option<Vec<_>>>()
-        .ok_or(INVALID_ID)?;
+        .map(|a| strict_id(a))
+        .collect::<Result<Vec<_>, _>>()?;
     change(req, ChangeRequest::Ids(ids), Answer::Count)
 }
 
@@ -493,8 +492,7 @@ fn push(req: &RespRequest, name: &[u8]) -> Result<Write, String> {
 
 /// FLUSHDB / FLUSHALL [ASYNC|SYNC]: every stream of the database (of every database), in
 /// every partition.
-fn flush(shard: &Shard, req: &RespRequest, all: bool) -> Result<Write, String> {
-    let _ = shard;
+fn flush(req: &RespRequest, all: bool) -> Result<Write, String> {
     let args = &req.args;
     let mode_ok = |m: &Vec<u8>| m.eq_ignore_ascii_case(b"ASYNC") || m.eq_ignore_ascii_case(b"SYNC");
     if args.len() > 2 || args.get(1).is_some_and(|m| !mode_ok(m)) {
@@ -527,12 +525,7 @@ fn xsetid(req: &RespRequest) -> Result<Write, String> {
     if args.len() < 3 {
         return Err(wrong_arity(b"xsetid"));
     }
-    let strict = |a: &[u8]| {
-        parse_id(a, 0)
-            .filter(|_| a != b"-" && a != b"+")
-            .ok_or(INVALID_ID)
-    };
-    let last = strict(&args[2])?;
+    let last = strict_id(&args[2])?;
     let (mut entries_added, mut max_deleted) = (None, StreamId::ZERO);
     let mut i = 3;
     while i < args.len() {
@@ -546,7 +539,7 @@ fn xsetid(req: &RespRequest) -> Result<Write, String> {
                 entries_added = Some(n as u64);
             }
             Some(v) if opt.eq_ignore_ascii_case(b"MAXDELETEDID") => {
-                max_deleted = strict(v)?;
+                max_deleted = strict_id(v)?;
                 if last < max_deleted {
                     return Err("The ID specified in XSETID is smaller than the provided \
                                 max_deleted_entry_id"

@@ -297,7 +297,7 @@ impl StreamEntry {
         let mut removed = 0u64;
         let mut node = point - point % t.unit;
         while node < versions {
-            let end = (node + t.unit).min(versions);
+            let end = node.saturating_add(t.unit).min(versions);
             let in_node = (end - point) - (self.deleted.count(end) - self.deleted.count(point));
             let keeps = match (t.keep_last, t.min_id) {
                 (Some(n), _) => live - in_node >= n,
