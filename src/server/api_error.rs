@@ -62,7 +62,9 @@ impl From<StreamError> for ApiError {
                     current_version: Some(*current),
                 }
             }
-            StreamError::StreamNotFound(_) => code::STREAM_NOT_FOUND,
+            StreamError::StreamNotFound(_)
+            | StreamError::Group(crate::stream::GroupError::NoStream) => code::STREAM_NOT_FOUND,
+            StreamError::Group(_) => code::INVALID_ARGUMENT,
             StreamError::Unreadable(_) => code::PARTITION_UNAVAILABLE,
             StreamError::EmptyStreamName
             | StreamError::NoEvents

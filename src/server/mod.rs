@@ -34,6 +34,7 @@ mod recovery;
 mod resp_commands;
 mod resp_conn;
 mod resp_ev;
+mod resp_groups;
 mod resp_info;
 mod resp_keys;
 mod resp_lists;
@@ -314,6 +315,7 @@ fn partition_limits(config: &Config) -> Result<PartitionLimits, StartError> {
         idempotency_window: config.idempotency_window as usize,
         max_read_count: config.max_read_count as usize,
         max_read_bytes: config.max_read_bytes as usize,
+        max_pending_entries: config.max_pending_entries,
         ring: crate::ring::RingConfig {
             capacity_events: config.ring_capacity_events as usize,
             capacity_bytes: config.ring_capacity_bytes as usize,

@@ -26,8 +26,9 @@
 //! held this way and finds its connection closed is not run.
 //!
 //! A read of stream state (XLEN, XRANGE, XREVRANGE, XREAD, XINFO, EXISTS, TYPE, KEYS, SCAN,
-//! DBSIZE, and EV.READ, EV.INFO, EV.AGG, EV.QUERY) runs alone the same way, so it sees every
-//! write the connection sent before it (a write is visible once durable, and a read started
+//! DBSIZE, the consumer-group commands that look at entries — XREADGROUP, XPENDING, XGROUP,
+//! XCLAIM, XAUTOCLAIM — and EV.READ, EV.INFO, EV.AGG, EV.QUERY) runs alone the same way, so
+//! it sees every write the connection sent before it (a write is visible once durable, and a read started
 //! while the write is in flight would miss it). Writes pipelined one after another still run
 //! concurrently and share frames.
 
@@ -151,6 +152,11 @@ fn runs_alone(name: &[u8]) -> bool {
             | b"KEYS"
             | b"SCAN"
             | b"DBSIZE"
+            | b"XREADGROUP"
+            | b"XPENDING"
+            | b"XGROUP"
+            | b"XCLAIM"
+            | b"XAUTOCLAIM"
     ) || super::resp_ev::runs_alone(name)
 }
 

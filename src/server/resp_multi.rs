@@ -489,8 +489,8 @@ async fn run_writes(shard: &Rc<Shard>, run: Vec<RespRequest>, gate: Option<&Gate
             request: crate::stream::ChangeRequest::DeleteDatabase,
             ..
         } => None,
-        crate::stream::TxWrite::Append { stream, .. }
-        | crate::stream::TxWrite::Change { stream, .. } => {
+        other => {
+            let stream = other.stream();
             let p = partition_of(stream, partitions);
             (shard.owner_of(p) == shard.id).then_some(p)
         }

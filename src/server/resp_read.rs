@@ -84,6 +84,9 @@ pub enum ReadOp {
         streams: Vec<(String, StreamId)>,
         count: usize,
         cancelled: Arc<AtomicBool>,
+        /// XREADGROUP `>`: woken, it reads as this group's consumer (module docs of
+        /// [`super::resp_groups`]).
+        group: Option<GroupRead>,
     },
     /// Wakes wait `key` so it sees its cancel flag.
     Cancel { key: WaitKey },
@@ -106,17 +109,27 @@ struct Key {
     /// Its index in the request's arguments (the reply names it as given).
     arg: usize,
     stream: String,
-    /// `None`: `$`.
+    /// `None`: `$` (XREADGROUP: `>`).
     id: Option<StreamId>,
 }
 
-/// A parsed XREAD.
+/// A parsed XREAD or XREADGROUP.
 struct Xread {
     /// 0: no COUNT.
     count: usize,
     /// BLOCK milliseconds (0: no timeout).
     block: Option<u64>,
     keys: Vec<Key>,
+    /// XREADGROUP's group, consumer and NOACK.
+    group: Option<GroupRead>,
+}
+
+/// Whose reads an XREADGROUP makes.
+#[derive(Clone, Debug)]
+pub struct GroupRead {
+    pub group: Vec<u8>,
+    pub consumer: Vec<u8>,
+    pub noack: bool,
 }
 
 /// An ID as XREAD reads it: `ms-seq` or `ms` (seq 0); `-` and `+` are not IDs here.
@@ -128,13 +141,19 @@ fn parse_read_id(b: &[u8]) -> Option<StreamId> {
 }
 
 /// XREAD's arguments, checked in Redis's order and with its error texts.
-fn parse(req: &RespRequest) -> Result<Xread, String> {
+fn parse(req: &RespRequest, xreadgroup: bool) -> Result<Xread, String> {
     let args = &req.args;
     let argc = args.len();
-    if argc < 4 {
-        return Err(wrong_arity(b"xread"));
+    if argc < if xreadgroup { 7 } else { 4 } {
+        return Err(wrong_arity(if xreadgroup {
+            b"xreadgroup"
+        } else {
+            b"xread"
+        }));
     }
     let (mut count, mut block, mut streams_arg) = (0usize, None, 0usize);
+    let mut group: Option<GroupRead> = None;
+    let mut noack = false;
     let mut i = 1;
     while i < argc {
         let more = argc - i - 1;
@@ -162,6 +181,15 @@ fn parse(req: &RespRequest) -> Result<Xread, String> {
                 }
                 break;
             }
+            b"GROUP" if more >= 2 && xreadgroup => {
+                group = Some(GroupRead {
+                    group: args[i + 1].clone(),
+                    consumer: args[i + 2].clone(),
+                    noack: false,
+                });
+                i += 2;
+            }
+            b"NOACK" if xreadgroup => noack = true,
             b"GROUP" if more >= 2 => {
                 return Err(
                     "The GROUP option is only supported by XREADGROUP. You called \
@@ -183,6 +211,12 @@ fn parse(req: &RespRequest) -> Result<Xread, String> {
     if streams_arg == 0 {
         return Err("syntax error".into());
     }
+    if xreadgroup && group.is_none() {
+        return Err("Missing GROUP option for XREADGROUP".into());
+    }
+    if let Some(g) = group.as_mut() {
+        g.noack = noack;
+    }
     let n = (argc - streams_arg) / 2;
     if n > MAX_KEYS {
         return Err(format!(
@@ -194,6 +228,16 @@ fn parse(req: &RespRequest) -> Result<Xread, String> {
         let arg = streams_arg + k;
         let stream = stream_name(req.ctx, &args[arg])?;
         let id = match args[arg + n].as_slice() {
+            b"$" if xreadgroup => {
+                return Err(
+                    "The $ ID is meaningless in the context of XREADGROUP: you want to \
+                            read the history of this consumer by specifying a proper ID, or \
+                            use the > ID to get new messages. The $ ID would just return an \
+                            empty result set."
+                        .into(),
+                )
+            }
+            b">" if xreadgroup => None,
             b"$" => None,
             b">" => {
                 return Err(
@@ -206,7 +250,12 @@ fn parse(req: &RespRequest) -> Result<Xread, String> {
         };
         keys.push(Key { arg, stream, id });
     }
-    Ok(Xread { count, block, keys })
+    Ok(Xread {
+        count,
+        block,
+        keys,
+        group,
+    })
 }
 
 type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -276,7 +325,7 @@ fn answer_streams(req: &RespRequest, served: &[(usize, &Entries)]) {
 
 /// XREAD [COUNT count] [BLOCK milliseconds] STREAMS key [key …] id [id …]
 pub(super) async fn xread(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
-    let x = parse(req)?;
+    let x = parse(req, false)?;
     let count = if x.count == 0 { usize::MAX } else { x.count };
     let all: Vec<usize> = (0..x.keys.len()).collect();
     let groups = by_partition(shard, &x.keys, &all);
@@ -394,6 +443,7 @@ async fn block_for(
                     .collect(),
                 count,
                 cancelled: cancelled.clone(),
+                group: x.group.clone(),
             };
             Some(Box::pin(call(shard, *p, op)) as Pending<'_, _>)
         })
@@ -466,6 +516,114 @@ async fn block_for(
     result
 }
 
+/// A blocked XREADGROUP woken on `stream`: its entries read as the group's consumer
+/// (`None`: none came, wait on), or Redis's error when the stream or the group is gone.
+async fn group_wake(
+    p: &Partition,
+    stream: &str,
+    g: &GroupRead,
+    count: usize,
+) -> Result<Option<Entries>, super::api_error::ApiError> {
+    use super::resp_groups::{blocked_error, run_write, GroupAnswer, GroupItem};
+    let gone = |e: &crate::stream::GroupError| {
+        super::api_error::ApiError::new(crate::protocol::code::INVALID_ARGUMENT, blocked_error(e))
+    };
+    if !p.stream_placed(stream) {
+        return Err(gone(&crate::stream::GroupError::NoStream));
+    }
+    let request = crate::stream::GroupRequest::Read {
+        group: g.group.clone(),
+        consumer: g.consumer.clone(),
+        after: None,
+        count,
+        noack: g.noack,
+    };
+    match run_write(p, stream, request).await? {
+        GroupAnswer::Read { items, .. } if !items.is_empty() => Ok(Some(
+            items
+                .into_iter()
+                .filter_map(|item| match item {
+                    GroupItem::Entry(id, Some(e)) => Some((id, e)),
+                    _ => None,
+                })
+                .collect(),
+        )),
+        GroupAnswer::Read { .. } => Ok(None),
+        GroupAnswer::Refused(e) => Err(gone(&e)),
+        other => Err(super::api_error::ApiError::new(
+            crate::protocol::code::INVALID_ARGUMENT,
+            format!("internal error: unexpected reply {other:?}"),
+        )),
+    }
+}
+
+/// XREADGROUP GROUP group consumer [COUNT count] [BLOCK milliseconds] [NOACK] STREAMS key
+/// [key …] id [id …] (module docs of [`super::resp_groups`]).
+pub(super) async fn xreadgroup(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
+    use super::resp_groups::{call_group, no_key_or_group, GroupAnswer, GroupItem, GroupOp};
+    let x = parse(req, true)?;
+    let g = x.group.clone().expect("XREADGROUP has a group");
+    let count = if x.count == 0 { usize::MAX } else { x.count };
+    let mut served: Vec<(usize, Vec<GroupItem>)> = Vec::new();
+    for key in &x.keys {
+        let request = crate::stream::GroupRequest::Read {
+            group: g.group.clone(),
+            consumer: g.consumer.clone(),
+            after: key.id,
+            count,
+            noack: g.noack,
+        };
+        let op = GroupOp::Write {
+            stream: key.stream.clone(),
+            request,
+        };
+        match call_group(shard, &key.stream, op).await? {
+            GroupAnswer::Read {
+                served: true,
+                items,
+            } => served.push((key.arg, items)),
+            GroupAnswer::Read { .. } => {}
+            GroupAnswer::Refused(
+                crate::stream::GroupError::NoGroup | crate::stream::GroupError::NoStream,
+            ) => {
+                return Err(no_key_or_group(
+                    &req.args[key.arg],
+                    &g.group,
+                    " in XREADGROUP with GROUP option",
+                ))
+            }
+            GroupAnswer::Refused(e) => return Err(e.to_string()),
+            other => return Err(format!("internal error: unexpected reply {other:?}")),
+        }
+    }
+    if !served.is_empty() {
+        req.answer(|r: &mut Reply<'_>| {
+            let resp2 = r.version() == RespVersion::Resp2;
+            if resp2 {
+                r.array_len(served.len());
+            } else {
+                r.map_len(served.len());
+            }
+            for (arg, items) in &served {
+                if resp2 {
+                    r.array_len(2);
+                }
+                r.bulk(&req.args[*arg]);
+                super::resp_groups::write_items(r, items);
+            }
+        });
+        return Ok(());
+    }
+    let Some(block) = x.block else {
+        req.answer(|r| {
+            r.null_array();
+        });
+        return Ok(());
+    };
+    let after = vec![StreamId::ZERO; x.keys.len()];
+    block_for(shard, req, &x, &after, block).await
+}
+
 /// Runs XREAD's part on partition `p`, its owner.
 pub(super) async fn run_op(p: &Partition, op: ReadOp) -> OpResult {
     let outcome = match op {
@@ -503,6 +661,7 @@ pub(super) async fn run_op(p: &Partition, op: ReadOp) -> OpResult {
             mut streams,
             count,
             cancelled,
+            group,
         } => loop {
             if cancelled.load(Ordering::Acquire) {
                 break ReadOutcome::Woken(None);
@@ -512,6 +671,17 @@ pub(super) async fn run_op(p: &Partition, op: ReadOp) -> OpResult {
                 WaitEnd::Ready(i) => i,
             };
             let (stream, after) = &streams[i];
+            if let Some(g) = &group {
+                match Box::pin(group_wake(p, stream, g, count)).await {
+                    Ok(Some(entries)) => break ReadOutcome::Woken(Some((i, entries))),
+                    Ok(None) => {
+                        let last = p.last_visible_id(stream).unwrap_or(StreamId::ZERO);
+                        streams[i].1 = last.max(*after);
+                        continue;
+                    }
+                    Err(e) => return OpResult::Err(e),
+                }
+            }
             if p.is_list(stream) {
                 // The key became a list since it was found ready: as Redis 7.0 does, the
                 // wait goes on (a list never makes a wait ready).

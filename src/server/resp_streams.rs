@@ -47,6 +47,11 @@ pub(super) const COMMANDS: &[&str] = &[
     "XTRIM",
     "XSETID",
     "XGROUP",
+    "XREADGROUP",
+    "XACK",
+    "XPENDING",
+    "XCLAIM",
+    "XAUTOCLAIM",
     "LPUSH",
     "RPUSH",
     "LLEN",
@@ -95,6 +100,8 @@ pub enum RespOp {
     Read(super::resp_read::ReadOp),
     /// LPUSH, RPUSH, LLEN, LRANGE.
     List(super::resp_lists::ListOp),
+    /// Consumer groups ([`super::resp_groups`]).
+    Group(super::resp_groups::GroupOp),
 }
 
 /// What it answers.
@@ -109,6 +116,7 @@ pub enum RespOutcome {
     /// A list's elements, head first.
     List(Vec<Vec<u8>>),
     Read(super::resp_read::ReadOutcome),
+    Group(super::resp_groups::GroupAnswer),
 }
 
 /// An integer argument as Redis reads one (`string2ll`), or Redis's error for it.
@@ -145,7 +153,9 @@ pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
         b"XRANGE" => xrange(&shard, &req, false).await,
         b"XREVRANGE" => xrange(&shard, &req, true).await,
         b"XINFO" => Box::pin(xinfo(&shard, &req)).await,
-        b"XGROUP" => xgroup(&req),
+        n if super::resp_groups::is_group_command(n) => {
+            Box::pin(super::resp_groups::run(&shard, &req, n)).await
+        }
         b"XREAD" => Box::pin(super::resp_read::xread(&shard, &req)).await,
         b"DBSIZE" | b"EXISTS" | b"TYPE" | b"KEYS" | b"SCAN" => {
             Box::pin(super::resp_keys::run(&shard, &req, &name)).await
@@ -193,7 +203,7 @@ pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
         RespOp::Range { stream, .. } | RespOp::Len { stream } | RespOp::Info { stream, .. } => {
             p.is_list(stream)
         }
-        RespOp::Tx(_) | RespOp::Read(_) | RespOp::List(_) => false,
+        RespOp::Tx(_) | RespOp::Read(_) | RespOp::List(_) | RespOp::Group(_) => false,
     };
     if on_list {
         return OpResult::Err(ApiError::new(code::INVALID_ARGUMENT, WRONGTYPE));
@@ -237,6 +247,7 @@ pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
         },
         RespOp::Read(op) => return Box::pin(super::resp_read::run_op(p, op)).await,
         RespOp::List(op) => return Box::pin(super::resp_lists::run_op(p, op)).await,
+        RespOp::Group(op) => return Box::pin(super::resp_groups::run_op(p, op)).await,
     };
     OpResult::Resp(outcome)
 }
@@ -303,7 +314,7 @@ pub(super) fn increment(id: StreamId) -> Option<StreamId> {
     }
 }
 
-fn decrement(id: StreamId) -> Option<StreamId> {
+pub(super) fn decrement(id: StreamId) -> Option<StreamId> {
     match id.seq.checked_sub(1) {
         Some(seq) => Some(StreamId::new(id.ms, seq)),
         None => id.ms.checked_sub(1).map(|ms| StreamId::new(ms, u64::MAX)),
@@ -408,8 +419,8 @@ async fn xlen(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     Ok(())
 }
 
-/// XINFO STREAM key [FULL [COUNT n]], XINFO HELP (GROUPS and CONSUMERS come with consumer
-/// groups; FULL shows no groups until then).
+/// XINFO STREAM key [FULL [COUNT n]], XINFO GROUPS key, XINFO CONSUMERS key group, XINFO
+/// HELP.
 async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     let args = &req.args;
     let sub = args.get(1).map(|s| s.to_ascii_uppercase());
@@ -417,6 +428,10 @@ async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         (Some(b"HELP"), 2) => {
             let lines = [
                 "XINFO <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "CONSUMERS <key> <groupname>",
+                "    Show consumers of <groupname>.",
+                "GROUPS <key>",
+                "    Show the stream consumer groups.",
                 "STREAM <key> [FULL [COUNT <count>]",
                 "    Show information about the stream.",
                 "HELP",
@@ -426,6 +441,10 @@ async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
             return Ok(());
         }
         (Some(b"HELP"), _) => return Err(wrong_arity(b"xinfo|help")),
+        (Some(b"GROUPS"), 3) => return super::resp_groups::xinfo_groups(shard, req).await,
+        (Some(b"GROUPS"), _) => return Err(wrong_arity(b"xinfo|groups")),
+        (Some(b"CONSUMERS"), 4) => return super::resp_groups::xinfo_consumers(shard, req).await,
+        (Some(b"CONSUMERS"), _) => return Err(wrong_arity(b"xinfo|consumers")),
         (Some(b"STREAM"), n) if n >= 3 => {}
         (Some(b"STREAM"), _) => return Err(wrong_arity(b"xinfo|stream")),
         (None, _) => return Err(wrong_arity(b"xinfo")),
@@ -461,6 +480,10 @@ async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     let Some((s, entries)) = info else {
         return Err("no such key".into());
     };
+    let what = super::resp_groups::InfoWhat::Groups { full };
+    let groups = super::resp_groups::group_infos(shard, &stream, what)
+        .await?
+        .unwrap_or_default();
     req.answer(|r| {
         r.map_len(if full.is_some() { 9 } else { 10 });
         r.bulk("length").int(s.length as i64);
@@ -477,10 +500,11 @@ async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         if full.is_some() {
             r.bulk("entries");
             write_entries(r, &entries);
-            r.bulk("groups").array_len(0);
+            r.bulk("groups");
+            super::resp_groups::write_full_groups(r, &groups);
             return;
         }
-        r.bulk("groups").int(0);
+        r.bulk("groups").int(groups.len() as i64);
         for (name, entry) in [
             ("first-entry", entries.first()),
             ("last-entry", entries.last()),
@@ -495,30 +519,6 @@ async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         }
     });
     Ok(())
-}
-
-/// XGROUP: HELP only; consumer groups are not served yet.
-fn xgroup(req: &RespRequest) -> Result<(), String> {
-    let args = &req.args;
-    match args.get(1).map(|s| s.to_ascii_uppercase()).as_deref() {
-        None => Err(wrong_arity(b"xgroup")),
-        Some(b"HELP") if args.len() == 2 => {
-            let lines = [
-                "XGROUP <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "HELP",
-                "    Print this help.",
-                "(Consumer groups are not served by this server yet.)",
-            ];
-            super::resp_commands::help(req, &lines);
-            Ok(())
-        }
-        Some(b"HELP") => Err(wrong_arity(b"xgroup|help")),
-        Some(_) => Err(
-            "consumer groups are not served by this server yet: XGROUP, XREADGROUP, XACK, \
-             XPENDING and XCLAIM are refused; read with XREAD or XRANGE"
-                .into(),
-        ),
-    }
 }
 
 /// An interval bound of XRANGE: `(` makes it exclusive.
@@ -597,7 +597,7 @@ pub(super) fn write_entries(r: &mut Reply<'_>, entries: &[(StreamId, RecordedEve
 }
 
 /// One entry: `[id, [field, value, …]]`.
-fn write_entry(r: &mut Reply<'_>, id: StreamId, e: &RecordedEvent) {
+pub(super) fn write_entry(r: &mut Reply<'_>, id: StreamId, e: &RecordedEvent) {
     let fields = entry_fields(e);
     r.array_len(2).bulk(id.to_string()).array_len(fields.len());
     for f in &fields {

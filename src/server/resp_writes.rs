@@ -87,9 +87,7 @@ pub(super) async fn run(shard: &Rc<Shard>, req: &RespRequest, name: &[u8]) -> Re
 /// The stream whose partition runs a write (a database's prefix for a database deletion,
 /// which is sent to every partition by [`flush`]).
 fn stream_of(w: &TxWrite) -> &str {
-    match w {
-        TxWrite::Append { stream, .. } | TxWrite::Change { stream, .. } => stream,
-    }
+    w.stream()
 }
 
 /// Runs writes as transactions, one per run of writes to one partition, in order.
@@ -145,7 +143,9 @@ async fn flush_everywhere(shard: &Rc<Shard>, op: RespOp) -> Result<TxDone, ApiEr
                     stream: stream.clone(),
                     request: request.clone(),
                 },
-                TxWrite::Append { .. } => unreachable!("a database deletion is a change"),
+                TxWrite::Append { .. } | TxWrite::Group { .. } => {
+                    unreachable!("a database deletion is a change")
+                }
             })
             .collect();
         let op = super::route::PartOp::Resp(RespOp::Tx(copy));
@@ -200,7 +200,7 @@ pub(super) fn answer(req: &RespRequest, how: Answer, results: Vec<Result<TxDone,
             for r in &results {
                 match r {
                     Ok(TxDone::Changed(k)) => n += k,
-                    Ok(TxDone::Appended { .. }) => unreachable!("a change"),
+                    Ok(TxDone::Appended { .. } | TxDone::Group(_)) => unreachable!("a change"),
                     Err(e) => {
                         let t = text(e);
                         req.answer(|r| {

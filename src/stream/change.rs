@@ -41,6 +41,8 @@ pub enum StreamChange {
         entries_added: Option<u64>,
         max_deleted: StreamId,
     },
+    /// Op 6: edits of one consumer group ([`super::groups`]).
+    Group(super::groups::GroupChange),
 }
 
 impl StreamChange {
@@ -76,6 +78,7 @@ impl StreamChange {
                     out.extend_from_slice(&x.to_le_bytes());
                 }
             }
+            StreamChange::Group(g) => return g.encode(),
         }
         out
     }
@@ -106,6 +109,9 @@ impl StreamChange {
                     entries_added: (added != u64::MAX).then_some(added),
                     max_deleted: StreamId::new(u64_at(25)?, u64_at(33)?),
                 })
+            }
+            super::groups::GROUP_OP => {
+                super::groups::GroupChange::decode(data).map(StreamChange::Group)
             }
             _ => None,
         }
@@ -362,6 +368,13 @@ pub(super) fn apply_change(
             streams.remove(stream);
         }
         StreamChange::DeleteDatabase => streams.retain(|name, _| !in_database(name, stream)),
+        StreamChange::Group(g) => {
+            streams
+                .entry(stream.to_string())
+                .or_default()
+                .groups
+                .apply(g);
+        }
         other => {
             if let Some(e) = streams.get_mut(stream) {
                 e.apply(other);
@@ -425,6 +438,10 @@ impl StreamEntry {
             }
             StreamChange::DeleteStream | StreamChange::DeleteDatabase => {
                 unreachable!("a stream deletion removes the entry")
+            }
+            StreamChange::Group(g) => {
+                self.groups.apply(g);
+                0
             }
         }
     }

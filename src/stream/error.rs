@@ -68,6 +68,9 @@ pub enum StreamError {
     /// XSETID refused by the stream's state, with Redis's text.
     #[error("{0}")]
     SetIdRefused(&'static str),
+    /// A consumer-group command refused.
+    #[error(transparent)]
+    Group(#[from] super::group_ops::GroupError),
     #[error("the stream ID asked for must be above 0-0")]
     IdZero,
     /// The stream's last ID is the largest there is.

@@ -15,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 
 use super::change::{apply_change, is_list_push, Deleted, StreamChange, StreamMeta};
 use super::error::ImageError;
+use super::groups::StreamGroups;
 use super::idempotency::IdemEntry;
 use super::partition::{Partition, StreamEntry};
 use super::payload::{InMemory, RingFields};
@@ -73,6 +74,10 @@ pub struct PartitionImage {
     /// versions; `None` in a file written before XSETID (nothing set).
     #[serde(skip)]
     pub meta: Option<Vec<StreamMeta>>,
+    /// Every stream's consumer groups, in the order of `streams`. Encoded after the meta;
+    /// `None` in a file written before consumer groups (none).
+    #[serde(skip)]
+    pub groups: Option<Vec<StreamGroups>>,
 }
 
 /// What follows the body's original fields in a partition snapshot (docs/FORMAT.md), each
@@ -101,6 +106,12 @@ struct MetaTrailer {
     meta: Vec<StreamMeta>,
 }
 
+/// The trailer's fifth field.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct GroupTrailer {
+    groups: Vec<StreamGroups>,
+}
+
 /// One ring event: its columns and its payload bytes (see `InMemory`).
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct RingItem {
@@ -124,6 +135,7 @@ pub(super) struct ImageCopier {
     stream_ids: Vec<Vec<StreamId>>,
     deleted: Vec<Deleted>,
     meta: Vec<StreamMeta>,
+    groups: Vec<StreamGroups>,
     ring: Vec<RingItem>,
     next_ring_lsn: u64,
     ring_done: bool,
@@ -145,6 +157,7 @@ impl ImageCopier {
             stream_ids: Vec::new(),
             deleted: Vec::new(),
             meta: Vec::new(),
+            groups: Vec::new(),
             ring: Vec::new(),
             next_ring_lsn,
             ring_done: false,
@@ -165,11 +178,14 @@ impl ImageCopier {
             self.next_name += 1;
             if let Some(e) = st.streams.get(name) {
                 let n = e.lsns.partition_point(|&l| l < self.lsn);
-                if n > 0 {
+                // A stream with no version below the cut is kept when it exists without
+                // versions (its groups made it).
+                if n > 0 || e.groups.created {
                     self.streams.push((name.clone(), e.lsns[..n].to_vec()));
                     self.stream_ids.push(e.ids[..n].to_vec());
                     self.deleted.push(e.deleted.clone());
                     self.meta.push(e.meta.clone());
+                    self.groups.push(e.groups.clone());
                 }
                 spent += n + 1;
             }
@@ -243,6 +259,7 @@ impl ImageCopier {
             stream_ids: Some(self.stream_ids),
             deleted: Some(self.deleted),
             meta: Some(self.meta),
+            groups: Some(self.groups),
         }
     }
 }
@@ -313,6 +330,14 @@ impl PartitionImage {
                     if let Some(meta) = &self.meta {
                         let m = MetaTrailer { meta: meta.clone() };
                         out.extend(postcard::to_allocvec(&m).expect("a trailer always encodes"));
+                        if let Some(groups) = &self.groups {
+                            let g = GroupTrailer {
+                                groups: groups.clone(),
+                            };
+                            out.extend(
+                                postcard::to_allocvec(&g).expect("a trailer always encodes"),
+                            );
+                        }
                     }
                 }
             }
@@ -335,9 +360,14 @@ impl PartitionImage {
                         postcard::take_from_bytes(rest).map_err(ImageError::UndecodableTrailer)?;
                     image.deleted = Some(d.deleted);
                     if !rest.is_empty() {
-                        let m: MetaTrailer =
-                            postcard::from_bytes(rest).map_err(ImageError::UndecodableTrailer)?;
+                        let (m, rest): (MetaTrailer, _) = postcard::take_from_bytes(rest)
+                            .map_err(ImageError::UndecodableTrailer)?;
                         image.meta = Some(m.meta);
+                        if !rest.is_empty() {
+                            let g: GroupTrailer = postcard::from_bytes(rest)
+                                .map_err(ImageError::UndecodableTrailer)?;
+                            image.groups = Some(g.groups);
+                        }
                     }
                 }
             }
@@ -364,6 +394,10 @@ impl PartitionImage {
                 .meta
                 .as_ref()
                 .is_some_and(|m| m.len() != self.streams.len())
+            || self
+                .groups
+                .as_ref()
+                .is_some_and(|g| g.len() != self.streams.len())
         {
             return Err(ImageError::StreamIds(None));
         }
@@ -427,6 +461,7 @@ impl Rebuild {
         let mut ids = image.stream_ids.map(Vec::into_iter);
         let mut deleted = image.deleted.map(Vec::into_iter);
         let mut meta = image.meta.map(Vec::into_iter);
+        let mut groups = image.groups.map(Vec::into_iter);
         for (name, lsns) in image.streams {
             let ids = match ids.as_mut() {
                 Some(ids) => ids.next().expect("checked: one ID list per stream"),
@@ -437,6 +472,7 @@ impl Rebuild {
                 .and_then(Iterator::next)
                 .unwrap_or_default();
             let meta = meta.as_mut().and_then(Iterator::next).unwrap_or_default();
+            let groups = groups.as_mut().and_then(Iterator::next).unwrap_or_default();
             r.streams.insert(
                 name,
                 StreamEntry {
@@ -444,6 +480,7 @@ impl Rebuild {
                     ids,
                     deleted,
                     meta,
+                    groups,
                 },
             );
         }
@@ -586,6 +623,7 @@ mod tests {
             stream_ids: None,
             deleted: None,
             meta: None,
+            groups: None,
         }
     }
 

@@ -8,12 +8,16 @@
 //! - [`turns`]: the arrival order of appends.
 //! - [`payload`]: the ring payload encoding and its decoding.
 //! - [`image`]: snapshot images and the rebuild at start-up.
+//! - [`groups`]: consumer-group state and its journaled edits; [`group_ops`]: the group
+//!   commands resolved against the index.
 //! - [`waiters`]: readers waiting for streams' next entries (the RESP port's blocking XREAD).
 //! - [`view`]: [`PartitionView`], the partition as any shard reads it without its owner.
 //! - [`error`]: [`StreamError`], which the server maps to wire codes.
 
 mod change;
 mod error;
+mod group_ops;
+mod groups;
 mod idempotency;
 mod image;
 mod partition;
@@ -27,6 +31,8 @@ pub use change::{
     in_database, is_list_push, ChangeRequest, Deleted, StreamChange, Trim, LPUSH_TYPE, RPUSH_TYPE,
 };
 pub use error::{ImageError, ShortPayload, StreamError};
+pub use group_ops::{ClaimTime, GroupDone, GroupEntry, GroupError, GroupRequest, GroupStart};
+pub use groups::{Consumer, Group, GroupChange, GroupEdit, Pending, StreamCounters, StreamGroups};
 pub use image::{
     partition_image_of, partition_snapshot_owner, read_partition_snapshot, PartitionImage, Rebuild,
 };

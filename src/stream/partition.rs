@@ -45,6 +45,9 @@ pub struct PartitionLimits {
     /// A READ reply stops adding events past this many bytes (it always holds one).
     pub max_read_bytes: usize,
     pub ring: RingConfig,
+    /// The most consumer-group pending entries the partition holds, over all its streams'
+    /// groups (docs/OPERATIONS.md).
+    pub max_pending_entries: u64,
     /// How the partition's journal makes frames durable.
     pub write_mode: crate::journal::WriteMode,
 }
@@ -62,6 +65,8 @@ pub(super) struct StreamEntry {
     pub(super) deleted: Deleted,
     /// What XSETID set.
     pub(super) meta: StreamMeta,
+    /// Its consumer groups ([`super::groups`]).
+    pub(super) groups: super::groups::StreamGroups,
 }
 
 impl StreamEntry {
@@ -90,7 +95,7 @@ impl StreamEntry {
 /// failed frame, makes no stream). The one place that decides it, so that a stream marked
 /// deleted is left out here.
 fn stream_exists(entry: &StreamEntry, published_lsn: u64) -> bool {
-    entry.lsns.first().is_some_and(|&lsn| lsn < published_lsn)
+    entry.groups.created || entry.lsns.first().is_some_and(|&lsn| lsn < published_lsn)
 }
 
 /// What a stream is to the RESP port: a stream, or a Redis list (`StreamMeta::list`).
@@ -225,6 +230,9 @@ pub(super) struct State {
     pub(super) idem: HashMap<[u8; 16], IdemEntry>,
     pub(super) idem_order: VecDeque<[u8; 16]>,
     pub(super) published_lsn: u64,
+    /// Consumer-group pending entries over every stream (bounded by
+    /// `PartitionLimits::max_pending_entries`).
+    pub(super) pending_total: u64,
     pending_publish: BTreeMap<u64, Durable>,
     /// Retries waiting for the append they repeat to become visible (or fail).
     publish_waiters: Vec<std::task::Waker>,
@@ -232,11 +240,11 @@ pub(super) struct State {
     pub(super) turns: Turns,
     sinks: Vec<Rc<dyn PublishSink>>,
     /// Readers waiting for streams' next entries (blocking XREAD).
-    waiters: Waiters,
+    pub(super) waiters: Waiters,
     appends: u64,
     events_appended: u64,
     bytes_appended: u64,
-    errors: u64,
+    pub(super) errors: u64,
     /// Server-clock time (ns since the Unix epoch) of the last acknowledged append that wrote
     /// events (a retry writes none); 0: none since start.
     last_append_time_ns: u64,
@@ -251,7 +259,7 @@ pub(super) struct State {
 pub struct Partition<S: Storage + 'static = DiskStorage> {
     pub id: u32,
     pub(super) journal: Journal<S>,
-    limits: PartitionLimits,
+    pub(super) limits: PartitionLimits,
     pub(super) state: RefCell<State>,
     ring_events_gauge: metrics::Gauge,
     ring_bytes_gauge: metrics::Gauge,
@@ -457,8 +465,11 @@ impl<S: Storage + 'static> Partition<S> {
         waits_gauge.set(0.0);
         let rs = rebuilt.mem.ring.stats();
         let mut stream_ids = StreamIds::default();
-        for name in rebuilt.streams.keys() {
+        let mut pending_total = 0;
+        for (name, entry) in &rebuilt.streams {
             stream_ids.note(name.as_bytes());
+            entry.groups.check();
+            pending_total += entry.groups.pending_total();
         }
         ring_events_gauge.set(rs.count as f64);
         ring_bytes_gauge.set(rs.payload_bytes as f64);
@@ -480,6 +491,7 @@ impl<S: Storage + 'static> Partition<S> {
                 idem,
                 idem_order,
                 published_lsn,
+                pending_total,
                 pending_publish: BTreeMap::new(),
                 publish_waiters: Vec::new(),
                 turns: Turns::default(),
@@ -824,9 +836,15 @@ impl<S: Storage + 'static> Partition<S> {
                         .collect(),
                     _ => Vec::new(),
                 };
+                for name in &gone {
+                    let pending = st.streams.get(name).map_or(0, |e| e.groups.pending_total());
+                    st.pending_total -= pending;
+                }
                 apply_change(&mut st.streams, stream, &change);
                 for name in gone {
                     st.stream_ids.forget(name.as_bytes());
+                    // Blocked group readers learn that the stream is gone.
+                    st.waiters.changed(&name);
                 }
                 Ok(ChangePlaced::Pending(pending, deleted))
             }
@@ -855,8 +873,8 @@ impl<S: Storage + 'static> Partition<S> {
                 let below = (*v).min(e.lsns.len() as u64);
                 below - e.deleted.count(below)
             }),
-            // Always journaled: it changes the stream's state, not its entries.
-            StreamChange::SetId { .. } => 1,
+            // Always journaled: they change the stream's state, not its entries.
+            StreamChange::SetId { .. } | StreamChange::Group(_) => 1,
         }
     }
 
@@ -1320,6 +1338,16 @@ impl<S: Storage + 'static> Partition<S> {
             .get(stream)
             .filter(|entry| stream_exists(entry, st.published_lsn))
             .map(StreamKind::of)
+    }
+
+    /// Whether the stream is in the index as a stream (not a list), visible or only placed:
+    /// what a blocked group reader checks when woken.
+    pub fn stream_placed(&self, stream: &str) -> bool {
+        self.state
+            .borrow()
+            .streams
+            .get(stream)
+            .is_some_and(|e| !e.meta.list)
     }
 
     /// Whether the stream is a Redis list (once placed: before its first push is visible).

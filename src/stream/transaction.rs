@@ -14,6 +14,7 @@
 //! durable.
 
 use super::change::ChangeRequest;
+use super::group_ops::{GroupDone, GroupPlaced, GroupRequest};
 use super::partition::{
     change_record, check_append, event_records, now_ns, ChangePlaced, Durable, IdSpec, Placed,
 };
@@ -35,6 +36,22 @@ pub enum TxWrite {
         stream: String,
         request: ChangeRequest,
     },
+    /// A consumer-group command ([`super::group_ops`]).
+    Group {
+        stream: String,
+        request: GroupRequest,
+    },
+}
+
+impl TxWrite {
+    /// The stream it writes (a database's prefix for a database deletion).
+    pub fn stream(&self) -> &str {
+        match self {
+            TxWrite::Append { stream, .. }
+            | TxWrite::Change { stream, .. }
+            | TxWrite::Group { stream, .. } => stream,
+        }
+    }
 }
 
 /// What a write of a transaction did.
@@ -49,6 +66,8 @@ pub enum TxDone {
     },
     /// What the change deleted (1 for an XSETID; 0: nothing was done).
     Changed(u64),
+    /// What the group command did.
+    Group(GroupDone),
 }
 
 /// A write durable, to publish.
@@ -65,6 +84,11 @@ enum Durable2 {
         first_lsn: u64,
         stream: String,
         deleted: u64,
+    },
+    Group {
+        first_lsn: u64,
+        stream: String,
+        done: GroupDone,
     },
     Done(Result<TxDone, StreamError>),
 }
@@ -83,6 +107,11 @@ enum Step {
         pending: PendingAppend,
         stream: String,
         deleted: u64,
+    },
+    Group {
+        pending: PendingAppend,
+        stream: String,
+        done: GroupDone,
     },
     Done(Result<TxDone, StreamError>),
 }
@@ -122,6 +151,10 @@ impl<S: Storage + 'static> Partition<S> {
                 TxWrite::Change { stream, request } => {
                     self.place_change_step(stream, request).await
                 }
+                TxWrite::Group { stream, request } => {
+                    self.place_group_step(stream, request, now / 1_000_000)
+                        .await
+                }
             };
             steps.push(step);
         }
@@ -159,6 +192,18 @@ impl<S: Storage + 'static> Partition<S> {
                         first_lsn: a.first_lsn,
                         stream,
                         deleted,
+                    },
+                    Err(e) => Durable2::Done(Err(e)),
+                },
+                Step::Group {
+                    pending,
+                    stream,
+                    done,
+                } => match self.await_durable(pending).await {
+                    Ok(a) => Durable2::Group {
+                        first_lsn: a.first_lsn,
+                        stream,
+                        done,
                     },
                     Err(e) => Durable2::Done(Err(e)),
                 },
@@ -206,6 +251,14 @@ impl<S: Storage + 'static> Partition<S> {
                 } => {
                     self.publish(first_lsn, Durable::change(&stream));
                     Ok(TxDone::Changed(deleted))
+                }
+                Durable2::Group {
+                    first_lsn,
+                    stream,
+                    done,
+                } => {
+                    self.publish(first_lsn, Durable::change(&stream));
+                    Ok(TxDone::Group(done))
                 }
             })
             .collect()
@@ -267,6 +320,32 @@ impl<S: Storage + 'static> Partition<S> {
                     }
                 }
                 Ok(ChangePlaced::NoRoom(data)) => {
+                    let record = change_record(&stream, &data);
+                    let waited =
+                        Box::pin(self.journal.wait_for_room(std::slice::from_ref(&record))).await;
+                    if let Err(e) = waited {
+                        return Step::Done(Err(e.into()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Places one group command of a transaction (waiting for room only when the journal
+    /// has none).
+    async fn place_group_step(&self, stream: String, request: GroupRequest, now_ms: u64) -> Step {
+        loop {
+            match self.place_group(&stream, &request, now_ms) {
+                Err(e) => return Step::Done(Err(e)),
+                Ok(GroupPlaced::Nothing(done)) => return Step::Done(Ok(TxDone::Group(done))),
+                Ok(GroupPlaced::Pending(pending, done)) => {
+                    return Step::Group {
+                        pending,
+                        stream,
+                        done,
+                    }
+                }
+                Ok(GroupPlaced::NoRoom(data)) => {
                     let record = change_record(&stream, &data);
                     let waited =
                         Box::pin(self.journal.wait_for_room(std::slice::from_ref(&record))).await;

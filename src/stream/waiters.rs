@@ -83,6 +83,18 @@ impl Waiters {
         }
     }
 
+    /// `stream` was deleted, or one of its consumer groups: ends every wait on it, so that
+    /// its owner looks again (a group reader answers an error, an XREAD waits on).
+    pub(super) fn changed(&mut self, stream: &str) {
+        let Some(list) = self.by_stream.get(stream) else {
+            return;
+        };
+        let ready: Vec<(WaitKey, usize)> = list.iter().map(|&(key, _, i)| (key, i)).collect();
+        for (key, i) in ready {
+            self.end(key, WaitEnd::Ready(i));
+        }
+    }
+
     /// Ends wait `key` (if registered and not ended yet) with `end` and wakes its owner.
     pub(super) fn end(&mut self, key: WaitKey, end: WaitEnd) {
         let Some(wait) = self.waits.get_mut(&key) else {

@@ -1,0 +1,658 @@
+//! Consumer groups (Redis 7.0's, `t_stream.c`): a stream's groups, each with its last
+//! delivered ID, its entries-read counter, its pending entries list (PEL: every entry
+//! delivered and not acknowledged, with its consumer, last delivery time and delivery count)
+//! and its consumers.
+//!
+//! ## Journaled as edits
+//!
+//! A group command is resolved against the stream index in its turn, in one synchronous step,
+//! into a [`GroupChange`]: the group it touches and a list of [`GroupEdit`]s, each of which
+//! *sets* state (a group's cursor, a consumer's times, pending entries' owner, time and count)
+//! rather than describing the command. The change is journaled as a record of kind 4 (op 6,
+//! docs/FORMAT.md), applied to the index when placed, and applied again by recovery in LSN
+//! order. Applying is deterministic and needs nothing but the edits, so recovery restores the
+//! state exactly; a snapshot carries the state ([`StreamGroups`]) whole.
+//!
+//! ## Invariants (checked by [`StreamGroups::check`] in tests and at start-up)
+//!
+//! - A pending entry's consumer exists in its group, and the consumer's own list holds the
+//!   entry's ID; a consumer's list holds only IDs pending with it as owner.
+//! - Pending entries are counted per partition (`pending_total`): the bound
+//!   `max_pending_entries` is checked before an edit adds any.
+//!
+//! What is not journaled: the seen time of a read that delivers nothing and changes nothing
+//! else (Redis does not persist it either); after a restart a consumer's seen time is that of
+//! its last journaled change.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::protocol::StreamId;
+
+/// A stream's consumer groups, and whether the stream exists without entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StreamGroups {
+    /// The stream exists even with no version (XGROUP CREATE … MKSTREAM, or a group created
+    /// on it): set by every group creation, cleared only by the stream's deletion.
+    pub created: bool,
+    pub groups: BTreeMap<Vec<u8>, Group>,
+}
+
+/// One consumer group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Group {
+    /// The last ID delivered to the group (XREADGROUP `>` delivers entries above it).
+    pub last_id: StreamId,
+    /// Entries read up to `last_id` (`None`: not known, Redis's `SCG_INVALID_ENTRIES_READ`).
+    pub entries_read: Option<u64>,
+    pub pending: BTreeMap<StreamId, Pending>,
+    pub consumers: BTreeMap<Vec<u8>, Consumer>,
+}
+
+/// A pending entry: delivered, not acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Pending {
+    pub consumer: Vec<u8>,
+    /// Milliseconds since the Unix epoch of its last delivery.
+    pub delivery_ms: u64,
+    pub delivery_count: u64,
+}
+
+/// A consumer of a group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Consumer {
+    /// Its last attempted interaction (a read, a claim), ms since the Unix epoch.
+    pub seen_ms: u64,
+    /// Its last successful interaction (entries read or claimed); `None`: never.
+    pub active_ms: Option<u64>,
+    /// The IDs pending with it.
+    pub pending: BTreeSet<StreamId>,
+}
+
+/// One edit of a group's state (module docs). Each sets state, so applying an edit again
+/// after the same edits leaves the same state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupEdit {
+    /// The group exists with this cursor (created if missing; an existing group's pending
+    /// entries and consumers stay).
+    Create {
+        last_id: StreamId,
+        entries_read: Option<u64>,
+    },
+    /// The group's cursor.
+    SetLast {
+        last_id: StreamId,
+        entries_read: Option<u64>,
+    },
+    /// The group is gone.
+    Destroy,
+    /// The consumer exists (created if missing) with these times (`active_ms` `None`:
+    /// unchanged).
+    Consumer {
+        name: Vec<u8>,
+        seen_ms: u64,
+        active_ms: Option<u64>,
+    },
+    /// The consumer is gone, and its pending entries with it.
+    DeleteConsumer { name: Vec<u8> },
+    /// These entries are pending with `consumer` (which exists), delivered at
+    /// `delivery_ms`, each with its delivery count.
+    Pend {
+        consumer: Vec<u8>,
+        delivery_ms: u64,
+        entries: Vec<(StreamId, u64)>,
+    },
+    /// These entries are not pending (acknowledged, or gone from the stream).
+    Ack { ids: Vec<StreamId> },
+}
+
+/// The edits of one group of a stream: the data of a change record with op 6.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupChange {
+    pub group: Vec<u8>,
+    pub edits: Vec<GroupEdit>,
+}
+
+/// The op byte of a group change in a change record (docs/FORMAT.md).
+pub const GROUP_OP: u8 = 6;
+
+/// Names and ID lists in a record are bounded by what a frame holds; these bound what a
+/// decoder accepts before allocating.
+const MAX_NAME: usize = 64 * 1024;
+
+fn put_name(out: &mut Vec<u8>, name: &[u8]) {
+    let n = u16::try_from(name.len()).expect("group and consumer names are below 64 KiB");
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(name);
+}
+
+fn put_id(out: &mut Vec<u8>, id: StreamId) {
+    out.extend_from_slice(&id.ms.to_le_bytes());
+    out.extend_from_slice(&id.seq.to_le_bytes());
+}
+
+fn put_opt(out: &mut Vec<u8>, v: Option<u64>) {
+    out.extend_from_slice(&v.unwrap_or(u64::MAX).to_le_bytes());
+}
+
+/// Reads a change record's data from the front.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn opt(&mut self) -> Option<Option<u64>> {
+        let v = self.u64()?;
+        Some((v != u64::MAX).then_some(v))
+    }
+    fn id(&mut self) -> Option<StreamId> {
+        Some(StreamId::new(self.u64()?, self.u64()?))
+    }
+    fn name(&mut self) -> Option<Vec<u8>> {
+        let n = self.u16()? as usize;
+        self.take(n).map(<[u8]>::to_vec)
+    }
+    /// A count of items of at least `item` bytes each, checked against what is left.
+    fn count(&mut self, item: usize) -> Option<usize> {
+        let n = self.u32()? as usize;
+        (n.checked_mul(item)? <= self.0.len()).then_some(n)
+    }
+}
+
+impl GroupChange {
+    /// `u8 6, name, u32 n, n × edit`; an edit is a tag byte and its fields (docs/FORMAT.md):
+    /// 1 Create and 2 SetLast `id, u64 entries_read` (`u64::MAX`: unknown); 3 Destroy; 4
+    /// Consumer `name, u64 seen_ms, u64 active_ms` (`u64::MAX`: unchanged); 5 DeleteConsumer
+    /// `name`; 6 Pend `name, u64 delivery_ms, u32 n, n × (id, u64 count)`; 7 Ack `u32 n, n ×
+    /// id`. A name is `u16 len` and its bytes; an ID `u64 ms, u64 seq`; all little-endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![GROUP_OP];
+        put_name(&mut out, &self.group);
+        out.extend_from_slice(&(self.edits.len() as u32).to_le_bytes());
+        for e in &self.edits {
+            match e {
+                GroupEdit::Create {
+                    last_id,
+                    entries_read,
+                } => {
+                    out.push(1);
+                    put_id(&mut out, *last_id);
+                    put_opt(&mut out, *entries_read);
+                }
+                GroupEdit::SetLast {
+                    last_id,
+                    entries_read,
+                } => {
+                    out.push(2);
+                    put_id(&mut out, *last_id);
+                    put_opt(&mut out, *entries_read);
+                }
+                GroupEdit::Destroy => out.push(3),
+                GroupEdit::Consumer {
+                    name,
+                    seen_ms,
+                    active_ms,
+                } => {
+                    out.push(4);
+                    put_name(&mut out, name);
+                    out.extend_from_slice(&seen_ms.to_le_bytes());
+                    put_opt(&mut out, *active_ms);
+                }
+                GroupEdit::DeleteConsumer { name } => {
+                    out.push(5);
+                    put_name(&mut out, name);
+                }
+                GroupEdit::Pend {
+                    consumer,
+                    delivery_ms,
+                    entries,
+                } => {
+                    out.push(6);
+                    put_name(&mut out, consumer);
+                    out.extend_from_slice(&delivery_ms.to_le_bytes());
+                    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+                    for (id, count) in entries {
+                        put_id(&mut out, *id);
+                        out.extend_from_slice(&count.to_le_bytes());
+                    }
+                }
+                GroupEdit::Ack { ids } => {
+                    out.push(7);
+                    out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+                    for id in ids {
+                        put_id(&mut out, *id);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The change in a record's data (which starts with [`GROUP_OP`]); `None` for bytes
+    /// that are not one.
+    pub fn decode(data: &[u8]) -> Option<GroupChange> {
+        let mut r = Reader(data);
+        if r.u8()? != GROUP_OP {
+            return None;
+        }
+        let group = r.name()?;
+        let n = r.count(1)?;
+        let mut edits = Vec::with_capacity(n);
+        for _ in 0..n {
+            edits.push(match r.u8()? {
+                1 => GroupEdit::Create {
+                    last_id: r.id()?,
+                    entries_read: r.opt()?,
+                },
+                2 => GroupEdit::SetLast {
+                    last_id: r.id()?,
+                    entries_read: r.opt()?,
+                },
+                3 => GroupEdit::Destroy,
+                4 => GroupEdit::Consumer {
+                    name: r.name()?,
+                    seen_ms: r.u64()?,
+                    active_ms: r.opt()?,
+                },
+                5 => GroupEdit::DeleteConsumer { name: r.name()? },
+                6 => {
+                    let consumer = r.name()?;
+                    let delivery_ms = r.u64()?;
+                    let k = r.count(24)?;
+                    let mut entries = Vec::with_capacity(k);
+                    for _ in 0..k {
+                        entries.push((r.id()?, r.u64()?));
+                    }
+                    GroupEdit::Pend {
+                        consumer,
+                        delivery_ms,
+                        entries,
+                    }
+                }
+                7 => {
+                    let k = r.count(16)?;
+                    let mut ids = Vec::with_capacity(k);
+                    for _ in 0..k {
+                        ids.push(r.id()?);
+                    }
+                    GroupEdit::Ack { ids }
+                }
+                _ => return None,
+            });
+        }
+        r.0.is_empty().then_some(GroupChange { group, edits })
+    }
+
+    /// Checks names against the limits the encoding has.
+    pub fn names_fit(group: &[u8], consumer: &[u8]) -> bool {
+        group.len() < MAX_NAME && consumer.len() < MAX_NAME
+    }
+}
+
+impl StreamGroups {
+    /// Applies `change`; returns the change in the number of pending entries.
+    pub fn apply(&mut self, change: &GroupChange) -> i64 {
+        let mut delta = 0i64;
+        for edit in &change.edits {
+            if let GroupEdit::Create {
+                last_id,
+                entries_read,
+            } = edit
+            {
+                self.created = true;
+                let g = self.groups.entry(change.group.clone()).or_default();
+                g.last_id = *last_id;
+                g.entries_read = *entries_read;
+                continue;
+            }
+            if let GroupEdit::Destroy = edit {
+                if let Some(g) = self.groups.remove(&change.group) {
+                    delta -= g.pending.len() as i64;
+                }
+                continue;
+            }
+            let Some(g) = self.groups.get_mut(&change.group) else {
+                continue;
+            };
+            delta += g.apply(edit);
+        }
+        delta
+    }
+
+    /// Pending entries of every group.
+    pub fn pending_total(&self) -> u64 {
+        self.groups.values().map(|g| g.pending.len() as u64).sum()
+    }
+
+    /// Checks the invariants of the module docs; panics on a broken one.
+    pub fn check(&self) {
+        for (name, g) in &self.groups {
+            for (id, p) in &g.pending {
+                let c = g.consumers.get(&p.consumer).unwrap_or_else(|| {
+                    panic!("group {name:?}: pending {id} names a missing consumer")
+                });
+                assert!(
+                    c.pending.contains(id),
+                    "group {name:?}: pending {id} missing from its consumer's list"
+                );
+            }
+            for (cname, c) in &g.consumers {
+                for id in &c.pending {
+                    assert!(
+                        g.pending.get(id).is_some_and(|p| &p.consumer == cname),
+                        "group {name:?}: consumer {cname:?} lists {id}, not pending with it"
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Group {
+    /// Applies one edit (not Create or Destroy); returns the change in pending entries.
+    fn apply(&mut self, edit: &GroupEdit) -> i64 {
+        match edit {
+            GroupEdit::Create { .. } | GroupEdit::Destroy => {
+                unreachable!("applied by StreamGroups::apply")
+            }
+            GroupEdit::SetLast {
+                last_id,
+                entries_read,
+            } => {
+                self.last_id = *last_id;
+                self.entries_read = *entries_read;
+                0
+            }
+            GroupEdit::Consumer {
+                name,
+                seen_ms,
+                active_ms,
+            } => {
+                let c = self.consumers.entry(name.clone()).or_default();
+                c.seen_ms = *seen_ms;
+                if active_ms.is_some() {
+                    c.active_ms = *active_ms;
+                }
+                0
+            }
+            GroupEdit::DeleteConsumer { name } => {
+                let Some(c) = self.consumers.remove(name) else {
+                    return 0;
+                };
+                for id in &c.pending {
+                    self.pending.remove(id);
+                }
+                -(c.pending.len() as i64)
+            }
+            GroupEdit::Pend {
+                consumer,
+                delivery_ms,
+                entries,
+            } => {
+                let mut added = 0;
+                self.consumers.entry(consumer.clone()).or_default();
+                for &(id, count) in entries {
+                    let previous = self.pending.insert(
+                        id,
+                        Pending {
+                            consumer: consumer.clone(),
+                            delivery_ms: *delivery_ms,
+                            delivery_count: count,
+                        },
+                    );
+                    match previous {
+                        Some(p) if p.consumer != *consumer => {
+                            if let Some(c) = self.consumers.get_mut(&p.consumer) {
+                                c.pending.remove(&id);
+                            }
+                        }
+                        Some(_) => {}
+                        None => added += 1,
+                    }
+                    self.consumers
+                        .get_mut(consumer)
+                        .expect("made above")
+                        .pending
+                        .insert(id);
+                }
+                added
+            }
+            GroupEdit::Ack { ids } => {
+                let mut removed = 0;
+                for id in ids {
+                    if let Some(p) = self.pending.remove(id) {
+                        if let Some(c) = self.consumers.get_mut(&p.consumer) {
+                            c.pending.remove(id);
+                        }
+                        removed += 1;
+                    }
+                }
+                -removed
+            }
+        }
+    }
+}
+
+/// What lag and entries-read computations need of a stream (Redis's `stream` fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamCounters {
+    pub length: u64,
+    pub last_id: StreamId,
+    pub first_id: StreamId,
+    pub max_deleted_id: StreamId,
+    pub entries_added: u64,
+}
+
+impl StreamCounters {
+    /// Whether an entry deleted by XDEL may lie at or after `start` (Redis's
+    /// `streamRangeHasTombstones` with no end).
+    pub fn has_tombstones_from(&self, start: StreamId) -> bool {
+        if self.length == 0 || self.max_deleted_id == StreamId::ZERO {
+            return false;
+        }
+        if self.first_id > self.max_deleted_id {
+            return false;
+        }
+        start <= self.max_deleted_id
+    }
+
+    /// The entries-read counter of `id`: its distance from the first entry ever added, when
+    /// it can be known (Redis's `streamEstimateDistanceFromFirstEverEntry`).
+    pub fn estimate_read(&self, id: StreamId) -> Option<u64> {
+        if self.entries_added == 0 {
+            return Some(0);
+        }
+        if self.length == 0 && id <= self.last_id {
+            return Some(self.entries_added);
+        }
+        if id == self.last_id {
+            return Some(self.entries_added);
+        }
+        if id > self.last_id {
+            return None;
+        }
+        if self.max_deleted_id == StreamId::ZERO || self.max_deleted_id < self.first_id {
+            if id < self.first_id {
+                return Some(self.entries_added - self.length);
+            }
+            if id == self.first_id {
+                return Some(self.entries_added - self.length + 1);
+            }
+        }
+        None
+    }
+
+    /// A group's lag: entries not delivered to it yet, when it can be known (Redis's
+    /// `streamReplyWithCGLag`).
+    pub fn lag(&self, g: &Group) -> Option<u64> {
+        if self.entries_added == 0 {
+            return Some(0);
+        }
+        if let Some(read) = g.entries_read {
+            if !self.has_tombstones_from(g.last_id) {
+                return Some(self.entries_added.saturating_sub(read));
+            }
+        }
+        self.estimate_read(g.last_id)
+            .map(|read| self.entries_added.saturating_sub(read))
+    }
+
+    /// The group's entries-read counter after delivering `id` (above its last ID), as
+    /// `streamReplyWithRange` moves it.
+    pub fn read_after(&self, entries_read: Option<u64>, id: StreamId) -> Option<u64> {
+        match entries_read {
+            Some(n) if !self.has_tombstones_from(id) => Some(n + 1),
+            _ if self.entries_added != 0 => self.estimate_read(id),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(ms: u64) -> StreamId {
+        StreamId::new(ms, 0)
+    }
+
+    #[test]
+    fn changes_round_trip_and_truncations_are_refused() {
+        let c = GroupChange {
+            group: b"g".to_vec(),
+            edits: vec![
+                GroupEdit::Create {
+                    last_id: id(5),
+                    entries_read: None,
+                },
+                GroupEdit::SetLast {
+                    last_id: id(6),
+                    entries_read: Some(3),
+                },
+                GroupEdit::Consumer {
+                    name: b"alice".to_vec(),
+                    seen_ms: 7,
+                    active_ms: Some(8),
+                },
+                GroupEdit::Pend {
+                    consumer: b"alice".to_vec(),
+                    delivery_ms: 9,
+                    entries: vec![(id(1), 1), (id(2), 4)],
+                },
+                GroupEdit::Ack { ids: vec![id(1)] },
+                GroupEdit::DeleteConsumer {
+                    name: b"bob".to_vec(),
+                },
+                GroupEdit::Destroy,
+            ],
+        };
+        let bytes = c.encode();
+        assert_eq!(GroupChange::decode(&bytes), Some(c));
+        for cut in 0..bytes.len() {
+            assert_eq!(GroupChange::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut huge = vec![GROUP_OP, 1, 0, b'g'];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(GroupChange::decode(&huge), None);
+    }
+
+    #[test]
+    fn edits_keep_the_pending_lists_consistent() {
+        let mut s = StreamGroups::default();
+        let change = |edits| GroupChange {
+            group: b"g".to_vec(),
+            edits,
+        };
+        assert_eq!(
+            s.apply(&change(vec![GroupEdit::Create {
+                last_id: StreamId::ZERO,
+                entries_read: None
+            }])),
+            0
+        );
+        let pend = |who: &[u8], ids: &[u64]| GroupEdit::Pend {
+            consumer: who.to_vec(),
+            delivery_ms: 1,
+            entries: ids.iter().map(|&m| (id(m), 1)).collect(),
+        };
+        assert_eq!(s.apply(&change(vec![pend(b"a", &[1, 2, 3])])), 3);
+        assert_eq!(s.apply(&change(vec![pend(b"b", &[2])])), 0, "reassigned");
+        s.check();
+        let g = &s.groups[&b"g".to_vec()];
+        assert_eq!(g.consumers[&b"a".to_vec()].pending.len(), 2);
+        assert_eq!(g.pending[&id(2)].consumer, b"b");
+        assert_eq!(
+            s.apply(&change(vec![GroupEdit::Ack {
+                ids: vec![id(1), id(9)]
+            }])),
+            -1
+        );
+        assert_eq!(
+            s.apply(&change(vec![GroupEdit::DeleteConsumer {
+                name: b"b".to_vec()
+            }])),
+            -1
+        );
+        s.check();
+        assert_eq!(s.pending_total(), 1);
+        assert_eq!(s.apply(&change(vec![GroupEdit::Destroy])), -1);
+        assert!(s.groups.is_empty() && s.created);
+    }
+
+    #[test]
+    fn lag_and_read_counters_follow_redis() {
+        // 5 entries added, 3-0 deleted (t_stream.c's "lag with XDELs" test).
+        let s = StreamCounters {
+            length: 4,
+            last_id: id(5),
+            first_id: id(1),
+            max_deleted_id: id(3),
+            entries_added: 5,
+        };
+        let g = Group::default();
+        assert_eq!(s.lag(&g), None, "a tombstone after 0-0");
+        assert_eq!(s.read_after(None, id(1)), None);
+        assert_eq!(s.read_after(None, id(5)), Some(5));
+        let g = Group {
+            last_id: id(5),
+            entries_read: Some(5),
+            ..Group::default()
+        };
+        assert_eq!(s.lag(&g), Some(0));
+        let empty = StreamCounters {
+            length: 0,
+            last_id: StreamId::ZERO,
+            first_id: StreamId::ZERO,
+            max_deleted_id: StreamId::ZERO,
+            entries_added: 0,
+        };
+        assert_eq!(empty.lag(&Group::default()), Some(0));
+        let full = StreamCounters {
+            length: 5,
+            last_id: id(5),
+            first_id: id(1),
+            max_deleted_id: StreamId::ZERO,
+            entries_added: 5,
+        };
+        assert_eq!(full.lag(&Group::default()), Some(5));
+        assert_eq!(full.read_after(None, id(1)), Some(1));
+        assert_eq!(full.read_after(Some(1), id(2)), Some(2));
+    }
+}
