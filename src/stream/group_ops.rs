@@ -88,6 +88,11 @@ pub enum GroupRequest {
         count: usize,
         just_id: bool,
     },
+    /// The group's state as these edits make it, replacing what it had (RENAME, RESTORE).
+    Set {
+        group: Vec<u8>,
+        edits: Vec<GroupEdit>,
+    },
 }
 
 impl GroupRequest {
@@ -101,7 +106,8 @@ impl GroupRequest {
             | GroupRequest::Read { group, .. }
             | GroupRequest::Ack { group, .. }
             | GroupRequest::Claim { group, .. }
-            | GroupRequest::AutoClaim { group, .. } => group,
+            | GroupRequest::AutoClaim { group, .. }
+            | GroupRequest::Set { group, .. } => group,
         }
     }
 }
@@ -211,6 +217,24 @@ fn resolve(
     max_count: usize,
 ) -> Result<Resolved, StreamError> {
     let no_group = || StreamError::Group(GroupError::NoGroup);
+    if let GroupRequest::Set { edits, .. } = request {
+        let pending: u64 = edits
+            .iter()
+            .map(|e| match e {
+                GroupEdit::Pend { entries, .. } => entries.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        if pending > room {
+            return Err(StreamError::Group(GroupError::PendingFull { max: max_pending }));
+        }
+        let mut all = vec![GroupEdit::Destroy];
+        all.extend(edits.iter().cloned());
+        return Ok(Resolved {
+            edits: all,
+            done: GroupDone::Ok,
+        });
+    }
     if let GroupRequest::Create {
         start,
         mkstream,
@@ -273,7 +297,9 @@ fn resolve(
         active_ms: active.then_some(now_ms),
     };
     match request {
-        GroupRequest::Create { .. } => unreachable!("resolved above"),
+        GroupRequest::Create { .. } | GroupRequest::Set { .. } => {
+            unreachable!("resolved above")
+        }
         GroupRequest::SetId {
             start,
             entries_read,

@@ -450,6 +450,36 @@ impl Group {
     }
 }
 
+/// Edits that make each group of `groups` again from nothing (a renamed or restored
+/// stream's groups), by group name.
+pub fn rebuild_edits(groups: &StreamGroups) -> Vec<(Vec<u8>, Vec<GroupEdit>)> {
+    groups
+        .groups
+        .iter()
+        .map(|(name, g)| {
+            let mut edits = vec![GroupEdit::Create {
+                last_id: g.last_id,
+                entries_read: g.entries_read,
+            }];
+            for (cname, c) in &g.consumers {
+                edits.push(GroupEdit::Consumer {
+                    name: cname.clone(),
+                    seen_ms: c.seen_ms,
+                    active_ms: c.active_ms,
+                });
+            }
+            for (id, p) in &g.pending {
+                edits.push(GroupEdit::Pend {
+                    consumer: p.consumer.clone(),
+                    delivery_ms: p.delivery_ms,
+                    entries: vec![(*id, p.delivery_count)],
+                });
+            }
+            (name.clone(), edits)
+        })
+        .collect()
+}
+
 /// What lag and entries-read computations need of a stream (Redis's `stream` fields).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamCounters {

@@ -1453,6 +1453,16 @@ impl<S: Storage + 'static> Partition<S> {
         Ok(out)
     }
 
+    /// The events with `lsns` in their order, up to `budget` bytes (one at least), and
+    /// whether the budget cut them short.
+    pub(super) async fn fetch_budget(
+        &self,
+        lsns: &[u64],
+        budget: usize,
+    ) -> Result<(Vec<RecordedEvent>, bool), StreamError> {
+        self.fetch(lsns, budget).await
+    }
+
     /// Fetches the events with `lsns` in their order, up to `budget` bytes (one at least;
     /// for subscription catch-up).
     pub async fn fetch_lsns(

@@ -14,7 +14,7 @@
 //! durable.
 
 use super::change::ChangeRequest;
-use super::group_ops::{GroupDone, GroupPlaced, GroupRequest};
+use super::group_ops::{GroupDone, GroupError, GroupPlaced, GroupRequest};
 use super::partition::{
     change_record, check_append, event_records, now_ns, ChangePlaced, Durable, IdSpec, Placed,
 };
@@ -119,8 +119,17 @@ enum Step {
 impl<S: Storage + 'static> Partition<S> {
     /// Runs `writes` as one transaction (module docs): one result per write, in order.
     pub async fn transaction(&self, writes: Vec<TxWrite>) -> Vec<Result<TxDone, StreamError>> {
-        let now = now_ns();
         let turn = self.take_turn().await;
+        self.transaction_in(turn, writes).await
+    }
+
+    /// [`Partition::transaction`] in a turn already taken.
+    async fn transaction_in(
+        &self,
+        turn: super::turns::Turn<'_, S>,
+        writes: Vec<TxWrite>,
+    ) -> Vec<Result<TxDone, StreamError>> {
+        let now = now_ns();
         // The frame stays open until every write is placed (module docs).
         let hold = self.journal.hold_seal();
         let mut steps = Vec::with_capacity(writes.len());
@@ -355,5 +364,83 @@ impl<S: Storage + 'static> Partition<S> {
                 }
             }
         }
+    }
+
+    /// Renames stream `src` to `dst` (Redis's RENAME), replacing whatever `dst` holds: in
+    /// one turn, `src`'s live entries are read and written again to `dst` with their IDs,
+    /// with its last ID, entries-added and largest deleted ID and its consumer groups, and
+    /// `src` is deleted — one transaction, so durable together. Refused for a stream with
+    /// more than `budget` bytes of entries (a rename copies them). `NoStream` for no `src`.
+    pub async fn rename(&self, src: &str, dst: &str, budget: usize) -> Result<(), StreamError> {
+        let turn = self.take_turn().await;
+        let (lsns, ids, counters, groups, dst_exists) = {
+            let st = self.state.borrow();
+            let Some(e) = st.streams.get(src) else {
+                return Err(StreamError::Group(GroupError::NoStream));
+            };
+            let visible = e.lsns.partition_point(|&l| l < st.published_lsn);
+            if visible == 0 && !e.groups.created {
+                return Err(StreamError::Group(GroupError::NoStream));
+            }
+            let live: Vec<usize> = (e.deleted.trimmed as usize..visible)
+                .filter(|&v| !e.deleted.contains(v as u64))
+                .collect();
+            (
+                live.iter().map(|&v| e.lsns[v]).collect::<Vec<u64>>(),
+                live.iter().map(|&v| e.ids[v]).collect::<Vec<StreamId>>(),
+                e.counters(visible),
+                e.groups.clone(),
+                st.streams.contains_key(dst),
+            )
+        };
+        if src == dst {
+            return Ok(());
+        }
+        let (events, cut) = self.fetch_budget(&lsns, budget).await?;
+        if cut {
+            return Err(StreamError::ReplyTooLarge { budget });
+        }
+        let mut writes = Vec::with_capacity(events.len() + groups.groups.len() + 3);
+        if dst_exists {
+            writes.push(TxWrite::Change {
+                stream: dst.to_string(),
+                request: ChangeRequest::DeleteStream,
+            });
+        }
+        for (group, change) in super::groups::rebuild_edits(&groups) {
+            writes.push(TxWrite::Group {
+                stream: dst.to_string(),
+                request: GroupRequest::Set {
+                    group,
+                    edits: change,
+                },
+            });
+        }
+        for (id, e) in ids.iter().zip(events) {
+            let mut event = e.event;
+            event.id = [0; 16];
+            writes.push(TxWrite::Append {
+                stream: dst.to_string(),
+                expected_version: crate::protocol::expected::ANY,
+                events: vec![event],
+                id: IdSpec::Exact(*id),
+            });
+        }
+        writes.push(TxWrite::Change {
+            stream: dst.to_string(),
+            request: ChangeRequest::SetId {
+                last: counters.last_id,
+                entries_added: Some(counters.entries_added),
+                max_deleted: counters.max_deleted_id,
+            },
+        });
+        writes.push(TxWrite::Change {
+            stream: src.to_string(),
+            request: ChangeRequest::DeleteStream,
+        });
+        for r in self.transaction_in(turn, writes).await {
+            r?;
+        }
+        Ok(())
     }
 }
