@@ -91,8 +91,9 @@
 //! Nothing is allocated from a count or length before the bytes it describes are there: a
 //! string's length is checked against the bytes left, an LZF string's uncompressed length
 //! against 88 times its compressed length (LZF's largest expansion), and counts only bound
-//! loops that each consume payload bytes. What the decoded stream holds (field and value
-//! bytes, 32 bytes per field/value pair and per entry, LZF output) is bounded by
+//! loops that each consume payload bytes. What the decoded stream holds (field, value and name
+//! bytes, 32 bytes more per field/value pair, entry, pending entry and consumer, and LZF
+//! output) is bounded by
 //! [`MAX_DECODED_BYTES_PER_PAYLOAD_BYTE`] times the payload's size plus 64 KiB; beyond that the
 //! payload is `Bad data format` (only a payload whose entries repeat long master field names
 //! with tiny values could come near it).

@@ -837,3 +837,30 @@ fn the_distance_estimate() {
     };
     assert_eq!(est(&odd, 4), None);
 }
+
+#[test]
+fn what_a_decoded_stream_holds_is_bounded_by_the_payload() {
+    // SAMEFIELDS entries repeat the master's 4000-byte field name: 2000 entries of about 10
+    // listpack bytes each would decode to 8 MB from a 24 KB payload.
+    let field = vec![b'f'; 4000];
+    let values: &[&[u8]] = &[b"v"];
+    let build = |n: usize| {
+        let entries: Vec<(i64, i64, i64, &[&[u8]])> =
+            (0..n).map(|i| (2, i as i64, 0, values)).collect();
+        let lp = node(&[&field], &entries);
+        wrap(&body19((1, 0), &lp, n as u64, (n as u64, 0), &len(0)))
+    };
+    let small = decode(&build(100)).unwrap();
+    assert_eq!(small.entries.len(), 100);
+    assert_eq!(small.entries[99].1[0].0.len(), 4000);
+    assert!(decode(&build(600)).is_ok());
+    assert_eq!(decode(&build(2000)), Err(DumpError::BadData));
+}
+
+#[test]
+fn an_encoding_byte_read_as_a_length_is_its_low_bits() {
+    // rdbLoadLen(rdb, NULL) on 0xC0..0xFF gives the low six bits: 0xC0 nodes is none.
+    let body = [19u8, 0xc0, 0, 0, 0, 0, 0, 0, 0, 0, 0xc0];
+    let s = decode(&wrap(&body)).unwrap();
+    assert_eq!((s.entries.len(), s.groups.len()), (0, 0));
+}
