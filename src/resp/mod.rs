@@ -78,9 +78,12 @@
 //! Simple strings, errors, integers, bulk strings and arrays are the same in both. An error
 //! or simple string never carries a `\r` or `\n` (they become spaces).
 
+pub mod rdb;
 mod reply;
 mod request;
 
+#[cfg(test)]
+mod rdb_tests;
 #[cfg(test)]
 mod reply_tests;
 #[cfg(test)]
