@@ -71,7 +71,7 @@
 //! As Redis 7.0 does on loading one: `entries_added = length`, `max_deleted_id = 0-0`,
 //! `first_id` = the first live entry's ID, or `u64::MAX-u64::MAX` when there is none (Redis's
 //! `streamGetEdgeID`; `XINFO STREAM` then shows `recorded-first-entry-id` as that), and each
-//! group's `entries_read` = [`estimate_distance_from_first_ever_entry`] of its `last_id`.
+//! group's `entries_read` = [`StreamCounters::estimate_read`] of its `last_id`.
 //!
 //! # Invariants of a decoded stream
 //!
@@ -103,6 +103,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::string2ll;
 use crate::protocol::StreamId;
+use crate::stream::StreamCounters;
 
 /// The newest RDB version accepted in a payload's footer: Redis 7.0's `RDB_VERSION`.
 pub const RDB_VERSION: u16 = 10;
@@ -194,20 +195,8 @@ pub struct DumpedConsumer {
     pub active_ms: Option<u64>,
 }
 
-/// The counters of a stream that [`estimate_distance_from_first_ever_entry`] reads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StreamCounters {
-    /// Live entries.
-    pub length: u64,
-    /// Entries ever added.
-    pub entries_added: u64,
-    pub first_id: StreamId,
-    pub last_id: StreamId,
-    pub max_deleted_id: StreamId,
-}
-
 impl DumpedStream {
-    /// The stream's counters, for [`estimate_distance_from_first_ever_entry`].
+    /// The stream's counters, for [`StreamCounters::estimate_read`].
     pub fn counters(&self) -> StreamCounters {
         StreamCounters {
             length: self.entries.len() as u64,
@@ -217,41 +206,6 @@ impl DumpedStream {
             max_deleted_id: self.max_deleted_id,
         }
     }
-}
-
-/// Redis 7.0's `streamEstimateDistanceFromFirstEverEntry` (`src/t_stream.c`): the logical
-/// read counter of `id` (how many entries were added up to and including it), when the
-/// stream's counters determine it, else `None` (Redis's `SCG_INVALID_ENTRIES_READ`).
-///
-/// - no entry ever added: 0;
-/// - an empty stream and `id <= last_id`, or `id == last_id`: `entries_added`;
-/// - `id > last_id`: unknown;
-/// - no tombstone at or after `first_id` (`max_deleted_id` is 0-0 or before `first_id`):
-///   `entries_added - length` when `id < first_id`, that plus one when `id == first_id`;
-/// - otherwise (`id` inside the stream, or a tombstone that fragments it): unknown.
-///
-/// Redis subtracts without checking; here counters with `entries_added < length` give `None`.
-pub fn estimate_distance_from_first_ever_entry(s: &StreamCounters, id: StreamId) -> Option<u64> {
-    if s.entries_added == 0 {
-        return Some(0);
-    }
-    if s.length == 0 && id <= s.last_id {
-        return Some(s.entries_added);
-    }
-    match id.cmp(&s.last_id) {
-        std::cmp::Ordering::Equal => return Some(s.entries_added),
-        std::cmp::Ordering::Greater => return None,
-        std::cmp::Ordering::Less => {}
-    }
-    if s.max_deleted_id == StreamId::ZERO || s.max_deleted_id < s.first_id {
-        let before_first = s.entries_added.checked_sub(s.length)?;
-        match id.cmp(&s.first_id) {
-            std::cmp::Ordering::Less => return Some(before_first),
-            std::cmp::Ordering::Equal => return before_first.checked_add(1),
-            std::cmp::Ordering::Greater => {}
-        }
-    }
-    None
 }
 
 /// Redis's `crc64(crc, data)` (`src/crc64.c`): CRC-64 with the Jones polynomial
@@ -360,7 +314,7 @@ fn decode_stream(r: &mut Reader<'_>, rdb_type: u8) -> Result<DumpedStream, DumpE
         let entries_read = if rdb_type >= RDB_TYPE_STREAM_LISTPACKS_2 {
             Some(r.length()?).filter(|&n| n != u64::MAX)
         } else {
-            estimate_distance_from_first_ever_entry(&counters, last_id)
+            counters.estimate_read(last_id)
         };
         if !group_names.insert(name.clone()) {
             return Err(BAD); // "Duplicated consumer group name"

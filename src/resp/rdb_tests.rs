@@ -3,10 +3,11 @@
 //! refusal, bounds on lengths, and no panic on any damaged payload.
 
 use super::rdb::{
-    crc64, decode_stream_dump, estimate_distance_from_first_ever_entry, lzf_decompress, DumpError,
-    DumpedConsumer, DumpedGroup, DumpedPending, DumpedStream, StreamCounters, RDB_VERSION,
+    crc64, decode_stream_dump, lzf_decompress, DumpError, DumpedConsumer, DumpedGroup,
+    DumpedPending, DumpedStream, RDB_VERSION,
 };
 use crate::protocol::StreamId;
+use crate::stream::StreamCounters;
 
 /// From Redis 7.0.15's `tests/unit/type/stream-cgroups.tcl` ("Loading from legacy (Redis <=
 /// v6.2.x, rdb_ver < 10) persistence"), made on Redis 5 by `XADD x 1-0 data a` … `XADD x 6-0
@@ -802,7 +803,7 @@ fn the_distance_estimate() {
         last_id: id(9, 0),
         max_deleted_id: StreamId::ZERO,
     };
-    let est = |s: &StreamCounters, ms| estimate_distance_from_first_ever_entry(s, id(ms, 0));
+    let est = |s: &StreamCounters, ms| s.estimate_read(id(ms, 0));
     assert_eq!(est(&s, 9), Some(10)); // the last entry
     assert_eq!(est(&s, 10), None); // the future
     assert_eq!(est(&s, 5), Some(8)); // the first entry

@@ -33,6 +33,7 @@ mod outbound;
 mod recovery;
 mod resp_commands;
 mod resp_conn;
+mod resp_copy;
 mod resp_ev;
 mod resp_groups;
 mod resp_info;

@@ -157,6 +157,8 @@ fn runs_alone(name: &[u8]) -> bool {
             | b"XGROUP"
             | b"XCLAIM"
             | b"XAUTOCLAIM"
+            | b"RENAME"
+            | b"RESTORE"
     ) || super::resp_ev::runs_alone(name)
 }
 

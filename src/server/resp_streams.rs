@@ -52,6 +52,8 @@ pub(super) const COMMANDS: &[&str] = &[
     "XPENDING",
     "XCLAIM",
     "XAUTOCLAIM",
+    "RENAME",
+    "RESTORE",
     "LPUSH",
     "RPUSH",
     "LLEN",
@@ -102,6 +104,8 @@ pub enum RespOp {
     List(super::resp_lists::ListOp),
     /// Consumer groups ([`super::resp_groups`]).
     Group(super::resp_groups::GroupOp),
+    /// RENAME, RESTORE ([`super::resp_copy`]).
+    Copy(super::resp_copy::CopyOp),
 }
 
 /// What it answers.
@@ -153,6 +157,8 @@ pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
         b"XRANGE" => xrange(&shard, &req, false).await,
         b"XREVRANGE" => xrange(&shard, &req, true).await,
         b"XINFO" => Box::pin(xinfo(&shard, &req)).await,
+        b"RENAME" => Box::pin(super::resp_copy::rename(&shard, &req)).await,
+        b"RESTORE" => Box::pin(super::resp_copy::restore(&shard, &req)).await,
         n if super::resp_groups::is_group_command(n) => {
             Box::pin(super::resp_groups::run(&shard, &req, n)).await
         }
@@ -203,7 +209,9 @@ pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
         RespOp::Range { stream, .. } | RespOp::Len { stream } | RespOp::Info { stream, .. } => {
             p.is_list(stream)
         }
-        RespOp::Tx(_) | RespOp::Read(_) | RespOp::List(_) | RespOp::Group(_) => false,
+        RespOp::Tx(_) | RespOp::Read(_) | RespOp::List(_) | RespOp::Group(_) | RespOp::Copy(_) => {
+            false
+        }
     };
     if on_list {
         return OpResult::Err(ApiError::new(code::INVALID_ARGUMENT, WRONGTYPE));
@@ -248,6 +256,7 @@ pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
         RespOp::Read(op) => return Box::pin(super::resp_read::run_op(p, op)).await,
         RespOp::List(op) => return Box::pin(super::resp_lists::run_op(p, op)).await,
         RespOp::Group(op) => return Box::pin(super::resp_groups::run_op(p, op)).await,
+        RespOp::Copy(op) => return Box::pin(super::resp_copy::run_op(p, op)).await,
     };
     OpResult::Resp(outcome)
 }

@@ -226,7 +226,9 @@ fn resolve(
             })
             .sum();
         if pending > room {
-            return Err(StreamError::Group(GroupError::PendingFull { max: max_pending }));
+            return Err(StreamError::Group(GroupError::PendingFull {
+                max: max_pending,
+            }));
         }
         let mut all = vec![GroupEdit::Destroy];
         all.extend(edits.iter().cloned());

@@ -481,7 +481,7 @@ pub fn rebuild_edits(groups: &StreamGroups) -> Vec<(Vec<u8>, Vec<GroupEdit>)> {
 }
 
 /// What lag and entries-read computations need of a stream (Redis's `stream` fields).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamCounters {
     pub length: u64,
     pub last_id: StreamId,
@@ -519,11 +519,13 @@ impl StreamCounters {
             return None;
         }
         if self.max_deleted_id == StreamId::ZERO || self.max_deleted_id < self.first_id {
+            // (Redis subtracts unchecked; counters with fewer added than live say nothing.)
+            let before_first = self.entries_added.checked_sub(self.length)?;
             if id < self.first_id {
-                return Some(self.entries_added - self.length);
+                return Some(before_first);
             }
             if id == self.first_id {
-                return Some(self.entries_added - self.length + 1);
+                return before_first.checked_add(1);
             }
         }
         None
