@@ -67,10 +67,11 @@ pub struct Config {
     /// Bytes of events per stream read reply at most (a reply always holds one event); the
     /// client reads on from the next version.
     pub max_read_bytes: u32,
-    /// Consumer-group pending entries per partition at most (every group of every stream):
-    /// a read that would pend more delivers fewer, and none is refused until entries are
-    /// acknowledged (docs/OPERATIONS.md).
-    pub max_pending_entries: u64,
+    /// Consumer-group entries per partition at most — pending entries, consumers and
+    /// groups, over every stream: a read that would pend more delivers fewer, and a change
+    /// that adds any to a full partition is refused until entries are acknowledged or
+    /// consumers or groups deleted (docs/OPERATIONS.md).
+    pub max_group_entries: u64,
     /// Appends remembered per partition for idempotent retries (by event id).
     pub idempotency_window: u32,
     /// Journal segment file size in bytes.
@@ -142,7 +143,7 @@ impl Default for Config {
             connection_buffer_bytes: 8 * 1024 * 1024,
             max_read_count: 10_000,
             max_read_bytes: 1024 * 1024,
-            max_pending_entries: 1 << 20,
+            max_group_entries: 1 << 20,
             idempotency_window: 100_000,
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             journal_frame_bytes_max: FRAME_BYTES_MAX_DEFAULT as u32,

@@ -38,7 +38,7 @@ fn limits() -> PartitionLimits {
         idempotency_window: 1000,
         max_read_count: 100_000,
         max_read_bytes: usize::MAX,
-        max_pending_entries: 1 << 20,
+        max_group_entries: 1 << 20,
         ring: RingConfig {
             // Small, so reads of older versions come from the journal, not the ring.
             capacity_events: 64,

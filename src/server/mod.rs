@@ -316,7 +316,7 @@ fn partition_limits(config: &Config) -> Result<PartitionLimits, StartError> {
         idempotency_window: config.idempotency_window as usize,
         max_read_count: config.max_read_count as usize,
         max_read_bytes: config.max_read_bytes as usize,
-        max_pending_entries: config.max_pending_entries,
+        max_group_entries: config.max_group_entries,
         ring: crate::ring::RingConfig {
             capacity_events: config.ring_capacity_events as usize,
             capacity_bytes: config.ring_capacity_bytes as usize,

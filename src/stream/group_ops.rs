@@ -151,10 +151,11 @@ pub enum GroupError {
     #[error("the consumer group exists already")]
     GroupExists,
     #[error(
-        "the partition holds {max} pending entries (max_pending_entries): acknowledge entries \
-         with XACK, read with NOACK, or raise max_pending_entries"
+        "the partition holds {max} consumer-group entries (pending entries, consumers and \
+         groups; max_group_entries): acknowledge entries with XACK, read with NOACK, delete \
+         consumers or groups, or raise max_group_entries"
     )]
-    PendingFull { max: u64 },
+    Full { max: u64 },
 }
 
 /// What one attempt to place a group command did.
@@ -226,9 +227,7 @@ fn resolve(
             })
             .sum();
         if pending > room {
-            return Err(StreamError::Group(GroupError::PendingFull {
-                max: max_pending,
-            }));
+            return Err(StreamError::Group(GroupError::Full { max: max_pending }));
         }
         let mut all = vec![GroupEdit::Destroy];
         all.extend(edits.iter().cloned());
@@ -371,10 +370,10 @@ fn resolve(
                 .min(visible);
             let mut limit = (*count).min(max_count);
             if !noack {
+                // Room after the consumer the read may create.
+                let room = room.saturating_sub(1);
                 if room == 0 && from < visible {
-                    return Err(StreamError::Group(GroupError::PendingFull {
-                        max: max_pending,
-                    }));
+                    return Err(StreamError::Group(GroupError::Full { max: max_pending }));
                 }
                 limit = limit.min(usize::try_from(room).unwrap_or(usize::MAX));
             }
@@ -516,9 +515,7 @@ fn resolve(
                 entries.push((*id, (!just_id).then_some(entry.lsns[v])));
             }
             if new_pending > room {
-                return Err(StreamError::Group(GroupError::PendingFull {
-                    max: max_pending,
-                }));
+                return Err(StreamError::Group(GroupError::Full { max: max_pending }));
             }
             let mut edits = Vec::new();
             if let Some(l) = last_id.filter(|l| *l > g.last_id) {
@@ -638,8 +635,9 @@ impl<S: Storage + 'static> Partition<S> {
                 });
             }
             let visible = entry.map_or(0, |e| e.lsns.partition_point(|&l| l < st.published_lsn));
-            let max = self.limits.max_pending_entries;
-            let room = max.saturating_sub(st.pending_total);
+            let max = self.limits.max_group_entries;
+            // Room for the pending entries a read adds, after its consumer and group.
+            let room = max.saturating_sub(st.group_entries);
             let max_count = self.limits.max_read_count;
             resolve(entry, visible, request, now_ms, room, max, max_count)?
         };
@@ -650,6 +648,17 @@ impl<S: Storage + 'static> Partition<S> {
             group: request.group().to_vec(),
             edits: resolved.edits,
         };
+        {
+            let st = self.state.borrow();
+            let max = self.limits.max_group_entries;
+            let growth = st.streams.get(stream).map_or_else(
+                || StreamGroups::default().growth(&change),
+                |e| e.groups.growth(&change),
+            );
+            if growth > max.saturating_sub(st.group_entries) {
+                return Err(StreamError::Group(GroupError::Full { max }));
+            }
+        }
         let data = change.encode();
         let record = change_record(stream, &data);
         match self.journal.try_append(std::slice::from_ref(&record)) {
@@ -662,7 +671,7 @@ impl<S: Storage + 'static> Partition<S> {
                 let destroyed = change.edits.contains(&GroupEdit::Destroy);
                 let entry = st.streams.entry(stream.to_string()).or_default();
                 let delta = entry.groups.apply(&change);
-                st.pending_total = st.pending_total.saturating_add_signed(delta);
+                st.group_entries = st.group_entries.saturating_add_signed(delta);
                 if destroyed {
                     // Blocked readers of the group learn that it is gone.
                     st.waiters.changed(stream);

@@ -17,8 +17,9 @@
 //!
 //! - A pending entry's consumer exists in its group, and the consumer's own list holds the
 //!   entry's ID; a consumer's list holds only IDs pending with it as owner.
-//! - Pending entries are counted per partition (`pending_total`): the bound
-//!   `max_pending_entries` is checked before an edit adds any.
+//! - Group entries — pending entries, consumers and groups — are counted per partition
+//!   (`group_entries`, [`StreamGroups::entries`]); the bound `max_group_entries` is checked
+//!   before a change that adds any is placed ([`StreamGroups::growth`]).
 //!
 //! What is not journaled: the seen time of a read that delivers nothing and changes nothing
 //! else (Redis does not persist it either); after a restart a consumer's seen time is that of
@@ -307,7 +308,7 @@ impl GroupChange {
 }
 
 impl StreamGroups {
-    /// Applies `change`; returns the change in the number of pending entries.
+    /// Applies `change`; returns the change in [`StreamGroups::entries`].
     pub fn apply(&mut self, change: &GroupChange) -> i64 {
         let mut delta = 0i64;
         for edit in &change.edits {
@@ -317,6 +318,9 @@ impl StreamGroups {
             } = edit
             {
                 self.created = true;
+                if !self.groups.contains_key(&change.group) {
+                    delta += 1;
+                }
                 let g = self.groups.entry(change.group.clone()).or_default();
                 g.last_id = *last_id;
                 g.entries_read = *entries_read;
@@ -324,7 +328,7 @@ impl StreamGroups {
             }
             if let GroupEdit::Destroy = edit {
                 if let Some(g) = self.groups.remove(&change.group) {
-                    delta -= g.pending.len() as i64;
+                    delta -= 1 + g.pending.len() as i64 + g.consumers.len() as i64;
                 }
                 continue;
             }
@@ -336,9 +340,41 @@ impl StreamGroups {
         delta
     }
 
-    /// Pending entries of every group.
-    pub fn pending_total(&self) -> u64 {
-        self.groups.values().map(|g| g.pending.len() as u64).sum()
+    /// Entries of every group: its pending entries, its consumers, and itself (what
+    /// `max_group_entries` bounds).
+    pub fn entries(&self) -> u64 {
+        self.groups
+            .values()
+            .map(|g| 1 + g.pending.len() as u64 + g.consumers.len() as u64)
+            .sum()
+    }
+
+    /// How many entries applying `change` may add at most.
+    pub fn growth(&self, change: &GroupChange) -> u64 {
+        let g = self.groups.get(&change.group);
+        let mut new_consumers: Vec<&[u8]> = Vec::new();
+        let mut n = 0u64;
+        for edit in &change.edits {
+            match edit {
+                GroupEdit::Create { .. } => n += u64::from(g.is_none()),
+                GroupEdit::Consumer { name, .. } | GroupEdit::Pend { consumer: name, .. } => {
+                    if !g.is_some_and(|g| g.consumers.contains_key(name))
+                        && !new_consumers.contains(&name.as_slice())
+                    {
+                        new_consumers.push(name);
+                        n += 1;
+                    }
+                    if let GroupEdit::Pend { entries, .. } = edit {
+                        n += entries
+                            .iter()
+                            .filter(|(id, _)| !g.is_some_and(|g| g.pending.contains_key(id)))
+                            .count() as u64;
+                    }
+                }
+                _ => {}
+            }
+        }
+        n
     }
 
     /// Checks the invariants of the module docs; panics on a broken one.
@@ -366,7 +402,8 @@ impl StreamGroups {
 }
 
 impl Group {
-    /// Applies one edit (not Create or Destroy); returns the change in pending entries.
+    /// Applies one edit (not Create or Destroy); returns the change in pending entries and
+    /// consumers.
     fn apply(&mut self, edit: &GroupEdit) -> i64 {
         match edit {
             GroupEdit::Create { .. } | GroupEdit::Destroy => {
@@ -385,12 +422,13 @@ impl Group {
                 seen_ms,
                 active_ms,
             } => {
+                let added = !self.consumers.contains_key(name);
                 let c = self.consumers.entry(name.clone()).or_default();
                 c.seen_ms = *seen_ms;
                 if active_ms.is_some() {
                     c.active_ms = *active_ms;
                 }
-                0
+                i64::from(added)
             }
             GroupEdit::DeleteConsumer { name } => {
                 let Some(c) = self.consumers.remove(name) else {
@@ -399,14 +437,14 @@ impl Group {
                 for id in &c.pending {
                     self.pending.remove(id);
                 }
-                -(c.pending.len() as i64)
+                -1 - c.pending.len() as i64
             }
             GroupEdit::Pend {
                 consumer,
                 delivery_ms,
                 entries,
             } => {
-                let mut added = 0;
+                let mut added = i64::from(!self.consumers.contains_key(consumer));
                 self.consumers.entry(consumer.clone()).or_default();
                 for &(id, count) in entries {
                     let previous = self.pending.insert(
@@ -617,15 +655,18 @@ mod tests {
                 last_id: StreamId::ZERO,
                 entries_read: None
             }])),
-            0
+            1,
+            "the group"
         );
         let pend = |who: &[u8], ids: &[u64]| GroupEdit::Pend {
             consumer: who.to_vec(),
             delivery_ms: 1,
             entries: ids.iter().map(|&m| (id(m), 1)).collect(),
         };
-        assert_eq!(s.apply(&change(vec![pend(b"a", &[1, 2, 3])])), 3);
-        assert_eq!(s.apply(&change(vec![pend(b"b", &[2])])), 0, "reassigned");
+        let growth = s.growth(&change(vec![pend(b"a", &[1, 2, 3])]));
+        assert_eq!(growth, 4, "consumer a and three entries");
+        assert_eq!(s.apply(&change(vec![pend(b"a", &[1, 2, 3])])), 4);
+        assert_eq!(s.apply(&change(vec![pend(b"b", &[2])])), 1, "consumer b; 2 reassigned");
         s.check();
         let g = &s.groups[&b"g".to_vec()];
         assert_eq!(g.consumers[&b"a".to_vec()].pending.len(), 2);
@@ -640,11 +681,12 @@ mod tests {
             s.apply(&change(vec![GroupEdit::DeleteConsumer {
                 name: b"b".to_vec()
             }])),
-            -1
+            -2,
+            "consumer b and its entry 2"
         );
         s.check();
-        assert_eq!(s.pending_total(), 1);
-        assert_eq!(s.apply(&change(vec![GroupEdit::Destroy])), -1);
+        assert_eq!(s.entries(), 1 + 1 + 1, "the group, consumer a, its entry 3");
+        assert_eq!(s.apply(&change(vec![GroupEdit::Destroy])), -3);
         assert!(s.groups.is_empty() && s.created);
     }
 

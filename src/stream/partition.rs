@@ -45,9 +45,9 @@ pub struct PartitionLimits {
     /// A READ reply stops adding events past this many bytes (it always holds one).
     pub max_read_bytes: usize,
     pub ring: RingConfig,
-    /// The most consumer-group pending entries the partition holds, over all its streams'
-    /// groups (docs/OPERATIONS.md).
-    pub max_pending_entries: u64,
+    /// The most consumer-group entries (pending entries, consumers, groups) the partition
+    /// holds, over all its streams (docs/OPERATIONS.md).
+    pub max_group_entries: u64,
     /// How the partition's journal makes frames durable.
     pub write_mode: crate::journal::WriteMode,
 }
@@ -230,9 +230,9 @@ pub(super) struct State {
     pub(super) idem: HashMap<[u8; 16], IdemEntry>,
     pub(super) idem_order: VecDeque<[u8; 16]>,
     pub(super) published_lsn: u64,
-    /// Consumer-group pending entries over every stream (bounded by
-    /// `PartitionLimits::max_pending_entries`).
-    pub(super) pending_total: u64,
+    /// Consumer-group entries (pending entries, consumers, groups) over every stream
+    /// (bounded by `PartitionLimits::max_group_entries`).
+    pub(super) group_entries: u64,
     pending_publish: BTreeMap<u64, Durable>,
     /// Retries waiting for the append they repeat to become visible (or fail).
     publish_waiters: Vec<std::task::Waker>,
@@ -465,11 +465,11 @@ impl<S: Storage + 'static> Partition<S> {
         waits_gauge.set(0.0);
         let rs = rebuilt.mem.ring.stats();
         let mut stream_ids = StreamIds::default();
-        let mut pending_total = 0;
+        let mut group_entries = 0;
         for (name, entry) in &rebuilt.streams {
             stream_ids.note(name.as_bytes());
             entry.groups.check();
-            pending_total += entry.groups.pending_total();
+            group_entries += entry.groups.entries();
         }
         ring_events_gauge.set(rs.count as f64);
         ring_bytes_gauge.set(rs.payload_bytes as f64);
@@ -491,7 +491,7 @@ impl<S: Storage + 'static> Partition<S> {
                 idem,
                 idem_order,
                 published_lsn,
-                pending_total,
+                group_entries,
                 pending_publish: BTreeMap::new(),
                 publish_waiters: Vec::new(),
                 turns: Turns::default(),
@@ -837,8 +837,8 @@ impl<S: Storage + 'static> Partition<S> {
                     _ => Vec::new(),
                 };
                 for name in &gone {
-                    let pending = st.streams.get(name).map_or(0, |e| e.groups.pending_total());
-                    st.pending_total -= pending;
+                    let entries = st.streams.get(name).map_or(0, |e| e.groups.entries());
+                    st.group_entries -= entries;
                 }
                 apply_change(&mut st.streams, stream, &change);
                 for name in gone {
