@@ -360,9 +360,17 @@ fn check_strings_and_sets(c: &mut redis::Connection) {
     assert_eq!(members(c, "set"), ["a", "b", "c", "d"]);
     let n: i64 = redis::cmd("SCARD").arg("set").query(c).unwrap();
     assert_eq!(n, 4);
-    let n: i64 = redis::cmd("SISMEMBER").arg("set").arg("c").query(c).unwrap();
+    let n: i64 = redis::cmd("SISMEMBER")
+        .arg("set")
+        .arg("c")
+        .query(c)
+        .unwrap();
     assert_eq!(n, 1);
-    let n: i64 = redis::cmd("SISMEMBER").arg("set").arg("z").query(c).unwrap();
+    let n: i64 = redis::cmd("SISMEMBER")
+        .arg("set")
+        .arg("z")
+        .query(c)
+        .unwrap();
     assert_eq!(n, 0);
     // A set replaced by a string, a string replaced by a set (DEL then SADD in EXEC).
     assert_eq!(kind(c, "set2"), "string");
@@ -418,7 +426,11 @@ fn strings_and_sets_survive_kill_9_from_the_journal_and_from_snapshots() {
             .query(&mut c)
             .unwrap();
         assert_eq!(n, 2, "only the members not present are added");
-        let n: i64 = redis::cmd("SADD").arg("set").arg("a").query(&mut c).unwrap();
+        let n: i64 = redis::cmd("SADD")
+            .arg("set")
+            .arg("a")
+            .query(&mut c)
+            .unwrap();
         assert_eq!(n, 0);
         // SET replaces a stream: XLEN 0 (no stream), TYPE string.
         for id in ["1-0", "2-0"] {
@@ -443,7 +455,11 @@ fn strings_and_sets_survive_kill_9_from_the_journal_and_from_snapshots() {
         );
         let e = error(&mut c, redis::cmd("XLEN").arg("was-stream"));
         assert!(e.starts_with("WRONGTYPE"), "{e}");
-        redis::cmd("SADD").arg("set2").arg("x").exec(&mut c).unwrap();
+        redis::cmd("SADD")
+            .arg("set2")
+            .arg("x")
+            .exec(&mut c)
+            .unwrap();
         redis::cmd("SET").arg("set2").arg("y").exec(&mut c).unwrap();
         redis::cmd("SET").arg("str2").arg("y").exec(&mut c).unwrap();
         let replies: Vec<Value> = redis::pipe()
@@ -469,13 +485,22 @@ fn strings_and_sets_survive_kill_9_from_the_journal_and_from_snapshots() {
             .unwrap();
         redis::cmd("RPUSH").arg("l").arg("e").exec(&mut c).unwrap();
         for (i, cmd) in [
-            redis::cmd("XADD").arg("str").arg("*").arg("f").arg("v").clone(),
+            redis::cmd("XADD")
+                .arg("str")
+                .arg("*")
+                .arg("f")
+                .arg("v")
+                .clone(),
             redis::cmd("XRANGE").arg("set").arg("-").arg("+").clone(),
             redis::cmd("XLEN").arg("str").clone(),
             redis::cmd("XDEL").arg("set").arg("1-0").clone(),
             redis::cmd("XTRIM").arg("str").arg("MAXLEN").arg(0).clone(),
             redis::cmd("XSETID").arg("set").arg("9-0").clone(),
-            redis::cmd("XREAD").arg("STREAMS").arg("str").arg("0").clone(),
+            redis::cmd("XREAD")
+                .arg("STREAMS")
+                .arg("str")
+                .arg("0")
+                .clone(),
             redis::cmd("LPUSH").arg("str").arg("z").clone(),
             redis::cmd("LPUSH").arg("set").arg("z").clone(),
             redis::cmd("LLEN").arg("set").clone(),

@@ -106,9 +106,7 @@ pub(super) async fn run_op(p: &Partition, op: ListOp) -> OpResult {
             _ => RespOutcome::Len(p.live_entries(&stream)),
         },
         ListOp::Range { stream } => match p.stream_kind(&stream) {
-            Some(StreamKind::Stream | StreamKind::String | StreamKind::Set) => {
-                return wrong_type()
-            }
+            Some(StreamKind::Stream | StreamKind::String | StreamKind::Set) => return wrong_type(),
             None => RespOutcome::List(Vec::new()),
             Some(StreamKind::List) => {
                 let n = p.live_entries(&stream);

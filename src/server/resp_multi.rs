@@ -207,9 +207,7 @@ pub(super) fn command_keys<'a>(name: &[u8], args: &'a [Vec<u8>]) -> Vec<&'a [u8]
     match name {
         b"XADD" | b"XLEN" | b"XRANGE" | b"XREVRANGE" | b"XDEL" | b"XTRIM" | b"XSETID" | b"TYPE"
         | b"LPUSH" | b"RPUSH" | b"LLEN" | b"LRANGE" | b"SET" | b"GET" | b"SADD" | b"SMEMBERS"
-        | b"SCARD" | b"SISMEMBER" => {
-            rest.iter().take(1).map(Vec::as_slice).collect()
-        }
+        | b"SCARD" | b"SISMEMBER" => rest.iter().take(1).map(Vec::as_slice).collect(),
         b"EXISTS" | b"DEL" | b"UNLINK" => rest.iter().map(Vec::as_slice).collect(),
         n if n.starts_with(b"EV.") => super::resp_ev::command_keys(n, args),
         b"XREAD" => {

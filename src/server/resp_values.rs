@@ -93,15 +93,15 @@ pub(super) async fn run_op(p: &Partition, op: ValueOp) -> OpResult {
                     Ok((newest, _)) => {
                         RespOutcome::Value(newest.into_iter().next().map(|(_, e)| e.event.data))
                     }
-                    Err(crate::stream::StreamError::StreamNotFound(_)) => {
-                        RespOutcome::Value(None)
-                    }
+                    Err(crate::stream::StreamError::StreamNotFound(_)) => RespOutcome::Value(None),
                     Err(e) => return OpResult::Err(e.into()),
                 }
             }
             Some(_) => return wrong_type(),
         },
-        ValueOp::Members { stream } | ValueOp::Card { stream } | ValueOp::IsMember { stream, .. }
+        ValueOp::Members { stream }
+        | ValueOp::Card { stream }
+        | ValueOp::IsMember { stream, .. }
             if p.stream_kind(&stream).is_some_and(|k| k != StreamKind::Set) =>
         {
             return wrong_type()

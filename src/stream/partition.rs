@@ -703,9 +703,9 @@ impl<S: Storage + 'static> Partition<S> {
         {
             let mut st = self.state.borrow_mut();
             // One kind per stream (`StreamKind`): set by its first append, which is of one.
-            let kind = events
-                .first()
-                .map_or(StreamKind::Stream, |e| StreamKind::of_event(e.event_type.as_bytes()));
+            let kind = events.first().map_or(StreamKind::Stream, |e| {
+                StreamKind::of_event(e.event_type.as_bytes())
+            });
             let mixed = events
                 .iter()
                 .any(|e| StreamKind::of_event(e.event_type.as_bytes()) != kind);

@@ -57,7 +57,10 @@ impl<S: Storage + 'static> Partition<S> {
         let mut start = StreamId::ZERO;
         let mut bytes = 0usize;
         loop {
-            let got = match self.range(stream, start, StreamId::MAX, usize::MAX, false).await {
+            let got = match self
+                .range(stream, start, StreamId::MAX, usize::MAX, false)
+                .await
+            {
                 Ok((got, _cut)) => got,
                 Err(StreamError::StreamNotFound(_)) => return Ok(out),
                 Err(e) => return Err(e),
@@ -85,5 +88,54 @@ fn next_id(id: StreamId) -> Option<StreamId> {
     match id.seq.checked_add(1) {
         Some(seq) => Some(StreamId::new(id.ms, seq)),
         None => id.ms.checked_add(1).map(|ms| StreamId::new(ms, 0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::change::StreamMeta;
+    use super::super::StreamKind;
+    use crate::protocol::StreamId;
+
+    /// `StreamMeta` as snapshots before strings and sets had it (docs/FORMAT.md).
+    #[derive(serde::Serialize)]
+    struct OldMeta {
+        last_id: StreamId,
+        entries_added: Option<(u64, u64)>,
+        max_deleted_id: StreamId,
+        list: bool,
+    }
+
+    #[test]
+    fn an_older_snapshots_list_flag_reads_as_the_kind_and_new_kinds_take_new_bytes() {
+        for list in [false, true] {
+            let old = OldMeta {
+                last_id: StreamId::new(5, 1),
+                entries_added: Some((3, 2)),
+                max_deleted_id: StreamId::new(4, 0),
+                list,
+            };
+            let bytes = postcard::to_allocvec(&old).unwrap();
+            let new: StreamMeta = postcard::from_bytes(&bytes).unwrap();
+            let kind = if list {
+                StreamKind::List
+            } else {
+                StreamKind::Stream
+            };
+            assert_eq!(new.kind, kind);
+            assert_eq!(new.last_id, old.last_id);
+            assert_eq!(new.entries_added, old.entries_added);
+            assert_eq!(postcard::to_allocvec(&new).unwrap(), bytes);
+        }
+        for (kind, byte) in [(StreamKind::String, 2u8), (StreamKind::Set, 3)] {
+            let meta = StreamMeta {
+                kind,
+                ..StreamMeta::default()
+            };
+            let bytes = postcard::to_allocvec(&meta).unwrap();
+            assert_eq!(bytes.last(), Some(&byte));
+            let back: StreamMeta = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back, meta);
+        }
     }
 }
