@@ -557,3 +557,71 @@ fn strings_and_sets_survive_kill_9_from_the_journal_and_from_snapshots() {
         assert_eq!(kind(&mut c, "was-stream"), "string");
     }
 }
+
+#[test]
+fn native_appends_keep_strings_and_sets_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    let native = server.client();
+    redis::cmd("SET").arg("str").arg("v").exec(&mut c).unwrap();
+    redis::cmd("SADD").arg("set").arg("a").exec(&mut c).unwrap();
+    let any = evring::protocol::expected::ANY;
+    for (stream, events) in [
+        ("str", vec![common::ev("$sadd", b"x")]),
+        ("str", vec![common::ev("other", b"x")]),
+        ("set", vec![common::ev("$set", b"x")]),
+        ("set", vec![common::ev("$lpush", b"x")]),
+        (
+            "new",
+            vec![common::ev("$set", b"x"), common::ev("$sadd", b"y")],
+        ),
+        (
+            "new",
+            vec![common::ev("$sadd", b"x"), common::ev("other", b"y")],
+        ),
+    ] {
+        let e = native
+            .append(stream, any, events)
+            .expect_err("an append mixing kinds is refused");
+        assert!(
+            e.to_string().contains("Redis") || e.to_string().contains("event stream"),
+            "{e}"
+        );
+    }
+    // A native APPEND of `$sadd` events makes a set; a repeated member counts once.
+    native
+        .append(
+            "native-set",
+            any,
+            vec![common::ev("$sadd", b"m"), common::ev("$sadd", b"m")],
+        )
+        .unwrap();
+    native
+        .append(
+            "native-str",
+            any,
+            vec![common::ev("$set", b"one"), common::ev("$set", b"two")],
+        )
+        .unwrap();
+    let t: String = redis::cmd("TYPE").arg("native-set").query(&mut c).unwrap();
+    assert_eq!(t, "set");
+    let n: i64 = redis::cmd("SCARD").arg("native-set").query(&mut c).unwrap();
+    assert_eq!(n, 1);
+    let n: i64 = redis::cmd("SADD")
+        .arg("native-set")
+        .arg("m")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 0);
+    let v: String = redis::cmd("GET").arg("native-str").query(&mut c).unwrap();
+    assert_eq!(v, "two", "the newest $set event is the value");
+    assert_eq!(
+        redis::cmd("GET")
+            .arg("new")
+            .query::<Option<String>>(&mut c)
+            .unwrap(),
+        None,
+        "nothing was made of the refused appends"
+    );
+}
