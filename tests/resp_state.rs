@@ -625,3 +625,19 @@ fn native_appends_keep_strings_and_sets_apart() {
         "nothing was made of the refused appends"
     );
 }
+
+#[test]
+fn pipelined_sadds_to_one_set_each_add_only_what_is_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    let mut pipe = redis::pipe();
+    for i in 0..300 {
+        // Members 0..100, each given three times across the pipeline.
+        pipe.cmd("SADD").arg("p").arg(i % 100).arg((i + 1) % 100);
+    }
+    let added: Vec<i64> = pipe.query(&mut c).unwrap();
+    assert_eq!(added.iter().sum::<i64>(), 100);
+    let n: i64 = redis::cmd("SCARD").arg("p").query(&mut c).unwrap();
+    assert_eq!(n, 100);
+}
