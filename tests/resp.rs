@@ -661,6 +661,53 @@ fn blocking_xread_will_not_reply_with_an_empty_array() {
     assert!(started.elapsed() >= std::time::Duration::from_millis(10));
 }
 
+/// Redis's "Blocking XREAD: key type changed with SET", and the same with a set made in a
+/// transaction: a blocked XREAD keeps waiting when its key becomes a string or a set, and is
+/// woken by the next stream entry once the key is a stream again.
+#[test]
+fn blocking_xread_waits_on_when_the_key_becomes_a_string_or_a_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_metrics(dir.path());
+    let mut r = server.redis();
+    for (round, replace) in ["SET", "EXEC"].iter().enumerate() {
+        redis::cmd("DEL").arg("mystream").exec(&mut r).unwrap();
+        xadd(&mut r, "mystream", "666", &["f", "v"]);
+        let mut rd = server.redis();
+        send_xread(&mut rd, &["BLOCK", "0", "STREAMS", "mystream", "$"]);
+        wait_for_waits(&server, 1.0);
+        if *replace == "SET" {
+            redis::cmd("SET")
+                .arg("mystream")
+                .arg("val1")
+                .exec(&mut r)
+                .unwrap();
+        } else {
+            let _: Vec<Value> = redis::pipe()
+                .atomic()
+                .cmd("DEL")
+                .arg("mystream")
+                .cmd("SADD")
+                .arg("mystream")
+                .arg("e1")
+                .query(&mut r)
+                .unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(waits(&server), 1.0, "round {round}: still waiting");
+        redis::cmd("DEL").arg("mystream").exec(&mut r).unwrap();
+        xadd(&mut r, "mystream", "667", &["f", "v"]);
+        assert_eq!(
+            reply(&mut rd),
+            Some(vec![(
+                "mystream".to_string(),
+                vec![("667-0".to_string(), fields(&[("f", "v")]))]
+            )]),
+            "round {round}"
+        );
+        wait_for_waits(&server, 0.0);
+    }
+}
+
 #[test]
 fn blocking_xread_for_stream_that_ran_dry_issue_5299() {
     // As Redis's test, with entry 666 kept (no XDEL here): released on timeout, XADD at or

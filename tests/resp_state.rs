@@ -1,7 +1,7 @@
 //! Stream state beyond entries on the RESP port, on the real evringd with the `redis` crate:
-//! XSETID (last ID, entries added, largest deleted ID) and Redis lists survive kill -9, from
-//! the journal and from snapshots; WRONGTYPE both ways; an EXEC's writes are one journal
-//! frame (durable together).
+//! XSETID (last ID, entries added, largest deleted ID), Redis lists, strings and sets survive
+//! kill -9, from the journal and from snapshots; WRONGTYPE both ways; SET replaces a key of
+//! any type in one journal frame; an EXEC's writes are one journal frame (durable together).
 
 mod common;
 
@@ -334,4 +334,310 @@ fn a_huge_node_size_trims_without_harm() {
         .unwrap();
     assert!(!id.is_empty());
     assert_eq!(redis::cmd("XLEN").arg("s").query::<i64>(&mut c).unwrap(), 1);
+}
+
+fn members(c: &mut redis::Connection, key: &str) -> Vec<String> {
+    let mut m: Vec<String> = redis::cmd("SMEMBERS").arg(key).query(c).unwrap();
+    m.sort();
+    m
+}
+
+fn kind(c: &mut redis::Connection, key: &str) -> String {
+    redis::cmd("TYPE").arg(key).query(c).unwrap()
+}
+
+/// The strings and sets the test wrote, read back.
+fn check_strings_and_sets(c: &mut redis::Connection) {
+    let v: Option<String> = redis::cmd("GET").arg("str").query(c).unwrap();
+    assert_eq!(v.as_deref(), Some("v3"));
+    let v: Option<String> = redis::cmd("GET").arg("was-stream").query(c).unwrap();
+    assert_eq!(v.as_deref(), Some("now a string"));
+    let v: Option<String> = redis::cmd("GET").arg("nokey").query(c).unwrap();
+    assert_eq!(v, None);
+    assert_eq!(kind(c, "str"), "string");
+    assert_eq!(kind(c, "was-stream"), "string");
+    assert_eq!(kind(c, "set"), "set");
+    assert_eq!(members(c, "set"), ["a", "b", "c", "d"]);
+    let n: i64 = redis::cmd("SCARD").arg("set").query(c).unwrap();
+    assert_eq!(n, 4);
+    let n: i64 = redis::cmd("SISMEMBER")
+        .arg("set")
+        .arg("c")
+        .query(c)
+        .unwrap();
+    assert_eq!(n, 1);
+    let n: i64 = redis::cmd("SISMEMBER")
+        .arg("set")
+        .arg("z")
+        .query(c)
+        .unwrap();
+    assert_eq!(n, 0);
+    // A set replaced by a string, a string replaced by a set (DEL then SADD in EXEC).
+    assert_eq!(kind(c, "set2"), "string");
+    assert_eq!(kind(c, "str2"), "set");
+    assert_eq!(members(c, "str2"), ["m"]);
+    let xlen: i64 = redis::cmd("XLEN").arg("nostream").query(c).unwrap();
+    assert_eq!(xlen, 0);
+    let mut keys: Vec<String> = redis::cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg(1000)
+        .arg("TYPE")
+        .arg("set")
+        .query::<(String, Vec<String>)>(c)
+        .unwrap()
+        .1;
+    keys.sort();
+    assert_eq!(keys, ["set", "str2"]);
+}
+
+#[test]
+fn strings_and_sets_survive_kill_9_from_the_journal_and_from_snapshots() {
+    for snapshot_every in [None, Some("5")] {
+        let dir = tempfile::tempdir().unwrap();
+        let owned;
+        let args: Vec<&str> = match snapshot_every {
+            Some(n) => {
+                owned = format!("snapshot_every_events={n}");
+                vec!["--set", &owned]
+            }
+            None => Vec::new(),
+        };
+        let mut server = start(dir.path(), &args);
+        let mut c = server.redis();
+        for v in ["v1", "v2", "v3"] {
+            let ok: String = redis::cmd("SET").arg("str").arg(v).query(&mut c).unwrap();
+            assert_eq!(ok, "OK");
+        }
+        // Only the newest value is left: SET deleted the others.
+        let n: i64 = redis::cmd("SADD")
+            .arg("set")
+            .arg("a")
+            .arg("b")
+            .arg("a")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(n, 2, "a member given twice is added once");
+        let n: i64 = redis::cmd("SADD")
+            .arg("set")
+            .arg("b")
+            .arg("c")
+            .arg("d")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(n, 2, "only the members not present are added");
+        let n: i64 = redis::cmd("SADD")
+            .arg("set")
+            .arg("a")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(n, 0);
+        // SET replaces a stream: XLEN 0 (no stream), TYPE string.
+        for id in ["1-0", "2-0"] {
+            redis::cmd("XADD")
+                .arg("was-stream")
+                .arg(id)
+                .arg("f")
+                .arg("v")
+                .exec(&mut c)
+                .unwrap();
+        }
+        let frames_before = frames(&server);
+        redis::cmd("SET")
+            .arg("was-stream")
+            .arg("now a string")
+            .exec(&mut c)
+            .unwrap();
+        assert_eq!(
+            frames(&server) - frames_before,
+            1.0,
+            "SET's deletion and append are one frame"
+        );
+        let e = error(&mut c, redis::cmd("XLEN").arg("was-stream"));
+        assert!(e.starts_with("WRONGTYPE"), "{e}");
+        redis::cmd("SADD")
+            .arg("set2")
+            .arg("x")
+            .exec(&mut c)
+            .unwrap();
+        redis::cmd("SET").arg("set2").arg("y").exec(&mut c).unwrap();
+        redis::cmd("SET").arg("str2").arg("y").exec(&mut c).unwrap();
+        let replies: Vec<Value> = redis::pipe()
+            .atomic()
+            .cmd("DEL")
+            .arg("str2")
+            .cmd("SADD")
+            .arg("str2")
+            .arg("m")
+            .cmd("SADD")
+            .arg("str2")
+            .arg("m")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(replies, [Value::Int(1), Value::Int(1), Value::Int(0)]);
+        // WRONGTYPE both ways; nothing is changed.
+        redis::cmd("XADD")
+            .arg("s")
+            .arg("*")
+            .arg("f")
+            .arg("v")
+            .exec(&mut c)
+            .unwrap();
+        redis::cmd("RPUSH").arg("l").arg("e").exec(&mut c).unwrap();
+        for (i, cmd) in [
+            redis::cmd("XADD")
+                .arg("str")
+                .arg("*")
+                .arg("f")
+                .arg("v")
+                .clone(),
+            redis::cmd("XRANGE").arg("set").arg("-").arg("+").clone(),
+            redis::cmd("XLEN").arg("str").clone(),
+            redis::cmd("XDEL").arg("set").arg("1-0").clone(),
+            redis::cmd("XTRIM").arg("str").arg("MAXLEN").arg(0).clone(),
+            redis::cmd("XSETID").arg("set").arg("9-0").clone(),
+            redis::cmd("XREAD")
+                .arg("STREAMS")
+                .arg("str")
+                .arg("0")
+                .clone(),
+            redis::cmd("LPUSH").arg("str").arg("z").clone(),
+            redis::cmd("LPUSH").arg("set").arg("z").clone(),
+            redis::cmd("LLEN").arg("set").clone(),
+            redis::cmd("LRANGE").arg("str").arg(0).arg(-1).clone(),
+            redis::cmd("GET").arg("set").clone(),
+            redis::cmd("GET").arg("l").clone(),
+            redis::cmd("GET").arg("s").clone(),
+            redis::cmd("SADD").arg("str").arg("z").clone(),
+            redis::cmd("SADD").arg("s").arg("z").clone(),
+            redis::cmd("SADD").arg("l").arg("z").clone(),
+            redis::cmd("SMEMBERS").arg("str").clone(),
+            redis::cmd("SCARD").arg("s").clone(),
+            redis::cmd("SISMEMBER").arg("l").arg("z").clone(),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let e = error(&mut c, cmd);
+            assert!(e.starts_with("WRONGTYPE"), "command {i}: {e}");
+        }
+        // SET's options are refused, not ignored.
+        let e = error(&mut c, redis::cmd("SET").arg("str").arg("v9").arg("NX"));
+        assert!(e.contains("not served"), "{e}");
+        check_strings_and_sets(&mut c);
+        if snapshot_every.is_some() {
+            let started = std::time::Instant::now();
+            while !server.has_snapshot(0) {
+                assert!(started.elapsed().as_secs() < 20, "no snapshot");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        drop(c);
+        server.kill_and_restart();
+        let mut c = server.redis();
+        check_strings_and_sets(&mut c);
+        // After recovery SADD still adds only what is absent.
+        let n: i64 = redis::cmd("SADD")
+            .arg("set")
+            .arg("d")
+            .arg("e")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(n, 1);
+        // A deleted string's name makes a stream again.
+        redis::cmd("DEL").arg("str").exec(&mut c).unwrap();
+        redis::cmd("XADD")
+            .arg("str")
+            .arg("*")
+            .arg("f")
+            .arg("v")
+            .exec(&mut c)
+            .unwrap();
+        assert_eq!(kind(&mut c, "str"), "stream");
+        assert_eq!(kind(&mut c, "was-stream"), "string");
+    }
+}
+
+#[test]
+fn native_appends_keep_strings_and_sets_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    let native = server.client();
+    redis::cmd("SET").arg("str").arg("v").exec(&mut c).unwrap();
+    redis::cmd("SADD").arg("set").arg("a").exec(&mut c).unwrap();
+    let any = evring::protocol::expected::ANY;
+    for (stream, events) in [
+        ("str", vec![common::ev("$sadd", b"x")]),
+        ("str", vec![common::ev("other", b"x")]),
+        ("set", vec![common::ev("$set", b"x")]),
+        ("set", vec![common::ev("$lpush", b"x")]),
+        (
+            "new",
+            vec![common::ev("$set", b"x"), common::ev("$sadd", b"y")],
+        ),
+        (
+            "new",
+            vec![common::ev("$sadd", b"x"), common::ev("other", b"y")],
+        ),
+    ] {
+        let e = native
+            .append(stream, any, events)
+            .expect_err("an append mixing kinds is refused");
+        assert!(
+            e.to_string().contains("Redis") || e.to_string().contains("event stream"),
+            "{e}"
+        );
+    }
+    // A native APPEND of `$sadd` events makes a set; a repeated member counts once.
+    native
+        .append(
+            "native-set",
+            any,
+            vec![common::ev("$sadd", b"m"), common::ev("$sadd", b"m")],
+        )
+        .unwrap();
+    native
+        .append(
+            "native-str",
+            any,
+            vec![common::ev("$set", b"one"), common::ev("$set", b"two")],
+        )
+        .unwrap();
+    let t: String = redis::cmd("TYPE").arg("native-set").query(&mut c).unwrap();
+    assert_eq!(t, "set");
+    let n: i64 = redis::cmd("SCARD").arg("native-set").query(&mut c).unwrap();
+    assert_eq!(n, 1);
+    let n: i64 = redis::cmd("SADD")
+        .arg("native-set")
+        .arg("m")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 0);
+    let v: String = redis::cmd("GET").arg("native-str").query(&mut c).unwrap();
+    assert_eq!(v, "two", "the newest $set event is the value");
+    assert_eq!(
+        redis::cmd("GET")
+            .arg("new")
+            .query::<Option<String>>(&mut c)
+            .unwrap(),
+        None,
+        "nothing was made of the refused appends"
+    );
+}
+
+#[test]
+fn pipelined_sadds_to_one_set_each_add_only_what_is_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    let mut pipe = redis::pipe();
+    for i in 0..300 {
+        // Members 0..100, each given three times across the pipeline.
+        pipe.cmd("SADD").arg("p").arg(i % 100).arg((i + 1) % 100);
+    }
+    let added: Vec<i64> = pipe.query(&mut c).unwrap();
+    assert_eq!(added.iter().sum::<i64>(), 100);
+    let n: i64 = redis::cmd("SCARD").arg("p").query(&mut c).unwrap();
+    assert_eq!(n, 100);
 }

@@ -77,6 +77,7 @@ impl From<StreamError> for ApiError {
             | StreamError::SetIdRefused(_)
             | StreamError::WrongType { .. }
             | StreamError::ReplyTooLarge { .. }
+            | StreamError::SetTooLarge { .. }
             | StreamError::IdsExhausted { .. }
             | StreamError::WindowBeforeRing { .. } => code::INVALID_ARGUMENT,
         };

@@ -42,6 +42,7 @@ mod resp_lists;
 mod resp_multi;
 mod resp_read;
 mod resp_streams;
+mod resp_values;
 mod resp_writes;
 mod route;
 pub mod served_model;

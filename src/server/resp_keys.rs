@@ -539,11 +539,13 @@ async fn scan(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     let layout = Layout::new(partitions);
     let (mut partition, mut position) = layout.decode(cursor);
     let mut keys = Vec::new();
-    // Every key is a stream or a list: any other type matches none.
+    // Every key is a stream, list, string or set: any other type matches none.
     let kind = match type_name {
         None => None,
         Some(t) if t.eq_ignore_ascii_case(b"stream") => Some(StreamKind::Stream),
         Some(t) if t.eq_ignore_ascii_case(b"list") => Some(StreamKind::List),
+        Some(t) if t.eq_ignore_ascii_case(b"string") => Some(StreamKind::String),
+        Some(t) if t.eq_ignore_ascii_case(b"set") => Some(StreamKind::Set),
         Some(_) => {
             partition = partitions;
             None

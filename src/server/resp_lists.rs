@@ -6,7 +6,8 @@
 //! tail, in the order they were pushed. A list is journaled, acknowledged once durable,
 //! deleted (DEL, FLUSHDB) and recovered as any stream is; the native protocol reads its
 //! events. The partition keeps the kinds apart: list pushes to a stream, or other events
-//! to a list, are refused (WRONGTYPE), and the stream commands refuse a list.
+//! to a list, are refused (WRONGTYPE), and the stream, string and set commands refuse a
+//! list; the list commands refuse the other kinds.
 //!
 //! This is the part of Redis's lists that transactions and type checks need; there is no
 //! LPOP, RPOP, LINSERT or blocking pop. LRANGE reads the whole list (at most
@@ -101,11 +102,11 @@ pub(super) async fn run_op(p: &Partition, op: ListOp) -> OpResult {
     let wrong_type = || OpResult::Err(ApiError::new(code::INVALID_ARGUMENT, WRONGTYPE));
     let outcome = match op {
         ListOp::Len { stream } => match p.stream_kind(&stream) {
-            Some(StreamKind::Stream) => return wrong_type(),
+            Some(k) if k != StreamKind::List => return wrong_type(),
             _ => RespOutcome::Len(p.live_entries(&stream)),
         },
         ListOp::Range { stream } => match p.stream_kind(&stream) {
-            Some(StreamKind::Stream) => return wrong_type(),
+            Some(StreamKind::Stream | StreamKind::String | StreamKind::Set) => return wrong_type(),
             None => RespOutcome::List(Vec::new()),
             Some(StreamKind::List) => {
                 let n = p.live_entries(&stream);

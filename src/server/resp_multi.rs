@@ -18,7 +18,8 @@
 //! keys are read from its arguments: [`command_keys`]; a queued SELECT changes the database
 //! of the keys after it). Then the commands run in order, and EXEC answers an array of their
 //! replies. Each run of consecutive write commands (XADD, XDEL, XTRIM, XSETID, DEL, UNLINK,
-//! LPUSH, RPUSH, FLUSHDB, FLUSHALL: [`super::resp_writes`]) is one partition transaction
+//! LPUSH, RPUSH, SET, SADD, FLUSHDB, FLUSHALL: [`super::resp_writes`]) is one partition
+//! transaction
 //! (`crate::stream::Partition::transaction`): placed in one turn of the partition with no
 //! other write between, in the journal's one open frame, so durable together (a crash keeps
 //! all of them or none) and visible together (a blocked XREAD woken by the first sees all).
@@ -154,6 +155,12 @@ const ARITY: &[(&str, i64)] = &[
     ("RPUSH", -3),
     ("LLEN", 2),
     ("LRANGE", 4),
+    ("SET", -3),
+    ("GET", 2),
+    ("SADD", -3),
+    ("SMEMBERS", 2),
+    ("SCARD", 2),
+    ("SISMEMBER", 3),
     ("DEL", -2),
     ("UNLINK", -2),
     ("DBSIZE", 1),
@@ -199,9 +206,8 @@ pub(super) fn command_keys<'a>(name: &[u8], args: &'a [Vec<u8>]) -> Vec<&'a [u8]
     let rest = args.get(1..).unwrap_or_default();
     match name {
         b"XADD" | b"XLEN" | b"XRANGE" | b"XREVRANGE" | b"XDEL" | b"XTRIM" | b"XSETID" | b"TYPE"
-        | b"LPUSH" | b"RPUSH" | b"LLEN" | b"LRANGE" => {
-            rest.iter().take(1).map(Vec::as_slice).collect()
-        }
+        | b"LPUSH" | b"RPUSH" | b"LLEN" | b"LRANGE" | b"SET" | b"GET" | b"SADD" | b"SMEMBERS"
+        | b"SCARD" | b"SISMEMBER" => rest.iter().take(1).map(Vec::as_slice).collect(),
         b"EXISTS" | b"DEL" | b"UNLINK" => rest.iter().map(Vec::as_slice).collect(),
         n if n.starts_with(b"EV.") => super::resp_ev::command_keys(n, args),
         b"XREAD" => {
@@ -490,8 +496,7 @@ async fn run_writes(shard: &Rc<Shard>, run: Vec<RespRequest>, gate: Option<&Gate
             ..
         } => None,
         other => {
-            let stream = other.stream();
-            let p = partition_of(stream, partitions);
+            let p = partition_of(other.stream(), partitions);
             (shard.owner_of(p) == shard.id).then_some(p)
         }
     };

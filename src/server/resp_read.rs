@@ -630,7 +630,7 @@ pub(super) async fn run_op(p: &Partition, op: ReadOp) -> OpResult {
         ReadOp::After { streams, count } => {
             let mut out = Vec::with_capacity(streams.len());
             for (stream, id) in streams {
-                if p.is_list(&stream) {
+                if p.is_other_type(&stream) {
                     return OpResult::Err(super::api_error::ApiError::new(
                         crate::protocol::code::INVALID_ARGUMENT,
                         super::resp_streams::WRONGTYPE,
@@ -682,9 +682,10 @@ pub(super) async fn run_op(p: &Partition, op: ReadOp) -> OpResult {
                     Err(e) => return OpResult::Err(e),
                 }
             }
-            if p.is_list(stream) {
-                // The key became a list since it was found ready: as Redis 7.0 does, the
-                // wait goes on (a list never makes a wait ready).
+            if p.is_other_type(stream) {
+                // The key became a list, string or set since it was found ready (SET, or DEL
+                // then LPUSH or SADD): as Redis 7.0 does for XREAD, the wait goes on (only an
+                // event stream's entries make a wait ready; a group reader answered above).
                 continue;
             }
             // Ready: the stream's last ID is above `after`, so `after` has a successor.

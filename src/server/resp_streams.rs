@@ -58,6 +58,12 @@ pub(super) const COMMANDS: &[&str] = &[
     "RPUSH",
     "LLEN",
     "LRANGE",
+    "SET",
+    "GET",
+    "SADD",
+    "SMEMBERS",
+    "SCARD",
+    "SISMEMBER",
     "DEL",
     "UNLINK",
     "FLUSHDB",
@@ -100,12 +106,14 @@ pub enum RespOp {
     },
     /// XREAD's part on one partition.
     Read(super::resp_read::ReadOp),
-    /// LPUSH, RPUSH, LLEN, LRANGE.
+    /// LLEN, LRANGE.
     List(super::resp_lists::ListOp),
     /// Consumer groups ([`super::resp_groups`]).
     Group(super::resp_groups::GroupOp),
     /// RENAME, RESTORE ([`super::resp_copy`]).
     Copy(super::resp_copy::CopyOp),
+    /// GET, SMEMBERS, SCARD, SISMEMBER.
+    Value(super::resp_values::ValueOp),
 }
 
 /// What it answers.
@@ -119,6 +127,10 @@ pub enum RespOutcome {
     Info(Option<(StreamSummary, Vec<(StreamId, RecordedEvent)>)>),
     /// A list's elements, head first.
     List(Vec<Vec<u8>>),
+    /// A string's value (`None`: no key).
+    Value(Option<Vec<u8>>),
+    /// A set's members.
+    Members(Vec<Vec<u8>>),
     Read(super::resp_read::ReadOutcome),
     Group(super::resp_groups::GroupAnswer),
 }
@@ -128,7 +140,8 @@ pub(super) fn integer(b: &[u8]) -> Result<i64, String> {
     crate::resp::string2ll(b).ok_or_else(|| "value is not an integer or out of range".to_string())
 }
 
-/// Redis's error for a command on a key of another type (a list, for the stream commands).
+/// Redis's error for a command on a key of another type (a list, string or set, for the
+/// stream commands).
 pub(super) const WRONGTYPE: &str =
     "-WRONGTYPE Operation against a key holding the wrong kind of value";
 
@@ -168,6 +181,9 @@ pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
         }
         b"INFO" | b"CONFIG" => Box::pin(super::resp_info::run(&shard, &req, &name)).await,
         b"LLEN" | b"LRANGE" => Box::pin(super::resp_lists::run(&shard, &req, &name)).await,
+        b"GET" | b"SMEMBERS" | b"SCARD" | b"SISMEMBER" => {
+            Box::pin(super::resp_values::run(&shard, &req, &name)).await
+        }
         n if n.starts_with(b"EV.") => Box::pin(super::resp_ev::run(&shard, &req, n)).await,
         _ => Err(unknown_command(&req.args)),
     };
@@ -204,16 +220,19 @@ pub(super) fn error_text(e: &ApiError) -> String {
 
 /// Runs a stream command on the partition's owner.
 pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
-    // The stream reads refuse a list (writes: the partition refuses them).
-    let on_list = match &op {
+    // The stream reads refuse a list, string or set (writes: the partition refuses them).
+    let other_type = match &op {
         RespOp::Range { stream, .. } | RespOp::Len { stream } | RespOp::Info { stream, .. } => {
-            p.is_list(stream)
+            p.is_other_type(stream)
         }
-        RespOp::Tx(_) | RespOp::Read(_) | RespOp::List(_) | RespOp::Group(_) | RespOp::Copy(_) => {
-            false
-        }
+        RespOp::Tx(_)
+        | RespOp::Read(_)
+        | RespOp::List(_)
+        | RespOp::Group(_)
+        | RespOp::Copy(_)
+        | RespOp::Value(_) => false,
     };
-    if on_list {
+    if other_type {
         return OpResult::Err(ApiError::new(code::INVALID_ARGUMENT, WRONGTYPE));
     }
     let outcome = match op {
@@ -257,6 +276,7 @@ pub(super) async fn run_op(p: &Partition, op: RespOp) -> OpResult {
         RespOp::List(op) => return Box::pin(super::resp_lists::run_op(p, op)).await,
         RespOp::Group(op) => return Box::pin(super::resp_groups::run_op(p, op)).await,
         RespOp::Copy(op) => return Box::pin(super::resp_copy::run_op(p, op)).await,
+        RespOp::Value(op) => return Box::pin(super::resp_values::run_op(p, op)).await,
     };
     OpResult::Resp(outcome)
 }

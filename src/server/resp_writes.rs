@@ -1,11 +1,15 @@
-//! The RESP port's writes: XADD, XDEL, XTRIM, XSETID, DEL/UNLINK, LPUSH/RPUSH and
-//! FLUSHDB/FLUSHALL, each read into [`TxWrite`]s and run as a partition transaction
+//! The RESP port's writes: XADD, XDEL, XTRIM, XSETID, DEL/UNLINK, LPUSH/RPUSH, SET, SADD
+//! and FLUSHDB/FLUSHALL, each read into [`TxWrite`]s and run as a partition transaction
 //! (`crate::stream::Partition::transaction`), then answered from what each write did.
 //!
 //! Outside MULTI a command's writes run as one transaction per partition they touch (XADD
 //! with a trim is an append and a trim placed together, so they are durable together). In
 //! EXEC, every run of consecutive write commands is one transaction on the transaction's
 //! one partition ([`super::resp_multi`]): durable together, visible together.
+//!
+//! SET is a deletion of the key, whatever it holds, and an append of one `$set` event: one
+//! transaction, so one frame — the old value and the new are never both gone or both there
+//! after a crash. SADD is a [`TxWrite::AddMembers`] of its distinct members.
 //!
 //! Every write's reply waits until its frame is durable, as APPEND's does.
 
@@ -20,7 +24,9 @@ use super::resp_streams::{
 };
 use super::route::Shard;
 use crate::protocol::{code, expected, partition_of, Event, StreamId};
-use crate::stream::{ChangeRequest, StreamError, Trim, TxDone, TxWrite, LPUSH_TYPE, RPUSH_TYPE};
+use crate::stream::{
+    ChangeRequest, StreamError, Trim, TxDone, TxWrite, LPUSH_TYPE, RPUSH_TYPE, SET_TYPE,
+};
 
 /// A write command read: its writes (with the stream whose partition runs each) and how it
 /// is answered.
@@ -40,6 +46,10 @@ pub(super) enum Answer {
     SetId,
     /// LPUSH/RPUSH: the list's length.
     Pushed,
+    /// SET: OK once the second write (the append) is done.
+    Set,
+    /// SADD: the members added.
+    MembersAdded,
     /// FLUSHDB/FLUSHALL: OK.
     Flushed,
 }
@@ -56,6 +66,8 @@ pub(super) fn is_write(name: &[u8]) -> bool {
             | b"UNLINK"
             | b"LPUSH"
             | b"RPUSH"
+            | b"SET"
+            | b"SADD"
             | b"FLUSHDB"
             | b"FLUSHALL"
     )
@@ -71,6 +83,8 @@ pub(super) fn parse(shard: &Shard, req: &RespRequest, name: &[u8]) -> Result<Wri
         b"XSETID" => xsetid(req),
         b"DEL" | b"UNLINK" => del(req, name),
         b"LPUSH" | b"RPUSH" => push(req, name),
+        b"SET" => set(req),
+        b"SADD" => sadd(req),
         b"FLUSHDB" | b"FLUSHALL" => flush(req, name == b"FLUSHALL"),
         _ => unreachable!("not a write command"),
     }
@@ -143,7 +157,7 @@ async fn flush_everywhere(shard: &Rc<Shard>, op: RespOp) -> Result<TxDone, ApiEr
                     stream: stream.clone(),
                     request: request.clone(),
                 },
-                TxWrite::Append { .. } | TxWrite::Group { .. } => {
+                TxWrite::Append { .. } | TxWrite::Group { .. } | TxWrite::AddMembers { .. } => {
                     unreachable!("a database deletion is a change")
                 }
             })
@@ -236,6 +250,37 @@ pub(super) fn answer(req: &RespRequest, how: Answer, results: Vec<Result<TxDone,
                 });
             }
             other => unreachable!("a push is an append: {other:?}"),
+        },
+        Answer::Set => match results.get(1) {
+            Some(Ok(TxDone::Appended { .. })) => req.answer(|r| {
+                r.ok();
+            }),
+            Some(Err(e)) => {
+                let t = text(e);
+                req.answer(|r| {
+                    r.error(t);
+                });
+            }
+            other => unreachable!("SET's second write is an append: {other:?}"),
+        },
+        Answer::MembersAdded => match results.first() {
+            Some(Ok(TxDone::Appended { result, .. })) => {
+                let n = result.last_version - result.first_version + 1;
+                req.answer(|r| {
+                    r.int(n as i64);
+                });
+            }
+            Some(Ok(TxDone::Changed(_))) => req.answer(|r| {
+                r.int(0);
+            }),
+            Some(Err(e)) => {
+                let t = text(e);
+                req.answer(|r| {
+                    r.error(t);
+                });
+            }
+            Some(Ok(other)) => unreachable!("SADD's write is an addition: {other:?}"),
+            None => unreachable!("SADD is one write"),
         },
     }
 }
@@ -487,6 +532,68 @@ fn push(req: &RespRequest, name: &[u8]) -> Result<Write, String> {
             id: crate::stream::IdSpec::Auto,
         }],
         answer: Answer::Pushed,
+    })
+}
+
+/// SET key value: the key deleted, whatever it holds, and a string of `value` made in the
+/// same transaction (module docs). Only the plain form: its options are refused.
+fn set(req: &RespRequest) -> Result<Write, String> {
+    let args = &req.args;
+    if args.len() < 3 {
+        return Err(wrong_arity(b"set"));
+    }
+    if args.len() > 3 {
+        let option = String::from_utf8_lossy(&args[3]).to_ascii_uppercase();
+        return Err(format!(
+            "SET options ({option}) are not served by this server (no NX, XX, EX, PX, EXAT, \
+             PXAT, KEEPTTL or GET): only SET key value"
+        ));
+    }
+    let stream = stream_name(req.ctx, &args[1])?;
+    let event = Event {
+        id: [0; 16],
+        event_type: SET_TYPE.to_string(),
+        timestamp_ns: 0,
+        value: f64::NAN,
+        data: args[2].clone(),
+        metadata: Vec::new(),
+    };
+    Ok(Write {
+        writes: vec![
+            TxWrite::Change {
+                stream: stream.clone(),
+                request: ChangeRequest::DeleteStream,
+            },
+            TxWrite::Append {
+                stream,
+                expected_version: expected::ANY,
+                events: vec![event],
+                id: crate::stream::IdSpec::Auto,
+            },
+        ],
+        answer: Answer::Set,
+    })
+}
+
+/// SADD key member [member …]: the members the set lacks added (see
+/// [`super::resp_values`]).
+fn sadd(req: &RespRequest) -> Result<Write, String> {
+    let args = &req.args;
+    if args.len() < 3 {
+        return Err(wrong_arity(b"sadd"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let members = args[2..]
+        .iter()
+        .filter(|m| seen.insert(m.as_slice()))
+        .cloned()
+        .collect();
+    Ok(Write {
+        writes: vec![TxWrite::AddMembers {
+            stream: stream_name(req.ctx, &args[1])?,
+            members,
+        }],
+        answer: Answer::MembersAdded,
     })
 }
 

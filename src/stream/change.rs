@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 
-use super::partition::StreamEntry;
+use super::partition::{StreamEntry, StreamKind};
 use super::StreamError;
 use crate::protocol::StreamId;
 
@@ -142,8 +142,8 @@ pub enum ChangeRequest {
 }
 
 /// What a stream's versions do not say, kept beside them (carried by snapshots): what XSETID
-/// set of Redis's `last_id`, `entries_added` and `max_deleted_entry_id`, and whether the
-/// stream is a Redis list.
+/// set of Redis's `last_id`, `entries_added` and `max_deleted_entry_id`, and what kind of
+/// key the stream is (an event stream, or a Redis list, string or set).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StreamMeta {
     /// The last ID as XSETID set it (0-0: none); the stream's last ID is the larger of this
@@ -154,15 +154,24 @@ pub struct StreamMeta {
     pub entries_added: Option<(u64, u64)>,
     /// The largest deleted ID as XSETID set it (0-0: none).
     pub max_deleted_id: StreamId,
-    /// The stream is a Redis list: its events are list pushes ([`is_list_push`]), from its
-    /// first; it takes no other events, and the stream commands refuse it (WRONGTYPE).
-    pub list: bool,
+    /// The kind of the stream, told by its first event ([`StreamKind::of_event`]): a list,
+    /// string or set takes only events of its kind (list pushes, [`SET_TYPE`], [`SADD_TYPE`]),
+    /// an event stream none of theirs, and the stream commands refuse the three (WRONGTYPE).
+    /// Encoded where older files have a `bool` "is a list", in the same bytes for those two.
+    pub kind: StreamKind,
 }
 
 /// The event type of an LPUSH's elements (docs/PROTOCOL.md, *Lists*).
 pub const LPUSH_TYPE: &str = "$lpush";
 /// The event type of an RPUSH's elements.
 pub const RPUSH_TYPE: &str = "$rpush";
+
+/// The event type of a SET's value: a string is a stream of them, the newest one's data its
+/// value (docs/PROTOCOL.md, *Strings and sets*).
+pub const SET_TYPE: &str = "$set";
+/// The event type of an SADD's members: a set is a stream of them, its members the distinct
+/// data of its live events.
+pub const SADD_TYPE: &str = "$sadd";
 
 /// Whether an event of this type is a list push: a stream whose first event is one is a
 /// Redis list.
@@ -195,10 +204,10 @@ impl StreamEntry {
             request,
             ChangeRequest::DeleteStream | ChangeRequest::DeleteDatabase
         );
-        if entries_change && self.meta.list {
+        if entries_change && self.meta.kind != StreamKind::Stream {
             return Err(StreamError::WrongType {
                 stream: String::new(),
-                list: true,
+                kind: self.meta.kind,
             });
         }
         Ok(match request {

@@ -47,24 +47,39 @@ pub enum StreamError {
         stream: String,
         last: crate::protocol::StreamId,
     },
-    /// An append of list pushes to a stream that is not a list, or of other events to a
-    /// list (`list`: the stream is one), or of both kinds at once.
+    /// An append whose events are of another kind than the stream's (`kind`: the stream's,
+    /// or the first event's for a new stream), or of several kinds at once; or an entries
+    /// change (XDEL, XTRIM, XSETID, TRIM) to a list, string or set.
     #[error(
         "stream {stream:?} {}",
-        if *list {
-            "is a Redis list: it takes only list pushes (events of type $lpush or $rpush)"
-        } else {
-            "is not a Redis list: list pushes (events of type $lpush or $rpush) make a stream \
-             of their own, and an append does not mix them with other events"
+        match kind {
+            super::StreamKind::List =>
+                "is a Redis list: it takes only list pushes (events of type $lpush or $rpush)",
+            super::StreamKind::String =>
+                "is a Redis string: it takes only events of type $set",
+            super::StreamKind::Set =>
+                "is a Redis set: it takes only events of type $sadd",
+            super::StreamKind::Stream =>
+                "is an event stream: list pushes ($lpush, $rpush), $set and $sadd events \
+                 make keys of their own, and an append does not mix them with other events",
         }
     )]
-    WrongType { stream: String, list: bool },
+    WrongType {
+        stream: String,
+        kind: super::StreamKind,
+    },
     /// A range reply that would hold more than `budget` bytes of entries.
     #[error(
         "the reply would hold more than {budget} bytes of entries (8 × max_read_bytes); ask \
          for fewer with COUNT, or read on from the last ID returned"
     )]
     ReplyTooLarge { budget: usize },
+    /// A Redis set too large to read whole (SADD, SMEMBERS, SCARD and SISMEMBER read it).
+    #[error(
+        "the set has more than {max_members} members or {max_bytes} bytes of them: this \
+         server reads sets whole and reads none larger"
+    )]
+    SetTooLarge { max_members: u64, max_bytes: usize },
     /// XSETID refused by the stream's state, with Redis's text.
     #[error("{0}")]
     SetIdRefused(&'static str),

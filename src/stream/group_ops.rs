@@ -628,10 +628,13 @@ impl<S: Storage + 'static> Partition<S> {
         let resolved = {
             let st = self.state.borrow();
             let entry = st.streams.get(stream);
-            if entry.is_some_and(|e| e.meta.list) {
+            if let Some(kind) = entry
+                .map(|e| e.meta.kind)
+                .filter(|k| *k != super::StreamKind::Stream)
+            {
                 return Err(StreamError::WrongType {
                     stream: stream.to_string(),
-                    list: true,
+                    kind,
                 });
             }
             let visible = entry.map_or(0, |e| e.lsns.partition_point(|&l| l < st.published_lsn));

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::change::{apply_change, is_list_push, Deleted, StreamChange, StreamMeta};
+use super::change::{apply_change, Deleted, StreamChange, StreamMeta};
 use super::error::ImageError;
 use super::groups::StreamGroups;
 use super::idempotency::IdemEntry;
@@ -558,7 +558,7 @@ impl Rebuild {
             let stream = String::from_utf8_lossy(record.record.stream).into_owned();
             let entry = self.streams.entry(stream.clone()).or_default();
             if entry.lsns.is_empty() {
-                entry.meta.list = is_list_push(record.record.event_type);
+                entry.meta.kind = super::StreamKind::of_event(record.record.event_type);
             }
             let version = record.record.stream_version;
             entry.push(

@@ -22,6 +22,7 @@ mod idempotency;
 mod image;
 mod partition;
 mod payload;
+mod sets;
 mod transaction;
 mod turns;
 mod view;
@@ -29,6 +30,7 @@ mod waiters;
 
 pub use change::{
     in_database, is_list_push, ChangeRequest, Deleted, StreamChange, Trim, LPUSH_TYPE, RPUSH_TYPE,
+    SADD_TYPE, SET_TYPE,
 };
 pub use error::{ImageError, ShortPayload, StreamError};
 pub use group_ops::{ClaimTime, GroupDone, GroupEntry, GroupError, GroupRequest, GroupStart};
@@ -40,6 +42,7 @@ pub use partition::{
     IdSpec, Partition, PartitionLimits, PartitionStats, PublishSink, StreamKind, StreamSummary,
 };
 pub use payload::reply_bytes;
+pub use sets::{SetMembers, MAX_SET_MEMBERS, SET_READ_READS};
 pub use transaction::{TxDone, TxWrite};
 pub use view::{DetachedRing, PartitionView};
 pub use waiters::{WaitEnd, WaitKey};

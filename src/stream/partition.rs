@@ -19,6 +19,7 @@ use std::rc::Rc;
 
 use super::change::{
     apply_change, in_database, is_list_push, ChangeRequest, Deleted, StreamChange, StreamMeta,
+    SADD_TYPE, SET_TYPE,
 };
 use super::error::StreamError;
 use super::idempotency::{check_ids, IdemEntry, Retry};
@@ -98,17 +99,34 @@ fn stream_exists(entry: &StreamEntry, published_lsn: u64) -> bool {
     entry.groups.created || entry.lsns.first().is_some_and(|&lsn| lsn < published_lsn)
 }
 
-/// What a stream is to the RESP port: a stream, or a Redis list (`StreamMeta::list`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a stream is to the RESP port (`StreamMeta::kind`): a stream, or a Redis list, string
+/// or set, told by its first event's type ([`StreamKind::of_event`]). Kept in snapshots as
+/// postcard's enum tag (a varint of the variant's index: 0 stream, 1 list, 2 string, 3 set;
+/// docs/FORMAT.md), the bytes of the `bool` an older file has for "is a list": new variants
+/// go at the end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StreamKind {
+    #[default]
     Stream,
     List,
+    String,
+    Set,
 }
 
 impl StreamKind {
     fn of(entry: &StreamEntry) -> StreamKind {
-        if entry.meta.list {
+        entry.meta.kind
+    }
+
+    /// The kind of a stream whose events have this type: list pushes make a list, `$set`
+    /// events a string, `$sadd` events a set, any other an event stream.
+    pub fn of_event(event_type: &[u8]) -> StreamKind {
+        if is_list_push(event_type) {
             StreamKind::List
+        } else if event_type == SET_TYPE.as_bytes() {
+            StreamKind::String
+        } else if event_type == SADD_TYPE.as_bytes() {
+            StreamKind::Set
         } else {
             StreamKind::Stream
         }
@@ -119,6 +137,8 @@ impl StreamKind {
         match self {
             StreamKind::Stream => "stream",
             StreamKind::List => "list",
+            StreamKind::String => "string",
+            StreamKind::Set => "set",
         }
     }
 }
@@ -404,9 +424,13 @@ pub(super) fn event_records<'a>(
         .collect()
 }
 
-/// The ID of `stream`'s last visible entry, if it has one (a list has no stream entries).
+/// The ID of `stream`'s last visible entry, if it has one (a list, string or set has no
+/// stream entries).
 fn last_visible_id(st: &State, stream: &str) -> Option<StreamId> {
-    let entry = st.streams.get(stream).filter(|e| !e.meta.list)?;
+    let entry = st
+        .streams
+        .get(stream)
+        .filter(|e| e.meta.kind == StreamKind::Stream)?;
     let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
     visible.checked_sub(1).map(|v| entry.ids[v])
 }
@@ -690,17 +714,19 @@ impl<S: Storage + 'static> Partition<S> {
         }
         {
             let mut st = self.state.borrow_mut();
-            let pushes = events
+            // One kind per stream (`StreamKind`): set by its first append, which is of one.
+            let kind = events.first().map_or(StreamKind::Stream, |e| {
+                StreamKind::of_event(e.event_type.as_bytes())
+            });
+            let mixed = events
                 .iter()
-                .filter(|e| is_list_push(e.event_type.as_bytes()))
-                .count();
-            let list = pushes > 0;
-            let existing = st.streams.get(stream).map(|e| e.meta.list);
-            if (list && pushes != events.len()) || existing.is_some_and(|l| l != list) {
+                .any(|e| StreamKind::of_event(e.event_type.as_bytes()) != kind);
+            let existing = st.streams.get(stream).map(|e| e.meta.kind);
+            if mixed || existing.is_some_and(|k| k != kind) {
                 st.errors += 1;
                 return Err(StreamError::WrongType {
                     stream: stream.to_string(),
-                    list: existing.unwrap_or(false),
+                    kind: existing.unwrap_or(kind),
                 });
             }
             let (next, last_id) = st
@@ -736,7 +762,7 @@ impl<S: Storage + 'static> Partition<S> {
                         st.stream_ids.note(stream.as_bytes());
                     }
                     let entry = st.streams.entry(stream.to_string()).or_default();
-                    entry.meta.list = list;
+                    entry.meta.kind = kind;
                     for (lsn, id) in (a.first_lsn..=a.last_lsn).zip(&ids) {
                         entry.push(lsn, *id);
                     }
@@ -805,9 +831,9 @@ impl<S: Storage + 'static> Partition<S> {
                 (ChangeRequest::DeleteDatabase, _) => StreamChange::DeleteDatabase,
                 (_, None) => return Ok(ChangePlaced::Nothing),
                 (r, Some(entry)) => entry.resolve(r).map_err(|e| match e {
-                    StreamError::WrongType { list, .. } => StreamError::WrongType {
+                    StreamError::WrongType { kind, .. } => StreamError::WrongType {
                         stream: stream.to_string(),
-                        list,
+                        kind,
                     },
                     e => e,
                 })?,
@@ -991,7 +1017,12 @@ impl<S: Storage + 'static> Partition<S> {
                 let st = &mut *st;
                 for (_, batch) in ready.iter().filter(|(_, b)| !b.events.is_empty()) {
                     let last = batch.first_version as usize + batch.events.len() - 1;
-                    let entry = st.streams.get(&batch.stream).filter(|e| !e.meta.list);
+                    // Only an event stream's entries make a wait ready: a key that became
+                    // a list, string or set keeps its readers waiting (docs/PROTOCOL.md).
+                    let entry = st
+                        .streams
+                        .get(&batch.stream)
+                        .filter(|e| e.meta.kind == StreamKind::Stream);
                     if let Some(id) = entry.and_then(|e| e.ids.get(last)) {
                         st.waiters.published(&batch.stream, *id);
                     }
@@ -1347,7 +1378,7 @@ impl<S: Storage + 'static> Partition<S> {
             .borrow()
             .streams
             .get(stream)
-            .is_some_and(|e| !e.meta.list)
+            .is_some_and(|e| e.meta.kind == StreamKind::Stream)
     }
 
     /// Whether the stream is a Redis list (once placed: before its first push is visible).
@@ -1356,7 +1387,43 @@ impl<S: Storage + 'static> Partition<S> {
             .borrow()
             .streams
             .get(stream)
-            .is_some_and(|e| e.meta.list)
+            .is_some_and(|e| e.meta.kind == StreamKind::List)
+    }
+
+    /// Whether the stream holds a Redis list, string or set, not events (once placed: before
+    /// its first element is visible). The stream commands refuse such a key (WRONGTYPE), and
+    /// a blocked XREAD on it keeps waiting (the hook for readers that must instead learn that
+    /// their key was replaced by another type: see `publish`'s waiters).
+    pub fn is_other_type(&self, stream: &str) -> bool {
+        self.state
+            .borrow()
+            .streams
+            .get(stream)
+            .is_some_and(|e| e.meta.kind != StreamKind::Stream)
+    }
+
+    /// The placed kind of the stream and its last placed version's LSN (`None`: no stream).
+    pub(super) fn placed_kind(&self, stream: &str) -> Option<(StreamKind, Option<u64>)> {
+        let st = self.state.borrow();
+        let e = st.streams.get(stream)?;
+        Some((e.meta.kind, e.lsns.last().copied()))
+    }
+
+    /// Waits until every LSN up to `lsn` is visible, or fails with the error that poisoned the
+    /// journal.
+    pub(super) async fn await_published(&self, lsn: u64) -> Result<(), StreamError> {
+        std::future::poll_fn(|cx| {
+            let mut st = self.state.borrow_mut();
+            if st.published_lsn > lsn {
+                return std::task::Poll::Ready(Ok(()));
+            }
+            if let Some(poisoned) = self.journal.poison_error() {
+                return std::task::Poll::Ready(Err(poisoned.into()));
+            }
+            st.publish_waiters.push(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     /// The stream's visible versions' LSNs from `from_version` (for subscriptions).

@@ -9,18 +9,29 @@
 //! frame's room wait for room, so they span frames in a row — still in one turn, in order,
 //! with nothing between them, but each frame durable on its own.
 //!
+//! A set's additions ([`TxWrite::AddMembers`]) append only the members the set lacks at
+//! that point of the transaction. Before the frame is held, in the transaction's turn (so no
+//! other write is placed meanwhile), each such set is read whole once its placed versions
+//! are visible (`Partition::set_members`); the writes before an addition in the transaction
+//! are then followed: a deletion of the stream (DEL, SET, FLUSHDB) empties what it holds,
+//! an addition adds its members. A set's addition thus waits for the set's earlier writes
+//! to be durable, and reads the set, while it holds the partition's turn.
+//!
 //! Each write succeeds or fails on its own (a wrong expected version fails that append only,
 //! as a command inside Redis's EXEC fails alone); a journal error fails every write not yet
 //! durable.
 
-use super::change::ChangeRequest;
+use std::collections::HashMap;
+
+use super::change::{in_database, ChangeRequest, SADD_TYPE};
 use super::group_ops::{GroupDone, GroupError, GroupPlaced, GroupRequest};
 use super::partition::{
     change_record, check_append, event_records, now_ns, ChangePlaced, Durable, IdSpec, Placed,
 };
-use super::{Partition, StreamError};
+use super::sets::SetMembers;
+use super::{Partition, StreamError, StreamKind};
 use crate::journal::{PendingAppend, Storage};
-use crate::protocol::{AppendResult, Event, StreamId};
+use crate::protocol::{expected, AppendResult, Event, StreamId};
 
 /// One write of a transaction.
 #[derive(Debug)]
@@ -41,15 +52,23 @@ pub enum TxWrite {
         stream: String,
         request: GroupRequest,
     },
+    /// SADD: an append of a `$sadd` event for each of `members` (distinct) the set lacks
+    /// (module docs); `TxDone::Changed(0)` when it lacks none.
+    AddMembers {
+        stream: String,
+        members: Vec<Vec<u8>>,
+    },
 }
 
 impl TxWrite {
-    /// The stream it writes (a database's prefix for a database deletion).
+    /// The stream whose partition runs the write (a database's prefix for a database
+    /// deletion).
     pub fn stream(&self) -> &str {
         match self {
             TxWrite::Append { stream, .. }
             | TxWrite::Change { stream, .. }
-            | TxWrite::Group { stream, .. } => stream,
+            | TxWrite::Group { stream, .. }
+            | TxWrite::AddMembers { stream, .. } => stream,
         }
     }
 }
@@ -64,10 +83,43 @@ pub enum TxDone {
         ids: Vec<StreamId>,
         live: u64,
     },
-    /// What the change deleted (1 for an XSETID; 0: nothing was done).
+    /// What the change deleted (1 for an XSETID; 0: nothing was done, as for an
+    /// [`TxWrite::AddMembers`] of members all present).
     Changed(u64),
     /// What the group command did.
     Group(GroupDone),
+}
+
+/// A set read that failed: its error for the first addition to the set, then the same kind
+/// of error for any later one of the transaction (a stream error is not `Clone`).
+struct FailedRead {
+    first: Option<StreamError>,
+}
+
+impl FailedRead {
+    fn new(e: StreamError) -> FailedRead {
+        FailedRead { first: Some(e) }
+    }
+
+    fn again(&mut self) -> StreamError {
+        match self.first.take() {
+            Some(e) => {
+                let repeat = match &e {
+                    &StreamError::SetTooLarge {
+                        max_members,
+                        max_bytes,
+                    } => StreamError::SetTooLarge {
+                        max_members,
+                        max_bytes,
+                    },
+                    _ => StreamError::Unreadable(0),
+                };
+                self.first = Some(repeat);
+                e
+            }
+            None => StreamError::Unreadable(0),
+        }
+    }
 }
 
 /// A write durable, to publish.
@@ -130,11 +182,74 @@ impl<S: Storage + 'static> Partition<S> {
         writes: Vec<TxWrite>,
     ) -> Vec<Result<TxDone, StreamError>> {
         let now = now_ns();
+        // The sets added to, read before the frame is held (module docs).
+        let mut sets = HashMap::new();
+        for w in &writes {
+            if let TxWrite::AddMembers { stream, .. } = w {
+                if !sets.contains_key(stream) {
+                    let read = self.read_set(stream).await.map_err(FailedRead::new);
+                    sets.insert(stream.clone(), read);
+                }
+            }
+        }
         // The frame stays open until every write is placed (module docs).
         let hold = self.journal.hold_seal();
         let mut steps = Vec::with_capacity(writes.len());
         for write in writes {
+            // What a deletion deletes, a later addition finds absent.
+            if let TxWrite::Change { stream, request } = &write {
+                match request {
+                    ChangeRequest::DeleteStream => {
+                        if let Some(set) = sets.get_mut(stream) {
+                            *set = Ok(SetMembers::default());
+                        }
+                    }
+                    ChangeRequest::DeleteDatabase => {
+                        for (name, set) in sets.iter_mut() {
+                            if in_database(name, stream) {
+                                *set = Ok(SetMembers::default());
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
             let step = match write {
+                TxWrite::AddMembers { stream, members } => {
+                    let set = sets.get_mut(&stream).expect("every set added to was read");
+                    let set = match set {
+                        Ok(set) => set,
+                        Err(failed) => {
+                            steps.push(Step::Done(Err(failed.again())));
+                            continue;
+                        }
+                    };
+                    let new: Vec<Event> = members
+                        .into_iter()
+                        .filter(|m| !set.index.contains(m))
+                        .map(|data| Event {
+                            id: [0; 16],
+                            event_type: SADD_TYPE.to_string(),
+                            timestamp_ns: now,
+                            value: f64::NAN,
+                            data,
+                            metadata: Vec::new(),
+                        })
+                        .collect();
+                    if new.is_empty() {
+                        steps.push(Step::Done(Ok(TxDone::Changed(0))));
+                        continue;
+                    }
+                    let step = self
+                        .place_append_step(stream, expected::ANY, new, IdSpec::Auto, now)
+                        .await;
+                    if let Step::Append { events, .. } = &step {
+                        for e in events {
+                            set.insert(&e.data);
+                        }
+                    }
+                    step
+                }
                 TxWrite::Append {
                     stream,
                     expected_version,
@@ -271,6 +386,18 @@ impl<S: Storage + 'static> Partition<S> {
                 }
             })
             .collect()
+    }
+
+    /// The members of `stream` for an addition: none unless it is a set, which is read whole
+    /// once its placed versions are visible (module docs).
+    async fn read_set(&self, stream: &str) -> Result<SetMembers, StreamError> {
+        match self.placed_kind(stream) {
+            Some((StreamKind::Set, Some(last_lsn))) => {
+                self.await_published(last_lsn).await?;
+                self.set_members(stream).await
+            }
+            _ => Ok(SetMembers::default()),
+        }
     }
 
     /// Places one append of a transaction (waiting for room only when the journal has none).
