@@ -59,7 +59,17 @@ pub enum GroupAnswer {
     Refused(GroupError),
     /// No such key (XPENDING, XINFO).
     NoKey,
+    /// A blocking read's key was deleted just before it came (see [`BLOCKED_RACE_NS`]).
+    Gone,
 }
+
+/// How recent a deletion of its key a blocking XREADGROUP that finds no key or group takes
+/// as having happened while it was blocked: requests of different connections that arrive
+/// this close together are concurrent (they run on different shards, and one may overtake the
+/// other), so ordering the read first is as true as ordering it last, and it answers what a
+/// read that blocked first gets — `-UNBLOCKED the stream key no longer exists` — instead of
+/// `-NOGROUP No such key …`.
+pub const BLOCKED_RACE_NS: u64 = 100_000_000;
 
 /// XPENDING's two forms.
 #[derive(Debug)]
@@ -124,6 +134,12 @@ pub enum GroupOp {
         stream: String,
         request: GroupRequest,
     },
+    /// XREADGROUP `>` with BLOCK: as `Write`, but a key deleted within
+    /// [`BLOCKED_RACE_NS`] answers [`GroupAnswer::Gone`].
+    BlockingRead {
+        stream: String,
+        request: GroupRequest,
+    },
     Pending {
         stream: String,
         group: Vec<u8>,
@@ -145,6 +161,15 @@ pub(super) fn now_ms() -> u64 {
 pub(super) async fn run_op(p: &Partition, op: GroupOp) -> OpResult {
     let answer = match op {
         GroupOp::Write { stream, request } => match run_write(p, &stream, request).await {
+            Ok(a) => a,
+            Err(e) => return OpResult::Err(e),
+        },
+        GroupOp::BlockingRead { stream, request } => match run_write(p, &stream, request).await {
+            Ok(GroupAnswer::Refused(GroupError::NoGroup | GroupError::NoStream))
+                if p.deleted_lately(&stream, BLOCKED_RACE_NS) =>
+            {
+                GroupAnswer::Gone
+            }
             Ok(a) => a,
             Err(e) => return OpResult::Err(e),
         },

@@ -573,9 +573,16 @@ pub(super) async fn xreadgroup(shard: &Rc<Shard>, req: &RespRequest) -> Result<(
             count,
             noack: g.noack,
         };
-        let op = GroupOp::Write {
-            stream: key.stream.clone(),
-            request,
+        let op = if x.block.is_some() && key.id.is_none() {
+            GroupOp::BlockingRead {
+                stream: key.stream.clone(),
+                request,
+            }
+        } else {
+            GroupOp::Write {
+                stream: key.stream.clone(),
+                request,
+            }
         };
         match call_group(shard, &key.stream, op).await? {
             GroupAnswer::Read {
@@ -590,6 +597,11 @@ pub(super) async fn xreadgroup(shard: &Rc<Shard>, req: &RespRequest) -> Result<(
                     &req.args[key.arg],
                     &g.group,
                     " in XREADGROUP with GROUP option",
+                ))
+            }
+            GroupAnswer::Gone => {
+                return Err(super::resp_groups::blocked_error(
+                    &crate::stream::GroupError::NoStream,
                 ))
             }
             GroupAnswer::Refused(e) => return Err(e.to_string()),

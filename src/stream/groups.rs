@@ -666,7 +666,11 @@ mod tests {
         let growth = s.growth(&change(vec![pend(b"a", &[1, 2, 3])]));
         assert_eq!(growth, 4, "consumer a and three entries");
         assert_eq!(s.apply(&change(vec![pend(b"a", &[1, 2, 3])])), 4);
-        assert_eq!(s.apply(&change(vec![pend(b"b", &[2])])), 1, "consumer b; 2 reassigned");
+        assert_eq!(
+            s.apply(&change(vec![pend(b"b", &[2])])),
+            1,
+            "consumer b; 2 reassigned"
+        );
         s.check();
         let g = &s.groups[&b"g".to_vec()];
         assert_eq!(g.consumers[&b"a".to_vec()].pending.len(), 2);

@@ -254,6 +254,9 @@ pub(super) struct State {
     /// (bounded by `PartitionLimits::max_group_entries`).
     pub(super) group_entries: u64,
     pending_publish: BTreeMap<u64, Durable>,
+    /// The streams (and databases: `true`) deleted most recently, with when (ns), at most
+    /// [`RECENTLY_DELETED`] ([`Partition::deleted_lately`]).
+    deleted: VecDeque<(String, bool, u64)>,
     /// Retries waiting for the append they repeat to become visible (or fail).
     publish_waiters: Vec<std::task::Waker>,
     /// The order appends are placed in.
@@ -291,6 +294,9 @@ pub struct Partition<S: Storage + 'static = DiskStorage> {
     bytes_counter: metrics::Counter,
     waits_gauge: metrics::Gauge,
 }
+
+/// The stream deletions a partition remembers ([`Partition::deleted_lately`]).
+const RECENTLY_DELETED: usize = 64;
 
 /// A stream as XINFO STREAM describes it ([`Partition::stream_summary`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -517,6 +523,7 @@ impl<S: Storage + 'static> Partition<S> {
                 published_lsn,
                 group_entries,
                 pending_publish: BTreeMap::new(),
+                deleted: VecDeque::new(),
                 publish_waiters: Vec::new(),
                 turns: Turns::default(),
                 sinks: Vec::new(),
@@ -867,6 +874,14 @@ impl<S: Storage + 'static> Partition<S> {
                     st.group_entries -= entries;
                 }
                 apply_change(&mut st.streams, stream, &change);
+                let database = matches!(change, StreamChange::DeleteDatabase);
+                if database || matches!(change, StreamChange::DeleteStream) {
+                    if st.deleted.len() == RECENTLY_DELETED {
+                        st.deleted.pop_front();
+                    }
+                    st.deleted
+                        .push_back((stream.to_string(), database, now_ns()));
+                }
                 for name in gone {
                     st.stream_ids.forget(name.as_bytes());
                     // Blocked group readers learn that the stream is gone.
@@ -1369,6 +1384,25 @@ impl<S: Storage + 'static> Partition<S> {
             .get(stream)
             .filter(|entry| stream_exists(entry, st.published_lsn))
             .map(StreamKind::of)
+    }
+
+    /// Whether `stream` was deleted (alone, or with its database) less than `window_ns` ago:
+    /// a blocking XREADGROUP that arrives just after the deletion of its key is answered as
+    /// if it had blocked just before (docs/PROTOCOL.md, *Consumer groups*).
+    pub fn deleted_lately(&self, stream: &str, window_ns: u64) -> bool {
+        let now = now_ns();
+        self.state
+            .borrow()
+            .deleted
+            .iter()
+            .any(|(name, database, at)| {
+                now.saturating_sub(*at) < window_ns
+                    && if *database {
+                        in_database(stream, name)
+                    } else {
+                        name == stream
+                    }
+            })
     }
 
     /// Whether the stream is in the index as a stream (not a list), visible or only placed:
