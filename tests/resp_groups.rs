@@ -313,7 +313,11 @@ fn check(server: &Server, log: &Log, how: &str) {
         }
         for (i, (consumer, count)) in &pending {
             assert_eq!(*count, 1, "{how}: {s} {} delivered once", show(*i));
-            assert!(all.contains(i), "{how}: {s} {} pending, not in the stream", show(*i));
+            assert!(
+                all.contains(i),
+                "{how}: {s} {} pending, not in the stream",
+                show(*i)
+            );
             if let Some(to) = log.delivered.get(&(s.clone(), *i)) {
                 assert_eq!(to, consumer, "{how}: {s} {}'s consumer", show(*i));
             }
@@ -466,7 +470,10 @@ fn mkstream_and_destroy_survive_restarts() {
         );
     }
     for _ in 0..5 {
-        ok(&mut c, redis::cmd("XADD").arg("full").arg("*").arg("f").arg("v"));
+        ok(
+            &mut c,
+            redis::cmd("XADD").arg("full").arg("*").arg("f").arg("v"),
+        );
     }
     let _: Delivery = redis::cmd("XREADGROUP")
         .arg("GROUP")
