@@ -5,8 +5,9 @@
 //! Redis 7.0's own tests of it, blocked readers woken by XADD and by a native APPEND, timeouts,
 //! closed connections and a server stop leaving no wait behind (`evring_xread_waits`), keys
 //! on both shards. The keyspace commands (DBSIZE, EXISTS, TYPE, KEYS, SCAN) over every
-//! partition and database, INFO, CONFIG GET/SET, and MULTI/EXEC/DISCARD (queued replies,
-//! EXECABORT, CROSSSLOT, order on the wire).
+//! partition and database, INFO (its commandstats and errorstats counted as redis-server 7.0
+//! counts them), CONFIG GET/SET, and MULTI/EXEC/DISCARD (queued replies, EXECABORT,
+//! CROSSSLOT, order on the wire).
 
 mod common;
 

@@ -30,6 +30,14 @@
 //! write the connection sent before it (a write is visible once durable, and a read started
 //! while the write is in flight would miss it). Writes pipelined one after another still run
 //! concurrently and share frames.
+//!
+//! ## Counting
+//!
+//! Every reply to a command goes through [`RespRequest::answer_bytes`] (`answer` writes into
+//! it), which counts it in INFO commandstats and errorstats ([`super::resp_stats`]) on the
+//! shard it runs on, as the request's [`RespRequest::mark`] says: a call (failed if an
+//! error), a rejection, or nothing (`+QUEUED`). A command that answers in its own way must
+//! answer through it to be counted; [`RespRequest::start`] marks when it started to run.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
