@@ -5,8 +5,9 @@
 //! Redis 7.0's own tests of it, blocked readers woken by XADD and by a native APPEND, timeouts,
 //! closed connections and a server stop leaving no wait behind (`evring_xread_waits`), keys
 //! on both shards. The keyspace commands (DBSIZE, EXISTS, TYPE, KEYS, SCAN) over every
-//! partition and database, INFO, CONFIG GET/SET, and MULTI/EXEC/DISCARD (queued replies,
-//! EXECABORT, CROSSSLOT, order on the wire).
+//! partition and database, INFO (its commandstats and errorstats counted as redis-server 7.0
+//! counts them), CONFIG GET/SET, and MULTI/EXEC/DISCARD (queued replies, EXECABORT,
+//! CROSSSLOT, order on the wire).
 
 mod common;
 
@@ -1390,6 +1391,7 @@ fn info_reports_the_server_its_clients_persistence_stats_and_keyspace() {
             "Persistence",
             "Stats",
             "Replication",
+            "Errorstats",
             "Keyspace"
         ]
     );
@@ -1427,7 +1429,7 @@ fn info_reports_the_server_its_clients_persistence_stats_and_keyspace() {
     let (headers, _) = info(&mut c, &["SERVER", "stats", "nosuchsection"]);
     assert_eq!(headers, ["Server", "Stats"]);
     let (headers, _) = info(&mut c, &["all"]);
-    assert_eq!(headers.len(), 6);
+    assert_eq!(headers.len(), 8);
 
     // Commands are counted, and CONFIG RESETSTAT starts the count again.
     let (_, f) = info(&mut c, &["stats"]);
@@ -1437,6 +1439,128 @@ fn info_reports_the_server_its_clients_persistence_stats_and_keyspace() {
     let (_, f) = info(&mut c, &["stats"]);
     let after: u64 = f["total_commands_processed"].parse().unwrap();
     assert!(after < before, "{after} after RESETSTAT, {before} before");
+}
+
+/// The `cmdstat_<name>` line of INFO commandstats (as the suites' `cmdrstat` reads it).
+fn cmdstat(c: &mut redis::Connection, name: &str) -> Option<String> {
+    let (_, f) = info(c, &["commandstats"]);
+    f.get(&format!("cmdstat_{name}")).cloned()
+}
+
+/// `calls=…,rejected_calls=…,failed_calls=…` of a commandstats line (no timings).
+fn counts(line: &str) -> String {
+    line.split(',')
+        .filter(|kv| !kv.starts_with("usec"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn info_counts_calls_rejections_failures_and_errors_as_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    // Connections on both shards: the counts are the server's.
+    let mut others: Vec<redis::Connection> = (0..4).map(|_| server.redis()).collect();
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let (headers, f) = info(&mut c, &["commandstats", "errorstats", "stats"]);
+    assert_eq!(headers, ["Stats", "Commandstats", "Errorstats"]);
+    assert_eq!(f["total_error_replies"], "0");
+    let cmdstats: Vec<_> = f.keys().filter(|k| k.starts_with("cmdstat_")).collect();
+    assert_eq!(cmdstats, ["cmdstat_config|resetstat"], "{f:?}");
+    assert!(!f.keys().any(|k| k.starts_with("errorstat_")));
+
+    for o in others.iter_mut() {
+        xadd_fv(o, "s", "*");
+    }
+    let r: RedisResult<Value> = redis::cmd("XADD").arg("s").arg("*").arg("f").query(&mut c);
+    assert!(error_text(r).contains("wrong number of arguments for 'xadd'"));
+    let _: u64 = redis::cmd("RPUSH").arg("l").arg("x").query(&mut c).unwrap();
+    let r: RedisResult<Value> = redis::cmd("XADD")
+        .arg("l")
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .query(&mut others[0]);
+    assert!(error_text(r).contains("WRONGTYPE"));
+    // As Redis 7.0 counts them (checked against redis-server 7.0.15).
+    let xadd = cmdstat(&mut c, "xadd").expect("cmdstat_xadd");
+    assert_eq!(
+        counts(&xadd),
+        "calls=5,rejected_calls=1,failed_calls=1",
+        "{xadd}"
+    );
+    assert!(xadd.contains(",usec="), "{xadd}");
+    assert!(xadd.contains(",usec_per_call="), "{xadd}");
+    assert_eq!(
+        counts(&cmdstat(&mut c, "rpush").unwrap()),
+        "calls=1,rejected_calls=0,failed_calls=0"
+    );
+    let (_, f) = info(&mut c, &["errorstats", "stats"]);
+    assert_eq!(f["errorstat_ERR"], "count=1");
+    assert_eq!(f["errorstat_WRONGTYPE"], "count=1");
+    assert_eq!(f["total_error_replies"], "2");
+    assert_eq!(f.keys().filter(|k| k.starts_with("errorstat_")).count(), 2);
+
+    // Subcommands by their Redis names; an unknown command counts only its error.
+    let _: Value = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("save")
+        .query(&mut c)
+        .unwrap();
+    let r: RedisResult<Value> = redis::cmd("CONFIG").arg("GET").query(&mut c);
+    assert!(error_text(r).contains("'config|get'"));
+    let r: RedisResult<Value> = redis::cmd("NOSUCH").query(&mut c);
+    assert!(error_text(r).contains("unknown command"));
+    assert_eq!(
+        counts(&cmdstat(&mut c, "config|get").unwrap()),
+        "calls=1,rejected_calls=1,failed_calls=0"
+    );
+    assert!(cmdstat(&mut c, "nosuch").is_none());
+    let (_, f) = info(&mut c, &["errorstats", "stats"]);
+    assert_eq!(f["errorstat_ERR"], "count=3");
+    assert_eq!(f["total_error_replies"], "4");
+
+    // Transactions: a command refused while queueing is rejected and EXEC fails with
+    // EXECABORT; a command failing inside EXEC fails, EXEC does not.
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let r: RedisResult<Value> = redis::cmd("XADD").arg("s").arg("*").arg("f").query(&mut c);
+    assert!(error_text(r).contains("wrong number of arguments"));
+    let r: RedisResult<Value> = redis::cmd("EXEC").query(&mut c);
+    assert!(error_text(r).contains("Transaction discarded"));
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: Value = redis::cmd("XADD")
+        .arg("l")
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    let _: Value = redis::cmd("LLEN").arg("l").query(&mut c).unwrap();
+    // (The client gives an EXEC reply holding an error as that error.)
+    let r: RedisResult<Value> = redis::cmd("EXEC").query(&mut c);
+    assert!(error_text(r).contains("WRONGTYPE"));
+    let want = [
+        ("exec", "calls=2,rejected_calls=0,failed_calls=1"),
+        ("xadd", "calls=1,rejected_calls=1,failed_calls=1"),
+        ("llen", "calls=1,rejected_calls=0,failed_calls=0"),
+        ("multi", "calls=2,rejected_calls=0,failed_calls=0"),
+        (
+            "config|resetstat",
+            "calls=1,rejected_calls=0,failed_calls=0",
+        ),
+    ];
+    let (_, f) = info(&mut c, &["everything"]);
+    let cmdstats = f.keys().filter(|k| k.starts_with("cmdstat_")).count();
+    assert_eq!(cmdstats, want.len(), "{f:?}");
+    for (name, line) in want {
+        assert_eq!(counts(&f[&format!("cmdstat_{name}")]), line, "{name}");
+    }
+    assert_eq!(f["errorstat_ERR"], "count=1");
+    assert_eq!(f["errorstat_EXECABORT"], "count=1");
+    assert_eq!(f["errorstat_WRONGTYPE"], "count=1");
+    assert_eq!(f["total_error_replies"], "3");
 }
 
 #[test]

@@ -41,6 +41,7 @@ mod resp_keys;
 mod resp_lists;
 mod resp_multi;
 mod resp_read;
+mod resp_stats;
 mod resp_streams;
 mod resp_values;
 mod resp_writes;

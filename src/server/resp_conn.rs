@@ -31,13 +31,22 @@
 //! it sees every write the connection sent before it (a write is visible once durable, and a read started
 //! while the write is in flight would miss it). Writes pipelined one after another still run
 //! concurrently and share frames.
+//!
+//! ## Counting
+//!
+//! Every reply to a command goes through [`RespRequest::answer_bytes`] (`answer` writes into
+//! it), which counts it in INFO commandstats and errorstats ([`super::resp_stats`]) on the
+//! shard it runs on, as the request's [`RespRequest::mark`] says: a call (failed if an
+//! error), a rejection, or nothing (`+QUEUED`). A command that answers in its own way must
+//! answer through it to be counted; [`RespRequest::start`] marks when it started to run.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Instant;
 
 use super::conn::{Admitted, ConnOut, Decoded, Fault, Protocol, Timeout};
+use super::resp_stats::Mark;
 use super::route::Shard;
 use crate::resp::{Parsed, Reply, RequestLimits, RequestParser, RespVersion};
 
@@ -46,6 +55,8 @@ pub const DATABASES: u32 = 16;
 
 /// Sends a connection's replies in request order (see the module docs).
 pub(super) struct Ordered {
+    /// The shard the connection is on (where its replies are counted: [`RespRequest::answer`]).
+    shard: Rc<Shard>,
     /// Where replies go in order; `None`: into `collected` (the replies of an EXEC's
     /// commands, [`Ordered::collector`]).
     out: Option<Rc<ConnOut>>,
@@ -100,8 +111,9 @@ impl Ordered {
     }
 
     /// Collects replies in sequence order, from 0, instead of sending them.
-    pub(super) fn collector() -> Ordered {
+    pub(super) fn collector(shard: Rc<Shard>) -> Ordered {
         Ordered {
+            shard,
             out: None,
             next: 0,
             held: BTreeMap::new(),
@@ -177,14 +189,58 @@ pub(super) struct RespRequest {
     pub(super) order: Rc<RefCell<Ordered>>,
     /// Its part in transactions ([`super::resp_multi`]).
     pub(super) tx: super::resp_multi::TxLink,
+    /// How its reply counts in INFO commandstats ([`super::resp_stats`]).
+    pub(super) mark: Cell<Mark>,
+    /// When it started to run (INFO commandstats' `usec`); `None`: answered as it was read.
+    pub(super) started: Cell<Option<Instant>>,
 }
 
 impl RespRequest {
+    /// A request of `args` in the connection state `ctx`, replying through `order`.
+    pub(super) fn new(args: Vec<Vec<u8>>, ctx: Ctx, order: Rc<RefCell<Ordered>>) -> RespRequest {
+        RespRequest {
+            seq: 0,
+            args,
+            ctx,
+            order,
+            tx: Default::default(),
+            mark: Cell::new(Mark::Run),
+            started: Cell::new(None),
+        }
+    }
+
     /// Answers it with what `write` writes.
     pub(super) fn answer(&self, write: impl FnOnce(&mut Reply<'_>)) {
         let mut bytes = Vec::new();
         write(&mut Reply::new(&mut bytes, self.ctx.version));
+        self.answer_bytes(bytes);
+    }
+
+    /// Answers it with `bytes`, a whole reply. Every reply to a command comes here, and is
+    /// counted in INFO commandstats and errorstats ([`super::resp_stats`]).
+    pub(super) fn answer_bytes(&self, bytes: Vec<u8>) {
+        {
+            let o = self.order.borrow();
+            let shard = &o.shard;
+            shard.shared.resp.stats.record(
+                shard.id,
+                &self.args,
+                self.mark.get(),
+                &bytes,
+                || {
+                    self.started
+                        .get()
+                        .map_or(0, |t| t.elapsed().as_micros() as u64)
+                },
+                || super::resp_multi::prechecks_pass(&self.args),
+            );
+        }
         Ordered::reply(&self.order, self.seq, bytes);
+    }
+
+    /// Marks it started to run now (INFO commandstats' `usec`).
+    pub(super) fn start(&self) {
+        self.started.set(Some(Instant::now()));
     }
 
     /// Answers it with nothing: its connection is gone.
@@ -246,6 +302,7 @@ impl Protocol for Resp {
             shard: shard.clone(),
             parser,
             order: Rc::new(RefCell::new(Ordered {
+                shard: shard.clone(),
                 out: Some(out.clone()),
                 next: 0,
                 held: BTreeMap::new(),
@@ -296,15 +353,15 @@ impl Protocol for Resp {
             // `admit` answers with nothing.
             Ok(Parsed::Empty { used }) => (used, Vec::new()),
             Ok(Parsed::Command { used, args }) => (used, args.to_vec()),
-            Err(e) => return Decoded::Fault(protocol_fault(e.message())),
+            Err(e) => {
+                let fault = protocol_fault(e.message());
+                // Counted as Redis counts its protocol errors (no command's).
+                let stats = &self.shard.shared.resp.stats;
+                stats.count_error(self.shard.id, &fault.reply);
+                return Decoded::Fault(fault);
+            }
         };
-        let request = RespRequest {
-            seq: 0,
-            args,
-            ctx: self.ctx,
-            order: self.order.clone(),
-            tx: Default::default(),
-        };
+        let request = RespRequest::new(args, self.ctx, self.order.clone());
         Decoded::Request(request, used)
     }
 
@@ -317,6 +374,7 @@ impl Protocol for Resp {
         request.ctx = self.ctx;
         let name = request.args[0].to_ascii_uppercase();
         if !self.authenticated && !matches!(name.as_slice(), b"AUTH" | b"HELLO" | b"QUIT") {
+            request.mark.set(Mark::Rejected);
             request.answer(|r| {
                 r.error("-NOAUTH Authentication required.");
             });
@@ -362,6 +420,7 @@ impl Protocol for Resp {
                 return;
             }
             if out.stopping.get() {
+                request.mark.set(Mark::Rejected);
                 request.answer(|r| {
                     r.error("-SHUTDOWN the server is shutting down: the command was not run");
                 });

@@ -1,5 +1,8 @@
 //! The RESP port's server commands: INFO and CONFIG (GET, SET, RESETSTAT, REWRITE, HELP),
-//! with Redis 7.0's reply forms and error texts.
+//! with Redis 7.0's reply forms and error texts. INFO's sections are Redis's that evring has
+//! something for (server, clients, persistence, stats, replication, commandstats,
+//! errorstats, keyspace; the command and error counts: [`super::resp_stats`]); CONFIG
+//! RESETSTAT starts every count again.
 //!
 //! CONFIG knows a few settings that Redis clients and stream test suites read or set
 //! ([`SETTINGS`]): `stream-node-max-bytes` and `stream-node-max-entries` are accepted and
@@ -32,6 +35,8 @@ pub struct RespShared {
     stream_node_max_entries: AtomicU64,
     /// Connections blocked in an XREAD now (INFO `blocked_clients`).
     pub(super) blocked: AtomicU64,
+    /// INFO commandstats, errorstats and `total_error_replies`.
+    pub(super) stats: super::resp_stats::Stats,
 }
 
 /// A counter on its own cache line: shards count without sharing lines.
@@ -47,15 +52,22 @@ impl RespShared {
             stream_node_max_bytes: AtomicU64::new(STREAM_NODE_MAX_BYTES_DEFAULT),
             stream_node_max_entries: AtomicU64::new(STREAM_NODE_MAX_ENTRIES_DEFAULT),
             blocked: AtomicU64::new(0),
+            stats: super::resp_stats::Stats::new(
+                shards,
+                super::resp_streams::COMMANDS
+                    .iter()
+                    .chain(super::resp_ev::COMMANDS)
+                    .copied(),
+            ),
         }
     }
 
-    /// Counts a command read on `shard` (INFO's `total_commands_processed`).
     /// `stream-node-max-entries` now (at least 1).
     pub(super) fn node_max_entries(&self) -> u64 {
         self.stream_node_max_entries.load(Ordering::Relaxed).max(1)
     }
 
+    /// Counts a command read on `shard` (INFO's `total_commands_processed`).
     pub(super) fn count_command(&self, shard: usize) {
         if let Some(c) = self.commands.get(shard) {
             c.0.fetch_add(1, Ordering::Relaxed);
@@ -74,6 +86,7 @@ impl RespShared {
         for c in self.commands.iter() {
             c.0.store(0, Ordering::Relaxed);
         }
+        self.stats.reset();
     }
 }
 
@@ -86,13 +99,15 @@ pub(super) async fn run(shard: &Rc<Shard>, req: &RespRequest, name: &[u8]) -> Re
     }
 }
 
-/// The sections INFO without arguments (or `default`) gives, in Redis's order.
+/// The sections INFO without arguments (or `default`) gives, in Redis's order: all but
+/// `commandstats` (which `all` and `everything` add, as in Redis 7.0).
 const DEFAULT_SECTIONS: &[&str] = &[
     "server",
     "clients",
     "persistence",
     "stats",
     "replication",
+    "errorstats",
     "keyspace",
 ];
 
@@ -170,8 +185,9 @@ async fn info(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         add(
             "Stats",
             format!(
-                "total_commands_processed:{}\r\n",
-                shared.resp.commands_processed()
+                "total_commands_processed:{}\r\ntotal_error_replies:{}\r\n",
+                shared.resp.commands_processed(),
+                shared.resp.stats.total_error_replies()
             ),
         );
     }
@@ -180,6 +196,12 @@ async fn info(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
             "Replication",
             "role:master\r\nconnected_slaves:0\r\n".into(),
         );
+    }
+    if want("commandstats") {
+        add("Commandstats", shared.resp.stats.commandstats());
+    }
+    if want("errorstats") {
+        add("Errorstats", shared.resp.stats.errorstats());
     }
     if want("keyspace") {
         let counts = super::resp_keys::key_counts(shard).await?;

@@ -46,6 +46,7 @@ use std::task::{Poll, Waker};
 use super::conn::Admitted;
 use super::resp_commands::{unknown_command, wrong_arity};
 use super::resp_conn::{Ctx, Ordered, Resp, RespRequest, DATABASES};
+use super::resp_stats::Mark;
 use super::route::Shard;
 use crate::protocol::partition_of;
 use crate::resp::{Reply, RespVersion};
@@ -177,10 +178,24 @@ const ARITY: &[(&str, i64)] = &[
     ("UNWATCH", 1),
 ];
 
-/// The checks Redis makes before it runs or queues a command: it exists and has its
-/// arity (`name` upper-cased).
+/// The checks Redis makes before it queues a command: it exists and has its arity (`name`
+/// upper-cased).
 fn check(name: &[u8], args: &[Vec<u8>]) -> Result<(), String> {
-    if let Some(checked) = super::resp_ev::check(name, args, true) {
+    check_in(name, args, true)
+}
+
+/// Whether a command passes the checks Redis makes before it runs one (outside a
+/// transaction): whether an error it is answered with is a rejection (INFO commandstats'
+/// `rejected_calls`) rather than a failure.
+pub(super) fn prechecks_pass(args: &[Vec<u8>]) -> bool {
+    let Some(first) = args.first() else {
+        return false;
+    };
+    check_in(&first.to_ascii_uppercase(), args, false).is_ok()
+}
+
+fn check_in(name: &[u8], args: &[Vec<u8>], in_multi: bool) -> Result<(), String> {
+    if let Some(checked) = super::resp_ev::check(name, args, in_multi) {
         return checked;
     }
     let known = super::resp_streams::COMMANDS
@@ -239,6 +254,7 @@ pub(super) fn admit(
         if let Some(q) = conn.multi_mut().queue.as_mut() {
             q.dirty = true;
         }
+        req.mark.set(Mark::Rejected);
         req.answer(|r| {
             r.error(text);
         });
@@ -311,15 +327,12 @@ pub(super) fn admit(
             // As Redis: a transaction that will abort keeps nothing more.
             if !q.dirty {
                 q.bytes += size;
-                let queued = RespRequest {
-                    seq: 0,
-                    args: std::mem::take(&mut req.args),
-                    ctx: req.ctx,
-                    order: req.order.clone(),
-                    tx: TxLink::default(),
-                };
+                let queued =
+                    RespRequest::new(std::mem::take(&mut req.args), req.ctx, req.order.clone());
                 q.commands.push(queued);
             }
+            // Counted when EXEC runs it, not now.
+            req.mark.set(Mark::Uncounted);
             req.answer(|r| {
                 r.simple("QUEUED");
             });
@@ -351,12 +364,14 @@ fn exec(conn: &mut Resp, mut req: RespRequest) -> Admitted<RespRequest> {
     }
     let ctx = *conn.ctx_mut();
     if partitions(conn, ctx, &queue.commands).len() > 1 {
+        // Refused before it runs, as Redis Cluster refuses it.
+        req.mark.set(Mark::Rejected);
         req.answer(|r| {
             r.error("-CROSSSLOT Keys in request don't hash to the same slot");
         });
         return Admitted::Done;
     }
-    let replies = Rc::new(RefCell::new(Ordered::collector()));
+    let replies = Rc::new(RefCell::new(Ordered::collector(conn.shard().clone())));
     let count = queue.commands.len();
     let mut commands = Vec::new();
     let mut heavy = false;
@@ -425,6 +440,7 @@ pub(super) async fn run(shard: Rc<Shard>, mut req: RespRequest) {
     if let Some(gate) = req.tx.after.take() {
         gate.wait().await;
     }
+    req.start();
     match req.tx.exec.take() {
         Some(exec) => Box::pin(run_exec(shard, req, *exec)).await,
         None => super::resp_streams::run(shard, req).await,
@@ -439,6 +455,7 @@ async fn run_exec(shard: Rc<Shard>, req: RespRequest, exec: Exec) {
     while let Some(q) = commands.next() {
         let name = q.args[0].to_ascii_uppercase();
         if !super::resp_writes::is_write(&name) {
+            q.start();
             super::resp_streams::run(shard.clone(), q).await;
             continue;
         }
@@ -459,7 +476,7 @@ async fn run_exec(shard: Rc<Shard>, req: RespRequest, exec: Exec) {
     for r in replies {
         bytes.extend_from_slice(&r);
     }
-    Ordered::reply(&req.order, req.seq, bytes);
+    req.answer_bytes(bytes);
 }
 
 /// Runs consecutive write commands of an EXEC as one transaction, then answers each.
@@ -475,6 +492,7 @@ async fn run_writes(shard: &Rc<Shard>, run: Vec<RespRequest>, gate: Option<&Gate
     let mut parsed = Vec::with_capacity(run.len());
     let mut writes = Vec::new();
     for q in run {
+        q.start();
         let name = q.args[0].to_ascii_uppercase();
         match super::resp_writes::parse(shard, &q, &name) {
             Ok(w) => {
