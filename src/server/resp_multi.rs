@@ -152,6 +152,13 @@ const ARITY: &[(&str, i64)] = &[
     ("XTRIM", -4),
     ("XSETID", -3),
     ("XGROUP", -2),
+    ("XREADGROUP", -7),
+    ("XACK", -4),
+    ("XPENDING", -3),
+    ("XCLAIM", -6),
+    ("XAUTOCLAIM", -6),
+    ("RENAME", 3),
+    ("RESTORE", -4),
     ("LPUSH", -3),
     ("RPUSH", -3),
     ("LLEN", 2),
@@ -222,10 +229,13 @@ pub(super) fn command_keys<'a>(name: &[u8], args: &'a [Vec<u8>]) -> Vec<&'a [u8]
     match name {
         b"XADD" | b"XLEN" | b"XRANGE" | b"XREVRANGE" | b"XDEL" | b"XTRIM" | b"XSETID" | b"TYPE"
         | b"LPUSH" | b"RPUSH" | b"LLEN" | b"LRANGE" | b"SET" | b"GET" | b"SADD" | b"SMEMBERS"
-        | b"SCARD" | b"SISMEMBER" => rest.iter().take(1).map(Vec::as_slice).collect(),
+        | b"SCARD" | b"SISMEMBER" | b"XACK" | b"XPENDING" | b"XCLAIM" | b"XAUTOCLAIM"
+        | b"RESTORE" => rest.iter().take(1).map(Vec::as_slice).collect(),
+        b"XGROUP" => rest.iter().skip(1).take(1).map(Vec::as_slice).collect(),
+        b"RENAME" => rest.iter().take(2).map(Vec::as_slice).collect(),
         b"EXISTS" | b"DEL" | b"UNLINK" => rest.iter().map(Vec::as_slice).collect(),
         n if n.starts_with(b"EV.") => super::resp_ev::command_keys(n, args),
-        b"XREAD" => {
+        b"XREAD" | b"XREADGROUP" => {
             // XREAD … STREAMS key … id …: the first half of what follows STREAMS.
             let Some(at) = rest.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS")) else {
                 return Vec::new();

@@ -76,6 +76,8 @@ pub enum ReadOp {
     After {
         streams: Vec<(String, Option<StreamId>)>,
         count: usize,
+        /// The XREAD has BLOCK (see `BLOCKED_RACE_NS` in [`super::resp_groups`]).
+        blocking: bool,
     },
     /// Waits until one of `streams` has entries after its ID, then reads them (at most
     /// `count`); ends early once `cancelled` is set and a [`ReadOp::Cancel`] arrives.
@@ -336,7 +338,12 @@ pub(super) async fn xread(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), St
                 .iter()
                 .map(|&k| (x.keys[k].stream.clone(), x.keys[k].id))
                 .collect();
-            Box::pin(call(shard, *p, ReadOp::After { streams, count })) as Pending<'_, _>
+            let op = ReadOp::After {
+                streams,
+                count,
+                blocking: x.block.is_some(),
+            };
+            Box::pin(call(shard, *p, op)) as Pending<'_, _>
         })
         .collect();
     // Per key: the ID read after, and the entries.
@@ -639,9 +646,21 @@ pub(super) async fn xreadgroup(shard: &Rc<Shard>, req: &RespRequest) -> Result<(
 /// Runs XREAD's part on partition `p`, its owner.
 pub(super) async fn run_op(p: &Partition, op: ReadOp) -> OpResult {
     let outcome = match op {
-        ReadOp::After { streams, count } => {
+        ReadOp::After {
+            streams,
+            count,
+            blocking,
+        } => {
             let mut out = Vec::with_capacity(streams.len());
             for (stream, id) in streams {
+                let race = super::resp_groups::BLOCKED_RACE_NS;
+                if blocking && p.is_other_type(&stream) && p.deleted_lately(&stream, race) {
+                    // Replaced by another type just before this XREAD came (SET): concurrent
+                    // with it, so ordered first, as for XREADGROUP (`BLOCKED_RACE_NS`) — the
+                    // XREAD blocked on the stream, and waits on from 0-0.
+                    out.push((id.unwrap_or(StreamId::ZERO), Vec::new()));
+                    continue;
+                }
                 if p.is_other_type(&stream) {
                     return OpResult::Err(super::api_error::ApiError::new(
                         crate::protocol::code::INVALID_ARGUMENT,
