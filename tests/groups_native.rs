@@ -23,8 +23,12 @@ fn start(dir: &std::path::Path) -> Server {
 /// Appends `n` events to `stream`, data "0", "1", ….
 fn append_n(c: &BlockingClient, stream: &str, n: u64) {
     for i in 0..n {
-        c.append(stream, expected::ANY, vec![ev("T", i.to_string().as_bytes())])
-            .unwrap();
+        c.append(
+            stream,
+            expected::ANY,
+            vec![ev("T", i.to_string().as_bytes())],
+        )
+        .unwrap();
     }
 }
 
@@ -56,13 +60,7 @@ fn pending_list(c: &BlockingClient, stream: &str, group: &str) -> Vec<(StreamId,
     match c.group_pending(stream, group, Some(range)).unwrap() {
         PendingReply::Entries(list) => list
             .into_iter()
-            .map(|e| {
-                (
-                    e.id,
-                    String::from_utf8(e.consumer).unwrap(),
-                    e.deliveries,
-                )
-            })
+            .map(|e| (e.id, String::from_utf8(e.consumer).unwrap(), e.deliveries))
             .collect(),
         other => panic!("expected entries, got {other:?}"),
     }
@@ -106,7 +104,10 @@ fn competing_consumers_ack_pending_claim_and_errors() {
     }
     let all: BTreeSet<StreamId> = ids(&a).into_iter().chain(ids(&b)).collect();
     assert_eq!(all.len(), 6, "distinct entries");
-    assert!(c.group_read("orders", "g", "a", None, 10, false).unwrap().is_empty());
+    assert!(c
+        .group_read("orders", "g", "a", None, 10, false)
+        .unwrap()
+        .is_empty());
 
     // The summary and the list name each consumer, once delivered each.
     match c.group_pending("orders", "g", None).unwrap() {
@@ -134,7 +135,9 @@ fn competing_consumers_ack_pending_claim_and_errors() {
     assert_eq!(pending_list(&c, "orders", "g"), want[3..]);
 
     // CLAIM moves b's first entry to a, one more delivery; a's history shows it.
-    let claimed = c.group_claim("orders", claim("g", "a", vec![b[0].id])).unwrap();
+    let claimed = c
+        .group_claim("orders", claim("g", "a", vec![b[0].id]))
+        .unwrap();
     assert_eq!(ids(&claimed), [b[0].id]);
     assert_eq!(data(&claimed[0]), "3");
     let list = pending_list(&c, "orders", "g");
@@ -167,7 +170,11 @@ fn competing_consumers_ack_pending_claim_and_errors() {
     assert_eq!(g.entries_read, Some(6));
     assert_eq!(g.lag, Some(0));
     assert_eq!(g.pending, 3);
-    let consumers: Vec<_> = g.consumers.iter().map(|c| (c.name.clone(), c.pending)).collect();
+    let consumers: Vec<_> = g
+        .consumers
+        .iter()
+        .map(|c| (c.name.clone(), c.pending))
+        .collect();
     assert_eq!(consumers, [(b"a".to_vec(), 3), (b"b".to_vec(), 0)]);
 
     // Entries deleted from the stream are flagged in a history read.
@@ -202,12 +209,27 @@ fn competing_consumers_ack_pending_claim_and_errors() {
     assert_eq!(code, code::INVALID_ARGUMENT, "{msg}");
 
     // mkstream makes the stream; $ starts after its last entry; destroy answers whether.
-    c.group_create("fresh", "g", GroupStart::Last, true).unwrap();
-    assert!(c.group_read("fresh", "g", "a", None, 10, false).unwrap().is_empty());
+    c.group_create("fresh", "g", GroupStart::Last, true)
+        .unwrap();
+    assert!(c
+        .group_read("fresh", "g", "a", None, 10, false)
+        .unwrap()
+        .is_empty());
     append_n(&c, "fresh", 2);
-    assert_eq!(c.group_read("fresh", "g", "a", None, 10, false).unwrap().len(), 2);
-    c.group_setid("fresh", "g", GroupStart::Id(StreamId::ZERO)).unwrap();
-    assert_eq!(c.group_read("fresh", "g", "b", None, 10, true).unwrap().len(), 2);
+    assert_eq!(
+        c.group_read("fresh", "g", "a", None, 10, false)
+            .unwrap()
+            .len(),
+        2
+    );
+    c.group_setid("fresh", "g", GroupStart::Id(StreamId::ZERO))
+        .unwrap();
+    assert_eq!(
+        c.group_read("fresh", "g", "b", None, 10, true)
+            .unwrap()
+            .len(),
+        2
+    );
     assert!(c.group_destroy("fresh", "g").unwrap());
     assert!(!c.group_destroy("fresh", "g").unwrap());
 }
@@ -262,7 +284,9 @@ fn a_group_made_through_one_protocol_is_used_through_the_other() {
     // The native client sees what RESP delivered as pending for r1, and reads the rest.
     let list = pending_list(&c, "s", "native");
     assert_eq!(
-        list.iter().map(|p| (p.0.to_string(), p.1.as_str())).collect::<Vec<_>>(),
+        list.iter()
+            .map(|p| (p.0.to_string(), p.1.as_str()))
+            .collect::<Vec<_>>(),
         [(read[0].clone(), "r1"), (read[1].clone(), "r1")]
     );
     let rest = c.group_read("s", "native", "n1", None, 10, false).unwrap();
@@ -296,7 +320,12 @@ fn a_group_made_through_one_protocol_is_used_through_the_other() {
     assert_eq!(summary.0, 1);
     assert_eq!(summary.1, got[3].id.to_string());
     assert_eq!(summary.3, [("n".to_string(), "1".to_string())]);
-    let names: Vec<Vec<u8>> = c.group_info("s").unwrap().into_iter().map(|g| g.name).collect();
+    let names: Vec<Vec<u8>> = c
+        .group_info("s")
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
     assert_eq!(names, [b"native".to_vec(), b"resp".to_vec()]);
 }
 

@@ -1310,7 +1310,11 @@ impl BlockingClient {
         futures_lite::future::block_on(self.client.group_create(stream, group, start, mkstream))
     }
     /// [`Client::group_destroy`].
-    pub fn group_destroy(&self, stream: &str, group: impl AsRef<[u8]>) -> Result<bool, ClientError> {
+    pub fn group_destroy(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+    ) -> Result<bool, ClientError> {
         futures_lite::future::block_on(self.client.group_destroy(stream, group))
     }
     /// [`Client::group_setid`].

@@ -246,8 +246,8 @@ fn response(stream: &str, group: &[u8], answer: GroupAnswer) -> Response {
             range,
             consumers,
         }),
-        GroupAnswer::Pending(PendingAnswer::Entries(list)) => Response::GroupPending(
-            PendingReply::Entries(
+        GroupAnswer::Pending(PendingAnswer::Entries(list)) => {
+            Response::GroupPending(PendingReply::Entries(
                 list.into_iter()
                     .map(|(id, consumer, idle_ms, deliveries)| PendingEntry {
                         id,
@@ -256,8 +256,8 @@ fn response(stream: &str, group: &[u8], answer: GroupAnswer) -> Response {
                         deliveries,
                     })
                     .collect(),
-            ),
-        ),
+            ))
+        }
         GroupAnswer::Groups(list) => {
             Response::GroupInfo(list.into_iter().map(group_info).collect())
         }
