@@ -289,8 +289,13 @@ enum Cmd {
 #[derive(Subcommand, Debug)]
 enum GroupOp {
     /// Create a group; it reads the entries after --start.
+    #[command(
+        after_help = "Examples:\n  evring group create orders-1 billing --start 0\n  evring group create orders-1 billing --mkstream"
+    )]
     Create {
+        /// The stream.
         stream: String,
+        /// The consumer group.
         group: String,
         /// Entries above this ID are new to the group: 0 for the whole stream, $ for only
         /// what is appended from now on.
@@ -301,18 +306,34 @@ enum GroupOp {
         mkstream: bool,
     },
     /// Delete a group, its consumers and pending entries.
-    Destroy { stream: String, group: String },
-    /// Move a group's last-delivered ID.
-    Setid {
+    #[command(after_help = "Examples:\n  evring group destroy orders-1 billing")]
+    Destroy {
+        /// The stream.
         stream: String,
+        /// The consumer group.
         group: String,
+    },
+    /// Move a group's last-delivered ID.
+    #[command(after_help = "Examples:\n  evring group setid orders-1 billing 0")]
+    Setid {
+        /// The stream.
+        stream: String,
+        /// The consumer group.
+        group: String,
+        /// Entries above this ID are new to the group; $: the stream's last.
         #[arg(value_name = "ID|$")]
         id: String,
     },
     /// Read as CONSUMER: new entries, or with --history the consumer's pending ones.
+    #[command(
+        after_help = "Examples:\n  evring group read orders-1 billing worker-1 --count 10\n  evring group read orders-1 billing worker-1 --history 0"
+    )]
     Read {
+        /// The stream.
         stream: String,
+        /// The consumer group.
         group: String,
+        /// The consumer (created when it first reads or claims).
         consumer: String,
         /// At most this many entries.
         #[arg(long, default_value_t = 10)]
@@ -325,15 +346,26 @@ enum GroupOp {
         history: Option<String>,
     },
     /// Acknowledge entries: they leave the pending list.
+    #[command(
+        after_help = "Examples:\n  evring group ack orders-1 billing 1733472000000-0 1733472000000-1"
+    )]
     Ack {
+        /// The stream.
         stream: String,
+        /// The consumer group.
         group: String,
+        /// Entry IDs, MS-SEQ.
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
     },
     /// The group's pending entries: a summary, or with --count/--consumer/--min-idle a list.
+    #[command(
+        after_help = "Examples:\n  evring group pending orders-1 billing\n  evring group pending orders-1 billing --count 10 --consumer worker-1"
+    )]
     Pending {
+        /// The stream.
         stream: String,
+        /// The consumer group.
         group: String,
         /// List at most this many pending entries (with consumer, idle time, deliveries).
         #[arg(long)]
@@ -346,13 +378,20 @@ enum GroupOp {
         min_idle: Option<u64>,
     },
     /// Give pending entries idle at least --min-idle ms to CONSUMER.
+    #[command(
+        after_help = "Examples:\n  evring group claim orders-1 billing worker-2 --min-idle 60000 1733472000000-0"
+    )]
     Claim {
+        /// The stream.
         stream: String,
+        /// The consumer group.
         group: String,
+        /// The consumer (created when it first reads or claims).
         consumer: String,
         /// Only entries idle at least this many milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 0)]
         min_idle: u64,
+        /// Entry IDs, MS-SEQ.
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
         /// Print the IDs only, and leave delivery counts as they are.
@@ -363,7 +402,11 @@ enum GroupOp {
         force: bool,
     },
     /// The stream's groups with their consumers.
-    Info { stream: String },
+    #[command(after_help = "Examples:\n  evring group info orders-1")]
+    Info {
+        /// The stream.
+        stream: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
