@@ -1264,6 +1264,44 @@ mod tests {
         ));
     }
 
+    /// Group requests refuse bytes their tables do not allow, and every cut of a valid body
+    /// is an error, never a panic.
+    #[test]
+    fn group_bodies_refuse_bad_bytes_and_every_truncation() {
+        let mut frame = Vec::new();
+        let req = Request::Group {
+            stream: "s".into(),
+            command: GroupCommand::Read {
+                group: b"g".to_vec(),
+                consumer: b"c".to_vec(),
+                after: None,
+                count: 1,
+                noack: false,
+            },
+        };
+        encode_request(&mut frame, 1, &req);
+        let (h, body) = split(&frame);
+        for cut in 0..body.len() {
+            assert!(
+                decode_request(h.opcode, &body[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut bad = body.to_vec();
+        *bad.last_mut().unwrap() = 2; // noack 2
+        assert!(matches!(
+            decode_request(h.opcode, &bad),
+            Err(ProtocolError::Malformed(_))
+        ));
+        // An ACK claiming u32::MAX IDs with none there: refused, nothing allocated for them.
+        let mut body = Vec::new();
+        let mut w = Writer { out: &mut body };
+        w.str("s");
+        w.name(b"g");
+        w.u32(u32::MAX);
+        assert!(decode_request(opcode::GROUP_ACK, &body).is_err());
+    }
+
     #[test]
     fn every_request_round_trips() {
         let requests = vec![
@@ -1335,6 +1373,101 @@ mod tests {
             Request::Trim {
                 stream: "s".into(),
                 by: TrimBy::OlderThanNs(1_733_472_000_000_000_000),
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Create {
+                    group: b"g".to_vec(),
+                    start: GroupStart::Last,
+                    mkstream: true,
+                    entries_read: Some(3),
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::SetId {
+                    group: vec![0xff, 0],
+                    start: GroupStart::Id(StreamId::new(5, 6)),
+                    entries_read: None,
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Destroy { group: Vec::new() },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Consumer {
+                    group: b"g".to_vec(),
+                    consumer: b"c".to_vec(),
+                    op: ConsumerOp::Delete,
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Read {
+                    group: b"g".to_vec(),
+                    consumer: b"c".to_vec(),
+                    after: Some(StreamId::ZERO),
+                    count: 7,
+                    noack: true,
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Ack {
+                    group: b"g".to_vec(),
+                    ids: vec![StreamId::new(1, 2), StreamId::MAX],
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Pending {
+                    group: b"g".to_vec(),
+                    range: None,
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Pending {
+                    group: b"g".to_vec(),
+                    range: Some(PendingRange {
+                        min_idle_ms: 10,
+                        start: StreamId::ZERO,
+                        end: StreamId::MAX,
+                        count: 5,
+                        consumer: Some(b"c".to_vec()),
+                    }),
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Claim(Box::new(GroupClaim {
+                    group: b"g".to_vec(),
+                    consumer: b"c".to_vec(),
+                    min_idle_ms: 1000,
+                    ids: vec![StreamId::new(1, 0)],
+                    at: ClaimAt::UnixMs(99),
+                    retry_count: Some(4),
+                    force: true,
+                    just_id: false,
+                    last_id: Some(StreamId::new(9, 9)),
+                })),
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::AutoClaim {
+                    group: b"g".to_vec(),
+                    consumer: b"c".to_vec(),
+                    min_idle_ms: 5,
+                    start: StreamId::new(3, 0),
+                    count: 100,
+                    just_id: true,
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Info,
             },
             Request::Execute {
                 model: "kv".into(),
@@ -1442,6 +1575,62 @@ mod tests {
                 last_lsn: 9,
             }),
             Response::Deleted { deleted: 7 },
+            Response::GroupOk,
+            Response::GroupCount(3),
+            Response::GroupEntries(vec![
+                GroupEntry {
+                    id: StreamId::new(1, 2),
+                    event: EntryEvent::Event(RecordedEvent {
+                        stream: String::new(),
+                        stream_version: 4,
+                        lsn: 9,
+                        partition: 1,
+                        event: event(2),
+                    }),
+                },
+                GroupEntry {
+                    id: StreamId::new(1, 3),
+                    event: EntryEvent::Deleted,
+                },
+                GroupEntry {
+                    id: StreamId::new(1, 4),
+                    event: EntryEvent::IdOnly,
+                },
+            ]),
+            Response::GroupPending(PendingReply::Summary {
+                count: 2,
+                range: Some((StreamId::new(1, 0), StreamId::new(2, 0))),
+                consumers: vec![(b"a".to_vec(), 1), (b"b".to_vec(), 1)],
+            }),
+            Response::GroupPending(PendingReply::Summary {
+                count: 0,
+                range: None,
+                consumers: vec![],
+            }),
+            Response::GroupPending(PendingReply::Entries(vec![PendingEntry {
+                id: StreamId::new(1, 0),
+                consumer: b"a".to_vec(),
+                idle_ms: 5,
+                deliveries: 2,
+            }])),
+            Response::GroupAutoClaimed {
+                next: StreamId::ZERO,
+                entries: vec![],
+                deleted: vec![StreamId::new(7, 7)],
+            },
+            Response::GroupInfo(vec![ConsumerGroupInfo {
+                name: b"g".to_vec(),
+                last_delivered: StreamId::new(2, 0),
+                entries_read: None,
+                lag: Some(0),
+                pending: 1,
+                consumers: vec![ConsumerInfo {
+                    name: b"a".to_vec(),
+                    pending: 1,
+                    seen_ms: 10,
+                    active_ms: None,
+                }],
+            }]),
             Response::Executed { result: vec![1] },
             Response::Queried { result: vec![] },
             Response::Stats { json: "{}".into() },
