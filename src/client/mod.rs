@@ -5,10 +5,10 @@
 //! advertises addresses other than the one connected to (its `shard_ports`), the client
 //! opens one more connection per distinct address and sends every request about one stream
 //! (append, read, stream info, delete, trim, consumer-group requests, a stream's aggregate or
-//! subscription) over the
-//! connection of the stream's partition, so the owning shard serves it without a cross-shard
-//! hop. Every other request uses the first connection. An advertised address that cannot be reached
-//! falls back to the first connection (the server routes any request on any port).
+//! subscription) over the connection of the stream's partition, so the owning shard serves
+//! it without a cross-shard hop. Every other request uses the first connection. An
+//! advertised address that cannot be reached falls back to the first connection (the server
+//! routes any request on any port).
 //!
 //! [`Client`] is runtime-agnostic: its request methods are `async` and their futures are
 //! woken by the connection's reader thread, so they run on any executor (or none: see
