@@ -1181,3 +1181,113 @@ fn trim_and_delete_say_what_they_deleted() {
         assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
     }
 }
+
+/// `evring group create/read/ack/pending/info`: two consumers of one group get distinct
+/// events, printed with their IDs; ack empties what pending listed; a missing group exits
+/// with status 1 and says to create it.
+#[test]
+fn group_commands_create_read_ack_and_list_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let a = server.addr.as_str();
+    let quick = Duration::from_secs(10);
+    let c = server.client();
+    for i in 0..4 {
+        c.append(
+            "g1",
+            evring::protocol::expected::ANY,
+            vec![common::ev("T", format!("e{i}").as_bytes())],
+        )
+        .unwrap();
+    }
+
+    let out = evring_within(a, &["group", "create", "g1", "work", "--start", "0"], quick);
+    assert_eq!(
+        stdout(&out),
+        "created group work on g1 (from 0)\n",
+        "{out:?}"
+    );
+    let out = evring_within(
+        a,
+        &["group", "read", "g1", "work", "w1", "--count", "2"],
+        quick,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let first = stdout(&out);
+    let lines: Vec<&str> = first.lines().collect();
+    assert_eq!(lines.len(), 2, "{first}");
+    assert!(
+        lines[0].ends_with(" g1 v0 lsn 1 p0 T e0") || lines[0].contains(" g1 v0 "),
+        "{first}"
+    );
+    assert!(
+        lines[1].contains(" g1 v1 ") && lines[1].ends_with("T e1"),
+        "{first}"
+    );
+    let out = evring_within(a, &["--json", "group", "read", "g1", "work", "w2"], quick);
+    let read: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(read.len(), 2, "one JSON object a line: {out:?}");
+    assert_eq!(
+        (&read[0]["data"], &read[1]["data"]),
+        (&"e2".into(), &"e3".into())
+    );
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+
+    let out = evring_within(a, &["group", "pending", "g1", "work"], quick);
+    assert_eq!(
+        stdout(&out),
+        format!("4 pending, {} .. {}\n  w1: 2\n  w2: 2\n", ids[0], {
+            // The highest is w2's last: not printed by the first read.
+            let p = c.group_pending("g1", "work", None).unwrap();
+            match p {
+                evring::client::PendingReply::Summary { range, .. } => range.unwrap().1.to_string(),
+                other => panic!("{other:?}"),
+            }
+        })
+    );
+    let out = evring_within(
+        a,
+        &[
+            "group",
+            "pending",
+            "g1",
+            "work",
+            "--consumer",
+            "w1",
+            "--count",
+            "10",
+        ],
+        quick,
+    );
+    let listed = stdout(&out);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed
+        .lines()
+        .all(|l| l.contains(" w1 idle ") && l.ends_with("delivered 1x")));
+
+    let mut args = vec!["group", "ack", "g1", "work"];
+    args.extend(ids.iter().map(String::as_str));
+    let out = evring_within(a, &args, quick);
+    assert_eq!(stdout(&out), "acknowledged 2 of 2\n", "{out:?}");
+    let out = evring_within(a, &["group", "info", "g1"], quick);
+    let info = stdout(&out);
+    assert!(info.starts_with("group work: last delivered "), "{info}");
+    assert!(info.contains("entries read 4, lag 0, 2 pending"), "{info}");
+    assert!(
+        info.contains("  consumer w1: 0 pending\n  consumer w2: 2 pending"),
+        "{info}"
+    );
+
+    let out = evring_within(a, &["group", "read", "g1", "nope", "w1"], quick);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr(&out).contains("evring group create g1 nope"),
+        "{out:?}"
+    );
+}

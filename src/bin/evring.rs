@@ -7,7 +7,9 @@ use anyhow::{anyhow, bail, Context};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use evring::client::{
-    AppendResult, BlockingClient, Checkpoint, ClientError, StreamInfo, SubscriptionItem, TrimBy,
+    AppendResult, BlockingClient, Checkpoint, ClaimAt, ClientError, EntryEvent, GroupClaim,
+    GroupEntry, GroupStart, PendingRange, PendingReply, StreamId, StreamInfo, SubscriptionItem,
+    TrimBy,
 };
 use evring::protocol::{
     code, Bucket, Direction, Event, GroupOrder, GroupedAggregate, Groups, NameMatch, RecordedEvent,
@@ -28,7 +30,8 @@ const GROUPS_MAX: u32 = evring::aggregate::groups::GROUPS_MAX;
     version,
     about = "evring command-line client",
     long_about = "evring command-line client: append, read, subscribe to, aggregate, trim \
-        and delete the events of an evringd server, and use its key-value store.\n\n\
+        and delete the events of an evringd server, read them with consumer groups, and use \
+        its key-value store.\n\n\
         The server address and token come from --addr and --token, or from the environment \
         variables EVRING_ADDR and EVRING_TOKEN. evringd ignores these two variables (and \
         EVRING_LOG), so they can stay exported in a shell that also starts evringd; evringd's \
@@ -260,6 +263,149 @@ enum Cmd {
     Kv {
         #[command(subcommand)]
         op: KvOp,
+    },
+    /// Consumer groups: create, read as a consumer, acknowledge, list pending, claim.
+    #[command(
+        long_about = "Consumer groups (Redis's XGROUP, XREADGROUP, XACK, XPENDING, XCLAIM, \
+            XINFO GROUPS over the native protocol). The consumers of one group share a \
+            stream's entries: each entry read as new goes to one consumer and stays pending \
+            for it until acknowledged. Each change returns once durable. A group made here is \
+            the RESP port's too, and the other way round.\n\n\
+            IDs are stream IDs, MS-SEQ (1733472000000-0) or MS; $ is the stream's last.",
+        after_help = "Examples:\n  \
+            evring group create orders-1 billing --start 0\n  \
+            evring group read orders-1 billing worker-1 --count 10\n  \
+            evring group ack orders-1 billing 1733472000000-0\n  \
+            evring group pending orders-1 billing\n  \
+            evring group claim orders-1 billing worker-2 --min-idle 60000 1733472000000-0\n  \
+            evring group info orders-1"
+    )]
+    Group {
+        #[command(subcommand)]
+        op: GroupOp,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupOp {
+    /// Create a group; it reads the entries after --start.
+    #[command(
+        after_help = "Examples:\n  evring group create orders-1 billing --start 0\n  evring group create orders-1 billing --mkstream"
+    )]
+    Create {
+        /// The stream.
+        stream: String,
+        /// The consumer group.
+        group: String,
+        /// Entries above this ID are new to the group: 0 for the whole stream, $ for only
+        /// what is appended from now on.
+        #[arg(long, default_value = "$", value_name = "ID|$")]
+        start: String,
+        /// Create the stream (empty) if it has no events.
+        #[arg(long)]
+        mkstream: bool,
+    },
+    /// Delete a group, its consumers and pending entries.
+    #[command(after_help = "Examples:\n  evring group destroy orders-1 billing")]
+    Destroy {
+        /// The stream.
+        stream: String,
+        /// The consumer group.
+        group: String,
+    },
+    /// Move a group's last-delivered ID.
+    #[command(after_help = "Examples:\n  evring group setid orders-1 billing 0")]
+    Setid {
+        /// The stream.
+        stream: String,
+        /// The consumer group.
+        group: String,
+        /// Entries above this ID are new to the group; $: the stream's last.
+        #[arg(value_name = "ID|$")]
+        id: String,
+    },
+    /// Read as CONSUMER: new entries, or with --history the consumer's pending ones.
+    #[command(
+        after_help = "Examples:\n  evring group read orders-1 billing worker-1 --count 10\n  evring group read orders-1 billing worker-1 --history 0"
+    )]
+    Read {
+        /// The stream.
+        stream: String,
+        /// The consumer group.
+        group: String,
+        /// The consumer (created when it first reads or claims).
+        consumer: String,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 10)]
+        count: u32,
+        /// Do not make the entries pending (no acknowledgement needed).
+        #[arg(long)]
+        noack: bool,
+        /// Read the consumer's pending entries above this ID (0: all) instead of new ones.
+        #[arg(long, value_name = "ID")]
+        history: Option<String>,
+    },
+    /// Acknowledge entries: they leave the pending list.
+    #[command(
+        after_help = "Examples:\n  evring group ack orders-1 billing 1733472000000-0 1733472000000-1"
+    )]
+    Ack {
+        /// The stream.
+        stream: String,
+        /// The consumer group.
+        group: String,
+        /// Entry IDs, MS-SEQ.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// The group's pending entries: a summary, or with --count/--consumer/--min-idle a list.
+    #[command(
+        after_help = "Examples:\n  evring group pending orders-1 billing\n  evring group pending orders-1 billing --count 10 --consumer worker-1"
+    )]
+    Pending {
+        /// The stream.
+        stream: String,
+        /// The consumer group.
+        group: String,
+        /// List at most this many pending entries (with consumer, idle time, deliveries).
+        #[arg(long)]
+        count: Option<u32>,
+        /// List only this consumer's entries.
+        #[arg(long)]
+        consumer: Option<String>,
+        /// List only entries idle at least this many milliseconds.
+        #[arg(long, value_name = "MS")]
+        min_idle: Option<u64>,
+    },
+    /// Give pending entries idle at least --min-idle ms to CONSUMER.
+    #[command(
+        after_help = "Examples:\n  evring group claim orders-1 billing worker-2 --min-idle 60000 1733472000000-0"
+    )]
+    Claim {
+        /// The stream.
+        stream: String,
+        /// The consumer group.
+        group: String,
+        /// The consumer (created when it first reads or claims).
+        consumer: String,
+        /// Only entries idle at least this many milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        min_idle: u64,
+        /// Entry IDs, MS-SEQ.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        /// Print the IDs only, and leave delivery counts as they are.
+        #[arg(long)]
+        justid: bool,
+        /// Claim IDs that are not pending yet, if they are in the stream.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The stream's groups with their consumers.
+    #[command(after_help = "Examples:\n  evring group info orders-1")]
+    Info {
+        /// The stream.
+        stream: String,
     },
 }
 
@@ -803,7 +949,274 @@ fn run(args: Args, addr_from_env: bool) -> anyhow::Result<()> {
             }
         }
         Cmd::Trim(t) => trim(&args, addr_from_env, t)?,
+        Cmd::Group { op } => group(&connect(&args, addr_from_env)?, op, as_json)?,
         Cmd::Stats => println!("{}", connect(&args, addr_from_env)?.stats()?),
+    }
+    Ok(())
+}
+
+/// A stream ID as the CLI takes it: `MS-SEQ` or `MS` (sequence 0).
+fn parse_stream_id(text: &str) -> anyhow::Result<StreamId> {
+    let bad = || anyhow!("{text:?} is not a stream ID: expected MS-SEQ (1733472000000-0) or MS");
+    let (ms, seq) = match text.split_once('-') {
+        Some((ms, seq)) => (ms, seq),
+        None => (text, "0"),
+    };
+    Ok(StreamId::new(
+        ms.parse().map_err(|_| bad())?,
+        seq.parse().map_err(|_| bad())?,
+    ))
+}
+
+/// A group's start: `$` (the stream's last) or an ID.
+fn parse_group_start(text: &str) -> anyhow::Result<GroupStart> {
+    if text == "$" {
+        return Ok(GroupStart::Last);
+    }
+    parse_stream_id(text).map(GroupStart::Id)
+}
+
+fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(b)
+}
+
+/// Group entries, one a line: the ID, then the event as `evring read` prints it, or
+/// `(deleted)` for a pending entry no longer in the stream.
+fn print_group_entries(entries: &[GroupEntry], as_json: bool) {
+    for e in entries {
+        match (&e.event, as_json) {
+            (EntryEvent::Event(r), true) => {
+                let mut j = event_json(r);
+                j["id"] = json!(e.id.to_string());
+                println!("{j}");
+            }
+            (EntryEvent::Event(r), false) => {
+                print!("{} ", e.id);
+                print_event(r, false);
+            }
+            (EntryEvent::Deleted, true) => {
+                println!("{}", json!({"id": e.id.to_string(), "deleted": true}))
+            }
+            (EntryEvent::Deleted, false) => println!("{} (deleted)", e.id),
+            (EntryEvent::IdOnly, true) => println!("{}", json!({"id": e.id.to_string()})),
+            (EntryEvent::IdOnly, false) => println!("{}", e.id),
+        }
+    }
+}
+
+/// `evring group …`.
+fn group(c: &BlockingClient, op: &GroupOp, as_json: bool) -> anyhow::Result<()> {
+    let ids_of = |ids: &[String]| {
+        ids.iter()
+            .map(|t| parse_stream_id(t))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    match op {
+        GroupOp::Create {
+            stream,
+            group,
+            start,
+            mkstream,
+        } => {
+            c.group_create(stream, group, parse_group_start(start)?, *mkstream)?;
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"stream": stream, "group": group, "created": true})
+                );
+            } else {
+                println!("created group {group} on {stream} (from {start})");
+            }
+        }
+        GroupOp::Destroy { stream, group } => {
+            let gone = c.group_destroy(stream, group)?;
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"stream": stream, "group": group, "destroyed": gone})
+                );
+            } else if gone {
+                println!("destroyed group {group} on {stream}");
+            } else {
+                println!("no group {group} on {stream}");
+            }
+        }
+        GroupOp::Setid { stream, group, id } => {
+            c.group_setid(stream, group, parse_group_start(id)?)?;
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"stream": stream, "group": group, "last_delivered": id})
+                );
+            } else {
+                println!("group {group} on {stream} now delivers after {id}");
+            }
+        }
+        GroupOp::Read {
+            stream,
+            group,
+            consumer,
+            count,
+            noack,
+            history,
+        } => {
+            let after = history.as_deref().map(parse_stream_id).transpose()?;
+            let entries = c.group_read(stream, group, consumer, after, *count, *noack)?;
+            print_group_entries(&entries, as_json);
+            if entries.is_empty() && !as_json {
+                eprintln!("(no entries)");
+            }
+        }
+        GroupOp::Ack { stream, group, ids } => {
+            let n = c.group_ack(stream, group, &ids_of(ids)?)?;
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"stream": stream, "group": group, "acknowledged": n})
+                );
+            } else {
+                println!("acknowledged {n} of {}", ids.len());
+            }
+        }
+        GroupOp::Pending {
+            stream,
+            group,
+            count,
+            consumer,
+            min_idle,
+        } => {
+            let range = (count.is_some() || consumer.is_some() || min_idle.is_some()).then(|| {
+                PendingRange {
+                    min_idle_ms: min_idle.unwrap_or(0),
+                    start: StreamId::ZERO,
+                    end: StreamId::MAX,
+                    count: count.unwrap_or(100),
+                    consumer: consumer.as_ref().map(|c| c.as_bytes().to_vec()),
+                }
+            });
+            match c.group_pending(stream, group, range)? {
+                PendingReply::Summary {
+                    count,
+                    range,
+                    consumers,
+                } => {
+                    if as_json {
+                        let consumers: serde_json::Map<String, serde_json::Value> = consumers
+                            .iter()
+                            .map(|(n, k)| (lossy(n).into_owned(), json!(k)))
+                            .collect();
+                        println!(
+                            "{}",
+                            json!({
+                                "pending": count,
+                                "lowest": range.map(|r| r.0.to_string()),
+                                "highest": range.map(|r| r.1.to_string()),
+                                "consumers": consumers,
+                            })
+                        );
+                    } else {
+                        match range {
+                            Some((lo, hi)) => println!("{count} pending, {lo} .. {hi}"),
+                            None => println!("0 pending"),
+                        }
+                        for (name, n) in &consumers {
+                            println!("  {}: {n}", lossy(name));
+                        }
+                    }
+                }
+                PendingReply::Entries(list) => {
+                    for p in &list {
+                        if as_json {
+                            println!(
+                                "{}",
+                                json!({
+                                    "id": p.id.to_string(),
+                                    "consumer": lossy(&p.consumer),
+                                    "idle_ms": p.idle_ms,
+                                    "deliveries": p.deliveries,
+                                })
+                            );
+                        } else {
+                            println!(
+                                "{} {} idle {} ms, delivered {}x",
+                                p.id,
+                                lossy(&p.consumer),
+                                p.idle_ms,
+                                p.deliveries
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        GroupOp::Claim {
+            stream,
+            group,
+            consumer,
+            min_idle,
+            ids,
+            justid,
+            force,
+        } => {
+            let claim = GroupClaim {
+                group: group.as_bytes().to_vec(),
+                consumer: consumer.as_bytes().to_vec(),
+                min_idle_ms: *min_idle,
+                ids: ids_of(ids)?,
+                at: ClaimAt::Now,
+                retry_count: None,
+                force: *force,
+                just_id: *justid,
+                last_id: None,
+            };
+            let entries = c.group_claim(stream, claim)?;
+            print_group_entries(&entries, as_json);
+            if !as_json {
+                eprintln!("claimed {} of {} for {consumer}", entries.len(), ids.len());
+            }
+        }
+        GroupOp::Info { stream } => {
+            for g in c.group_info(stream)? {
+                if as_json {
+                    let consumers: Vec<_> = g
+                        .consumers
+                        .iter()
+                        .map(|c| {
+                            json!({
+                                "name": lossy(&c.name),
+                                "pending": c.pending,
+                                "seen_ms": c.seen_ms,
+                                "active_ms": c.active_ms,
+                            })
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        json!({
+                            "group": lossy(&g.name),
+                            "last_delivered": g.last_delivered.to_string(),
+                            "entries_read": g.entries_read,
+                            "lag": g.lag,
+                            "pending": g.pending,
+                            "consumers": consumers,
+                        })
+                    );
+                } else {
+                    let opt = |v: Option<u64>| v.map_or("?".to_string(), |n| n.to_string());
+                    println!(
+                        "group {}: last delivered {}, entries read {}, lag {}, {} pending",
+                        lossy(&g.name),
+                        g.last_delivered,
+                        opt(g.entries_read),
+                        opt(g.lag),
+                        g.pending
+                    );
+                    for c in &g.consumers {
+                        println!("  consumer {}: {} pending", lossy(&c.name), c.pending);
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -4,10 +4,11 @@
 //! Shard-aware routing: HELLO's reply names an address per partition. When the server
 //! advertises addresses other than the one connected to (its `shard_ports`), the client
 //! opens one more connection per distinct address and sends every request about one stream
-//! (append, read, stream info, delete, trim, a stream's aggregate or subscription) over the
-//! connection of the stream's partition, so the owning shard serves it without a cross-shard
-//! hop. Every other request uses the first connection. An advertised address that cannot be reached
-//! falls back to the first connection (the server routes any request on any port).
+//! (append, read, stream info, delete, trim, consumer-group requests, a stream's aggregate or
+//! subscription) over the connection of the stream's partition, so the owning shard serves
+//! it without a cross-shard hop. Every other request uses the first connection. An
+//! advertised address that cannot be reached falls back to the first connection (the server
+//! routes any request on any port).
 //!
 //! [`Client`] is runtime-agnostic: its request methods are `async` and their futures are
 //! woken by the connection's reader thread, so they run on any executor (or none: see
@@ -33,6 +34,28 @@ use crate::protocol::{
 
 /// Which oldest events [`Client::trim`] deletes: the protocol's type, named here too.
 pub use crate::protocol::TrimBy;
+
+/// Consumer groups' arguments and answers ([`Client::group_create`] and the other
+/// `group_*` methods): the protocol's types, named here too.
+pub use crate::protocol::{
+    ClaimAt, ConsumerGroupInfo, ConsumerInfo, EntryEvent, GroupClaim, GroupCommand, GroupEntry,
+    GroupStart, PendingEntry, PendingRange, PendingReply, StreamId,
+};
+
+/// What [`Client::group_autoclaim`] answers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AutoClaimed {
+    /// Where to continue the scan (`0-0`: the pending list was scanned to its end).
+    pub next: StreamId,
+    /// The entries claimed.
+    pub entries: Vec<GroupEntry>,
+    /// Pending IDs no longer in the stream, removed from the pending list.
+    pub deleted: Vec<StreamId>,
+}
+
+fn name(b: impl AsRef<[u8]>) -> Vec<u8> {
+    b.as_ref().to_vec()
+}
 
 /// Client-side failures.
 #[derive(Debug, thiserror::Error)]
@@ -565,7 +588,8 @@ impl Client {
             | Request::Read { stream, .. }
             | Request::StreamInfo { stream }
             | Request::DeleteStream { stream }
-            | Request::Trim { stream, .. } => stream,
+            | Request::Trim { stream, .. }
+            | Request::Group { stream, .. } => stream,
             Request::Aggregate { stream, .. } if !stream.is_empty() => stream,
             Request::AggregateGroups(q)
                 if q.stream_match == crate::protocol::NameMatch::Exact && !q.stream.is_empty() =>
@@ -687,6 +711,242 @@ impl Client {
         };
         match self.request(&req).await? {
             Response::Deleted { deleted } => Ok(deleted),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A consumer-group command on `stream` (requests 0x40–0x49), its reply as it came:
+    /// for what the `group_*` methods do not cover (GROUP_CREATE or GROUP_SETID with
+    /// `entries_read`, say). An error reply is [`ClientError::Server`].
+    pub async fn group_command(
+        &self,
+        stream: &str,
+        command: GroupCommand,
+    ) -> Result<Response, ClientError> {
+        let req = Request::Group {
+            stream: stream.into(),
+            command,
+        };
+        self.request(&req).await
+    }
+
+    /// GROUP_CREATE (XGROUP CREATE): creates consumer group `group` on `stream`, starting
+    /// after `start` ([`GroupStart::Id`]`(StreamId::ZERO)`: the whole stream is new to it;
+    /// [`GroupStart::Last`]: only what is appended from now on). With `mkstream` a stream
+    /// with no events is created empty; without it, such a stream is error 11. A group of
+    /// that name exists: error 14. Durable when it returns. The group is the RESP port's
+    /// too (XREADGROUP reads with it).
+    pub async fn group_create(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        start: GroupStart,
+        mkstream: bool,
+    ) -> Result<(), ClientError> {
+        let command = GroupCommand::Create {
+            group: name(group),
+            start,
+            mkstream,
+            entries_read: None,
+        };
+        match self.group_command(stream, command).await? {
+            Response::GroupOk => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// GROUP_DESTROY (XGROUP DESTROY): deletes the group, its consumers and its pending
+    /// entries; `true` if it existed.
+    pub async fn group_destroy(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+    ) -> Result<bool, ClientError> {
+        let command = GroupCommand::Destroy { group: name(group) };
+        self.group_count(stream, command).await.map(|n| n > 0)
+    }
+
+    /// GROUP_SETID (XGROUP SETID): moves the group's last-delivered ID; entries above it are
+    /// new to the group. No such group: error 13.
+    pub async fn group_setid(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        start: GroupStart,
+    ) -> Result<(), ClientError> {
+        let command = GroupCommand::SetId {
+            group: name(group),
+            start,
+            entries_read: None,
+        };
+        match self.group_command(stream, command).await? {
+            Response::GroupOk => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// GROUP_CONSUMER create (XGROUP CREATECONSUMER): `true` if the consumer was created,
+    /// `false` if it existed. Reading creates consumers too.
+    pub async fn group_create_consumer(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        consumer: impl AsRef<[u8]>,
+    ) -> Result<bool, ClientError> {
+        let command = GroupCommand::Consumer {
+            group: name(group),
+            consumer: name(consumer),
+            op: crate::protocol::ConsumerOp::Create,
+        };
+        self.group_count(stream, command).await.map(|n| n > 0)
+    }
+
+    /// GROUP_CONSUMER delete (XGROUP DELCONSUMER): deletes the consumer and its pending
+    /// entries (they are not delivered again); returns how many it had pending.
+    pub async fn group_delete_consumer(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        consumer: impl AsRef<[u8]>,
+    ) -> Result<u64, ClientError> {
+        let command = GroupCommand::Consumer {
+            group: name(group),
+            consumer: name(consumer),
+            op: crate::protocol::ConsumerOp::Delete,
+        };
+        self.group_count(stream, command).await
+    }
+
+    /// GROUP_READ (XREADGROUP of one stream, not blocking), as `consumer` of `group`:
+    /// with `after` `None`, at most `count` entries new to the group (0: as many as one read
+    /// serves), delivered to this consumer and pending for it until acknowledged (unless
+    /// `noack`); with `after` `Some(id)`, the consumer's own pending entries above `id` (its
+    /// history: `StreamId::ZERO` for all of them), delivered again, each entry no longer in
+    /// the stream as [`EntryEvent::Deleted`]. Each event's `stream` is `stream`. Durable when
+    /// it returns: what it delivered stays pending after a crash. Nothing new: no entries.
+    pub async fn group_read(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        consumer: impl AsRef<[u8]>,
+        after: Option<StreamId>,
+        count: u32,
+        noack: bool,
+    ) -> Result<Vec<GroupEntry>, ClientError> {
+        let command = GroupCommand::Read {
+            group: name(group),
+            consumer: name(consumer),
+            after,
+            count,
+            noack,
+        };
+        match self.group_command(stream, command).await? {
+            Response::GroupEntries(entries) => Ok(named(entries, stream)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// GROUP_ACK (XACK): removes the IDs from the group's pending entries; returns how many
+    /// were pending.
+    pub async fn group_ack(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        ids: &[StreamId],
+    ) -> Result<u64, ClientError> {
+        let command = GroupCommand::Ack {
+            group: name(group),
+            ids: ids.to_vec(),
+        };
+        self.group_count(stream, command).await
+    }
+
+    /// GROUP_PENDING (XPENDING): with `range` `None` the summary (how many entries are
+    /// pending, the lowest and highest IDs, per consumer how many); with a range its
+    /// pending entries with consumer, idle time and delivery count. No such group (or
+    /// stream): error 13.
+    pub async fn group_pending(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        range: Option<PendingRange>,
+    ) -> Result<PendingReply, ClientError> {
+        let command = GroupCommand::Pending {
+            group: name(group),
+            range,
+        };
+        match self.group_command(stream, command).await? {
+            Response::GroupPending(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// GROUP_CLAIM (XCLAIM): gives pending entries idle at least `claim.min_idle_ms` to
+    /// `claim.consumer`; returns the entries claimed (with `just_id`, IDs only). Pending IDs
+    /// no longer in the stream are removed from the pending list and not returned.
+    pub async fn group_claim(
+        &self,
+        stream: &str,
+        claim: GroupClaim,
+    ) -> Result<Vec<GroupEntry>, ClientError> {
+        match self
+            .group_command(stream, GroupCommand::Claim(Box::new(claim)))
+            .await?
+        {
+            Response::GroupEntries(entries) => Ok(named(entries, stream)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// GROUP_AUTOCLAIM (XAUTOCLAIM): scans the group's pending entries from `start` and
+    /// gives at most `count` (at least 1) idle at least `min_idle_ms` to `consumer`;
+    /// continue from [`AutoClaimed::next`] until it is `0-0`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn group_autoclaim(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        consumer: impl AsRef<[u8]>,
+        min_idle_ms: u64,
+        start: StreamId,
+        count: u32,
+        just_id: bool,
+    ) -> Result<AutoClaimed, ClientError> {
+        let command = GroupCommand::AutoClaim {
+            group: name(group),
+            consumer: name(consumer),
+            min_idle_ms,
+            start,
+            count,
+            just_id,
+        };
+        match self.group_command(stream, command).await? {
+            Response::GroupAutoClaimed {
+                next,
+                entries,
+                deleted,
+            } => Ok(AutoClaimed {
+                next,
+                entries: named(entries, stream),
+                deleted,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// GROUP_INFO (XINFO GROUPS and CONSUMERS): the stream's groups, in name order, each
+    /// with its last-delivered ID, entries read, lag, pending count and consumers. A stream
+    /// with no events and no groups: error 11.
+    pub async fn group_info(&self, stream: &str) -> Result<Vec<ConsumerGroupInfo>, ClientError> {
+        match self.group_command(stream, GroupCommand::Info).await? {
+            Response::GroupInfo(groups) => Ok(groups),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn group_count(&self, stream: &str, command: GroupCommand) -> Result<u64, ClientError> {
+        match self.group_command(stream, command).await? {
+            Response::GroupCount(n) => Ok(n),
             other => Err(unexpected(other)),
         }
     }
@@ -817,6 +1077,17 @@ impl Client {
             }
         }
     }
+}
+
+/// Group entries with their events' stream named (the reply leaves it out: it is the
+/// request's).
+fn named(mut entries: Vec<GroupEntry>, stream: &str) -> Vec<GroupEntry> {
+    for e in &mut entries {
+        if let EntryEvent::Event(r) = &mut e.event {
+            r.stream = stream.to_string();
+        }
+    }
+    entries
 }
 
 fn unexpected(resp: Response) -> ClientError {
@@ -1019,6 +1290,126 @@ impl BlockingClient {
     /// [`Client::trim`].
     pub fn trim(&self, stream: &str, by: TrimBy) -> Result<u64, ClientError> {
         futures_lite::future::block_on(self.client.trim(stream, by))
+    }
+    /// [`Client::group_command`].
+    pub fn group_command(
+        &self,
+        stream: &str,
+        command: GroupCommand,
+    ) -> Result<Response, ClientError> {
+        futures_lite::future::block_on(self.client.group_command(stream, command))
+    }
+    /// [`Client::group_create`].
+    pub fn group_create(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        start: GroupStart,
+        mkstream: bool,
+    ) -> Result<(), ClientError> {
+        futures_lite::future::block_on(self.client.group_create(stream, group, start, mkstream))
+    }
+    /// [`Client::group_destroy`].
+    pub fn group_destroy(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+    ) -> Result<bool, ClientError> {
+        futures_lite::future::block_on(self.client.group_destroy(stream, group))
+    }
+    /// [`Client::group_setid`].
+    pub fn group_setid(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        start: GroupStart,
+    ) -> Result<(), ClientError> {
+        futures_lite::future::block_on(self.client.group_setid(stream, group, start))
+    }
+    /// [`Client::group_create_consumer`].
+    pub fn group_create_consumer(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        consumer: impl AsRef<[u8]>,
+    ) -> Result<bool, ClientError> {
+        futures_lite::future::block_on(self.client.group_create_consumer(stream, group, consumer))
+    }
+    /// [`Client::group_delete_consumer`].
+    pub fn group_delete_consumer(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        consumer: impl AsRef<[u8]>,
+    ) -> Result<u64, ClientError> {
+        futures_lite::future::block_on(self.client.group_delete_consumer(stream, group, consumer))
+    }
+    /// [`Client::group_read`].
+    pub fn group_read(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        consumer: impl AsRef<[u8]>,
+        after: Option<StreamId>,
+        count: u32,
+        noack: bool,
+    ) -> Result<Vec<GroupEntry>, ClientError> {
+        futures_lite::future::block_on(
+            self.client
+                .group_read(stream, group, consumer, after, count, noack),
+        )
+    }
+    /// [`Client::group_ack`].
+    pub fn group_ack(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        ids: &[StreamId],
+    ) -> Result<u64, ClientError> {
+        futures_lite::future::block_on(self.client.group_ack(stream, group, ids))
+    }
+    /// [`Client::group_pending`].
+    pub fn group_pending(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        range: Option<PendingRange>,
+    ) -> Result<PendingReply, ClientError> {
+        futures_lite::future::block_on(self.client.group_pending(stream, group, range))
+    }
+    /// [`Client::group_claim`].
+    pub fn group_claim(
+        &self,
+        stream: &str,
+        claim: GroupClaim,
+    ) -> Result<Vec<GroupEntry>, ClientError> {
+        futures_lite::future::block_on(self.client.group_claim(stream, claim))
+    }
+    /// [`Client::group_autoclaim`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn group_autoclaim(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        consumer: impl AsRef<[u8]>,
+        min_idle_ms: u64,
+        start: StreamId,
+        count: u32,
+        just_id: bool,
+    ) -> Result<AutoClaimed, ClientError> {
+        futures_lite::future::block_on(self.client.group_autoclaim(
+            stream,
+            group,
+            consumer,
+            min_idle_ms,
+            start,
+            count,
+            just_id,
+        ))
+    }
+    /// [`Client::group_info`].
+    pub fn group_info(&self, stream: &str) -> Result<Vec<ConsumerGroupInfo>, ClientError> {
+        futures_lite::future::block_on(self.client.group_info(stream))
     }
     pub fn execute(&self, model: &str, command: Vec<u8>) -> Result<Vec<u8>, ClientError> {
         futures_lite::future::block_on(self.client.execute(model, command))

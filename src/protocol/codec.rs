@@ -9,6 +9,10 @@ use super::{
     NameMatch, ProtocolError, RecordedEvent, Request, Response, StreamInfo, SubscribeTarget,
     TrimBy, HEADER_AFTER_LENGTH,
 };
+use super::{
+    ClaimAt, ConsumerGroupInfo, ConsumerInfo, ConsumerOp, EntryEvent, GroupClaim, GroupCommand,
+    GroupEntry, GroupStart, PendingEntry, PendingRange, PendingReply, StreamId,
+};
 
 struct Cursor<'a> {
     bytes: &'a [u8],
@@ -192,6 +196,241 @@ impl<'a> Cursor<'a> {
             ))),
         }
     }
+    /// A group or consumer name: `u16 length + bytes` (any bytes).
+    fn name(&mut self, what: &str) -> Result<Vec<u8>, ProtocolError> {
+        let len = self.u16(what)? as usize;
+        Ok(self.take(len, what)?.to_vec())
+    }
+    /// A stream ID: `u64 ms`, `u64 seq`.
+    fn stream_id(&mut self, what: &str) -> Result<StreamId, ProtocolError> {
+        Ok(StreamId::new(self.u64(what)?, self.u64(what)?))
+    }
+    /// A flag byte: 0 or 1.
+    fn flag(&mut self, what: &str) -> Result<bool, ProtocolError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            x => Err(ProtocolError::Malformed(format!("{what} {x}: 0 or 1"))),
+        }
+    }
+    /// An optional `u64`: `u8 has` (0, 1), then the `u64` (read either way).
+    fn opt_u64(&mut self, what: &str) -> Result<Option<u64>, ProtocolError> {
+        let has = self.flag(what)?;
+        let v = self.u64(what)?;
+        Ok(has.then_some(v))
+    }
+    /// An optional ID: `u8 has` (0, 1), then the ID (read either way).
+    fn opt_id(&mut self, what: &str) -> Result<Option<StreamId>, ProtocolError> {
+        let has = self.flag(what)?;
+        let v = self.stream_id(what)?;
+        Ok(has.then_some(v))
+    }
+    /// A count and that many IDs.
+    fn ids(&mut self, what: &str) -> Result<Vec<StreamId>, ProtocolError> {
+        let n = self.u32(what)?;
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            ids.push(self.stream_id(what)?);
+        }
+        Ok(ids)
+    }
+    /// A group's start: `u8 kind` (0 the ID, 1 the stream's last), then the ID.
+    fn group_start(&mut self) -> Result<GroupStart, ProtocolError> {
+        let kind = self.u8("start kind")?;
+        let id = self.stream_id("start id")?;
+        match kind {
+            0 => Ok(GroupStart::Id(id)),
+            1 => Ok(GroupStart::Last),
+            x => Err(ProtocolError::Malformed(format!(
+                "start kind {x}: 0 (the id) or 1 (the stream's last)"
+            ))),
+        }
+    }
+    /// A group command's body after the stream, for `op`.
+    fn group_command(&mut self, op: u8) -> Result<GroupCommand, ProtocolError> {
+        Ok(match op {
+            opcode::GROUP_CREATE => GroupCommand::Create {
+                group: self.name("group")?,
+                start: self.group_start()?,
+                mkstream: self.flag("mkstream")?,
+                entries_read: self.opt_u64("entries read")?,
+            },
+            opcode::GROUP_DESTROY => GroupCommand::Destroy {
+                group: self.name("group")?,
+            },
+            opcode::GROUP_SETID => GroupCommand::SetId {
+                group: self.name("group")?,
+                start: self.group_start()?,
+                entries_read: self.opt_u64("entries read")?,
+            },
+            opcode::GROUP_CONSUMER => GroupCommand::Consumer {
+                group: self.name("group")?,
+                consumer: self.name("consumer")?,
+                op: match self.u8("consumer op")? {
+                    0 => ConsumerOp::Create,
+                    1 => ConsumerOp::Delete,
+                    x => {
+                        return Err(ProtocolError::Malformed(format!(
+                            "consumer op {x}: 0 (create) or 1 (delete)"
+                        )))
+                    }
+                },
+            },
+            opcode::GROUP_READ => GroupCommand::Read {
+                group: self.name("group")?,
+                consumer: self.name("consumer")?,
+                after: self.opt_id("after")?,
+                count: self.u32("count")?,
+                noack: self.flag("noack")?,
+            },
+            opcode::GROUP_ACK => GroupCommand::Ack {
+                group: self.name("group")?,
+                ids: self.ids("ids")?,
+            },
+            opcode::GROUP_PENDING => {
+                let group = self.name("group")?;
+                let range = if self.flag("extended")? {
+                    Some(PendingRange {
+                        min_idle_ms: self.u64("min idle")?,
+                        start: self.stream_id("start")?,
+                        end: self.stream_id("end")?,
+                        count: self.u32("count")?,
+                        consumer: {
+                            let has = self.flag("has consumer")?;
+                            let name = self.name("consumer")?;
+                            has.then_some(name)
+                        },
+                    })
+                } else {
+                    None
+                };
+                GroupCommand::Pending { group, range }
+            }
+            opcode::GROUP_CLAIM => GroupCommand::Claim(Box::new(GroupClaim {
+                group: self.name("group")?,
+                consumer: self.name("consumer")?,
+                min_idle_ms: self.u64("min idle")?,
+                ids: self.ids("ids")?,
+                at: {
+                    let kind = self.u8("claim time kind")?;
+                    let v = self.u64("claim time")?;
+                    match kind {
+                        0 => ClaimAt::Now,
+                        1 => ClaimAt::IdleMs(v),
+                        2 => ClaimAt::UnixMs(v),
+                        x => {
+                            return Err(ProtocolError::Malformed(format!(
+                                "claim time kind {x}: 0 (now), 1 (idle ms) or 2 (unix ms)"
+                            )))
+                        }
+                    }
+                },
+                retry_count: self.opt_u64("retry count")?,
+                force: self.flag("force")?,
+                just_id: self.flag("justid")?,
+                last_id: self.opt_id("last id")?,
+            })),
+            opcode::GROUP_AUTOCLAIM => GroupCommand::AutoClaim {
+                group: self.name("group")?,
+                consumer: self.name("consumer")?,
+                min_idle_ms: self.u64("min idle")?,
+                start: self.stream_id("start")?,
+                count: self.u32("count")?,
+                just_id: self.flag("justid")?,
+            },
+            opcode::GROUP_INFO => GroupCommand::Info,
+            other => return Err(ProtocolError::UnknownOpcode(other)),
+        })
+    }
+    /// A count and that many group entries: each `id`, `u8 kind` (0 event, 1 deleted, 2 ID
+    /// only), and with kind 0 the recorded event.
+    fn group_entries(&mut self) -> Result<Vec<GroupEntry>, ProtocolError> {
+        let n = self.u32("entry count")?;
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let id = self.stream_id("entry id")?;
+            let event = match self.u8("entry kind")? {
+                0 => EntryEvent::Event(self.recorded(false)?),
+                1 => EntryEvent::Deleted,
+                2 => EntryEvent::IdOnly,
+                x => {
+                    return Err(ProtocolError::Malformed(format!(
+                        "entry kind {x}: 0 (event), 1 (deleted) or 2 (id only)"
+                    )))
+                }
+            };
+            out.push(GroupEntry { id, event });
+        }
+        Ok(out)
+    }
+    /// GROUP_PENDING_OK's body.
+    fn pending_reply(&mut self) -> Result<PendingReply, ProtocolError> {
+        match self.u8("pending form")? {
+            0 => {
+                let count = self.u64("pending count")?;
+                let has = self.flag("has range")?;
+                let first = self.stream_id("lowest id")?;
+                let last = self.stream_id("highest id")?;
+                let n = self.u32("consumer count")?;
+                let mut consumers = Vec::new();
+                for _ in 0..n {
+                    consumers.push((self.name("consumer")?, self.u64("consumer pending")?));
+                }
+                Ok(PendingReply::Summary {
+                    count,
+                    range: has.then_some((first, last)),
+                    consumers,
+                })
+            }
+            1 => {
+                let n = self.u32("entry count")?;
+                let mut out = Vec::new();
+                for _ in 0..n {
+                    out.push(PendingEntry {
+                        id: self.stream_id("entry id")?,
+                        consumer: self.name("consumer")?,
+                        idle_ms: self.u64("idle")?,
+                        deliveries: self.u64("deliveries")?,
+                    });
+                }
+                Ok(PendingReply::Entries(out))
+            }
+            x => Err(ProtocolError::Malformed(format!(
+                "pending form {x}: 0 (summary) or 1 (entries)"
+            ))),
+        }
+    }
+    /// GROUP_INFO_OK's body.
+    fn group_infos(&mut self) -> Result<Vec<ConsumerGroupInfo>, ProtocolError> {
+        let n = self.u32("group count")?;
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let name = self.name("group")?;
+            let last_delivered = self.stream_id("last delivered")?;
+            let entries_read = self.opt_u64("entries read")?;
+            let lag = self.opt_u64("lag")?;
+            let pending = self.u64("pending")?;
+            let nc = self.u32("consumer count")?;
+            let mut consumers = Vec::new();
+            for _ in 0..nc {
+                consumers.push(ConsumerInfo {
+                    name: self.name("consumer")?,
+                    pending: self.u64("consumer pending")?,
+                    seen_ms: self.u64("seen")?,
+                    active_ms: self.opt_u64("active")?,
+                });
+            }
+            out.push(ConsumerGroupInfo {
+                name,
+                last_delivered,
+                entries_read,
+                lag,
+                pending,
+                consumers,
+            });
+        }
+        Ok(out)
+    }
     /// AGGREGATE_GROUPS' body (docs/PROTOCOL.md).
     fn grouped_aggregate(&mut self) -> Result<GroupedAggregate, ProtocolError> {
         Ok(GroupedAggregate {
@@ -322,6 +561,159 @@ impl Writer<'_> {
         self.blob(&e.data);
         self.blob(&e.metadata);
     }
+    /// A name: `u16 length + bytes`; longer than 65535 bytes is cut (the server refuses
+    /// names that long anyway).
+    fn name(&mut self, b: &[u8]) {
+        let n = b.len().min(u16::MAX as usize);
+        self.u16(n as u16);
+        self.out.extend_from_slice(&b[..n]);
+    }
+    fn stream_id(&mut self, id: StreamId) {
+        self.u64(id.ms);
+        self.u64(id.seq);
+    }
+    fn opt_u64(&mut self, v: Option<u64>) {
+        self.u8(u8::from(v.is_some()));
+        self.u64(v.unwrap_or(0));
+    }
+    fn opt_id(&mut self, v: Option<StreamId>) {
+        self.u8(u8::from(v.is_some()));
+        self.stream_id(v.unwrap_or(StreamId::ZERO));
+    }
+    fn ids(&mut self, ids: &[StreamId]) {
+        self.u32(ids.len() as u32);
+        for id in ids {
+            self.stream_id(*id);
+        }
+    }
+    fn group_start(&mut self, s: GroupStart) {
+        match s {
+            GroupStart::Id(id) => {
+                self.u8(0);
+                self.stream_id(id);
+            }
+            GroupStart::Last => {
+                self.u8(1);
+                self.stream_id(StreamId::ZERO);
+            }
+        }
+    }
+    fn group_command(&mut self, c: &GroupCommand) {
+        match c {
+            GroupCommand::Create {
+                group,
+                start,
+                mkstream,
+                entries_read,
+            } => {
+                self.name(group);
+                self.group_start(*start);
+                self.u8(u8::from(*mkstream));
+                self.opt_u64(*entries_read);
+            }
+            GroupCommand::Destroy { group } => self.name(group),
+            GroupCommand::SetId {
+                group,
+                start,
+                entries_read,
+            } => {
+                self.name(group);
+                self.group_start(*start);
+                self.opt_u64(*entries_read);
+            }
+            GroupCommand::Consumer {
+                group,
+                consumer,
+                op,
+            } => {
+                self.name(group);
+                self.name(consumer);
+                self.u8(*op as u8);
+            }
+            GroupCommand::Read {
+                group,
+                consumer,
+                after,
+                count,
+                noack,
+            } => {
+                self.name(group);
+                self.name(consumer);
+                self.opt_id(*after);
+                self.u32(*count);
+                self.u8(u8::from(*noack));
+            }
+            GroupCommand::Ack { group, ids } => {
+                self.name(group);
+                self.ids(ids);
+            }
+            GroupCommand::Pending { group, range } => {
+                self.name(group);
+                self.u8(u8::from(range.is_some()));
+                if let Some(r) = range {
+                    self.u64(r.min_idle_ms);
+                    self.stream_id(r.start);
+                    self.stream_id(r.end);
+                    self.u32(r.count);
+                    self.u8(u8::from(r.consumer.is_some()));
+                    self.name(r.consumer.as_deref().unwrap_or_default());
+                }
+            }
+            GroupCommand::Claim(c) => {
+                self.name(&c.group);
+                self.name(&c.consumer);
+                self.u64(c.min_idle_ms);
+                self.ids(&c.ids);
+                let (kind, v) = match c.at {
+                    ClaimAt::Now => (0, 0),
+                    ClaimAt::IdleMs(ms) => (1, ms),
+                    ClaimAt::UnixMs(ms) => (2, ms),
+                };
+                self.u8(kind);
+                self.u64(v);
+                self.opt_u64(c.retry_count);
+                self.u8(u8::from(c.force));
+                self.u8(u8::from(c.just_id));
+                self.opt_id(c.last_id);
+            }
+            GroupCommand::AutoClaim {
+                group,
+                consumer,
+                min_idle_ms,
+                start,
+                count,
+                just_id,
+            } => {
+                self.name(group);
+                self.name(consumer);
+                self.u64(*min_idle_ms);
+                self.stream_id(*start);
+                self.u32(*count);
+                self.u8(u8::from(*just_id));
+            }
+            GroupCommand::Info => {}
+        }
+    }
+    fn group_entries(&mut self, entries: &[GroupEntry]) {
+        self.u32(entries.len() as u32);
+        for e in entries {
+            self.stream_id(e.id);
+            match &e.event {
+                EntryEvent::Event(r) => {
+                    self.u8(0);
+                    self.recorded_list_item(r);
+                }
+                EntryEvent::Deleted => self.u8(1),
+                EntryEvent::IdOnly => self.u8(2),
+            }
+        }
+    }
+    fn recorded_list_item(&mut self, r: &RecordedEvent) {
+        self.u64(r.stream_version);
+        self.u64(r.lsn);
+        self.u32(r.partition);
+        self.event(&r.event);
+    }
     fn recorded_list(&mut self, events: &[RecordedEvent], named: bool) {
         self.u32(events.len() as u32);
         for r in events {
@@ -447,6 +839,10 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request) {
             w.u8(code);
             w.u64(value);
         }
+        Request::Group { stream, command } => {
+            w.str(stream);
+            w.group_command(command);
+        }
         Request::Execute { model, command } => {
             w.str(model);
             w.blob(command);
@@ -508,6 +904,10 @@ pub fn decode_request(op: u8, body: &[u8]) -> Result<Request, ProtocolError> {
         opcode::TRIM => Request::Trim {
             stream: c.str("stream")?,
             by: c.trim_by()?,
+        },
+        opcode::GROUP_CREATE..=opcode::GROUP_INFO => Request::Group {
+            stream: c.str("stream")?,
+            command: c.group_command(op)?,
         },
         opcode::EXECUTE => Request::Execute {
             model: c.str("model")?,
@@ -588,6 +988,62 @@ pub fn encode_response(out: &mut Vec<u8>, request_id: u64, flags: u8, resp: &Res
             w.u64(i.last_lsn);
         }
         Response::Deleted { deleted } => w.u64(*deleted),
+        Response::GroupOk => {}
+        Response::GroupCount(n) => w.u64(*n),
+        Response::GroupEntries(entries) => w.group_entries(entries),
+        Response::GroupPending(PendingReply::Summary {
+            count,
+            range,
+            consumers,
+        }) => {
+            w.u8(0);
+            w.u64(*count);
+            w.u8(u8::from(range.is_some()));
+            let (first, last) = range.unwrap_or((StreamId::ZERO, StreamId::ZERO));
+            w.stream_id(first);
+            w.stream_id(last);
+            w.u32(consumers.len() as u32);
+            for (name, n) in consumers {
+                w.name(name);
+                w.u64(*n);
+            }
+        }
+        Response::GroupPending(PendingReply::Entries(list)) => {
+            w.u8(1);
+            w.u32(list.len() as u32);
+            for e in list {
+                w.stream_id(e.id);
+                w.name(&e.consumer);
+                w.u64(e.idle_ms);
+                w.u64(e.deliveries);
+            }
+        }
+        Response::GroupAutoClaimed {
+            next,
+            entries,
+            deleted,
+        } => {
+            w.stream_id(*next);
+            w.group_entries(entries);
+            w.ids(deleted);
+        }
+        Response::GroupInfo(groups) => {
+            w.u32(groups.len() as u32);
+            for g in groups {
+                w.name(&g.name);
+                w.stream_id(g.last_delivered);
+                w.opt_u64(g.entries_read);
+                w.opt_u64(g.lag);
+                w.u64(g.pending);
+                w.u32(g.consumers.len() as u32);
+                for c in &g.consumers {
+                    w.name(&c.name);
+                    w.u64(c.pending);
+                    w.u64(c.seen_ms);
+                    w.opt_u64(c.active_ms);
+                }
+            }
+        }
         Response::Executed { result } | Response::Queried { result } => w.blob(result),
         Response::Stats { json } => w.str(json),
         Response::Error {
@@ -656,6 +1112,16 @@ pub fn decode_response(op: u8, body: &[u8]) -> Result<Response, ProtocolError> {
         opcode::DELETED => Response::Deleted {
             deleted: c.u64("deleted")?,
         },
+        opcode::GROUP_OK => Response::GroupOk,
+        opcode::GROUP_COUNT => Response::GroupCount(c.u64("count")?),
+        opcode::GROUP_ENTRIES => Response::GroupEntries(c.group_entries()?),
+        opcode::GROUP_PENDING_OK => Response::GroupPending(c.pending_reply()?),
+        opcode::GROUP_AUTOCLAIMED => Response::GroupAutoClaimed {
+            next: c.stream_id("next")?,
+            entries: c.group_entries()?,
+            deleted: c.ids("deleted")?,
+        },
+        opcode::GROUP_INFO_OK => Response::GroupInfo(c.group_infos()?),
         opcode::EXECUTED => Response::Executed {
             result: c.blob("result")?,
         },
@@ -798,6 +1264,44 @@ mod tests {
         ));
     }
 
+    /// Group requests refuse bytes their tables do not allow, and every cut of a valid body
+    /// is an error, never a panic.
+    #[test]
+    fn group_bodies_refuse_bad_bytes_and_every_truncation() {
+        let mut frame = Vec::new();
+        let req = Request::Group {
+            stream: "s".into(),
+            command: GroupCommand::Read {
+                group: b"g".to_vec(),
+                consumer: b"c".to_vec(),
+                after: None,
+                count: 1,
+                noack: false,
+            },
+        };
+        encode_request(&mut frame, 1, &req);
+        let (h, body) = split(&frame);
+        for cut in 0..body.len() {
+            assert!(
+                decode_request(h.opcode, &body[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut bad = body.to_vec();
+        *bad.last_mut().unwrap() = 2; // noack 2
+        assert!(matches!(
+            decode_request(h.opcode, &bad),
+            Err(ProtocolError::Malformed(_))
+        ));
+        // An ACK claiming u32::MAX IDs with none there: refused, nothing allocated for them.
+        let mut body = Vec::new();
+        let mut w = Writer { out: &mut body };
+        w.str("s");
+        w.name(b"g");
+        w.u32(u32::MAX);
+        assert!(decode_request(opcode::GROUP_ACK, &body).is_err());
+    }
+
     #[test]
     fn every_request_round_trips() {
         let requests = vec![
@@ -869,6 +1373,101 @@ mod tests {
             Request::Trim {
                 stream: "s".into(),
                 by: TrimBy::OlderThanNs(1_733_472_000_000_000_000),
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Create {
+                    group: b"g".to_vec(),
+                    start: GroupStart::Last,
+                    mkstream: true,
+                    entries_read: Some(3),
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::SetId {
+                    group: vec![0xff, 0],
+                    start: GroupStart::Id(StreamId::new(5, 6)),
+                    entries_read: None,
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Destroy { group: Vec::new() },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Consumer {
+                    group: b"g".to_vec(),
+                    consumer: b"c".to_vec(),
+                    op: ConsumerOp::Delete,
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Read {
+                    group: b"g".to_vec(),
+                    consumer: b"c".to_vec(),
+                    after: Some(StreamId::ZERO),
+                    count: 7,
+                    noack: true,
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Ack {
+                    group: b"g".to_vec(),
+                    ids: vec![StreamId::new(1, 2), StreamId::MAX],
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Pending {
+                    group: b"g".to_vec(),
+                    range: None,
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Pending {
+                    group: b"g".to_vec(),
+                    range: Some(PendingRange {
+                        min_idle_ms: 10,
+                        start: StreamId::ZERO,
+                        end: StreamId::MAX,
+                        count: 5,
+                        consumer: Some(b"c".to_vec()),
+                    }),
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Claim(Box::new(GroupClaim {
+                    group: b"g".to_vec(),
+                    consumer: b"c".to_vec(),
+                    min_idle_ms: 1000,
+                    ids: vec![StreamId::new(1, 0)],
+                    at: ClaimAt::UnixMs(99),
+                    retry_count: Some(4),
+                    force: true,
+                    just_id: false,
+                    last_id: Some(StreamId::new(9, 9)),
+                })),
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::AutoClaim {
+                    group: b"g".to_vec(),
+                    consumer: b"c".to_vec(),
+                    min_idle_ms: 5,
+                    start: StreamId::new(3, 0),
+                    count: 100,
+                    just_id: true,
+                },
+            },
+            Request::Group {
+                stream: "s".into(),
+                command: GroupCommand::Info,
             },
             Request::Execute {
                 model: "kv".into(),
@@ -976,6 +1575,62 @@ mod tests {
                 last_lsn: 9,
             }),
             Response::Deleted { deleted: 7 },
+            Response::GroupOk,
+            Response::GroupCount(3),
+            Response::GroupEntries(vec![
+                GroupEntry {
+                    id: StreamId::new(1, 2),
+                    event: EntryEvent::Event(RecordedEvent {
+                        stream: String::new(),
+                        stream_version: 4,
+                        lsn: 9,
+                        partition: 1,
+                        event: event(2),
+                    }),
+                },
+                GroupEntry {
+                    id: StreamId::new(1, 3),
+                    event: EntryEvent::Deleted,
+                },
+                GroupEntry {
+                    id: StreamId::new(1, 4),
+                    event: EntryEvent::IdOnly,
+                },
+            ]),
+            Response::GroupPending(PendingReply::Summary {
+                count: 2,
+                range: Some((StreamId::new(1, 0), StreamId::new(2, 0))),
+                consumers: vec![(b"a".to_vec(), 1), (b"b".to_vec(), 1)],
+            }),
+            Response::GroupPending(PendingReply::Summary {
+                count: 0,
+                range: None,
+                consumers: vec![],
+            }),
+            Response::GroupPending(PendingReply::Entries(vec![PendingEntry {
+                id: StreamId::new(1, 0),
+                consumer: b"a".to_vec(),
+                idle_ms: 5,
+                deliveries: 2,
+            }])),
+            Response::GroupAutoClaimed {
+                next: StreamId::ZERO,
+                entries: vec![],
+                deleted: vec![StreamId::new(7, 7)],
+            },
+            Response::GroupInfo(vec![ConsumerGroupInfo {
+                name: b"g".to_vec(),
+                last_delivered: StreamId::new(2, 0),
+                entries_read: None,
+                lag: Some(0),
+                pending: 1,
+                consumers: vec![ConsumerInfo {
+                    name: b"a".to_vec(),
+                    pending: 1,
+                    seen_ms: 10,
+                    active_ms: None,
+                }],
+            }]),
             Response::Executed { result: vec![1] },
             Response::Queried { result: vec![] },
             Response::Stats { json: "{}".into() },

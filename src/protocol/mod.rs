@@ -18,6 +18,12 @@
 //! is tested for every message and fuzzed (`fuzz/`).
 
 mod codec;
+mod group;
+
+pub use group::{
+    ClaimAt, ConsumerGroupInfo, ConsumerInfo, ConsumerOp, EntryEvent, GroupClaim, GroupCommand,
+    GroupEntry, GroupStart, PendingEntry, PendingRange, PendingReply,
+};
 
 pub use codec::{decode_request, decode_response, encode_pushed, encode_request, encode_response};
 
@@ -112,6 +118,26 @@ pub mod opcode {
     pub const DELETE_STREAM: u8 = 0x17;
     /// Deletes a stream's oldest events, durably (v2).
     pub const TRIM: u8 = 0x18;
+    /// Consumer groups (v2; docs/PROTOCOL.md, *Consumer groups*): XGROUP CREATE.
+    pub const GROUP_CREATE: u8 = 0x40;
+    /// XGROUP DESTROY.
+    pub const GROUP_DESTROY: u8 = 0x41;
+    /// XGROUP SETID.
+    pub const GROUP_SETID: u8 = 0x42;
+    /// XGROUP CREATECONSUMER / DELCONSUMER.
+    pub const GROUP_CONSUMER: u8 = 0x43;
+    /// XREADGROUP of one stream (not blocking).
+    pub const GROUP_READ: u8 = 0x44;
+    /// XACK.
+    pub const GROUP_ACK: u8 = 0x45;
+    /// XPENDING.
+    pub const GROUP_PENDING: u8 = 0x46;
+    /// XCLAIM.
+    pub const GROUP_CLAIM: u8 = 0x47;
+    /// XAUTOCLAIM.
+    pub const GROUP_AUTOCLAIM: u8 = 0x48;
+    /// XINFO GROUPS with consumers.
+    pub const GROUP_INFO: u8 = 0x49;
     pub const EXECUTE: u8 = 0x20;
     pub const QUERY: u8 = 0x21;
     pub const STATS: u8 = 0x30;
@@ -130,6 +156,18 @@ pub mod opcode {
     pub const GROUPS: u8 = 0x97;
     /// What a DELETE_STREAM or a TRIM deleted.
     pub const DELETED: u8 = 0x98;
+    /// GROUP_CREATE or GROUP_SETID done.
+    pub const GROUP_OK: u8 = 0xC0;
+    /// A number: GROUP_DESTROY, GROUP_CONSUMER, GROUP_ACK.
+    pub const GROUP_COUNT: u8 = 0xC1;
+    /// Entries: GROUP_READ, GROUP_CLAIM.
+    pub const GROUP_ENTRIES: u8 = 0xC2;
+    /// GROUP_PENDING's summary or entries.
+    pub const GROUP_PENDING_OK: u8 = 0xC3;
+    /// GROUP_AUTOCLAIM's next start, entries and deleted IDs.
+    pub const GROUP_AUTOCLAIMED: u8 = 0xC4;
+    /// GROUP_INFO's groups.
+    pub const GROUP_INFO_OK: u8 = 0xC5;
     pub const EXECUTED: u8 = 0xA0;
     pub const QUERIED: u8 = 0xA1;
     pub const STATS_OK: u8 = 0xB0;
@@ -146,6 +184,12 @@ pub mod code {
     pub const WRONG_EXPECTED_VERSION: u16 = 10;
     pub const STREAM_NOT_FOUND: u16 = 11;
     pub const INVALID_ARGUMENT: u16 = 12;
+    /// No such consumer group (on a stream that exists).
+    pub const NO_GROUP: u16 = 13;
+    /// GROUP_CREATE of a group that exists.
+    pub const GROUP_EXISTS: u16 = 14;
+    /// The partition holds `max_pending_entries` pending entries.
+    pub const PENDING_FULL: u16 = 15;
     pub const DISK_FULL: u16 = 20;
     pub const PARTITION_UNAVAILABLE: u16 = 21;
     pub const OVERLOADED: u16 = 30;
@@ -555,6 +599,11 @@ pub enum Request {
         stream: String,
         by: TrimBy,
     },
+    /// A consumer-group command (0x40–0x49) on `stream`.
+    Group {
+        stream: String,
+        command: GroupCommand,
+    },
     Execute {
         model: String,
         command: Vec<u8>,
@@ -580,6 +629,7 @@ impl Request {
             Request::AggregateGroups(_) => opcode::AGGREGATE_GROUPS,
             Request::DeleteStream { .. } => opcode::DELETE_STREAM,
             Request::Trim { .. } => opcode::TRIM,
+            Request::Group { command, .. } => command.opcode(),
             Request::Execute { .. } => opcode::EXECUTE,
             Request::Query { .. } => opcode::QUERY,
             Request::Stats => opcode::STATS,
@@ -620,6 +670,22 @@ pub enum Response {
     Deleted {
         deleted: u64,
     },
+    /// GROUP_CREATE, GROUP_SETID done (and durable).
+    GroupOk,
+    /// GROUP_DESTROY (1 or 0), GROUP_CONSUMER (create: 1 or 0; delete: the consumer's
+    /// pending entries), GROUP_ACK (entries acknowledged).
+    GroupCount(u64),
+    /// GROUP_READ, GROUP_CLAIM.
+    GroupEntries(Vec<GroupEntry>),
+    GroupPending(PendingReply),
+    /// GROUP_AUTOCLAIM: where to continue (`0-0`: the scan is done), the entries claimed,
+    /// and the pending IDs no longer in the stream (removed from the pending list).
+    GroupAutoClaimed {
+        next: StreamId,
+        entries: Vec<GroupEntry>,
+        deleted: Vec<StreamId>,
+    },
+    GroupInfo(Vec<ConsumerGroupInfo>),
     Executed {
         result: Vec<u8>,
     },
@@ -651,6 +717,12 @@ impl Response {
             Response::StreamInfo(_) => opcode::STREAM_INFO_OK,
             Response::Groups(_) => opcode::GROUPS,
             Response::Deleted { .. } => opcode::DELETED,
+            Response::GroupOk => opcode::GROUP_OK,
+            Response::GroupCount(_) => opcode::GROUP_COUNT,
+            Response::GroupEntries(_) => opcode::GROUP_ENTRIES,
+            Response::GroupPending(_) => opcode::GROUP_PENDING_OK,
+            Response::GroupAutoClaimed { .. } => opcode::GROUP_AUTOCLAIMED,
+            Response::GroupInfo(_) => opcode::GROUP_INFO_OK,
             Response::Executed { .. } => opcode::EXECUTED,
             Response::Queried { .. } => opcode::QUERIED,
             Response::Stats { .. } => opcode::STATS_OK,

@@ -64,7 +64,9 @@ impl From<StreamError> for ApiError {
             }
             StreamError::StreamNotFound(_)
             | StreamError::Group(crate::stream::GroupError::NoStream) => code::STREAM_NOT_FOUND,
-            StreamError::Group(_) => code::INVALID_ARGUMENT,
+            StreamError::Group(crate::stream::GroupError::NoGroup) => code::NO_GROUP,
+            StreamError::Group(crate::stream::GroupError::GroupExists) => code::GROUP_EXISTS,
+            StreamError::Group(crate::stream::GroupError::PendingFull { .. }) => code::PENDING_FULL,
             StreamError::Unreadable(_) => code::PARTITION_UNAVAILABLE,
             StreamError::EmptyStreamName
             | StreamError::NoEvents

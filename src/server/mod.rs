@@ -29,6 +29,7 @@ mod checks;
 mod conn;
 mod model_requests;
 mod native;
+mod native_groups;
 mod outbound;
 mod recovery;
 mod resp_commands;

@@ -327,6 +327,7 @@ impl Shard {
                 Box::pin(self.change(stream, ChangeRequest::DeleteStream)).await
             }
             Request::Trim { stream, by } => Box::pin(self.change(stream, trim_request(by))).await,
+            Request::Group { stream, command } => Box::pin(self.group(stream, command)).await,
             Request::Subscribe {
                 target,
                 name,
