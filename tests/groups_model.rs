@@ -43,7 +43,7 @@ fn limits() -> PartitionLimits {
         idempotency_window: 100,
         max_read_count: 100_000,
         max_read_bytes: usize::MAX,
-        max_pending_entries: 1 << 20,
+        max_group_entries: 1 << 20,
         ring: RingConfig {
             capacity_events: 64,
             capacity_bytes: 16 * 1024,

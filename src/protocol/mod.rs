@@ -188,8 +188,8 @@ pub mod code {
     pub const NO_GROUP: u16 = 13;
     /// GROUP_CREATE of a group that exists.
     pub const GROUP_EXISTS: u16 = 14;
-    /// The partition holds `max_pending_entries` pending entries.
-    pub const PENDING_FULL: u16 = 15;
+    /// The partition holds `max_group_entries` consumer-group entries.
+    pub const GROUPS_FULL: u16 = 15;
     pub const DISK_FULL: u16 = 20;
     pub const PARTITION_UNAVAILABLE: u16 = 21;
     pub const OVERLOADED: u16 = 30;

@@ -169,12 +169,13 @@ pub(super) fn group_error(stream: &str, group: &[u8], e: &GroupError) -> ApiErro
                  move its start with GROUP_SETID, or GROUP_DESTROY it first"
             ),
         ),
-        GroupError::PendingFull { max } => ApiError::new(
-            code::PENDING_FULL,
+        GroupError::Full { max } => ApiError::new(
+            code::GROUPS_FULL,
             format!(
-                "the partition of stream {stream:?} holds {max} pending entries \
-                 (max_pending_entries): acknowledge entries with GROUP_ACK, read with noack, \
-                 or raise max_pending_entries"
+                "the partition of stream {stream:?} holds {max} consumer-group entries \
+                 (pending entries, consumers and groups; max_group_entries): acknowledge \
+                 entries with GROUP_ACK, read with noack, delete consumers or groups, or raise \
+                 max_group_entries"
             ),
         ),
     }
@@ -262,7 +263,9 @@ fn response(stream: &str, group: &[u8], answer: GroupAnswer) -> Response {
             Response::GroupInfo(list.into_iter().map(group_info).collect())
         }
         GroupAnswer::Refused(e) => error_response(group_error(stream, group, &e)),
-        GroupAnswer::NoKey => error_response(group_error(stream, group, &GroupError::NoStream)),
+        GroupAnswer::NoKey | GroupAnswer::Gone => {
+            error_response(group_error(stream, group, &GroupError::NoStream))
+        }
     }
 }
 
