@@ -322,7 +322,9 @@ impl Model {
             };
         };
         match req {
-            GroupRequest::Create { .. } => unreachable!(),
+            GroupRequest::Create { .. } | GroupRequest::Set { .. } => {
+                unreachable!("not generated")
+            }
             GroupRequest::SetId {
                 start,
                 entries_read,
@@ -683,7 +685,7 @@ fn model_write(model: &mut Model, w: &TxWrite, result: &Result<TxDone, StreamErr
             let n = model.streams.remove(stream).is_some_and(|s| s.exists());
             Answer::Changed(u64::from(n))
         }
-        TxWrite::Change { .. } => unreachable!("not generated"),
+        TxWrite::Change { .. } | TxWrite::AddMembers { .. } => unreachable!("not generated"),
         TxWrite::Group { stream, request } => model.group(stream, request),
     }
 }
@@ -712,7 +714,7 @@ fn model_tx(
 
 /// Runs `writes` as one transaction; checks each answer against the model.
 async fn run_tx(part: &Partition<SimStorage>, model: &mut Model, writes: Vec<TxWrite>, ctx: &str) {
-    let kept: Vec<TxWrite> = writes.iter().map(clone_write).collect();
+    let kept: Vec<TxWrite> = writes.to_vec();
     let results = part.transaction(writes).await;
     if std::env::var_os("GROUPS_MODEL_TRACE").is_some() {
         eprintln!("{ctx}: {kept:?} -> {results:?}");
@@ -720,30 +722,6 @@ async fn run_tx(part: &Partition<SimStorage>, model: &mut Model, writes: Vec<TxW
     let want = model_tx(model, &kept, &results);
     for ((w, r), want) in kept.iter().zip(&results).zip(want) {
         assert_eq!(answer_of(r), want, "{ctx}: {w:?}");
-    }
-}
-
-fn clone_write(w: &TxWrite) -> TxWrite {
-    match w {
-        TxWrite::Append {
-            stream,
-            expected_version,
-            events,
-            id,
-        } => TxWrite::Append {
-            stream: stream.clone(),
-            expected_version: *expected_version,
-            events: events.clone(),
-            id: *id,
-        },
-        TxWrite::Change { stream, request } => TxWrite::Change {
-            stream: stream.clone(),
-            request: request.clone(),
-        },
-        TxWrite::Group { stream, request } => TxWrite::Group {
-            stream: stream.clone(),
-            request: request.clone(),
-        },
     }
 }
 
@@ -881,7 +859,7 @@ async fn power_workload(
                 },
             });
         }
-        let kept: Vec<TxWrite> = writes.iter().map(clone_write).collect();
+        let kept: Vec<TxWrite> = writes.to_vec();
         let results = part.transaction(writes).await;
         if results.iter().any(|r| r.is_err()) {
             // The disk is gone: nothing of it was acknowledged.

@@ -34,7 +34,7 @@ use crate::journal::{PendingAppend, Storage};
 use crate::protocol::{expected, AppendResult, Event, StreamId};
 
 /// One write of a transaction.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum TxWrite {
     /// An append of events without event ids (a transaction's appends are not retried).
     Append {
