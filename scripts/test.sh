@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test evring has: unit, integration (real files, real processes), fixtures,
-# the durability rules' negative controls, Redis's own stream test suite on the RESP port,
+# the durability rules' negative controls, Redis's own stream and consumer-group test suites
+# on the RESP port,
 # and the loom models of the partition ring.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,8 +11,9 @@ if [ "$(ulimit -l)" != "unlimited" ] && [ "$(ulimit -l)" -lt 512 ]; then
   exit 1
 fi
 cargo test --workspace --release
-# Redis 7.0.15's own stream suite against the real evringd's RESP port (redis-tests/).
-scripts/redis-suite.sh stream
+# Redis 7.0.15's own stream and consumer-group suites against the real evringd's RESP port
+# (redis-tests/).
+scripts/redis-suite.sh both
 # The durability rules' negative controls: each rule broken once must fail the crash tests.
 scripts/durability-mutants.sh
 # Every fuzz target built and run briefly on its checked-in corpus (needs the nightly
