@@ -15,6 +15,11 @@
 //! percentile curves) in `--out`. `--verify` reads back every event evring acknowledged and
 //! fails if one is missing or differs, and fails unless evring-resp's streams hold exactly
 //! the XADDs it acknowledged (`XLEN` of every stream; an XADD reply carries no version).
+//!
+//! A `kind = "groups-consume"` workload runs `consume.rs` instead of the append driver, on
+//! the RESP targets only (evring-resp, redis-always, redis-nopersist): an event is an entry
+//! consumed and acknowledged, a request one XREADGROUP + XACK round. Its checks run in every
+//! round with or without `--verify`, and a failed check fails the comparison.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -101,7 +106,7 @@ impl Target {
         match self {
             Target::Evring => "acknowledged after the O_DSYNC write of its journal frame",
             Target::EvringResp => {
-                "the RESP port: XADD (MULTI/EXEC: one journal frame) replied after its O_DSYNC write"
+                "the RESP port: XADD (MULTI/EXEC: one journal frame), XREADGROUP, XACK replied after their O_DSYNC write"
             }
             Target::RedisAlways => {
                 "appendonly yes, appendfsync always: fsync of the AOF before the reply"
@@ -129,6 +134,25 @@ pub struct RoundResult {
 const QUANTILES: [f64; 7] = [0.5, 0.75, 0.9, 0.99, 0.999, 0.9999, 1.0];
 
 impl RoundResult {
+    fn from_consume(
+        t: Target,
+        round: usize,
+        w: &Workload,
+        r: &crate::consume::ConsumeResult,
+    ) -> RoundResult {
+        let secs = w.duration.as_secs_f64();
+        RoundResult {
+            target: t,
+            round,
+            requests_per_s: r.rounds as f64 / secs,
+            events_per_s: r.entries as f64 / secs,
+            bytes_per_s: (r.entries * w.payload_bytes as u64) as f64 / secs,
+            errors: 0,
+            latency: r.latency.clone(),
+            server_rss_mib: None,
+        }
+    }
+
     fn from_driver(t: Target, round: usize, w: &Workload, r: &DriverResult) -> RoundResult {
         let secs = w.duration.as_secs_f64();
         let events = r.appends * w.events_per_request as u64;
@@ -225,6 +249,13 @@ fn run_target(
             sets.extend(a.server_set.iter().cloned());
             let server = crate::network::start_server(&a.dir, &sets)?;
             let addr = server.address("resp")?;
+            if w.consume() {
+                let r = crate::consume::run(w, &addr)?;
+                let mut rr = RoundResult::from_consume(t, round, w, &r);
+                rr.server_rss_mib =
+                    Some(crate::network::peak_rss_kib(server.pid()) as f64 / 1024.0);
+                return Ok(rr);
+            }
             let r = driver::run(w, &addr, threads, false, RespCodec::default)?;
             let mut rr = RoundResult::from_driver(t, round, w, &r);
             rr.server_rss_mib = Some(crate::network::peak_rss_kib(server.pid()) as f64 / 1024.0);
@@ -239,6 +270,12 @@ fn run_target(
         }
         Target::RedisAlways | Target::RedisNoPersist => {
             let peer = crate::peers::redis(&a.dir, t == Target::RedisAlways)?;
+            if w.consume() {
+                let r = crate::consume::run(w, &peer.addr)?;
+                let mut rr = RoundResult::from_consume(t, round, w, &r);
+                rr.server_rss_mib = Some(crate::network::peak_rss_kib(peer.pid()) as f64 / 1024.0);
+                return Ok(rr);
+            }
             let r = driver::run(w, &peer.addr, threads, false, RespCodec::default)?;
             let mut rr = RoundResult::from_driver(t, round, w, &r);
             rr.server_rss_mib = Some(crate::network::peak_rss_kib(peer.pid()) as f64 / 1024.0);
@@ -366,6 +403,19 @@ pub fn main(a: CompareArgs) -> anyhow::Result<()> {
     if targets.is_empty() {
         bail!("no targets");
     }
+    if w.consume() {
+        let resp = [
+            Target::EvringResp,
+            Target::RedisAlways,
+            Target::RedisNoPersist,
+        ];
+        if let Some(t) = targets.iter().find(|t| !resp.contains(t)) {
+            bail!(
+                "{}: a groups-consume workload runs on the RESP targets only (evring-resp, redis-always, redis-nopersist)",
+                t.name()
+            );
+        }
+    }
     std::fs::create_dir_all(&a.dir)?;
     let out = a.out.clone().unwrap_or_else(|| a.dir.join("compare"));
     std::fs::create_dir_all(&out)?;
@@ -420,7 +470,8 @@ pub fn main(a: CompareArgs) -> anyhow::Result<()> {
             "payload_bytes": w.payload_bytes, "streams": w.streams,
             "distribution": w.distribution, "expected_version": w.expected_version,
             "read_fraction": w.read_fraction, "duration_s": w.duration.as_secs_f64(),
-            "warmup_s": w.warmup.as_secs_f64(),
+            "warmup_s": w.warmup.as_secs_f64(), "kind": w.kind, "count": w.count,
+            "prefill": w.prefill,
         },
         "rounds": results.iter().map(RoundResult::json).collect::<Vec<_>>(),
         "summary": summary.json,
@@ -453,7 +504,7 @@ pub fn main(a: CompareArgs) -> anyhow::Result<()> {
         if targets.contains(&Target::Evring) {
             println!("verify: all {events} acknowledged evring events read back identical");
         }
-        if targets.contains(&Target::EvringResp) {
+        if targets.contains(&Target::EvringResp) && !w.consume() {
             println!("verify: evring-resp's streams held exactly the XADDs acknowledged");
         }
     }

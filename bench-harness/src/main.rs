@@ -20,6 +20,7 @@
 mod charts;
 mod codecs;
 mod compare;
+mod consume;
 mod disk;
 mod driver;
 mod engine_bench;

@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! name = "50x1-100B"
+//! kind = "append"           # or "groups-consume" (below)
 //! connections = 50          # client connections
 //! pipeline = 1              # closed loop: requests in flight per connection
 //! rate = 0                  # > 0: open loop at this many requests/s in total (pipeline is
@@ -14,7 +15,16 @@
 //! read_fraction = 0.0       # share of requests that read the 10 newest events of a stream
 //! duration = "5s"
 //! warmup = "1s"
+//! count = 10                # groups-consume: COUNT of each XREADGROUP
+//! prefill = 0               # groups-consume: entries written before the run
 //! ```
+//!
+//! `kind = "groups-consume"` (RESP targets only, `consume.rs`): the `streams` streams are
+//! pre-filled with `prefill` entries of `payload_bytes`, one consumer group `g` is created on
+//! each, and each of the `connections` consumers `c<i>` loops `XREADGROUP GROUP g c<i> COUNT
+//! <count> STREAMS s<i % streams> >` then `XACK` of the IDs it got; an event is an entry
+//! consumed and acknowledged, a request one read + ack round. `pipeline` must be 1 (the ack
+//! needs the read's reply).
 //!
 //! Every key but `name` has the default shown. Unknown keys are an error (a typo must not
 //! silently run another workload).
@@ -31,6 +41,7 @@ use crate::report;
 #[serde(deny_unknown_fields, default)]
 pub struct Workload {
     pub name: String,
+    pub kind: String,
     pub connections: usize,
     pub pipeline: usize,
     pub rate: f64,
@@ -44,12 +55,18 @@ pub struct Workload {
     pub duration: Duration,
     #[serde(deserialize_with = "duration")]
     pub warmup: Duration,
+    pub count: usize,
+    pub prefill: u64,
 }
+
+/// `kind` of a consume-and-ack workload.
+pub const GROUPS_CONSUME: &str = "groups-consume";
 
 impl Default for Workload {
     fn default() -> Self {
         Workload {
             name: String::new(),
+            kind: "append".into(),
             connections: 50,
             pipeline: 1,
             rate: 0.0,
@@ -61,6 +78,8 @@ impl Default for Workload {
             read_fraction: 0.0,
             duration: Duration::from_secs(5),
             warmup: Duration::from_secs(1),
+            count: 10,
+            prefill: 0,
         }
     }
 }
@@ -116,7 +135,27 @@ impl Workload {
         if self.duration.is_zero() {
             bail!("duration must be > 0");
         }
+        match self.kind.as_str() {
+            "append" => {}
+            GROUPS_CONSUME => {
+                if self.pipeline != 1 || self.open_loop() {
+                    bail!("groups-consume is a closed loop of read + ack rounds: pipeline = 1, no rate");
+                }
+                if self.count == 0 || self.prefill == 0 {
+                    bail!("groups-consume needs count and prefill of at least 1");
+                }
+                if self.read_fraction > 0.0 || self.expected_version {
+                    bail!("groups-consume takes no read_fraction or expected_version");
+                }
+            }
+            other => bail!("kind {other:?}: use \"append\" or \"groups-consume\""),
+        }
         Ok(())
+    }
+
+    /// A consume-and-ack workload (`consume.rs`), not appends.
+    pub fn consume(&self) -> bool {
+        self.kind == GROUPS_CONSUME
     }
 
     /// Open loop (fixed arrival rate) or closed loop (fixed in-flight count).
@@ -125,6 +164,17 @@ impl Workload {
     }
 
     pub fn describe(&self) -> String {
+        if self.consume() {
+            return format!(
+                "{}: {} consumers in one group, XREADGROUP COUNT {} + XACK, {} entries x {} B pre-filled over {} stream(s)",
+                self.name,
+                self.connections,
+                self.count,
+                self.prefill,
+                self.payload_bytes,
+                self.streams
+            );
+        }
         let mode = if self.open_loop() {
             format!("open loop {:.0} req/s", self.rate)
         } else {
@@ -191,6 +241,15 @@ mod tests {
         assert!(Workload::parse("pipeline = 0\n").is_err());
         assert!(Workload::parse("duration = \"soon\"\n").is_err());
         assert!(Workload::parse("expected_version = true\nstreams = 2\n").is_err());
+        assert!(Workload::parse("kind = \"consume\"\n").is_err());
+        assert!(
+            Workload::parse("kind = \"groups-consume\"\n").is_err(),
+            "no prefill"
+        );
+        assert!(Workload::parse("kind = \"groups-consume\"\nprefill = 9\npipeline = 2\n").is_err());
+        let w = Workload::parse("kind = \"groups-consume\"\nprefill = 9\n").unwrap();
+        assert!(w.consume());
+        assert_eq!(w.count, 10);
     }
 
     #[test]

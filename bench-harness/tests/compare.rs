@@ -195,3 +195,51 @@ fn a_bad_workload_file_is_refused_with_its_mistake() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("pipelines"));
 }
+
+#[test]
+fn groups_consume_reads_and_acks_on_evring_resp_and_checks_every_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("consume.toml");
+    std::fs::write(
+        &path,
+        "name = \"consume\"\nkind = \"groups-consume\"\nconnections = 4\ncount = 5\n\
+         streams = 2\npayload_bytes = 40\nprefill = 100000\nduration = \"400ms\"\n\
+         warmup = \"100ms\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = bench()
+        .arg("compare")
+        .arg(&path)
+        .args(["--targets", "evring-resp", "--rounds", "1"])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert!(
+        err.contains("consumed exactly once by 4 consumers"),
+        "{err}"
+    );
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("consume.json")).unwrap()).unwrap();
+    assert_eq!(doc["workload"]["kind"], "groups-consume");
+    let s = &doc["summary"][0];
+    assert_eq!(s["target"], "evring-resp");
+    assert!(s["events_per_s"].as_f64().unwrap() > 0.0, "{s}");
+
+    // The append targets cannot run it.
+    let run = bench()
+        .arg("compare")
+        .arg(&path)
+        .args(["--targets", "evring", "--rounds", "1"])
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("RESP targets only"));
+}
