@@ -13,15 +13,16 @@
 //! loses power after operation k, for every k. The groups recovered are those after the last
 //! acknowledged transaction, or after the one in flight, whole.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
-use evring::journal::{Journal, JournalConfig, SimStorage};
+use evring::journal::{JournalConfig, SimStorage};
 use evring::protocol::{expected, StreamId};
-use evring::ring::RingConfig;
 use evring::shard::run_local;
 use evring::stream::{
     ChangeRequest, GroupDone, GroupError, GroupRequest, GroupStart, IdSpec, Partition,
-    PartitionImage, PartitionLimits, Rebuild, StreamError, StreamGroups, TxDone, TxWrite,
+    PartitionLimits, StreamError, StreamGroups, TxDone, TxWrite,
 };
 
 const STORE: [u8; 16] = *b"evring-grp-model";
@@ -30,67 +31,17 @@ const GROUPS: [&[u8]; 2] = [b"g1", b"g2"];
 const CONSUMERS: [&[u8]; 3] = [b"alice", b"bob", b"carol"];
 
 fn journal_config() -> JournalConfig {
-    let mut cfg = JournalConfig::new(STORE, 0);
-    cfg.pipeline_min_bytes = 0;
-    cfg.segment_bytes = 64 * 1024;
-    cfg.frame_bytes_max = 16 * 1024;
-    cfg.in_flight_max = 4;
-    cfg
+    common::sim::journal_config(STORE)
 }
 
 fn limits() -> PartitionLimits {
-    PartitionLimits {
-        idempotency_window: 100,
-        max_read_count: 100_000,
-        max_read_bytes: usize::MAX,
-        max_group_entries: 1 << 20,
-        ring: RingConfig {
-            capacity_events: 64,
-            capacity_bytes: 16 * 1024,
-            max_retries: 8,
-        },
-        write_mode: evring::journal::WriteMode::Fdatasync,
-    }
+    common::sim::limits(100)
 }
 
 /// Opens the partition on `storage`: from a snapshot image and the journal after it, or
 /// from the journal alone (what start-up does).
 async fn open(storage: SimStorage, image: Option<&[u8]>) -> Result<Partition<SimStorage>, String> {
-    let l = limits();
-    let (mut rebuild, resume) = match image {
-        Some(bytes) => {
-            let image = PartitionImage::decode(bytes).map_err(|e| e.to_string())?;
-            let resume = image.resume.clone();
-            (
-                Rebuild::from_image(image, l.idempotency_window, l.ring)
-                    .map_err(|e| e.to_string())?,
-                Some(resume),
-            )
-        }
-        None => (Rebuild::new(l.idempotency_window, l.ring), None),
-    };
-    let (journal, report) =
-        Journal::open_resuming(storage, journal_config(), resume, |info, frame| {
-            rebuild.frame(info, frame)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    if image.is_some()
-        && (report.next_lsn < rebuild.from_lsn
-            || rebuild.first_seen.is_some_and(|f| f > rebuild.from_lsn))
-    {
-        return Err(format!(
-            "the journal does not continue the snapshot at LSN {} (ends at {}, first seen {:?})",
-            rebuild.from_lsn, report.next_lsn, rebuild.first_seen
-        ));
-    }
-    if std::env::var_os("GROUPS_MODEL_TRACE").is_some() {
-        eprintln!(
-            "opened: from LSN {}, first seen {:?}, next LSN {}",
-            rebuild.from_lsn, rebuild.first_seen, report.next_lsn
-        );
-    }
-    Ok(Partition::new(0, journal, rebuild, l))
+    common::sim::open_from(storage, image, journal_config(), limits()).await
 }
 
 /// xorshift64*: the test's seeded randomness.

@@ -9,44 +9,27 @@
 //! deletion and re-creation, from concurrent producers) must come back whole or not at all,
 //! every acknowledged one whole. A failure prints the seed and crash point that reproduce it.
 
+mod common;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use evring::error::JournalError;
-use evring::journal::{Journal, JournalConfig, SimStorage};
+use evring::journal::{JournalConfig, SimStorage};
 use evring::protocol::{expected, Direction, StreamId};
-use evring::ring::RingConfig;
 use evring::shard::run_local;
-use evring::stream::{Partition, PartitionImage, PartitionLimits, Rebuild, StreamError};
+use evring::stream::{Partition, PartitionImage, PartitionLimits, StreamError};
 
 const STORE: [u8; 16] = *b"evring-part-sim!";
 const STREAMS: u32 = 3;
 
 fn journal_config() -> JournalConfig {
-    let mut cfg = JournalConfig::new(STORE, 0);
-    // Every frame as soon as the pipeline has room: the most frames in flight at a crash.
-    cfg.pipeline_min_bytes = 0;
-    cfg.segment_bytes = 64 * 1024;
-    cfg.frame_bytes_max = 16 * 1024;
-    cfg.in_flight_max = 4;
-    cfg
+    common::sim::journal_config(STORE)
 }
 
 fn limits() -> PartitionLimits {
-    PartitionLimits {
-        idempotency_window: 1000,
-        max_read_count: 100_000,
-        max_read_bytes: usize::MAX,
-        max_group_entries: 1 << 20,
-        ring: RingConfig {
-            // Small, so reads of older versions come from the journal, not the ring.
-            capacity_events: 64,
-            capacity_bytes: 16 * 1024,
-            max_retries: 8,
-        },
-        write_mode: evring::journal::WriteMode::Fdatasync,
-    }
+    common::sim::limits(1000)
 }
 
 async fn open(storage: SimStorage) -> Result<Partition<SimStorage>, String> {
@@ -58,35 +41,7 @@ async fn open_from(
     storage: SimStorage,
     image: Option<&[u8]>,
 ) -> Result<Partition<SimStorage>, String> {
-    let l = limits();
-    let (mut rebuild, resume) = match image {
-        Some(bytes) => {
-            let image = PartitionImage::decode(bytes).map_err(|e| e.to_string())?;
-            let resume = image.resume.clone();
-            (
-                Rebuild::from_image(image, l.idempotency_window, l.ring)
-                    .map_err(|e| e.to_string())?,
-                Some(resume),
-            )
-        }
-        None => (Rebuild::new(l.idempotency_window, l.ring), None),
-    };
-    let (journal, report) =
-        Journal::open_resuming(storage, journal_config(), resume, |info, frame| {
-            rebuild.frame(info, frame)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    if image.is_some()
-        && (report.next_lsn < rebuild.from_lsn
-            || rebuild.first_seen.is_some_and(|f| f > rebuild.from_lsn))
-    {
-        return Err(format!(
-            "the journal does not continue the snapshot at LSN {} (ends at {}, first seen {:?})",
-            rebuild.from_lsn, report.next_lsn, rebuild.first_seen
-        ));
-    }
-    Ok(Partition::new(0, journal, rebuild, l))
+    common::sim::open_from(storage, image, journal_config(), limits()).await
 }
 
 /// Event data: producer, batch, index in batch, batch size, then filler.

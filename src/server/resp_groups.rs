@@ -793,13 +793,20 @@ async fn xclaim(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     .await?
     {
         GroupAnswer::Claimed(items) => req.answer(|r| write_items(r, &items)),
-        GroupAnswer::Refused(GroupError::NoGroup | GroupError::NoStream) => {
-            return Err(no_key_or_group(&args[1], &args[2], ""))
-        }
-        GroupAnswer::Refused(e) => return Err(e.to_string()),
-        other => return Err(format!("internal error: unexpected reply {other:?}")),
+        other => return Err(claim_error(args, other)),
     }
     Ok(())
+}
+
+/// XCLAIM's and XAUTOCLAIM's error for an answer other than what they claimed.
+fn claim_error(args: &[Vec<u8>], answer: GroupAnswer) -> String {
+    match answer {
+        GroupAnswer::Refused(GroupError::NoGroup | GroupError::NoStream) => {
+            no_key_or_group(&args[1], &args[2], "")
+        }
+        GroupAnswer::Refused(e) => e.to_string(),
+        other => format!("internal error: unexpected reply {other:?}"),
+    }
 }
 
 async fn xautoclaim(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
@@ -862,11 +869,7 @@ async fn xautoclaim(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> 
                 r.bulk(id.to_string());
             }
         }),
-        GroupAnswer::Refused(GroupError::NoGroup | GroupError::NoStream) => {
-            return Err(no_key_or_group(&args[1], &args[2], ""))
-        }
-        GroupAnswer::Refused(e) => return Err(e.to_string()),
-        other => return Err(format!("internal error: unexpected reply {other:?}")),
+        other => return Err(claim_error(args, other)),
     }
     Ok(())
 }

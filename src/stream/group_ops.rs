@@ -10,7 +10,7 @@
 //! that delivers nothing to a consumer that exists).
 
 use super::groups::{GroupChange, GroupEdit, StreamCounters, StreamGroups};
-use super::partition::{change_record, StreamEntry};
+use super::partition::StreamEntry;
 use super::{Partition, StreamError};
 use crate::journal::{PendingAppend, Storage};
 use crate::protocol::StreamId;
@@ -663,13 +663,8 @@ impl<S: Storage + 'static> Partition<S> {
             }
         }
         let data = change.encode();
-        let record = change_record(stream, &data);
-        match self.journal.try_append(std::slice::from_ref(&record)) {
-            Err(e) => {
-                self.state.borrow_mut().errors += 1;
-                Err(e.into())
-            }
-            Ok(Some(pending)) => {
+        match self.journal_change(stream, &data)? {
+            Some(pending) => {
                 let mut st = self.state.borrow_mut();
                 let destroyed = change.edits.contains(&GroupEdit::Destroy);
                 let entry = st.streams.entry(stream.to_string()).or_default();
@@ -681,7 +676,7 @@ impl<S: Storage + 'static> Partition<S> {
                 }
                 Ok(GroupPlaced::Pending(pending, resolved.done))
             }
-            Ok(None) => Ok(GroupPlaced::NoRoom(data)),
+            None => Ok(GroupPlaced::NoRoom(data)),
         }
     }
 

@@ -851,13 +851,8 @@ impl<S: Storage + 'static> Partition<S> {
             return Ok(ChangePlaced::Nothing);
         }
         let data = change.encode();
-        let record = change_record(stream, &data);
-        match self.journal.try_append(std::slice::from_ref(&record)) {
-            Err(e) => {
-                self.state.borrow_mut().errors += 1;
-                Err(e.into())
-            }
-            Ok(Some(pending)) => {
+        match self.journal_change(stream, &data)? {
+            Some(pending) => {
                 let mut st = self.state.borrow_mut();
                 let gone: Vec<String> = match change {
                     StreamChange::DeleteStream => vec![stream.to_string()],
@@ -889,8 +884,25 @@ impl<S: Storage + 'static> Partition<S> {
                 }
                 Ok(ChangePlaced::Pending(pending, deleted))
             }
-            Ok(None) => Ok(ChangePlaced::NoRoom(data)),
+            None => Ok(ChangePlaced::NoRoom(data)),
         }
+    }
+
+    /// One attempt to journal a change record of `stream` with `data` in the open frame:
+    /// its durability to wait for, or `None` when the frame has no room. A journal error is
+    /// counted.
+    pub(super) fn journal_change(
+        &self,
+        stream: &str,
+        data: &[u8],
+    ) -> Result<Option<crate::journal::PendingAppend>, StreamError> {
+        let record = change_record(stream, data);
+        self.journal
+            .try_append(std::slice::from_ref(&record))
+            .map_err(|e| {
+                self.state.borrow_mut().errors += 1;
+                e.into()
+            })
     }
 
     /// How many live entries (streams, for a deletion of streams) `change` would delete now.

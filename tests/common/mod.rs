@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod help;
+pub mod sim;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
