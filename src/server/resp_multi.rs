@@ -151,6 +151,7 @@ const ARITY: &[(&str, i64)] = &[
     ("XDEL", -3),
     ("XTRIM", -4),
     ("XSETID", -3),
+    ("XINFO", -2),
     ("XGROUP", -2),
     ("XREADGROUP", -7),
     ("XACK", -4),

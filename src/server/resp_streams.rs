@@ -46,6 +46,7 @@ pub(super) const COMMANDS: &[&str] = &[
     "XDEL",
     "XTRIM",
     "XSETID",
+    "XINFO",
     "XGROUP",
     "XREADGROUP",
     "XACK",
