@@ -49,6 +49,24 @@ print("transaction wrote", len(ids), "entries")
 print("trimmed:", r.xtrim("orders", maxlen=1, approximate=False))
 print("left:", r.xlen("orders"))
 
+# Consumer groups: each entry goes to one consumer of the group and stays pending until it
+# is acknowledged; a delivery and an acknowledgement are durable before their replies.
+r.xgroup_create("jobs", "workers", id="0", mkstream=True)
+for n in range(3):
+    r.xadd("jobs", {"n": n})
+
+
+def entries(reply):
+    # RESP3 (redis-py's default) gives a map of key to entries, RESP2 a list of pairs.
+    return list(reply.values())[0][0] if isinstance(reply, dict) else reply[0][1]
+
+
+w1 = entries(r.xreadgroup("workers", "w1", {"jobs": ">"}, count=2))
+w2 = entries(r.xreadgroup("workers", "w2", {"jobs": ">"}, count=2))
+print("w1 got", [f["n"] for _, f in w1], "and w2 got", [f["n"] for _, f in w2])
+print("acknowledged:", r.xack("jobs", "workers", *[i for i, _ in w1]))
+print("pending:", r.xpending("jobs", "workers")["pending"])
+
 # evring's own operations: an append with an expected version, then a read.
 print(r.execute_command("EV.APPEND", "ledger-1", "NO-STREAM", "opened", '{"owner":"ann"}'))
 print(r.execute_command("EV.READ", "ledger-1", 0, 10))
