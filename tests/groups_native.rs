@@ -365,3 +365,47 @@ fn group_state_survives_kill_9() {
     let next = c.group_read("k", "g", "a", None, 10, false).unwrap();
     assert_eq!(next.iter().map(data).collect::<Vec<_>>(), ["7", "8", "9"]);
 }
+
+/// A GROUP_READ with a block waits for the next entry (appended by another client while it
+/// waits) and gets it pending; one that nothing wakes answers no entries once its time
+/// passes; one whose group is destroyed meanwhile gets error 13, as XREADGROUP's BLOCK.
+#[test]
+fn a_blocking_group_read_waits_for_the_next_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let c = server.client();
+    c.group_create("jobs", "g", GroupStart::Last, true).unwrap();
+    let block = std::time::Duration::from_secs(30);
+    let waiter = {
+        let w = server.client();
+        std::thread::spawn(move || w.group_read_blocking("jobs", "g", "w", None, 5, false, block))
+    };
+    // The append comes once the read waits (the group has delivered nothing yet either way:
+    // an append before the wait would be delivered at once, which the test would also see).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    append_n(&c, "jobs", 1);
+    let got = waiter.join().unwrap().unwrap();
+    assert_eq!(got.iter().map(data).collect::<Vec<_>>(), ["0"]);
+    assert_eq!(
+        pending_list(&c, "jobs", "g").len(),
+        1,
+        "delivered, so pending"
+    );
+
+    // Nothing new: the time passes, no entries.
+    let short = std::time::Duration::from_millis(200);
+    let none = c
+        .group_read_blocking("jobs", "g", "w", None, 5, false, short)
+        .unwrap();
+    assert!(none.is_empty());
+
+    // The group destroyed while a read waits: error 13.
+    let waiter = {
+        let w = server.client();
+        std::thread::spawn(move || w.group_read_blocking("jobs", "g", "w", None, 5, false, block))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(c.group_destroy("jobs", "g").unwrap());
+    let (code, text) = code_of(waiter.join().unwrap());
+    assert_eq!(code, 13, "{text}");
+}

@@ -326,7 +326,7 @@ enum GroupOp {
     },
     /// Read as CONSUMER: new entries, or with --history the consumer's pending ones.
     #[command(
-        after_help = "Examples:\n  evring group read orders-1 billing worker-1 --count 10\n  evring group read orders-1 billing worker-1 --history 0"
+        after_help = "Examples:\n  evring group read orders-1 billing worker-1 --count 10\n  evring group read orders-1 billing worker-1 --block-ms 5000\n  evring group read orders-1 billing worker-1 --history 0"
     )]
     Read {
         /// The stream.
@@ -342,8 +342,11 @@ enum GroupOp {
         #[arg(long)]
         noack: bool,
         /// Read the consumer's pending entries above this ID (0: all) instead of new ones.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", conflicts_with = "block_ms")]
         history: Option<String>,
+        /// With nothing new, wait up to this many milliseconds for new entries.
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        block_ms: u32,
     },
     /// Acknowledge entries: they leave the pending list.
     #[command(
@@ -1059,9 +1062,12 @@ fn group(c: &BlockingClient, op: &GroupOp, as_json: bool) -> anyhow::Result<()> 
             count,
             noack,
             history,
+            block_ms,
         } => {
             let after = history.as_deref().map(parse_stream_id).transpose()?;
-            let entries = c.group_read(stream, group, consumer, after, *count, *noack)?;
+            let block = std::time::Duration::from_millis(u64::from(*block_ms));
+            let entries =
+                c.group_read_blocking(stream, group, consumer, after, *count, *noack, block)?;
             print_group_entries(&entries, as_json);
             if entries.is_empty() && !as_json {
                 eprintln!("(no entries)");

@@ -833,12 +833,31 @@ impl Client {
         count: u32,
         noack: bool,
     ) -> Result<Vec<GroupEntry>, ClientError> {
+        self.group_read_blocking(stream, group, consumer, after, count, noack, Duration::ZERO)
+            .await
+    }
+
+    /// [`Client::group_read`] of new entries (`after` `None`) that, finding none, waits up to
+    /// `block` (at most about 49 days) for the
+    /// next ones, as XREADGROUP's BLOCK: no entries when none came in time.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn group_read_blocking(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        consumer: impl AsRef<[u8]>,
+        after: Option<StreamId>,
+        count: u32,
+        noack: bool,
+        block: Duration,
+    ) -> Result<Vec<GroupEntry>, ClientError> {
         let command = GroupCommand::Read {
             group: name(group),
             consumer: name(consumer),
             after,
             count,
             noack,
+            block_ms: u32::try_from(block.as_millis()).unwrap_or(u32::MAX),
         };
         match self.group_command(stream, command).await? {
             Response::GroupEntries(entries) => Ok(named(entries, stream)),
@@ -1357,6 +1376,23 @@ impl BlockingClient {
         futures_lite::future::block_on(
             self.client
                 .group_read(stream, group, consumer, after, count, noack),
+        )
+    }
+    /// [`Client::group_read_blocking`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn group_read_blocking(
+        &self,
+        stream: &str,
+        group: impl AsRef<[u8]>,
+        consumer: impl AsRef<[u8]>,
+        after: Option<StreamId>,
+        count: u32,
+        noack: bool,
+        block: Duration,
+    ) -> Result<Vec<GroupEntry>, ClientError> {
+        futures_lite::future::block_on(
+            self.client
+                .group_read_blocking(stream, group, consumer, after, count, noack, block),
         )
     }
     /// [`Client::group_ack`].

@@ -282,6 +282,7 @@ impl<'a> Cursor<'a> {
                 after: self.opt_id("after")?,
                 count: self.u32("count")?,
                 noack: self.flag("noack")?,
+                block_ms: self.u32("block_ms")?,
             },
             opcode::GROUP_ACK => GroupCommand::Ack {
                 group: self.name("group")?,
@@ -636,12 +637,14 @@ impl Writer<'_> {
                 after,
                 count,
                 noack,
+                block_ms,
             } => {
                 self.name(group);
                 self.name(consumer);
                 self.opt_id(*after);
                 self.u32(*count);
                 self.u8(u8::from(*noack));
+                self.u32(*block_ms);
             }
             GroupCommand::Ack { group, ids } => {
                 self.name(group);
@@ -1277,6 +1280,7 @@ mod tests {
                 after: None,
                 count: 1,
                 noack: false,
+                block_ms: 0,
             },
         };
         encode_request(&mut frame, 1, &req);
@@ -1411,6 +1415,7 @@ mod tests {
                     after: Some(StreamId::ZERO),
                     count: 7,
                     noack: true,
+                    block_ms: 250,
                 },
             },
             Request::Group {

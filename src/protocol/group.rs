@@ -103,6 +103,9 @@ pub enum GroupCommand {
         /// At most this many (0: the server's `max_read_count`).
         count: u32,
         noack: bool,
+        /// With `after` `None` and nothing new: wait up to this many milliseconds for new
+        /// entries (0: answer at once), as XREADGROUP's BLOCK.
+        block_ms: u32,
     },
     /// 0x45: XACK.
     Ack { group: Vec<u8>, ids: Vec<StreamId> },

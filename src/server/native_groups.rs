@@ -6,7 +6,8 @@
 //! translation of arguments, answers and errors lives here: a group made through either
 //! protocol is the same state, used through the other.
 //!
-//! GROUP_READ does not block: with nothing new it answers no entries at once.
+//! A GROUP_READ of new entries with `block_ms` that finds none waits as XREADGROUP's BLOCK
+//! does (`resp_read::group_wait`: one wait at the partition, read as the group when woken).
 
 use std::rc::Rc;
 
@@ -15,6 +16,7 @@ use super::resp_groups::{
     ConsumerInfo as ViewConsumer, GroupAnswer, GroupInfo, GroupItem, GroupOp, InfoWhat,
     PendingAnswer, PendingQuery,
 };
+use super::resp_read::{group_wait, GroupRead};
 use super::resp_streams::{RespOp, RespOutcome, WRONGTYPE};
 use super::route::{error_response, unexpected, OpResult, PartOp, Shard};
 use crate::protocol::{
@@ -75,6 +77,7 @@ fn group_op(stream: &str, command: GroupCommand) -> Result<GroupOp, ApiError> {
             after,
             count,
             noack,
+            ..
         } => write(GroupRequest::Read {
             group,
             consumer,
@@ -292,12 +295,60 @@ impl Shard {
             return error_response(StreamError::EmptyStreamName.into());
         }
         let group = group_of(&command);
+        // A read of new entries with a block waits when it finds none.
+        let wait = match &command {
+            GroupCommand::Read {
+                consumer,
+                after: None,
+                count,
+                noack,
+                block_ms,
+                ..
+            } if *block_ms > 0 => Some((
+                GroupRead {
+                    group: group.clone(),
+                    consumer: consumer.clone(),
+                    noack: *noack,
+                },
+                if *count == 0 {
+                    usize::MAX
+                } else {
+                    *count as usize
+                },
+                std::time::Duration::from_millis(u64::from(*block_ms)),
+            )),
+            _ => None,
+        };
         let op = match group_op(&stream, command) {
             Ok(op) => op,
             Err(e) => return error_response(e),
         };
         let p = partition_of(&stream, self.shared.partitions);
         match self.call(p, PartOp::Resp(RespOp::Group(op))).await {
+            OpResult::Resp(RespOutcome::Group(GroupAnswer::Read { items, .. }))
+                if items.is_empty() && wait.is_some() =>
+            {
+                let (g, count, block) = wait.expect("checked");
+                match group_wait(self, &stream, g, count, block).await {
+                    Ok(entries) => Response::GroupEntries(
+                        entries
+                            .into_iter()
+                            .map(|(id, event)| GroupEntry {
+                                id,
+                                event: EntryEvent::Event(event),
+                            })
+                            .collect(),
+                    ),
+                    // What a blocked XREADGROUP is told, in the native protocol's terms.
+                    Err(e) if e.message.starts_with("-NOGROUP") => {
+                        error_response(group_error(&stream, &group, &GroupError::NoGroup))
+                    }
+                    Err(e) if e.message.starts_with("-UNBLOCKED") => {
+                        error_response(group_error(&stream, &group, &GroupError::NoStream))
+                    }
+                    Err(e) => error_response(e),
+                }
+            }
             OpResult::Resp(RespOutcome::Group(answer)) => response(&stream, &group, answer),
             OpResult::Err(e) if e.message == WRONGTYPE => Response::error(
                 code::INVALID_ARGUMENT,

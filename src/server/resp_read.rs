@@ -564,6 +564,81 @@ async fn group_wake(
     }
 }
 
+/// A native GROUP_READ that found nothing new: waits up to `block` for entries new to the
+/// group on `stream`, then reads them as the consumer (the owner's `ReadOp::Wait` with a
+/// group, as a blocked XREADGROUP). No entries when the time passes; error 31 when the server
+/// stops meanwhile (it is checked every 100 ms); the group or stream going away answers as
+/// a blocked XREADGROUP's does.
+pub(super) async fn group_wait(
+    shard: &Rc<Shard>,
+    stream: &str,
+    group: GroupRead,
+    count: usize,
+    block: Duration,
+) -> Result<Entries, super::api_error::ApiError> {
+    use super::api_error::ApiError;
+    let p = partition_of(stream, shard.shared.partitions);
+    let key: WaitKey = (
+        shard.id as u32,
+        NEXT_WAIT.with(|n| {
+            n.set(n.get() + 1);
+            n.get()
+        }),
+    );
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let op = ReadOp::Wait {
+        key,
+        streams: vec![(stream.to_string(), StreamId::ZERO)],
+        count: count.min(BLOCKED_DEFAULT_COUNT),
+        cancelled: cancelled.clone(),
+        group: Some(group),
+    };
+    let mut wait = Box::pin(shard.call(p, PartOp::Resp(RespOp::Read(op))));
+    let deadline = std::time::Instant::now() + block;
+    let mut stopping = false;
+    let outcome = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let tick = left.min(Duration::from_millis(100));
+        let polled = glommio::timer::timeout(tick, async {
+            Ok::<_, glommio::GlommioError<()>>(wait.as_mut().await)
+        })
+        .await;
+        if let Ok(outcome) = polled {
+            break Some(outcome);
+        }
+        stopping = shard.shared.stop.load(Ordering::Acquire);
+        if stopping || left.is_zero() {
+            break None;
+        }
+    };
+    let outcome = match outcome {
+        Some(outcome) => outcome,
+        None => {
+            cancelled.store(true, Ordering::Release);
+            let _ = shard
+                .call(p, PartOp::Resp(RespOp::Read(ReadOp::Cancel { key })))
+                .await;
+            let outcome = wait.await;
+            if stopping {
+                return Err(ApiError::new(
+                    crate::protocol::code::SHUTTING_DOWN,
+                    "the server is shutting down: read again once it is back",
+                ));
+            }
+            outcome
+        }
+    };
+    match outcome {
+        OpResult::Resp(RespOutcome::Read(ReadOutcome::Woken(Some((_, entries))))) => Ok(entries),
+        OpResult::Resp(RespOutcome::Read(ReadOutcome::Woken(None))) => Ok(Vec::new()),
+        OpResult::Err(e) => Err(e),
+        other => Err(ApiError::new(
+            crate::protocol::code::INVALID_ARGUMENT,
+            format!("internal error: unexpected reply {other:?}"),
+        )),
+    }
+}
+
 /// XREADGROUP GROUP group consumer [COUNT count] [BLOCK milliseconds] [NOACK] STREAMS key
 /// [key …] id [id …] (module docs of [`super::resp_groups`]).
 pub(super) async fn xreadgroup(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
