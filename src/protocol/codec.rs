@@ -1292,7 +1292,8 @@ mod tests {
             );
         }
         let mut bad = body.to_vec();
-        *bad.last_mut().unwrap() = 2; // noack 2
+        let noack = bad.len() - 5; // noack, then u32 block_ms
+        bad[noack] = 2;
         assert!(matches!(
             decode_request(h.opcode, &bad),
             Err(ProtocolError::Malformed(_))
