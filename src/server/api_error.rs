@@ -67,6 +67,7 @@ impl From<StreamError> for ApiError {
             StreamError::Group(crate::stream::GroupError::NoGroup) => code::NO_GROUP,
             StreamError::Group(crate::stream::GroupError::GroupExists) => code::GROUP_EXISTS,
             StreamError::Group(crate::stream::GroupError::Full { .. }) => code::GROUPS_FULL,
+            StreamError::Group(crate::stream::GroupError::NameTooLong) => code::INVALID_ARGUMENT,
             StreamError::Unreadable(_) => code::PARTITION_UNAVAILABLE,
             StreamError::EmptyStreamName
             | StreamError::NoEvents

@@ -151,6 +151,7 @@ fn group_op(stream: &str, command: GroupCommand) -> Result<GroupOp, ApiError> {
 pub(super) fn group_error(stream: &str, group: &[u8], e: &GroupError) -> ApiError {
     let group = String::from_utf8_lossy(group);
     match e {
+        GroupError::NameTooLong => ApiError::new(code::INVALID_ARGUMENT, e.to_string()),
         GroupError::NoStream => ApiError::new(
             code::STREAM_NOT_FOUND,
             format!(

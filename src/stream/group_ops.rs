@@ -150,6 +150,8 @@ pub enum GroupError {
     NoGroup,
     #[error("the consumer group exists already")]
     GroupExists,
+    #[error("group and consumer names are at most 65,535 bytes: use a shorter name")]
+    NameTooLong,
     #[error(
         "the partition holds {max} consumer-group entries (pending entries, consumers and \
          groups; max_group_entries): acknowledge entries with XACK, read with NOACK, delete \
@@ -622,9 +624,6 @@ impl<S: Storage + 'static> Partition<S> {
         request: &GroupRequest,
         now_ms: u64,
     ) -> Result<GroupPlaced, StreamError> {
-        if !GroupChange::names_fit(request.group(), consumer_of(request)) {
-            return Err(StreamError::Group(GroupError::NoGroup));
-        }
         let resolved = {
             let st = self.state.borrow();
             let entry = st.streams.get(stream);
@@ -651,6 +650,9 @@ impl<S: Storage + 'static> Partition<S> {
             group: request.group().to_vec(),
             edits: resolved.edits,
         };
+        if !change.names_fit() {
+            return Err(StreamError::Group(GroupError::NameTooLong));
+        }
         {
             let st = self.state.borrow();
             let max = self.limits.max_group_entries;
@@ -694,16 +696,5 @@ impl<S: Storage + 'static> Partition<S> {
             return None;
         }
         Some(f(&entry.groups, &entry.counters(visible)))
-    }
-}
-
-fn consumer_of(request: &GroupRequest) -> &[u8] {
-    match request {
-        GroupRequest::CreateConsumer { consumer, .. }
-        | GroupRequest::DeleteConsumer { consumer, .. }
-        | GroupRequest::Read { consumer, .. }
-        | GroupRequest::Claim { consumer, .. }
-        | GroupRequest::AutoClaim { consumer, .. } => consumer,
-        _ => b"",
     }
 }

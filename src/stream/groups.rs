@@ -301,9 +301,15 @@ impl GroupChange {
         r.0.is_empty().then_some(GroupChange { group, edits })
     }
 
-    /// Checks names against the limits the encoding has.
-    pub fn names_fit(group: &[u8], consumer: &[u8]) -> bool {
-        group.len() < MAX_NAME && consumer.len() < MAX_NAME
+    /// Whether every name (the group's, its consumers') fits the encoding's `u16` length.
+    pub fn names_fit(&self) -> bool {
+        self.group.len() < MAX_NAME
+            && self.edits.iter().all(|e| match e {
+                GroupEdit::Consumer { name, .. }
+                | GroupEdit::DeleteConsumer { name }
+                | GroupEdit::Pend { consumer: name, .. } => name.len() < MAX_NAME,
+                _ => true,
+            })
     }
 }
 
@@ -641,6 +647,33 @@ mod tests {
         let mut huge = vec![GROUP_OP, 1, 0, b'g'];
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(GroupChange::decode(&huge), None);
+    }
+
+    #[test]
+    fn a_name_too_long_for_its_u16_length_is_caught_before_encoding() {
+        let long = vec![b'c'; 65_536];
+        let pend = GroupChange {
+            group: b"g".to_vec(),
+            edits: vec![GroupEdit::Pend {
+                consumer: long.clone(),
+                delivery_ms: 1,
+                entries: vec![(id(1), 1)],
+            }],
+        };
+        assert!(!pend.names_fit());
+        let group = GroupChange {
+            group: long,
+            edits: vec![GroupEdit::Destroy],
+        };
+        assert!(!group.names_fit());
+        let fine = GroupChange {
+            group: vec![b'g'; 65_535],
+            edits: vec![GroupEdit::DeleteConsumer {
+                name: vec![b'c'; 65_535],
+            }],
+        };
+        assert!(fine.names_fit());
+        assert_eq!(GroupChange::decode(&fine.encode()), Some(fine));
     }
 
     #[test]
