@@ -394,10 +394,17 @@ fn a_blocking_group_read_waits_for_the_next_entry() {
 
     // Nothing new: the time passes, no entries.
     let short = std::time::Duration::from_millis(200);
+    let began = std::time::Instant::now();
     let none = c
         .group_read_blocking("jobs", "g", "w", None, 5, false, short)
         .unwrap();
     assert!(none.is_empty());
+    // It waited its time out (an answer at once would be a read that did not block).
+    assert!(
+        began.elapsed() >= short,
+        "answered after {:?}",
+        began.elapsed()
+    );
 
     // The group destroyed while a read waits: error 13.
     let waiter = {

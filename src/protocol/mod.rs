@@ -489,6 +489,22 @@ impl StreamId {
         StreamId { ms, seq }
     }
 
+    /// The ID right after this one (Redis's `streamIncrID`); `None` after the largest.
+    pub fn successor(self) -> Option<StreamId> {
+        match self.seq.checked_add(1) {
+            Some(seq) => Some(StreamId::new(self.ms, seq)),
+            None => self.ms.checked_add(1).map(|ms| StreamId::new(ms, 0)),
+        }
+    }
+
+    /// The ID right before this one (Redis's `streamDecrID`); `None` before 0-0.
+    pub fn predecessor(self) -> Option<StreamId> {
+        match self.seq.checked_sub(1) {
+            Some(seq) => Some(StreamId::new(self.ms, seq)),
+            None => self.ms.checked_sub(1).map(|ms| StreamId::new(ms, u64::MAX)),
+        }
+    }
+
     /// The ID an event gets when its writer names none (Redis's `*`), after `last` (the
     /// stream's last ID) at clock time `now_ms`: `now_ms-0` when the clock is ahead of
     /// `last`, else `last.ms-(last.seq + 1)`; `None` when `last` is the largest ID.

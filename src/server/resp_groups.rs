@@ -623,9 +623,9 @@ fn interval(b: &[u8], missing_seq: u64, start: bool) -> Result<StreamId, String>
         return Ok(id);
     }
     let moved = if start {
-        super::resp_streams::increment(id)
+        id.successor()
     } else {
-        super::resp_streams::decrement(id)
+        id.predecessor()
     };
     moved.ok_or_else(|| {
         format!(

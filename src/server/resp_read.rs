@@ -42,8 +42,7 @@ use std::time::Duration;
 use super::resp_commands::wrong_arity;
 use super::resp_conn::RespRequest;
 use super::resp_streams::{
-    error_text, increment, parse_id, range_all, stream_name, write_entries, RespOp, RespOutcome,
-    INVALID_ID,
+    error_text, parse_id, range_all, stream_name, write_entries, RespOp, RespOutcome, INVALID_ID,
 };
 use super::route::{OpResult, PartOp, Shard};
 use crate::protocol::{partition_of, RecordedEvent, StreamId};
@@ -388,6 +387,15 @@ thread_local! {
     static NEXT_WAIT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
+/// A wait key no other wait of this shard has.
+fn next_wait_key(shard: &Shard) -> WaitKey {
+    let n = NEXT_WAIT.with(|n| {
+        n.set(n.get() + 1);
+        n.get()
+    });
+    (shard.id as u32, n)
+}
+
 /// How a blocked XREAD's wait ended.
 enum End {
     /// Group `g`'s key `i` (index in the group) got `entries`.
@@ -418,13 +426,7 @@ async fn block_for(
     let blocked = &shard.shared.resp.blocked;
     blocked.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let _blocked = Unblock(blocked);
-    let key: WaitKey = (
-        shard.id as u32,
-        NEXT_WAIT.with(|n| {
-            n.set(n.get() + 1);
-            n.get()
-        }),
-    );
+    let key = next_wait_key(shard);
     let cancelled = Arc::new(AtomicBool::new(false));
     let count = if x.count == 0 {
         BLOCKED_DEFAULT_COUNT
@@ -578,13 +580,7 @@ pub(super) async fn group_wait(
 ) -> Result<Entries, super::api_error::ApiError> {
     use super::api_error::ApiError;
     let p = partition_of(stream, shard.shared.partitions);
-    let key: WaitKey = (
-        shard.id as u32,
-        NEXT_WAIT.with(|n| {
-            n.set(n.get() + 1);
-            n.get()
-        }),
-    );
+    let key = next_wait_key(shard);
     let cancelled = Arc::new(AtomicBool::new(false));
     let op = ReadOp::Wait {
         key,
@@ -749,7 +745,7 @@ pub(super) async fn run_op(p: &Partition, op: ReadOp) -> OpResult {
                     ));
                     continue;
                 };
-                let entries = match increment(after) {
+                let entries = match after.successor() {
                     Some(start) => {
                         match range_all(p, &stream, start, StreamId::MAX, count, false).await {
                             Ok(entries) => entries,
@@ -795,7 +791,7 @@ pub(super) async fn run_op(p: &Partition, op: ReadOp) -> OpResult {
                 continue;
             }
             // Ready: the stream's last ID is above `after`, so `after` has a successor.
-            let start = increment(*after).unwrap_or(StreamId::MAX);
+            let start = after.successor().unwrap_or(StreamId::MAX);
             match range_all(p, stream, start, StreamId::MAX, count, false).await {
                 Ok(entries) if !entries.is_empty() => break ReadOutcome::Woken(Some((i, entries))),
                 // The entries above `after` are gone already: wait for the next ones.

@@ -321,12 +321,12 @@ pub(super) async fn range_all(
         match last {
             Some(id) if out.len() < count => {
                 if reverse {
-                    let Some(before) = decrement(id) else {
+                    let Some(before) = id.predecessor() else {
                         return Ok(out);
                     };
                     end = before;
                 } else {
-                    let Some(after) = increment(id) else {
+                    let Some(after) = id.successor() else {
                         return Ok(out);
                     };
                     start = after;
@@ -334,20 +334,6 @@ pub(super) async fn range_all(
             }
             _ => return Ok(out),
         }
-    }
-}
-
-pub(super) fn increment(id: StreamId) -> Option<StreamId> {
-    match id.seq.checked_add(1) {
-        Some(seq) => Some(StreamId::new(id.ms, seq)),
-        None => id.ms.checked_add(1).map(|ms| StreamId::new(ms, 0)),
-    }
-}
-
-pub(super) fn decrement(id: StreamId) -> Option<StreamId> {
-    match id.seq.checked_sub(1) {
-        Some(seq) => Some(StreamId::new(id.ms, seq)),
-        None => id.ms.checked_sub(1).map(|ms| StreamId::new(ms, u64::MAX)),
     }
 }
 
@@ -561,7 +547,11 @@ fn parse_bound(b: &[u8], missing_seq: u64, start: bool) -> Result<StreamId, Stri
         )),
         Some(rest) if !rest.is_empty() => {
             let id = parse_id(rest, missing_seq).ok_or(INVALID_ID)?;
-            let moved = if start { increment(id) } else { decrement(id) };
+            let moved = if start {
+                id.successor()
+            } else {
+                id.predecessor()
+            };
             moved.ok_or_else(|| {
                 format!(
                     "invalid {} ID for the interval",

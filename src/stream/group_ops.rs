@@ -431,7 +431,7 @@ fn resolve(
         } => {
             let mut entries = Vec::new();
             let mut redelivered = Vec::new();
-            if let (Some(c), Some(start)) = (g.consumers.get(consumer), increment(*after)) {
+            if let (Some(c), Some(start)) = (g.consumers.get(consumer), after.successor()) {
                 for id in c.pending.range(start..).take((*count).min(max_count)) {
                     match entry.live_version(*id, visible) {
                         Some(v) => {
@@ -604,14 +604,6 @@ fn resolve(
                 },
             })
         }
-    }
-}
-
-/// The ID after `id`, if any.
-fn increment(id: StreamId) -> Option<StreamId> {
-    match id.seq.checked_add(1) {
-        Some(seq) => Some(StreamId::new(id.ms, seq)),
-        None => id.ms.checked_add(1).map(|ms| StreamId::new(ms, 0)),
     }
 }
 

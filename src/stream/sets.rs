@@ -75,19 +75,11 @@ impl<S: Storage + 'static> Partition<S> {
                 }
                 out.insert(&e.event.data);
             }
-            start = match next_id(last) {
+            start = match last.successor() {
                 Some(id) => id,
                 None => return Ok(out),
             };
         }
-    }
-}
-
-/// The ID after `id`, if there is one.
-fn next_id(id: StreamId) -> Option<StreamId> {
-    match id.seq.checked_add(1) {
-        Some(seq) => Some(StreamId::new(id.ms, seq)),
-        None => id.ms.checked_add(1).map(|ms| StreamId::new(ms, 0)),
     }
 }
 
