@@ -641,3 +641,56 @@ fn pipelined_sadds_to_one_set_each_add_only_what_is_absent() {
     let n: i64 = redis::cmd("SCARD").arg("p").query(&mut c).unwrap();
     assert_eq!(n, 100);
 }
+
+/// The Redis 5 DUMP of Redis's own suite (*Loading from legacy persistence*): `XADD x 1-0 …
+/// 6-0`, `XDEL x 3-0`, groups g1 and g2, `XREADGROUP GROUP g1 c11 COUNT 4`, `XTRIM x MAXLEN = 2`.
+const DUMP_REDIS_5: &[u8] = b"\x0F\x01\x10\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\xC3\x40\x4A\x40\x57\x16\x57\x00\x00\x00\x23\x00\x02\x01\x04\x01\x01\x01\x84\x64\x61\x74\x61\x05\x00\x01\x03\x01\x00\x20\x01\x03\x81\x61\x02\x04\x20\x0A\x00\x01\x40\x0A\x00\x62\x60\x0A\x00\x02\x40\x0A\x00\x63\x60\x0A\x40\x22\x01\x81\x64\x20\x0A\x40\x39\x20\x0A\x00\x65\x60\x0A\x00\x05\x40\x0A\x00\x66\x20\x0A\x00\xFF\x02\x06\x00\x02\x02\x67\x31\x05\x00\x04\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x3E\xF7\x83\x43\x7A\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x3E\xF7\x83\x43\x7A\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x3E\xF7\x83\x43\x7A\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x00\x3E\xF7\x83\x43\x7A\x01\x00\x00\x01\x01\x03\x63\x31\x31\x3E\xF7\x83\x43\x7A\x01\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x00\x02\x67\x32\x00\x00\x00\x00\x09\x00\x3D\x52\xEF\x68\x67\x52\x1D\xFA";
+
+/// RESTORE makes the stream, its counters and its groups in one transaction, checked against
+/// the key in the same turn: without REPLACE a key that exists is BUSYKEY and stays as it
+/// was; with REPLACE it is replaced; the restored state survives kill -9.
+#[test]
+fn restore_makes_a_stream_with_its_groups_and_busykey_keeps_what_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    let restore = |key: &str, replace: bool| {
+        let mut cmd = redis::cmd("RESTORE");
+        cmd.arg(key).arg(0).arg(DUMP_REDIS_5);
+        if replace {
+            cmd.arg("REPLACE");
+        }
+        cmd
+    };
+    restore("x", false).exec(&mut c).unwrap();
+    redis::cmd("XADD")
+        .arg("y")
+        .arg("9-9")
+        .arg("f")
+        .arg("v")
+        .exec(&mut c)
+        .unwrap();
+    assert!(error(&mut c, &restore("y", false)).contains("BUSYKEY"));
+    let ylen: u64 = redis::cmd("XLEN").arg("y").query(&mut c).unwrap();
+    assert_eq!(ylen, 1, "a refused RESTORE leaves the key as it was");
+    restore("y", true).exec(&mut c).unwrap();
+    let check = |c: &mut redis::Connection| {
+        for key in ["x", "y"] {
+            let s = info(c, key);
+            assert_eq!(text(&s["length"]), "2", "{key}");
+            assert_eq!(text(&s["entries-added"]), "2", "{key}");
+            assert_eq!(text(&s["last-generated-id"]), "6-0", "{key}");
+            let groups: Vec<std::collections::HashMap<String, Value>> =
+                redis::cmd("XINFO").arg("GROUPS").arg(key).query(c).unwrap();
+            assert_eq!(groups.len(), 2, "{key}");
+            assert_eq!(text(&groups[0]["name"]), "g1");
+            assert_eq!(text(&groups[0]["pending"]), "4");
+            assert_eq!(text(&groups[0]["entries-read"]), "1");
+            assert_eq!(text(&groups[1]["lag"]), "2");
+        }
+    };
+    check(&mut c);
+    server.kill_and_restart();
+    let mut c = server.redis();
+    check(&mut c);
+}

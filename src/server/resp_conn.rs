@@ -19,7 +19,7 @@
 //!
 //! ## Blocking commands
 //!
-//! A blocking command (XREAD with BLOCK) runs alone, as Redis runs it: it starts once every
+//! A blocking command (XREAD or XREADGROUP with BLOCK) runs alone, as Redis runs it: it starts once every
 //! request before it is answered, and the requests after it start once it is answered
 //! ([`Ordered::turn`]). So a connection has at most one blocked command at a time, and a
 //! write pipelined behind a blocked XREAD waits for it, as in Redis. A request that was

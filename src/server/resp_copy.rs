@@ -6,7 +6,9 @@
 //! last ID, entries-added count, largest deleted ID and consumer groups, as one partition
 //! transaction (durable together; the reply waits for it). RENAME reads the source and
 //! writes the copy in one turn of the partition (`Partition::rename`), so no write to the
-//! source falls between. Both keys of a RENAME must be in one partition (a hash tag puts them
+//! source falls between; RESTORE checks that its key is free (or deletes it, with REPLACE) in
+//! the turn of its writes (`Partition::transaction_replacing`), so a write racing it cannot
+//! leave a half-restored stream. Both keys of a RENAME must be in one partition (a hash tag puts them
 //! there), else `-CROSSSLOT`. A copy holds at most `8 × max_read_bytes` of entries, as a
 //! range reply does; a larger stream is refused with what to do.
 
@@ -62,21 +64,12 @@ pub(super) async fn run_op(p: &Partition, op: CopyOp) -> OpResult {
         CopyOp::Restore {
             stream,
             replace,
-            mut writes,
+            writes,
         } => {
-            if p.stream_kind(&stream).is_some() || p.stream_placed(&stream) {
-                if !replace {
-                    return OpResult::Resp(RespOutcome::Len(0));
-                }
-                writes.insert(
-                    0,
-                    TxWrite::Change {
-                        stream: stream.clone(),
-                        request: ChangeRequest::DeleteStream,
-                    },
-                );
-            }
-            for r in p.transaction(writes).await {
+            let Some(results) = p.transaction_replacing(&stream, replace, writes).await else {
+                return OpResult::Resp(RespOutcome::Len(0));
+            };
+            for r in results {
                 if let Err(e) = r {
                     return OpResult::Err(super::resp_writes::write_error(e));
                 }

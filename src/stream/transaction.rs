@@ -175,6 +175,32 @@ impl<S: Storage + 'static> Partition<S> {
         self.transaction_in(turn, writes).await
     }
 
+    /// [`Partition::transaction`] of writes that make `stream` anew (RESTORE), with the
+    /// check in the same turn: when the stream is in the index (any kind, visible or only
+    /// placed), `None` without `replace`, else it is deleted first — so no write to it falls
+    /// between the check and the writes.
+    pub async fn transaction_replacing(
+        &self,
+        stream: &str,
+        replace: bool,
+        mut writes: Vec<TxWrite>,
+    ) -> Option<Vec<Result<TxDone, StreamError>>> {
+        let turn = self.take_turn().await;
+        if self.state.borrow().streams.contains_key(stream) {
+            if !replace {
+                return None;
+            }
+            writes.insert(
+                0,
+                TxWrite::Change {
+                    stream: stream.to_string(),
+                    request: ChangeRequest::DeleteStream,
+                },
+            );
+        }
+        Some(self.transaction_in(turn, writes).await)
+    }
+
     /// [`Partition::transaction`] in a turn already taken.
     async fn transaction_in(
         &self,
