@@ -421,27 +421,8 @@ fn consume(w: &Workload, addr: &str) -> anyhow::Result<(ConsumeResult, Vec<Consu
                 revents: 0,
             });
         }
-        let ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 100_000_000,
-        };
-        // SAFETY: `fds` is a valid, initialized array of `fds.len()` pollfd structs that
-        // lives across the call; the descriptors belong to streams kept open in `cs`; `ts` is
-        // a valid timespec and the signal mask pointer may be null.
-        let n = unsafe {
-            libc::ppoll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                &ts,
-                std::ptr::null(),
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            bail!("poll: {e}");
+        if !crate::driver::poll(&mut fds, Duration::from_millis(100))? {
+            continue;
         }
         for (c, fd) in cs.iter_mut().zip(&fds) {
             if fd.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) == 0 {

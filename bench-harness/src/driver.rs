@@ -269,27 +269,8 @@ pub fn drive<C: Codec>(
                     .max(Duration::from_millis(1)),
             )
             .min(Duration::from_millis(100));
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: `fds` is a valid, initialized array of `fds.len()` pollfd structs that
-        // lives across the call; the descriptors belong to streams kept open in `cs`; `ts` is
-        // a valid timespec and the signal mask pointer may be null.
-        let n = unsafe {
-            libc::ppoll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                &ts,
-                std::ptr::null(),
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            bail!("poll: {e}");
+        if !poll(&mut fds, timeout)? {
+            continue;
         }
         for (c, fd) in cs.iter_mut().zip(&fds) {
             if fd.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) == 0 {
@@ -448,6 +429,32 @@ pub fn run<C: Codec + 'static>(
         );
     }
     Ok(total)
+}
+
+/// Waits up to `timeout` for events on `fds` (ppoll); false when a signal interrupted it.
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> anyhow::Result<bool> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `fds` is a valid, initialized slice of `fds.len()` pollfd structs that lives
+    // across the call; `ts` is a valid timespec and the signal mask pointer may be null.
+    let n = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        anyhow::bail!("poll: {e}");
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
