@@ -167,9 +167,15 @@ impl Default for Config {
 }
 
 /// `EVRING_*` environment variables that are not evringd configuration keys, and that the
-/// environment layer passes over: the `evring` CLI's server address and token, and the log
-/// filter (read by the binary).
-pub const ENV_NOT_CONFIG: &[&str] = &["EVRING_ADDR", "EVRING_TOKEN", "EVRING_LOG"];
+/// environment layer passes over: the `evring` CLI's server address and token, the log
+/// filter (read by the binary), and the tests' switch that makes the network ring start as
+/// on an older kernel ([`crate::net::TEST_ENV`]).
+pub const ENV_NOT_CONFIG: &[&str] = &[
+    "EVRING_ADDR",
+    "EVRING_TOKEN",
+    "EVRING_LOG",
+    crate::net::TEST_ENV,
+];
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]

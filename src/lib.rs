@@ -29,6 +29,7 @@ pub mod journal;
 pub mod log_limit;
 pub mod manifest;
 pub mod metrics;
+pub mod net;
 pub mod notify;
 pub mod protocol;
 pub mod resp;

@@ -842,6 +842,68 @@ fn start_up_failures_exit_non_zero_with_one_clear_line() {
     assert!(err.contains("not host:port"), "{err}");
 }
 
+/// The network ring on a kernel without a feature it needs: provided-buffer rings (5.19)
+/// refused is a start-up error naming the feature; COOP_TASKRUN missing falls back to a
+/// plain ring that serves both protocols the same. Injected through the tests' switch.
+#[test]
+fn the_network_ring_names_a_missing_kernel_feature_and_serves_on_the_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (ok, err) = common::start_failure(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        |cmd| {
+            cmd.env(evring::net::TEST_ENV, "no-buf-ring");
+        },
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("IORING_REGISTER_PBUF_RING") && err.contains("newer kernel"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+
+    let log = dir.path().join("log");
+    let mut server = Server::start_logged(&data, &log, &["--set", "resp_listen=\"127.0.0.1:0\""]);
+    server.kill();
+    let first = std::fs::read_to_string(&log).unwrap();
+    assert!(!first.contains("without COOP_TASKRUN"), "{first}");
+    server.env = vec![(evring::net::TEST_ENV.to_string(), "plain".to_string())];
+    server.restart();
+    let c = server.client();
+    for i in 0..200u64 {
+        let a = c
+            .append("fallback", i as i64 - 1, vec![ev("E", &i.to_le_bytes())])
+            .unwrap();
+        assert_eq!(a.first_version, i);
+    }
+    let (events, _) = c.read("fallback", 0, 1000, Direction::Forward).unwrap();
+    assert_eq!(events.len(), 200);
+    let mut r = server.redis();
+    let id: String = redis::cmd("XADD")
+        .arg("fallback-resp")
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .query(&mut r)
+        .unwrap();
+    let len: u64 = redis::cmd("XLEN")
+        .arg("fallback-resp")
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(len, 1, "{id}");
+    assert_eq!(server.terminate(), Some(0));
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged[first.len()..].contains("without COOP_TASKRUN"),
+        "the restart with the switch ran on the fallback: {logged}"
+    );
+}
+
 #[test]
 fn a_failed_first_start_does_not_fix_the_partition_count() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use glommio::net::TcpListener;
+use std::net::TcpListener;
 
 use crate::error::StartError;
 
@@ -216,7 +216,9 @@ pub(super) fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     // SAFETY: the descriptor is a bound, listening TCP socket that `into_raw_fd` gave up;
-    // the glommio listener takes sole ownership of it (and closes it when dropped).
+    // the listener takes sole ownership of it (and closes it when dropped). It stays
+    // blocking: the network ring accepts on it (a non-blocking socket would make io_uring
+    // answer EAGAIN instead of waiting).
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 

@@ -4,13 +4,15 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
+
 use glommio::sync::{Semaphore, StaticPermit};
 
 use super::outbound::write_loop;
 pub(super) use super::outbound::ConnOut;
 use super::route::{PartOp, Shard};
+use crate::net::NetRing;
 use crate::protocol::{code, Response};
 
 /// What the connection loop ([`Shard::serve`]) needs of a wire protocol: decoding requests
@@ -78,7 +80,8 @@ pub(super) enum Timeout {
 
 /// The bytes received on a connection and not yet decoded.
 struct Input {
-    rd: futures_lite::io::ReadHalf<TcpStream>,
+    sock: Rc<TcpStream>,
+    ring: Rc<NetRing>,
     buf: Vec<u8>,
     /// `buf[start..end]` is what is buffered.
     start: usize,
@@ -92,9 +95,10 @@ struct Input {
 const READ_CHUNK: usize = 64 * 1024;
 
 impl Input {
-    fn new(rd: futures_lite::io::ReadHalf<TcpStream>) -> Input {
+    fn new(sock: Rc<TcpStream>, ring: Rc<NetRing>) -> Input {
         Input {
-            rd,
+            sock,
+            ring,
             buf: vec![0; READ_CHUNK],
             start: 0,
             end: 0,
@@ -152,9 +156,11 @@ impl Input {
                 on_timeout = Timeout::Handshake;
             }
         }
-        let (buf, end) = (&mut self.buf, self.end);
+        // Nothing buffered: the next request has not been sent yet, so the kernel waits for
+        // it before reading (POLL_FIRST) instead of trying a read that finds nothing.
+        let poll_first = self.end == 0;
         let read =
-            futures_lite::future::or(async { Some(self.rd.read(&mut buf[end..]).await) }, async {
+            futures_lite::future::or(async { Some(self.receive(poll_first).await) }, async {
                 out.stopped().await;
                 None
             });
@@ -174,26 +180,39 @@ impl Input {
         };
         match got {
             None => Err(closing("the server is stopping".into())),
-            Some(Ok(0)) => Err(closing("closed by the client".into())),
-            Some(Ok(n)) => {
+            Some(Ok(None)) => Err(closing("closed by the client".into())),
+            Some(Ok(Some(bytes))) => {
                 if self.end == 0 {
                     self.partial_since = Some(now);
                 }
-                self.end += n;
+                let end = self.end + bytes.len();
+                if self.buf.len() < end {
+                    self.buf.resize(end, 0);
+                }
+                self.buf[self.end..end].copy_from_slice(&bytes);
+                self.end = end;
                 Ok(())
             }
             Some(Err(e)) => Err(closing(format!("read: {e}"))),
         }
     }
 
-    /// Reads and drops what the client still sends, until it closes.
-    async fn drain(&mut self) -> glommio::Result<(), ()> {
-        let mut sink = [0u8; 4096];
-        while let Ok(n) = self.rd.read(&mut sink).await {
-            if n == 0 {
-                break;
+    /// One receive on the shard's network ring. Every provided buffer in use (ENOBUFS: other
+    /// connections' bytes not yet copied out) is waited out: those copies come first.
+    async fn receive(&self, poll_first: bool) -> std::io::Result<Option<crate::net::Received>> {
+        loop {
+            match self.ring.recv(self.sock.as_raw_fd(), poll_first).await {
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    glommio::executor().yield_task_queue_now().await;
+                }
+                other => return other,
             }
         }
+    }
+
+    /// Reads and drops what the client still sends, until it closes.
+    async fn drain(&mut self) -> glommio::Result<(), ()> {
+        while let Ok(Some(_)) = self.receive(false).await {}
         Ok(())
     }
 }
@@ -225,35 +244,38 @@ impl Shard {
         }
     }
 
-    /// Accepts connections speaking protocol `P` until the listener fails.
+    /// Accepts connections speaking protocol `P` on the shard's network ring, for as long
+    /// as the shard runs.
     pub(super) async fn accept_loop<P: Protocol>(self: Rc<Self>, listener: TcpListener) {
+        let ring = self.net.clone();
         loop {
-            match listener.accept().await {
-                Ok(stream) => {
-                    let shard = self.clone();
-                    glommio::spawn_local(async move { shard.serve_connection::<P>(stream).await })
-                        .detach();
-                }
-                Err(e) => {
-                    if self.shared.stop.load(Ordering::Acquire) {
-                        return;
-                    }
-                    metrics::counter!(crate::metrics::ACCEPT_FAILURES).increment(1);
-                    if let Some(repeats) = self.accept_failures.occurred(std::time::Instant::now())
-                    {
-                        tracing::warn!(
-                            error = %e,
-                            repeats_since_last_logged = repeats,
-                            "accepting a client connection failed (logged at most every {} s); \
-                             \"Too many open files\" means the open-file limit is too low for \
-                             the load: raise it (LimitNOFILE= in the unit, ulimit -n) or lower \
-                             max_connections",
-                            crate::log_limit::REPEAT_PERIOD.as_secs()
-                        );
-                    }
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
-                }
+            let (res, _) = ring.accept(listener.as_raw_fd()).await;
+            if res >= 0 {
+                // SAFETY: a completed accept's result is a new descriptor owned by nothing
+                // else; the stream takes it over and closes it.
+                let stream = unsafe { TcpStream::from_raw_fd(res) };
+                let shard = self.clone();
+                glommio::spawn_local(async move { shard.serve_connection::<P>(stream).await })
+                    .detach();
+                continue;
             }
+            let e = std::io::Error::from_raw_os_error(-res);
+            if self.shared.stop.load(Ordering::Acquire) {
+                return;
+            }
+            metrics::counter!(crate::metrics::ACCEPT_FAILURES).increment(1);
+            if let Some(repeats) = self.accept_failures.occurred(std::time::Instant::now()) {
+                tracing::warn!(
+                    error = %e,
+                    repeats_since_last_logged = repeats,
+                    "accepting a client connection failed (logged at most every {} s); \
+                     \"Too many open files\" means the open-file limit is too low for \
+                     the load: raise it (LimitNOFILE= in the unit, ulimit -n) or lower \
+                     max_connections",
+                    crate::log_limit::REPEAT_PERIOD.as_secs()
+                );
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -269,23 +291,23 @@ impl Shard {
         // the listener is bound to a wildcard address.
         let local_ip = stream.local_addr().ok().map(|a| a.ip());
         let _ = stream.set_nodelay(true);
-        let (rd, mut wr) = futures_lite::io::split(stream);
+        let sock = Rc::new(stream);
         if count > cfg.max_connections as usize {
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
             let refusal = P::refuse(&format!(
                 "too many connections (max_connections = {})",
                 cfg.max_connections
             ));
-            let _ = wr.write_all(&refusal).await;
-            let _ = wr.close().await;
+            let _ = super::outbound::send_all(&self.net, &sock, refusal).await;
+            let _ = sock.shutdown(std::net::Shutdown::Write);
             return;
         }
         let conn_id = self.next_conn.get();
         self.next_conn.set(conn_id + 1);
         let out = Rc::new(ConnOut::new(cfg.connection_buffer_bytes as usize));
         self.conns.borrow_mut().insert(conn_id, out.clone());
-        let writer = glommio::spawn_local(write_loop(out.clone(), wr));
-        let mut input = Input::new(rd);
+        let writer = glommio::spawn_local(write_loop(out.clone(), self.net.clone(), sock.clone()));
+        let mut input = Input::new(sock, self.net.clone());
         let in_flight = InFlight::new(cfg);
         let mut proto = P::open(&self, &out, local_ip);
         let reason = self

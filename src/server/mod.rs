@@ -66,6 +66,9 @@ use crate::manifest::Manifest;
 use crate::shard::{executor_builder, io_memory_per_executor};
 use crate::stream::PartitionLimits;
 pub use checks::DataDirLock;
+
+/// What a failed network ring says before its cause (which names the kernel feature).
+pub(super) const NET_RING_HINT: &str = "the network ring could not start";
 use checks::{probe_direct_io, probe_io_uring, probe_port, raise_open_file_limit};
 use route::{ShardMsg, Shared};
 
@@ -163,6 +166,10 @@ impl Plan {
             n => n as usize,
         };
         probe_io_uring()?;
+        crate::net::NetRing::probe().map_err(|source| StartError::IoUring {
+            hint: NET_RING_HINT,
+            source,
+        })?;
         let lock = DataDirLock::acquire(&config.data_dir)?;
         probe_direct_io(&config.data_dir)?;
         let existing = Manifest::load(&config.data_dir)?;

@@ -5,14 +5,17 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use futures_lite::io::AsyncWriteExt;
-use glommio::net::TcpStream;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+
+use crate::net::NetRing;
 
 use crate::protocol::{self, encode_response, RecordedEvent, Response};
 
 /// The writer task of a connection: sends what the connection queued, a buffer at a time,
-/// until it is closed and drained.
-pub(super) async fn write_loop(out: Rc<ConnOut>, mut wr: futures_lite::io::WriteHalf<TcpStream>) {
+/// through the shard's network ring, until it is closed and drained; then shuts the write
+/// side. The replies queued while one buffer is being sent go out together in the next.
+pub(super) async fn write_loop(out: Rc<ConnOut>, ring: Rc<NetRing>, sock: Rc<TcpStream>) {
     let mut pending = Vec::new();
     loop {
         std::future::poll_fn(|cx| {
@@ -29,14 +32,37 @@ pub(super) async fn write_loop(out: Rc<ConnOut>, mut wr: futures_lite::io::Write
         if pending.is_empty() {
             break; // closed and drained
         }
-        if wr.write_all(&pending).await.is_err() || wr.flush().await.is_err() {
-            out.closed.set(true);
-            out.wake_reader();
-            break;
+        match send_all(&ring, &sock, pending).await {
+            Ok(mut sent) => {
+                sent.clear();
+                pending = sent;
+            }
+            Err(_) => {
+                out.closed.set(true);
+                out.wake_reader();
+                break;
+            }
         }
-        pending.clear();
     }
-    let _ = wr.close().await;
+    let _ = sock.shutdown(std::net::Shutdown::Write);
+}
+
+/// Sends all of `bytes` on `sock` through `ring`; gives the buffer back for reuse.
+pub(super) async fn send_all(
+    ring: &Rc<NetRing>,
+    sock: &TcpStream,
+    mut bytes: Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
+    let mut from = 0;
+    while from < bytes.len() {
+        let (back, sent) = ring.send(sock.as_raw_fd(), bytes, from).await;
+        bytes = back;
+        match sent? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => from += n,
+        }
+    }
+    Ok(bytes)
 }
 
 /// Outbound side of one connection: encoded frames waiting for the writer task.

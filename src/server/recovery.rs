@@ -10,7 +10,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use glommio::channels::shared_channel::ConnectedSender;
-use glommio::net::TcpListener;
+use std::net::TcpListener;
 
 use super::checks::listen_on;
 use super::native::Native;
@@ -67,6 +67,10 @@ impl ShardStart {
             partitions.insert(p, Rc::new(self.recover_partition(p).await?));
             kv.insert(p, self.open_kv(p).await?);
         }
+        let net = crate::net::NetRing::current().map_err(|source| StartError::IoUring {
+            hint: super::NET_RING_HINT,
+            source,
+        })?;
         let listeners = self.listen()?;
         let client_addr = local_addr(&listeners.client, self.bind_addr, "")?;
         let own_addr = match (&listeners.own, self.shard_addr) {
@@ -103,6 +107,7 @@ impl ShardStart {
             kv,
             served,
             senders,
+            net,
         );
         *shard_cell.borrow_mut() = Some(shard.clone());
         glommio::spawn_local(shard.clone().accept_loop::<Native>(listeners.client)).detach();
@@ -295,7 +300,7 @@ fn local_addr(l: &TcpListener, addr: SocketAddr, what: &str) -> Result<SocketAdd
     l.local_addr().map_err(|e| StartError::Listen {
         addr,
         what: what.to_string(),
-        source: e.into(),
+        source: e,
     })
 }
 

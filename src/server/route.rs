@@ -217,6 +217,8 @@ pub struct Shard {
     pub(super) accept_failures: crate::log_limit::LogLimit,
     /// Messages this shard sent to others (calls, replies, pushes).
     pub(super) messages_sent: metrics::Counter,
+    /// The shard's network ring: its client sockets are accepted, read and written there.
+    pub(super) net: Rc<crate::net::NetRing>,
 }
 
 pub(super) fn unavailable(what: &str) -> ApiError {
@@ -246,8 +248,10 @@ impl Shard {
         kv: HashMap<u32, Engine<KvModel>>,
         served: Option<(String, Rc<dyn super::served_model::ModelService>)>,
         senders: Vec<Option<ConnectedSender<ShardMsg>>>,
+        net: Rc<crate::net::NetRing>,
     ) -> Rc<Shard> {
         Rc::new(Shard {
+            net,
             id,
             shared,
             partitions,
