@@ -30,7 +30,12 @@ pub fn throughput(path: &Path, w: &Workload, summary: &Value) -> anyhow::Result<
         .iter()
         .map(|r| r["target"].as_str().unwrap_or("?").to_string())
         .collect();
-    let per_req = w.events_per_request as f64;
+    // A PING is one event.
+    let per_req = if w.ping() {
+        1.0
+    } else {
+        w.events_per_request as f64
+    };
     let bars: Vec<(f64, f64, f64)> = rows
         .iter()
         .map(|r| {
@@ -50,7 +55,15 @@ pub fn throughput(path: &Path, w: &Workload, summary: &Value) -> anyhow::Result<
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("{} — durable events/s (median of rounds)", w.describe()),
+            format!(
+                "{} — {} (median of rounds)",
+                w.describe(),
+                if w.ping() {
+                    "PINGs/s"
+                } else {
+                    "durable events/s"
+                }
+            ),
             ("sans-serif", 16),
         )
         .margin(12)
@@ -61,7 +74,7 @@ pub fn throughput(path: &Path, w: &Workload, summary: &Value) -> anyhow::Result<
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .y_desc("events/s")
+        .y_desc(if w.ping() { "PINGs/s" } else { "events/s" })
         .x_label_formatter(&|x| match x {
             SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
             _ => String::new(),

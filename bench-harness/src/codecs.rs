@@ -28,6 +28,8 @@ pub enum Op {
     },
     /// The 10 newest events of `stream`.
     Read { stream: usize },
+    /// A PING: the server's network path alone (evring's PING frame, RESP `PING`).
+    Ping,
 }
 
 /// What one reply (or message) meant.
@@ -80,8 +82,6 @@ pub fn payload(conn: u32, seq: u64, j: usize, len: usize) -> Vec<u8> {
 #[derive(Default)]
 pub struct EvringCodec {
     next_id: u64,
-    /// Send PING instead of every request: the server's network path alone, no journal.
-    pub ping: bool,
 }
 
 impl Codec for EvringCodec {
@@ -99,7 +99,7 @@ impl Codec for EvringCodec {
         self.next_id += 1;
         let id = self.next_id;
         let req = match *op {
-            _ if self.ping => Request::Ping,
+            Op::Ping => Request::Ping,
             Op::Append {
                 stream,
                 events,
@@ -179,6 +179,9 @@ pub struct RespCodec {
     /// (key, replies still expected, error seen) per request, in order.
     fifo: VecDeque<(u64, usize, Option<String>)>,
 }
+
+/// `PING` as a RESP array, as redis-benchmark sends it; answered `+PONG\r\n`.
+pub const RESP_PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
 pub fn resp_command(out: &mut Vec<u8>, args: &[&[u8]]) {
     out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
@@ -269,6 +272,10 @@ impl Codec for RespCodec {
                     out,
                     &[b"XREVRANGE", name.as_bytes(), b"+", b"-", b"COUNT", b"10"],
                 );
+                1
+            }
+            Op::Ping => {
+                out.extend_from_slice(RESP_PING);
                 1
             }
         };
@@ -391,6 +398,7 @@ impl Codec for PgCodec {
                 "SELECT id, data FROM events WHERE stream = '{}' ORDER BY id DESC LIMIT 10",
                 stream_name(stream)
             ),
+            Op::Ping => unreachable!("compare refuses ping workloads for postgres"),
         };
         self.encode_sql(out, &sql)
     }
@@ -464,6 +472,23 @@ mod tests {
         assert_eq!(resp_value(&arr[..arr.len() - 1]).unwrap(), None);
         let (_, e) = resp_value(b"-ERR no\r\n").unwrap().unwrap();
         assert_eq!(e.as_deref(), Some("ERR no"));
+    }
+
+    #[test]
+    fn a_ping_is_the_resp_array_redis_benchmark_sends() {
+        let mut out = Vec::new();
+        resp_command(&mut out, &[b"PING"]);
+        assert_eq!(out, RESP_PING);
+        let mut c = RespCodec::default();
+        let mut out = Vec::new();
+        let key = c.encode(&mut out, &Op::Ping, 100);
+        assert_eq!(out, RESP_PING);
+        match c.decode(b"+PONG\r\n").unwrap() {
+            Some((7, Decoded::Done { key: k, error, .. })) => {
+                assert_eq!((k, error), (key, None));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! write), `redis-nopersist` (Redis without persistence: the in-memory reference
 //! line), `postgres` (INSERTs into an events table, `synchronous_commit = on`), `disk` (the
 //! raw device: O_DSYNC writes of one request's journal frame, 4 in flight — the ceiling any
-//! durable store has on this disk at that write size).
+//! durable store has on this disk at that write size), `floor` and `floor-native` (a minimal
+//! io_uring server in this process answering PING, `floor.rs`, driven with RESP and with
+//! evring's frames: the ceiling of the network path on this machine; ping workloads only).
 //!
 //! Output: a table of medians over the rounds with min–max, the ratio evring/target (and
-//! evring-resp/target) per round and its median, a JSON document and two SVG charts (throughput per target, latency
+//! evring-resp/target, and target/floor) per round and its median, a JSON document and two SVG charts (throughput per target, latency
 //! percentile curves) in `--out`. `--verify` reads back every event evring acknowledged and
 //! fails if one is missing or differs, and fails unless evring-resp's streams hold exactly
 //! the XADDs it acknowledged (`XLEN` of every stream; an XADD reply carries no version).
@@ -20,6 +22,12 @@
 //! the RESP targets only (evring-resp, redis-always, redis-nopersist): an event is an entry
 //! consumed and acknowledged, a request one XREADGROUP + XACK round. Its checks run in every
 //! round with or without `--verify`, and a failed check fails the comparison.
+//!
+//! A `kind = "ping"` workload sends PINGs through the same driver (evring's PING frame to
+//! `evring` and `floor-native`, RESP `PING` to the others) on evring, evring-resp, the Redis
+//! targets and the floors; a PING counts as one event (events/s = requests/s), nothing is
+//! written and `--verify` has nothing to check. Every target is also compared with the floors
+//! when they ran: how close each comes to this machine's ceiling for the same work.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -38,12 +46,10 @@ pub struct CompareArgs {
     /// Workload file (TOML; see bench-harness/workloads/).
     workload: PathBuf,
     /// Comma-separated targets: evring, evring-resp, redis-always, redis-nopersist, postgres,
-    /// disk.
-    #[arg(
-        long,
-        default_value = "evring,evring-resp,redis-always,redis-nopersist,postgres,disk"
-    )]
-    targets: String,
+    /// disk, floor, floor-native. Default: all but the floors; for a ping workload evring,
+    /// evring-resp, redis-nopersist, floor, floor-native.
+    #[arg(long)]
+    targets: Option<String>,
     /// Rounds; each runs every target once, in order.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -76,7 +82,12 @@ enum Target {
     RedisNoPersist,
     Postgres,
     Disk,
+    Floor,
+    FloorNative,
 }
+
+const DEFAULT_TARGETS: &str = "evring,evring-resp,redis-always,redis-nopersist,postgres,disk";
+const DEFAULT_PING_TARGETS: &str = "evring,evring-resp,redis-nopersist,floor,floor-native";
 
 impl Target {
     fn parse(s: &str) -> anyhow::Result<Target> {
@@ -87,8 +98,10 @@ impl Target {
             "redis-nopersist" => Target::RedisNoPersist,
             "postgres" => Target::Postgres,
             "disk" => Target::Disk,
+            "floor" => Target::Floor,
+            "floor-native" => Target::FloorNative,
             other => bail!(
-                "unknown target {other:?} (evring, evring-resp, redis-always, redis-nopersist, postgres, disk)"
+                "unknown target {other:?} (evring, evring-resp, redis-always, redis-nopersist, postgres, disk, floor, floor-native)"
             ),
         })
     }
@@ -100,10 +113,17 @@ impl Target {
             Target::RedisNoPersist => "redis-nopersist",
             Target::Postgres => "postgres",
             Target::Disk => "disk",
+            Target::Floor => "floor",
+            Target::FloorNative => "floor-native",
         }
     }
-    fn durability(self) -> &'static str {
+    /// What the target does before it replies (for a ping workload: how it answers).
+    fn durability(self, w: &Workload) -> &'static str {
         match self {
+            Target::Evring if w.ping() => "evring's PING frame, answered by the shard, nothing written",
+            Target::EvringResp if w.ping() => {
+                "RESP PING on evringd's RESP port, answered by the shard, nothing written"
+            }
             Target::Evring => "acknowledged after the O_DSYNC write of its journal frame",
             Target::EvringResp => {
                 "the RESP port: XADD (MULTI/EXEC: one journal frame), XREADGROUP, XACK replied after their O_DSYNC write"
@@ -114,7 +134,16 @@ impl Target {
             Target::RedisNoPersist => "no persistence (in-memory reference, not durable)",
             Target::Postgres => "synchronous_commit = on, fsync = on: COMMIT after the WAL flush",
             Target::Disk => "raw O_DSYNC writes of one request's frame, 4 in flight (ceiling)",
+            Target::Floor => {
+                "a minimal io_uring server on CPU 0 answering RESP PING, nothing stored (ceiling)"
+            }
+            Target::FloorNative => {
+                "the same floor server answering evring's PING frame, nothing stored (ceiling)"
+            }
         }
+    }
+    fn is_floor(self) -> bool {
+        matches!(self, Target::Floor | Target::FloorNative)
     }
 }
 
@@ -155,13 +184,19 @@ impl RoundResult {
 
     fn from_driver(t: Target, round: usize, w: &Workload, r: &DriverResult) -> RoundResult {
         let secs = w.duration.as_secs_f64();
-        let events = r.appends * w.events_per_request as u64;
+        // A PING is one event, of no bytes.
+        let (events, bytes) = if w.ping() {
+            (r.pings, 0)
+        } else {
+            let events = r.appends * w.events_per_request as u64;
+            (events, events * w.payload_bytes as u64)
+        };
         RoundResult {
             target: t,
             round,
-            requests_per_s: (r.appends + r.reads) as f64 / secs,
+            requests_per_s: (r.appends + r.reads + r.pings) as f64 / secs,
             events_per_s: events as f64 / secs,
-            bytes_per_s: (events * w.payload_bytes as u64) as f64 / secs,
+            bytes_per_s: bytes as f64 / secs,
             errors: r.errors,
             latency: r.latency.clone(),
             server_rss_mib: None,
@@ -220,13 +255,15 @@ fn run_target(
     acked: &mut Vec<(Vec<Acked>, Option<String>)>,
 ) -> anyhow::Result<RoundResult> {
     let threads = a.threads;
+    // Nothing is appended in a ping workload: nothing to read back.
+    let verifying = a.verify && !w.ping();
     match t {
         Target::Evring => {
             let server = crate::network::start_server(&a.dir, &a.server_set)?;
-            let r = driver::run(w, &server.addr, threads, a.verify, EvringCodec::default)?;
+            let r = driver::run(w, &server.addr, threads, verifying, EvringCodec::default)?;
             let mut rr = RoundResult::from_driver(t, round, w, &r);
             rr.server_rss_mib = Some(crate::network::peak_rss_kib(server.pid()) as f64 / 1024.0);
-            if a.verify {
+            if verifying {
                 let mut list = r.acked;
                 if a.verify_fault {
                     // One more acknowledgement than the server ever gave: verify must fail.
@@ -259,7 +296,7 @@ fn run_target(
             let r = driver::run(w, &addr, threads, false, RespCodec::default)?;
             let mut rr = RoundResult::from_driver(t, round, w, &r);
             rr.server_rss_mib = Some(crate::network::peak_rss_kib(server.pid()) as f64 / 1024.0);
-            if a.verify {
+            if verifying {
                 // XADD replies carry no version to read back by: check the count instead.
                 // --verify-fault: one more acknowledgement than the server gave.
                 let acked_events = r.acked_events + u64::from(a.verify_fault);
@@ -286,6 +323,16 @@ fn run_target(
             let peer = cluster.start()?;
             let r = driver::run(w, &peer.addr, threads, false, PgCodec::default)?;
             // (PostgreSQL's memory is spread over a process per connection: not reported.)
+            Ok(RoundResult::from_driver(t, round, w, &r))
+        }
+        Target::Floor => {
+            let floor = crate::floor::Floor::start()?;
+            let r = driver::run(w, floor.addr(), threads, false, RespCodec::default)?;
+            Ok(RoundResult::from_driver(t, round, w, &r))
+        }
+        Target::FloorNative => {
+            let floor = crate::floor::Floor::start()?;
+            let r = driver::run(w, floor.addr(), threads, false, EvringCodec::default)?;
             Ok(RoundResult::from_driver(t, round, w, &r))
         }
         Target::Disk => {
@@ -394,7 +441,13 @@ fn verify(addr: &str, acked: &[Acked], payload_bytes: usize) -> anyhow::Result<u
 pub fn main(a: CompareArgs) -> anyhow::Result<()> {
     let w = Workload::load(&a.workload)?;
     let mut targets = Vec::new();
-    for t in a.targets.split(',').filter(|s| !s.trim().is_empty()) {
+    let default = if w.ping() {
+        DEFAULT_PING_TARGETS
+    } else {
+        DEFAULT_TARGETS
+    };
+    let listed = a.targets.as_deref().unwrap_or(default);
+    for t in listed.split(',').filter(|s| !s.trim().is_empty()) {
         let t = Target::parse(t)?;
         if !targets.contains(&t) {
             targets.push(t);
@@ -415,6 +468,27 @@ pub fn main(a: CompareArgs) -> anyhow::Result<()> {
                 t.name()
             );
         }
+    }
+    if w.ping() {
+        if let Some(t) = targets
+            .iter()
+            .find(|t| matches!(t, Target::Postgres | Target::Disk))
+        {
+            bail!(
+                "{}: a ping workload runs on evring, evring-resp, redis-always, redis-nopersist, floor and floor-native",
+                t.name()
+            );
+        }
+        if a.verify {
+            eprintln!(
+                "--verify: a ping workload appends nothing, so there is nothing to read back"
+            );
+        }
+    } else if let Some(t) = targets.iter().find(|t| t.is_floor()) {
+        bail!(
+            "{}: the floor server answers PING only; use it with a kind = \"ping\" workload",
+            t.name()
+        );
     }
     std::fs::create_dir_all(&a.dir)?;
     let out = a.out.clone().unwrap_or_else(|| a.dir.join("compare"));
@@ -451,9 +525,10 @@ pub fn main(a: CompareArgs) -> anyhow::Result<()> {
     println!();
     report::print(&summary.ratio_rows, false);
     for t in &targets {
-        println!("  {:<16} {}", t.name(), t.durability());
+        println!("  {:<16} {}", t.name(), t.durability(&w));
     }
-    let verify_doc = if a.verify {
+    let verifying = a.verify && !w.ping();
+    let verify_doc = if verifying {
         let failures: Vec<&String> = verified.iter().filter_map(|(_, e)| e.as_ref()).collect();
         let events: u64 = verified
             .iter()
@@ -476,7 +551,7 @@ pub fn main(a: CompareArgs) -> anyhow::Result<()> {
         "rounds": results.iter().map(RoundResult::json).collect::<Vec<_>>(),
         "summary": summary.json,
         "ratios": summary.ratio_json,
-        "durability": targets.iter().map(|t| json!({"target": t.name(), "setting": t.durability()})).collect::<Vec<_>>(),
+        "durability": targets.iter().map(|t| json!({"target": t.name(), "setting": t.durability(&w)})).collect::<Vec<_>>(),
         "verify": verify_doc,
     });
     let json_path = out.join(format!("{}.json", w.name));
@@ -492,7 +567,7 @@ pub fn main(a: CompareArgs) -> anyhow::Result<()> {
         &summary.json,
     )?;
     eprintln!("wrote {} and its charts", json_path.display());
-    if a.verify {
+    if verifying {
         let failures: Vec<&String> = verified.iter().filter_map(|(_, e)| e.as_ref()).collect();
         if let Some(f) = failures.first() {
             bail!("--verify failed: {f}");
@@ -519,7 +594,8 @@ struct Summary {
 }
 
 /// Which ratios a comparison reports: evring against every other target but evring-resp,
-/// then evring-resp against every other target (native evring first).
+/// then evring-resp against every other target (native evring first), then every other
+/// target but the floors against the floors.
 fn ratio_pairs(targets: &[Target]) -> Vec<(Target, Vec<Target>)> {
     let mut pairs = Vec::new();
     if targets.contains(&Target::Evring) {
@@ -538,6 +614,14 @@ fn ratio_pairs(targets: &[Target]) -> Vec<(Target, Vec<Target>)> {
             .collect();
         peers.sort_by_key(|&t| t != Target::Evring);
         pairs.push((Target::EvringResp, peers));
+    }
+    let floors: Vec<Target> = targets.iter().copied().filter(|t| t.is_floor()).collect();
+    if !floors.is_empty() {
+        for &t in targets {
+            if !t.is_floor() && t != Target::Evring && t != Target::EvringResp {
+                pairs.push((t, floors.clone()));
+            }
+        }
     }
     pairs
 }
@@ -661,6 +745,15 @@ mod tests {
         );
         assert!(ratio_pairs(&[RedisAlways, Postgres]).is_empty());
         assert_eq!(Target::parse("evring-resp").unwrap(), EvringResp);
+        assert_eq!(
+            ratio_pairs(&[Evring, EvringResp, RedisNoPersist, Floor, FloorNative]),
+            vec![
+                (Evring, vec![RedisNoPersist, Floor, FloorNative]),
+                (EvringResp, vec![Evring, RedisNoPersist, Floor, FloorNative]),
+                (RedisNoPersist, vec![Floor, FloorNative]),
+            ]
+        );
+        assert_eq!(Target::parse("floor-native").unwrap(), FloorNative);
     }
 
     #[test]

@@ -23,19 +23,23 @@ use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::report;
 
-/// A zeroed, 4096-aligned buffer for O_DIRECT.
-struct Aligned {
+/// A zeroed, 4096-aligned buffer for O_DIRECT (and `floor.rs`'s provided buffers).
+pub(crate) struct Aligned {
     ptr: *mut u8,
     layout: Layout,
 }
 
 impl Aligned {
-    fn new(len: usize) -> Aligned {
+    pub(crate) fn new(len: usize) -> Aligned {
         let layout = Layout::from_size_align(len.max(4096), 4096).expect("valid layout");
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         assert!(!ptr.is_null(), "out of memory");
         Aligned { ptr, layout }
+    }
+    /// The first byte; `len` bytes (at least 4096) from it are ours.
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        self.ptr
     }
     fn fill(&mut self, byte: u8) {
         // SAFETY: ptr points to layout.size() bytes we own exclusively.

@@ -99,6 +99,7 @@ pub struct Acked {
 pub struct DriverResult {
     pub appends: u64,
     pub reads: u64,
+    pub pings: u64,
     pub errors: u64,
     pub latency: Histogram<u64>,
     pub acked: Vec<Acked>,
@@ -112,6 +113,7 @@ impl DriverResult {
         DriverResult {
             appends: 0,
             reads: 0,
+            pings: 0,
             errors: 0,
             latency: report::histogram(),
             acked: Vec::new(),
@@ -121,6 +123,7 @@ impl DriverResult {
     pub fn merge(&mut self, other: DriverResult) {
         self.appends += other.appends;
         self.reads += other.reads;
+        self.pings += other.pings;
         self.errors += other.errors;
         self.latency.add(&other.latency).expect("same bounds");
         self.acked.extend(other.acked);
@@ -337,6 +340,11 @@ pub fn drive<C: Codec>(
                                     result.reads += 1;
                                 }
                             }
+                            Op::Ping => {
+                                if counted {
+                                    result.pings += 1;
+                                }
+                            }
                         }
                         if counted {
                             report::record(&mut result.latency, done - wt.at);
@@ -351,7 +359,9 @@ pub fn drive<C: Codec>(
 }
 
 fn send_one<C: Codec>(c: &mut Conn<C>, w: &Workload, picker: &Picker, at: Instant) {
-    let op = if w.read_fraction > 0.0 && c.rng.unit() < w.read_fraction {
+    let op = if w.ping() {
+        Op::Ping
+    } else if w.read_fraction > 0.0 && c.rng.unit() < w.read_fraction {
         Op::Read {
             stream: picker.pick(&mut c.rng),
         }

@@ -5,8 +5,9 @@
 //!   and depth first, then the journal, then their ratio.
 //! - `network`: the real `evringd` over TCP: C connections × P requests in flight.
 //! - `compare`: a workload file against evring (its own protocol and its RESP port), Redis
-//!   (AOF always / no persistence), PostgreSQL and the raw disk, interleaved round by round,
-//!   with JSON and SVG charts.
+//!   (AOF always / no persistence), PostgreSQL and the raw disk — or, for PING workloads, a
+//!   minimal io_uring server of our own (`floor.rs`) — interleaved round by round, with JSON
+//!   and SVG charts.
 //! - `recovery`: restart time of evringd after N events.
 //! - `engine`: the event-sourced engine's durable commands/s and replay speed.
 //! - `views`: a partition read on a shard that does not own it (through its stable view)
@@ -24,6 +25,7 @@ mod consume;
 mod disk;
 mod driver;
 mod engine_bench;
+mod floor;
 mod groups;
 mod journal;
 mod network;

@@ -304,16 +304,18 @@ fn poll_run(addr: &str, a: &NetworkArgs) -> anyhow::Result<NetResult> {
         distribution: a.distribution.clone(),
         duration: a.common.duration,
         warmup: a.warmup,
+        kind: if a.ping { "ping" } else { "append" }.into(),
         ..Default::default()
     };
-    let ping = a.ping;
-    let r = crate::driver::run(&w, addr, a.threads, false, move || {
-        let mut codec = crate::codecs::EvringCodec::default();
-        codec.ping = ping;
-        codec
-    })?;
+    let r = crate::driver::run(
+        &w,
+        addr,
+        a.threads,
+        false,
+        crate::codecs::EvringCodec::default,
+    )?;
     Ok(NetResult {
-        requests: r.appends,
+        requests: r.appends + r.pings,
         events: r.appends * w.events_per_request as u64,
         errors: r.errors,
         elapsed: a.common.duration,

@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! name = "50x1-100B"
-//! kind = "append"           # or "groups-consume" (below)
+//! kind = "append"           # or "groups-consume" or "ping" (below)
 //! connections = 50          # client connections
 //! pipeline = 1              # closed loop: requests in flight per connection
 //! rate = 0                  # > 0: open loop at this many requests/s in total (pipeline is
@@ -25,6 +25,13 @@
 //! <count> STREAMS s<i % streams> >` then `XACK` of the IDs it got; an event is an entry
 //! consumed and acknowledged, a request one read + ack round. `pipeline` must be 1 (the ack
 //! needs the read's reply).
+//!
+//! `kind = "ping"`: every request is a PING, nothing is written — the network path alone, the
+//! same driver (`driver.rs`) and the same closed or open loop as the appends. evring gets its
+//! protocol's PING frame (answered 0x82), the RESP targets `*1\r\n$4\r\nPING\r\n` (answered
+//! `+PONG\r\n`), and the `floor` targets (`floor.rs`) the same. A PING counts as one event, so
+//! events/s = requests/s; the stream, payload and event keys are ignored, and
+//! `read_fraction` and `expected_version` are refused.
 //!
 //! Every key but `name` has the default shown. Unknown keys are an error (a typo must not
 //! silently run another workload).
@@ -61,6 +68,8 @@ pub struct Workload {
 
 /// `kind` of a consume-and-ack workload.
 pub const GROUPS_CONSUME: &str = "groups-consume";
+/// `kind` of a workload of PINGs.
+pub const PING: &str = "ping";
 
 impl Default for Workload {
     fn default() -> Self {
@@ -148,7 +157,12 @@ impl Workload {
                     bail!("groups-consume takes no read_fraction or expected_version");
                 }
             }
-            other => bail!("kind {other:?}: use \"append\" or \"groups-consume\""),
+            PING => {
+                if self.read_fraction > 0.0 || self.expected_version {
+                    bail!("ping takes no read_fraction or expected_version");
+                }
+            }
+            other => bail!("kind {other:?}: use \"append\", \"groups-consume\" or \"ping\""),
         }
         Ok(())
     }
@@ -156,6 +170,11 @@ impl Workload {
     /// A consume-and-ack workload (`consume.rs`), not appends.
     pub fn consume(&self) -> bool {
         self.kind == GROUPS_CONSUME
+    }
+
+    /// A workload of PINGs, nothing written.
+    pub fn ping(&self) -> bool {
+        self.kind == PING
     }
 
     /// Open loop (fixed arrival rate) or closed loop (fixed in-flight count).
@@ -180,6 +199,9 @@ impl Workload {
         } else {
             format!("{}c x {}p", self.connections, self.pipeline)
         };
+        if self.ping() {
+            return format!("{}: {mode}, PING", self.name);
+        }
         format!(
             "{}: {mode}, {} ev x {} B, {} {} streams{}{}",
             self.name,
@@ -250,6 +272,10 @@ mod tests {
         let w = Workload::parse("kind = \"groups-consume\"\nprefill = 9\n").unwrap();
         assert!(w.consume());
         assert_eq!(w.count, 10);
+        let w = Workload::parse("name = \"p\"\nkind = \"ping\"\npipeline = 16\n").unwrap();
+        assert!(w.ping() && !w.consume());
+        assert_eq!(w.describe(), "p: 50c x 16p, PING");
+        assert!(Workload::parse("kind = \"ping\"\nread_fraction = 0.5\n").is_err());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! A tiny `evring-bench compare` (evring and the raw disk, one short round each): the JSON
 //! has the documented shape, the charts are written, and `--verify` fails when an
 //! acknowledged event is missing; evring-resp drives evringd's RESP port without errors,
-//! and `--verify` fails unless its streams hold exactly the XADDs acknowledged. No timing is
-//! asserted.
+//! and `--verify` fails unless its streams hold exactly the XADDs acknowledged; a ping workload
+//! runs on evring and the floor server and is compared with it. No timing is asserted.
 
 use std::path::Path;
 use std::process::Command;
@@ -242,4 +242,74 @@ fn groups_consume_reads_and_acks_on_evring_resp_and_checks_every_entry() {
         .unwrap();
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("RESP targets only"));
+}
+
+#[test]
+fn a_ping_workload_runs_on_evring_and_the_floors_and_compares_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ping.toml");
+    std::fs::write(
+        &path,
+        "name = \"ping\"\nkind = \"ping\"\nconnections = 4\npipeline = 2\n\
+         duration = \"300ms\"\nwarmup = \"100ms\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = bench()
+        .arg("compare")
+        .arg(&path)
+        .args([
+            "--targets",
+            "evring,evring-resp,floor,floor-native",
+            "--rounds",
+            "1",
+            "--verify",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert!(err.contains("nothing to read back"), "{err}");
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ping.json")).unwrap()).unwrap();
+    assert_eq!(doc["workload"]["kind"], "ping");
+    for s in doc["summary"].as_array().unwrap() {
+        assert_eq!(s["errors"], 0, "{s}");
+        let per_s = s["requests_per_s"]["median"].as_f64().unwrap();
+        assert!(per_s > 0.0, "{s}");
+        assert_eq!(
+            s["events_per_s"].as_f64().unwrap(),
+            per_s,
+            "a PING is one event"
+        );
+        assert_eq!(s["mb_per_s"].as_f64().unwrap(), 0.0, "{s}");
+    }
+    let pairs: Vec<String> = doc["ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}/{}", r["subject"], r["peer"]).replace('"', ""))
+        .collect();
+    assert!(
+        pairs.contains(&"evring/floor-native".to_string()),
+        "{pairs:?}"
+    );
+    assert!(
+        pairs.contains(&"evring-resp/floor".to_string()),
+        "{pairs:?}"
+    );
+
+    // The floor answers PING only: an append workload is refused.
+    let run = bench()
+        .args(["compare", &workload(), "--targets", "evring,floor"])
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("answers PING only"));
 }
