@@ -45,7 +45,7 @@ const SMALL: [&str; 22] = [
 
 /// docs/OPERATIONS.md's memory budget for the SMALL configuration (one shard), with `c`
 /// connections and `e` events written:
-/// 30 MiB + shards × 8 × frame_bytes_max
+/// 30 MiB + shards × (8 × frame_bytes_max + NET_RING)
 /// + P × (2 × (in_flight_frames + 1) × frame_bytes_max + 72 × ring_capacity_events
 ///   + ring_capacity_bytes + 100 × idempotency_window)
 /// + C × CONNECTION_WORST + 24 × E.
@@ -54,8 +54,15 @@ fn small_budget(c: u64, e: u64) -> u64 {
     let partition = 2 * 5 * MIB + 72 * 65536 + 16 * MIB + 100 * 10_000;
     let connection = CONNECTION_WORST;
     let frame_buffer_pool = 8 * MIB;
-    30 * MIB + frame_buffer_pool + partition + c * connection + 24 * e
+    30 * MIB + frame_buffer_pool + NET_RING + partition + c * connection + 24 * e
 }
+
+/// A shard's network ring: its provided receive buffers and its queues (1,024 submission
+/// entries of 64 bytes, 4,096 completion entries of 16 bytes).
+const NET_RING: u64 = evring::net::NET_RECV_BUFFERS as u64
+    * evring::net::NET_RECV_BUFFER_BYTES as u64
+    + 1024 * 64
+    + 4096 * 16;
 
 /// What one connection may make the server hold, by docs/OPERATIONS.md's formula, for the
 /// SMALL configuration: twice (`connection_buffer_bytes`, plus the larger of it and 24 MiB,
