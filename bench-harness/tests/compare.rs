@@ -18,6 +18,20 @@ fn bench() -> Command {
     Command::new(exe)
 }
 
+/// `evring-bench compare WORKLOAD ARGS --dir DIR [--out OUT]`, run to its end.
+fn compare(workload: &Path, args: &[&str], dir: &Path, out: Option<&Path>) -> std::process::Output {
+    let mut cmd = bench();
+    cmd.arg("compare")
+        .arg(workload)
+        .args(args)
+        .arg("--dir")
+        .arg(dir);
+    if let Some(out) = out {
+        cmd.arg("--out").arg(out);
+    }
+    cmd.output().unwrap()
+}
+
 fn workload() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("workloads/tiny.toml")
@@ -208,16 +222,12 @@ fn groups_consume_reads_and_acks_on_evring_resp_and_checks_every_entry() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let run = bench()
-        .arg("compare")
-        .arg(&path)
-        .args(["--targets", "evring-resp", "--rounds", "1"])
-        .arg("--dir")
-        .arg(dir.path())
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = compare(
+        &path,
+        &["--targets", "evring-resp", "--rounds", "1"],
+        dir.path(),
+        Some(&out),
+    );
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{err}");
     assert!(
@@ -232,14 +242,12 @@ fn groups_consume_reads_and_acks_on_evring_resp_and_checks_every_entry() {
     assert!(s["events_per_s"].as_f64().unwrap() > 0.0, "{s}");
 
     // The append targets cannot run it.
-    let run = bench()
-        .arg("compare")
-        .arg(&path)
-        .args(["--targets", "evring", "--rounds", "1"])
-        .arg("--dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let run = compare(
+        &path,
+        &["--targets", "evring", "--rounds", "1"],
+        dir.path(),
+        None,
+    );
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("RESP targets only"));
 }
@@ -255,22 +263,18 @@ fn a_ping_workload_runs_on_evring_and_the_floors_and_compares_them() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let run = bench()
-        .arg("compare")
-        .arg(&path)
-        .args([
+    let run = compare(
+        &path,
+        &[
             "--targets",
             "evring,evring-resp,floor,floor-native",
             "--rounds",
             "1",
             "--verify",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+        ],
+        dir.path(),
+        Some(&out),
+    );
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{err}");
     assert!(err.contains("nothing to read back"), "{err}");
@@ -304,12 +308,12 @@ fn a_ping_workload_runs_on_evring_and_the_floors_and_compares_them() {
     );
 
     // The floor answers PING only: an append workload is refused.
-    let run = bench()
-        .args(["compare", &workload(), "--targets", "evring,floor"])
-        .arg("--dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let run = compare(
+        Path::new(&workload()),
+        &["--targets", "evring,floor"],
+        dir.path(),
+        None,
+    );
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("answers PING only"));
 }

@@ -19,7 +19,9 @@
 //! next entry into the kernel, or at once if it sleeps. (Not `DEFER_TASKRUN`: with it the
 //! kernel signals the ring's eventfd about 16 ms late on this kernel, measured, so a shard
 //! cannot sleep in glommio and wake for a request; napping on a timer instead stalled the
-//! 50 × 1 load.) Kernels without `COOP_TASKRUN` (before 5.19) get a plain ring, logged.
+//! 50 × 1 load.) `SINGLE_ISSUER` needs Linux 6.0 and is dropped on 5.19; a ring that refuses
+//! `COOP_TASKRUN` falls back to a plain ring, logged. Provided-buffer rings need 5.19: on an
+//! older kernel evringd refuses to start, naming the feature ([`NetRing::probe`]).
 //!
 //! - **Operations.** [`NetRing::accept`], [`NetRing::recv`] and [`NetRing::send`] push one
 //!   entry each and return a future for its completion. Entries pushed while the reaper is
@@ -204,8 +206,9 @@ impl BufRing {
     }
 
     fn buffer_ptr(&self, bid: u16) -> *mut u8 {
-        // SAFETY: bid < NET_RECV_BUFFERS (checked by callers), so the offset stays inside
-        // the data allocation.
+        assert!(bid < NET_RECV_BUFFERS, "buffer id {bid} out of range");
+        // SAFETY: bid < NET_RECV_BUFFERS (asserted), so the offset stays inside the data
+        // allocation.
         unsafe { self.data.add(usize::from(bid) * NET_RECV_BUFFER_BYTES) }
     }
 }
@@ -255,32 +258,38 @@ fn feature_error(feature: &str, e: io::Error) -> io::Error {
     )
 }
 
+/// The ring: `SINGLE_ISSUER | COOP_TASKRUN | TASKRUN_FLAG` (Linux 6.0), else the same
+/// without `SINGLE_ISSUER` (5.19), else a plain ring (logged; `force_plain`: the tests'
+/// switch). Returns whether the ring has `COOP_TASKRUN`.
 fn build_ring(force_plain: bool) -> io::Result<(IoUring, bool)> {
-    let coop = IoUring::builder()
-        .setup_single_issuer()
-        .setup_coop_taskrun()
-        .setup_taskrun_flag()
-        .setup_cqsize(NET_RING_ENTRIES * 4)
-        .build(NET_RING_ENTRIES);
-    match coop {
-        Ok(ring) if !force_plain => Ok((ring, true)),
-        other => {
-            let why = match other {
-                Err(e) => e.to_string(),
-                Ok(_) => format!("{TEST_ENV}=plain"),
-            };
-            tracing::info!(
-                reason = %why,
-                "network io_uring without COOP_TASKRUN (kernel before 5.19): completions \
-                 from the other CPU interrupt the shard's thread"
-            );
-            let ring = IoUring::builder()
-                .setup_cqsize(NET_RING_ENTRIES * 4)
-                .build(NET_RING_ENTRIES)
-                .map_err(|e| feature_error("io_uring_setup", e))?;
-            Ok((ring, false))
+    let coop = |single_issuer: bool| {
+        let mut b = IoUring::builder();
+        if single_issuer {
+            b.setup_single_issuer();
         }
-    }
+        b.setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .setup_cqsize(NET_RING_ENTRIES * 4)
+            .build(NET_RING_ENTRIES)
+    };
+    let why = if force_plain {
+        format!("{TEST_ENV}=plain")
+    } else {
+        match coop(true).or_else(|_| coop(false)) {
+            Ok(ring) => return Ok((ring, true)),
+            Err(e) => e.to_string(),
+        }
+    };
+    tracing::info!(
+        reason = %why,
+        "network io_uring without COOP_TASKRUN (kernel before 5.19): completions from the \
+         other CPU interrupt the shard's thread"
+    );
+    let ring = IoUring::builder()
+        .setup_cqsize(NET_RING_ENTRIES * 4)
+        .build(NET_RING_ENTRIES)
+        .map_err(|e| feature_error("io_uring_setup", e))?;
+    Ok((ring, false))
 }
 
 impl NetRing {
