@@ -80,6 +80,10 @@ pub const NET_RING_ENTRIES: u32 = 1024;
 /// 256 × 16 KiB = 4 MiB per shard, in the memory formula of docs/OPERATIONS.md.
 pub const NET_RECV_BUFFERS: u16 = 256;
 pub const NET_RECV_BUFFER_BYTES: usize = 16 * 1024;
+const _: () = assert!(
+    NET_RECV_BUFFERS.is_power_of_two(),
+    "the ring's index is a mask"
+);
 
 /// How long the reaper passes without pause after the last completion before it parks:
 /// longer than a client takes to send its next request after a reply under load, so a busy
