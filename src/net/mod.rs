@@ -439,10 +439,6 @@ impl NetRing {
         self.in_flight.set(self.in_flight.get() + 1);
         self.push(&entry.user_data(slot as u64));
         self.ensure_reaper();
-        if self.parked.get() {
-            // The reaper is not passing: hand the entry over now.
-            self.enter();
-        }
         OpFuture {
             ring: self.clone(),
             slot,
@@ -450,19 +446,26 @@ impl NetRing {
         }
     }
 
+    /// Queues `entry` for the reaper's next pass, or hands it to the kernel at once while the
+    /// reaper is parked (an operation started, or a cancellation: either must not wait for
+    /// the shard's next activity).
     fn push(&self, entry: &squeue::Entry) {
         loop {
-            {
+            let pushed = {
                 let mut ring = self.ring.borrow_mut();
                 let mut sq = ring.submission();
                 // SAFETY: every buffer an entry points to lives in the op table (a send's
                 // bytes) or in `bufs` (provided buffers) until its completion, and the
                 // descriptors stay open while their connection awaits the operation (a
                 // closed one fails the operation, it does not reach other memory).
-                if unsafe { sq.push(entry) }.is_ok() {
-                    self.queued.set(true);
-                    return;
+                unsafe { sq.push(entry) }.is_ok()
+            };
+            if pushed {
+                self.queued.set(true);
+                if self.parked.get() {
+                    self.enter();
                 }
+                return;
             }
             // A full queue: hand it to the kernel and push again.
             self.enter();
@@ -947,6 +950,38 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("IORING_REGISTER_PBUF_RING"), "{msg}");
         assert!(msg.contains("newer kernel"), "{msg}");
+    }
+
+    #[test]
+    fn a_receive_dropped_while_the_reaper_is_parked_is_cancelled_at_once() {
+        // A connection timing out on an idle shard drops its receive while the reaper sleeps;
+        // its cancellation must reach the kernel then, not at the shard's next activity: until
+        // it does, the kernel holds the socket open.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || TcpStream::connect(addr).unwrap());
+        crate::shard::run_local(async move {
+            let ring = Rc::new(NetRing::new(None).unwrap());
+            let (fd, _) = ring.accept(listener.as_raw_fd()).await;
+            assert!(fd >= 0);
+            // SAFETY: the accepted descriptor is owned by nothing else.
+            let _conn = unsafe { TcpStream::from_raw_fd(fd) };
+            let mut recv = ring.recv(fd, true);
+            assert!(futures_lite::future::poll_once(&mut recv).await.is_none());
+            // Idle for longer than the reaper spins: it parks.
+            glommio::timer::sleep(NET_SPIN * 20).await;
+            assert!(ring.parked.get(), "the idle reaper parked");
+            drop(recv);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while ring.in_flight() > 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the receive dropped while parked was never cancelled"
+                );
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        drop(client.join().unwrap());
     }
 
     #[test]
