@@ -236,6 +236,8 @@ pub struct NetRing {
     ring: RefCell<IoUring>,
     ops: RefCell<Vec<Option<Op>>>,
     free_slots: RefCell<Vec<usize>>,
+    /// The wakers of one reaper pass, kept between passes so a pass allocates nothing.
+    wakers: RefCell<Vec<Waker>>,
     in_flight: Cell<usize>,
     bufs: BufRing,
     /// Signalled by the kernel when a completion is posted (COOP rings): the idle reaper
@@ -356,6 +358,7 @@ impl NetRing {
             ring: RefCell::new(ring),
             ops: RefCell::new(Vec::new()),
             free_slots: RefCell::new(Vec::new()),
+            wakers: RefCell::new(Vec::new()),
             in_flight: Cell::new(0),
             bufs,
             queued: Cell::new(false),
@@ -504,7 +507,7 @@ impl NetRing {
         if pending_work {
             self.enter();
         }
-        let mut wakers = Vec::new();
+        let mut wakers = std::mem::take(&mut *self.wakers.borrow_mut());
         let mut n = 0;
         {
             let mut ring = self.ring.borrow_mut();
@@ -535,9 +538,10 @@ impl NetRing {
         if n > 0 {
             self.last_event.set(Instant::now());
         }
-        for w in wakers {
+        for w in wakers.drain(..) {
             w.wake();
         }
+        *self.wakers.borrow_mut() = wakers;
         n
     }
 

@@ -19,7 +19,7 @@ use crate::protocol::{
     GroupedAggregate, NameMatch, Request, Response, StreamId, TrimBy, FRAME_HEADER_BYTES,
     PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
 };
-use crate::stream::{ChangeRequest, Partition, StreamError, Trim};
+use crate::stream::{ChangeRequest, IdSpec, Partition, StreamError, Trim};
 
 /// The native protocol on one connection: whether HELLO was accepted, and its deadline.
 pub(super) struct Native {
@@ -402,9 +402,11 @@ impl Shard {
             stream,
             expected_version,
             events,
+            id: IdSpec::Auto,
         };
         match self.call(p, op).await {
-            OpResult::Appended(a) => Response::Appended(a),
+            OpResult::Appended(Ok((a, _))) => Response::Appended(a),
+            OpResult::Appended(Err(e)) => error_response(e.into()),
             OpResult::Err(e) => error_response(e),
             other => unexpected(other),
         }

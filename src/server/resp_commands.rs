@@ -228,7 +228,7 @@ fn hello(conn: &mut Resp, req: &RespRequest) {
     r.bulk("mode").bulk("standalone");
     r.bulk("role").bulk("master");
     r.bulk("modules").array_len(0);
-    req.answer_bytes(bytes);
+    req.answer_bytes(&bytes);
 }
 
 /// The Redis version the RESP port reports (the semantics it follows).

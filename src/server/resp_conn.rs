@@ -53,6 +53,14 @@ use crate::resp::{Parsed, Reply, RequestLimits, RequestParser, RespVersion};
 /// Databases a connection may SELECT (0..16), as Redis's default `databases`.
 pub const DATABASES: u32 = 16;
 
+thread_local! {
+    /// The buffer replies are written in on this shard ([`RespRequest::answer`]).
+    static REPLY_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// The largest reply buffer kept for the next reply: a larger one (a long XRANGE) is freed.
+const REPLY_BUFFER_KEPT: usize = 64 * 1024;
+
 /// Sends a connection's replies in request order (see the module docs).
 pub(super) struct Ordered {
     /// The shard the connection is on (where its replies are counted: [`RespRequest::answer`]).
@@ -73,7 +81,7 @@ pub(super) struct Ordered {
 impl Ordered {
     /// Queues the reply to request `seq`; sends it and every held reply that follows it
     /// once every request before it is answered.
-    pub(super) fn reply(cell: &RefCell<Ordered>, seq: u64, bytes: Vec<u8>) {
+    pub(super) fn reply(cell: &RefCell<Ordered>, seq: u64, bytes: &[u8]) {
         let mut o = cell.borrow_mut();
         let o = &mut *o;
         assert!(seq >= o.next, "request {seq} answered twice");
@@ -82,12 +90,12 @@ impl Ordered {
         if seq == o.next {
             // In order (the common case): straight out, not through `held`.
             match &o.out {
-                Some(out) => out.send_bytes(&bytes),
-                None => o.collected.push(bytes),
+                Some(out) => out.send_bytes(bytes),
+                None => o.collected.push(bytes.to_vec()),
             }
             o.next += 1;
         } else {
-            o.held.insert(seq, bytes);
+            o.held.insert(seq, bytes.to_vec());
         }
         while let Some(bytes) = {
             let next = o.next;
@@ -209,16 +217,23 @@ impl RespRequest {
         }
     }
 
-    /// Answers it with what `write` writes.
+    /// Answers it with what `write` writes, in the shard's reply buffer: a reply sent in
+    /// order is copied once, into its connection's outbound buffer, and allocates nothing.
     pub(super) fn answer(&self, write: impl FnOnce(&mut Reply<'_>)) {
-        let mut bytes = Vec::new();
+        // Taken, not borrowed: an answer written while another is (none is today) would get
+        // an empty buffer of its own instead of a double borrow.
+        let mut bytes = REPLY_BUFFER.take();
+        bytes.clear();
         write(&mut Reply::new(&mut bytes, self.ctx.version));
-        self.answer_bytes(bytes);
+        self.answer_bytes(&bytes);
+        if bytes.capacity() <= REPLY_BUFFER_KEPT {
+            REPLY_BUFFER.set(bytes);
+        }
     }
 
     /// Answers it with `bytes`, a whole reply. Every reply to a command comes here, and is
     /// counted in INFO commandstats and errorstats ([`super::resp_stats`]).
-    pub(super) fn answer_bytes(&self, bytes: Vec<u8>) {
+    pub(super) fn answer_bytes(&self, bytes: &[u8]) {
         {
             let o = self.order.borrow();
             let shard = &o.shard;
@@ -226,7 +241,7 @@ impl RespRequest {
                 shard.id,
                 &self.args,
                 self.mark.get(),
-                &bytes,
+                bytes,
                 || {
                     self.started
                         .get()
@@ -245,7 +260,7 @@ impl RespRequest {
 
     /// Answers it with nothing: its connection is gone.
     pub(super) fn drop_answer(&self) {
-        Ordered::reply(&self.order, self.seq, Vec::new());
+        Ordered::reply(&self.order, self.seq, &[]);
     }
 
     /// Resolves once the connection is closed or the server stops; true if it stops.

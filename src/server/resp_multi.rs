@@ -487,7 +487,7 @@ async fn run_exec(shard: Rc<Shard>, req: RespRequest, exec: Exec) {
     for r in replies {
         bytes.extend_from_slice(&r);
     }
-    req.answer_bytes(bytes);
+    req.answer_bytes(&bytes);
 }
 
 /// Runs consecutive write commands of an EXEC as one transaction, then answers each.

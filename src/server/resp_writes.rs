@@ -22,7 +22,7 @@ use super::resp_streams::{
     call, encode_fields, error_text, integer, parse_add_id, parse_id, stream_name, RespOp,
     RespOutcome, FIELDS_TYPE, INVALID_ID, WRONGTYPE,
 };
-use super::route::Shard;
+use super::route::{OpResult, PartOp, Shard};
 use crate::protocol::{code, expected, partition_of, Event, StreamId};
 use crate::stream::{
     ChangeRequest, StreamError, Trim, TxDone, TxWrite, LPUSH_TYPE, RPUSH_TYPE, SET_TYPE,
@@ -92,10 +92,63 @@ pub(super) fn parse(shard: &Shard, req: &RespRequest, name: &[u8]) -> Result<Wri
 
 /// Runs and answers write command `name` outside a transaction.
 pub(super) async fn run(shard: &Rc<Shard>, req: &RespRequest, name: &[u8]) -> Result<(), String> {
-    let write = parse(shard, req, name)?;
+    let mut write = parse(shard, req, name)?;
+    if let (Answer::Added { make }, [TxWrite::Append { .. }]) = (write.answer, &write.writes[..]) {
+        // An XADD without trimming: one append, the path native APPEND takes (no transaction
+        // of one write to set up, collect and take apart).
+        let Some(TxWrite::Append {
+            stream,
+            expected_version,
+            events,
+            id,
+        }) = write.writes.pop()
+        else {
+            unreachable!("matched above")
+        };
+        let p = partition_of(&stream, shard.shared.partitions);
+        let op = PartOp::Append {
+            stream,
+            expected_version,
+            events,
+            id,
+        };
+        let added = match shard.call(p, op).await {
+            OpResult::Appended(Ok((_, first_id))) => Ok(first_id.expect("XADD is never a retry")),
+            OpResult::Appended(Err(e)) => Err(write_error(e)),
+            OpResult::Err(e) => Err(e),
+            other => return Err(format!("internal error: unexpected reply {other:?}")),
+        };
+        answer_added(req, make, added);
+        return Ok(());
+    }
     let results = run_writes(shard, write.writes).await?;
     answer(req, write.answer, results);
     Ok(())
+}
+
+/// Answers an XADD: its entry's stream ID; nil for NOMKSTREAM (`make` false) and no stream.
+fn answer_added(req: &RespRequest, make: bool, added: Result<StreamId, ApiError>) {
+    match added {
+        Ok(id) => {
+            // `ms-seq` formatted on the stack: no buffer of its own per reply.
+            let mut text = [0u8; 41];
+            let len = {
+                let mut w = &mut text[..];
+                std::io::Write::write_fmt(&mut w, format_args!("{id}"))
+                    .expect("two u64s and a dash fit in 41 bytes");
+                41 - w.len()
+            };
+            req.answer(|r| {
+                r.bulk(&text[..len]);
+            });
+        }
+        Err(e) if !make && e.code == code::WRONG_EXPECTED_VERSION => req.answer(|r| {
+            r.null();
+        }),
+        Err(e) => req.answer(|r| {
+            r.error(error_text(&e));
+        }),
+    }
 }
 
 /// The stream whose partition runs a write (a database's prefix for a database deletion,
@@ -187,26 +240,9 @@ async fn flush_everywhere(shard: &Rc<Shard>, op: RespOp) -> Result<TxDone, ApiEr
 pub(super) fn answer(req: &RespRequest, how: Answer, results: Vec<Result<TxDone, ApiError>>) {
     let text = |e: &ApiError| error_text(e);
     match how {
-        Answer::Added { make } => match results.first() {
-            Some(Ok(TxDone::Appended { ids, .. })) => {
-                // `ms-seq` formatted on the stack: no buffer of its own per reply.
-                let mut text = [0u8; 41];
-                let len = {
-                    let mut w = &mut text[..];
-                    std::io::Write::write_fmt(&mut w, format_args!("{}", ids[0]))
-                        .expect("two u64s and a dash fit in 41 bytes");
-                    41 - w.len()
-                };
-                req.answer(|r| {
-                    r.bulk(&text[..len]);
-                });
-            }
-            Some(Err(e)) if !make && e.code == code::WRONG_EXPECTED_VERSION => req.answer(|r| {
-                r.null();
-            }),
-            Some(Err(e)) => req.answer(|r| {
-                r.error(text(e));
-            }),
+        Answer::Added { make } => match results.into_iter().next() {
+            Some(Ok(TxDone::Appended { ids, .. })) => answer_added(req, make, Ok(ids[0])),
+            Some(Err(e)) => answer_added(req, make, Err(e)),
             other => unreachable!("XADD's first write is an append: {other:?}"),
         },
         Answer::Count | Answer::SetId | Answer::Flushed => {

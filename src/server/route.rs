@@ -31,16 +31,20 @@ use crate::config::Config;
 use crate::engine::kv::KvModel;
 use crate::engine::Engine;
 use crate::protocol::{code, Direction, Event, RecordedEvent, Response, SubscribeTarget};
-use crate::protocol::{AppendResult, StreamInfo};
+use crate::protocol::{AppendResult, StreamId, StreamInfo};
+use crate::stream::{IdSpec, StreamError};
 use crate::stream::{Partition, PartitionStats, PublishSink};
 
 /// An operation on one partition.
 #[derive(Debug)]
 pub enum PartOp {
+    /// An append (native APPEND, and XADD without trimming outside MULTI): its first event's
+    /// stream ID as `id` asks.
     Append {
         stream: String,
         expected_version: i64,
         events: Vec<Event>,
+        id: IdSpec,
     },
     Read {
         stream: String,
@@ -106,7 +110,9 @@ pub enum PartOp {
 pub enum OpResult {
     Json(serde_json::Value),
     Blob(Vec<u8>),
-    Appended(AppendResult),
+    /// An append's result and its first event's stream ID ([`Partition::append_with_id`]),
+    /// or the stream layer's refusal, for each protocol to put in its own words.
+    Appended(Result<(AppendResult, Option<StreamId>), StreamError>),
     Events(Vec<RecordedEvent>, bool),
     Info(StreamInfo),
     Groups(crate::protocol::Groups),
@@ -363,10 +369,11 @@ impl Shard {
                 stream,
                 expected_version,
                 events,
-            } => match p.append(&stream, expected_version, events).await {
-                Ok(a) => OpResult::Appended(a),
-                Err(e) => OpResult::Err(e.into()),
-            },
+                id,
+            } => OpResult::Appended(
+                p.append_with_id(&stream, expected_version, events, id)
+                    .await,
+            ),
             PartOp::Read {
                 stream,
                 from,

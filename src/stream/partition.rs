@@ -578,17 +578,20 @@ impl<S: Storage + 'static> Partition<S> {
     ) -> Result<AppendResult, StreamError> {
         self.append_with_id(stream, expected_version, events, IdSpec::Auto)
             .await
+            .map(|(appended, _)| appended)
     }
 
     /// [`Partition::append`] with the stream ID of the first event as `id` asks (the others
     /// follow it as [`IdSpec::Auto`]). A retry (idempotency) gets the IDs its original got.
+    /// Also returns the stream ID the first event got (`None` only for a retry whose stream
+    /// no longer holds its original).
     pub async fn append_with_id(
         &self,
         stream: &str,
         expected_version: i64,
         mut events: Vec<Event>,
         id: IdSpec,
-    ) -> Result<AppendResult, StreamError> {
+    ) -> Result<(AppendResult, Option<StreamId>), StreamError> {
         check_append(stream, expected_version, &events)?;
         let now = now_ns();
         for e in &mut events {
@@ -602,10 +605,20 @@ impl<S: Storage + 'static> Partition<S> {
         {
             // Boxed, as the other rare waits below: an append's future stays small, and every
             // append's task is allocated and moved at its size.
-            Placed::Retry(retry) => return Box::pin(self.await_retry(retry)).await,
+            Placed::Retry(retry) => {
+                let first_id = self.stream_id_of(stream, retry.first_version);
+                let appended = Box::pin(self.await_retry(retry)).await?;
+                return Ok((appended, first_id));
+            }
             Placed::Pending(pending, first_version) => (pending, first_version),
             Placed::NoRoom => unreachable!("the loop goes on while there is no room"),
         };
+        // Read as placed: a deletion placed while this append waits cannot hide it.
+        let first_id = self.stream_id_of(stream, first_version);
+        assert!(
+            first_id.is_some(),
+            "placed: the stream holds its first version"
+        );
         let appended = self.await_durable(pending).await?;
         let n = events.len() as u64;
         self.count_appended(&events, now);
@@ -618,12 +631,20 @@ impl<S: Storage + 'static> Partition<S> {
                 change: false,
             },
         );
-        Ok(AppendResult {
+        let result = AppendResult {
             first_version,
             last_version: first_version + n - 1,
             partition: self.id,
             lsn: appended.first_lsn,
-        })
+        };
+        Ok((result, first_id))
+    }
+
+    /// The stream ID of version `version` of `stream`, if the stream holds it.
+    fn stream_id_of(&self, stream: &str, version: u64) -> Option<StreamId> {
+        let st = self.state.borrow();
+        let entry = st.streams.get(stream)?;
+        entry.ids.get(usize::try_from(version).ok()?).copied()
     }
 
     /// Places an append in the journal, in its turn, waiting for room in the journal as long
@@ -767,8 +788,10 @@ impl<S: Storage + 'static> Partition<S> {
                     let a = pending.appended();
                     if !st.streams.contains_key(stream) {
                         st.stream_ids.note(stream.as_bytes());
+                        st.streams
+                            .insert(stream.to_string(), StreamEntry::default());
                     }
-                    let entry = st.streams.entry(stream.to_string()).or_default();
+                    let entry = st.streams.get_mut(stream).expect("inserted above");
                     entry.meta.kind = kind;
                     for (lsn, id) in (a.first_lsn..=a.last_lsn).zip(&ids) {
                         entry.push(lsn, *id);
