@@ -45,7 +45,7 @@ const SMALL: [&str; 22] = [
 
 /// docs/OPERATIONS.md's memory budget for the SMALL configuration (one shard), with `c`
 /// connections and `e` events written:
-/// 30 MiB + shards × (8 × frame_bytes_max + NET_RING)
+/// 30 MiB + shards × (8 × frame_bytes_max + NET_RING + KEPT_FOR_REUSE)
 /// + P × (2 × (in_flight_frames + 1) × frame_bytes_max + 72 × ring_capacity_events
 ///   + ring_capacity_bytes + 100 × idempotency_window)
 /// + C × CONNECTION_WORST + 24 × E.
@@ -54,8 +54,14 @@ fn small_budget(c: u64, e: u64) -> u64 {
     let partition = 2 * 5 * MIB + 72 * 65536 + 16 * MIB + 100 * 10_000;
     let connection = CONNECTION_WORST;
     let frame_buffer_pool = 8 * MIB;
-    30 * MIB + frame_buffer_pool + NET_RING + partition + c * connection + 24 * e
+    30 * MIB + frame_buffer_pool + NET_RING + KEPT_FOR_REUSE + partition + c * connection + 24 * e
 }
+
+/// What a shard keeps of finished requests for the next ones: a spare task box per
+/// protocol's request future (two protocols) and RESP argument lists.
+const KEPT_FOR_REUSE: u64 =
+    (2 * evring::shard::task_box::SPARE_BOXES_MAX * evring::shard::task_box::TASK_BOX_BYTES_MAX
+        + evring::server::ARG_LISTS_KEPT * evring::server::ARG_LIST_BYTES_KEPT) as u64;
 
 /// A shard's network ring: its provided receive buffers and its queues (1,024 submission
 /// entries of 64 bytes, 4,096 completion entries of 16 bytes).

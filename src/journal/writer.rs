@@ -213,6 +213,9 @@ impl Poison {
 }
 
 /// Durability signal shared by the appends of one frame.
+/// The most waker slots a new frame's signal starts with ([`State::waiters_hint`]).
+const WAITERS_HINT_MAX: usize = 4096;
+
 #[derive(Default)]
 struct FrameSignal {
     result: RefCell<Option<Result<(), Poison>>>,
@@ -315,6 +318,9 @@ struct State<F: SegmentFile> {
     acked_lsn: u64,
     oldest_lsn: u64,
     open: Option<OpenFrame<F::Buf>>,
+    /// How many waits the last sealed frame had: the next frame's waker list starts with
+    /// room for as many (at most [`WAITERS_HINT_MAX`]), instead of growing by doubling.
+    waiters_hint: usize,
     in_flight: VecDeque<Flight>,
     next_flight_id: u64,
     poisoned: Option<Poison>,
@@ -481,6 +487,7 @@ impl<S: Storage + 'static> Journal<S> {
                 acked_lsn: next_lsn,
                 oldest_lsn,
                 open: None,
+                waiters_hint: 0,
                 in_flight: VecDeque::new(),
                 next_flight_id: 0,
                 poisoned: None,
@@ -666,7 +673,10 @@ impl<S: Storage + 'static> Journal<S> {
                 used: FRAME_HEADER_BYTES,
                 first_lsn: st.next_lsn,
                 count: 0,
-                signal: Rc::new(FrameSignal::default()),
+                signal: Rc::new(FrameSignal {
+                    result: RefCell::new(None),
+                    wakers: RefCell::new(Vec::with_capacity(st.waiters_hint)),
+                }),
             });
             break;
         }
@@ -698,6 +708,7 @@ impl<S: Storage + 'static> Journal<S> {
     /// once it no longer borrows the state (the device may call back before it returns).
     fn seal(&self, st: &mut State<S::File>) -> Option<Submission<S::File>> {
         let mut open = st.open.take()?;
+        st.waiters_hint = open.signal.wakers.borrow().len().min(WAITERS_HINT_MAX);
         let cfg = &self.shared.cfg;
         let padded = align_up(open.used, BLOCK_BYTES);
         open.buf.bytes_mut()[open.used..padded].fill(0);

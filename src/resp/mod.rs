@@ -91,7 +91,7 @@ mod request_tests;
 
 pub use reply::{format_g17, Reply, RespVersion};
 pub use request::{
-    string2ll, Args, ArgsIter, Parsed, RequestError, RequestLimits, RequestParser,
+    string2ll, Args, ArgsIter, Parsed, RequestError, RequestLimits, RequestParser, Upper,
     INLINE_MAX_BYTES, MAX_BULK_BYTES_DEFAULT, MULTIBULK_COUNT_MAX, UNAUTHENTICATED_BULK_MAX,
     UNAUTHENTICATED_COUNT_MAX,
 };

@@ -626,3 +626,55 @@ fn split_token(line: &[u8], mut p: usize, out: &mut Vec<u8>) -> Option<usize> {
     }
     Some(p)
 }
+
+/// An argument upper-cased, to match against command and option names: on the stack when
+/// it is no longer than [`Upper::INLINE`] bytes (every name is), on the heap otherwise.
+pub struct Upper {
+    inline: [u8; Upper::INLINE],
+    len: usize,
+    heap: Option<Vec<u8>>,
+}
+
+impl Upper {
+    /// The longest argument upper-cased without an allocation.
+    pub const INLINE: usize = 32;
+
+    pub fn new(arg: &[u8]) -> Upper {
+        let mut inline = [0u8; Upper::INLINE];
+        if arg.len() > Upper::INLINE {
+            return Upper {
+                inline,
+                len: 0,
+                heap: Some(arg.to_ascii_uppercase()),
+            };
+        }
+        for (to, from) in inline.iter_mut().zip(arg) {
+            *to = from.to_ascii_uppercase();
+        }
+        Upper {
+            inline,
+            len: arg.len(),
+            heap: None,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.heap {
+            Some(heap) => heap,
+            None => &self.inline[..self.len],
+        }
+    }
+}
+
+impl std::ops::Deref for Upper {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl<const N: usize> PartialEq<&[u8; N]> for Upper {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}

@@ -2,7 +2,7 @@
 //! error text, the limits, and independence from how the bytes are split.
 
 use super::{
-    string2ll, Parsed, RequestError, RequestLimits, RequestParser, INLINE_MAX_BYTES,
+    string2ll, Parsed, RequestError, RequestLimits, RequestParser, Upper, INLINE_MAX_BYTES,
     MAX_BULK_BYTES_DEFAULT,
 };
 
@@ -679,4 +679,19 @@ fn random_streams_parse_the_same_however_split() {
         let got = in_pieces(l, &buf, &sizes);
         assert_eq!(got, expected, "{} in {sizes:?}", buf.escape_ascii());
     }
+}
+
+#[test]
+fn upper_cases_short_arguments_on_the_stack_and_long_ones_on_the_heap() {
+    let short = Upper::new(b"xAdd");
+    assert_eq!(short.as_slice(), b"XADD");
+    assert!(short == b"XADD");
+    let exact = [b'a'; Upper::INLINE];
+    assert_eq!(Upper::new(&exact).as_slice(), &[b'A'; Upper::INLINE][..]);
+    let long = [b'z'; Upper::INLINE + 1];
+    let upper = Upper::new(&long);
+    assert_eq!(upper.len(), Upper::INLINE + 1, "nothing cut off");
+    assert!(upper.iter().all(|&b| b == b'Z'));
+    assert_eq!(Upper::new(b"").as_slice(), b"");
+    assert_eq!(Upper::new("é-x".as_bytes()).as_slice(), "é-X".as_bytes());
 }

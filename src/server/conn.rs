@@ -318,7 +318,8 @@ impl Shard {
             .await;
     }
 
-    /// The connection loop: decodes requests, admits them and runs each in its own task,
+    /// The connection loop: decodes requests, admits them and runs each in its own task (in
+    /// a reused box: [`crate::shard::task_box`]),
     /// within the connection's in-flight limits. Returns why the connection closes.
     async fn read_requests<P: Protocol>(
         self: &Rc<Self>,
@@ -363,12 +364,7 @@ impl Shard {
                 return "permits closed".into();
             };
             let run = P::run(self.clone(), out.clone(), conn_id, request);
-            glommio::spawn_local(async move {
-                run.await;
-                drop(heavy_permit);
-                drop(permit);
-            })
-            .detach();
+            crate::shard::task_box::spawn_reused(run, (heavy_permit, permit));
         }
     }
 

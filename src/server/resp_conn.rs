@@ -61,6 +61,49 @@ thread_local! {
 /// The largest reply buffer kept for the next reply: a larger one (a long XRANGE) is freed.
 const REPLY_BUFFER_KEPT: usize = 64 * 1024;
 
+thread_local! {
+    /// Argument lists of finished requests, kept with their arguments' buffers so the next
+    /// request's arguments are copied into them instead of into fresh allocations.
+    static ARG_LISTS: RefCell<Vec<Vec<Vec<u8>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The most argument lists a shard keeps ([`ARG_LISTS`]), and the most bytes each may hold
+/// (its arguments' buffers and the list itself): at most 512 KiB per shard
+/// (docs/OPERATIONS.md, *Memory budget*).
+pub const ARG_LISTS_KEPT: usize = 512;
+pub const ARG_LIST_BYTES_KEPT: usize = 1024;
+
+/// `args` as an owned list, in a kept list's buffers when the shard has one.
+fn owned_args(args: crate::resp::Args<'_>) -> Vec<Vec<u8>> {
+    let mut list = ARG_LISTS.with(|l| l.borrow_mut().pop()).unwrap_or_default();
+    list.truncate(args.len());
+    for (i, arg) in args.iter().enumerate() {
+        match list.get_mut(i) {
+            Some(buf) => {
+                buf.clear();
+                buf.extend_from_slice(arg);
+            }
+            None => list.push(arg.to_vec()),
+        }
+    }
+    list
+}
+
+/// Keeps a finished request's argument list for [`owned_args`], within the bounds.
+fn keep_args(list: Vec<Vec<u8>>) {
+    let bytes = list.capacity() * std::mem::size_of::<Vec<u8>>()
+        + list.iter().map(Vec::capacity).sum::<usize>();
+    if list.is_empty() || bytes > ARG_LIST_BYTES_KEPT {
+        return;
+    }
+    ARG_LISTS.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.len() < ARG_LISTS_KEPT {
+            l.push(list);
+        }
+    });
+}
+
 /// Sends a connection's replies in request order (see the module docs).
 pub(super) struct Ordered {
     /// The shard the connection is on (where its replies are counted: [`RespRequest::answer`]).
@@ -201,6 +244,12 @@ pub(super) struct RespRequest {
     pub(super) mark: Cell<Mark>,
     /// When it started to run (INFO commandstats' `usec`); `None`: answered as it was read.
     pub(super) started: Cell<Option<Instant>>,
+}
+
+impl Drop for RespRequest {
+    fn drop(&mut self) {
+        keep_args(std::mem::take(&mut self.args));
+    }
 }
 
 impl RespRequest {
@@ -367,7 +416,7 @@ impl Protocol for Resp {
             // An empty request is skipped: the connection loop consumes it as a request that
             // `admit` answers with nothing.
             Ok(Parsed::Empty { used }) => (used, Vec::new()),
-            Ok(Parsed::Command { used, args }) => (used, args.to_vec()),
+            Ok(Parsed::Command { used, args }) => (used, owned_args(args)),
             Err(e) => {
                 let fault = protocol_fault(e.message());
                 // Counted as Redis counts its protocol errors (no command's).
@@ -387,7 +436,7 @@ impl Protocol for Resp {
         request.seq = self.next_seq;
         self.next_seq += 1;
         request.ctx = self.ctx;
-        let name = request.args[0].to_ascii_uppercase();
+        let name = crate::resp::Upper::new(&request.args[0]);
         if !self.authenticated && !matches!(name.as_slice(), b"AUTH" | b"HELLO" | b"QUIT") {
             request.mark.set(Mark::Rejected);
             request.answer(|r| {
@@ -417,7 +466,7 @@ impl Protocol for Resp {
 
     fn is_read(request: &RespRequest) -> bool {
         request.args.first().is_some_and(|n| {
-            let n = n.to_ascii_uppercase();
+            let n = crate::resp::Upper::new(n);
             matches!(n.as_slice(), b"XRANGE" | b"XREVRANGE" | b"XREAD")
                 || super::resp_ev::is_read(&n)
         })

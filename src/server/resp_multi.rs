@@ -390,7 +390,7 @@ fn exec(conn: &mut Resp, mut req: RespRequest) -> Admitted<RespRequest> {
         q.seq = seq as u64;
         q.order = replies.clone();
         q.ctx = *conn.ctx_mut();
-        let name = q.args[0].to_ascii_uppercase();
+        let name = crate::resp::Upper::new(&q.args[0]);
         if name == b"UNWATCH" {
             q.answer(|r| {
                 r.ok();
@@ -429,7 +429,7 @@ fn partitions(conn: &Resp, ctx: Ctx, commands: &[RespRequest]) -> BTreeSet<u32> 
     let mut ctx = ctx;
     let mut parts = BTreeSet::new();
     for q in commands {
-        let name = q.args[0].to_ascii_uppercase();
+        let name = crate::resp::Upper::new(&q.args[0]);
         if name == b"SELECT" {
             let db = crate::resp::string2ll(&q.args[1]);
             if let Some(db) = db.filter(|db| (0..i64::from(DATABASES)).contains(db)) {
@@ -464,7 +464,7 @@ async fn run_exec(shard: Rc<Shard>, req: RespRequest, exec: Exec) {
     let _open = OpenOnDrop(exec.gate);
     let mut commands = exec.commands.into_iter().peekable();
     while let Some(q) = commands.next() {
-        let name = q.args[0].to_ascii_uppercase();
+        let name = crate::resp::Upper::new(&q.args[0]);
         if !super::resp_writes::is_write(&name) {
             q.start();
             super::resp_streams::run(shard.clone(), q).await;
@@ -473,7 +473,7 @@ async fn run_exec(shard: Rc<Shard>, req: RespRequest, exec: Exec) {
         // A run of write commands: one partition transaction (module docs).
         let mut run = vec![q];
         while let Some(next) =
-            commands.next_if(|n| super::resp_writes::is_write(&n.args[0].to_ascii_uppercase()))
+            commands.next_if(|n| super::resp_writes::is_write(&crate::resp::Upper::new(&n.args[0])))
         {
             run.push(next);
         }
@@ -504,7 +504,7 @@ async fn run_writes(shard: &Rc<Shard>, run: Vec<RespRequest>, gate: Option<&Gate
     let mut writes = Vec::new();
     for q in run {
         q.start();
-        let name = q.args[0].to_ascii_uppercase();
+        let name = crate::resp::Upper::new(&q.args[0]);
         match super::resp_writes::parse(shard, &q, &name) {
             Ok(w) => {
                 parsed.push((q, Some((w.answer, w.writes.len()))));

@@ -164,7 +164,7 @@ pub(super) fn stream_name(ctx: Ctx, key: &[u8]) -> Result<String, String> {
 
 /// Runs a command that is not a connection command, and answers it.
 pub(super) async fn run(shard: Rc<Shard>, req: RespRequest) {
-    let name = req.args[0].to_ascii_uppercase();
+    let name = crate::resp::Upper::new(&req.args[0]);
     let result = match name.as_slice() {
         n if super::resp_writes::is_write(n) => super::resp_writes::run(&shard, &req, n).await,
         b"XLEN" => xlen(&shard, &req).await,
@@ -374,7 +374,9 @@ pub(super) fn parse_add_id(b: &[u8]) -> Option<IdSpec> {
 
 /// The field list of an XADD entry in RESP form.
 pub(super) fn encode_fields(fields: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
+    // Sized at once: `*n` and each `$len` header take at most 23 bytes with their CRLF.
+    let room = 23 + fields.iter().map(|f| f.len() + 25).sum::<usize>();
+    let mut out = Vec::with_capacity(room);
     let mut r = Reply::new(&mut out, crate::resp::RespVersion::Resp2);
     r.array_len(fields.len());
     for f in fields {

@@ -409,7 +409,7 @@ struct TrimOptions {
 impl TrimOptions {
     /// Reads the option at `args[i]`, if it is one: the index after it.
     fn parse(&mut self, args: &[Vec<u8>], i: usize) -> Result<Option<usize>, String> {
-        let name = args[i].to_ascii_uppercase();
+        let name = crate::resp::Upper::new(&args[i]);
         let value = |at: usize| args.get(at).ok_or_else(|| "syntax error".to_string());
         match name.as_slice() {
             b"MAXLEN" | b"MINID" => {

@@ -15,6 +15,8 @@
 //! and writing) call [`off_shard_cpus`] first, which moves the calling thread to the CPUs no
 //! shard is pinned to (all CPUs when every CPU has a shard).
 
+pub mod task_box;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
