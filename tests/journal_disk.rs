@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use evring::journal::{DiskStorage, Journal, JournalConfig, OwnedRecord, RecordRef};
+use evring::journal::{DiskStorage, Journal, JournalConfig, OwnedRecord, RecordRef, ScanNext};
 use evring::shard::run_local;
 
 const STORE: [u8; 16] = *b"evring-disk-test";
@@ -452,4 +452,66 @@ fn retired_segments_become_spares_and_are_recycled_into_new_segments_on_real_fil
     }
     assert_eq!(records.last().unwrap().lsn, total - 1);
     assert!(first > 0, "the retired segments' records are gone");
+}
+
+/// The paths this process holds open under `dir` (from /proc/self/fd), " (deleted)" kept.
+fn open_paths_under(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .filter(|p| p.starts_with(&dir))
+        .collect()
+}
+
+#[test]
+fn segments_kept_open_for_reading_are_closed_before_they_are_retired_or_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run_local(async move {
+        let (journal, _) = open(&path).await;
+        let mut n = 0u64;
+        while journal.stats().segments_created < 4 {
+            let data = data_for(0, n);
+            journal
+                .append(&[RecordRef::event(b"s", b"t", &data)])
+                .await
+                .expect("append");
+            n += 1;
+        }
+        // Read every record twice: the second pass finds the full segments kept open.
+        for _ in 0..2 {
+            let mut read = 0u64;
+            journal
+                .visit(0, |r| {
+                    assert_eq!(r.record.data, &data_for(0, r.lsn)[..], "record {}", r.lsn);
+                    read += 1;
+                    ScanNext::From(r.lsn + 1)
+                })
+                .await
+                .unwrap();
+            assert_eq!(read, n);
+        }
+        let kept = open_paths_under(&path);
+        assert!(
+            kept.iter().any(|p| p.ends_with("0000000000000002.seg")),
+            "the last full segment read is kept open: {kept:?}"
+        );
+        // Retire every segment but the tail (two become spares, the others are removed).
+        let tail = journal.resume_point(journal.acked_lsn()).first_segment;
+        journal
+            .remove_segments_below(tail, |_, _, _| true)
+            .await
+            .unwrap();
+        // glommio closes an O_DIRECT file by a request on its ring: let it run.
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        let held = open_paths_under(&path);
+        assert!(
+            held.iter()
+                .all(|p| !p.ends_with(".spare") && !p.ends_with("(deleted)")),
+            "no retired or removed segment held open: {held:?}"
+        );
+        journal.close().await;
+    });
 }

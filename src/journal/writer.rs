@@ -376,6 +376,21 @@ struct Shared<S: Storage> {
     prepare_failures: LogLimit,
     /// [`SealHold`]s alive: while any is, the open frame is sealed only when it is full.
     seal_holds: Cell<u32>,
+    /// Segments opened for reading ([`Journal::visit`]), the latest last, with their length:
+    /// at most [`READ_FILES_KEPT`], so a reader that comes back to the same segment (a
+    /// consumer group reading behind the ring) does not open it (two files) and stat it
+    /// again each time. A segment leaves before it is removed or recycled.
+    read_files: RefCell<Vec<ReadFile<S::File>>>,
+}
+
+/// The most segments a journal keeps open for reading ([`Shared::read_files`]).
+const READ_FILES_KEPT: usize = 2;
+
+/// A segment kept open for reading, and its length.
+struct ReadFile<F> {
+    seq: u64,
+    file: Rc<F>,
+    len: u64,
 }
 
 /// Keeps the open frame open while it lives ([`Journal::hold_seal`]); its drop seals the
@@ -503,6 +518,7 @@ impl<S: Storage + 'static> Journal<S> {
             closed: Cell::new(false),
             prepare_failures: LogLimit::default(),
             seal_holds: Cell::new(0),
+            read_files: RefCell::new(Vec::new()),
         });
         let journal = Journal { shared };
         journal.adopt_spare_segment().await;
@@ -1137,6 +1153,9 @@ impl<S: Storage + 'static> Journal<S> {
             // `SPARE_SEGMENTS_MAX`): recycling one writes three blocks instead of zero-filling
             // the whole file.
             let spares = storage.list_spares().await.map_or(usize::MAX, |s| s.len());
+            // Not kept open for reading any more: a recycled segment's file holds another
+            // segment's frames next.
+            self.shared.read_files.borrow_mut().retain(|k| k.seq != seq);
             if len == self.shared.cfg.segment_bytes && spares < SPARE_SEGMENTS_MAX {
                 storage.retire_segment(seq).await.map_err(io(seq))?;
             } else {
@@ -1324,21 +1343,47 @@ impl<S: Storage + 'static> Journal<S> {
         )
     }
 
-    /// Opens segment `seq` for a visit, at `offset`.
+    /// Opens segment `seq` for a visit, at `offset` (kept open: [`Shared::read_files`]).
     async fn visit_segment(
         &self,
         seq: u64,
         offset: u64,
     ) -> Result<VisitCursor<S::File>, JournalError> {
-        let storage = &self.shared.storage;
-        let file = storage
-            .open_segment(seq)
-            .await
-            .map_err(io_at(storage, seq))?;
-        let len = storage
-            .segment_len(seq)
-            .await
-            .map_err(io_at(storage, seq))?;
+        let kept = {
+            let kept = self.shared.read_files.borrow();
+            kept.iter()
+                .find(|k| k.seq == seq)
+                .map(|k| (k.file.clone(), k.len))
+        };
+        let (file, len) = match kept {
+            Some(kept) => kept,
+            None => {
+                let storage = &self.shared.storage;
+                let file = storage
+                    .open_segment(seq)
+                    .await
+                    .map_err(io_at(storage, seq))?;
+                let len = storage
+                    .segment_len(seq)
+                    .await
+                    .map_err(io_at(storage, seq))?;
+                let file = Rc::new(file);
+                // The tail's length is read again at each visit; a full segment's is fixed.
+                if seq < self.shared.state.borrow().seg_seq {
+                    let mut kept = self.shared.read_files.borrow_mut();
+                    kept.retain(|k| k.seq != seq);
+                    if kept.len() == READ_FILES_KEPT {
+                        kept.remove(0);
+                    }
+                    kept.push(ReadFile {
+                        seq,
+                        file: file.clone(),
+                        len,
+                    });
+                }
+                (file, len)
+            }
+        };
         Ok(VisitCursor {
             seq,
             offset,
@@ -1424,7 +1469,7 @@ impl<S: Storage + 'static> Journal<S> {
 struct VisitCursor<F> {
     seq: u64,
     offset: u64,
-    file: F,
+    file: Rc<F>,
     len: u64,
 }
 
