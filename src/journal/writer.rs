@@ -381,6 +381,18 @@ struct Shared<S: Storage> {
     /// consumer group reading behind the ring) does not open it (two files) and stat it
     /// again each time. A segment leaves before it is removed or recycled.
     read_files: RefCell<Vec<ReadFile<S::File>>>,
+    /// The last frame a visit read and checked, by segment and offset: readers behind the
+    /// ring that come back to the same frame (consumers of one group, each taking the next
+    /// few entries) read and check it once. An acknowledged frame never changes, and a
+    /// segment number is never used twice, so it cannot go stale.
+    last_frame: RefCell<Option<ReadFrame>>,
+}
+
+/// A frame read by a visit and checked: where it is and its bytes.
+struct ReadFrame {
+    seq: u64,
+    offset: u64,
+    bytes: Rc<Vec<u8>>,
 }
 
 /// The most segments a journal keeps open for reading ([`Shared::read_files`]).
@@ -519,6 +531,7 @@ impl<S: Storage + 'static> Journal<S> {
             prepare_failures: LogLimit::default(),
             seal_holds: Cell::new(0),
             read_files: RefCell::new(Vec::new()),
+            last_frame: RefCell::new(None),
         });
         let journal = Journal { shared };
         journal.adopt_spare_segment().await;
@@ -1399,11 +1412,14 @@ impl<S: Storage + 'static> Journal<S> {
     ) -> Result<Option<FrameMeta>, JournalError> {
         let storage = &self.shared.storage;
         let (seq, offset) = (cursor.seq, cursor.offset);
-        let head = cursor
-            .file
-            .read_at(offset, BLOCK_BYTES)
-            .await
-            .map_err(io_at(storage, seq))?;
+        let head = match self.last_frame(seq, offset) {
+            Some(frame) => frame[..BLOCK_BYTES].to_vec(),
+            None => cursor
+                .file
+                .read_at(offset, BLOCK_BYTES)
+                .await
+                .map_err(io_at(storage, seq))?,
+        };
         let expect = FrameExpect {
             store_id: self.shared.cfg.store_id,
             segment_seq: seq,
@@ -1430,13 +1446,30 @@ impl<S: Storage + 'static> Journal<S> {
     ) -> Result<bool, JournalError> {
         let storage = &self.shared.storage;
         let (seq, offset) = (cursor.seq, cursor.offset);
-        let frame = cursor
-            .file
-            .read_at(offset, meta.padded_len as usize)
-            .await
-            .map_err(io_at(storage, seq))?;
-        check_frame_body(&frame, meta)
-            .map_err(|fault| read_corrupt(storage.describe(seq), offset, fault))?;
+        let frame = match self.last_frame(seq, offset) {
+            Some(frame) => frame,
+            None => {
+                let frame = cursor
+                    .file
+                    .read_at(offset, meta.padded_len as usize)
+                    .await
+                    .map_err(io_at(storage, seq))?;
+                check_frame_body(&frame, meta)
+                    .map_err(|fault| read_corrupt(storage.describe(seq), offset, fault))?;
+                let frame = Rc::new(frame);
+                *self.shared.last_frame.borrow_mut() = Some(ReadFrame {
+                    seq,
+                    offset,
+                    bytes: frame.clone(),
+                });
+                frame
+            }
+        };
+        assert_eq!(
+            frame.len(),
+            meta.padded_len as usize,
+            "a kept frame is whole"
+        );
         let body = &frame[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + meta.body_len as usize];
         for record in RecordIter::new(body) {
             let record = record.map_err(|_| {
@@ -1461,6 +1494,15 @@ impl<S: Storage + 'static> Journal<S> {
             }
         }
         Ok(false)
+    }
+}
+
+impl<S: Storage + 'static> Journal<S> {
+    /// The frame at `offset` of segment `seq`, if it is the last one a visit read.
+    fn last_frame(&self, seq: u64, offset: u64) -> Option<Rc<Vec<u8>>> {
+        let last = self.shared.last_frame.borrow();
+        let last = last.as_ref()?;
+        (last.seq == seq && last.offset == offset).then(|| last.bytes.clone())
     }
 }
 
