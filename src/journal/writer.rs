@@ -386,7 +386,16 @@ struct Shared<S: Storage> {
     /// few entries) read and check it once. An acknowledged frame never changes, and a
     /// segment number is never used twice, so it cannot go stale.
     last_frame: RefCell<Option<ReadFrame>>,
+    /// The headers of the last [`READ_HEADERS_KEPT`] frames a visit read, by segment and
+    /// offset, oldest first: a visit walks the frames from an index entry (up to
+    /// `INDEX_STRIDE_BYTES` of them) to the one it wants, and readers coming back to the
+    /// same stretch do not read those headers again. Immutable for the same reason as
+    /// `last_frame`.
+    read_headers: RefCell<VecDeque<(u64, u64, FrameMeta)>>,
 }
+
+/// The most frame headers a journal keeps ([`Shared::read_headers`]): 64 bytes each.
+const READ_HEADERS_KEPT: usize = 256;
 
 /// A frame read by a visit and checked: where it is and its bytes.
 struct ReadFrame {
@@ -532,6 +541,7 @@ impl<S: Storage + 'static> Journal<S> {
             seal_holds: Cell::new(0),
             read_files: RefCell::new(Vec::new()),
             last_frame: RefCell::new(None),
+            read_headers: RefCell::new(VecDeque::new()),
         });
         let journal = Journal { shared };
         journal.adopt_spare_segment().await;
@@ -1412,6 +1422,17 @@ impl<S: Storage + 'static> Journal<S> {
     ) -> Result<Option<FrameMeta>, JournalError> {
         let storage = &self.shared.storage;
         let (seq, offset) = (cursor.seq, cursor.offset);
+        let kept = self
+            .shared
+            .read_headers
+            .borrow()
+            .iter()
+            .rev()
+            .find(|(s, o, _)| (*s, *o) == (seq, offset))
+            .map(|(_, _, meta)| *meta);
+        if kept.is_some() {
+            return Ok(kept);
+        }
         let head = match self.last_frame(seq, offset) {
             Some(frame) => frame[..BLOCK_BYTES].to_vec(),
             None => cursor
@@ -1427,7 +1448,17 @@ impl<S: Storage + 'static> Journal<S> {
             frame_bytes_max: self.shared.cfg.frame_bytes_max,
         };
         match decode_frame_header(&head, &expect) {
-            Ok(meta) => Ok(Some(meta)),
+            Ok(meta) => {
+                // Only an acknowledged frame is kept: it never changes.
+                if meta.first_lsn < self.shared.state.borrow().acked_lsn {
+                    let mut kept = self.shared.read_headers.borrow_mut();
+                    if kept.len() == READ_HEADERS_KEPT {
+                        kept.pop_front();
+                    }
+                    kept.push_back((seq, offset, meta));
+                }
+                Ok(Some(meta))
+            }
             Err(super::format::FrameFault::Empty) => Ok(None),
             Err(fault) => Err(read_corrupt(storage.describe(seq), offset, fault)),
         }
