@@ -381,16 +381,17 @@ struct Shared<S: Storage> {
     /// consumer group reading behind the ring) does not open it (two files) and stat it
     /// again each time. A segment leaves before it is removed or recycled.
     read_files: RefCell<Vec<ReadFile<S::File>>>,
-    /// The last frame a visit read and checked, by segment and offset: readers behind the
-    /// ring that come back to the same frame (consumers of one group, each taking the next
-    /// few entries) read and check it once. An acknowledged frame never changes, and a
-    /// segment number is never used twice, so it cannot go stale.
-    last_frame: RefCell<Option<ReadFrame>>,
+    /// The last frames a visit read and checked, by segment and offset, oldest first, at
+    /// most `frame_bytes_max` bytes of them together: readers behind the ring that come
+    /// back to the same frames (consumers of one group, each taking the next few entries)
+    /// read and check each once. An acknowledged frame never changes, and a segment number
+    /// is never used twice, so they cannot go stale.
+    last_frames: RefCell<VecDeque<ReadFrame>>,
     /// The headers of the last [`READ_HEADERS_KEPT`] frames a visit read, by segment and
     /// offset, oldest first: a visit walks the frames from an index entry (up to
     /// `INDEX_STRIDE_BYTES` of them) to the one it wants, and readers coming back to the
     /// same stretch do not read those headers again. Immutable for the same reason as
-    /// `last_frame`.
+    /// `last_frames`.
     read_headers: RefCell<VecDeque<(u64, u64, FrameMeta)>>,
 }
 
@@ -540,7 +541,7 @@ impl<S: Storage + 'static> Journal<S> {
             prepare_failures: LogLimit::default(),
             seal_holds: Cell::new(0),
             read_files: RefCell::new(Vec::new()),
-            last_frame: RefCell::new(None),
+            last_frames: RefCell::new(VecDeque::new()),
             read_headers: RefCell::new(VecDeque::new()),
         });
         let journal = Journal { shared };
@@ -1488,11 +1489,16 @@ impl<S: Storage + 'static> Journal<S> {
                 check_frame_body(&frame, meta)
                     .map_err(|fault| read_corrupt(storage.describe(seq), offset, fault))?;
                 let frame = Rc::new(frame);
-                *self.shared.last_frame.borrow_mut() = Some(ReadFrame {
+                let mut kept = self.shared.last_frames.borrow_mut();
+                kept.push_back(ReadFrame {
                     seq,
                     offset,
                     bytes: frame.clone(),
                 });
+                let max = self.shared.cfg.frame_bytes_max;
+                while kept.len() > 1 && kept.iter().map(|f| f.bytes.len()).sum::<usize>() > max {
+                    kept.pop_front();
+                }
                 frame
             }
         };
@@ -1529,11 +1535,13 @@ impl<S: Storage + 'static> Journal<S> {
 }
 
 impl<S: Storage + 'static> Journal<S> {
-    /// The frame at `offset` of segment `seq`, if it is the last one a visit read.
+    /// The frame at `offset` of segment `seq`, if it is one of the last a visit read.
     fn last_frame(&self, seq: u64, offset: u64) -> Option<Rc<Vec<u8>>> {
-        let last = self.shared.last_frame.borrow();
-        let last = last.as_ref()?;
-        (last.seq == seq && last.offset == offset).then(|| last.bytes.clone())
+        let kept = self.shared.last_frames.borrow();
+        kept.iter()
+            .rev()
+            .find(|f| f.seq == seq && f.offset == offset)
+            .map(|f| f.bytes.clone())
     }
 }
 
