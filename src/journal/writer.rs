@@ -318,7 +318,7 @@ struct State<F: SegmentFile> {
     acked_lsn: u64,
     oldest_lsn: u64,
     open: Option<OpenFrame<F::Buf>>,
-    /// How many waits the last sealed frame had: the next frame's waker list starts with
+    /// How many records the last sealed frame had: the next frame's waker list starts with
     /// room for as many (at most [`WAITERS_HINT_MAX`]), instead of growing by doubling.
     waiters_hint: usize,
     in_flight: VecDeque<Flight>,
@@ -748,7 +748,8 @@ impl<S: Storage + 'static> Journal<S> {
     /// once it no longer borrows the state (the device may call back before it returns).
     fn seal(&self, st: &mut State<S::File>) -> Option<Submission<S::File>> {
         let mut open = st.open.take()?;
-        st.waiters_hint = open.signal.wakers.borrow().len().min(WAITERS_HINT_MAX);
+        // About one wait per record (an append of several records waits once: room to spare).
+        st.waiters_hint = (open.count as usize).min(WAITERS_HINT_MAX);
         let cfg = &self.shared.cfg;
         let padded = align_up(open.used, BLOCK_BYTES);
         open.buf.bytes_mut()[open.used..padded].fill(0);

@@ -86,7 +86,8 @@ struct Input {
     /// `buf[start..end]` is what is buffered.
     start: usize,
     end: usize,
-    /// When the first byte of the request now partly buffered arrived.
+    /// When the request now partly buffered was first found incomplete (or its first byte
+    /// arrived, when it began a read): its frame timer starts there.
     partial_since: Option<Instant>,
 }
 
@@ -120,7 +121,10 @@ impl Input {
             self.start = 0;
             self.end = 0;
         }
-        self.partial_since = (self.start < self.end).then(Instant::now);
+        // The rest of the buffer (if any) begins the next request: its frame timer starts
+        // when it is first found incomplete ([`Input::fill`]), not here, so a pipelined
+        // burst of requests reads the clock once, not once per request.
+        self.partial_since = None;
     }
 
     /// Reads more, until at least `need` bytes are buffered or one read returned. Between
