@@ -39,6 +39,21 @@ async fn open(dir: &std::path::Path) -> (Journal<DiskStorage>, Vec<OwnedRecord>)
     (journal, records)
 }
 
+/// Appends records `from`, `from + 1`, … (`data_for(0, n)`) until the journal has made
+/// `segments` segments; returns how many it appended.
+async fn append_until(journal: &Journal<DiskStorage>, segments: u64, from: u64) -> u64 {
+    let mut next = from;
+    while journal.stats().segments_created < segments {
+        let data = data_for(0, next);
+        journal
+            .append(&[RecordRef::event(b"s", b"t", &data)])
+            .await
+            .expect("append");
+        next += 1;
+    }
+    next - from
+}
+
 #[test]
 fn journal_on_real_files_survives_reopen_and_segment_rolls() {
     let dir = tempfile::tempdir().unwrap();
@@ -387,22 +402,7 @@ fn retired_segments_become_spares_and_are_recycled_into_new_segments_on_real_fil
     let (spare_inodes, segment_inodes, total) = run_local(async move {
         let (journal, _) = open(&path).await;
         let mut n = 0u64;
-        let append_until = |segments: u64, from: u64| {
-            let journal = journal.clone();
-            async move {
-                let mut next = from;
-                while journal.stats().segments_created < segments {
-                    let data = data_for(0, next);
-                    journal
-                        .append(&[RecordRef::event(b"s", b"t", &data)])
-                        .await
-                        .expect("append");
-                    next += 1;
-                }
-                next - from
-            }
-        };
-        n += append_until(3, n).await;
+        n += append_until(&journal, 3, n).await;
         // Retire every segment but the tail: full-size ones become spares (at most two).
         let tail = journal.resume_point(journal.acked_lsn()).first_segment;
         journal
@@ -420,7 +420,7 @@ fn retired_segments_become_spares_and_are_recycled_into_new_segments_on_real_fil
             })
             .collect();
         // The next segments come from the spares: no zero-fill.
-        n += append_until(7, n).await;
+        n += append_until(&journal, 7, n).await;
         assert!(evring::journal::device::list_spare_dir(&path)
             .unwrap()
             .is_empty());
@@ -471,15 +471,7 @@ fn segments_kept_open_for_reading_are_closed_before_they_are_retired_or_removed(
     let path = dir.path().to_path_buf();
     run_local(async move {
         let (journal, _) = open(&path).await;
-        let mut n = 0u64;
-        while journal.stats().segments_created < 4 {
-            let data = data_for(0, n);
-            journal
-                .append(&[RecordRef::event(b"s", b"t", &data)])
-                .await
-                .expect("append");
-            n += 1;
-        }
+        let n = append_until(&journal, 4, 0).await;
         // Read every record twice: the second pass finds the full segments kept open.
         for _ in 0..2 {
             let mut read = 0u64;

@@ -1435,13 +1435,18 @@ impl<S: Storage + 'static> Journal<S> {
         if kept.is_some() {
             return Ok(kept);
         }
-        let head = match self.last_frame(seq, offset) {
-            Some(frame) => frame[..BLOCK_BYTES].to_vec(),
-            None => cursor
-                .file
-                .read_at(offset, BLOCK_BYTES)
-                .await
-                .map_err(io_at(storage, seq))?,
+        let kept_frame = self.last_frame(seq, offset);
+        let read;
+        let head: &[u8] = match &kept_frame {
+            Some(frame) => &frame[..BLOCK_BYTES],
+            None => {
+                read = cursor
+                    .file
+                    .read_at(offset, BLOCK_BYTES)
+                    .await
+                    .map_err(io_at(storage, seq))?;
+                &read
+            }
         };
         let expect = FrameExpect {
             store_id: self.shared.cfg.store_id,
@@ -1449,7 +1454,7 @@ impl<S: Storage + 'static> Journal<S> {
             block_index: (offset / BLOCK_BYTES as u64) as u32,
             frame_bytes_max: self.shared.cfg.frame_bytes_max,
         };
-        match decode_frame_header(&head, &expect) {
+        match decode_frame_header(head, &expect) {
             Ok(meta) => {
                 // Only an acknowledged frame is kept: it never changes.
                 if meta.first_lsn < self.shared.state.borrow().acked_lsn {

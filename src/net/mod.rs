@@ -956,6 +956,16 @@ mod tests {
         assert!(msg.contains("newer kernel"), "{msg}");
     }
 
+    /// Waits until `ring` has no operation in flight; fails if `what` is still in flight
+    /// after `within`.
+    async fn settle(ring: &NetRing, within: Duration, what: &str) {
+        let deadline = Instant::now() + within;
+        while ring.in_flight() > 0 {
+            assert!(Instant::now() < deadline, "{what}: never completed");
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     #[test]
     fn a_receive_dropped_while_the_reaper_is_parked_is_cancelled_at_once() {
         // A connection timing out on an idle shard drops its receive while the reaper sleeps;
@@ -976,14 +986,12 @@ mod tests {
             glommio::timer::sleep(NET_SPIN * 20).await;
             assert!(ring.parked.get(), "the idle reaper parked");
             drop(recv);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while ring.in_flight() > 0 {
-                assert!(
-                    Instant::now() < deadline,
-                    "the receive dropped while parked was never cancelled"
-                );
-                glommio::timer::sleep(Duration::from_millis(1)).await;
-            }
+            settle(
+                &ring,
+                Duration::from_secs(5),
+                "the receive dropped while parked",
+            )
+            .await;
         });
         drop(client.join().unwrap());
     }
@@ -1012,14 +1020,7 @@ mod tests {
                 assert!(futures_lite::future::poll_once(&mut recv).await.is_none());
                 drop(recv);
             }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while ring.in_flight() > 0 {
-                assert!(
-                    Instant::now() < deadline,
-                    "cancelled receives never completed"
-                );
-                glommio::timer::sleep(Duration::from_millis(1)).await;
-            }
+            settle(&ring, Duration::from_secs(10), "the cancelled receives").await;
             go.send(()).unwrap();
             let got = receive_exactly(&ring, fd, b"after the cancel".len()).await;
             assert_eq!(

@@ -85,8 +85,9 @@ fn give_back<F: 'static>(slot: Box<Option<F>>) {
     });
 }
 
-/// The spare boxes this thread keeps of `F`'s type (tests).
-pub fn spares_of<F: 'static>(_: &F) -> usize {
+/// The spare boxes this thread keeps of `F`'s type.
+#[cfg(test)]
+fn spares_of<F: 'static>(_: &F) -> usize {
     SPARES.with(|s| s.borrow().get(&TypeId::of::<F>()).map_or(0, Vec::len))
 }
 
