@@ -46,7 +46,9 @@ pub struct Config {
     /// Largest frame a client may send, in bytes.
     pub request_frame_bytes_max: u32,
     /// Once a request frame's first byte has arrived, the rest must arrive within this many
-    /// milliseconds, or the connection gets error 1 and is closed (slow-drip clients).
+    /// milliseconds, or the connection gets error 1 and is closed (slow-drip clients). For a
+    /// frame whose first bytes came with the frame before it, from when the server went on
+    /// reading it.
     pub frame_timeout_ms: u32,
     /// A new connection must complete HELLO within this many milliseconds of being accepted,
     /// or it gets error 5 and is closed (connections that never authenticate cannot hold
