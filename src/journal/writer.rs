@@ -318,8 +318,10 @@ struct State<F: SegmentFile> {
     acked_lsn: u64,
     oldest_lsn: u64,
     open: Option<OpenFrame<F::Buf>>,
-    /// How many records the last sealed frame had: the next frame's waker list starts with
-    /// room for as many (at most [`WAITERS_HINT_MAX`]), instead of growing by doubling.
+    /// About as many records as the last sealed frames had (the last one's count, or a
+    /// larger earlier count decaying by an eighth per frame): the next frame's waker list
+    /// starts with room for as many (at most [`WAITERS_HINT_MAX`]), instead of growing by
+    /// doubling.
     waiters_hint: usize,
     in_flight: VecDeque<Flight>,
     next_flight_id: u64,
@@ -748,8 +750,11 @@ impl<S: Storage + 'static> Journal<S> {
     /// once it no longer borrows the state (the device may call back before it returns).
     fn seal(&self, st: &mut State<S::File>) -> Option<Submission<S::File>> {
         let mut open = st.open.take()?;
-        // About one wait per record (an append of several records waits once: room to spare).
-        st.waiters_hint = (open.count as usize).min(WAITERS_HINT_MAX);
+        // About one wait per record (an append of several records waits once: room to
+        // spare). The hint follows a larger frame at once and a smaller one slowly, so
+        // frames of varying size seldom outgrow it.
+        let decayed = st.waiters_hint - st.waiters_hint / 8;
+        st.waiters_hint = (open.count as usize).max(decayed).min(WAITERS_HINT_MAX);
         let cfg = &self.shared.cfg;
         let padded = align_up(open.used, BLOCK_BYTES);
         open.buf.bytes_mut()[open.used..padded].fill(0);

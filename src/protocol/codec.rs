@@ -14,6 +14,10 @@ use super::{
     GroupEntry, GroupStart, PendingEntry, PendingRange, PendingReply, StreamId,
 };
 
+/// The smallest event on the wire: id 16, type length 2, timestamp 8, value 8, data length 4,
+/// metadata length 4.
+const EVENT_BYTES_MIN: usize = 16 + 2 + 8 + 8 + 4 + 4;
+
 struct Cursor<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -107,7 +111,10 @@ impl<'a> Cursor<'a> {
     /// An APPEND's events: their count, then each.
     fn events(&mut self) -> Result<Vec<Event>, ProtocolError> {
         let n = self.u32("event count")?;
-        let mut events = Vec::new();
+        // Sized once, by the count or by how many events the bytes left can hold at least,
+        // whichever is smaller (a count alone cannot make it allocate).
+        let fit = (self.bytes.len() - self.at) / EVENT_BYTES_MIN;
+        let mut events = Vec::with_capacity((n as usize).min(fit));
         for _ in 0..n {
             events.push(self.event()?);
         }

@@ -136,9 +136,17 @@ impl Protocol for Native {
     }
 
     /// Until HELLO is accepted, only HELLO: its version and token are checked and it is
-    /// answered here.
+    /// answered here. After it, PING is answered here too; every other request runs.
     fn admit(&mut self, frame: Frame) -> Admitted<Frame> {
         if self.hello_deadline.is_none() {
+            // PING needs nothing of a partition: answered here, with no task. Replies may
+            // come in any order (docs/PROTOCOL.md), so it need not wait for those before it.
+            if matches!(frame.request, Request::Ping)
+                && !self.shard.shared.stop.load(Ordering::Acquire)
+            {
+                self.out.send(frame.request_id, &Response::Pong);
+                return Admitted::Done;
+            }
             let heavy = matches!(
                 frame.request,
                 Request::Aggregate { .. } | Request::AggregateGroups(_)

@@ -426,16 +426,7 @@ impl StreamEntry {
             } => {
                 // Versions above the new last ID are all deleted (the request was refused
                 // otherwise): lower their IDs to it (module docs).
-                for v in (0..self.ids.len()).rev() {
-                    if self.ids[v] <= *last {
-                        break;
-                    }
-                    assert!(
-                        self.deleted.contains(v as u64),
-                        "XSETID lowers only deleted versions' IDs"
-                    );
-                    self.ids[v] = *last;
-                }
+                self.lower_ids_to(*last);
                 self.meta.last_id = *last;
                 if let Some(n) = entries_added {
                     self.meta.entries_added = Some((*n, versions));

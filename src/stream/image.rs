@@ -475,13 +475,7 @@ impl Rebuild {
             let groups = groups.as_mut().and_then(Iterator::next).unwrap_or_default();
             r.streams.insert(
                 name,
-                StreamEntry {
-                    lsns,
-                    ids,
-                    deleted,
-                    meta,
-                    groups,
-                },
+                StreamEntry::from_parts(lsns, ids, deleted, meta, groups),
             );
         }
         for (id, stream, version, lsn) in image.idem {
