@@ -700,3 +700,28 @@ fn recycled_segments_recover_after_a_crash_at_any_step() {
         );
     });
 }
+
+#[test]
+fn a_reader_finds_frames_acknowledged_after_its_last_visit_to_the_tail() {
+    run_local(async {
+        let storage = SimStorage::new(11);
+        let (journal, _) = Journal::open(storage.clone(), small_config(), |_, _| {})
+            .await
+            .unwrap();
+        // Reads of the tail keep it open (Journal::visit): each read must still see every
+        // frame acknowledged since the one before, in the tail and in segments after it.
+        let mut total = 0;
+        for round in 0..6 {
+            let acked = workload(&journal, 2, 10).await.borrow().clone();
+            total += acked.iter().map(|a| a.3 - a.2 + 1).sum::<u64>();
+            assert_eq!(journal.acked_lsn(), total);
+            let all = journal.read(0, usize::MAX).await.unwrap();
+            assert_eq!(all.len() as u64, total, "round {round}");
+            assert!(all.iter().enumerate().all(|(i, r)| r.lsn == i as u64));
+        }
+        assert!(
+            journal.stats().segments_created >= 2,
+            "the reads crossed a segment roll"
+        );
+    });
+}

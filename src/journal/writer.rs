@@ -378,10 +378,11 @@ struct Shared<S: Storage> {
     prepare_failures: LogLimit,
     /// [`SealHold`]s alive: while any is, the open frame is sealed only when it is full.
     seal_holds: Cell<u32>,
-    /// Segments opened for reading ([`Journal::visit`]), the latest last, with their length:
-    /// at most [`READ_FILES_KEPT`], so a reader that comes back to the same segment (a
-    /// consumer group reading behind the ring) does not open it (two files) and stat it
-    /// again each time. A segment leaves before it is removed or recycled.
+    /// Segments opened for reading ([`Journal::visit`]), the latest last, with their length
+    /// (fixed: a segment is preallocated whole): at most [`READ_FILES_KEPT`], so a reader
+    /// that comes back to the same segment (a consumer group reading behind the ring, in a
+    /// full segment or the tail) does not open it (two files) and stat it again each time.
+    /// A segment leaves before it is removed or recycled.
     read_files: RefCell<Vec<ReadFile<S::File>>>,
     /// The last frames a visit read and checked, by segment and offset, oldest first, at
     /// most `frame_bytes_max` bytes of them together: readers behind the ring that come
@@ -414,6 +415,7 @@ const READ_FILES_KEPT: usize = 2;
 struct ReadFile<F> {
     seq: u64,
     file: Rc<F>,
+    /// Its length: fixed from its creation, which preallocates the whole segment.
     len: u64,
 }
 
@@ -1398,19 +1400,18 @@ impl<S: Storage + 'static> Journal<S> {
                     .await
                     .map_err(io_at(storage, seq))?;
                 let file = Rc::new(file);
-                // The tail's length is read again at each visit; a full segment's is fixed.
-                if seq < self.shared.state.borrow().seg_seq {
-                    let mut kept = self.shared.read_files.borrow_mut();
-                    kept.retain(|k| k.seq != seq);
-                    if kept.len() == READ_FILES_KEPT {
-                        kept.remove(0);
-                    }
-                    kept.push(ReadFile {
-                        seq,
-                        file: file.clone(),
-                        len,
-                    });
+                // The tail too: a segment's length is fixed from its creation (preallocated
+                // whole), and a visit reads only acknowledged frames, wherever the tail ends.
+                let mut kept = self.shared.read_files.borrow_mut();
+                kept.retain(|k| k.seq != seq);
+                if kept.len() == READ_FILES_KEPT {
+                    kept.remove(0);
                 }
+                kept.push(ReadFile {
+                    seq,
+                    file: file.clone(),
+                    len,
+                });
                 (file, len)
             }
         };

@@ -244,6 +244,9 @@ pub(super) struct RespRequest {
     pub(super) mark: Cell<Mark>,
     /// When it started to run (INFO commandstats' `usec`); `None`: answered as it was read.
     pub(super) started: Cell<Option<Instant>>,
+    /// When its run ended, when one clock reading serves several answers (an EXEC's run of
+    /// writes); `None`: read when it is answered.
+    ended: Cell<Option<Instant>>,
 }
 
 impl Drop for RespRequest {
@@ -263,6 +266,7 @@ impl RespRequest {
             tx: Default::default(),
             mark: Cell::new(Mark::Run),
             started: Cell::new(None),
+            ended: Cell::new(None),
         }
     }
 
@@ -292,9 +296,10 @@ impl RespRequest {
                 self.mark.get(),
                 bytes,
                 || {
-                    self.started
-                        .get()
-                        .map_or(0, |t| t.elapsed().as_micros() as u64)
+                    self.started.get().map_or(0, |t| {
+                        let end = self.ended.get().unwrap_or_else(Instant::now);
+                        end.saturating_duration_since(t).as_micros() as u64
+                    })
                 },
                 || super::resp_multi::prechecks_pass(&self.args),
             );
@@ -304,7 +309,17 @@ impl RespRequest {
 
     /// Marks it started to run now (INFO commandstats' `usec`).
     pub(super) fn start(&self) {
-        self.started.set(Some(Instant::now()));
+        self.start_at(Instant::now());
+    }
+
+    /// Marks it started to run at `at`, a clock reading shared by the commands of a run.
+    pub(super) fn start_at(&self, at: Instant) {
+        self.started.set(Some(at));
+    }
+
+    /// Marks its run ended at `at`, a clock reading shared by the commands of a run.
+    pub(super) fn end_at(&self, at: Instant) {
+        self.ended.set(Some(at));
     }
 
     /// Answers it with nothing: its connection is gone.

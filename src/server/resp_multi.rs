@@ -42,6 +42,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
+use std::time::Instant;
 
 use super::conn::Admitted;
 use super::resp_commands::{unknown_command, wrong_arity};
@@ -502,8 +503,11 @@ async fn run_exec(shard: Rc<Shard>, req: RespRequest, exec: Exec) {
 async fn run_writes(shard: &Rc<Shard>, run: Vec<RespRequest>, gate: Option<&Gate>) {
     let mut parsed = Vec::with_capacity(run.len());
     let mut writes = Vec::new();
+    // One clock reading for the run's start and one for its end (INFO commandstats' usec),
+    // not two per command.
+    let started = Instant::now();
     for q in run {
-        q.start();
+        q.start_at(started);
         let name = crate::resp::Upper::new(&q.args[0]);
         match super::resp_writes::parse(shard, &q, &name) {
             Ok(w) => {
@@ -545,8 +549,10 @@ async fn run_writes(shard: &Rc<Shard>, run: Vec<RespRequest>, gate: Option<&Gate
             return;
         }
     };
+    let ended = Instant::now();
     for (q, w) in parsed {
         if let Some((answer, n)) = w {
+            q.end_at(ended);
             let mine: Vec<_> = results.by_ref().take(n).collect();
             super::resp_writes::answer(&q, answer, mine);
         }

@@ -379,18 +379,19 @@ fn xadd(req: &RespRequest, node_entries: u64) -> Result<Write, String> {
     } else {
         expected::STREAM_EXISTS
     };
-    let mut writes = vec![TxWrite::Append {
+    // The stream's name is copied only for a trim, the second write.
+    let trim = trim.map(|t| TxWrite::Change {
         stream: stream.clone(),
+        request: ChangeRequest::Trim(t),
+    });
+    let mut writes = Vec::with_capacity(1 + usize::from(trim.is_some()));
+    writes.push(TxWrite::Append {
+        stream,
         expected_version,
         events: vec![event],
         id,
-    }];
-    if let Some(t) = trim {
-        writes.push(TxWrite::Change {
-            stream,
-            request: ChangeRequest::Trim(t),
-        });
-    }
+    });
+    writes.extend(trim);
     Ok(Write {
         writes,
         answer: Answer::Added { make },

@@ -233,7 +233,8 @@ fn assign_ids(
     let mut ids = Vec::with_capacity(n);
     let mut next = first;
     for _ in 0..n {
-        let id = next.ok_or(StreamError::IdsExhausted {
+        // The error is built only when it happens (it allocates the stream's name).
+        let id = next.ok_or_else(|| StreamError::IdsExhausted {
             stream: stream.to_string(),
         })?;
         ids.push(id);
