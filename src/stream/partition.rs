@@ -243,6 +243,9 @@ fn assign_ids(
     Ok(ids)
 }
 
+/// The most batches the list kept by [`Partition::publish`] keeps room for.
+const PUBLISH_READY_KEPT: usize = 64;
+
 /// A sink for events published by this partition (a subscriber).
 pub trait PublishSink {
     /// Offers one append's events (all of `stream`), in LSN order; returns false to be
@@ -339,6 +342,9 @@ pub struct Partition<S: Storage + 'static = DiskStorage> {
     ring_events_gauge: metrics::Gauge,
     ring_bytes_gauge: metrics::Gauge,
     ring_evicted_counter: metrics::Counter,
+    /// The batches one [`Partition::publish`] makes visible, empty between calls: kept, so
+    /// that publishing allocates no list of its own.
+    publish_ready: RefCell<Vec<(u64, Durable)>>,
     /// Handles looked up once: a lookup per append (label string, key hash, registry map)
     /// costs more than the increment.
     appends_counter: metrics::Counter,
@@ -562,6 +568,7 @@ impl<S: Storage + 'static> Partition<S> {
             ring_events_gauge,
             ring_bytes_gauge,
             ring_evicted_counter,
+            publish_ready: RefCell::new(Vec::new()),
             appends_counter,
             events_counter,
             bytes_counter,
@@ -1090,13 +1097,26 @@ impl<S: Storage + 'static> Partition<S> {
     /// events (a copy of each event with its stream name) are made only when there is a
     /// subscriber to offer them to.
     pub(super) fn publish(&self, first_lsn: u64, batch: Durable) {
-        let (ready, sinks) = {
+        // Taken, not borrowed: a publish from a subscriber's offer (none today) would get an
+        // empty list of its own.
+        let mut ready = self.publish_ready.take();
+        assert!(ready.is_empty(), "the kept list is left empty");
+        let sinks = {
             let mut st = self.state.borrow_mut();
-            st.pending_publish.insert(first_lsn, batch);
-            let mut ready = Vec::new();
+            // The next batch in LSN order (the usual case) is published at once; another
+            // waits in `pending_publish` for the batches before it.
+            let mut next = if first_lsn == st.published_lsn {
+                Some(batch)
+            } else {
+                st.pending_publish.insert(first_lsn, batch);
+                None
+            };
             loop {
                 let first_lsn = st.published_lsn;
-                let Some(batch) = st.pending_publish.remove(&first_lsn) else {
+                let Some(batch) = next
+                    .take()
+                    .or_else(|| st.pending_publish.remove(&first_lsn))
+                else {
                     break;
                 };
                 if batch.change {
@@ -1137,26 +1157,30 @@ impl<S: Storage + 'static> Partition<S> {
             self.ring_events_gauge.set(count as f64);
             self.ring_bytes_gauge.set(payload_bytes as f64);
             self.count_evicted(&mut st, evicted);
-            (ready, st.sinks.clone())
+            st.sinks.clone()
         };
-        if ready.is_empty() || sinks.is_empty() {
-            return;
-        }
-        let mut dead: Vec<Rc<dyn PublishSink>> = Vec::new();
-        for (first_lsn, batch) in ready {
-            let (stream, recorded) = batch.into_recorded(first_lsn, self.id);
-            for sink in &sinks {
-                if dead.iter().any(|d| Rc::ptr_eq(sink, d)) {
-                    continue;
-                }
-                if !sink.offer(&stream, &recorded) {
-                    dead.push(sink.clone());
+        if !sinks.is_empty() {
+            let mut dead: Vec<Rc<dyn PublishSink>> = Vec::new();
+            for (first_lsn, batch) in ready.drain(..) {
+                let (stream, recorded) = batch.into_recorded(first_lsn, self.id);
+                for sink in &sinks {
+                    if dead.iter().any(|d| Rc::ptr_eq(sink, d)) {
+                        continue;
+                    }
+                    if !sink.offer(&stream, &recorded) {
+                        dead.push(sink.clone());
+                    }
                 }
             }
+            if !dead.is_empty() {
+                let mut st = self.state.borrow_mut();
+                st.sinks.retain(|s| !dead.iter().any(|d| Rc::ptr_eq(s, d)));
+            }
         }
-        if !dead.is_empty() {
-            let mut st = self.state.borrow_mut();
-            st.sinks.retain(|s| !dead.iter().any(|d| Rc::ptr_eq(s, d)));
+        ready.clear();
+        // Kept unless a burst made it large (batches waiting for one before them).
+        if ready.capacity() <= PUBLISH_READY_KEPT {
+            self.publish_ready.replace(ready);
         }
     }
 
