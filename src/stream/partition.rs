@@ -213,7 +213,7 @@ fn assign_ids(
     spec: IdSpec,
     n: usize,
     now_ms: u64,
-) -> Result<Vec<StreamId>, StreamError> {
+) -> Result<Ids, StreamError> {
     let too_small = || StreamError::IdNotAbove {
         stream: stream.to_string(),
         last,
@@ -230,17 +230,38 @@ fn assign_ids(
         },
         IdSpec::Seq(ms) => Some(StreamId::new(ms, 0)),
     };
+    // The error is built only when it happens (it allocates the stream's name).
+    let exhausted = || StreamError::IdsExhausted {
+        stream: stream.to_string(),
+    };
+    if n == 1 {
+        return Ok(Ids::One([first.ok_or_else(exhausted)?]));
+    }
     let mut ids = Vec::with_capacity(n);
     let mut next = first;
     for _ in 0..n {
-        // The error is built only when it happens (it allocates the stream's name).
-        let id = next.ok_or_else(|| StreamError::IdsExhausted {
-            stream: stream.to_string(),
-        })?;
+        let id = next.ok_or_else(exhausted)?;
         ids.push(id);
         next = StreamId::next_after(id, now_ms);
     }
-    Ok(ids)
+    Ok(Ids::Many(ids))
+}
+
+/// The stream IDs of an append's events ([`assign_ids`]): on the stack for one event, the
+/// usual append.
+enum Ids {
+    One([StreamId; 1]),
+    Many(Vec<StreamId>),
+}
+
+impl std::ops::Deref for Ids {
+    type Target = [StreamId];
+    fn deref(&self) -> &[StreamId] {
+        match self {
+            Ids::One(one) => one,
+            Ids::Many(many) => many,
+        }
+    }
 }
 
 /// The most batches the list kept by [`Partition::publish`] keeps room for.
@@ -839,8 +860,19 @@ impl<S: Storage + 'static> Partition<S> {
             }
             let ids = assign_ids(stream, last_id, id, events.len(), now_ns / 1_000_000)
                 .inspect_err(|_| st.errors += 1)?;
-            let records = event_records(stream, next, Some(&ids), events);
-            match self.journal.try_append(&records) {
+            // A single event's record stays on the stack (the usual append has one).
+            let (one, many);
+            let records: &[RecordRef<'_>] = match events {
+                [e] => {
+                    one = [event_record(stream, next, ids[0], e)];
+                    &one
+                }
+                _ => {
+                    many = event_records(stream, next, Some(&ids[..]), events);
+                    &many
+                }
+            };
+            match self.journal.try_append(records) {
                 Err(e) => {
                     st.errors += 1;
                     Err(e.into())
@@ -855,7 +887,7 @@ impl<S: Storage + 'static> Partition<S> {
                         }
                     };
                     entry.meta.kind = kind;
-                    for (lsn, id) in (a.first_lsn..=a.last_lsn).zip(&ids) {
+                    for (lsn, id) in (a.first_lsn..=a.last_lsn).zip(ids.iter()) {
                         entry.push(lsn, *id);
                     }
                     // The ids enter the window now, before the frame is durable, so a
