@@ -533,6 +533,56 @@ impl std::fmt::Display for StreamId {
     }
 }
 
+impl StreamId {
+    /// Its text, `ms-seq` as [`Display`](std::fmt::Display) writes it, on the stack: replies
+    /// write an ID per entry, and the formatting machinery and a `String` each cost more
+    /// than the digits.
+    pub fn text(&self) -> IdText {
+        let mut text = IdText {
+            bytes: [0; ID_TEXT_BYTES_MAX],
+            len: 0,
+        };
+        text.push_u64(self.ms);
+        text.bytes[text.len] = b'-';
+        text.len += 1;
+        text.push_u64(self.seq);
+        text
+    }
+}
+
+/// The longest ID text: two 20-digit numbers and a dash.
+const ID_TEXT_BYTES_MAX: usize = 41;
+
+/// A stream ID's text ([`StreamId::text`]).
+pub struct IdText {
+    bytes: [u8; ID_TEXT_BYTES_MAX],
+    len: usize,
+}
+
+impl IdText {
+    fn push_u64(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let d = &digits[at..];
+        self.bytes[self.len..self.len + d.len()].copy_from_slice(d);
+        self.len += d.len();
+    }
+}
+
+impl AsRef<[u8]> for IdText {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// Where an append landed: what an APPENDED reply carries, what a partition's append returns
 /// and what the client returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

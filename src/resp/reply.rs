@@ -98,6 +98,12 @@ impl<'a> Reply<'a> {
         self
     }
 
+    /// Bytes that are already one or more whole RESP values, copied as they are.
+    pub fn encoded(&mut self, bytes: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(bytes);
+        self
+    }
+
     /// An array of `n` values, `*n`.
     pub fn array_len(&mut self, n: usize) -> &mut Self {
         self.header(b'*', n as u64);

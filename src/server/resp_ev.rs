@@ -434,7 +434,7 @@ fn write_event(r: &mut Reply<'_>, id: StreamId, e: &RecordedEvent) {
     let ev = &e.event;
     r.map_len(9);
     r.bulk("version").int(e.stream_version as i64);
-    r.bulk("stream-id").bulk(id.to_string());
+    r.bulk("stream-id").bulk(id.text());
     r.bulk("type").bulk(&ev.event_type);
     r.bulk("data").bulk(&ev.data);
     r.bulk("timestamp").int(ev.timestamp_ns as i64);

@@ -700,7 +700,7 @@ async fn xpending(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
             r.array_len(list.len());
             for (id, consumer, idle, count) in &list {
                 r.array_len(4)
-                    .bulk(id.to_string())
+                    .bulk(id.text())
                     .bulk(consumer)
                     .int(*idle as i64)
                     .int(*count as i64);
@@ -866,7 +866,7 @@ async fn xautoclaim(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> 
             write_items(r, &items);
             r.array_len(deleted.len());
             for id in &deleted {
-                r.bulk(id.to_string());
+                r.bulk(id.text());
             }
         }),
         other => return Err(claim_error(args, other)),
@@ -882,10 +882,10 @@ pub(super) fn write_items(r: &mut Reply<'_>, items: &[GroupItem]) {
         match item {
             GroupItem::Entry(id, Some(e)) => write_entry(r, *id, e),
             GroupItem::Entry(id, None) => {
-                r.array_len(2).bulk(id.to_string()).null_array();
+                r.array_len(2).bulk(id.text()).null_array();
             }
             GroupItem::Id(id) => {
-                r.bulk(id.to_string());
+                r.bulk(id.text());
             }
         }
     }
@@ -922,7 +922,7 @@ pub(super) async fn xinfo_groups(shard: &Rc<Shard>, req: &RespRequest) -> Result
             r.bulk("name").bulk(&g.name);
             r.bulk("consumers").int(g.consumers.len() as i64);
             r.bulk("pending").int(g.pending_count as i64);
-            r.bulk("last-delivered-id").bulk(g.last_id.to_string());
+            r.bulk("last-delivered-id").bulk(g.last_id.text());
             r.bulk("entries-read");
             opt_int(r, g.entries_read);
             r.bulk("lag");
@@ -973,7 +973,7 @@ pub(super) fn write_full_groups(r: &mut Reply<'_>, list: &[GroupInfo]) {
     for g in list {
         r.map_len(7);
         r.bulk("name").bulk(&g.name);
-        r.bulk("last-delivered-id").bulk(g.last_id.to_string());
+        r.bulk("last-delivered-id").bulk(g.last_id.text());
         r.bulk("entries-read");
         opt_int(r, g.entries_read);
         r.bulk("lag");
@@ -982,7 +982,7 @@ pub(super) fn write_full_groups(r: &mut Reply<'_>, list: &[GroupInfo]) {
         r.bulk("pending").array_len(g.pending.len());
         for (id, consumer, ms, count) in &g.pending {
             r.array_len(4)
-                .bulk(id.to_string())
+                .bulk(id.text())
                 .bulk(consumer)
                 .int(*ms as i64)
                 .int(*count as i64);
@@ -998,7 +998,7 @@ pub(super) fn write_full_groups(r: &mut Reply<'_>, list: &[GroupInfo]) {
             r.bulk("pending").array_len(c.pending.len());
             for (id, ms, count) in &c.pending {
                 r.array_len(3)
-                    .bulk(id.to_string())
+                    .bulk(id.text())
                     .int(*ms as i64)
                     .int(*count as i64);
             }

@@ -8,8 +8,10 @@
 //! UTF-8 (stream names are). Each entry is an event with its stream ID (`ms-seq`):
 //!
 //! - an XADD entry is an event of type [`FIELDS_TYPE`] whose data is the field list in RESP
-//!   form (`*<2n>\r\n` then each field and value as `$<len>\r\n<bytes>\r\n`), read back by
-//!   the RESP request parser;
+//!   form (`*<2n>\r\n` then each field and value as `$<len>\r\n<bytes>\r\n`): a reply
+//!   copies those bytes as they are, being the fields' encoding in RESP2 and RESP3 alike
+//!   (checked first: [`canonical_fields`]); data of that type not so written (a native
+//!   APPEND may carry it) is read back by the RESP request parser;
 //! - any other event (a native APPEND) reads as the fields `type` and `data`, then
 //!   `metadata`, `value` and `id` (hex) when it has them.
 //!
@@ -509,12 +511,10 @@ async fn xinfo(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         let keys = s.length.div_ceil(100) as i64;
         r.bulk("radix-tree-keys").int(keys);
         r.bulk("radix-tree-nodes").int(keys + 1);
-        r.bulk("last-generated-id").bulk(s.last_id.to_string());
-        r.bulk("max-deleted-entry-id")
-            .bulk(s.max_deleted_id.to_string());
+        r.bulk("last-generated-id").bulk(s.last_id.text());
+        r.bulk("max-deleted-entry-id").bulk(s.max_deleted_id.text());
         r.bulk("entries-added").int(s.entries_added as i64);
-        r.bulk("recorded-first-entry-id")
-            .bulk(s.first_id.to_string());
+        r.bulk("recorded-first-entry-id").bulk(s.first_id.text());
         if full.is_some() {
             r.bulk("entries");
             write_entries(r, &entries);
@@ -618,11 +618,153 @@ pub(super) fn write_entries(r: &mut Reply<'_>, entries: &[(StreamId, RecordedEve
     }
 }
 
-/// One entry: `[id, [field, value, …]]`.
+/// One entry: `[id, [field, value, …]]`. An XADD entry's fields are kept as the array's
+/// own encoding ([`encode_fields`]): written as they are when they are exactly that
+/// ([`canonical_fields`]), decoded and written again otherwise.
 pub(super) fn write_entry(r: &mut Reply<'_>, id: StreamId, e: &RecordedEvent) {
+    r.array_len(2).bulk(id.text());
+    if e.event.event_type == FIELDS_TYPE && canonical_fields(&e.event.data) {
+        r.encoded(&e.event.data);
+        return;
+    }
     let fields = entry_fields(e);
-    r.array_len(2).bulk(id.to_string()).array_len(fields.len());
+    r.array_len(fields.len());
     for f in &fields {
         r.bulk(f);
+    }
+}
+
+/// Whether `data` is exactly what [`encode_fields`] writes for an even number (two at
+/// least) of fields: `*n` and each `$len` in canonical digits, every terminator `\r\n`,
+/// nothing after the last field. Such bytes are the reply's encoding of the fields, in RESP2
+/// and RESP3 alike, and [`entry_fields`] reads back exactly those fields from them.
+fn canonical_fields(data: &[u8]) -> bool {
+    /// A canonical decimal (no sign, no leading zero) ended by `\r\n` at `data[*at..]`.
+    fn number(data: &[u8], at: &mut usize) -> Option<usize> {
+        let digits = data[*at..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let text = &data[*at..*at + digits];
+        if digits == 0 || digits > 19 || (digits > 1 && text[0] == b'0') {
+            return None;
+        }
+        let n = std::str::from_utf8(text).ok()?.parse().ok()?;
+        *at += digits;
+        if data.get(*at..*at + 2)? != b"\r\n" {
+            return None;
+        }
+        *at += 2;
+        Some(n)
+    }
+    let mut at = 1;
+    if data.first() != Some(&b'*') {
+        return false;
+    }
+    let Some(count) = number(data, &mut at) else {
+        return false;
+    };
+    if count < 2 || count % 2 != 0 {
+        return false;
+    }
+    for _ in 0..count {
+        if data.get(at) != Some(&b'$') {
+            return false;
+        }
+        at += 1;
+        let Some(len) = number(data, &mut at) else {
+            return false;
+        };
+        let Some(end) = at.checked_add(len) else {
+            return false;
+        };
+        if data.get(end..end + 2) != Some(b"\r\n") {
+            return false;
+        }
+        at = end + 2;
+    }
+    at == data.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Event;
+    use crate::resp::RespVersion;
+
+    fn entry(event_type: &str, data: &[u8]) -> RecordedEvent {
+        RecordedEvent {
+            stream: "s".into(),
+            stream_version: 0,
+            lsn: 0,
+            partition: 0,
+            event: Event {
+                id: [0; 16],
+                event_type: event_type.into(),
+                timestamp_ns: 1,
+                value: f64::NAN,
+                data: data.to_vec(),
+                metadata: Vec::new(),
+            },
+        }
+    }
+
+    /// What `write_entry` wrote before it copied canonical fields as they are: every
+    /// entry's fields decoded and encoded again.
+    fn decoded_and_encoded(id: StreamId, e: &RecordedEvent, version: RespVersion) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut r = Reply::new(&mut out, version);
+        let fields = entry_fields(e);
+        r.array_len(2).bulk(id.to_string()).array_len(fields.len());
+        for f in &fields {
+            r.bulk(f);
+        }
+        out
+    }
+
+    #[test]
+    fn entries_are_written_as_decoding_and_encoding_them_again_would() {
+        let fields = |f: &[&[u8]]| encode_fields(&f.iter().map(|x| x.to_vec()).collect::<Vec<_>>());
+        let canonical = [
+            fields(&[b"a", b"1"]),
+            fields(&[b"", b""]),
+            fields(&[b"field", &[0u8, 13, 10, 255], b"x", &[b'y'; 300]]),
+        ];
+        let other: [&[u8]; 10] = [
+            b"*2\r\n$1\r\na\r\n$1\r\nb\r\nX", // bytes after the fields
+            b"*02\r\n$1\r\na\r\n$1\r\nb\r\n", // a leading zero
+            b"*1\r\n$1\r\na\r\n",             // an odd count
+            b"*2\r\n$1\r\na\r\n$01\r\nb\r\n", // a leading zero in a length
+            b"*2\r\n$1\r\na\r\n$1\r\nbXY",    // no terminator
+            b"*2\r\n$1\r\na\r\n$5\r\nb\r\n",  // a length past the end
+            b"*2\r\n$1\r\na\r\n$-1\r\n",      // a null
+            b"*0\r\n",                        // no fields
+            b"hello world",                   // an inline command
+            b"",
+        ];
+        let id = StreamId::new(1_700_000_000_000, 7);
+        for data in canonical.iter().map(Vec::as_slice).chain(other) {
+            assert_eq!(
+                canonical_fields(data),
+                canonical.iter().any(|c| c == data),
+                "{data:?}"
+            );
+            for ty in [FIELDS_TYPE, "other"] {
+                let e = entry(ty, data);
+                for version in [RespVersion::Resp2, RespVersion::Resp3] {
+                    let mut out = Vec::new();
+                    write_entry(&mut Reply::new(&mut out, version), id, &e);
+                    assert_eq!(out, decoded_and_encoded(id, &e, version), "{ty} {data:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_id_text_is_its_display() {
+        for (ms, seq) in [(0, 0), (0, 1), (1, 0), (123, 4567), (u64::MAX, u64::MAX)] {
+            let id = StreamId::new(ms, seq);
+            assert_eq!(id.text().as_ref(), id.to_string().as_bytes());
+        }
     }
 }

@@ -129,19 +129,9 @@ pub(super) async fn run(shard: &Rc<Shard>, req: &RespRequest, name: &[u8]) -> Re
 /// Answers an XADD: its entry's stream ID; nil for NOMKSTREAM (`make` false) and no stream.
 fn answer_added(req: &RespRequest, make: bool, added: Result<StreamId, ApiError>) {
     match added {
-        Ok(id) => {
-            // `ms-seq` formatted on the stack: no buffer of its own per reply.
-            let mut text = [0u8; 41];
-            let len = {
-                let mut w = &mut text[..];
-                std::io::Write::write_fmt(&mut w, format_args!("{id}"))
-                    .expect("two u64s and a dash fit in 41 bytes");
-                41 - w.len()
-            };
-            req.answer(|r| {
-                r.bulk(&text[..len]);
-            });
-        }
+        Ok(id) => req.answer(|r| {
+            r.bulk(id.text());
+        }),
         Err(e) if !make && e.code == code::WRONG_EXPECTED_VERSION => req.answer(|r| {
             r.null();
         }),
