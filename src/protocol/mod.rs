@@ -560,21 +560,26 @@ pub struct IdText {
 }
 
 impl IdText {
-    fn push_u64(&mut self, mut n: u64) {
+    fn push_u64(&mut self, n: u64) {
         let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let d = &digits[at..];
+        let d = decimal(n, &mut digits);
         self.bytes[self.len..self.len + d.len()].copy_from_slice(d);
         self.len += d.len();
     }
+}
+
+/// `n`'s decimal digits, written at the end of `digits`.
+pub(crate) fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &digits[at..]
 }
 
 impl AsRef<[u8]> for IdText {

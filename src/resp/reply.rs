@@ -203,18 +203,9 @@ fn push_line_safe(out: &mut Vec<u8>, text: &[u8]) {
     );
 }
 
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+fn push_u64(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(crate::protocol::decimal(n, &mut digits));
 }
 
 fn push_i64(out: &mut Vec<u8>, n: i64) {
