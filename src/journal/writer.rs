@@ -1544,9 +1544,7 @@ impl<S: Storage + 'static> Journal<S> {
         }
         Ok(false)
     }
-}
 
-impl<S: Storage + 'static> Journal<S> {
     /// The frame at `offset` of segment `seq`, if it is one of the last a visit read.
     fn last_frame(&self, seq: u64, offset: u64) -> Option<Rc<Vec<u8>>> {
         let kept = self.shared.last_frames.borrow();

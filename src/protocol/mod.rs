@@ -529,14 +529,15 @@ impl StreamId {
 
 impl std::fmt::Display for StreamId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
+        let text = self.text();
+        f.write_str(std::str::from_utf8(text.as_ref()).expect("digits and a dash"))
     }
 }
 
 impl StreamId {
-    /// Its text, `ms-seq` as [`Display`](std::fmt::Display) writes it, on the stack: replies
-    /// write an ID per entry, and the formatting machinery and a `String` each cost more
-    /// than the digits.
+    /// Its text, `ms-seq` in decimal (what [`Display`](std::fmt::Display) writes), on the
+    /// stack: replies write an ID per entry, and the formatting machinery and a `String`
+    /// each cost more than the digits.
     pub fn text(&self) -> IdText {
         let mut text = IdText {
             bytes: [0; ID_TEXT_BYTES_MAX],

@@ -649,7 +649,7 @@ fn canonical_fields(data: &[u8]) -> bool {
         if digits == 0 || digits > 19 || (digits > 1 && text[0] == b'0') {
             return None;
         }
-        let n = std::str::from_utf8(text).ok()?.parse().ok()?;
+        let n = usize::try_from(crate::resp::string2ll(text)?).ok()?;
         *at += digits;
         if data.get(*at..*at + 2)? != b"\r\n" {
             return None;
@@ -761,10 +761,12 @@ mod tests {
     }
 
     #[test]
-    fn an_id_text_is_its_display() {
+    fn an_id_text_is_ms_dash_seq_in_decimal() {
         for (ms, seq) in [(0, 0), (0, 1), (1, 0), (123, 4567), (u64::MAX, u64::MAX)] {
             let id = StreamId::new(ms, seq);
-            assert_eq!(id.text().as_ref(), id.to_string().as_bytes());
+            let expected = format!("{ms}-{seq}");
+            assert_eq!(id.text().as_ref(), expected.as_bytes());
+            assert_eq!(id.to_string(), expected);
         }
     }
 }

@@ -56,7 +56,7 @@ pub struct PartitionLimits {
 /// One stream in the index. Invariant: `lsns` and `ids` have one entry per version; `lsns`
 /// grow strictly, `ids` never decrease, and an ID equal to the one before it is a deleted
 /// version's (lowered by XSETID, see `change`). `newest` is the last of both (asserted in
-/// tests where it is read).
+/// debug builds where it is read).
 #[derive(Default)]
 pub(super) struct StreamEntry {
     /// `lsns[v]` is the LSN of version `v`.
