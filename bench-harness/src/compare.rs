@@ -10,7 +10,11 @@
 //! raw device: O_DSYNC writes of one request's journal frame, 4 in flight — the ceiling any
 //! durable store has on this disk at that write size), `floor` and `floor-native` (a minimal
 //! io_uring server in this process answering PING, `floor.rs`, driven with RESP and with
-//! evring's frames: the ceiling of the network path on this machine; ping workloads only).
+//! evring's frames: the ceiling of the network path on this machine; ping workloads only),
+//! `floor-durable` and `floor-durable-native` (the same server made durable: XADD and APPEND
+//! bytes written to a file with `O_DIRECT | O_DSYNC` by group commit, replied to after their
+//! write: the ceiling of durable single-event appends on this machine; append workloads of
+//! one event per request only).
 //!
 //! Output: a table of medians over the rounds with min–max, the ratio evring/target (and
 //! evring-resp/target, and target/floor) per round and its median, a JSON document and two SVG charts (throughput per target, latency
@@ -46,7 +50,8 @@ pub struct CompareArgs {
     /// Workload file (TOML; see bench-harness/workloads/).
     workload: PathBuf,
     /// Comma-separated targets: evring, evring-resp, redis-always, redis-nopersist, postgres,
-    /// disk, floor, floor-native. Default: all but the floors; for a ping workload evring,
+    /// disk, floor, floor-native, floor-durable, floor-durable-native. Default: all but the
+    /// floors; for a ping workload evring,
     /// evring-resp, redis-nopersist, floor, floor-native.
     #[arg(long)]
     targets: Option<String>,
@@ -84,6 +89,8 @@ enum Target {
     Disk,
     Floor,
     FloorNative,
+    FloorDurable,
+    FloorDurableNative,
 }
 
 const DEFAULT_TARGETS: &str = "evring,evring-resp,redis-always,redis-nopersist,postgres,disk";
@@ -100,8 +107,10 @@ impl Target {
             "disk" => Target::Disk,
             "floor" => Target::Floor,
             "floor-native" => Target::FloorNative,
+            "floor-durable" => Target::FloorDurable,
+            "floor-durable-native" => Target::FloorDurableNative,
             other => bail!(
-                "unknown target {other:?} (evring, evring-resp, redis-always, redis-nopersist, postgres, disk, floor, floor-native)"
+                "unknown target {other:?} (evring, evring-resp, redis-always, redis-nopersist, postgres, disk, floor, floor-native, floor-durable, floor-durable-native)"
             ),
         })
     }
@@ -115,6 +124,8 @@ impl Target {
             Target::Disk => "disk",
             Target::Floor => "floor",
             Target::FloorNative => "floor-native",
+            Target::FloorDurable => "floor-durable",
+            Target::FloorDurableNative => "floor-durable-native",
         }
     }
     /// What the target does before it replies (for a ping workload: how it answers).
@@ -140,10 +151,22 @@ impl Target {
             Target::FloorNative => {
                 "the same floor server answering evring's PING frame, nothing stored (ceiling)"
             }
+            Target::FloorDurable => {
+                "the floor server, XADD's bytes in an O_DSYNC group-commit write before the reply (ceiling)"
+            }
+            Target::FloorDurableNative => {
+                "the floor server, APPEND's bytes in an O_DSYNC group-commit write before the reply (ceiling)"
+            }
         }
     }
     fn is_floor(self) -> bool {
+        self.is_ping_floor() || self.is_durable_floor()
+    }
+    fn is_ping_floor(self) -> bool {
         matches!(self, Target::Floor | Target::FloorNative)
+    }
+    fn is_durable_floor(self) -> bool {
+        matches!(self, Target::FloorDurable | Target::FloorDurableNative)
     }
 }
 
@@ -326,13 +349,25 @@ fn run_target(
             Ok(RoundResult::from_driver(t, round, w, &r))
         }
         Target::Floor => {
-            let floor = crate::floor::Floor::start()?;
+            let floor = crate::floor::Floor::start(None)?;
             let r = driver::run(w, floor.addr(), threads, false, RespCodec::default)?;
             Ok(RoundResult::from_driver(t, round, w, &r))
         }
         Target::FloorNative => {
-            let floor = crate::floor::Floor::start()?;
+            let floor = crate::floor::Floor::start(None)?;
             let r = driver::run(w, floor.addr(), threads, false, EvringCodec::default)?;
+            Ok(RoundResult::from_driver(t, round, w, &r))
+        }
+        Target::FloorDurable | Target::FloorDurableNative => {
+            let file = a.dir.join("floor-journal.dat");
+            let floor = crate::floor::Floor::start(Some(&file))?;
+            let r = if t == Target::FloorDurable {
+                driver::run(w, floor.addr(), threads, false, RespCodec::default)?
+            } else {
+                driver::run(w, floor.addr(), threads, false, EvringCodec::default)?
+            };
+            drop(floor);
+            let _ = std::fs::remove_file(&file);
             Ok(RoundResult::from_driver(t, round, w, &r))
         }
         Target::Disk => {
@@ -472,7 +507,7 @@ pub fn main(a: CompareArgs) -> anyhow::Result<()> {
     if w.ping() {
         if let Some(t) = targets
             .iter()
-            .find(|t| matches!(t, Target::Postgres | Target::Disk))
+            .find(|t| matches!(t, Target::Postgres | Target::Disk) || t.is_durable_floor())
         {
             bail!(
                 "{}: a ping workload runs on evring, evring-resp, redis-always, redis-nopersist, floor and floor-native",
@@ -484,11 +519,18 @@ pub fn main(a: CompareArgs) -> anyhow::Result<()> {
                 "--verify: a ping workload appends nothing, so there is nothing to read back"
             );
         }
-    } else if let Some(t) = targets.iter().find(|t| t.is_floor()) {
+    } else if let Some(t) = targets.iter().find(|t| t.is_ping_floor()) {
         bail!(
-            "{}: the floor server answers PING only; use it with a kind = \"ping\" workload",
+            "{}: this floor answers PING only; use it with a kind = \"ping\" workload (or floor-durable, floor-durable-native with appends)",
             t.name()
         );
+    } else if let Some(t) = targets.iter().find(|t| t.is_durable_floor()) {
+        if w.consume() || w.events_per_request != 1 || w.read_fraction > 0.0 {
+            bail!(
+                "{}: the durable floor serves appends of one event per request only (no reads, no groups)",
+                t.name()
+            );
+        }
     }
     std::fs::create_dir_all(&a.dir)?;
     let out = a.out.clone().unwrap_or_else(|| a.dir.join("compare"));

@@ -1,6 +1,8 @@
 //! The `floor` targets of `evring-bench compare`: a minimal io_uring server of our own that
 //! answers PING and does nothing else — the ceiling for a PING workload on this machine, to
-//! hold evringd's network path (and Redis's) against.
+//! hold evringd's network path (and Redis's) against — and, started with a journal file, the
+//! same server made durable (the `floor-durable` targets): the ceiling for durable
+//! single-event appends on this machine.
 //!
 //! It runs in the bench's process, on one thread pinned to CPU 0 (where evringd's only shard
 //! runs by default, `pin_cpus = true`), listening on an ephemeral loopback port. It speaks
@@ -10,7 +12,25 @@
 //!   partition addresses) and PING is answered PONG, both through `evring::protocol`'s
 //!   encoder, so the reply is what evringd would send.
 //!
-//! Anything else closes the connection: the floor serves no appends.
+//! Anything else closes the connection. With a journal file (durable mode) it also serves
+//! single-event appends: a RESP `XADD` (any arguments) is answered with a bulk string ID
+//! `1-N`, and an evring APPEND frame with APPENDED (first and last version N, partition 0,
+//! LSN N), each only once the request's bytes are durable:
+//! - the bytes of every append a pass reads are copied, as received, into the open frame (a
+//!   4096-aligned buffer), and its reply into the frame's reply list;
+//! - at the end of the pass the open frame, padded to 4096 bytes, is written with one
+//!   `O_DIRECT | O_DSYNC` write at the next offset of a preallocated, zero-filled file (as
+//!   evringd's segments are), by evringd's rule with its defaults: at once if no write is in
+//!   flight (or done and not yet released); with writes in flight, once it holds [`PIPELINE_MIN_BYTES`] and fewer than
+//!   [`DEPTH`] are; otherwise it goes on filling;
+//! - a frame's replies go to their connections once its write and those of every frame
+//!   sealed before it completed, so each connection's replies stay in request order;
+//! - the file is reused from its start when full (overwriting, which evringd never does; the
+//!   cost of a write is the same);
+//! - a failed or short write ends the server with an error.
+//!
+//! No records, checksums, indexes or streams: the ceiling any durable server of this
+//! protocol has on this machine with this driver, one CPU and group commit.
 //!
 //! The algorithm, one pass of the loop:
 //! 1. `submit_and_wait(1)`: submit what the last pass queued, wait for a completion.
@@ -27,25 +47,33 @@
 //!    connection with replies pending and none in flight: `pending` and `sending` swap, so
 //!    the replies of all the requests a pass read leave in one write.
 //!
+//! 4. Durable mode: seal the open frame as above; a WRITE completion (step 2) releases the
+//!    replies of every frame done, oldest first, into the connections' `pending`.
+//!
 //! No allocation per request: the buffers are allocated once, and a connection's two reply
-//! buffers keep their capacity (a HELLO's reply allocates its version string, once per
+//! buffers (and a frame's reply list) keep their capacity (a HELLO's reply allocates its version string, once per
 //! connection). The ring is set up with `IORING_SETUP_SINGLE_ISSUER |
 //! IORING_SETUP_DEFER_TASKRUN` (completion work runs only when the loop asks for it), or as
 //! a plain ring if the kernel refuses. Dropping [`Floor`] stops the thread: a flag, then a
 //! connection to wake its ACCEPT; the thread cancels what is in flight and closes everything.
 
 use std::io::ErrorKind;
+use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use io_uring::types::{BufRingEntry, CancelBuilder, Fd};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
-use evring::protocol::{encode_response, opcode as op, FrameHeader, Response, FRAME_HEADER_BYTES};
+use evring::protocol::{
+    encode_response, opcode as op, AppendResult, FrameHeader, Response, FRAME_HEADER_BYTES,
+};
 
 use crate::codecs::RESP_PING;
 use crate::disk::Aligned;
@@ -57,14 +85,25 @@ const BUFFERS: u16 = 256;
 const BUFFER_BYTES: usize = 2048;
 /// The provided-buffer group RECV selects from.
 const GROUP: u16 = 0;
-/// The longest request the floor keeps across two receives (a HELLO with a long client
-/// name is the longest it serves).
-const CARRY_BYTES: usize = 128;
+/// The longest request the floor keeps across two receives, and so the longest it serves.
+const CARRY_BYTES: usize = 4096;
+
+/// Durable mode: the journal file's length, a frame's largest size (evringd's default
+/// `journal_frame_bytes_max`), and the writes in flight at most (evringd's default
+/// `in_flight_frames`).
+const JOURNAL_BYTES: u64 = 256 << 20;
+const FRAME_BYTES: usize = 1 << 20;
+pub const DEPTH: usize = 4;
+/// evringd's default `pipeline_min_bytes`: with writes in flight, the least a frame holds
+/// before its write starts.
+const PIPELINE_MIN_BYTES: usize = 64 * 1024;
 
 /// `user_data`: the operation in the low byte, the connection's slot above.
 const ACCEPT: u64 = 0;
 const RECV: u64 = 1;
 const SEND: u64 = 2;
+/// A journal frame's write; the frame's index above.
+const WRITE: u64 = 3;
 
 /// A running floor server; dropping it stops it.
 pub struct Floor {
@@ -74,8 +113,10 @@ pub struct Floor {
 }
 
 impl Floor {
-    /// Starts the server thread; returns once its ring is set up and it listens.
-    pub fn start() -> anyhow::Result<Floor> {
+    /// Starts the server thread; returns once its ring is set up and it listens. With
+    /// `journal`, a file to create (on the disk to measure), it serves durable appends.
+    pub fn start(journal: Option<&Path>) -> anyhow::Result<Floor> {
+        let journal = journal.map(Path::to_path_buf);
         let listener = TcpListener::bind("127.0.0.1:0").context("floor: bind")?;
         let addr = listener.local_addr()?.to_string();
         let stop = Arc::new(AtomicBool::new(false));
@@ -83,7 +124,7 @@ impl Floor {
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("evring-floor".into())
-            .spawn(move || serve(listener, &thread_stop, &ready_tx))?;
+            .spawn(move || serve(listener, journal, &thread_stop, &ready_tx))?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Floor {
                 addr,
@@ -220,6 +261,9 @@ struct Conn {
     queued: bool,
     /// Closed by the peer or refused: no more sends; freed once nothing is in flight.
     dead: bool,
+    /// Durable mode: its appends whose replies wait in a frame (its slot is not reused
+    /// before they are delivered).
+    awaiting: usize,
 }
 
 impl Conn {
@@ -236,12 +280,19 @@ impl Conn {
             recv_armed: false,
             queued: false,
             dead: false,
+            awaiting: 0,
         }
     }
 
-    /// Answers the complete requests in what was carried plus `data` into `pending`, and
-    /// carries what is left of an incomplete one.
-    fn receive(&mut self, mut data: &[u8]) -> Result<(), &'static str> {
+    /// Answers the complete requests in what was carried plus `data` into `pending` (or,
+    /// appends, into the journal's open frame), and carries what is left of an incomplete
+    /// one. `slot` is the connection's.
+    fn receive(
+        &mut self,
+        mut data: &[u8],
+        mut journal: Option<&mut Journal>,
+        slot: usize,
+    ) -> Result<(), &'static str> {
         let proto = match (self.proto, data.first()) {
             (Some(p), _) => p,
             (None, None) => return Ok(()),
@@ -252,7 +303,13 @@ impl Conn {
             let had = self.carry_len;
             let take = data.len().min(CARRY_BYTES - had);
             self.carry[had..had + take].copy_from_slice(&data[..take]);
-            let used = answer(proto, &self.carry[..had + take], &mut self.pending)?;
+            let mut to = Sink {
+                pending: &mut self.pending,
+                journal: journal.as_deref_mut(),
+                slot,
+                appends: &mut self.awaiting,
+            };
+            let used = answer(proto, &self.carry[..had + take], &mut to)?;
             if used == 0 {
                 if take < data.len() {
                     return Err("a request longer than the floor serves");
@@ -264,7 +321,13 @@ impl Conn {
             data = &data[used - had..];
             self.carry_len = 0;
         }
-        let used = answer(proto, data, &mut self.pending)?;
+        let mut to = Sink {
+            pending: &mut self.pending,
+            journal,
+            slot,
+            appends: &mut self.awaiting,
+        };
+        let used = answer(proto, data, &mut to)?;
         let rest = &data[used..];
         if rest.len() > CARRY_BYTES {
             return Err("a request longer than the floor serves");
@@ -275,22 +338,107 @@ impl Conn {
     }
 }
 
-/// Answers every complete request at the front of `input` into `out`; returns the bytes
-/// they took (what follows is the start of an incomplete request), or why a request is not
+/// Where a connection's replies go: at once into its `pending`, or, for an append, into the
+/// journal's open frame with the request's bytes.
+struct Sink<'a> {
+    pending: &'a mut Vec<u8>,
+    journal: Option<&'a mut Journal>,
+    slot: usize,
+    /// The connection's count of appends awaiting their reply.
+    appends: &'a mut usize,
+}
+
+impl Sink<'_> {
+    /// Journals `request` (durable mode only); its reply, written by `reply` with the
+    /// append's number, follows once the frame is durable.
+    fn append(
+        &mut self,
+        request: &[u8],
+        reply: impl FnOnce(&mut Vec<u8>, u64),
+    ) -> Result<(), &'static str> {
+        let journal = self
+            .journal
+            .as_deref_mut()
+            .ok_or("an append on a floor started without a journal")?;
+        journal.append(request, self.slot, reply)?;
+        *self.appends += 1;
+        Ok(())
+    }
+}
+
+/// The length of the RESP multibulk request at the front of `input` and its first argument;
+/// `None` while incomplete.
+fn resp_request(input: &[u8]) -> Result<Option<(usize, &[u8])>, &'static str> {
+    /// The count of the `kind` line at `at` and where the line ends.
+    fn count(input: &[u8], at: usize, kind: u8) -> Result<Option<(usize, usize)>, &'static str> {
+        let Some(&first) = input.get(at) else {
+            return Ok(None);
+        };
+        if first != kind {
+            return Err("not a RESP multibulk request");
+        }
+        let Some(nl) = input[at..].iter().position(|&b| b == b'\n') else {
+            return if input.len() - at > 32 {
+                Err("a RESP count line too long")
+            } else {
+                Ok(None)
+            };
+        };
+        let n = input[at + 1..at + nl]
+            .strip_suffix(b"\r")
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| d.parse::<usize>().ok())
+            .ok_or("a bad RESP count line")?;
+        Ok(Some((n, at + nl + 1)))
+    }
+    let Some((args, mut at)) = count(input, 0, b'*')? else {
+        return Ok(None);
+    };
+    let mut first: &[u8] = &[];
+    for i in 0..args {
+        let Some((len, start)) = count(input, at, b'$')? else {
+            return Ok(None);
+        };
+        let end = start.saturating_add(len);
+        if input.len() < end.saturating_add(2) {
+            return Ok(None);
+        }
+        if i == 0 {
+            first = &input[start..end];
+        }
+        at = end + 2;
+    }
+    Ok(Some((at, first)))
+}
+
+/// Answers every complete request at the front of `input` into `to`; returns the bytes they
+/// took (what follows is the start of an incomplete request), or why a request is not
 /// served.
-fn answer(proto: Proto, input: &[u8], out: &mut Vec<u8>) -> Result<usize, &'static str> {
+fn answer(proto: Proto, input: &[u8], to: &mut Sink<'_>) -> Result<usize, &'static str> {
     let mut at = 0;
     match proto {
         Proto::Resp => loop {
             let rest = &input[at..];
             if rest.starts_with(RESP_PING) {
-                out.extend_from_slice(b"+PONG\r\n");
+                to.pending.extend_from_slice(b"+PONG\r\n");
                 at += RESP_PING.len();
-            } else if RESP_PING.starts_with(rest) {
-                return Ok(at);
-            } else {
-                return Err("a RESP command other than PING");
+                continue;
             }
+            let Some((len, name)) = resp_request(rest)? else {
+                return Ok(at);
+            };
+            if name.eq_ignore_ascii_case(b"XADD") {
+                to.append(&rest[..len], |out, n| {
+                    // The ID `1-n`, as a bulk string.
+                    let id_len = 2 + n.checked_ilog10().unwrap_or(0) + 1;
+                    write!(out, "${id_len}\r\n1-{n}\r\n").expect("a Vec takes every write");
+                })?;
+            } else if name.eq_ignore_ascii_case(b"PING") {
+                to.pending.extend_from_slice(b"+PONG\r\n");
+            } else {
+                return Err("a RESP command other than PING or XADD");
+            }
+            at += len;
         },
         Proto::Native => {
             while let Some(head) = input.get(at..at + FRAME_HEADER_BYTES) {
@@ -298,13 +446,22 @@ fn answer(proto: Proto, input: &[u8], out: &mut Vec<u8>) -> Result<usize, &'stat
                 let h = FrameHeader::parse(head).map_err(|_| "a malformed frame")?;
                 let len = FRAME_HEADER_BYTES + h.body_len();
                 if len > CARRY_BYTES {
-                    return Err("a frame larger than a HELLO or PING");
+                    return Err("a frame longer than the floor serves");
                 }
                 let Some(body) = input.get(at + FRAME_HEADER_BYTES..at + len) else {
                     break;
                 };
                 match h.opcode {
-                    op::PING => encode_response(out, h.request_id, 0, &Response::Pong),
+                    op::PING => encode_response(to.pending, h.request_id, 0, &Response::Pong),
+                    op::APPEND => to.append(&input[at..at + len], |out, n| {
+                        let appended = AppendResult {
+                            first_version: n,
+                            last_version: n,
+                            partition: 0,
+                            lsn: n,
+                        };
+                        encode_response(out, h.request_id, 0, &Response::Appended(appended));
+                    })?,
                     op::HELLO => {
                         let version = body.get(..2).ok_or("a HELLO without a version")?;
                         let hello = Response::Hello {
@@ -312,14 +469,163 @@ fn answer(proto: Proto, input: &[u8], out: &mut Vec<u8>) -> Result<usize, &'stat
                             server_version: "evring-bench floor".into(),
                             partition_addresses: Vec::new(),
                         };
-                        encode_response(out, h.request_id, 0, &hello);
+                        encode_response(to.pending, h.request_id, 0, &hello);
                     }
-                    _ => return Err("a request other than HELLO or PING"),
+                    _ => return Err("a request other than HELLO, PING or APPEND"),
                 }
                 at += len;
             }
             Ok(at)
         }
+    }
+}
+
+/// Durable mode's journal: a preallocated file written through `O_DIRECT | O_DSYNC`, and
+/// [`DEPTH`] + 1 frames: those sealed (written or being written, oldest at `head`) and the
+/// open one after them, which the pass's appends fill.
+struct Journal {
+    file: std::fs::File,
+    /// The next write's offset.
+    at: u64,
+    frames: Vec<Frame>,
+    head: usize,
+    sealed: usize,
+    /// Appends served; the last one's number is its version, LSN and ID.
+    appends: u64,
+}
+
+struct Frame {
+    /// The appends' bytes, `used` of them; written padded to 4096.
+    buf: Aligned,
+    used: usize,
+    /// The replies, one after another, and for each its connection and where it ends.
+    replies: Vec<u8>,
+    to: Vec<(usize, usize)>,
+    /// Bytes its write covers; its write completed.
+    len: usize,
+    done: bool,
+}
+
+impl Journal {
+    /// Creates the file at `path`, preallocated and zero-filled as evringd's segments are.
+    fn open(path: &Path) -> anyhow::Result<Journal> {
+        crate::disk::prepare_file(path, JOURNAL_BYTES)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+            .open(path)
+            .with_context(|| format!("floor: open {} with O_DIRECT", path.display()))?;
+        let frames = (0..=DEPTH)
+            .map(|_| Frame {
+                buf: Aligned::new(FRAME_BYTES),
+                used: 0,
+                replies: Vec::with_capacity(64 * 1024),
+                to: Vec::with_capacity(1024),
+                len: 0,
+                done: false,
+            })
+            .collect();
+        Ok(Journal {
+            file,
+            at: 0,
+            frames,
+            head: 0,
+            sealed: 0,
+            appends: 0,
+        })
+    }
+
+    /// Copies `request` into the open frame and its reply (written by `reply` with the
+    /// append's number) into the frame's replies, for connection `slot`.
+    fn append(
+        &mut self,
+        request: &[u8],
+        slot: usize,
+        reply: impl FnOnce(&mut Vec<u8>, u64),
+    ) -> Result<(), &'static str> {
+        self.appends += 1;
+        let n = self.appends;
+        let open = (self.head + self.sealed) % self.frames.len();
+        let f = &mut self.frames[open];
+        if f.used + request.len() > FRAME_BYTES {
+            return Err("the appends waiting for a write overflow the floor's frame");
+        }
+        // SAFETY: `used + request.len()` ≤ FRAME_BYTES, the buffer's size; the open frame is
+        // not being written (only sealed frames are), so nothing else reads or writes it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(request.as_ptr(), f.buf.ptr().add(f.used), request.len());
+        }
+        f.used += request.len();
+        reply(&mut f.replies, n);
+        f.to.push((slot, f.replies.len()));
+        Ok(())
+    }
+
+    /// Seals the open frame by the rule of the module doc: its write entry.
+    fn seal(&mut self) -> Option<squeue::Entry> {
+        let i = (self.head + self.sealed) % self.frames.len();
+        let f = &mut self.frames[i];
+        if self.sealed == DEPTH || f.used == 0 || (self.sealed > 0 && f.used < PIPELINE_MIN_BYTES) {
+            return None;
+        }
+        let len = f.used.next_multiple_of(4096);
+        if self.at + len as u64 > JOURNAL_BYTES {
+            self.at = 0;
+        }
+        let write = opcode::Write::new(Fd(self.file.as_raw_fd()), f.buf.ptr(), len as u32)
+            .offset(self.at)
+            .build()
+            .user_data((i as u64) << 8 | WRITE);
+        self.at += len as u64;
+        f.len = len;
+        self.sealed += 1;
+        Some(write)
+    }
+
+    /// Frame `i`'s write completed with `res`.
+    fn written(&mut self, i: usize, res: i32) -> anyhow::Result<()> {
+        let f = &mut self.frames[i];
+        assert!(
+            f.len > 0 && !f.done,
+            "a completion of a frame not being written"
+        );
+        if usize::try_from(res).ok() != Some(f.len) {
+            bail!(
+                "floor: the journal write of {} bytes returned {res} ({})",
+                f.len,
+                std::io::Error::from_raw_os_error(res.saturating_neg())
+            );
+        }
+        f.done = true;
+        Ok(())
+    }
+
+    /// Hands the replies of every done frame, oldest first, to `deliver` (connection slot,
+    /// reply bytes), and frees those frames.
+    fn release(&mut self, mut deliver: impl FnMut(usize, &[u8])) {
+        while self.sealed > 0 && self.frames[self.head].done {
+            let f = &mut self.frames[self.head];
+            let mut start = 0;
+            for &(slot, end) in &f.to {
+                deliver(slot, &f.replies[start..end]);
+                start = end;
+            }
+            f.replies.clear();
+            f.to.clear();
+            f.used = 0;
+            f.len = 0;
+            f.done = false;
+            self.head = (self.head + 1) % self.frames.len();
+            self.sealed -= 1;
+        }
+    }
+
+    /// Writes in flight.
+    fn writing(&self) -> usize {
+        (0..self.sealed)
+            .filter(|k| !self.frames[(self.head + k) % self.frames.len()].done)
+            .count()
     }
 }
 
@@ -337,11 +643,19 @@ fn new_ring() -> std::io::Result<IoUring> {
 /// The server thread: reports on `ready` once it listens, then serves until `stop`.
 fn serve(
     listener: TcpListener,
+    journal: Option<std::path::PathBuf>,
     stop: &AtomicBool,
     ready: &mpsc::Sender<Result<(), String>>,
 ) -> anyhow::Result<()> {
     pin_to_cpu0();
-    let mut server = match Server::new(listener) {
+    let journal = match journal.as_deref().map(Journal::open).transpose() {
+        Ok(j) => j,
+        Err(e) => {
+            let _ = ready.send(Err(format!("{e:#}")));
+            return Ok(());
+        }
+    };
+    let mut server = match Server::new(listener, journal) {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -363,10 +677,12 @@ struct Server {
     free: Vec<usize>,
     /// Connections with replies pending, to send to at the end of the pass.
     to_send: Vec<usize>,
+    /// Durable mode's journal (its frames are written by the ring: dropped after it).
+    journal: Option<Journal>,
 }
 
 impl Server {
-    fn new(listener: TcpListener) -> Result<Server, String> {
+    fn new(listener: TcpListener, journal: Option<Journal>) -> Result<Server, String> {
         let bufs = BufRing::new();
         let ring = new_ring().map_err(|e| format!("io_uring setup: {e}"))?;
         // SAFETY: the descriptors are page aligned and hold BUFFERS entries; `bufs` lives in
@@ -384,6 +700,7 @@ impl Server {
             listener,
             free: Vec::new(),
             to_send: Vec::new(),
+            journal,
         };
         s.push(&s.accept()).map_err(|e| format!("io_uring: {e}"))?;
         Ok(s)
@@ -413,12 +730,39 @@ impl Server {
                     ACCEPT => self.accepted(res, flags)?,
                     RECV => self.received(slot, res, flags)?,
                     SEND => self.sent(slot, res)?,
+                    WRITE => self.written(slot, res)?,
                     other => return Err(anyhow!("floor: a completion of operation {other}")),
                 }
             }
             self.bufs.publish();
+            if let Some(write) = self.journal.as_mut().and_then(Journal::seal) {
+                self.push(&write)?;
+            }
             self.send_pending()?;
         }
+    }
+
+    /// Journal frame `frame`'s write completed: the replies of the frames now durable go to
+    /// their connections.
+    fn written(&mut self, frame: usize, res: i32) -> anyhow::Result<()> {
+        let journal = self
+            .journal
+            .as_mut()
+            .expect("a journal write on a floor with a journal");
+        journal.written(frame, res)?;
+        let (conns, to_send) = (&mut self.conns, &mut self.to_send);
+        journal.release(|slot, reply| {
+            let c = conns[slot].as_mut().expect("a connection awaiting replies");
+            c.awaiting -= 1;
+            if !c.dead {
+                c.pending.extend_from_slice(reply);
+            }
+            if !c.queued {
+                c.queued = true;
+                to_send.push(slot);
+            }
+        });
+        Ok(())
     }
 
     /// Queues `e` (submitting first if the queue is full).
@@ -483,7 +827,11 @@ impl Server {
             .expect("a RECV of a live connection");
         if let Some(bid) = cqueue::buffer_select(flags) {
             if res > 0 && !c.dead {
-                if let Err(why) = c.receive(self.bufs.buffer(bid, res as usize)) {
+                if let Err(why) = c.receive(
+                    self.bufs.buffer(bid, res as usize),
+                    self.journal.as_mut(),
+                    slot,
+                ) {
                     eprintln!("floor: {why}: closing the connection");
                     c.dead = true;
                     // Ends the multishot RECV (it completes with 0).
@@ -543,7 +891,11 @@ impl Server {
                 continue;
             };
             c.queued = false;
-            if c.dead || c.send_in_flight || c.pending.is_empty() {
+            if c.dead {
+                self.release_if_done(slot);
+                continue;
+            }
+            if c.send_in_flight || c.pending.is_empty() {
                 continue;
             }
             std::mem::swap(&mut c.pending, &mut c.sending);
@@ -559,7 +911,7 @@ impl Server {
     fn release_if_done(&mut self, slot: usize) {
         if self.conns[slot]
             .as_ref()
-            .is_some_and(|c| c.dead && !c.recv_armed && !c.send_in_flight)
+            .is_some_and(|c| c.dead && !c.recv_armed && !c.send_in_flight && c.awaiting == 0)
         {
             self.conns[slot] = None;
             self.free.push(slot);
@@ -569,7 +921,23 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // Nothing may be in flight when the sockets and buffers go: cancel it all, and wait.
+        // Nothing may be in flight when the sockets and buffers go. Journal writes are waited
+        // for (a write cannot be called back), the rest is cancelled and waited for.
+        while self.journal.as_ref().is_some_and(|j| j.writing() > 0) {
+            if self.ring.submit_and_wait(1).is_err() {
+                break;
+            }
+            let done: Vec<(u64, i32)> = self
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result()))
+                .collect();
+            for (user_data, _) in done {
+                if let (WRITE, Some(j)) = (user_data & 0xff, self.journal.as_mut()) {
+                    j.frames[(user_data >> 8) as usize].done = true;
+                }
+            }
+        }
         let _ = self.ring.submit();
         match self
             .ring
@@ -592,14 +960,28 @@ mod tests {
 
     /// Sends `n` PINGs through `codec` in pieces of `piece` bytes, all before reading, and
     /// checks that `n` replies come back complete and in order.
-    fn ping_through(addr: &str, mut codec: impl Codec, n: usize, piece: usize) {
+    fn ping_through(addr: &str, codec: impl Codec, n: usize, piece: usize) {
+        let versions = send_through(addr, codec, n, piece, |_| Op::Ping);
+        assert!(versions.iter().all(Option::is_none));
+    }
+
+    /// Sends `n` requests `op(i)` through `codec` in pieces of `piece` bytes, all before
+    /// reading; checks that `n` replies come back complete, without error and in order, and
+    /// returns the versions they carry.
+    fn send_through(
+        addr: &str,
+        mut codec: impl Codec,
+        n: usize,
+        piece: usize,
+        op: impl Fn(usize) -> Op,
+    ) -> Vec<Option<u64>> {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
         let mut out = Vec::new();
         let mut waiting = usize::from(codec.handshake(&mut out));
         let keys: Vec<u64> = (0..n)
-            .map(|_| codec.encode(&mut out, &Op::Ping, 0))
+            .map(|i| codec.encode(&mut out, &op(i), PAYLOAD))
             .collect();
         waiting += n;
         for chunk in out.chunks(piece) {
@@ -607,6 +989,7 @@ mod tests {
             s.flush().unwrap();
         }
         let (mut inbuf, mut chunk, mut done) = (Vec::new(), [0u8; 4096], Vec::new());
+        let mut versions = Vec::new();
         while waiting > 0 {
             let k = s.read(&mut chunk).unwrap();
             assert!(k > 0, "the floor closed the connection");
@@ -616,9 +999,14 @@ mod tests {
                 at += used;
                 match d {
                     Decoded::Ready => waiting -= 1,
-                    Decoded::Done { key, error, .. } => {
-                        assert!(error.is_none());
+                    Decoded::Done {
+                        key,
+                        error,
+                        first_version,
+                    } => {
+                        assert!(error.is_none(), "{error:?}");
                         done.push(key);
+                        versions.push(first_version);
                         waiting -= 1;
                     }
                     Decoded::Nothing => {}
@@ -627,11 +1015,77 @@ mod tests {
             inbuf.drain(..at);
         }
         assert_eq!(done, keys);
+        versions
+    }
+
+    const PAYLOAD: usize = 100;
+
+    fn append(i: usize) -> Op {
+        Op::Append {
+            stream: i % 7,
+            events: 1,
+            expected: None,
+            conn: 3,
+            seq: i as u64,
+        }
+    }
+
+    #[test]
+    fn the_durable_floor_answers_appends_in_order_and_writes_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("journal");
+        let floor = Floor::start(Some(&file)).unwrap();
+        for piece in [1, 7, 150, 100_000] {
+            send_through(floor.addr(), RespCodec::default(), 300, piece, append);
+            let versions = send_through(floor.addr(), EvringCodec::default(), 300, piece, append);
+            // Each APPEND gets the next number: in order, one apart.
+            let versions: Vec<u64> = versions.into_iter().map(Option::unwrap).collect();
+            assert!(
+                versions.windows(2).all(|w| w[1] == w[0] + 1),
+                "{versions:?}"
+            );
+        }
+        // Many connections at once.
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let addr = floor.addr().to_string();
+                std::thread::spawn(move || {
+                    send_through(&addr, RespCodec::default(), 2000, 4096, append)
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // The first XADD's bytes are the file's first bytes: written where replied.
+        let mut first = Vec::new();
+        RespCodec::default().encode(&mut first, &append(0), PAYLOAD);
+        let mut head = vec![0; first.len()];
+        std::fs::File::open(&file)
+            .unwrap()
+            .read_exact(&mut head)
+            .unwrap();
+        assert_eq!(head, first);
+        drop(floor);
+    }
+
+    #[test]
+    fn a_floor_without_a_journal_refuses_appends() {
+        let floor = Floor::start(None).unwrap();
+        let mut s = TcpStream::connect(floor.addr()).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut out = Vec::new();
+        RespCodec::default().encode(&mut out, &append(0), PAYLOAD);
+        s.write_all(&out).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert!(got.is_empty(), "{got:?}");
     }
 
     #[test]
     fn the_floor_answers_resp_and_native_pings_whole_or_cut_anywhere() {
-        let floor = Floor::start().unwrap();
+        let floor = Floor::start(None).unwrap();
         for piece in [1, 5, 14, 1000, 100_000] {
             ping_through(floor.addr(), RespCodec::default(), 500, piece);
             ping_through(floor.addr(), EvringCodec::default(), 500, piece);
@@ -650,7 +1104,7 @@ mod tests {
 
     #[test]
     fn anything_but_ping_closes_the_connection() {
-        let floor = Floor::start().unwrap();
+        let floor = Floor::start(None).unwrap();
         let mut s = TcpStream::connect(floor.addr()).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
