@@ -9,7 +9,9 @@
 #
 # Environment: EVRINGD (default ./target/release/evringd), N1 and N16 (requests per run at
 # -P 1 and -P 16; default 200000 and 1000000), TARGETS (default
-# "evring-resp redis-always redis-nopersist").
+# "evring-resp redis-always redis-nopersist"; also `floor-durable`, the durable floor of
+# `evring-bench compare`, served by `evring-bench floor --journal`: EVRING_BENCH, default
+# ./target/release/evring-bench).
 #
 # Each run: a fresh server in a fresh directory under ./target (on the disk, not tmpfs),
 # started here on loopback and stopped by its PID, then
@@ -19,13 +21,15 @@
 # Prints one line per run (target, pipeline, requests/s, p50, p99), then the medians over the
 # rounds and the ratios evring-resp / peer per round and their median.
 # Every run is checked afterwards: the streams must hold exactly N entries (SCAN and XLEN
-# through redis-cli), since redis-benchmark counts replies without reading them.
+# through redis-cli), since redis-benchmark counts replies without reading them (the floor
+# keeps no streams: its journal file must have grown by at least N × 100 bytes instead).
 # Needs redis-server, redis-benchmark and redis-cli (apt-get install redis-server redis-tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rounds=${1:-3}
 evringd=${EVRINGD:-./target/release/evringd}
+evring_bench=${EVRING_BENCH:-./target/release/evring-bench}
 n1=${N1:-200000}
 n16=${N16:-1000000}
 targets=${TARGETS:-evring-resp redis-always redis-nopersist}
@@ -89,6 +93,18 @@ start() {
                 >/dev/null 2>&1 &
             pid=$!
             ;;
+        floor-durable)
+            "$evring_bench" floor --journal "$work/data/floor.dat" >"$work/server.log" 2>&1 &
+            pid=$!
+            port=
+            for _ in $(seq 1 600); do
+                port=$(sed -n 's/^listening on .*://p' "$work/server.log" 2>/dev/null || true)
+                [ -n "$port" ] && break
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            [ -n "$port" ] || { echo "the floor did not start:" >&2; cat "$work/server.log" >&2; exit 1; }
+            ;;
         *) echo "unknown target $1" >&2; exit 2 ;;
     esac
     wait_port "$port"
@@ -111,9 +127,17 @@ for r in $(seq 1 "$rounds"); do
                 XADD 's__rand_int__' '*' d "$value" 2>"$work/bench.err")
             # redis-benchmark does not look at replies: count the entries written (SCAN, then
             # XLEN of every stream), which must be every request sent.
-            entries=$(redis-cli -h 127.0.0.1 -p "$port" --scan --pattern 's*' \
-                | sed 's/^/XLEN /' | redis-cli -h 127.0.0.1 -p "$port" \
-                | awk '{ s += $1 } END { print s + 0 }')
+            if [ "$t" = floor-durable ]; then
+                # Its frames hold every XADD's bytes (more than 100 each), written from the
+                # file's start (it is reused from its start only past 256 MiB).
+                written=$(python3 -c 'import sys; d = open(sys.argv[1], "rb").read(); print(len(d.rstrip(b"\0")))' "$work/data/floor.dat")
+                entries=$n
+                [ "$written" -ge $((n * 100)) ] || [ "$written" -ge $((200 << 20)) ] || entries="$written bytes journaled"
+            else
+                entries=$(redis-cli -h 127.0.0.1 -p "$port" --scan --pattern 's*' \
+                    | sed 's/^/XLEN /' | redis-cli -h 127.0.0.1 -p "$port" \
+                    | awk '{ s += $1 } END { print s + 0 }')
+            fi
             stop
             if [ "$entries" != "$n" ]; then
                 echo "$t -P $p: $entries entries after $n XADDs (errors?):" >&2

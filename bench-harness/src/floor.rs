@@ -105,6 +105,24 @@ const SEND: u64 = 2;
 /// A journal frame's write; the frame's index above.
 const WRITE: u64 = 3;
 
+/// `evring-bench floor`'s arguments.
+#[derive(clap::Args)]
+pub struct FloorArgs {
+    /// Serve durable appends, journaled in this file (created; on the disk to measure).
+    #[arg(long)]
+    journal: Option<std::path::PathBuf>,
+}
+
+/// `evring-bench floor`: starts the floor, prints `listening on ADDR`, and serves until the
+/// process is killed.
+pub fn main(a: FloorArgs) -> anyhow::Result<()> {
+    let floor = Floor::start(a.journal.as_deref())?;
+    println!("listening on {}", floor.addr());
+    loop {
+        std::thread::park();
+    }
+}
+
 /// A running floor server; dropping it stops it.
 pub struct Floor {
     addr: String,

@@ -71,6 +71,9 @@ enum Command {
     /// AGGREGATE_GROUPS end to end over 1M events: value and JSON-field sums, grouped top-K
     /// by type, stream and field, on one partition, on four, and on each of the four alone.
     Groups(groups::GroupsArgs),
+    /// The floor server alone (compare's `floor` targets), for other clients such as
+    /// redis-benchmark: prints its address, then serves until it is killed.
+    Floor(floor::FloorArgs),
 }
 
 #[derive(Args, Clone)]
@@ -270,6 +273,7 @@ fn main() -> anyhow::Result<()> {
         Command::Engine(a) => engine_bench::main(a)?,
         Command::Views(a) => views::main(a)?,
         Command::Groups(a) => groups::main(a)?,
+        Command::Floor(a) => floor::main(a)?,
     }
     Ok(())
 }
