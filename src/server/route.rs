@@ -370,10 +370,7 @@ impl Shard {
                 expected_version,
                 events,
                 id,
-            } => OpResult::Appended(
-                p.append_with_id(&stream, expected_version, events, id)
-                    .await,
-            ),
+            } => OpResult::Appended(p.append_with_id(stream, expected_version, events, id).await),
             PartOp::Read {
                 stream,
                 from,

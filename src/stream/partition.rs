@@ -418,8 +418,8 @@ pub(super) fn now_ns() -> u64 {
 pub(super) enum Placed {
     /// It repeats events already written (or in flight): answer with theirs.
     Retry(Retry),
-    /// Placed: its durability to wait for, and its first version.
-    Pending(crate::journal::PendingAppend, u64),
+    /// Placed: its durability to wait for, its first version and that version's stream ID.
+    Pending(crate::journal::PendingAppend, u64, StreamId),
     /// The journal has no room now.
     NoRoom,
 }
@@ -656,7 +656,7 @@ impl<S: Storage + 'static> Partition<S> {
         expected_version: i64,
         events: Vec<Event>,
     ) -> Result<AppendResult, StreamError> {
-        self.append_with_id(stream, expected_version, events, IdSpec::Auto)
+        self.append_with_id(stream.to_string(), expected_version, events, IdSpec::Auto)
             .await
             .map(|(appended, _)| appended)
     }
@@ -667,45 +667,43 @@ impl<S: Storage + 'static> Partition<S> {
     /// no longer holds its original).
     pub async fn append_with_id(
         &self,
-        stream: &str,
+        stream: String,
         expected_version: i64,
         mut events: Vec<Event>,
         id: IdSpec,
     ) -> Result<(AppendResult, Option<StreamId>), StreamError> {
-        check_append(stream, expected_version, &events)?;
+        check_append(&stream, expected_version, &events)?;
         let now = now_ns();
         for e in &mut events {
             if e.timestamp_ns == 0 {
                 e.timestamp_ns = now;
             }
         }
-        let (pending, first_version) = match self
-            .place_in_turn(stream, expected_version, &events, id, now)
+        let (pending, first_version, first_id) = match self
+            .place_in_turn(&stream, expected_version, &events, id, now)
             .await?
         {
             // Boxed, as the other rare waits below: an append's future stays small, and every
             // append's task is allocated and moved at its size.
             Placed::Retry(retry) => {
-                let first_id = self.stream_id_of(stream, retry.first_version);
+                let first_id = self.stream_id_of(&stream, retry.first_version);
                 let appended = Box::pin(self.await_retry(retry)).await?;
                 return Ok((appended, first_id));
             }
-            Placed::Pending(pending, first_version) => (pending, first_version),
+            // The first ID as placed: a deletion placed while this append waits cannot hide it.
+            Placed::Pending(pending, first_version, first_id) => {
+                (pending, first_version, Some(first_id))
+            }
             Placed::NoRoom => unreachable!("the loop goes on while there is no room"),
         };
-        // Read as placed: a deletion placed while this append waits cannot hide it.
-        let first_id = self.stream_id_of(stream, first_version);
-        assert!(
-            first_id.is_some(),
-            "placed: the stream holds its first version"
-        );
+        debug_assert_eq!(first_id, self.stream_id_of(&stream, first_version));
         let appended = self.await_durable(pending).await?;
         let n = events.len() as u64;
         self.count_appended(&events, now);
         self.publish(
             appended.first_lsn,
             Durable {
-                stream: stream.to_string(),
+                stream,
                 first_version,
                 events,
                 change: false,
@@ -911,7 +909,7 @@ impl<S: Storage + 'static> Partition<S> {
                             },
                         );
                     }
-                    Ok(Placed::Pending(pending, next))
+                    Ok(Placed::Pending(pending, next, ids[0]))
                 }
                 Ok(None) => Ok(Placed::NoRoom),
             }

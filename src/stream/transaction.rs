@@ -439,7 +439,7 @@ impl<S: Storage + 'static> Partition<S> {
             match self.place(&stream, expected_version, &events, id, now_ns) {
                 Err(e) => return Step::Done(Err(e)),
                 Ok(Placed::Retry(_)) => unreachable!("events without ids are never a retry"),
-                Ok(Placed::Pending(pending, first_version)) => {
+                Ok(Placed::Pending(pending, first_version, _)) => {
                     let (ids, live) = {
                         let st = self.state.borrow();
                         let entry = st.streams.get(&stream).expect("placed: the stream exists");
