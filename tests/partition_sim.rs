@@ -8,6 +8,9 @@
 //! or absent. Transactions (`Partition::transaction`: appends to three streams and a stream
 //! deletion and re-creation, from concurrent producers) must come back whole or not at all,
 //! every acknowledged one whole. A failure prints the seed and crash point that reproduce it.
+//! Half the producers append as the server's connection loop does when it can
+//! (`Partition::try_append_now`, then `finish_append` once the frame settled), the others
+//! through `Partition::append`.
 
 mod common;
 
@@ -18,8 +21,9 @@ use std::rc::Rc;
 use evring::error::JournalError;
 use evring::journal::{JournalConfig, SimStorage};
 use evring::protocol::{expected, Direction, StreamId};
+use evring::protocol::{AppendResult, Event};
 use evring::shard::run_local;
-use evring::stream::{Partition, PartitionImage, PartitionLimits, StreamError};
+use evring::stream::{AppendNow, IdSpec, Partition, PartitionImage, PartitionLimits, StreamError};
 
 const STORE: [u8; 16] = *b"evring-part-sim!";
 const STREAMS: u32 = 3;
@@ -64,6 +68,24 @@ fn parse(d: &[u8]) -> (u32, u32, u32, u32) {
     (f[0], f[1], f[2], f[3])
 }
 
+/// An append placed at once when it can be, as the server's connection loop places one
+/// (`try_append_now`, then `finish_append` once its frame settled), or else through
+/// `Partition::append`.
+async fn append_at_once(
+    part: &Partition<SimStorage>,
+    stream: &str,
+    events: Vec<Event>,
+) -> Result<AppendResult, StreamError> {
+    match part.try_append_now(stream.to_string(), expected::ANY, events, IdSpec::Auto) {
+        AppendNow::Placed(placed) => {
+            placed.settled().await;
+            part.finish_append(placed).map(|(appended, _)| appended)
+        }
+        AppendNow::Failed(e) => Err(e),
+        AppendNow::Later { stream, events } => part.append(&stream, expected::ANY, events).await,
+    }
+}
+
 /// Acknowledged: stream → (first version, datas, stream IDs).
 type Acked = Rc<RefCell<Vec<(String, u64, Vec<Vec<u8>>, Vec<StreamId>)>>>;
 
@@ -96,7 +118,12 @@ async fn workload_snapshotting(
                     .iter()
                     .map(|d| evring::client::event("T", d.clone()))
                     .collect();
-                match part.append(&stream, expected::ANY, events).await {
+                let appended = if p % 2 == 1 {
+                    append_at_once(&part, &stream, events).await
+                } else {
+                    part.append(&stream, expected::ANY, events).await
+                };
+                match appended {
                     Ok(r) => {
                         let ids = part.stream_ids(&stream, r.first_version..r.last_version + 1);
                         assert_eq!(ids.len(), datas.len());

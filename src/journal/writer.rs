@@ -253,6 +253,29 @@ impl PendingAppend {
             Err(poison) => Err(poison.error()),
         }
     }
+
+    /// Whether [`Self::durable`] would resolve at once: the frame is durable, or the journal
+    /// failed.
+    pub fn is_settled(&self) -> bool {
+        self.signal.result.borrow().is_some()
+    }
+
+    /// Resolves once [`Self::is_settled`] (leaving the result to [`Self::settled_result`]).
+    pub fn settled(&self) -> impl Future<Output = ()> + 'static {
+        let signal = self.signal.clone();
+        async move {
+            let _ = WaitSignal(signal).await;
+        }
+    }
+
+    /// [`Self::durable`]'s result, once [`Self::is_settled`] (asserted).
+    pub fn settled_result(self) -> Result<Appended, JournalError> {
+        match self.signal.result.borrow().as_ref() {
+            Some(Ok(())) => Ok(self.appended),
+            Some(Err(poison)) => Err(poison.error()),
+            None => panic!("an append's result taken before its frame settled"),
+        }
+    }
 }
 
 struct WaitSignal(Rc<FrameSignal>);

@@ -35,6 +35,16 @@ pub(super) trait Protocol: Sized + 'static {
     fn admit(&mut self, request: Self::Request) -> Admitted<Self::Request>;
     /// Whether a request's reply may be as large as a READ's (`max_read_bytes`).
     fn is_read(request: &Self::Request) -> bool;
+    /// Runs an admitted request at once, without a task, when it can ([`super::placed`]);
+    /// otherwise gives it back with its permits, to [`Protocol::run`] in a task.
+    fn run_now(
+        _shard: &Rc<Shard>,
+        _out: &Rc<ConnOut>,
+        request: Self::Request,
+        permits: Permits,
+    ) -> Option<(Self::Request, Permits)> {
+        Some((request, permits))
+    }
     /// Runs an admitted request, replying through `out` (at most
     /// `max_in_flight_per_connection` at once per connection).
     fn run(
@@ -44,6 +54,10 @@ pub(super) trait Protocol: Sized + 'static {
         request: Self::Request,
     ) -> impl std::future::Future<Output = ()> + 'static;
 }
+
+/// A running request's in-flight permits (its share of `heavy`, if any, and its one of
+/// `max_in_flight_per_connection`), held until it is answered.
+pub(super) type Permits = (Option<StaticPermit>, StaticPermit);
 
 /// What [`Protocol::decode`] found.
 pub(super) enum Decoded<R> {
@@ -367,8 +381,12 @@ impl Shard {
             let Some((permit, heavy_permit)) = in_flight.acquire(weight).await else {
                 return "permits closed".into();
             };
+            let Some((request, permits)) = P::run_now(self, out, request, (heavy_permit, permit))
+            else {
+                continue;
+            };
             let run = P::run(self.clone(), out.clone(), conn_id, request);
-            crate::shard::task_box::spawn_reused(run, (heavy_permit, permit));
+            crate::shard::task_box::spawn_reused(run, permits);
         }
     }
 

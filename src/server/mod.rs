@@ -31,6 +31,7 @@ mod model_requests;
 mod native;
 mod native_groups;
 mod outbound;
+mod placed;
 mod recovery;
 mod resp_commands;
 mod resp_conn;

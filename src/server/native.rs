@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use std::time::Instant;
 
-use super::conn::{Admitted, ConnOut, Decoded, Fault, Protocol, Timeout};
+use super::conn::{Admitted, ConnOut, Decoded, Fault, Permits, Protocol, Timeout};
 use super::route::{error_response, unexpected, OpResult, PartOp, Shard};
 use super::subscriptions::SubscribeRequest;
 use super::ApiError;
@@ -204,11 +204,70 @@ impl Protocol for Native {
         matches!(frame.request, Request::Read { .. })
     }
 
+    fn run_now(
+        shard: &Rc<Shard>,
+        out: &Rc<ConnOut>,
+        frame: Frame,
+        permits: Permits,
+    ) -> Option<(Frame, Permits)> {
+        let Frame {
+            request_id,
+            request,
+        } = frame;
+        match request {
+            Request::Append {
+                stream,
+                expected_version,
+                events,
+            } => {
+                let reply = super::placed::Reply::Native {
+                    out: out.clone(),
+                    request_id,
+                };
+                let not_now = shard.append_now(
+                    reply,
+                    stream,
+                    expected_version,
+                    events,
+                    IdSpec::Auto,
+                    permits,
+                )?;
+                let request = Request::Append {
+                    stream: not_now.stream,
+                    expected_version,
+                    events: not_now.events,
+                };
+                Some((
+                    Frame {
+                        request_id,
+                        request,
+                    },
+                    not_now.permits,
+                ))
+            }
+            request => Some((
+                Frame {
+                    request_id,
+                    request,
+                },
+                permits,
+            )),
+        }
+    }
+
     async fn run(shard: Rc<Shard>, out: Rc<ConnOut>, conn: u64, frame: Frame) {
         shard
             .handle(&out, conn, frame.request_id, frame.request)
             .await
     }
+}
+
+/// Sends `resp`, the reply to request `request_id` (an error is counted).
+pub(super) fn send_reply(out: &ConnOut, request_id: u64, resp: &Response) {
+    if let Response::Error { code, .. } = resp {
+        metrics::counter!(crate::metrics::ERRORS_TOTAL, "code" => code.to_string()).increment(1);
+    }
+    out.send(request_id, resp);
 }
 
 /// The change a TRIM asks for (docs/PROTOCOL.md): the newest `n` kept; the versions below
@@ -391,11 +450,7 @@ impl Shard {
                 Box::pin(self.model_request(&model, &query, true)).await
             }
         };
-        if let Response::Error { code, .. } = &resp {
-            metrics::counter!(crate::metrics::ERRORS_TOTAL, "code" => code.to_string())
-                .increment(1);
-        }
-        out.send(request_id, &resp);
+        send_reply(out, request_id, &resp);
     }
 
     /// APPEND: at the stream's partition.

@@ -487,6 +487,23 @@ impl Protocol for Resp {
         })
     }
 
+    fn run_now(
+        shard: &Rc<Shard>,
+        _out: &Rc<ConnOut>,
+        request: RespRequest,
+        permits: super::conn::Permits,
+    ) -> Option<(RespRequest, super::conn::Permits)> {
+        // Behind a blocking command: it waits for its turn in a task (below).
+        let held = {
+            let o = request.order.borrow();
+            o.blocking.range(..=request.seq).next().is_some()
+        };
+        if held {
+            return Some((request, permits));
+        }
+        super::resp_writes::xadd_now(shard, request, permits)
+    }
+
     async fn run(shard: Rc<Shard>, out: Rc<ConnOut>, _conn: u64, request: RespRequest) {
         let held = {
             let o = request.order.borrow();

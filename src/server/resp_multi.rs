@@ -79,6 +79,13 @@ pub(super) struct TxLink {
     exec: Option<Box<Exec>>,
 }
 
+impl TxLink {
+    /// Neither an EXEC nor behind one: it runs as it is read.
+    pub(super) fn is_plain(&self) -> bool {
+        self.after.is_none() && self.exec.is_none()
+    }
+}
+
 /// An EXEC's commands to run in its task.
 struct Exec {
     /// The commands to run in order, answering into `replies`.

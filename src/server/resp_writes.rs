@@ -16,6 +16,7 @@
 use std::rc::Rc;
 
 use super::api_error::ApiError;
+use super::conn::Permits;
 use super::resp_commands::wrong_arity;
 use super::resp_conn::RespRequest;
 use super::resp_streams::{
@@ -25,7 +26,7 @@ use super::resp_streams::{
 use super::route::{OpResult, PartOp, Shard};
 use crate::protocol::{code, expected, partition_of, Event, StreamId};
 use crate::stream::{
-    ChangeRequest, StreamError, Trim, TxDone, TxWrite, LPUSH_TYPE, RPUSH_TYPE, SET_TYPE,
+    ChangeRequest, IdSpec, StreamError, Trim, TxDone, TxWrite, LPUSH_TYPE, RPUSH_TYPE, SET_TYPE,
 };
 
 /// A write command read: its writes (with the stream whose partition runs each) and how it
@@ -93,18 +94,16 @@ pub(super) fn parse(shard: &Shard, req: &RespRequest, name: &[u8]) -> Result<Wri
 /// Runs and answers write command `name` outside a transaction.
 pub(super) async fn run(shard: &Rc<Shard>, req: &RespRequest, name: &[u8]) -> Result<(), String> {
     let mut write = parse(shard, req, name)?;
-    if let (Answer::Added { make }, [TxWrite::Append { .. }]) = (write.answer, &write.writes[..]) {
+    if let Some(LoneAppend {
+        make,
+        stream,
+        expected_version,
+        events,
+        id,
+    }) = lone_append(&mut write)
+    {
         // An XADD without trimming: one append, the path native APPEND takes (no transaction
         // of one write to set up, collect and take apart).
-        let Some(TxWrite::Append {
-            stream,
-            expected_version,
-            events,
-            id,
-        }) = write.writes.pop()
-        else {
-            unreachable!("matched above")
-        };
         let p = partition_of(&stream, shard.shared.partitions);
         let op = PartOp::Append {
             stream,
@@ -126,8 +125,74 @@ pub(super) async fn run(shard: &Rc<Shard>, req: &RespRequest, name: &[u8]) -> Re
     Ok(())
 }
 
+/// An XADD without trimming: one append, and whether it may make its stream.
+struct LoneAppend {
+    make: bool,
+    stream: String,
+    expected_version: i64,
+    events: Vec<Event>,
+    id: IdSpec,
+}
+
+/// The append of `write` if it is an XADD without trimming (taken out of it).
+fn lone_append(write: &mut Write) -> Option<LoneAppend> {
+    let (Answer::Added { make }, [TxWrite::Append { .. }]) = (write.answer, &write.writes[..])
+    else {
+        return None;
+    };
+    let Some(TxWrite::Append {
+        stream,
+        expected_version,
+        events,
+        id,
+    }) = write.writes.pop()
+    else {
+        unreachable!("matched above")
+    };
+    Some(LoneAppend {
+        make,
+        stream,
+        expected_version,
+        events,
+        id,
+    })
+}
+
+/// An XADD without trimming, outside a transaction, answered without a task when it can be
+/// ([`super::placed`]); anything else, and an XADD that cannot be placed now, is given back
+/// for [`run`] in a task (which parses it again: parsing has no effects).
+pub(super) fn xadd_now(
+    shard: &Rc<Shard>,
+    req: RespRequest,
+    permits: Permits,
+) -> Option<(RespRequest, Permits)> {
+    if !req.tx.is_plain() || !req.args[0].eq_ignore_ascii_case(b"XADD") {
+        return Some((req, permits));
+    }
+    let Ok(mut write) = parse(shard, &req, b"XADD") else {
+        return Some((req, permits));
+    };
+    let Some(LoneAppend {
+        make,
+        stream,
+        expected_version,
+        events,
+        id,
+    }) = lone_append(&mut write)
+    else {
+        return Some((req, permits));
+    };
+    req.start();
+    let reply = super::placed::Reply::Resp { req, make };
+    let not_now = shard.append_now(reply, stream, expected_version, events, id, permits)?;
+    let super::placed::Reply::Resp { req, .. } = not_now.reply else {
+        unreachable!("given back as it was given")
+    };
+    Some((req, not_now.permits))
+}
+
 /// Answers an XADD: its entry's stream ID; nil for NOMKSTREAM (`make` false) and no stream.
-fn answer_added(req: &RespRequest, make: bool, added: Result<StreamId, ApiError>) {
+pub(super) fn answer_added(req: &RespRequest, make: bool, added: Result<StreamId, ApiError>) {
     match added {
         Ok(id) => req.answer(|r| {
             r.bulk(id.text());

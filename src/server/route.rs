@@ -225,6 +225,8 @@ pub struct Shard {
     pub(super) messages_sent: metrics::Counter,
     /// The shard's network ring: its client sockets are accepted, read and written there.
     pub(super) net: Rc<crate::net::NetRing>,
+    /// Appends placed as they were read, waiting for their frames ([`super::placed`]).
+    pub(super) placed: super::placed::PlacedQueues,
 }
 
 pub(super) fn unavailable(what: &str) -> ApiError {
@@ -272,6 +274,7 @@ impl Shard {
             sinks: RefCell::new(HashMap::new()),
             accept_failures: crate::log_limit::LogLimit::default(),
             messages_sent: metrics::counter!(crate::metrics::CROSS_SHARD_MESSAGES),
+            placed: Default::default(),
         })
     }
 

@@ -407,11 +407,56 @@ pub struct PartitionStats {
     pub ring: RingStats,
 }
 
+/// Gives the events without a timestamp the clock read `now` (nanoseconds).
+fn stamp(events: &mut [Event], now: u64) {
+    for e in events {
+        if e.timestamp_ns == 0 {
+            e.timestamp_ns = now;
+        }
+    }
+}
+
 pub(super) fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+/// An append placed at once by [`Partition::try_append_now`]: its frame to wait for
+/// ([`PlacedAppend::settled`]), then [`Partition::finish_append`].
+pub struct PlacedAppend {
+    pending: crate::journal::PendingAppend,
+    stream: String,
+    first_version: u64,
+    first_id: StreamId,
+    events: Vec<Event>,
+    /// The clock read at its arrival.
+    now: u64,
+}
+
+impl PlacedAppend {
+    /// Whether its frame is durable (or the journal failed).
+    pub fn is_settled(&self) -> bool {
+        self.pending.is_settled()
+    }
+
+    /// Resolves once [`Self::is_settled`].
+    pub fn settled(&self) -> impl std::future::Future<Output = ()> + 'static {
+        self.pending.settled()
+    }
+}
+
+/// What [`Partition::try_append_now`] did.
+pub enum AppendNow {
+    /// Placed: to finish once its frame settles.
+    Placed(PlacedAppend),
+    /// Refused (its checks, its expected version, its IDs, or the journal).
+    Failed(StreamError),
+    /// Not placed now — another append, change or transaction waits for or holds its turn,
+    /// the journal has no room, or it repeats events (idempotency) —: the stream and events
+    /// given back, for [`Partition::append_with_id`].
+    Later { stream: String, events: Vec<Event> },
 }
 
 /// What one attempt to place an append did.
@@ -674,11 +719,7 @@ impl<S: Storage + 'static> Partition<S> {
     ) -> Result<(AppendResult, Option<StreamId>), StreamError> {
         check_append(&stream, expected_version, &events)?;
         let now = now_ns();
-        for e in &mut events {
-            if e.timestamp_ns == 0 {
-                e.timestamp_ns = now;
-            }
-        }
+        stamp(&mut events, now);
         let (pending, first_version, first_id) = match self
             .place_in_turn(&stream, expected_version, &events, id, now)
             .await?
@@ -698,6 +739,82 @@ impl<S: Storage + 'static> Partition<S> {
         };
         debug_assert_eq!(first_id, self.stream_id_of(&stream, first_version));
         let appended = self.await_durable(pending).await?;
+        let result = self.published(appended, stream, first_version, events, now);
+        Ok((result, first_id))
+    }
+
+    /// [`Partition::append_with_id`] without a task to wait in: places the append at once
+    /// when its turn is free (no append, change or transaction holds or waits for one, so
+    /// placing now keeps the order of arrival) and the journal has room. A placed append is
+    /// finished by [`Partition::finish_append`] once its frame settles; anything else that
+    /// would wait is given back ([`AppendNow::Later`]).
+    pub fn try_append_now(
+        &self,
+        stream: String,
+        expected_version: i64,
+        mut events: Vec<Event>,
+        id: IdSpec,
+    ) -> AppendNow {
+        if let Err(e) = check_append(&stream, expected_version, &events) {
+            return AppendNow::Failed(e);
+        }
+        let turns_free = {
+            let st = self.state.borrow();
+            st.turns.serving == st.turns.next_ticket
+        };
+        if !turns_free {
+            return AppendNow::Later { stream, events };
+        }
+        let now = now_ns();
+        stamp(&mut events, now);
+        match self.place(&stream, expected_version, &events, id, now) {
+            Err(e) => AppendNow::Failed(e),
+            Ok(Placed::Pending(pending, first_version, first_id)) => {
+                debug_assert_eq!(Some(first_id), self.stream_id_of(&stream, first_version));
+                AppendNow::Placed(PlacedAppend {
+                    pending,
+                    stream,
+                    first_version,
+                    first_id,
+                    events,
+                    now,
+                })
+            }
+            Ok(Placed::Retry(_) | Placed::NoRoom) => AppendNow::Later { stream, events },
+        }
+    }
+
+    /// Finishes an append [`Partition::try_append_now`] placed, once its frame settled
+    /// (asserted): what [`Partition::append_with_id`] returns for it.
+    pub fn finish_append(
+        &self,
+        placed: PlacedAppend,
+    ) -> Result<(AppendResult, Option<StreamId>), StreamError> {
+        assert!(placed.is_settled(), "an append finished before its frame");
+        let PlacedAppend {
+            pending,
+            stream,
+            first_version,
+            first_id,
+            events,
+            now,
+        } = placed;
+        let appended = pending
+            .settled_result()
+            .map_err(|e| self.durable_failed(e))?;
+        let result = self.published(appended, stream, first_version, events, now);
+        Ok((result, Some(first_id)))
+    }
+
+    /// A durable append's last steps: counted, published, and its result.
+    fn published(
+        &self,
+        appended: crate::journal::Appended,
+        stream: String,
+        first_version: u64,
+        events: Vec<Event>,
+        now: u64,
+    ) -> AppendResult {
         let n = events.len() as u64;
         self.count_appended(&events, now);
         self.publish(
@@ -709,13 +826,12 @@ impl<S: Storage + 'static> Partition<S> {
                 change: false,
             },
         );
-        let result = AppendResult {
+        AppendResult {
             first_version,
             last_version: first_version + n - 1,
             partition: self.id,
             lsn: appended.first_lsn,
-        };
-        Ok((result, first_id))
+        }
     }
 
     /// The stream ID of version `version` of `stream`, if the stream holds it.
@@ -1052,12 +1168,16 @@ impl<S: Storage + 'static> Partition<S> {
         &self,
         pending: crate::journal::PendingAppend,
     ) -> Result<crate::journal::Appended, StreamError> {
-        pending.durable().await.map_err(|e| {
-            let mut st = self.state.borrow_mut();
-            st.errors += 1;
-            wake_all(&mut st.publish_waiters);
-            e.into()
-        })
+        pending.durable().await.map_err(|e| self.durable_failed(e))
+    }
+
+    /// A placed record's frame failed: the error counted, and retries waiting for an append
+    /// told.
+    fn durable_failed(&self, e: crate::error::JournalError) -> StreamError {
+        let mut st = self.state.borrow_mut();
+        st.errors += 1;
+        wake_all(&mut st.publish_waiters);
+        e.into()
     }
 
     /// Waits for this append's turn to be placed (see [`Partition::append`]).
