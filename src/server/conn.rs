@@ -336,9 +336,10 @@ impl Shard {
             .await;
     }
 
-    /// The connection loop: decodes requests, admits them and runs each in its own task (in
-    /// a reused box: [`crate::shard::task_box`]),
-    /// within the connection's in-flight limits. Returns why the connection closes.
+    /// The connection loop: decodes requests, admits them, and places an append at once when
+    /// it can ([`super::placed`]) or runs the request in its own task (in a reused box:
+    /// [`crate::shard::task_box`]), within the connection's in-flight limits. Returns why the
+    /// connection closes.
     async fn read_requests<P: Protocol>(
         self: &Rc<Self>,
         proto: &mut P,

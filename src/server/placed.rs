@@ -9,9 +9,10 @@
 //! wake-ups) per request.
 //!
 //! Invariants:
-//! - the queue is in placing order, which is LSN order within the partition; frames settle
-//!   in LSN order (the journal releases them so), so when the front's frame has not settled
-//!   no later one has, and the completer waits for the front alone;
+//! - the queue is in placing order, which is LSN order within the partition; the journal
+//!   releases durable frames in LSN order, so while the front's frame has not settled no
+//!   later one is durable, and the completer waits for the front alone (when the journal
+//!   fails, a later frame may fail before the front: its answer waits for the front's);
 //! - an append is answered once, after its frame settled: durable, or the journal failed
 //!   and it gets the error an append's task would have;
 //! - the request's in-flight permits stay with it in the queue until it is answered, so the

@@ -1,6 +1,7 @@
 //! The RESP port (Redis protocol) on the connection loop ([`Protocol`]): requests parsed by
 //! [`crate::resp::RequestParser`], the connection's own commands answered in order as they
-//! are read (PING, ECHO, HELLO, AUTH, SELECT, CLIENT, COMMAND, QUIT), and every other
+//! are read (PING, ECHO, HELLO, AUTH, SELECT, CLIENT, COMMAND, QUIT), an XADD without
+//! trimming placed as it is read when it can be ([`super::placed`]), and every other
 //! command run in its own task like a native request ([`super::resp_streams`]). MULTI,
 //! EXEC and DISCARD are handled as requests are read too: between MULTI and EXEC commands
 //! are queued, not run ([`super::resp_multi`]).
@@ -15,7 +16,11 @@
 //! oldest request not yet answered, and every held reply's number is above it.
 //!
 //! Writes of one connection keep their order: requests are started in the order they are
-//! read, and a partition places appends in the order they reach it.
+//! read, and a partition places appends in the order they reach it. A request that has to
+//! wait before it starts (behind a blocking command, below, or behind an EXEC's gate) is
+//! marked waiting ([`Ordered::wait_to_start`]) until it starts ([`RespRequest::start`]), and
+//! no request after it starts before it does: one read after it waits too, even if what held
+//! it back is over, since its task may not have run yet.
 //!
 //! ## Blocking commands
 //!
@@ -115,6 +120,9 @@ pub(super) struct Ordered {
     held: BTreeMap<u64, Vec<u8>>,
     /// The blocking commands not answered yet (see the module docs).
     blocking: BTreeSet<u64>,
+    /// Requests that have to wait before they start and have not started yet
+    /// ([`Ordered::wait_to_start`]).
+    waiting: BTreeSet<u64>,
     /// Requests waiting for their turn ([`Ordered::turn`]).
     turn_wakers: Vec<std::task::Waker>,
     /// The replies of an EXEC's commands, when `out` is `None`.
@@ -169,6 +177,7 @@ impl Ordered {
             next: 0,
             held: BTreeMap::new(),
             blocking: BTreeSet::new(),
+            waiting: BTreeSet::new(),
             turn_wakers: Vec::new(),
             collected: Vec::new(),
         }
@@ -178,16 +187,40 @@ impl Ordered {
     pub(super) fn take_collected(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.collected)
     }
+    /// Whether request `seq` has to wait for its turn ([`Ordered::turn`]): a blocking
+    /// command before it (or it) is not answered, or a request before it waits to start.
+    pub(super) fn holds(cell: &RefCell<Ordered>, seq: u64) -> bool {
+        let o = cell.borrow();
+        o.blocking.range(..=seq).next().is_some() || o.waiting.range(..seq).next().is_some()
+    }
+
+    /// Marks request `seq` as waiting to start: no request after it starts before it does.
+    pub(super) fn wait_to_start(cell: &RefCell<Ordered>, seq: u64) {
+        cell.borrow_mut().waiting.insert(seq);
+    }
+
+    /// Request `seq` starts: the requests waiting behind it may go on.
+    fn started(cell: &RefCell<Ordered>, seq: u64) {
+        let mut o = cell.borrow_mut();
+        if !o.waiting.is_empty() && o.waiting.remove(&seq) {
+            for w in o.turn_wakers.drain(..) {
+                w.wake();
+            }
+        }
+    }
+
     /// Resolves once request `seq` may start: a blocking command once every request before
-    /// it is answered; any other once every blocking command before it is.
+    /// it is answered; any other once every blocking command before it is; either once no
+    /// request before it waits to start.
     pub(super) async fn turn(cell: &RefCell<Ordered>, seq: u64) {
         std::future::poll_fn(|cx| {
             let mut o = cell.borrow_mut();
-            let ready = if o.blocking.contains(&seq) {
-                o.next >= seq
-            } else {
-                o.blocking.range(..seq).next().is_none()
-            };
+            let ready = o.waiting.range(..seq).next().is_none()
+                && if o.blocking.contains(&seq) {
+                    o.next >= seq
+                } else {
+                    o.blocking.range(..seq).next().is_none()
+                };
             if ready {
                 return std::task::Poll::Ready(());
             }
@@ -309,6 +342,7 @@ impl RespRequest {
 
     /// Marks it started to run now (INFO commandstats' `usec`).
     pub(super) fn start(&self) {
+        Ordered::started(&self.order, self.seq);
         self.start_at(Instant::now());
     }
 
@@ -386,6 +420,7 @@ impl Protocol for Resp {
                 next: 0,
                 held: BTreeMap::new(),
                 blocking: BTreeSet::new(),
+                waiting: BTreeSet::new(),
                 turn_wakers: Vec::new(),
                 collected: Vec::new(),
             })),
@@ -493,29 +528,29 @@ impl Protocol for Resp {
         request: RespRequest,
         permits: super::conn::Permits,
     ) -> Option<(RespRequest, super::conn::Permits)> {
-        // Behind a blocking command: it waits for its turn in a task (below).
-        let held = {
-            let o = request.order.borrow();
-            o.blocking.range(..=request.seq).next().is_some()
-        };
-        if held {
+        // Behind a blocking command, or behind a request waiting to start: it waits for its
+        // turn in a task (below).
+        if Ordered::holds(&request.order, request.seq) {
             return Some((request, permits));
         }
         super::resp_writes::xadd_now(shard, request, permits)
     }
 
     async fn run(shard: Rc<Shard>, out: Rc<ConnOut>, _conn: u64, request: RespRequest) {
-        let held = {
-            let o = request.order.borrow();
-            o.blocking.range(..=request.seq).next().is_some()
-        };
+        let held = Ordered::holds(&request.order, request.seq);
+        if held || !request.tx.is_plain() {
+            // Started by `RespRequest::start` (after an EXEC's gate, if any).
+            Ordered::wait_to_start(&request.order, request.seq);
+        }
         if held {
             Ordered::turn(&request.order, request.seq).await;
             if out.closed.get() {
+                Ordered::started(&request.order, request.seq);
                 request.drop_answer();
                 return;
             }
             if out.stopping.get() {
+                Ordered::started(&request.order, request.seq);
                 request.mark.set(Mark::Rejected);
                 request.answer(|r| {
                     r.error("-SHUTDOWN the server is shutting down: the command was not run");

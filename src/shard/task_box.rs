@@ -1,6 +1,7 @@
 //! Spawning a request's task without a fresh allocation the size of its future.
 //!
-//! The connection loop runs every request in a task of its own. A request's future is large
+//! The connection loop runs every request in a task of its own (but appends it can place
+//! at once, `src/server/placed.rs`). A request's future is large
 //! (1.8 KB for a native request, 3.1 KB for a RESP command: every kind of request it may run
 //! is a state of it), and glommio boxes a spawned future and then allocates the task with a
 //! copy of it: two allocations above the allocator's per-thread cache and two copies per

@@ -780,7 +780,17 @@ impl<S: Storage + 'static> Partition<S> {
                     now,
                 })
             }
-            Ok(Placed::Retry(_) | Placed::NoRoom) => AppendNow::Later { stream, events },
+            Ok(Placed::Retry(_) | Placed::NoRoom) => {
+                // Given back as it came: `append_with_id` stamps the events with the clock
+                // reading its IDs come from. (An event that came with this very nanosecond
+                // as its timestamp is stamped again, a few microseconds later.)
+                for e in &mut events {
+                    if e.timestamp_ns == now {
+                        e.timestamp_ns = 0;
+                    }
+                }
+                AppendNow::Later { stream, events }
+            }
         }
     }
 
