@@ -1087,17 +1087,23 @@ mod tests {
         drop(floor);
     }
 
+    /// Sends `bytes` on a new connection and reads until the floor closes it.
+    fn send_until_closed(addr: &str, bytes: &[u8]) -> Vec<u8> {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(bytes).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    }
+
     #[test]
     fn a_floor_without_a_journal_refuses_appends() {
         let floor = Floor::start(None).unwrap();
-        let mut s = TcpStream::connect(floor.addr()).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
         let mut out = Vec::new();
         RespCodec::default().encode(&mut out, &append(0), PAYLOAD);
-        s.write_all(&out).unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
+        let got = send_until_closed(floor.addr(), &out);
         assert!(got.is_empty(), "{got:?}");
     }
 
@@ -1123,14 +1129,11 @@ mod tests {
     #[test]
     fn anything_but_ping_closes_the_connection() {
         let floor = Floor::start(None).unwrap();
-        let mut s = TcpStream::connect(floor.addr()).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        s.write_all(b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nECHO\r\n$1\r\nx\r\n")
-            .unwrap();
         // Closed (replies not yet sent are dropped with it).
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
+        let got = send_until_closed(
+            floor.addr(),
+            b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nECHO\r\n$1\r\nx\r\n",
+        );
         assert!(b"+PONG\r\n".starts_with(&got), "{got:?}");
         // The floor still serves other connections.
         ping_through(floor.addr(), RespCodec::default(), 3, 100);

@@ -248,10 +248,8 @@ impl PendingAppend {
 
     /// Resolves once the frame holding these records (and every earlier frame) is durable.
     pub async fn durable(self) -> Result<Appended, JournalError> {
-        match WaitSignal(self.signal).await {
-            Ok(()) => Ok(self.appended),
-            Err(poison) => Err(poison.error()),
-        }
+        self.settled().await;
+        self.settled_result()
     }
 
     /// Whether [`Self::durable`] would resolve at once: the frame is durable, or the journal
