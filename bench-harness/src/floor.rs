@@ -21,8 +21,11 @@
 //! - at the end of the pass the open frame, padded to 4096 bytes, is written with one
 //!   `O_DIRECT | O_DSYNC` write at the next offset of a preallocated, zero-filled file (as
 //!   evringd's segments are), by evringd's rule with its defaults: at once if no write is in
-//!   flight (or done and not yet released); with writes in flight, once it holds [`PIPELINE_MIN_BYTES`] and fewer than
-//!   [`DEPTH`] are; otherwise it goes on filling;
+//!   flight (or done and not yet released); with writes in flight, once it holds
+//!   [`PIPELINE_MIN_BYTES`] and fewer than [`DEPTH`] are; otherwise it goes on filling. An
+//!   open frame that fills up (1 MiB, when clients send faster than the disk writes) is
+//!   sealed to wait for its write and a new one opened: the floor buffers where evringd
+//!   would make the connection wait;
 //! - a frame's replies go to their connections once its write and those of every frame
 //!   sealed before it completed, so each connection's replies stay in request order;
 //! - the file is reused from its start when full (overwriting, which evringd never does; the
@@ -102,7 +105,7 @@ const PIPELINE_MIN_BYTES: usize = 64 * 1024;
 const ACCEPT: u64 = 0;
 const RECV: u64 = 1;
 const SEND: u64 = 2;
-/// A journal frame's write; the frame's index above.
+/// A journal frame's write; the frame's sequence number above.
 const WRITE: u64 = 3;
 
 /// `evring-bench floor`'s arguments.
@@ -498,16 +501,21 @@ fn answer(proto: Proto, input: &[u8], to: &mut Sink<'_>) -> Result<usize, &'stat
     }
 }
 
-/// Durable mode's journal: a preallocated file written through `O_DIRECT | O_DSYNC`, and
-/// [`DEPTH`] + 1 frames: those sealed (written or being written, oldest at `head`) and the
-/// open one after them, which the pass's appends fill.
+/// Durable mode's journal: a preallocated file written through `O_DIRECT | O_DSYNC`, and its
+/// frames, oldest first: those sealed (full and waiting for a write, being written, or
+/// written and not yet released), then the open one, which the pass's appends fill.
 struct Journal {
     file: std::fs::File,
     /// The next write's offset.
     at: u64,
-    frames: Vec<Frame>,
-    head: usize,
-    sealed: usize,
+    /// Never empty: the last is the open frame. Frame `k` has sequence number `first + k`,
+    /// which its write's `user_data` carries.
+    frames: std::collections::VecDeque<Frame>,
+    first: u64,
+    /// The sealed frames whose write was submitted (the oldest sealed ones).
+    submitted: usize,
+    /// Released frames, to open again.
+    spare: Vec<Frame>,
     /// Appends served; the last one's number is its version, LSN and ID.
     appends: u64,
 }
@@ -519,9 +527,22 @@ struct Frame {
     /// The replies, one after another, and for each its connection and where it ends.
     replies: Vec<u8>,
     to: Vec<(usize, usize)>,
-    /// Bytes its write covers; its write completed.
+    /// Bytes its write covers (0 until submitted); its write completed.
     len: usize,
     done: bool,
+}
+
+impl Frame {
+    fn new() -> Frame {
+        Frame {
+            buf: Aligned::new(FRAME_BYTES),
+            used: 0,
+            replies: Vec::with_capacity(64 * 1024),
+            to: Vec::with_capacity(1024),
+            len: 0,
+            done: false,
+        }
+    }
 }
 
 impl Journal {
@@ -534,43 +555,42 @@ impl Journal {
             .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
             .open(path)
             .with_context(|| format!("floor: open {} with O_DIRECT", path.display()))?;
-        let frames = (0..=DEPTH)
-            .map(|_| Frame {
-                buf: Aligned::new(FRAME_BYTES),
-                used: 0,
-                replies: Vec::with_capacity(64 * 1024),
-                to: Vec::with_capacity(1024),
-                len: 0,
-                done: false,
-            })
-            .collect();
         Ok(Journal {
             file,
             at: 0,
-            frames,
-            head: 0,
-            sealed: 0,
+            frames: std::iter::once(Frame::new()).collect(),
+            first: 0,
+            submitted: 0,
+            spare: (0..DEPTH).map(|_| Frame::new()).collect(),
             appends: 0,
         })
     }
 
+    fn open_frame(&mut self) -> &mut Frame {
+        self.frames.back_mut().expect("an open frame")
+    }
+
     /// Copies `request` into the open frame and its reply (written by `reply` with the
-    /// append's number) into the frame's replies, for connection `slot`.
+    /// append's number) into the frame's replies, for connection `slot`. A full open frame
+    /// is sealed, to wait for a write, and a new one opened.
     fn append(
         &mut self,
         request: &[u8],
         slot: usize,
         reply: impl FnOnce(&mut Vec<u8>, u64),
     ) -> Result<(), &'static str> {
+        if request.len() > FRAME_BYTES {
+            return Err("an append larger than the floor's frame");
+        }
         self.appends += 1;
         let n = self.appends;
-        let open = (self.head + self.sealed) % self.frames.len();
-        let f = &mut self.frames[open];
-        if f.used + request.len() > FRAME_BYTES {
-            return Err("the appends waiting for a write overflow the floor's frame");
+        if self.open_frame().used + request.len() > FRAME_BYTES {
+            let next = self.spare.pop().unwrap_or_else(Frame::new);
+            self.frames.push_back(next);
         }
+        let f = self.open_frame();
         // SAFETY: `used + request.len()` ≤ FRAME_BYTES, the buffer's size; the open frame is
-        // not being written (only sealed frames are), so nothing else reads or writes it.
+        // not being written (only submitted frames are), so nothing else reads or writes it.
         unsafe {
             std::ptr::copy_nonoverlapping(request.as_ptr(), f.buf.ptr().add(f.used), request.len());
         }
@@ -580,34 +600,53 @@ impl Journal {
         Ok(())
     }
 
-    /// Seals the open frame by the rule of the module doc: its write entry.
-    fn seal(&mut self) -> Option<squeue::Entry> {
-        let i = (self.head + self.sealed) % self.frames.len();
-        let f = &mut self.frames[i];
-        if self.sealed == DEPTH || f.used == 0 || (self.sealed > 0 && f.used < PIPELINE_MIN_BYTES) {
-            return None;
+    /// Submits by the rule of the module doc: the sealed frames waiting for a write, then
+    /// the open frame (sealing it), while fewer than [`DEPTH`] writes are unreleased. Each
+    /// write's entry goes to `push`.
+    fn seal(
+        &mut self,
+        mut push: impl FnMut(&squeue::Entry) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let sealed = self.frames.len() - 1;
+        let open = self.frames.back().expect("an open frame");
+        if sealed < DEPTH
+            && (sealed == 0 && open.used > 0 || sealed > 0 && open.used >= PIPELINE_MIN_BYTES)
+        {
+            let next = self.spare.pop().unwrap_or_else(Frame::new);
+            self.frames.push_back(next);
         }
-        let len = f.used.next_multiple_of(4096);
-        if self.at + len as u64 > JOURNAL_BYTES {
-            self.at = 0;
+        while self.submitted < DEPTH && self.submitted < self.frames.len() - 1 {
+            let k = self.submitted;
+            let f = &mut self.frames[k];
+            let len = f.used.next_multiple_of(4096);
+            if self.at + len as u64 > JOURNAL_BYTES {
+                self.at = 0;
+            }
+            let write = opcode::Write::new(Fd(self.file.as_raw_fd()), f.buf.ptr(), len as u32)
+                .offset(self.at)
+                .build()
+                .user_data((self.first + k as u64) << 8 | WRITE);
+            push(&write)?;
+            self.at += len as u64;
+            f.len = len;
+            self.submitted += 1;
         }
-        let write = opcode::Write::new(Fd(self.file.as_raw_fd()), f.buf.ptr(), len as u32)
-            .offset(self.at)
-            .build()
-            .user_data((i as u64) << 8 | WRITE);
-        self.at += len as u64;
-        f.len = len;
-        self.sealed += 1;
-        Some(write)
+        Ok(())
     }
 
-    /// Frame `i`'s write completed with `res`.
-    fn written(&mut self, i: usize, res: i32) -> anyhow::Result<()> {
-        let f = &mut self.frames[i];
-        assert!(
-            f.len > 0 && !f.done,
-            "a completion of a frame not being written"
-        );
+    /// The submitted frame numbered `seq`.
+    fn submitted_frame(&mut self, seq: u64) -> &mut Frame {
+        usize::try_from(seq - self.first)
+            .ok()
+            .filter(|&k| k < self.submitted)
+            .map(|k| &mut self.frames[k])
+            .expect("a completion of a frame being written")
+    }
+
+    /// The write of the frame numbered `seq` completed with `res`.
+    fn written(&mut self, seq: u64, res: i32) -> anyhow::Result<()> {
+        let f = self.submitted_frame(seq);
+        assert!(!f.done, "a second completion of a frame's write");
         if usize::try_from(res).ok() != Some(f.len) {
             bail!(
                 "floor: the journal write of {} bytes returned {res} ({})",
@@ -622,8 +661,8 @@ impl Journal {
     /// Hands the replies of every done frame, oldest first, to `deliver` (connection slot,
     /// reply bytes), and frees those frames.
     fn release(&mut self, mut deliver: impl FnMut(usize, &[u8])) {
-        while self.sealed > 0 && self.frames[self.head].done {
-            let f = &mut self.frames[self.head];
+        while self.submitted > 0 && self.frames[0].done {
+            let mut f = self.frames.pop_front().expect("a done frame");
             let mut start = 0;
             for &(slot, end) in &f.to {
                 deliver(slot, &f.replies[start..end]);
@@ -634,16 +673,35 @@ impl Journal {
             f.used = 0;
             f.len = 0;
             f.done = false;
-            self.head = (self.head + 1) % self.frames.len();
-            self.sealed -= 1;
+            self.spare.push(f);
+            self.first += 1;
+            self.submitted -= 1;
         }
     }
 
     /// Writes in flight.
     fn writing(&self) -> usize {
-        (0..self.sealed)
-            .filter(|k| !self.frames[(self.head + k) % self.frames.len()].done)
+        self.frames
+            .iter()
+            .take(self.submitted)
+            .filter(|f| !f.done)
             .count()
+    }
+}
+
+/// Queues `e` on `ring` (submitting first if the queue is full).
+fn push(ring: &mut IoUring, e: &squeue::Entry) -> std::io::Result<()> {
+    loop {
+        // SAFETY: what every entry points to stays valid and untouched until its completion:
+        // the listener and sockets live in the server until then, RECV writes only provided
+        // buffers the kernel owns, a SEND's `sending` is neither changed nor freed while
+        // `send_in_flight`, and a submitted journal frame is neither changed nor freed until
+        // its write completed. `Server`'s `Drop` waits for the writes and cancels whatever
+        // else is in flight before any of it goes.
+        if unsafe { ring.submission().push(e) }.is_ok() {
+            return Ok(());
+        }
+        ring.submit()?;
     }
 }
 
@@ -748,26 +806,26 @@ impl Server {
                     ACCEPT => self.accepted(res, flags)?,
                     RECV => self.received(slot, res, flags)?,
                     SEND => self.sent(slot, res)?,
-                    WRITE => self.written(slot, res)?,
+                    WRITE => self.written(user_data >> 8, res)?,
                     other => return Err(anyhow!("floor: a completion of operation {other}")),
                 }
             }
             self.bufs.publish();
-            if let Some(write) = self.journal.as_mut().and_then(Journal::seal) {
-                self.push(&write)?;
+            if let Some(j) = self.journal.as_mut() {
+                j.seal(|e| push(&mut self.ring, e))?;
             }
             self.send_pending()?;
         }
     }
 
-    /// Journal frame `frame`'s write completed: the replies of the frames now durable go to
-    /// their connections.
-    fn written(&mut self, frame: usize, res: i32) -> anyhow::Result<()> {
+    /// The write of journal frame `seq` completed: the replies of the frames now durable go
+    /// to their connections.
+    fn written(&mut self, seq: u64, res: i32) -> anyhow::Result<()> {
         let journal = self
             .journal
             .as_mut()
             .expect("a journal write on a floor with a journal");
-        journal.written(frame, res)?;
+        journal.written(seq, res)?;
         let (conns, to_send) = (&mut self.conns, &mut self.to_send);
         journal.release(|slot, reply| {
             let c = conns[slot].as_mut().expect("a connection awaiting replies");
@@ -783,19 +841,8 @@ impl Server {
         Ok(())
     }
 
-    /// Queues `e` (submitting first if the queue is full).
     fn push(&mut self, e: &squeue::Entry) -> std::io::Result<()> {
-        loop {
-            // SAFETY: what every entry points to stays valid and untouched until its
-            // completion: the listener and sockets live in the server until then, RECV writes
-            // only provided buffers the kernel owns, and a SEND's `sending` is neither
-            // changed nor freed while `send_in_flight`. `Drop` cancels whatever is in flight
-            // before any of it goes.
-            if unsafe { self.ring.submission().push(e) }.is_ok() {
-                return Ok(());
-            }
-            self.ring.submit()?;
-        }
+        push(&mut self.ring, e)
     }
 
     fn accept(&self) -> squeue::Entry {
@@ -952,7 +999,7 @@ impl Drop for Server {
                 .collect();
             for (user_data, _) in done {
                 if let (WRITE, Some(j)) = (user_data & 0xff, self.journal.as_mut()) {
-                    j.frames[(user_data >> 8) as usize].done = true;
+                    j.submitted_frame(user_data >> 8).done = true;
                 }
             }
         }
@@ -1085,6 +1132,54 @@ mod tests {
             .unwrap();
         assert_eq!(head, first);
         drop(floor);
+    }
+
+    /// Appends that outgrow the open frame while [`DEPTH`] writes are in flight wait in
+    /// sealed frames, are written in order as writes complete, and are answered in order.
+    #[test]
+    fn a_full_frame_waits_for_a_write_and_replies_stay_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("journal")).unwrap();
+        let request = vec![7u8; 100 * 1024];
+        // The sequence numbers of the writes submitted, in order.
+        let mut writes: Vec<u64> = Vec::new();
+        let collect = |writes: &mut Vec<u64>, j: &mut Journal| {
+            j.seal(|e| {
+                writes.push(e.get_user_data() >> 8);
+                Ok(())
+            })
+            .unwrap();
+        };
+        // One small append: sealed and written at once.
+        j.append(b"x", 1, |r, n| r.extend_from_slice(&n.to_le_bytes()))
+            .unwrap();
+        collect(&mut writes, &mut j);
+        assert_eq!(writes.len(), 1);
+        // 60 appends of 100 KiB: 6 MiB, more than DEPTH frames of 1 MiB.
+        for _ in 0..60 {
+            j.append(&request, 2, |r, n| r.extend_from_slice(&n.to_le_bytes()))
+                .unwrap();
+            collect(&mut writes, &mut j);
+        }
+        assert_eq!(writes.len(), DEPTH, "at most DEPTH writes in flight");
+        assert_eq!(j.writing(), DEPTH);
+        let mut replies = Vec::new();
+        let mut done = 0;
+        while done < writes.len() {
+            let seq = writes[done];
+            let len = j.submitted_frame(seq).len;
+            j.written(seq, len as i32).unwrap();
+            j.release(|slot, r| replies.push((slot, u64::from_le_bytes(r.try_into().unwrap()))));
+            done += 1;
+            collect(&mut writes, &mut j);
+            assert!(j.writing() <= DEPTH);
+        }
+        let numbers: Vec<u64> = replies.iter().map(|&(_, n)| n).collect();
+        assert_eq!(numbers, (1..=61).collect::<Vec<u64>>());
+        assert_eq!(replies[0].0, 1);
+        assert!(replies[1..].iter().all(|&(slot, _)| slot == 2));
+        assert_eq!(writes, (0..writes.len() as u64).collect::<Vec<u64>>());
+        assert_eq!(j.frames.len(), 1, "only the open frame is left");
     }
 
     /// Sends `bytes` on a new connection and reads until the floor closes it.
