@@ -223,14 +223,18 @@ struct FrameSignal {
 }
 
 impl FrameSignal {
-    fn finish(&self, result: Result<(), Poison>) {
+    /// Settles the frame with `result` and wakes its waiters: how many there were.
+    fn finish(&self, result: Result<(), Poison>) -> usize {
         if self.result.borrow().is_some() {
-            return;
+            return 0;
         }
         *self.result.borrow_mut() = Some(result);
-        for w in self.wakers.borrow_mut().drain(..) {
+        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
+        let woken = wakers.len();
+        for w in wakers {
             w.wake();
         }
+        woken
     }
 }
 
@@ -339,10 +343,12 @@ struct State<F: SegmentFile> {
     acked_lsn: u64,
     oldest_lsn: u64,
     open: Option<OpenFrame<F::Buf>>,
-    /// About as many records as the last sealed frames had (the last one's count, or a
-    /// larger earlier count decaying by an eighth per frame): the next frame's waker list
-    /// starts with room for as many (at most [`WAITERS_HINT_MAX`]), instead of growing by
-    /// doubling.
+    /// About as many waiters as the last frames made durable woke (the last one's count,
+    /// or a larger earlier count decaying by an eighth per frame): the next frame's waker
+    /// list starts with room for as many (at most [`WAITERS_HINT_MAX`]), instead of growing
+    /// by doubling. Waiters, not records: an append placed without a task waits through its
+    /// partition's completer, one waiter for many records, and a list sized by records
+    /// would be a large allocation per frame that is never used.
     waiters_hint: usize,
     in_flight: VecDeque<Flight>,
     next_flight_id: u64,
@@ -773,11 +779,6 @@ impl<S: Storage + 'static> Journal<S> {
     /// once it no longer borrows the state (the device may call back before it returns).
     fn seal(&self, st: &mut State<S::File>) -> Option<Submission<S::File>> {
         let mut open = st.open.take()?;
-        // About one wait per record (an append of several records waits once: room to
-        // spare). The hint follows a larger frame at once and a smaller one slowly, so
-        // frames of varying size seldom outgrow it.
-        let decayed = st.waiters_hint - st.waiters_hint / 8;
-        st.waiters_hint = (open.count as usize).max(decayed).min(WAITERS_HINT_MAX);
         let cfg = &self.shared.cfg;
         let padded = align_up(open.used, BLOCK_BYTES);
         open.buf.bytes_mut()[open.used..padded].fill(0);
@@ -1111,7 +1112,11 @@ impl<S: Storage + 'static> Journal<S> {
                         m.frames.increment(1);
                         m.bytes.increment(flight.bytes);
                         st.acked_lsn = flight.end_lsn;
-                        flight.signal.finish(Ok(()));
+                        let woken = flight.signal.finish(Ok(()));
+                        // The hint follows a frame with more waiters at once and one with
+                        // fewer slowly, so frames of varying size seldom outgrow it.
+                        let decayed = st.waiters_hint - st.waiters_hint / 8;
+                        st.waiters_hint = woken.max(decayed).min(WAITERS_HINT_MAX);
                     }
                     (None, Err(e)) => {
                         let reason = format!(
@@ -1130,7 +1135,9 @@ impl<S: Storage + 'static> Journal<S> {
                             open.signal.finish(Err(poison));
                         }
                     }
-                    (Some(poison), _) => flight.signal.finish(Err(poison.clone())),
+                    (Some(poison), _) => {
+                        flight.signal.finish(Err(poison.clone()));
+                    }
                 }
             }
             self.shared.metrics.in_flight.set(st.in_flight.len() as f64);
