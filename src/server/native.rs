@@ -209,6 +209,7 @@ impl Protocol for Native {
         out: &Rc<ConnOut>,
         frame: Frame,
         permits: Permits,
+        _clock: &super::conn::LazyClock,
     ) -> Option<(Frame, Permits)> {
         let Frame {
             request_id,

@@ -24,7 +24,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use super::conn::{ConnOut, Permits};
+use super::conn::{ConnOut, LazyClock, Permits};
 use super::resp_conn::RespRequest;
 use super::route::{error_response, Shard};
 use crate::protocol::{partition_of, AppendResult, Event, Response, StreamId};
@@ -58,7 +58,12 @@ pub(super) enum Reply {
 }
 
 impl Reply {
-    fn send(self, result: Result<(AppendResult, Option<StreamId>), StreamError>) {
+    /// Answers with `result`; an XADD's INFO commandstats time ends at `clock`.
+    fn send(
+        self,
+        result: Result<(AppendResult, Option<StreamId>), StreamError>,
+        clock: &LazyClock,
+    ) {
         match self {
             Reply::Native { out, request_id } => {
                 let resp = match result {
@@ -68,6 +73,7 @@ impl Reply {
                 super::native::send_reply(&out, request_id, &resp);
             }
             Reply::Resp { req, make } => {
+                req.end_at(clock.now());
                 let added = match result {
                     Ok((_, first_id)) => Ok(first_id.expect("a placed XADD has its ID")),
                     Err(e) => Err(super::resp_writes::write_error(e)),
@@ -118,7 +124,7 @@ impl Shard {
                 permits,
             }),
             AppendNow::Failed(e) => {
-                reply.send(Err(e));
+                reply.send(Err(e), &LazyClock::default());
                 None
             }
             AppendNow::Placed(placed) => {
@@ -147,6 +153,8 @@ async fn complete(part: Rc<Partition>, queue: Rc<Queue>) {
             return;
         };
         settled.await;
+        // The appends answered now share one reading of the clock.
+        let clock = LazyClock::default();
         loop {
             let next = {
                 let mut waiting = queue.waiting.borrow_mut();
@@ -156,7 +164,7 @@ async fn complete(part: Rc<Partition>, queue: Rc<Queue>) {
                 }
             };
             let Some(w) = next else { break };
-            w.reply.send(part.finish_append(w.placed));
+            w.reply.send(part.finish_append(w.placed), &clock);
         }
     }
 }

@@ -342,8 +342,14 @@ impl RespRequest {
 
     /// Marks it started to run now (INFO commandstats' `usec`).
     pub(super) fn start(&self) {
+        self.start_reading(Instant::now());
+    }
+
+    /// Marks it started to run, at `at`: a clock reading taken for it or shared with the
+    /// requests read with it.
+    pub(super) fn start_reading(&self, at: Instant) {
         Ordered::started(&self.order, self.seq);
-        self.start_at(Instant::now());
+        self.start_at(at);
     }
 
     /// Marks it started to run at `at`, a clock reading shared by the commands of a run.
@@ -527,13 +533,14 @@ impl Protocol for Resp {
         _out: &Rc<ConnOut>,
         request: RespRequest,
         permits: super::conn::Permits,
+        clock: &super::conn::LazyClock,
     ) -> Option<(RespRequest, super::conn::Permits)> {
         // Behind a blocking command, or behind a request waiting to start: it waits for its
         // turn in a task (below).
         if Ordered::holds(&request.order, request.seq) {
             return Some((request, permits));
         }
-        super::resp_writes::xadd_now(shard, request, permits)
+        super::resp_writes::xadd_now(shard, request, permits, clock)
     }
 
     async fn run(shard: Rc<Shard>, out: Rc<ConnOut>, _conn: u64, request: RespRequest) {

@@ -35,7 +35,10 @@
 //! sorted name table: one comparison when the shard's last command was the same one, else a
 //! binary search of short names), in cache lines no other shard writes. The time a command
 //! takes costs two reads of the monotonic clock (`Instant::now`) when it runs as a task; one
-//! answered as it is read (PING, …) reads none.
+//! answered as it is read (PING, …) reads none; an XADD placed as it is read
+//! ([`super::placed`]) shares its start reading with the requests the same receive brought
+//! and its end reading with the appends its partition's completer answers with it
+//! ([`super::conn::LazyClock`]), so its `usec` counts from the receive to the answer.
 //! Only the shard's own thread writes its table (a request is answered on the shard that read
 //! it), so an increment is a relaxed load and store, not a locked add. CONFIG RESETSTAT,
 //! which may run on any shard, therefore does not write the counters: it records what they

@@ -165,6 +165,7 @@ pub(super) fn xadd_now(
     shard: &Rc<Shard>,
     req: RespRequest,
     permits: Permits,
+    clock: &super::conn::LazyClock,
 ) -> Option<(RespRequest, Permits)> {
     if !req.tx.is_plain() || !req.args[0].eq_ignore_ascii_case(b"XADD") {
         return Some((req, permits));
@@ -182,7 +183,7 @@ pub(super) fn xadd_now(
     else {
         return Some((req, permits));
     };
-    req.start();
+    req.start_reading(clock.now());
     let reply = super::placed::Reply::Resp { req, make };
     let not_now = shard.append_now(reply, stream, expected_version, events, id, permits)?;
     let super::placed::Reply::Resp { req, .. } = not_now.reply else {
