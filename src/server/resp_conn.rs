@@ -125,8 +125,10 @@ pub(super) struct Ordered {
     waiting: BTreeSet<u64>,
     /// Requests waiting for their turn ([`Ordered::turn`]).
     turn_wakers: Vec<std::task::Waker>,
-    /// The replies of an EXEC's commands, when `out` is `None`.
-    collected: Vec<Vec<u8>>,
+    /// The replies of an EXEC's commands, one after another, when `out` is `None`; how
+    /// many.
+    collected: Vec<u8>,
+    collected_count: usize,
 }
 
 impl Ordered {
@@ -142,7 +144,10 @@ impl Ordered {
             // In order (the common case): straight out, not through `held`.
             match &o.out {
                 Some(out) => out.send_bytes(bytes),
-                None => o.collected.push(bytes.to_vec()),
+                None => {
+                    o.collected.extend_from_slice(bytes);
+                    o.collected_count += 1;
+                }
             }
             o.next += 1;
         } else {
@@ -158,7 +163,10 @@ impl Ordered {
         } {
             match &o.out {
                 Some(out) => out.send_bytes(&bytes),
-                None => o.collected.push(bytes),
+                None => {
+                    o.collected.extend_from_slice(&bytes);
+                    o.collected_count += 1;
+                }
             }
             o.next += 1;
         }
@@ -169,8 +177,9 @@ impl Ordered {
         }
     }
 
-    /// Collects replies in sequence order, from 0, instead of sending them.
-    pub(super) fn collector(shard: Rc<Shard>) -> Ordered {
+    /// Collects replies in sequence order, from 0, instead of sending them, with room for
+    /// `bytes` of them at first.
+    pub(super) fn collector(shard: Rc<Shard>, bytes: usize) -> Ordered {
         Ordered {
             shard,
             out: None,
@@ -179,13 +188,15 @@ impl Ordered {
             blocking: BTreeSet::new(),
             waiting: BTreeSet::new(),
             turn_wakers: Vec::new(),
-            collected: Vec::new(),
+            collected: Vec::with_capacity(bytes),
+            collected_count: 0,
         }
     }
 
-    /// The replies collected so far, in sequence order.
-    pub(super) fn take_collected(&mut self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.collected)
+    /// The replies collected so far, in sequence order, one after another, and how many.
+    pub(super) fn take_collected(&mut self) -> (usize, Vec<u8>) {
+        let count = std::mem::take(&mut self.collected_count);
+        (count, std::mem::take(&mut self.collected))
     }
     /// Whether request `seq` has to wait for its turn ([`Ordered::turn`]): a blocking
     /// command before it (or it) is not answered, or a request before it waits to start.
@@ -429,6 +440,7 @@ impl Protocol for Resp {
                 waiting: BTreeSet::new(),
                 turn_wakers: Vec::new(),
                 collected: Vec::new(),
+                collected_count: 0,
             })),
             next_seq: 0,
             ctx: Ctx {

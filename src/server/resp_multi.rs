@@ -390,8 +390,12 @@ fn exec(conn: &mut Resp, mut req: RespRequest) -> Admitted<RespRequest> {
         });
         return Admitted::Done;
     }
-    let replies = Rc::new(RefCell::new(Ordered::collector(conn.shard().clone())));
     let count = queue.commands.len();
+    // Room for an XADD's reply (a stream ID of up to 41 characters, as a bulk string) each.
+    let replies = Rc::new(RefCell::new(Ordered::collector(
+        conn.shard().clone(),
+        count * 48,
+    )));
     let mut commands = Vec::new();
     let mut heavy = false;
     for (seq, mut q) in queue.commands.into_iter().enumerate() {
@@ -488,13 +492,11 @@ async fn run_exec(shard: Rc<Shard>, req: RespRequest, exec: Exec) {
         let last = commands.peek().is_none();
         run_writes(&shard, run, last.then_some(&*gate)).await;
     }
-    let replies = exec.replies.borrow_mut().take_collected();
-    assert_eq!(replies.len(), exec.count, "every queued command answered");
-    let mut bytes = Vec::new();
+    let (count, replies) = exec.replies.borrow_mut().take_collected();
+    assert_eq!(count, exec.count, "every queued command answered");
+    let mut bytes = Vec::with_capacity(24 + replies.len());
     Reply::new(&mut bytes, exec.version).array_len(exec.count);
-    for r in replies {
-        bytes.extend_from_slice(&r);
-    }
+    bytes.extend_from_slice(&replies);
     req.answer_bytes(&bytes);
 }
 
@@ -543,8 +545,8 @@ async fn run_writes(shard: &Rc<Shard>, run: Vec<RespRequest>, gate: Option<&Gate
     let first = writes.first().and_then(local);
     let early = gate.filter(|_| first.is_some() && writes.iter().all(|w| local(w) == first));
     let done = open_after_first_poll(super::resp_writes::run_writes(shard, writes), early);
-    let mut results = match done.await {
-        Ok(results) => results.into_iter(),
+    let results = match done.await {
+        Ok(results) => results,
         Err(text) => {
             for (q, w) in parsed {
                 if w.is_some() {
@@ -557,11 +559,12 @@ async fn run_writes(shard: &Rc<Shard>, run: Vec<RespRequest>, gate: Option<&Gate
         }
     };
     let ended = Instant::now();
+    let mut at = 0;
     for (q, w) in parsed {
         if let Some((answer, n)) = w {
             q.end_at(ended);
-            let mine: Vec<_> = results.by_ref().take(n).collect();
-            super::resp_writes::answer(&q, answer, mine);
+            super::resp_writes::answer(&q, answer, &results[at..at + n]);
+            at += n;
         }
     }
 }

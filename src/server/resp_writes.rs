@@ -121,7 +121,7 @@ pub(super) async fn run(shard: &Rc<Shard>, req: &RespRequest, name: &[u8]) -> Re
         return Ok(());
     }
     let results = run_writes(shard, write.writes).await?;
-    answer(req, write.answer, results);
+    answer(req, write.answer, &results);
     Ok(())
 }
 
@@ -293,17 +293,17 @@ async fn flush_everywhere(shard: &Rc<Shard>, op: RespOp) -> Result<TxDone, ApiEr
 }
 
 /// Answers a write command from its writes' results.
-pub(super) fn answer(req: &RespRequest, how: Answer, results: Vec<Result<TxDone, ApiError>>) {
+pub(super) fn answer(req: &RespRequest, how: Answer, results: &[Result<TxDone, ApiError>]) {
     let text = |e: &ApiError| error_text(e);
     match how {
-        Answer::Added { make } => match results.into_iter().next() {
+        Answer::Added { make } => match results.first() {
             Some(Ok(TxDone::Appended { ids, .. })) => answer_added(req, make, Ok(ids[0])),
-            Some(Err(e)) => answer_added(req, make, Err(e)),
+            Some(Err(e)) => answer_added(req, make, Err(e.clone())),
             other => unreachable!("XADD's first write is an append: {other:?}"),
         },
         Answer::Count | Answer::SetId | Answer::Flushed => {
             let mut n = 0;
-            for r in &results {
+            for r in results {
                 match r {
                     Ok(TxDone::Changed(k)) => n += k,
                     Ok(TxDone::Appended { .. } | TxDone::Group(_)) => unreachable!("a change"),
