@@ -1455,6 +1455,32 @@ fn counts(line: &str) -> String {
         .join(",")
 }
 
+/// On one shard every XADD is placed as it is read (its partition is local); its INFO
+/// commandstats time runs from its receive to its answer, across its durable write, so it
+/// is never zero.
+#[test]
+fn a_placed_xadd_counts_its_time_to_its_durable_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &["--set", "shards=1"]);
+    let mut c = server.redis();
+    for _ in 0..3 {
+        xadd_fv(&mut c, "s", "*");
+    }
+    let xadd = cmdstat(&mut c, "xadd").expect("cmdstat_xadd");
+    assert_eq!(
+        counts(&xadd),
+        "calls=3,rejected_calls=0,failed_calls=0",
+        "{xadd}"
+    );
+    let usec: u64 = xadd
+        .split(",usec=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no usec in {xadd}"));
+    assert!(usec >= 3, "{xadd}");
+}
+
 #[test]
 fn info_counts_calls_rejections_failures_and_errors_as_redis() {
     let dir = tempfile::tempdir().unwrap();
