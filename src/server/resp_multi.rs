@@ -558,6 +558,8 @@ async fn run_writes(shard: &Rc<Shard>, run: Vec<RespRequest>, gate: Option<&Gate
             return;
         }
     };
+    let asked: usize = parsed.iter().filter_map(|(_, w)| w.map(|(_, n)| n)).sum();
+    assert_eq!(results.len(), asked, "one result per write of the run");
     let ended = Instant::now();
     let mut at = 0;
     for (q, w) in parsed {

@@ -94,22 +94,15 @@ pub(super) fn parse(shard: &Shard, req: &RespRequest, name: &[u8]) -> Result<Wri
 /// Runs and answers write command `name` outside a transaction.
 pub(super) async fn run(shard: &Rc<Shard>, req: &RespRequest, name: &[u8]) -> Result<(), String> {
     let mut write = parse(shard, req, name)?;
-    if let Some(LoneAppend {
-        make,
-        stream,
-        expected_version,
-        events,
-        id,
-    }) = lone_append(&mut write)
-    {
+    if let Some(a) = lone_append(&mut write) {
         // An XADD without trimming: one append, the path native APPEND takes (no transaction
         // of one write to set up, collect and take apart).
-        let p = partition_of(&stream, shard.shared.partitions);
+        let p = partition_of(&a.stream, shard.shared.partitions);
         let op = PartOp::Append {
-            stream,
-            expected_version,
-            events,
-            id,
+            stream: a.stream,
+            expected_version: a.expected_version,
+            events: a.events,
+            id: a.id,
         };
         let added = match shard.call(p, op).await {
             OpResult::Appended(Ok((_, first_id))) => Ok(first_id.expect("XADD is never a retry")),
@@ -117,7 +110,7 @@ pub(super) async fn run(shard: &Rc<Shard>, req: &RespRequest, name: &[u8]) -> Re
             OpResult::Err(e) => Err(e),
             other => return Err(format!("internal error: unexpected reply {other:?}")),
         };
-        answer_added(req, make, added);
+        answer_added(req, a.make, added);
         return Ok(());
     }
     let results = run_writes(shard, write.writes).await?;
@@ -173,19 +166,12 @@ pub(super) fn xadd_now(
     let Ok(mut write) = parse(shard, &req, b"XADD") else {
         return Some((req, permits));
     };
-    let Some(LoneAppend {
-        make,
-        stream,
-        expected_version,
-        events,
-        id,
-    }) = lone_append(&mut write)
-    else {
+    let Some(a) = lone_append(&mut write) else {
         return Some((req, permits));
     };
     req.start_reading(clock.now());
-    let reply = super::placed::Reply::Resp { req, make };
-    let not_now = shard.append_now(reply, stream, expected_version, events, id, permits)?;
+    let reply = super::placed::Reply::Resp { req, make: a.make };
+    let not_now = shard.append_now(reply, a.stream, a.expected_version, a.events, a.id, permits)?;
     let super::placed::Reply::Resp { req, .. } = not_now.reply else {
         unreachable!("given back as it was given")
     };

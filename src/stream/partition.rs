@@ -801,19 +801,18 @@ impl<S: Storage + 'static> Partition<S> {
         placed: PlacedAppend,
     ) -> Result<(AppendResult, Option<StreamId>), StreamError> {
         assert!(placed.is_settled(), "an append finished before its frame");
-        let PlacedAppend {
-            pending,
-            stream,
-            first_version,
-            first_id,
-            events,
-            now,
-        } = placed;
-        let appended = pending
+        let appended = placed
+            .pending
             .settled_result()
             .map_err(|e| self.durable_failed(e))?;
-        let result = self.published(appended, stream, first_version, events, now);
-        Ok((result, Some(first_id)))
+        let result = self.published(
+            appended,
+            placed.stream,
+            placed.first_version,
+            placed.events,
+            placed.now,
+        );
+        Ok((result, Some(placed.first_id)))
     }
 
     /// A durable append's last steps: counted, published, and its result.
