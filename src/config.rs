@@ -114,6 +114,9 @@ pub struct Config {
     /// How a journal frame is made durable: "dsync" (segment files opened with O_DSYNC, one
     /// operation per frame) or "fdatasync" (a write, then an fdatasync).
     pub journal_write_mode: String,
+    /// Who issues a journal frame's write to the disk: "workers" (io_uring's worker threads,
+    /// on the CPUs no shard is pinned to) or "inline" (the shard's own thread).
+    pub journal_submit: String,
     /// One extra client port per shard, advertised in HELLO so shard-aware clients send each
     /// partition's requests straight to its owning shard: "off", "auto" (a free port per shard
     /// on the `listen` host) or a base port N (shard i listens on N + i).
@@ -155,6 +158,7 @@ impl Default for Config {
             ring_capacity_bytes: 64 * 1024 * 1024,
             spin_before_park_us: crate::shard::SPIN_BEFORE_PARK.as_micros() as u32,
             journal_write_mode: "dsync".into(),
+            journal_submit: "workers".into(),
             shard_ports: "off".into(),
             views: true,
             snapshot_every_events: 1_000_000,
@@ -170,13 +174,15 @@ impl Default for Config {
 
 /// `EVRING_*` environment variables that are not evringd configuration keys, and that the
 /// environment layer passes over: the `evring` CLI's server address and token, the log
-/// filter (read by the binary), and the tests' switch that makes the network ring start as
-/// on an older kernel ([`crate::net::TEST_ENV`]).
+/// filter (read by the binary), and the tests' switches that make the network ring and the
+/// journal's ring start as on an older kernel ([`crate::net::TEST_ENV`],
+/// [`crate::journal::uring::TEST_ENV`]).
 pub const ENV_NOT_CONFIG: &[&str] = &[
     "EVRING_ADDR",
     "EVRING_TOKEN",
     "EVRING_LOG",
     crate::net::TEST_ENV,
+    crate::journal::uring::TEST_ENV,
 ];
 
 /// Why a configuration was refused.
@@ -292,6 +298,7 @@ impl Config {
             return bad("listen must be set (host:port)".into());
         }
         self.write_mode()?;
+        self.journal_submit_inline()?;
         self.shard_ports()?;
         Ok(())
     }
@@ -308,6 +315,17 @@ impl Config {
                      {other:?}"
                 ))),
             },
+        }
+    }
+
+    /// `journal_submit` parsed: whether the shards issue journal writes themselves.
+    pub fn journal_submit_inline(&self) -> Result<bool, ConfigError> {
+        match self.journal_submit.as_str() {
+            "workers" => Ok(false),
+            "inline" => Ok(true),
+            other => Err(ConfigError::Invalid(format!(
+                "journal_submit must be \"workers\" or \"inline\", not {other:?}"
+            ))),
         }
     }
 

@@ -386,6 +386,93 @@ fn fdatasync_write_mode_serves_and_restarts_and_bad_modes_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("journal_write_mode"));
 }
 
+/// The log's lines from byte `from` on.
+fn log_from(log: &std::path::Path, from: usize) -> String {
+    std::fs::read_to_string(log).unwrap()[from..].to_string()
+}
+
+#[test]
+fn journal_writes_go_to_io_urings_workers_or_inline_and_every_acknowledged_event_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("log");
+    let one_cpu = std::thread::available_parallelism().unwrap().get() == 1;
+    let workers_line = "journal writes issued by io_uring workers";
+    let refused_line = "the kernel refused IORING_REGISTER_IOWQ_AFF";
+    let mut server = Server::start_logged(&data, &log, &[]);
+    let mut appended = 0u64;
+    let mut append_some = |server: &Server| {
+        let c = server.client();
+        for _ in 0..50 {
+            let a = c
+                .append(
+                    "w",
+                    appended as i64 - 1,
+                    vec![ev("E", &appended.to_le_bytes())],
+                )
+                .unwrap();
+            assert_eq!(a.first_version, appended);
+            appended += 1;
+        }
+    };
+    // The default: the workers, on the CPU no shard runs on.
+    append_some(&server);
+    server.kill();
+    let mut seen = 0;
+    let text = log_from(&log, seen);
+    assert_eq!(text.contains(workers_line), !one_cpu, "{text}");
+    assert!(!text.contains(refused_line), "{text}");
+    seen += text.len();
+    // A kernel that refuses the workers' CPU set: inline, said once.
+    server.env = vec![(
+        evring::journal::uring::TEST_ENV.to_string(),
+        "no-iowq-aff".to_string(),
+    )];
+    server.restart();
+    append_some(&server);
+    server.kill();
+    let text = log_from(&log, seen);
+    assert_eq!(
+        text.matches(refused_line).count(),
+        usize::from(!one_cpu),
+        "{text}"
+    );
+    assert!(!text.contains(workers_line), "{text}");
+    seen += text.len();
+    // Inline by choice: neither line.
+    server.env.clear();
+    server.extra = vec!["--set".into(), "journal_submit=\"inline\"".into()];
+    server.restart();
+    append_some(&server);
+    server.kill();
+    let text = log_from(&log, seen);
+    assert!(
+        !text.contains(workers_line) && !text.contains(refused_line),
+        "{text}"
+    );
+    // Every event acknowledged before the three SIGKILLs is back, in order.
+    server.extra.clear();
+    server.restart();
+    let (events, _) = server
+        .client()
+        .read("w", 0, 1000, Direction::Forward)
+        .unwrap();
+    assert_eq!(events.len(), 150);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.event.data, (i as u64).to_le_bytes(), "event {i}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_evringd"))
+        .args(["--set", "journal_submit=\"later\"", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("journal_submit must be \"workers\" or \"inline\""),
+        "{err}"
+    );
+}
+
 #[test]
 fn print_config_shows_the_merged_configuration() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_evringd"))

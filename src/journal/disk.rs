@@ -21,7 +21,7 @@ use std::rc::Rc;
 use glommio::io::{DmaFile, OpenOptions};
 
 use super::device::{list_spare_dir, segment_file_name, spare_file_name, SegmentFile, Storage};
-use super::uring::{AlignedBuf, Completion, Driver};
+use super::uring::{AlignedBuf, Completion, Driver, Submit};
 use crate::constants::BLOCK_BYTES;
 
 /// Bytes written per zero-fill request while preparing a segment.
@@ -53,6 +53,7 @@ pub enum WriteMode {
 pub struct DiskStorage {
     dir: PathBuf,
     mode: WriteMode,
+    submit: Submit,
 }
 
 impl DiskStorage {
@@ -70,7 +71,14 @@ impl DiskStorage {
         Ok(DiskStorage {
             dir,
             mode: WriteMode::Dsync,
+            submit: Submit::Inline,
         })
+    }
+
+    /// Chooses who issues frame writes (the default is [`Submit::Inline`]).
+    pub fn with_submit(mut self, submit: Submit) -> Self {
+        self.submit = submit;
+        self
     }
 
     /// Chooses how frames are made durable (the default is [`WriteMode::Dsync`]).
@@ -119,6 +127,8 @@ pub struct DiskFile {
     reader: std::fs::File,
     driver: Rc<Driver>,
     dsync: bool,
+    /// Frame writes go to io_uring's workers ([`Driver::workers`]).
+    workers: bool,
 }
 
 /// Test hook for the one fault real disks cannot produce on demand: with
@@ -152,7 +162,7 @@ impl SegmentFile for DiskFile {
         }
         let (completion, done) = Completion::new();
         self.driver
-            .write(self.file.as_raw_fd(), buf, pos, false, done);
+            .write(self.file.as_raw_fd(), buf, pos, false, self.workers, done);
         completion.await
     }
 
@@ -175,14 +185,14 @@ impl SegmentFile for DiskFile {
         if injected_write_failure() {
             return done(Err(io::Error::from_raw_os_error(libc::EIO)));
         }
-        let (fd, driver) = (self.file.as_raw_fd(), self.driver.clone());
+        let (fd, driver, workers) = (self.file.as_raw_fd(), self.driver.clone(), self.workers);
         let sync = !self.write_is_durable();
         // The callback owns this file, so its descriptor stays open until the write is done.
         let done = Box::new(move |result| {
             drop(self);
             done(result)
         });
-        driver.write(fd, buf, pos, sync, done);
+        driver.write(fd, buf, pos, sync, workers, done);
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
@@ -217,11 +227,13 @@ impl Storage for DiskStorage {
             .dma_open(self.path(seq))
             .await?;
         let reader = std::fs::File::open(self.path(seq))?;
+        let workers = driver.workers(&self.submit);
         Ok(DiskFile {
             file,
             reader,
             driver,
             dsync: self.mode == WriteMode::Dsync,
+            workers,
         })
     }
 

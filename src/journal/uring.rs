@@ -20,7 +20,22 @@
 //! queued on the thread, shared with glommio's rings, and with it glommio's executor
 //! sometimes slept forever with a timer due — docs/ARCHITECTURE.md.) Older kernels get a
 //! plain ring. [`Driver::write`] pushes one `WRITE` (linked to an `FSYNC(DATASYNC)` unless
-//! the file is `O_DSYNC`) and calls `io_uring_enter` at once. Completions are reaped by
+//! the file is `O_DSYNC`) and calls `io_uring_enter` at once.
+//!
+//! ## Who issues a write: the shard, or io_uring's workers
+//!
+//! Issued inline, a frame's write runs the file system's direct-I/O path and rings the
+//! virtio disk's doorbell inside the shard's `io_uring_enter` (on this machine kind the
+//! doorbell alone, `iowrite16`, was 7% of a busy shard's CPU, and the write's whole
+//! submission 11%). With [`Submit::Workers`] the write and its fdatasync carry
+//! `IOSQE_ASYNC`: io_uring hands them to its worker threads (io-wq), which the driver
+//! confines with `IORING_REGISTER_IOWQ_AFF` to the CPUs no shard runs on, so the shard's
+//! `io_uring_enter` only queues them and the CPU left free pays for the disk. A worker
+//! blocks in the write until it is durable and then posts the completion, which is reaped
+//! as before: nothing about durability or ordering changes (completions could already
+//! arrive out of order). A kernel that refuses the affinity (before Linux 5.14) would let
+//! the workers run on the shard's own CPU, where they only add context switches, so the
+//! driver then issues writes inline and logs it once ([`Driver::workers`]). Completions are reaped by
 //! [`Driver::reap`], which the journal calls on every append (two loads of ring words when
 //! nothing is ready) and which a reaper task calls while anything is in flight: the reaper
 //! polls, yielding to the executor between two polls through a glommio timer that is due at
@@ -199,6 +214,8 @@ pub struct Driver {
     reaper_running: Cell<bool>,
     last_event: Cell<Instant>,
     stats: Cell<DriverStats>,
+    /// The workers' CPU set last asked for, and whether writes go to the workers with it.
+    workers: RefCell<Option<(Vec<usize>, bool)>>,
 }
 
 /// Operations one driver submitted.
@@ -206,6 +223,43 @@ pub struct Driver {
 pub struct DriverStats {
     pub writes: u64,
     pub datasyncs: u64,
+    /// Writes handed to io_uring's workers (`IOSQE_ASYNC`).
+    pub worker_writes: u64,
+}
+
+/// Who issues a frame's write to the disk (`journal_submit`; module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Submit {
+    /// The shard's thread, inside its `io_uring_enter`.
+    Inline,
+    /// io_uring's worker threads, confined to `cpus` (none: wherever the scheduler puts
+    /// them, for shards not pinned to a CPU).
+    Workers { cpus: Vec<usize> },
+}
+
+/// The environment variable with which tests make the kernel's refusal of the workers'
+/// CPU set (`IORING_REGISTER_IOWQ_AFF`, as before Linux 5.14) happen: `no-iowq-aff`.
+pub const TEST_ENV: &str = "EVRING_TEST_JOURNAL_RING";
+
+/// Registers `cpus` as the CPUs of `ring`'s io_uring workers.
+fn register_worker_cpus(ring: &IoUring, cpus: &[usize]) -> io::Result<()> {
+    if std::env::var(TEST_ENV).as_deref() == Ok("no-iowq-aff") {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: `cpu_set_t` is a plain bit array, valid when zeroed.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        assert!(
+            cpu < libc::CPU_SETSIZE as usize,
+            "CPU {cpu} fits a cpu_set_t"
+        );
+        // SAFETY: `cpu` is below CPU_SETSIZE (asserted), the bit array's size.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    ring.submitter().register_iowq_aff(&set)
 }
 
 fn build_ring() -> io::Result<IoUring> {
@@ -243,6 +297,7 @@ impl Driver {
                 reaper_running: Cell::new(false),
                 last_event: Cell::new(Instant::now()),
                 stats: Cell::new(DriverStats::default()),
+                workers: RefCell::new(None),
             });
             let old = d.borrow_mut().replace((executor, driver.clone()));
             drop(old);
@@ -273,21 +328,68 @@ impl Driver {
         self.stats.get()
     }
 
+    /// Whether writes of files opened with `submit` go to io_uring's workers: for
+    /// [`Submit::Workers`], once the kernel took their CPU set (registered at the first ask
+    /// for a set; a refusal is logged once and writes are issued inline).
+    pub fn workers(&self, submit: &Submit) -> bool {
+        let Submit::Workers { cpus } = submit else {
+            return false;
+        };
+        let mut workers = self.workers.borrow_mut();
+        if let Some((asked, granted)) = workers.as_ref() {
+            if asked == cpus {
+                return *granted;
+            }
+        }
+        let granted = match register_worker_cpus(&self.ring.borrow(), cpus) {
+            Ok(()) => {
+                tracing::info!(?cpus, "journal writes issued by io_uring workers");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "journal writes issued inline by the shard: the kernel refused \
+                     IORING_REGISTER_IOWQ_AFF (Linux 5.14 or newer lets io_uring's workers \
+                     issue them on the CPUs no shard runs on)"
+                );
+                false
+            }
+        };
+        *workers = Some((cpus.clone(), granted));
+        granted
+    }
+
     /// Writes `buf` at `pos` of `fd`, followed by an fdatasync when `sync` is set, and calls
-    /// `done` once with the result. Submitted to the kernel before this returns.
-    pub fn write(self: &Rc<Self>, fd: RawFd, buf: AlignedBuf, pos: u64, sync: bool, done: Done) {
+    /// `done` once with the result. Submitted to the kernel before this returns; issued by
+    /// io_uring's workers when `workers` is set ([`Driver::workers`]), else by this thread.
+    pub fn write(
+        self: &Rc<Self>,
+        fd: RawFd,
+        buf: AlignedBuf,
+        pos: u64,
+        sync: bool,
+        workers: bool,
+        done: Done,
+    ) {
         let (ptr, len) = (buf.ptr.as_ptr(), buf.len);
         let len32 = u32::try_from(len).expect("frame length fits in u32");
-        self.count(1, u64::from(sync));
+        self.count(1, u64::from(sync), u64::from(workers));
+        let handoff = if workers {
+            squeue::Flags::ASYNC
+        } else {
+            squeue::Flags::empty()
+        };
         self.submit(Some(buf), done, |slot| {
             let write = opcode::Write::new(types::Fd(fd), ptr, len32)
                 .offset(pos)
                 .build()
-                .user_data(slot << 1);
+                .user_data(slot << 1)
+                .flags(handoff);
             if sync {
                 (
                     write.flags(squeue::Flags::IO_LINK),
-                    Some(datasync(fd, slot)),
+                    Some(datasync(fd, slot).flags(handoff)),
                 )
             } else {
                 (write, None)
@@ -297,14 +399,15 @@ impl Driver {
 
     /// fdatasync of `fd`; `done` is called once with the result.
     pub fn fdatasync(self: &Rc<Self>, fd: RawFd, done: Done) {
-        self.count(0, 1);
+        self.count(0, 1, 0);
         self.submit(None, done, |slot| (datasync(fd, slot), None));
     }
 
-    fn count(&self, writes: u64, datasyncs: u64) {
+    fn count(&self, writes: u64, datasyncs: u64, worker_writes: u64) {
         let mut st = self.stats.get();
         st.writes += writes;
         st.datasyncs += datasyncs;
+        st.worker_writes += worker_writes;
         self.stats.set(st);
     }
 
@@ -574,96 +677,120 @@ mod tests {
         buf
     }
 
+    /// Runs `test` for both ways of issuing a write: by this thread, and by io_uring's
+    /// workers confined to CPU 0. `test` gets the submit to ask its driver for.
+    fn each_submit(mut test: impl FnMut(Submit)) {
+        for submit in [Submit::Inline, Submit::Workers { cpus: vec![0] }] {
+            test(submit);
+        }
+    }
+
+    /// The current driver, set to issue writes as `submit` says; whether workers issue them.
+    fn driver_for(submit: &Submit) -> (Rc<Driver>, bool) {
+        let driver = Driver::current().unwrap();
+        let workers = driver.workers(submit);
+        assert_eq!(workers, *submit != Submit::Inline, "{submit:?} is granted");
+        (driver, workers)
+    }
+
     #[test]
     fn writes_and_linked_fdatasync_land_in_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&path)
-            .unwrap();
-        file.set_len(3 * 4096).unwrap();
-        let fd = file.as_raw_fd();
-        let stats = run(async move {
-            let driver = Driver::current().unwrap();
-            let (a, done_a) = Completion::new();
-            let (b, done_b) = Completion::new();
-            driver.write(fd, filled(4096, 0xAA), 4096, true, done_a);
-            driver.write(fd, filled(8192, 0xBB), 0, false, done_b);
-            a.await.unwrap();
-            b.await.unwrap();
-            let (c, done_c) = Completion::new();
-            driver.fdatasync(fd, done_c);
-            c.await.unwrap();
-            assert_eq!(driver.in_flight(), 0);
-            driver.stats()
+        each_submit(|submit| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path)
+                .unwrap();
+            file.set_len(3 * 4096).unwrap();
+            let fd = file.as_raw_fd();
+            let (stats, workers) = run(async move {
+                let (driver, workers) = driver_for(&submit);
+                let (a, done_a) = Completion::new();
+                let (b, done_b) = Completion::new();
+                driver.write(fd, filled(4096, 0xAA), 4096, true, workers, done_a);
+                driver.write(fd, filled(8192, 0xBB), 0, false, workers, done_b);
+                a.await.unwrap();
+                b.await.unwrap();
+                let (c, done_c) = Completion::new();
+                driver.fdatasync(fd, done_c);
+                c.await.unwrap();
+                assert_eq!(driver.in_flight(), 0);
+                (driver.stats(), workers)
+            });
+            assert_eq!(
+                stats,
+                DriverStats {
+                    writes: 2,
+                    datasyncs: 2,
+                    worker_writes: if workers { 2 } else { 0 },
+                }
+            );
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(bytes[..4096].iter().all(|&b| b == 0xBB));
+            assert!(bytes[4096..8192].iter().all(|&b| b == 0xBB));
+            assert!(bytes[8192..].iter().all(|&b| b == 0));
+            drop(file);
         });
-        assert_eq!(
-            stats,
-            DriverStats {
-                writes: 2,
-                datasyncs: 2
-            }
-        );
-        let bytes = std::fs::read(&path).unwrap();
-        assert!(bytes[..4096].iter().all(|&b| b == 0xBB));
-        assert!(bytes[4096..8192].iter().all(|&b| b == 0xBB));
-        assert!(bytes[8192..].iter().all(|&b| b == 0));
-        drop(file);
     }
 
     #[test]
     fn a_failed_write_reports_its_own_error_not_the_cancelled_fdatasync() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ro");
-        std::fs::write(&path, vec![0u8; 4096]).unwrap();
-        let file = std::fs::File::open(&path).unwrap(); // read-only: writes fail with EBADF
-        let fd = file.as_raw_fd();
-        let calls = Rc::new(Cell::new(0));
-        let seen = calls.clone();
-        let result = run(async move {
-            let driver = Driver::current().unwrap();
-            let (completion, done) = Completion::new();
-            driver.write(
-                fd,
-                filled(4096, 1),
-                0,
-                true,
-                Box::new(move |r| {
-                    seen.set(seen.get() + 1);
-                    done(r)
-                }),
-            );
-            completion.await
+        each_submit(|submit| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("ro");
+            std::fs::write(&path, vec![0u8; 4096]).unwrap();
+            let file = std::fs::File::open(&path).unwrap(); // read-only: writes fail with EBADF
+            let fd = file.as_raw_fd();
+            let calls = Rc::new(Cell::new(0));
+            let seen = calls.clone();
+            let result = run(async move {
+                let (driver, workers) = driver_for(&submit);
+                let (completion, done) = Completion::new();
+                driver.write(
+                    fd,
+                    filled(4096, 1),
+                    0,
+                    true,
+                    workers,
+                    Box::new(move |r| {
+                        seen.set(seen.get() + 1);
+                        done(r)
+                    }),
+                );
+                completion.await
+            });
+            let err = result.expect_err("a write to a read-only descriptor must fail");
+            assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
+            assert_eq!(calls.get(), 1, "done is called exactly once");
         });
-        let err = result.expect_err("a write to a read-only descriptor must fail");
-        assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
-        assert_eq!(calls.get(), 1, "done is called exactly once");
     }
 
     #[test]
     fn a_failed_fdatasync_fails_the_operation_although_the_write_succeeded() {
         // /dev/null takes any write but refuses fdatasync (EINVAL): the write's success must
         // not make the operation succeed.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/null")
-            .unwrap();
-        let fd = file.as_raw_fd();
-        let (plain, synced) = run(async move {
-            let driver = Driver::current().unwrap();
-            let (a, done_a) = Completion::new();
-            driver.write(fd, filled(4096, 1), 0, false, done_a);
-            let (b, done_b) = Completion::new();
-            driver.write(fd, filled(4096, 1), 0, true, done_b);
-            (a.await, b.await)
+        each_submit(|submit| {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/null")
+                .unwrap();
+            let fd = file.as_raw_fd();
+            let (plain, synced) = run(async move {
+                let (driver, workers) = driver_for(&submit);
+                let (a, done_a) = Completion::new();
+                driver.write(fd, filled(4096, 1), 0, false, workers, done_a);
+                let (b, done_b) = Completion::new();
+                driver.write(fd, filled(4096, 1), 0, true, workers, done_b);
+                (a.await, b.await)
+            });
+            plain.expect("a write to /dev/null succeeds");
+            let err = synced.expect_err("its fdatasync fails, so the operation must");
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
         });
-        plain.expect("a write to /dev/null succeeds");
-        let err = synced.expect_err("its fdatasync fails, so the operation must");
-        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
     }
 
     #[test]
@@ -707,7 +834,7 @@ mod tests {
                     let (c, done) = Completion::new();
                     Driver::current()
                         .unwrap()
-                        .write(fd, filled(4096, 7), 0, true, done);
+                        .write(fd, filled(4096, 7), 0, true, false, done);
                     c.await
                 });
                 r.unwrap();

@@ -62,6 +62,7 @@ use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 
 use crate::config::Config;
 use crate::error::StartError;
+use crate::journal::uring::Submit;
 use crate::journal::JournalConfig;
 use crate::manifest::Manifest;
 use crate::shard::{executor_builder, io_memory_per_executor};
@@ -250,6 +251,7 @@ impl Plan {
             data_dir: self.config.data_dir.clone(),
             journal: self.journal.clone(),
             limits: self.limits,
+            submit: self.journal_submit(shard_id),
             endpoints,
             bind_addr: shared_slot.get().map_or(self.listen, |s| s.client_addr),
             resp_addr: match shared_slot.get() {
@@ -286,6 +288,37 @@ impl Plan {
                 shard: shard_id,
                 source: e.to_string().into(),
             })
+    }
+
+    /// Who issues shard `shard_id`'s journal writes (`journal_submit`, docs/OPERATIONS.md):
+    /// io_uring's workers, on the CPUs no shard is pinned to — or, when a shard runs on
+    /// every CPU, on all but this shard's own; anywhere when shards are not pinned. With no
+    /// other CPU at all, the shard itself.
+    fn journal_submit(&self, shard_id: usize) -> Submit {
+        if self
+            .config
+            .journal_submit_inline()
+            .expect("checked by Plan::check")
+        {
+            return Submit::Inline;
+        }
+        if !self.config.pin_cpus {
+            return Submit::Workers { cpus: Vec::new() };
+        }
+        let pinned: Vec<usize> = (0..self.shards).map(|s| s % self.cpus).collect();
+        let mut cpus: Vec<usize> = (0..self.cpus).filter(|c| !pinned.contains(c)).collect();
+        if cpus.is_empty() {
+            cpus = (0..self.cpus)
+                .filter(|&c| c != shard_id % self.cpus)
+                .collect();
+        }
+        if cpus.is_empty() {
+            tracing::info!(
+                "journal writes issued inline: no CPU besides the shard's for io_uring's workers"
+            );
+            return Submit::Inline;
+        }
+        Submit::Workers { cpus }
     }
 
     /// The partitions shard `shard` owns: partition p runs on shard p mod shards.

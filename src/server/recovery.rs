@@ -21,6 +21,7 @@ use super::{served_model, Ready, ShardEndpoints};
 use crate::engine::kv::{KvCommand, KvModel};
 use crate::engine::Engine;
 use crate::error::StartError;
+use crate::journal::uring::Submit;
 use crate::journal::{DiskStorage, Journal, JournalConfig};
 use crate::manifest::Manifest;
 use crate::protocol::partition_of;
@@ -36,6 +37,8 @@ pub(super) struct ShardStart {
     pub(super) data_dir: std::path::PathBuf,
     pub(super) journal: JournalConfig,
     pub(super) limits: PartitionLimits,
+    /// Who issues this shard's journal writes (`journal_submit`).
+    pub(super) submit: Submit,
     pub(super) endpoints: ShardEndpoints,
     /// The client port (shard 0's resolved address for the shards after it).
     pub(super) bind_addr: SocketAddr,
@@ -140,7 +143,8 @@ impl ShardStart {
                 path: dir.clone(),
                 source,
             })?
-            .with_write_mode(self.limits.write_mode);
+            .with_write_mode(self.limits.write_mode)
+            .with_submit(self.submit.clone());
         let mut cfg = self.journal.clone();
         cfg.partition = p;
         let started = Instant::now();
