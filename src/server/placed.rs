@@ -153,8 +153,10 @@ async fn complete(part: Rc<Partition>, queue: Rc<Queue>) {
             return;
         };
         settled.await;
-        // The appends answered now share one reading of the clock.
+        // The appends answered now share one reading of the clock, and report to the
+        // metrics once.
         let clock = LazyClock::default();
+        let _metrics = part.defer_metrics();
         loop {
             let next = {
                 let mut waiting = queue.waiting.borrow_mut();

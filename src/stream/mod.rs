@@ -39,8 +39,8 @@ pub use image::{
     partition_image_of, partition_snapshot_owner, read_partition_snapshot, PartitionImage, Rebuild,
 };
 pub use partition::{
-    AppendNow, IdSpec, Partition, PartitionLimits, PartitionStats, PlacedAppend, PublishSink,
-    StreamKind, StreamSummary,
+    AppendNow, IdSpec, MetricsDeferred, Partition, PartitionLimits, PartitionStats, PlacedAppend,
+    PublishSink, StreamKind, StreamSummary,
 };
 pub use payload::reply_bytes;
 pub use sets::{SetMembers, MAX_SET_MEMBERS, SET_READ_READS};

@@ -13,7 +13,7 @@
 //! - A failed frame poisons the journal; the versions assigned to its appends stay beyond the
 //!   visibility horizon forever (until restart recovers from disk).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
@@ -349,6 +349,8 @@ pub(super) struct State {
     last_append_time_ns: u64,
     /// The ring's eviction count already added to the metric.
     evicted_counted: u64,
+    /// `appends`, `events_appended` and `bytes_appended` as the metrics have them.
+    appends_reported: (u64, u64, u64),
     /// Whether the ring's first eviction since start was logged.
     eviction_logged: bool,
 }
@@ -372,6 +374,22 @@ pub struct Partition<S: Storage + 'static = DiskStorage> {
     events_counter: metrics::Counter,
     bytes_counter: metrics::Counter,
     waits_gauge: metrics::Gauge,
+    /// Set while a [`MetricsDeferred`] of this partition lives: appends and publishes leave
+    /// the counters and ring gauges to it.
+    metrics_deferred: Cell<bool>,
+}
+
+/// Defers a partition's append counters and ring gauges to its drop
+/// ([`Partition::defer_metrics`]): a batch of appends finished together reports once.
+pub struct MetricsDeferred<'a, S: Storage + 'static> {
+    part: &'a Partition<S>,
+}
+
+impl<S: Storage + 'static> Drop for MetricsDeferred<'_, S> {
+    fn drop(&mut self) {
+        self.part.metrics_deferred.set(false);
+        self.part.report_metrics(&mut self.part.state.borrow_mut());
+    }
 }
 
 /// The stream deletions a partition remembers ([`Partition::deleted_lately`]).
@@ -639,6 +657,7 @@ impl<S: Storage + 'static> Partition<S> {
             events_counter,
             bytes_counter,
             waits_gauge,
+            metrics_deferred: Cell::new(false),
             state: RefCell::new(State {
                 mem: rebuilt.mem,
                 streams: rebuilt.streams,
@@ -660,6 +679,7 @@ impl<S: Storage + 'static> Partition<S> {
                 last_append_time_ns: 0,
                 // Evictions while the ring was rebuilt at start-up are not counted.
                 evicted_counted: rs.evicted,
+                appends_reported: (0, 0, 0),
                 eviction_logged: false,
             }),
         }
@@ -924,9 +944,36 @@ impl<S: Storage + 'static> Partition<S> {
         st.bytes_appended += bytes;
         // The clock read at the append's arrival: one read per append, not two.
         st.last_append_time_ns = arrived_ns;
-        self.appends_counter.increment(1);
-        self.events_counter.increment(n);
-        self.bytes_counter.increment(bytes);
+        if !self.metrics_deferred.get() {
+            self.report_metrics(&mut st);
+        }
+    }
+
+    /// Defers this partition's append counters and ring gauges until the guard is dropped
+    /// (the completer of placed appends holds one over each batch it answers): each counter
+    /// and gauge is an atomic update or two that another thread's cache line holds, once
+    /// per append otherwise (3.9% of the shard at 50 × 16).
+    pub fn defer_metrics(&self) -> MetricsDeferred<'_, S> {
+        assert!(
+            !self.metrics_deferred.replace(true),
+            "one deferral at a time"
+        );
+        MetricsDeferred { part: self }
+    }
+
+    /// Brings the append counters and the ring's gauges and eviction counter up to date.
+    fn report_metrics(&self, st: &mut State) {
+        let (appends, events, bytes) = st.appends_reported;
+        if st.appends != appends {
+            self.appends_counter.increment(st.appends - appends);
+            self.events_counter.increment(st.events_appended - events);
+            self.bytes_counter.increment(st.bytes_appended - bytes);
+            st.appends_reported = (st.appends, st.events_appended, st.bytes_appended);
+        }
+        let (count, payload_bytes, evicted) = st.mem.ring.occupancy();
+        self.ring_events_gauge.set(count as f64);
+        self.ring_bytes_gauge.set(payload_bytes as f64);
+        self.count_evicted(st, evicted);
     }
 
     /// One attempt to place an append in the journal's open frame, in one synchronous step:
@@ -1312,10 +1359,9 @@ impl<S: Storage + 'static> Partition<S> {
                     }
                 }
             }
-            let (count, payload_bytes, evicted) = st.mem.ring.occupancy();
-            self.ring_events_gauge.set(count as f64);
-            self.ring_bytes_gauge.set(payload_bytes as f64);
-            self.count_evicted(&mut st, evicted);
+            if !self.metrics_deferred.get() {
+                self.report_metrics(&mut st);
+            }
             st.sinks.clone()
         };
         if !sinks.is_empty() {
