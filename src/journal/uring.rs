@@ -251,12 +251,9 @@ fn register_worker_cpus(ring: &IoUring, cpus: &[usize]) -> io::Result<()> {
     }
     // SAFETY: `cpu_set_t` is a plain bit array, valid when zeroed.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &cpu in cpus {
-        assert!(
-            cpu < libc::CPU_SETSIZE as usize,
-            "CPU {cpu} fits a cpu_set_t"
-        );
-        // SAFETY: `cpu` is below CPU_SETSIZE (asserted), the bit array's size.
+    // A CPU beyond a cpu_set_t's bits cannot be named; the kernel gets the others.
+    for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: `cpu` is below CPU_SETSIZE, the bit array's size.
         unsafe { libc::CPU_SET(cpu, &mut set) };
     }
     ring.submitter().register_iowq_aff(&set)
