@@ -34,15 +34,18 @@
 //! blocks in the write until it is durable and then posts the completion, which is reaped
 //! as before: nothing about durability or ordering changes (completions could already
 //! arrive out of order). A kernel that refuses the affinity (before Linux 5.14) would let
-//! the workers run on the shard's own CPU, where they only add context switches, so the
-//! driver then issues writes inline and logs it once ([`Driver::workers`]). Completions are reaped by
-//! [`Driver::reap`], which the journal calls on every append (two loads of ring words when
-//! nothing is ready) and which a reaper task calls while anything is in flight: the reaper
-//! polls, yielding to the executor between two polls through a glommio timer that is due at
-//! once (so every ready task runs and glommio polls its own rings first), for up to
-//! [`REAP_SPIN`] after the last submission or completion, then naps [`REAP_NAP`] between
-//! polls, and ends when nothing is in flight. Callbacks run after the ring and the operation
-//! table are released, so a callback may submit again.
+//! the workers run on the shard's own CPU, competing with it for that CPU (not measured),
+//! so the driver then issues writes inline and logs it once ([`Driver::workers`]).
+//!
+//! ## Completions
+//!
+//! Completions are reaped by [`Driver::reap`], which the journal calls on every append (two
+//! loads of ring words when nothing is ready) and which a reaper task calls while anything
+//! is in flight: the reaper polls, yielding to the executor between two polls through a
+//! glommio timer that is due at once (so every ready task runs and glommio polls its own
+//! rings first), for up to [`REAP_SPIN`] after the last submission or completion, then naps
+//! [`REAP_NAP`] between polls, and ends when nothing is in flight. Callbacks run after the
+//! ring and the operation table are released, so a callback may submit again.
 //!
 //! ## Invariants
 //!
