@@ -551,11 +551,23 @@ pub struct RecordIter<'a> {
 
 impl<'a> RecordIter<'a> {
     pub fn new(body: &'a [u8]) -> Self {
+        Self::starting_at(body, 0)
+    }
+
+    /// The records of `body` from byte `at` on, which must be where one of them starts
+    /// (a [`RecordIter::position`] of an iterator over the same body).
+    pub fn starting_at(body: &'a [u8], at: usize) -> Self {
+        assert!(at <= body.len(), "a record position is inside its body");
         RecordIter {
             body,
-            at: 0,
+            at,
             failed: false,
         }
+    }
+
+    /// The byte offset in the body of the record `next` returns.
+    pub fn position(&self) -> usize {
+        self.at
     }
 }
 
