@@ -391,6 +391,27 @@ fn log_from(log: &std::path::Path, from: usize) -> String {
     std::fs::read_to_string(log).unwrap()[from..].to_string()
 }
 
+/// Whether evringd (`server`) has an io_uring worker thread kept off CPU 0, where its only
+/// shard runs: what the journal's workers are once the kernel took their CPU set (io-wq
+/// workers start on demand and stay a few seconds idle, so right after writes).
+fn has_worker_off_cpu0(server: &Server) -> bool {
+    let pid = server.child.as_ref().expect("running").id();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks.filter_map(Result::ok).any(|t| {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        // A list such as "1", "1-3" or "0,2": CPU 0 is in it when a range starts at 0.
+        let has_cpu0 = allowed.split(',').any(|r| r.split('-').next() == Some("0"));
+        comm.starts_with("iou-wrk-") && !allowed.is_empty() && !has_cpu0
+    })
+}
+
 #[test]
 fn journal_writes_go_to_io_urings_workers_or_inline_and_every_acknowledged_event_survives() {
     let dir = tempfile::tempdir().unwrap();
@@ -415,8 +436,9 @@ fn journal_writes_go_to_io_urings_workers_or_inline_and_every_acknowledged_event
             appended += 1;
         }
     };
-    // The default: the workers, on the CPU no shard runs on.
+    // The default: the workers, on the CPU no shard runs on — they issued the writes.
     append_some(&server);
+    assert_eq!(has_worker_off_cpu0(&server), !one_cpu);
     server.kill();
     let mut seen = 0;
     let text = log_from(&log, seen);
@@ -430,6 +452,7 @@ fn journal_writes_go_to_io_urings_workers_or_inline_and_every_acknowledged_event
     )];
     server.restart();
     append_some(&server);
+    assert!(!has_worker_off_cpu0(&server), "the shard issued the writes");
     server.kill();
     let text = log_from(&log, seen);
     assert_eq!(
@@ -444,6 +467,7 @@ fn journal_writes_go_to_io_urings_workers_or_inline_and_every_acknowledged_event
     server.extra = vec!["--set".into(), "journal_submit=\"inline\"".into()];
     server.restart();
     append_some(&server);
+    assert!(!has_worker_off_cpu0(&server), "the shard issued the writes");
     server.kill();
     let text = log_from(&log, seen);
     assert!(
