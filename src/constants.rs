@@ -71,6 +71,10 @@ pub const HELLO_FRAME_BYTES_MAX: u32 = 16 + 2 + 2 * (2 + NAME_BYTES_MAX as u32);
 /// A recovery reads the journal in chunks of this many bytes.
 pub const SCAN_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
+/// A read of the journal behind the ring (`Journal::visit`) reads this many bytes of a
+/// segment at once and keeps them, so that the frames after the one wanted come from memory.
+pub const JOURNAL_READ_WINDOW_BYTES: usize = 1024 * 1024;
+
 /// The journal remembers one (LSN → position) checkpoint at least every this many bytes, so a
 /// read from an arbitrary LSN scans at most this much of a segment.
 pub const INDEX_STRIDE_BYTES: u64 = 64 * 1024;
@@ -78,6 +82,7 @@ pub const INDEX_STRIDE_BYTES: u64 = 64 * 1024;
 const _: () = assert!(BLOCK_BYTES.is_power_of_two());
 const _: () = assert!(BLOCK_BYTES % SECTOR_BYTES == 0);
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT % BLOCK_BYTES == 0);
+const _: () = assert!(JOURNAL_READ_WINDOW_BYTES % BLOCK_BYTES == 0);
 const _: () = assert!(FRAME_BYTES_MAX_LIMIT % BLOCK_BYTES == 0);
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT <= FRAME_BYTES_MAX_LIMIT);
 const _: () = assert!(FRAME_HEADER_BYTES % RECORD_ALIGN == 0);

@@ -46,12 +46,13 @@ const SMALL: [&str; 22] = [
 /// docs/OPERATIONS.md's memory budget for the SMALL configuration (one shard), with `c`
 /// connections and `e` events written:
 /// 30 MiB + shards × (8 × frame_bytes_max + NET_RING + KEPT_FOR_REUSE)
-/// + P × (2 × (in_flight_frames + 2) × frame_bytes_max + 72 × ring_capacity_events
-///   + ring_capacity_bytes + 100 × idempotency_window)
+/// + P × (2 × (in_flight_frames + 2) × frame_bytes_max + JOURNAL_READ_WINDOW_BYTES
+///   + 72 × ring_capacity_events + ring_capacity_bytes + 100 × idempotency_window)
 /// + C × CONNECTION_WORST + 24 × E.
 fn small_budget(c: u64, e: u64) -> u64 {
     // (No snapshot is written in these runs: fewer events than snapshot_every_events.)
-    let partition = 2 * 6 * MIB + 72 * 65536 + 16 * MIB + 100 * 10_000;
+    let read_window = evring::constants::JOURNAL_READ_WINDOW_BYTES as u64;
+    let partition = 2 * 6 * MIB + read_window + 72 * 65536 + 16 * MIB + 100 * 10_000;
     let connection = CONNECTION_WORST;
     let frame_buffer_pool = 8 * MIB;
     30 * MIB + frame_buffer_pool + NET_RING + KEPT_FOR_REUSE + partition + c * connection + 24 * e

@@ -78,6 +78,12 @@ pub trait SegmentFile: 'static {
     }
     /// Reads `len` bytes at `pos` (fewer only at the end of the file).
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// [`Self::read_at`] into `buf`, whose contents it replaces; a device that can reuses
+    /// `buf`'s allocation.
+    async fn read_into(&self, pos: u64, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+        *buf = self.read_at(pos, len).await?;
+        Ok(())
+    }
 }
 
 /// [`SegmentFile::write_durable`] through the file's futures: [`SegmentFile::write_at`], then

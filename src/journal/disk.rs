@@ -114,16 +114,21 @@ impl DiskStorage {
     }
 }
 
-/// An O_DIRECT segment file (writes), with a plain descriptor for reads.
+/// An O_DIRECT segment file: writes through the shard's io_uring, reads by `pread` on a
+/// second O_DIRECT descriptor.
 ///
-/// Reads go through `pread` on a buffered descriptor rather than glommio's DMA reads:
-/// glommio 0.9 submits reads into its registered-buffer pool as `READ_FIXED`, which failed
-/// here with EOPNOTSUPP on ext4/virtio. O_DIRECT writes invalidate cached pages, so buffered
-/// reads see exactly what was written. A read is a blocking call on the shard thread; reads
-/// of recent events are served from memory, so journal reads are catch-up and recovery work.
+/// Reads are `pread`s rather than glommio's DMA reads: glommio 0.9 submits reads into its
+/// registered-buffer pool as `READ_FIXED`, which failed here with EOPNOTSUPP on ext4/virtio.
+/// They bypass the page cache like the writes: the device copies straight into the reader's
+/// buffer, where a buffered read would copy every byte again from the page cache on the
+/// shard's thread (14% of the shard while consumers of a group read a backlog behind the
+/// ring, docs/BENCHMARKS.md). A read is a blocking call on the shard thread; reads of recent
+/// events are served from memory, so journal reads are catch-up and recovery work, and the
+/// journal reads a window of a megabyte at a time ([`crate::constants::JOURNAL_READ_WINDOW_BYTES`]).
 pub struct DiskFile {
     /// Keeps the O_DIRECT descriptor the driver writes through open.
     file: DmaFile,
+    /// O_DIRECT, for reads: offsets, lengths and buffers aligned to [`BLOCK_BYTES`].
     reader: std::fs::File,
     driver: Rc<Driver>,
     dsync: bool,
@@ -196,18 +201,40 @@ impl SegmentFile for DiskFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.read_into(pos, len, &mut buf).await?;
+        Ok(buf)
+    }
+
+    /// Reads the whole blocks holding [pos, pos + len) into an aligned stretch of `buf`, then
+    /// moves the bytes asked for to its start.
+    async fn read_into(&self, pos: u64, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; len];
+        let block = BLOCK_BYTES as u64;
+        let start = pos - pos % block;
+        let span = ((pos + len as u64).next_multiple_of(block) - start) as usize;
+        buf.clear();
+        buf.resize(span + BLOCK_BYTES, 0);
+        let addr = buf.as_ptr().addr();
+        let shift = addr.next_multiple_of(BLOCK_BYTES) - addr;
+        let aligned = &mut buf[shift..shift + span];
         let mut done = 0;
-        while done < len {
-            let n = self.reader.read_at(&mut buf[done..], pos + done as u64)?;
-            if n == 0 {
+        while done < span {
+            let n = self
+                .reader
+                .read_at(&mut aligned[done..], start + done as u64)?;
+            done += n;
+            // The end of the file: nothing more, or a tail short of a block (segments are
+            // whole blocks, so only a file not made by the journal has one).
+            if n == 0 || done % BLOCK_BYTES != 0 {
                 break;
             }
-            done += n;
         }
-        buf.truncate(done);
-        Ok(buf)
+        let head = (pos - start) as usize;
+        let got = done.saturating_sub(head).min(len);
+        buf.copy_within(shift + head..shift + head + got, 0);
+        buf.truncate(got);
+        Ok(())
     }
 }
 
@@ -226,7 +253,13 @@ impl Storage for DiskStorage {
             .custom_flags(self.open_flags())
             .dma_open(self.path(seq))
             .await?;
-        let reader = std::fs::File::open(self.path(seq))?;
+        let reader = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(self.path(seq))?
+        };
         let workers = driver.workers(&self.submit);
         Ok(DiskFile {
             file,

@@ -134,7 +134,7 @@ impl<'a, F: SegmentFile> Window<'a, F> {
         let have_end = self.start + self.bytes.len() as u64;
         if pos < self.start || pos + len as u64 > have_end {
             let want = len.max(SCAN_CHUNK_BYTES);
-            self.bytes = self.file.read_at(pos, want).await?;
+            self.file.read_into(pos, want, &mut self.bytes).await?;
             self.read_total += self.bytes.len() as u64;
             self.start = pos;
         }

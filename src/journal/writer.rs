@@ -67,8 +67,8 @@ use super::scan::{scan, DirtyTail, FrameInfo, IndexEntry, ScanConfig, ScanReport
 use crate::constants::{
     BLOCK_BYTES, FRAME_BYTES_MAX_DEFAULT, FRAME_BYTES_MAX_LIMIT, FRAME_HEADER_BYTES,
     INDEX_STRIDE_BYTES, IN_FLIGHT_FRAMES_DEFAULT, IN_FLIGHT_FRAMES_LIMIT,
-    PIPELINE_MIN_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN, SEGMENT_FIRST_BYTES,
-    SEGMENT_HEADER_BLOCKS, SPARE_SEGMENTS_MAX,
+    JOURNAL_READ_WINDOW_BYTES, PIPELINE_MIN_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT,
+    SEGMENT_BYTES_MIN, SEGMENT_FIRST_BYTES, SEGMENT_HEADER_BLOCKS, SPARE_SEGMENTS_MAX,
 };
 use crate::error::JournalError;
 use crate::log_limit::LogLimit;
@@ -341,6 +341,9 @@ struct State<F: SegmentFile> {
     prev_crc: u32,
     next_lsn: u64,
     acked_lsn: u64,
+    /// Where the acknowledged frames end: the segment of the last one and the offset after
+    /// it. The bytes before never change ([`Journal::stable_end`]).
+    acked_end: (u64, u64),
     oldest_lsn: u64,
     open: Option<OpenFrame<F::Buf>>,
     /// About as many waiters as the last frames made durable woke (the last one's count,
@@ -423,6 +426,20 @@ struct Shared<S: Storage> {
     /// same stretch do not read those headers again. Immutable for the same reason as
     /// `last_frames`.
     read_headers: RefCell<VecDeque<(u64, u64, FrameMeta)>>,
+    /// The bytes a visit last read from a segment at once ([`Journal::read_span`]).
+    read_window: RefCell<ReadWindow>,
+}
+
+/// [`JOURNAL_READ_WINDOW_BYTES`] of a segment, read at once by a visit: the frames after the
+/// one it wanted come from memory, one disk read per window rather than two per frame
+/// (header and body). It holds only bytes before [`Journal::stable_end`], which never change
+/// while the segment exists, and a segment number is never used twice, so it cannot go
+/// stale.
+#[derive(Default)]
+struct ReadWindow {
+    /// The segment (`None`: empty) and the offset of `bytes` in it.
+    at: Option<(u64, u64)>,
+    bytes: Vec<u8>,
 }
 
 /// The most frame headers a journal keeps ([`Shared::read_headers`]): 64 bytes each.
@@ -566,6 +583,8 @@ impl<S: Storage + 'static> Journal<S> {
                 prev_crc,
                 next_lsn,
                 acked_lsn: next_lsn,
+                // What recovery found is durable; beyond it the torn tail was zeroed above.
+                acked_end: (seg_seq, offset),
                 oldest_lsn,
                 open: None,
                 waiters_hint: 0,
@@ -587,6 +606,7 @@ impl<S: Storage + 'static> Journal<S> {
             read_files: RefCell::new(Vec::new()),
             last_frames: RefCell::new(VecDeque::new()),
             read_headers: RefCell::new(VecDeque::new()),
+            read_window: RefCell::new(ReadWindow::default()),
         });
         let journal = Journal { shared };
         journal.adopt_spare_segment().await;
@@ -1125,6 +1145,7 @@ impl<S: Storage + 'static> Journal<S> {
                         m.frames.increment(1);
                         m.bytes.increment(flight.bytes);
                         st.acked_lsn = flight.end_lsn;
+                        st.acked_end = (flight.segment_seq, flight.offset + flight.bytes);
                         let woken = flight.signal.finish(Ok(()));
                         // The hint follows a frame with more waiters at once and one with
                         // fewer slowly, so frames of varying size seldom outgrow it.
@@ -1487,11 +1508,7 @@ impl<S: Storage + 'static> Journal<S> {
         let head: &[u8] = match &kept_frame {
             Some(frame) => &frame.bytes[..BLOCK_BYTES],
             None => {
-                read = cursor
-                    .file
-                    .read_at(offset, BLOCK_BYTES)
-                    .await
-                    .map_err(io_at(storage, seq))?;
+                read = self.read_span(cursor, offset, BLOCK_BYTES).await?;
                 &read
             }
         };
@@ -1534,11 +1551,9 @@ impl<S: Storage + 'static> Journal<S> {
         let frame = match self.last_frame(seq, offset) {
             Some(frame) => frame,
             None => {
-                let bytes = cursor
-                    .file
-                    .read_at(offset, meta.padded_len as usize)
-                    .await
-                    .map_err(io_at(storage, seq))?;
+                let bytes = self
+                    .read_span(cursor, offset, meta.padded_len as usize)
+                    .await?;
                 check_frame_body(&bytes, meta)
                     .map_err(|fault| read_corrupt(storage.describe(seq), offset, fault))?;
                 let frame = Rc::new(KeptFrame {
@@ -1598,6 +1613,65 @@ impl<S: Storage + 'static> Journal<S> {
             }
         }
         Ok(false)
+    }
+
+    /// The `len` bytes at `offset` of the cursor's segment (fewer only at its end), from the
+    /// read window when it holds them. Otherwise, when they are stable, the window is read
+    /// again from `offset` on (as much of [`JOURNAL_READ_WINDOW_BYTES`] as is stable), and
+    /// they come from it; bytes not yet stable are read on their own, never kept.
+    async fn read_span(
+        &self,
+        cursor: &VisitCursor<S::File>,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, JournalError> {
+        let storage = &self.shared.storage;
+        let seq = cursor.seq;
+        let end = offset + len as u64;
+        {
+            let window = self.shared.read_window.borrow();
+            if let Some((at_seq, at)) = window.at {
+                if at_seq == seq && at <= offset && end <= at + window.bytes.len() as u64 {
+                    let from = (offset - at) as usize;
+                    return Ok(window.bytes[from..from + len].to_vec());
+                }
+            }
+        }
+        let stable_end = self.stable_end(seq).min(cursor.len);
+        if len > JOURNAL_READ_WINDOW_BYTES || end > stable_end {
+            return cursor
+                .file
+                .read_at(offset, len)
+                .await
+                .map_err(io_at(storage, seq));
+        }
+        // Out of the cell while the read waits: a visit meanwhile finds no window.
+        let mut window = self.shared.read_window.take();
+        window.at = None;
+        let want = (stable_end - offset).min(JOURNAL_READ_WINDOW_BYTES as u64) as usize;
+        cursor
+            .file
+            .read_into(offset, want, &mut window.bytes)
+            .await
+            .map_err(io_at(storage, seq))?;
+        window.at = Some((seq, offset));
+        let got = &window.bytes[..len.min(window.bytes.len())];
+        let bytes = got.to_vec();
+        *self.shared.read_window.borrow_mut() = window;
+        Ok(bytes)
+    }
+
+    /// The offset in segment `seq` before which its bytes never change while it exists:
+    /// the end of its acknowledged frames in the segment of the last one, the whole of an
+    /// earlier segment (its frames are acknowledged, and the zero block after them was
+    /// written before the next segment took a frame), nothing of a later one.
+    fn stable_end(&self, seq: u64) -> u64 {
+        let (acked_seq, acked_end) = self.shared.state.borrow().acked_end;
+        match seq.cmp(&acked_seq) {
+            std::cmp::Ordering::Less => u64::MAX,
+            std::cmp::Ordering::Equal => acked_end,
+            std::cmp::Ordering::Greater => 0,
+        }
     }
 
     /// The frame at `offset` of segment `seq`, if it is one of the last a visit read.
