@@ -450,8 +450,14 @@ impl Group {
                 delivery_ms,
                 entries,
             } => {
-                let mut added = i64::from(!self.consumers.contains_key(consumer));
-                self.consumers.entry(consumer.clone()).or_default();
+                let mut added = 0;
+                if !self.consumers.contains_key(consumer) {
+                    self.consumers.insert(consumer.clone(), Consumer::default());
+                    added += 1;
+                }
+                // Entries pending with another consumer until now: off its list after.
+                let mut taken: Vec<(Vec<u8>, StreamId)> = Vec::new();
+                let c = self.consumers.get_mut(consumer).expect("made above");
                 for &(id, count) in entries {
                     let previous = self.pending.insert(
                         id,
@@ -462,33 +468,38 @@ impl Group {
                         },
                     );
                     match previous {
-                        Some(p) if p.consumer != *consumer => {
-                            if let Some(c) = self.consumers.get_mut(&p.consumer) {
-                                c.pending.remove(&id);
-                            }
-                        }
+                        Some(p) if p.consumer != *consumer => taken.push((p.consumer, id)),
                         Some(_) => {}
                         None => added += 1,
                     }
-                    self.consumers
-                        .get_mut(consumer)
-                        .expect("made above")
-                        .pending
-                        .insert(id);
+                    c.pending.insert(id);
                 }
+                self.unlist(taken);
                 added
             }
             GroupEdit::Ack { ids } => {
-                let mut removed = 0;
-                for id in ids {
-                    if let Some(p) = self.pending.remove(id) {
-                        if let Some(c) = self.consumers.get_mut(&p.consumer) {
-                            c.pending.remove(id);
-                        }
-                        removed += 1;
-                    }
-                }
+                let gone: Vec<(Vec<u8>, StreamId)> = ids
+                    .iter()
+                    .filter_map(|id| self.pending.remove(id).map(|p| (p.consumer, *id)))
+                    .collect();
+                let removed = gone.len() as i64;
+                self.unlist(gone);
                 -removed
+            }
+        }
+    }
+
+    /// Takes each ID off its consumer's list of pending IDs. The IDs of one consumer come
+    /// one after another (an XACK's or a claim's usually all do): one lookup per run.
+    fn unlist(&mut self, ids: Vec<(Vec<u8>, StreamId)>) {
+        let mut at: Option<(Vec<u8>, Option<&mut Consumer>)> = None;
+        for (name, id) in ids {
+            if at.as_ref().is_none_or(|(n, _)| *n != name) {
+                let c = self.consumers.get_mut(&name);
+                at = Some((name, c));
+            }
+            if let Some((_, Some(c))) = &mut at {
+                c.pending.remove(&id);
             }
         }
     }

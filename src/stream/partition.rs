@@ -1515,7 +1515,7 @@ impl<S: Storage + 'static> Partition<S> {
                     // The journal lacks `run[k]`: stop; the caller reports it.
                     return ScanNext::Stop;
                 }
-                let e = to_recorded(r.to_owned(), self.id);
+                let e = to_recorded(r, self.id);
                 let size = reply_bytes(&e);
                 if (!got.is_empty() || !need_one) && bytes + size > budget {
                     cut = true;
@@ -1549,7 +1549,7 @@ impl<S: Storage + 'static> Partition<S> {
                     missing = true; // an LSN the journal lacks
                     return ScanNext::Stop;
                 }
-                let e = to_recorded(r.to_owned(), self.id);
+                let e = to_recorded(r, self.id);
                 let size = reply_bytes(&e);
                 bytes += size;
                 kept.push_back((e, size));
@@ -1855,7 +1855,7 @@ impl<S: Storage + 'static> Partition<S> {
                     return ScanNext::Stop;
                 }
                 if r.record.kind == RECORD_KIND_EVENT {
-                    let e = to_recorded(r.to_owned(), self.id);
+                    let e = to_recorded(r, self.id);
                     let size = reply_bytes(&e);
                     if !out.is_empty() && bytes + size > budget {
                         return ScanNext::Stop;

@@ -6,7 +6,7 @@
 //! fields or an error), for reads, snapshots and views on any shard.
 
 use super::error::ShortPayload;
-use crate::journal::{OwnedRecord, RecordRef};
+use crate::journal::{RecordRef, RecordView};
 use crate::protocol::{Event, RecordedEvent};
 use crate::ring::{ring, EventColumns, NameTable, NewEvent, RingConfig, RingWriter};
 
@@ -174,19 +174,21 @@ pub fn reply_bytes(e: &RecordedEvent) -> usize {
     ev.event_type.len() + ev.data.len() + ev.metadata.len() + 64
 }
 
-pub(super) fn to_recorded(r: OwnedRecord, partition: u32) -> RecordedEvent {
+/// The event a journal record holds, copied straight from the frame.
+pub(super) fn to_recorded(view: &RecordView<'_>, partition: u32) -> RecordedEvent {
+    let r = &view.record;
     RecordedEvent {
-        stream: String::from_utf8_lossy(&r.stream).into_owned(),
+        stream: String::from_utf8_lossy(r.stream).into_owned(),
         stream_version: r.stream_version,
-        lsn: r.lsn,
+        lsn: view.lsn,
         partition,
         event: Event {
             id: r.event_id,
-            event_type: String::from_utf8_lossy(&r.event_type).into_owned(),
+            event_type: String::from_utf8_lossy(r.event_type).into_owned(),
             timestamp_ns: r.timestamp_ns,
             value: r.value,
-            data: r.data,
-            metadata: r.metadata,
+            data: r.data.to_vec(),
+            metadata: r.metadata.to_vec(),
         },
     }
 }
