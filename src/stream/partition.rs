@@ -1444,7 +1444,9 @@ impl<S: Storage + 'static> Partition<S> {
         budget: usize,
     ) -> Result<(Vec<RecordedEvent>, bool), StreamError> {
         let descending = lsns.len() > 1 && lsns[0] > lsns[1];
-        let mut out: Vec<RecordedEvent> = Vec::new();
+        // Room for a usual read's events at once (a larger one grows as it goes: its
+        // byte budget may stop it early).
+        let mut out: Vec<RecordedEvent> = Vec::with_capacity(lsns.len().min(64));
         let mut bytes = 0usize;
         let mut i = 0;
         while i < lsns.len() {
