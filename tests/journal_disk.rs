@@ -558,6 +558,26 @@ fn reads_on_real_files_follow_the_tail_and_return_any_byte_range() {
             let end = (pos + len as u64).min(size) as usize;
             assert_eq!(got, whole[pos as usize..end], "{len} bytes at {pos}");
         }
+        // A file that ends inside a block (not one the journal makes: its segments are
+        // whole blocks) reads up to its end.
+        let odd: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(path.join(format!("{:016x}.seg", 0xabcdu64)), &odd).unwrap();
+        let file = storage.open_segment(0xabcd).await.unwrap();
+        for (pos, len) in [
+            (0, 20_000),
+            (8192, 4096),
+            (9_999, 1),
+            (100, 9_000),
+            (10_000, 5),
+        ] {
+            let got = file.read_at(pos, len).await.unwrap();
+            let end = (pos as usize + len).min(odd.len());
+            assert_eq!(
+                got,
+                odd[pos as usize..end],
+                "{len} bytes at {pos} of 10,000"
+            );
+        }
         segments.len()
     });
     assert!(segments >= 3);

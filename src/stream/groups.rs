@@ -184,7 +184,9 @@ impl GroupChange {
     /// `name`; 6 Pend `name, u64 delivery_ms, u32 n, n × (id, u64 count)`; 7 Ack `u32 n, n ×
     /// id`. A name is `u16 len` and its bytes; an ID `u64 ms, u64 seq`; all little-endian.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![GROUP_OP];
+        let len = self.encoded_len();
+        let mut out = Vec::with_capacity(len);
+        out.push(GROUP_OP);
         put_name(&mut out, &self.group);
         out.extend_from_slice(&(self.edits.len() as u32).to_le_bytes());
         for e in &self.edits {
@@ -243,7 +245,30 @@ impl GroupChange {
                 }
             }
         }
+        assert_eq!(out.len(), len, "encoded_len counts every byte");
         out
+    }
+
+    /// The bytes [`Self::encode`] writes (so it allocates once).
+    fn encoded_len(&self) -> usize {
+        let name = |n: &[u8]| 2 + n.len();
+        let edits: usize = self
+            .edits
+            .iter()
+            .map(|e| {
+                1 + match e {
+                    GroupEdit::Create { .. } | GroupEdit::SetLast { .. } => 16 + 8,
+                    GroupEdit::Destroy => 0,
+                    GroupEdit::Consumer { name: n, .. } => name(n) + 8 + 8,
+                    GroupEdit::DeleteConsumer { name: n } => name(n),
+                    GroupEdit::Pend {
+                        consumer, entries, ..
+                    } => name(consumer) + 8 + 4 + entries.len() * 24,
+                    GroupEdit::Ack { ids } => 4 + ids.len() * 16,
+                }
+            })
+            .sum();
+        1 + name(&self.group) + 4 + edits
     }
 
     /// The change in a record's data (which starts with [`GROUP_OP`]); `None` for bytes

@@ -1509,7 +1509,7 @@ impl<S: Storage + 'static> Partition<S> {
         budget: usize,
         need_one: bool,
     ) -> Result<(Vec<RecordedEvent>, usize, bool), StreamError> {
-        let mut got: Vec<RecordedEvent> = Vec::new();
+        let mut got: Vec<RecordedEvent> = Vec::with_capacity(run.len().min(64));
         let (mut bytes, mut cut, mut k) = (0usize, false, 0usize);
         self.journal
             .visit(run[0], |r| {
