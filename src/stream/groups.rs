@@ -499,35 +499,40 @@ impl Group {
                     }
                     c.pending.insert(id);
                 }
-                self.unlist(taken);
+                unlist(&mut self.consumers, taken);
                 added
             }
             GroupEdit::Ack { ids } => {
-                let gone: Vec<(Vec<u8>, StreamId)> = ids
+                let pending = &mut self.pending;
+                let gone = ids
                     .iter()
-                    .filter_map(|id| self.pending.remove(id).map(|p| (p.consumer, *id)))
-                    .collect();
-                let removed = gone.len() as i64;
-                self.unlist(gone);
-                -removed
+                    .filter_map(|id| pending.remove(id).map(|p| (p.consumer, *id)));
+                -(unlist(&mut self.consumers, gone) as i64)
             }
         }
     }
+}
 
-    /// Takes each ID off its consumer's list of pending IDs. The IDs of one consumer come
-    /// one after another (an XACK's or a claim's usually all do): one lookup per run.
-    fn unlist(&mut self, ids: Vec<(Vec<u8>, StreamId)>) {
-        let mut at: Option<(Vec<u8>, Option<&mut Consumer>)> = None;
-        for (name, id) in ids {
-            if at.as_ref().is_none_or(|(n, _)| *n != name) {
-                let c = self.consumers.get_mut(&name);
-                at = Some((name, c));
-            }
-            if let Some((_, Some(c))) = &mut at {
-                c.pending.remove(&id);
-            }
+/// Takes each ID off its consumer's list of pending IDs; returns how many it was given. The
+/// IDs of one consumer come one after another (an XACK's or a claim's usually all do): one
+/// lookup per run.
+fn unlist(
+    consumers: &mut BTreeMap<Vec<u8>, Consumer>,
+    ids: impl IntoIterator<Item = (Vec<u8>, StreamId)>,
+) -> usize {
+    let mut n = 0;
+    let mut at: Option<(Vec<u8>, Option<&mut Consumer>)> = None;
+    for (name, id) in ids {
+        n += 1;
+        if at.as_ref().is_none_or(|(c, _)| *c != name) {
+            let c = consumers.get_mut(&name);
+            at = Some((name, c));
+        }
+        if let Some((_, Some(c))) = &mut at {
+            c.pending.remove(&id);
         }
     }
+    n
 }
 
 /// Edits that make each group of `groups` again from nothing (a renamed or restored
