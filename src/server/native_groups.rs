@@ -13,8 +13,8 @@ use std::rc::Rc;
 
 use super::api_error::ApiError;
 use super::resp_groups::{
-    ConsumerInfo as ViewConsumer, GroupAnswer, GroupInfo, GroupItem, GroupOp, InfoWhat,
-    PendingAnswer, PendingQuery,
+    ConsumerInfo as ViewConsumer, EntryForm, GroupAnswer, GroupInfo, GroupItem, GroupOp, InfoWhat,
+    Items, PendingAnswer, PendingQuery,
 };
 use super::resp_read::{group_wait, GroupRead};
 use super::resp_streams::{RespOp, RespOutcome, WRONGTYPE};
@@ -38,6 +38,7 @@ fn group_op(stream: &str, command: GroupCommand) -> Result<GroupOp, ApiError> {
     let write = |request| GroupOp::Write {
         stream: stream.to_string(),
         request,
+        form: EntryForm::Events,
     };
     Ok(match command {
         GroupCommand::Create {
@@ -185,8 +186,9 @@ pub(super) fn group_error(stream: &str, group: &[u8], e: &GroupError) -> ApiErro
     }
 }
 
-fn entries(items: Vec<GroupItem>) -> Vec<GroupEntry> {
+fn entries(items: Items) -> Vec<GroupEntry> {
     items
+        .list
         .into_iter()
         .map(|item| match item {
             GroupItem::Entry(id, Some(event)) => GroupEntry {
@@ -201,6 +203,7 @@ fn entries(items: Vec<GroupItem>) -> Vec<GroupEntry> {
                 id,
                 event: EntryEvent::IdOnly,
             },
+            GroupItem::Fields(..) => unreachable!("a native request asks for events"),
         })
         .collect()
 }

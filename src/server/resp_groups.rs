@@ -29,12 +29,38 @@ use crate::stream::{
     StreamError, StreamGroups, TxDone, TxWrite,
 };
 
-/// An entry of a reply: its ID and event (`None`: deleted from the stream meanwhile), or
-/// its ID alone (JUSTID).
+/// An entry of a reply: its ID and event (`None`: deleted from the stream meanwhile), its
+/// ID and its fields encoded for RESP, or its ID alone (JUSTID).
 #[derive(Debug)]
 pub enum GroupItem {
     Entry(StreamId, Option<RecordedEvent>),
+    /// [`EntryForm::Resp`]: the entry's fields are `fields[range]` of its [`Items`].
+    Fields(StreamId, std::ops::Range<usize>),
     Id(StreamId),
+}
+
+/// The entries of a reply.
+#[derive(Debug, Default)]
+pub struct Items {
+    pub list: Vec<GroupItem>,
+    /// The fields of the list's [`GroupItem::Fields`], one after another.
+    pub fields: Vec<u8>,
+}
+
+impl Items {
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+/// The form a reply's entries take on the owner: events (a native request's reply encodes
+/// them), or the fields of each entry encoded as a RESP reply writes them (the same bytes in
+/// RESP2 and RESP3), straight from the ring or the journal's frame, with no copy of the
+/// event in between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryForm {
+    Events,
+    Resp,
 }
 
 /// What the owner answers for a [`GroupOp`].
@@ -45,12 +71,12 @@ pub enum GroupAnswer {
     /// XREADGROUP: whether the key is in the reply, and its entries.
     Read {
         served: bool,
-        items: Vec<GroupItem>,
+        items: Items,
     },
-    Claimed(Vec<GroupItem>),
+    Claimed(Items),
     AutoClaimed {
         next: StreamId,
-        items: Vec<GroupItem>,
+        items: Items,
         deleted: Vec<StreamId>,
     },
     Pending(PendingAnswer),
@@ -133,12 +159,14 @@ pub enum GroupOp {
     Write {
         stream: String,
         request: GroupRequest,
+        form: EntryForm,
     },
     /// XREADGROUP `>` with BLOCK: as `Write`, but a key deleted within
     /// [`BLOCKED_RACE_NS`] answers [`GroupAnswer::Gone`].
     BlockingRead {
         stream: String,
         request: GroupRequest,
+        form: EntryForm,
     },
     Pending {
         stream: String,
@@ -160,11 +188,19 @@ pub(super) fn now_ms() -> u64 {
 /// Runs a group command on the partition's owner.
 pub(super) async fn run_op(p: &Partition, op: GroupOp) -> OpResult {
     let answer = match op {
-        GroupOp::Write { stream, request } => match run_write(p, &stream, request).await {
+        GroupOp::Write {
+            stream,
+            request,
+            form,
+        } => match run_write(p, &stream, request, form).await {
             Ok(a) => a,
             Err(e) => return OpResult::Err(e),
         },
-        GroupOp::BlockingRead { stream, request } => match run_write(p, &stream, request).await {
+        GroupOp::BlockingRead {
+            stream,
+            request,
+            form,
+        } => match run_write(p, &stream, request, form).await {
             Ok(GroupAnswer::Refused(GroupError::NoGroup | GroupError::NoStream))
                 if p.deleted_lately(&stream, BLOCKED_RACE_NS) =>
             {
@@ -196,11 +232,13 @@ pub(super) async fn run_op(p: &Partition, op: GroupOp) -> OpResult {
     OpResult::Resp(RespOutcome::Group(answer))
 }
 
-/// Runs a group command that may change state, and fetches the entries it answers with.
+/// Runs a group command that may change state, and fetches the entries it answers with, in
+/// `form`.
 pub(super) async fn run_write(
     p: &Partition,
     stream: &str,
     request: GroupRequest,
+    form: EntryForm,
 ) -> Result<GroupAnswer, ApiError> {
     let write = TxWrite::Group {
         stream: stream.to_string(),
@@ -221,42 +259,67 @@ pub(super) async fn run_write(
         GroupDone::Count(n) => GroupAnswer::Count(n),
         GroupDone::Read { served, entries } => GroupAnswer::Read {
             served,
-            items: fetch(p, entries, false).await?,
+            items: fetch(p, entries, false, form).await?,
         },
-        GroupDone::Claimed(entries) => GroupAnswer::Claimed(fetch(p, entries, true).await?),
+        GroupDone::Claimed(entries) => GroupAnswer::Claimed(fetch(p, entries, true, form).await?),
         GroupDone::AutoClaimed {
             next,
             entries,
             deleted,
         } => GroupAnswer::AutoClaimed {
             next,
-            items: fetch(p, entries, true).await?,
+            items: fetch(p, entries, true, form).await?,
             deleted,
         },
     })
 }
 
-/// The events of entries by LSN; an entry without one is answered by its ID alone when
-/// `bare` (JUSTID), else with no fields (a history read's deleted entry).
+/// The events of entries by LSN, in `form`; an entry without one is answered by its ID
+/// alone when `bare` (JUSTID), else with no fields (a history read's deleted entry).
 async fn fetch(
     p: &Partition,
     entries: Vec<crate::stream::GroupEntry>,
     bare: bool,
-) -> Result<Vec<GroupItem>, ApiError> {
+    form: EntryForm,
+) -> Result<Items, ApiError> {
     let lsns: Vec<u64> = entries.iter().filter_map(|(_, l)| *l).collect();
-    let mut events = p
-        .fetch_lsns(&lsns, usize::MAX)
-        .await
-        .map_err(ApiError::from)?
-        .into_iter();
-    Ok(entries
+    // What was found for each LSN, in order, under a stand-in ID (set below).
+    let mut fields = Vec::new();
+    let found: Vec<GroupItem> = match form {
+        EntryForm::Events => p
+            .fetch_lsns(&lsns, usize::MAX)
+            .await
+            .map_err(ApiError::from)?
+            .into_iter()
+            .map(|e| GroupItem::Entry(StreamId::ZERO, Some(e)))
+            .collect(),
+        EntryForm::Resp => {
+            // Room for entries of a hundred bytes or so at once.
+            fields.reserve(lsns.len() * 160);
+            p.fetch_as(&lsns, usize::MAX, |v| {
+                let start = fields.len();
+                super::resp_streams::encode_record_fields(&mut fields, &v.record);
+                GroupItem::Fields(StreamId::ZERO, start..fields.len())
+            })
+            .await
+            .map_err(ApiError::from)?
+            .0
+        }
+    };
+    let mut found = found.into_iter();
+    let list = entries
         .into_iter()
         .map(|(id, lsn)| match lsn {
-            Some(_) => GroupItem::Entry(id, events.next()),
+            Some(_) => match found.next() {
+                Some(GroupItem::Entry(_, e)) => GroupItem::Entry(id, e),
+                Some(GroupItem::Fields(_, range)) => GroupItem::Fields(id, range),
+                Some(GroupItem::Id(_)) | None => GroupItem::Entry(id, None),
+            },
             None if bare => GroupItem::Id(id),
             None => GroupItem::Entry(id, None),
         })
-        .collect())
+        .collect();
+    Ok(Items { list, fields })
 }
 
 fn pending(
@@ -543,6 +606,7 @@ async fn xgroup(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         GroupOp::Write {
             stream: stream.clone(),
             request,
+            form: EntryForm::Resp,
         },
     )
     .await?;
@@ -597,6 +661,7 @@ async fn xack(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         GroupOp::Write {
             stream: stream.clone(),
             request,
+            form: EntryForm::Resp,
         },
     )
     .await?
@@ -788,6 +853,7 @@ async fn xclaim(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         GroupOp::Write {
             stream: stream.clone(),
             request,
+            form: EntryForm::Resp,
         },
     )
     .await?
@@ -853,6 +919,7 @@ async fn xautoclaim(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> 
         GroupOp::Write {
             stream: stream.clone(),
             request,
+            form: EntryForm::Resp,
         },
     )
     .await?
@@ -876,11 +943,15 @@ async fn xautoclaim(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> 
 
 /// Entries as Redis replies them: `[id, fields]`, `[id, nil]` for one deleted meanwhile,
 /// or the bare ID (JUSTID).
-pub(super) fn write_items(r: &mut Reply<'_>, items: &[GroupItem]) {
-    r.array_len(items.len());
-    for item in items {
+pub(super) fn write_items(r: &mut Reply<'_>, items: &Items) {
+    r.array_len(items.list.len());
+    for item in &items.list {
         match item {
             GroupItem::Entry(id, Some(e)) => write_entry(r, *id, e),
+            GroupItem::Fields(id, range) => {
+                r.array_len(2).bulk(id.text());
+                r.encoded(&items.fields[range.clone()]);
+            }
             GroupItem::Entry(id, None) => {
                 r.array_len(2).bulk(id.text()).null_array();
             }

@@ -533,7 +533,7 @@ async fn group_wake(
     g: &GroupRead,
     count: usize,
 ) -> Result<Option<Entries>, super::api_error::ApiError> {
-    use super::resp_groups::{blocked_error, run_write, GroupAnswer, GroupItem};
+    use super::resp_groups::{blocked_error, run_write, EntryForm, GroupAnswer, GroupItem};
     let gone = |e: &crate::stream::GroupError| {
         super::api_error::ApiError::new(crate::protocol::code::INVALID_ARGUMENT, blocked_error(e))
     };
@@ -547,9 +547,10 @@ async fn group_wake(
         count,
         noack: g.noack,
     };
-    match run_write(p, stream, request).await? {
+    match run_write(p, stream, request, EntryForm::Events).await? {
         GroupAnswer::Read { items, .. } if !items.is_empty() => Ok(Some(
             items
+                .list
                 .into_iter()
                 .filter_map(|item| match item {
                     GroupItem::Entry(id, Some(e)) => Some((id, e)),
@@ -638,11 +639,11 @@ pub(super) async fn group_wait(
 /// XREADGROUP GROUP group consumer [COUNT count] [BLOCK milliseconds] [NOACK] STREAMS key
 /// [key …] id [id …] (module docs of [`super::resp_groups`]).
 pub(super) async fn xreadgroup(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
-    use super::resp_groups::{call_group, no_key_or_group, GroupAnswer, GroupItem, GroupOp};
+    use super::resp_groups::{call_group, no_key_or_group, EntryForm, GroupAnswer, GroupOp, Items};
     let x = parse(req, true)?;
     let g = x.group.clone().expect("XREADGROUP has a group");
     let count = if x.count == 0 { usize::MAX } else { x.count };
-    let mut served: Vec<(usize, Vec<GroupItem>)> = Vec::new();
+    let mut served: Vec<(usize, Items)> = Vec::new();
     for key in &x.keys {
         let request = crate::stream::GroupRequest::Read {
             group: g.group.clone(),
@@ -655,11 +656,13 @@ pub(super) async fn xreadgroup(shard: &Rc<Shard>, req: &RespRequest) -> Result<(
             GroupOp::BlockingRead {
                 stream: key.stream.clone(),
                 request,
+                form: EntryForm::Resp,
             }
         } else {
             GroupOp::Write {
                 stream: key.stream.clone(),
                 request,
+                form: EntryForm::Resp,
             }
         };
         match call_group(shard, &key.stream, op).await? {

@@ -387,34 +387,91 @@ pub(super) fn encode_fields(fields: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// What an entry's fields are made of: its event's type, data, metadata, value and id.
+struct EntryParts<'a> {
+    event_type: &'a [u8],
+    data: &'a [u8],
+    metadata: &'a [u8],
+    value: f64,
+    id: &'a [u8; 16],
+}
+
+impl<'a> EntryParts<'a> {
+    fn of_event(e: &'a RecordedEvent) -> Self {
+        EntryParts {
+            event_type: e.event.event_type.as_bytes(),
+            data: &e.event.data,
+            metadata: &e.event.metadata,
+            value: e.event.value,
+            id: &e.event.id,
+        }
+    }
+
+    fn of_record(r: &'a crate::journal::RecordRef<'a>) -> Self {
+        EntryParts {
+            event_type: r.event_type,
+            data: r.data,
+            metadata: r.metadata,
+            value: r.value,
+            id: &r.event_id,
+        }
+    }
+
+    /// Whether the data is the fields' own encoding (an XADD entry's, as
+    /// [`encode_fields`] wrote it).
+    fn encoded(&self) -> bool {
+        self.event_type == FIELDS_TYPE.as_bytes() && canonical_fields(self.data)
+    }
+}
+
 /// An entry's fields: an XADD entry's own, or a native event's (see the module docs).
-fn entry_fields(e: &RecordedEvent) -> Vec<Vec<u8>> {
-    let ev = &e.event;
-    if ev.event_type == FIELDS_TYPE {
+fn entry_fields(e: &EntryParts<'_>) -> Vec<Vec<u8>> {
+    if e.event_type == FIELDS_TYPE.as_bytes() {
         let mut parser = RequestParser::new(RequestLimits {
-            max_bulk_bytes: ev.data.len(),
-            max_request_bytes: ev.data.len() + 1,
+            max_bulk_bytes: e.data.len(),
+            max_request_bytes: e.data.len() + 1,
         });
-        if let Ok(Parsed::Command { args, .. }) = parser.parse(&ev.data) {
+        if let Ok(Parsed::Command { args, .. }) = parser.parse(e.data) {
             return args.to_vec();
         }
     }
     let mut f = vec![
         b"type".to_vec(),
-        ev.event_type.as_bytes().to_vec(),
+        e.event_type.to_vec(),
         b"data".to_vec(),
-        ev.data.clone(),
+        e.data.to_vec(),
     ];
-    if !ev.metadata.is_empty() {
-        f.extend([b"metadata".to_vec(), ev.metadata.clone()]);
+    if !e.metadata.is_empty() {
+        f.extend([b"metadata".to_vec(), e.metadata.to_vec()]);
     }
-    if !ev.value.is_nan() {
-        f.extend([b"value".to_vec(), ev.value.to_string().into_bytes()]);
+    if !e.value.is_nan() {
+        f.extend([b"value".to_vec(), e.value.to_string().into_bytes()]);
     }
-    if ev.id != [0; 16] {
-        f.extend([b"id".to_vec(), crate::journal::hex(&ev.id).into_bytes()]);
+    if *e.id != [0; 16] {
+        f.extend([b"id".to_vec(), crate::journal::hex(e.id).into_bytes()]);
     }
     f
+}
+
+/// Appends to `out` the fields of the entry a record holds, as a reply writes them (an
+/// array of bulk strings: the same bytes in RESP2 and RESP3).
+pub(super) fn encode_record_fields(out: &mut Vec<u8>, r: &crate::journal::RecordRef<'_>) {
+    let mut reply = Reply::new(out, crate::resp::RespVersion::Resp2);
+    write_fields(&mut reply, &EntryParts::of_record(r));
+}
+
+/// An entry's fields, `[field, value, …]`: an XADD entry's kept encoding as it is when it
+/// is exactly that ([`canonical_fields`]), decoded and written again otherwise.
+fn write_fields(r: &mut Reply<'_>, parts: &EntryParts<'_>) {
+    if parts.encoded() {
+        r.encoded(parts.data);
+        return;
+    }
+    let fields = entry_fields(parts);
+    r.array_len(fields.len());
+    for f in &fields {
+        r.bulk(f);
+    }
 }
 
 async fn xlen(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
@@ -623,15 +680,7 @@ pub(super) fn write_entries(r: &mut Reply<'_>, entries: &[(StreamId, RecordedEve
 /// ([`canonical_fields`]), decoded and written again otherwise.
 pub(super) fn write_entry(r: &mut Reply<'_>, id: StreamId, e: &RecordedEvent) {
     r.array_len(2).bulk(id.text());
-    if e.event.event_type == FIELDS_TYPE && canonical_fields(&e.event.data) {
-        r.encoded(&e.event.data);
-        return;
-    }
-    let fields = entry_fields(e);
-    r.array_len(fields.len());
-    for f in &fields {
-        r.bulk(f);
-    }
+    write_fields(r, &EntryParts::of_event(e));
 }
 
 /// Whether `data` is exactly what [`encode_fields`] writes for an even number (two at
@@ -714,7 +763,7 @@ mod tests {
     fn decoded_and_encoded(id: StreamId, e: &RecordedEvent, version: RespVersion) -> Vec<u8> {
         let mut out = Vec::new();
         let mut r = Reply::new(&mut out, version);
-        let fields = entry_fields(e);
+        let fields = entry_fields(&EntryParts::of_event(e));
         r.array_len(2).bulk(id.to_string()).array_len(fields.len());
         for f in &fields {
             r.bulk(f);

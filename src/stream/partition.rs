@@ -24,7 +24,7 @@ use super::change::{
 use super::error::StreamError;
 use super::idempotency::{check_ids, IdemEntry, Retry};
 use super::image::{ImageCopier, Rebuild, IMAGE_SLICE};
-use super::payload::{reply_bytes, to_recorded, InMemory};
+use super::payload::{record_reply_bytes, reply_bytes, to_recorded, InMemory};
 use super::turns::{Turn, TurnWait, Turns};
 use super::view::{PartitionView, StreamIds};
 use super::waiters::{WaitEnd, WaitKey, Waiters};
@@ -32,7 +32,7 @@ use super::PartitionImage;
 use crate::aggregate::groups::Plan;
 use crate::journal::device::Storage;
 use crate::journal::format::{RECORD_KIND_CHANGE, RECORD_KIND_EVENT};
-use crate::journal::{DiskStorage, Journal, RecordRef, ScanNext};
+use crate::journal::{DiskStorage, Journal, RecordRef, RecordView, ScanNext};
 use crate::protocol::{
     expected, AppendResult, Direction, Event, Groups, RecordedEvent, StreamId, StreamInfo,
 };
@@ -1443,24 +1443,44 @@ impl<S: Storage + 'static> Partition<S> {
         lsns: &[u64],
         budget: usize,
     ) -> Result<(Vec<RecordedEvent>, bool), StreamError> {
+        let id = self.id;
+        self.fetch_as(lsns, budget, |v| to_recorded(v, id)).await
+    }
+
+    /// [`Partition::fetch`], each event made into a `T` by `make` from its record, borrowed
+    /// from the ring or the journal's frame (a reply can be encoded from it with no copy of
+    /// the event in between).
+    pub async fn fetch_as<T>(
+        &self,
+        lsns: &[u64],
+        budget: usize,
+        mut make: impl FnMut(&RecordView<'_>) -> T,
+    ) -> Result<(Vec<T>, bool), StreamError> {
         let descending = lsns.len() > 1 && lsns[0] > lsns[1];
         // Room for a usual read's events at once (a larger one grows as it goes: its
         // byte budget may stop it early).
-        let mut out: Vec<RecordedEvent> = Vec::with_capacity(lsns.len().min(64));
+        let mut out: Vec<T> = Vec::with_capacity(lsns.len().min(64));
         let mut bytes = 0usize;
         let mut i = 0;
         while i < lsns.len() {
             // From the ring, in one synchronous step, for as long as it holds them.
             let ring_oldest = {
                 let st = self.state.borrow();
-                while let Some(e) = lsns.get(i).and_then(|&l| st.mem.get(l, self.id)) {
-                    let size = reply_bytes(&e);
-                    if !out.is_empty() && bytes + size > budget {
-                        return Ok((out, true));
+                while let Some(&lsn) = lsns.get(i) {
+                    let taken = st.mem.with(lsn, |v| {
+                        let size = record_reply_bytes(&v.record);
+                        if !out.is_empty() && bytes + size > budget {
+                            return false;
+                        }
+                        bytes += size;
+                        out.push(make(v));
+                        true
+                    });
+                    match taken {
+                        None => break, // not in the ring
+                        Some(false) => return Ok((out, true)),
+                        Some(true) => i += 1,
                     }
-                    bytes += size;
-                    out.push(e);
-                    i += 1;
                 }
                 st.mem
                     .ring
@@ -1477,16 +1497,14 @@ impl<S: Storage + 'static> Partition<S> {
                 .count()
                 .max(1);
             let run = &lsns[i..i + run_len];
+            let left = budget - bytes.min(budget);
             let (got, got_bytes, cut) = if descending {
-                self.journal_tail(run, budget - bytes.min(budget), out.is_empty())
+                self.journal_tail(run, left, out.is_empty(), &mut make)
                     .await?
             } else {
-                self.journal_head(run, budget - bytes.min(budget), out.is_empty())
+                self.journal_head(run, left, out.is_empty(), &mut make)
                     .await?
             };
-            for (k, e) in got.iter().enumerate() {
-                assert_eq!(e.lsn, run[k], "the journal returned the LSNs asked for");
-            }
             if got.is_empty() && !cut {
                 return Err(StreamError::Unreadable(run[0]));
             }
@@ -1503,13 +1521,14 @@ impl<S: Storage + 'static> Partition<S> {
     /// The longest prefix of `run` (ascending LSNs) whose events fit in `budget` bytes (one
     /// at least when `need_one`), read from the journal: the events, their bytes, and whether
     /// the budget cut the run short.
-    async fn journal_head(
+    async fn journal_head<T>(
         &self,
         run: &[u64],
         budget: usize,
         need_one: bool,
-    ) -> Result<(Vec<RecordedEvent>, usize, bool), StreamError> {
-        let mut got: Vec<RecordedEvent> = Vec::with_capacity(run.len().min(64));
+        make: &mut impl FnMut(&RecordView<'_>) -> T,
+    ) -> Result<(Vec<T>, usize, bool), StreamError> {
+        let mut got: Vec<T> = Vec::with_capacity(run.len().min(64));
         let (mut bytes, mut cut, mut k) = (0usize, false, 0usize);
         self.journal
             .visit(run[0], |r| {
@@ -1517,14 +1536,13 @@ impl<S: Storage + 'static> Partition<S> {
                     // The journal lacks `run[k]`: stop; the caller reports it.
                     return ScanNext::Stop;
                 }
-                let e = to_recorded(r, self.id);
-                let size = reply_bytes(&e);
+                let size = record_reply_bytes(&r.record);
                 if (!got.is_empty() || !need_one) && bytes + size > budget {
                     cut = true;
                     return ScanNext::Stop;
                 }
                 bytes += size;
-                got.push(e);
+                got.push(make(r));
                 k += 1;
                 run.get(k).map_or(ScanNext::Stop, |&l| ScanNext::From(l))
             })
@@ -1535,14 +1553,15 @@ impl<S: Storage + 'static> Partition<S> {
     /// The longest prefix of `run` (descending LSNs) whose events fit in `budget` bytes (one
     /// at least when `need_one`), read from the journal. The scan runs forward, so it keeps
     /// the newest events that fit and drops older ones as newer ones arrive.
-    async fn journal_tail(
+    async fn journal_tail<T>(
         &self,
         run: &[u64],
         budget: usize,
         need_one: bool,
-    ) -> Result<(Vec<RecordedEvent>, usize, bool), StreamError> {
+        make: &mut impl FnMut(&RecordView<'_>) -> T,
+    ) -> Result<(Vec<T>, usize, bool), StreamError> {
         let ascending: Vec<u64> = run.iter().rev().copied().collect();
-        let mut kept: VecDeque<(RecordedEvent, usize)> = VecDeque::new();
+        let mut kept: VecDeque<(T, usize)> = VecDeque::new();
         let (mut bytes, mut dropped, mut k) = (0usize, false, 0usize);
         let mut missing = false;
         self.journal
@@ -1551,10 +1570,9 @@ impl<S: Storage + 'static> Partition<S> {
                     missing = true; // an LSN the journal lacks
                     return ScanNext::Stop;
                 }
-                let e = to_recorded(r, self.id);
-                let size = reply_bytes(&e);
+                let size = record_reply_bytes(&r.record);
                 bytes += size;
-                kept.push_back((e, size));
+                kept.push_back((make(r), size));
                 while bytes > budget && (kept.len() > 1 || !need_one) {
                     let (_, s) = kept.pop_front().expect("non-empty");
                     bytes -= s;
@@ -1570,7 +1588,7 @@ impl<S: Storage + 'static> Partition<S> {
             // The newest events of the run were not all there: report the gap, don't skip it.
             return Ok((Vec::new(), 0, false));
         }
-        let got: Vec<RecordedEvent> = kept.into_iter().rev().map(|(e, _)| e).collect();
+        let got: Vec<T> = kept.into_iter().rev().map(|(e, _)| e).collect();
         Ok((got, bytes, dropped))
     }
 

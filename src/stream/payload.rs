@@ -128,8 +128,9 @@ impl InMemory {
             .expect("an empty payload fits any ring");
     }
 
-    /// The event with `lsn`, if the ring holds it, decoded from its payload in place.
-    pub(super) fn get(&self, lsn: u64, partition: u32) -> Option<RecordedEvent> {
+    /// `f` of the event with `lsn`, borrowed from the ring's arena as a journal record
+    /// would be (no copy), if the ring holds it.
+    pub(super) fn with<T>(&self, lsn: u64, f: impl FnOnce(&RecordView<'_>) -> T) -> Option<T> {
         let e = self.ring.get_ref(lsn)?;
         let columns = EventColumns {
             lsn: e.lsn,
@@ -139,7 +140,28 @@ impl InMemory {
             stream_id: e.stream_id,
             stream_version: e.stream_version,
         };
-        decode_event(&columns, e.payload, partition)
+        let fields = RingFields::parse(e.payload).ok()?;
+        Some(f(&slot_view(&columns, &fields)))
+    }
+}
+
+/// A ring slot (its columns and parsed payload) as the journal record it was pushed from,
+/// without its stream ID (the ring keeps none: the stream index has it).
+pub(super) fn slot_view<'a>(c: &EventColumns, f: &RingFields<'a>) -> RecordView<'a> {
+    RecordView {
+        lsn: c.lsn,
+        record: RecordRef {
+            kind: crate::journal::format::RECORD_KIND_EVENT,
+            id: None,
+            stream_version: c.stream_version,
+            timestamp_ns: c.timestamp_ns,
+            event_id: f.event_id,
+            value: c.value,
+            stream: f.stream,
+            event_type: f.event_type,
+            data: f.data,
+            metadata: f.metadata,
+        },
     }
 }
 
@@ -151,20 +173,7 @@ pub(super) fn decode_event(
     partition: u32,
 ) -> Option<RecordedEvent> {
     let f = RingFields::parse(payload).ok()?;
-    Some(RecordedEvent {
-        stream: String::from_utf8_lossy(f.stream).into_owned(),
-        stream_version: c.stream_version,
-        lsn: c.lsn,
-        partition,
-        event: Event {
-            id: f.event_id,
-            event_type: String::from_utf8_lossy(f.event_type).into_owned(),
-            timestamp_ns: c.timestamp_ns,
-            value: c.value,
-            data: f.data.to_vec(),
-            metadata: f.metadata.to_vec(),
-        },
-    })
+    Some(to_recorded(&slot_view(c, &f), partition))
 }
 
 /// The bytes an event counts for in a reply's budget (`max_read_bytes`): its variable
@@ -172,6 +181,11 @@ pub(super) fn decode_event(
 pub fn reply_bytes(e: &RecordedEvent) -> usize {
     let ev = &e.event;
     ev.event_type.len() + ev.data.len() + ev.metadata.len() + 64
+}
+
+/// [`reply_bytes`] of the event a record holds.
+pub(super) fn record_reply_bytes(r: &RecordRef<'_>) -> usize {
+    r.event_type.len() + r.data.len() + r.metadata.len() + 64
 }
 
 /// The event a journal record holds, copied straight from the frame.
