@@ -443,7 +443,7 @@ fn shape(g: &StreamGroups) -> Shape {
                     pel: g
                         .pending
                         .iter()
-                        .map(|(i, p)| (*i, (p.consumer.clone(), p.delivery_count)))
+                        .map(|(i, p)| (*i, (p.consumer.to_vec(), p.delivery_count)))
                         .collect(),
                     consumers: g
                         .consumers

@@ -507,10 +507,19 @@ impl RingWriter {
         c.payload_pos[i].store(start, Ordering::Relaxed);
         c.payload_len[i].store(len, Ordering::Relaxed);
         let base = ((start % self.inner.arena_bytes) / 8) as usize;
-        for (k, chunk) in e.payload.chunks(8).enumerate() {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.inner.arena[base + k].store(u64::from_le_bytes(word), Ordering::Relaxed);
+        // Whole words, then the last part word zero-padded (as `copy_payload_into` reads
+        // them back).
+        let slots = &self.inner.arena[base..base + words as usize];
+        let mut chunks = e.payload.chunks_exact(8);
+        for (chunk, word) in (&mut chunks).zip(slots) {
+            let bytes: [u8; 8] = chunk.try_into().expect("a chunk of 8");
+            word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut bytes = [0u8; 8];
+            bytes[..rest.len()].copy_from_slice(rest);
+            slots[slots.len() - 1].store(u64::from_le_bytes(bytes), Ordering::Relaxed);
         }
         c.stamp[i].store(2 * seq, Ordering::Release);
         self.inner.head.store(seq, Ordering::Release);

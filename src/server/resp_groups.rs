@@ -364,7 +364,7 @@ fn pending(
             if q.min_idle_ms > 0 && idle < q.min_idle_ms {
                 continue;
             }
-            out.push((*id, p.consumer.clone(), idle, p.delivery_count));
+            out.push((*id, p.consumer.to_vec(), idle, p.delivery_count));
             if out.len() == q.count {
                 break;
             }
@@ -423,7 +423,7 @@ fn info(groups: &StreamGroups, counters: &StreamCounters, what: &InfoWhat) -> Gr
                             .iter()
                             .take(n)
                             .map(|(id, p)| {
-                                (*id, p.consumer.clone(), p.delivery_ms, p.delivery_count)
+                                (*id, p.consumer.to_vec(), p.delivery_ms, p.delivery_count)
                             })
                             .collect()
                     }),

@@ -26,6 +26,7 @@
 //! its last journaled change.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::protocol::StreamId;
 
@@ -52,7 +53,9 @@ pub struct Group {
 /// A pending entry: delivered, not acknowledged.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pending {
-    pub consumer: Vec<u8>,
+    /// Its consumer's name, shared by the entries one edit made pending (encoded as the
+    /// bytes of the name).
+    pub consumer: Arc<[u8]>,
     /// Milliseconds since the Unix epoch of its last delivery.
     pub delivery_ms: u64,
     pub delivery_count: u64,
@@ -412,7 +415,7 @@ impl StreamGroups {
     pub fn check(&self) {
         for (name, g) in &self.groups {
             for (id, p) in &g.pending {
-                let c = g.consumers.get(&p.consumer).unwrap_or_else(|| {
+                let c = g.consumers.get(&*p.consumer).unwrap_or_else(|| {
                     panic!("group {name:?}: pending {id} names a missing consumer")
                 });
                 assert!(
@@ -423,7 +426,7 @@ impl StreamGroups {
             for (cname, c) in &g.consumers {
                 for id in &c.pending {
                     assert!(
-                        g.pending.get(id).is_some_and(|p| &p.consumer == cname),
+                        g.pending.get(id).is_some_and(|p| *p.consumer == **cname),
                         "group {name:?}: consumer {cname:?} lists {id}, not pending with it"
                     );
                 }
@@ -481,19 +484,20 @@ impl Group {
                     added += 1;
                 }
                 // Entries pending with another consumer until now: off its list after.
-                let mut taken: Vec<(Vec<u8>, StreamId)> = Vec::new();
+                let mut taken: Vec<(Arc<[u8]>, StreamId)> = Vec::new();
                 let c = self.consumers.get_mut(consumer).expect("made above");
+                let name: Arc<[u8]> = Arc::from(consumer.as_slice());
                 for &(id, count) in entries {
                     let previous = self.pending.insert(
                         id,
                         Pending {
-                            consumer: consumer.clone(),
+                            consumer: name.clone(),
                             delivery_ms: *delivery_ms,
                             delivery_count: count,
                         },
                     );
                     match previous {
-                        Some(p) if p.consumer != *consumer => taken.push((p.consumer, id)),
+                        Some(p) if *p.consumer != **consumer => taken.push((p.consumer, id)),
                         Some(_) => {}
                         None => added += 1,
                     }
@@ -518,14 +522,14 @@ impl Group {
 /// lookup per run.
 fn unlist(
     consumers: &mut BTreeMap<Vec<u8>, Consumer>,
-    ids: impl IntoIterator<Item = (Vec<u8>, StreamId)>,
+    ids: impl IntoIterator<Item = (Arc<[u8]>, StreamId)>,
 ) -> usize {
     let mut n = 0;
-    let mut at: Option<(Vec<u8>, Option<&mut Consumer>)> = None;
+    let mut at: Option<(Arc<[u8]>, Option<&mut Consumer>)> = None;
     for (name, id) in ids {
         n += 1;
         if at.as_ref().is_none_or(|(c, _)| *c != name) {
-            let c = consumers.get_mut(&name);
+            let c = consumers.get_mut(&*name);
             at = Some((name, c));
         }
         if let Some((_, Some(c))) = &mut at {
@@ -555,7 +559,7 @@ pub fn rebuild_edits(groups: &StreamGroups) -> Vec<(Vec<u8>, Vec<GroupEdit>)> {
             }
             for (id, p) in &g.pending {
                 edits.push(GroupEdit::Pend {
-                    consumer: p.consumer.clone(),
+                    consumer: p.consumer.to_vec(),
                     delivery_ms: p.delivery_ms,
                     entries: vec![(*id, p.delivery_count)],
                 });
@@ -748,7 +752,7 @@ mod tests {
         s.check();
         let g = &s.groups[&b"g".to_vec()];
         assert_eq!(g.consumers[&b"a".to_vec()].pending.len(), 2);
-        assert_eq!(g.pending[&id(2)].consumer, b"b");
+        assert_eq!(*g.pending[&id(2)].consumer, *b"b");
         assert_eq!(
             s.apply(&change(vec![GroupEdit::Ack {
                 ids: vec![id(1), id(9)]
