@@ -19,10 +19,11 @@ use super::api_error::ApiError;
 use super::resp_commands::wrong_arity;
 use super::resp_conn::RespRequest;
 use super::resp_streams::{
-    call, integer, parse_id, stream_name, write_entry, RespOp, RespOutcome, INVALID_ID, WRONGTYPE,
+    call_in, integer, parse_id, stream_name, write_entry, RespOp, RespOutcome, INVALID_ID,
+    WRONGTYPE,
 };
 use super::route::{OpResult, Shard};
-use crate::protocol::{code, RecordedEvent, StreamId};
+use crate::protocol::{code, partition_of, RecordedEvent, StreamId};
 use crate::resp::Reply;
 use crate::stream::{
     ClaimTime, GroupDone, GroupError, GroupRequest, GroupStart, Partition, StreamCounters,
@@ -179,6 +180,18 @@ pub enum GroupOp {
     },
 }
 
+impl GroupOp {
+    /// The stream it is on.
+    pub fn stream(&self) -> &str {
+        match self {
+            GroupOp::Write { stream, .. }
+            | GroupOp::BlockingRead { stream, .. }
+            | GroupOp::Pending { stream, .. }
+            | GroupOp::Info { stream, .. } => stream,
+        }
+    }
+}
+
 pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -192,7 +205,7 @@ pub(super) async fn run_op(p: &Partition, op: GroupOp) -> OpResult {
             stream,
             request,
             form,
-        } => match run_write(p, &stream, request, form).await {
+        } => match run_write(p, stream, request, form).await {
             Ok(a) => a,
             Err(e) => return OpResult::Err(e),
         },
@@ -200,7 +213,7 @@ pub(super) async fn run_op(p: &Partition, op: GroupOp) -> OpResult {
             stream,
             request,
             form,
-        } => match run_write(p, &stream, request, form).await {
+        } => match run_write(p, stream.clone(), request, form).await {
             Ok(GroupAnswer::Refused(GroupError::NoGroup | GroupError::NoStream))
                 if p.deleted_lately(&stream, BLOCKED_RACE_NS) =>
             {
@@ -236,14 +249,11 @@ pub(super) async fn run_op(p: &Partition, op: GroupOp) -> OpResult {
 /// `form`.
 pub(super) async fn run_write(
     p: &Partition,
-    stream: &str,
+    stream: String,
     request: GroupRequest,
     form: EntryForm,
 ) -> Result<GroupAnswer, ApiError> {
-    let write = TxWrite::Group {
-        stream: stream.to_string(),
-        request,
-    };
+    let write = TxWrite::Group { stream, request };
     let done = match p.transaction(vec![write]).await.pop() {
         Some(Ok(TxDone::Group(done))) => done,
         Some(Ok(other)) => unreachable!("a group write answers as one: {other:?}"),
@@ -434,13 +444,10 @@ fn info(groups: &StreamGroups, counters: &StreamCounters, what: &InfoWhat) -> Gr
     }
 }
 
-/// Runs `op` on the partition of `stream` and returns its answer.
-pub(super) async fn call_group(
-    shard: &Rc<Shard>,
-    stream: &str,
-    op: GroupOp,
-) -> Result<GroupAnswer, String> {
-    match call(shard, stream, RespOp::Group(op)).await? {
+/// Runs `op` on the partition of its stream and returns its answer.
+pub(super) async fn call_group(shard: &Rc<Shard>, op: GroupOp) -> Result<GroupAnswer, String> {
+    let p = partition_of(op.stream(), shard.shared.partitions);
+    match call_in(shard, p, RespOp::Group(op)).await? {
         RespOutcome::Group(a) => Ok(a),
         other => Err(format!("internal error: unexpected reply {other:?}")),
     }
@@ -602,9 +609,8 @@ async fn xgroup(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     };
     let answer = call_group(
         shard,
-        &stream,
         GroupOp::Write {
-            stream: stream.clone(),
+            stream,
             request,
             form: EntryForm::Resp,
         },
@@ -657,9 +663,8 @@ async fn xack(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     };
     match call_group(
         shard,
-        &stream,
         GroupOp::Write {
-            stream: stream.clone(),
+            stream,
             request,
             form: EntryForm::Resp,
         },
@@ -741,7 +746,7 @@ async fn xpending(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
         group: args[2].clone(),
         query,
     };
-    match call_group(shard, &stream, op).await? {
+    match call_group(shard, op).await? {
         GroupAnswer::Pending(PendingAnswer::Summary {
             count,
             range,
@@ -849,9 +854,8 @@ async fn xclaim(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
     };
     match call_group(
         shard,
-        &stream,
         GroupOp::Write {
-            stream: stream.clone(),
+            stream,
             request,
             form: EntryForm::Resp,
         },
@@ -915,9 +919,8 @@ async fn xautoclaim(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> 
     };
     match call_group(
         shard,
-        &stream,
         GroupOp::Write {
-            stream: stream.clone(),
+            stream,
             request,
             form: EntryForm::Resp,
         },
@@ -972,7 +975,7 @@ pub(super) async fn group_infos(
         stream: stream.to_string(),
         what,
     };
-    match call_group(shard, stream, op).await? {
+    match call_group(shard, op).await? {
         GroupAnswer::Groups(list) => Ok(Some(list)),
         GroupAnswer::NoKey => Ok(None),
         GroupAnswer::Refused(_) => Ok(Some(Vec::new())),
@@ -1011,7 +1014,7 @@ pub(super) async fn xinfo_consumers(shard: &Rc<Shard>, req: &RespRequest) -> Res
         stream: stream.clone(),
         what: InfoWhat::Consumers(group.clone()),
     };
-    let list = match call_group(shard, &stream, op).await? {
+    let list = match call_group(shard, op).await? {
         GroupAnswer::Groups(mut list) if list.len() == 1 => list.pop().expect("one").consumers,
         GroupAnswer::NoKey => return Err("no such key".into()),
         GroupAnswer::Refused(_) => {

@@ -547,7 +547,7 @@ async fn group_wake(
         count,
         noack: g.noack,
     };
-    match run_write(p, stream, request, EntryForm::Events).await? {
+    match run_write(p, stream.to_string(), request, EntryForm::Events).await? {
         GroupAnswer::Read { items, .. } if !items.is_empty() => Ok(Some(
             items
                 .list
@@ -665,7 +665,7 @@ pub(super) async fn xreadgroup(shard: &Rc<Shard>, req: &RespRequest) -> Result<(
                 form: EntryForm::Resp,
             }
         };
-        match call_group(shard, &key.stream, op).await? {
+        match call_group(shard, op).await? {
             GroupAnswer::Read {
                 served: true,
                 items,

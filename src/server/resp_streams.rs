@@ -203,7 +203,11 @@ pub(super) async fn call(
     stream: &str,
     op: RespOp,
 ) -> Result<RespOutcome, String> {
-    let p = partition_of(stream, shard.shared.partitions);
+    call_in(shard, partition_of(stream, shard.shared.partitions), op).await
+}
+
+/// Runs `op` on partition `p`.
+pub(super) async fn call_in(shard: &Rc<Shard>, p: u32, op: RespOp) -> Result<RespOutcome, String> {
     match shard.call(p, PartOp::Resp(op)).await {
         OpResult::Resp(outcome) => Ok(outcome),
         OpResult::Err(e) => Err(error_text(&e)),

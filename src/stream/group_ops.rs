@@ -661,7 +661,10 @@ impl<S: Storage + 'static> Partition<S> {
             Some(pending) => {
                 let mut st = self.state.borrow_mut();
                 let destroyed = change.edits.contains(&GroupEdit::Destroy);
-                let entry = st.streams.entry(stream.to_string()).or_default();
+                if !st.streams.contains_key(stream) {
+                    st.streams.insert(stream.to_string(), Default::default());
+                }
+                let entry = st.streams.get_mut(stream).expect("inserted above");
                 let delta = entry.groups.apply(&change);
                 st.group_entries = st.group_entries.saturating_add_signed(delta);
                 if destroyed {

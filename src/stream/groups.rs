@@ -399,9 +399,17 @@ impl StreamGroups {
                         n += 1;
                     }
                     if let GroupEdit::Pend { entries, .. } = edit {
+                        // Entries above every pending ID (new deliveries, usually) are not
+                        // pending: no lookup each.
+                        let newest = g
+                            .and_then(|g| g.pending.last_key_value())
+                            .map(|(id, _)| *id);
                         n += entries
                             .iter()
-                            .filter(|(id, _)| !g.is_some_and(|g| g.pending.contains_key(id)))
+                            .filter(|(id, _)| {
+                                newest.is_none_or(|newest| *id > newest)
+                                    || !g.is_some_and(|g| g.pending.contains_key(id))
+                            })
                             .count() as u64;
                     }
                 }
@@ -744,6 +752,16 @@ mod tests {
         let growth = s.growth(&change(vec![pend(b"a", &[1, 2, 3])]));
         assert_eq!(growth, 4, "consumer a and three entries");
         assert_eq!(s.apply(&change(vec![pend(b"a", &[1, 2, 3])])), 4);
+        assert_eq!(
+            s.growth(&change(vec![pend(b"a", &[2, 3, 4])])),
+            1,
+            "entry 4 alone is new"
+        );
+        assert_eq!(
+            s.growth(&change(vec![pend(b"a", &[5, 6])])),
+            2,
+            "entries above every pending ID"
+        );
         assert_eq!(
             s.apply(&change(vec![pend(b"b", &[2])])),
             1,
