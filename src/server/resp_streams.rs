@@ -775,6 +775,8 @@ mod tests {
         out
     }
 
+    /// Entries as `write_entry` writes them from an event, and as the owner encodes them
+    /// from the journal record or ring slot holding the event, are the same bytes.
     #[test]
     fn entries_are_written_as_decoding_and_encoding_them_again_would() {
         let fields = |f: &[&[u8]]| encode_fields(&f.iter().map(|x| x.to_vec()).collect::<Vec<_>>());
@@ -803,11 +805,39 @@ mod tests {
                 "{data:?}"
             );
             for ty in [FIELDS_TYPE, "other"] {
-                let e = entry(ty, data);
-                for version in [RespVersion::Resp2, RespVersion::Resp3] {
-                    let mut out = Vec::new();
-                    write_entry(&mut Reply::new(&mut out, version), id, &e);
-                    assert_eq!(out, decoded_and_encoded(id, &e, version), "{ty} {data:?}");
+                let plain = entry(ty, data);
+                // A native event with every optional field.
+                let mut full = entry(ty, data);
+                full.event.metadata = b"meta".to_vec();
+                full.event.value = 2.5;
+                full.event.id = [7; 16];
+                for e in [plain, full] {
+                    let record = crate::journal::RecordRef {
+                        kind: crate::journal::format::RECORD_KIND_EVENT,
+                        id: None,
+                        stream_version: e.stream_version,
+                        timestamp_ns: e.event.timestamp_ns,
+                        event_id: e.event.id,
+                        value: e.event.value,
+                        stream: e.stream.as_bytes(),
+                        event_type: e.event.event_type.as_bytes(),
+                        data: &e.event.data,
+                        metadata: &e.event.metadata,
+                    };
+                    // What the owner encodes for a RESP reply (`EntryForm::Resp`).
+                    let mut fields = Vec::new();
+                    encode_record_fields(&mut fields, &record);
+                    for version in [RespVersion::Resp2, RespVersion::Resp3] {
+                        let mut out = Vec::new();
+                        write_entry(&mut Reply::new(&mut out, version), id, &e);
+                        assert_eq!(out, decoded_and_encoded(id, &e, version), "{ty} {data:?}");
+                        let mut encoded = Vec::new();
+                        Reply::new(&mut encoded, version)
+                            .array_len(2)
+                            .bulk(id.text())
+                            .encoded(&fields);
+                        assert_eq!(encoded, out, "record fields, {ty} {data:?}");
+                    }
                 }
             }
         }

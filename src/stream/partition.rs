@@ -1449,7 +1449,9 @@ impl<S: Storage + 'static> Partition<S> {
 
     /// [`Partition::fetch`], each event made into a `T` by `make` from its record, borrowed
     /// from the ring or the journal's frame (a reply can be encoded from it with no copy of
-    /// the event in between).
+    /// the event in between). A backward read may call `make` for events it then drops
+    /// (see above): what `make` keeps outside the `T`s it returns is bounded by the events
+    /// read, not by `budget`.
     pub async fn fetch_as<T>(
         &self,
         lsns: &[u64],
