@@ -293,7 +293,8 @@ async fn fetch(
     form: EntryForm,
 ) -> Result<Items, ApiError> {
     let lsns: Vec<u64> = entries.iter().filter_map(|(_, l)| *l).collect();
-    // What was found for each LSN, in order, under a stand-in ID (set below).
+    // The IDs of the entries with an LSN, in the order their events are found.
+    let mut ids = entries.iter().filter_map(|(id, l)| l.map(|_| *id));
     let mut fields = Vec::new();
     let found: Vec<GroupItem> = match form {
         EntryForm::Events => p
@@ -301,15 +302,17 @@ async fn fetch(
             .await
             .map_err(ApiError::from)?
             .into_iter()
-            .map(|e| GroupItem::Entry(StreamId::ZERO, Some(e)))
+            .zip(ids)
+            .map(|(e, id)| GroupItem::Entry(id, Some(e)))
             .collect(),
         EntryForm::Resp => {
             // Room for entries of a hundred bytes or so at once.
             fields.reserve(lsns.len() * 160);
             p.fetch_as(&lsns, usize::MAX, |v| {
+                let id = ids.next().expect("one ID per LSN");
                 let start = fields.len();
                 super::resp_streams::encode_record_fields(&mut fields, &v.record);
-                GroupItem::Fields(StreamId::ZERO, start..fields.len())
+                GroupItem::Fields(id, start..fields.len())
             })
             .await
             .map_err(ApiError::from)?
@@ -320,11 +323,7 @@ async fn fetch(
     let list = entries
         .into_iter()
         .map(|(id, lsn)| match lsn {
-            Some(_) => match found.next() {
-                Some(GroupItem::Entry(_, e)) => GroupItem::Entry(id, e),
-                Some(GroupItem::Fields(_, range)) => GroupItem::Fields(id, range),
-                Some(GroupItem::Id(_)) | None => GroupItem::Entry(id, None),
-            },
+            Some(_) => found.next().unwrap_or(GroupItem::Entry(id, None)),
             None if bare => GroupItem::Id(id),
             None => GroupItem::Entry(id, None),
         })

@@ -662,6 +662,34 @@ mod tests {
         StreamId::new(ms, 0)
     }
 
+    /// A snapshot holds a pending entry's consumer as the bytes of the name: sharing the
+    /// name (`Arc<[u8]>`) encodes as the `Vec<u8>` each entry once held, in both codecs.
+    #[test]
+    fn a_shared_consumer_name_encodes_as_its_bytes() {
+        #[derive(serde::Serialize)]
+        struct Owned {
+            consumer: Vec<u8>,
+            delivery_ms: u64,
+            delivery_count: u64,
+        }
+        let shared = Pending {
+            consumer: Arc::from(&b"worker-7"[..]),
+            delivery_ms: 1_700_000_000_000,
+            delivery_count: 3,
+        };
+        let owned = Owned {
+            consumer: b"worker-7".to_vec(),
+            delivery_ms: 1_700_000_000_000,
+            delivery_count: 3,
+        };
+        let bin = postcard::to_allocvec(&shared).unwrap();
+        assert_eq!(bin, postcard::to_allocvec(&owned).unwrap());
+        assert_eq!(postcard::from_bytes::<Pending>(&bin).unwrap(), shared);
+        let json = serde_json::to_string(&shared).unwrap();
+        assert_eq!(json, serde_json::to_string(&owned).unwrap());
+        assert_eq!(serde_json::from_str::<Pending>(&json).unwrap(), shared);
+    }
+
     #[test]
     fn changes_round_trip_and_truncations_are_refused() {
         let c = GroupChange {

@@ -180,12 +180,16 @@ pub(super) fn decode_event(
 /// fields, and 64 for the fixed fields and framing.
 pub fn reply_bytes(e: &RecordedEvent) -> usize {
     let ev = &e.event;
-    ev.event_type.len() + ev.data.len() + ev.metadata.len() + 64
+    budget_bytes(ev.event_type.as_bytes(), &ev.data, &ev.metadata)
 }
 
 /// [`reply_bytes`] of the event a record holds.
 pub(super) fn record_reply_bytes(r: &RecordRef<'_>) -> usize {
-    r.event_type.len() + r.data.len() + r.metadata.len() + 64
+    budget_bytes(r.event_type, r.data, r.metadata)
+}
+
+fn budget_bytes(event_type: &[u8], data: &[u8], metadata: &[u8]) -> usize {
+    event_type.len() + data.len() + metadata.len() + 64
 }
 
 /// The event a journal record holds, copied straight from the frame.
