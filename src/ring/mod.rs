@@ -1147,6 +1147,38 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_reads_back_exactly_at_every_length_over_older_bytes() {
+        // Every length from 0 to 40 bytes (whole words, and each size of part word), written
+        // where earlier payloads left other bytes, reads back byte for byte through the owner
+        // and through a reader: a word not stored, or a byte past the payload, shows.
+        let (mut w, r) = ring(RingConfig {
+            capacity_events: 8,
+            capacity_bytes: 256,
+            max_retries: 8,
+        });
+        for lsn in 0..64 {
+            w.push(&ev(lsn, &[0xAA; 24])).unwrap();
+        }
+        for len in 0..=40usize {
+            let lsn = 1000 + len as u64;
+            let payload: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7) | 1).collect();
+            let seq = w.push(&ev(lsn, &payload)).unwrap();
+            let owned = w.get_ref(lsn).expect("the newest event is held");
+            assert_eq!(
+                owned.payload,
+                &payload[..],
+                "the owner's view of {len} bytes"
+            );
+            let mut got = vec![0x55; 3];
+            let cols = r
+                .payload_at(seq, &mut got)
+                .expect("the newest event is held");
+            assert_eq!(cols.lsn, lsn);
+            assert_eq!(got, payload, "a reader's copy of {len} bytes");
+        }
+    }
+
+    #[test]
     fn wraps_at_capacity_and_keeps_the_newest() {
         let (mut w, r) = ring(RingConfig {
             capacity_events: 4,
