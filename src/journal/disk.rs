@@ -217,25 +217,36 @@ impl SegmentFile for DiskFile {
         buf.resize(span + BLOCK_BYTES, 0);
         let addr = buf.as_ptr().addr();
         let shift = addr.next_multiple_of(BLOCK_BYTES) - addr;
-        let aligned = &mut buf[shift..shift + span];
-        let mut done = 0;
-        while done < span {
-            let n = self
-                .reader
-                .read_at(&mut aligned[done..], start + done as u64)?;
-            done += n;
-            // The end of the file: nothing more, or a tail short of a block (segments are
-            // whole blocks, so only a file not made by the journal has one).
-            if n == 0 || done % BLOCK_BYTES != 0 {
-                break;
-            }
-        }
+        let done = read_blocks(&mut buf[shift..shift + span], start, |b, at| {
+            self.reader.read_at(b, at)
+        })?;
         let head = (pos - start) as usize;
         let got = done.saturating_sub(head).min(len);
         buf.copy_within(shift + head..shift + head + got, 0);
         buf.truncate(got);
         Ok(())
     }
+}
+
+/// Fills `aligned` (whole blocks) with the file's bytes from `start` (a block boundary) by
+/// `read_at`; returns how many it holds: fewer only at the end of the file. A read that ends
+/// inside a block is the file's tail (segments are whole blocks, so only a file not made by
+/// the journal has one), and nothing is read after it: a direct read from an offset inside a
+/// block is refused by file systems that check alignment.
+fn read_blocks(
+    aligned: &mut [u8],
+    start: u64,
+    mut read_at: impl FnMut(&mut [u8], u64) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut done = 0;
+    while done < aligned.len() {
+        let n = read_at(&mut aligned[done..], start + done as u64)?;
+        done += n;
+        if n == 0 || done % BLOCK_BYTES != 0 {
+            break;
+        }
+    }
+    Ok(done)
 }
 
 impl Storage for DiskStorage {
@@ -388,5 +399,43 @@ impl Storage for DiskStorage {
 
     fn poll_completions(&self) {
         Driver::reap_current();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file of `len` bytes read as O_DIRECT reads it where alignment is checked: a read
+    /// from an offset inside a block is refused; a read past the end is short.
+    fn strict_reader(len: u64) -> impl FnMut(&mut [u8], u64) -> io::Result<usize> {
+        move |buf: &mut [u8], at: u64| {
+            if at % BLOCK_BYTES as u64 != 0 {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            let n = (len.saturating_sub(at) as usize).min(buf.len());
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = ((at as usize + i) % 251) as u8;
+            }
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_tail_short_of_a_block_ends_the_read_without_an_unaligned_read() {
+        let mut buf = vec![0u8; 3 * BLOCK_BYTES];
+        // 10,000 bytes: two whole blocks from 0, then a tail of 1,808 bytes.
+        let got = read_blocks(&mut buf, 0, strict_reader(10_000)).unwrap();
+        assert_eq!(got, 10_000);
+        let want: Vec<u8> = (0..10_000).map(|i| (i % 251) as u8).collect();
+        assert_eq!(buf[..got], want[..]);
+        let got = read_blocks(&mut buf[..BLOCK_BYTES], 8192, strict_reader(10_000)).unwrap();
+        assert_eq!(got, 10_000 - 8192);
+        // Whole blocks up to the end, and nothing past it.
+        assert_eq!(read_blocks(&mut buf, 0, strict_reader(8192)).unwrap(), 8192);
+        assert_eq!(
+            read_blocks(&mut buf, 12_288, strict_reader(8192)).unwrap(),
+            0
+        );
     }
 }
