@@ -556,3 +556,70 @@ fn mkstream_and_destroy_survive_restarts() {
     assert!(group_names(&mut c, "empty").is_empty());
     assert_eq!(group_names(&mut c, "full"), ["gb"]);
 }
+
+/// XCLAIM answers in the order of its IDs, each entry with its own fields — also when the
+/// IDs are given newest first and their entries have left the ring for the journal (whose
+/// scan runs oldest first), and when the order is mixed.
+#[test]
+fn claimed_entries_keep_their_own_fields_in_any_order_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &["--set", "ring_capacity_events=16"]);
+    let mut c = server.redis();
+    // A shard that died on the request never answers: fail instead of waiting forever.
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut ids = Vec::new();
+    for n in 0..100 {
+        let added: String = redis::cmd("XADD")
+            .arg("claims")
+            .arg("*")
+            .arg("n")
+            .arg(n)
+            .query(&mut c)
+            .unwrap();
+        ids.push(added);
+    }
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("claims")
+        .arg(GROUP)
+        .arg("0")
+        .exec(&mut c)
+        .unwrap();
+    let _: Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("a")
+        .arg("COUNT")
+        .arg(100)
+        .arg("STREAMS")
+        .arg("claims")
+        .arg(">")
+        .query(&mut c)
+        .unwrap();
+    // Newest first, oldest first, mixed; the first ones are long out of the 16-event ring.
+    for order in [vec![5, 3, 1, 0], vec![0, 1, 2, 3], vec![2, 7, 4, 90, 1]] {
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg("claims").arg(GROUP).arg("b").arg(0);
+        for &n in &order {
+            cmd.arg(&ids[n]);
+        }
+        let Value::Array(entries) = cmd.query::<Value>(&mut c).unwrap() else {
+            panic!("XCLAIM answers an array");
+        };
+        let got: Vec<(String, String)> = entries
+            .iter()
+            .map(|e| match e {
+                Value::Array(pair) => match &pair[1] {
+                    Value::Array(fields) => (text(&pair[0]), text(&fields[1])),
+                    other => panic!("fields: {other:?}"),
+                },
+                other => panic!("an entry: {other:?}"),
+            })
+            .collect();
+        let want: Vec<(String, String)> = order
+            .iter()
+            .map(|&n| (ids[n].clone(), n.to_string()))
+            .collect();
+        assert_eq!(got, want, "XCLAIM of entries {order:?}");
+    }
+}

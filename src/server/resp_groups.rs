@@ -286,6 +286,11 @@ pub(super) async fn run_write(
 
 /// The events of entries by LSN, in `form`; an entry without one is answered by its ID
 /// alone when `bare` (JUSTID), else with no fields (a history read's deleted entry).
+///
+/// The events found are a prefix of the LSNs asked for, in their order, and each is matched
+/// to its entry by its place in that order: a run read from the journal backwards (a claim
+/// of IDs newest first) is scanned oldest first, so the order in which events are found is
+/// not the order of the reply.
 async fn fetch(
     p: &Partition,
     entries: Vec<crate::stream::GroupEntry>,
@@ -293,42 +298,49 @@ async fn fetch(
     form: EntryForm,
 ) -> Result<Items, ApiError> {
     let lsns: Vec<u64> = entries.iter().filter_map(|(_, l)| *l).collect();
-    // The IDs of the entries with an LSN, in the order their events are found.
-    let mut ids = entries.iter().filter_map(|(id, l)| l.map(|_| *id));
     let mut fields = Vec::new();
-    let found: Vec<GroupItem> = match form {
-        EntryForm::Events => p
-            .fetch_lsns(&lsns, usize::MAX)
-            .await
-            .map_err(ApiError::from)?
-            .into_iter()
-            .zip(ids)
-            .map(|(e, id)| GroupItem::Entry(id, Some(e)))
-            .collect(),
+    let list = match form {
+        EntryForm::Events => {
+            let found = p.fetch_lsns(&lsns, usize::MAX).await;
+            let mut found = found.map_err(ApiError::from)?.into_iter();
+            place(entries, bare, |id| {
+                found.next().map(|e| GroupItem::Entry(id, Some(e)))
+            })
+        }
         EntryForm::Resp => {
             // Room for entries of a hundred bytes or so at once.
             fields.reserve(lsns.len() * 160);
-            p.fetch_as(&lsns, usize::MAX, |v| {
-                let id = ids.next().expect("one ID per LSN");
-                let start = fields.len();
-                super::resp_streams::encode_record_fields(&mut fields, &v.record);
-                GroupItem::Fields(id, start..fields.len())
+            let found = p
+                .fetch_as(&lsns, usize::MAX, |v| {
+                    let start = fields.len();
+                    super::resp_streams::encode_record_fields(&mut fields, &v.record);
+                    start..fields.len()
+                })
+                .await;
+            let mut found = found.map_err(ApiError::from)?.0.into_iter();
+            place(entries, bare, |id| {
+                found.next().map(|range| GroupItem::Fields(id, range))
             })
-            .await
-            .map_err(ApiError::from)?
-            .0
         }
     };
-    let mut found = found.into_iter();
-    let list = entries
+    Ok(Items { list, fields })
+}
+
+/// The reply's list: each entry with an LSN as `found` gives it the next event found (none
+/// left: no fields), each without one by its ID alone when `bare`, else with no fields.
+fn place(
+    entries: Vec<crate::stream::GroupEntry>,
+    bare: bool,
+    mut found: impl FnMut(StreamId) -> Option<GroupItem>,
+) -> Vec<GroupItem> {
+    entries
         .into_iter()
         .map(|(id, lsn)| match lsn {
-            Some(_) => found.next().unwrap_or(GroupItem::Entry(id, None)),
+            Some(_) => found(id).unwrap_or(GroupItem::Entry(id, None)),
             None if bare => GroupItem::Id(id),
             None => GroupItem::Entry(id, None),
         })
-        .collect();
-    Ok(Items { list, fields })
+        .collect()
 }
 
 fn pending(

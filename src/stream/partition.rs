@@ -1429,8 +1429,9 @@ impl<S: Storage + 'static> Partition<S> {
         Ok((events, end && !cut))
     }
 
-    /// Fetches the events with `lsns` (ascending or descending: the order the reply wants)
-    /// from the ring while it holds them and from the journal otherwise, stopping before the
+    /// Fetches the events with `lsns` (in the order the reply wants: ascending, descending,
+    /// or any, as a claim's IDs come) from the ring while it holds them and from the journal
+    /// otherwise (one visit per stretch of LSNs in one direction), stopping before the
     /// event that would take the reply past `budget` bytes (as [`reply_bytes`] counts them;
     /// the first event is always taken). Returns the events, a prefix of `lsns` in its order,
     /// and whether the budget cut them short.
@@ -1458,7 +1459,6 @@ impl<S: Storage + 'static> Partition<S> {
         budget: usize,
         mut make: impl FnMut(&RecordView<'_>) -> T,
     ) -> Result<(Vec<T>, bool), StreamError> {
-        let descending = lsns.len() > 1 && lsns[0] > lsns[1];
         // Room for a usual read's events at once (a larger one grows as it goes: its
         // byte budget may stop it early).
         let mut out: Vec<T> = Vec::with_capacity(lsns.len().min(64));
@@ -1492,12 +1492,20 @@ impl<S: Storage + 'static> Partition<S> {
             if i == lsns.len() {
                 break;
             }
-            // The run the ring does not hold, from the journal.
-            let run_len = lsns[i..]
+            // The run the ring does not hold, from the journal: as far as the LSNs keep
+            // one direction (a journal visit only moves forward; a claim's IDs come in any
+            // order).
+            let from_journal = lsns[i..]
                 .iter()
                 .take_while(|&&l| l < ring_oldest)
                 .count()
                 .max(1);
+            let rest = &lsns[i..i + from_journal];
+            let descending = rest.len() > 1 && rest[0] > rest[1];
+            let run_len = 1 + rest
+                .windows(2)
+                .take_while(|w| if descending { w[0] > w[1] } else { w[0] < w[1] })
+                .count();
             let run = &lsns[i..i + run_len];
             let left = budget - bytes.min(budget);
             let (got, got_bytes, cut) = if descending {
