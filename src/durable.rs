@@ -15,6 +15,13 @@
 //! The MANIFEST, snapshots, an engine's `CODEC`, backups and the CLI's checkpoints all go
 //! through here; journal segments do not (they are written in place, frame by frame, with
 //! their own commit protocol: docs/FORMAT.md).
+//!
+//! The bytes go to the disk [`WRITE_CHUNK_BYTES`] at a time, each chunk written back before
+//! the next is written (`sync_file_range`), so a large file (a snapshot of hundreds of MB)
+//! never has more than one chunk queued at the device ahead of the journal's durable
+//! writes, which share the disk: written whole and then fsynced, a 580 MB snapshot queued
+//! all of it at once and the journal's writes waited behind it (p99 of consumer-group
+//! rounds 90–100 ms while it was written, against 20–30 ms with 1 MiB chunks).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -37,7 +44,7 @@ pub fn replace(target: &Path, bytes: &[u8]) -> io::Result<()> {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        file.write_all(bytes)?;
+        write_paced(&mut file, bytes)?;
         file.sync_all()?;
         drop(file);
         fs::rename(&tmp, target)?;
@@ -47,6 +54,36 @@ pub fn replace(target: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// The bytes [`replace`] writes before waiting for them to reach the disk.
+pub const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Writes `bytes` from the start of the new, empty `file`, one chunk at a time, each
+/// written back to the disk before the next is written (module docs). Durability still
+/// needs the fsync after it: this writes back data, not the file's size or the disk's cache.
+fn write_paced(file: &mut File, bytes: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut offset = 0usize;
+    for chunk in bytes.chunks(WRITE_CHUNK_BYTES) {
+        file.write_all(chunk)?;
+        // SAFETY: sync_file_range reads no memory of ours; the descriptor is open.
+        let rc = unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                chunk.len() as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        offset += chunk.len();
+    }
+    Ok(())
 }
 
 /// fsyncs a directory, so a rename, creation or unlink in it is durable.
@@ -102,5 +139,22 @@ mod tests {
         assert!(!temporary_path(&blocked).exists(), "temporary file removed");
         assert_eq!(fs::read(&target).unwrap(), b"old");
         assert!(blocked.is_dir());
+    }
+
+    #[test]
+    fn a_file_of_several_chunks_is_written_whole_over_a_longer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("snapshot");
+        let long: Vec<u8> = (0..3 * WRITE_CHUNK_BYTES + 1)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        replace(&target, &long).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), long);
+        // Shorter, and not a whole number of chunks: nothing of the longer file is left.
+        let short: Vec<u8> = (0..2 * WRITE_CHUNK_BYTES - 7)
+            .map(|i| (i % 13) as u8)
+            .collect();
+        replace(&target, &short).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), short);
     }
 }

@@ -249,18 +249,26 @@ pub(super) async fn take_snapshot(
     };
     let dir = dir.to_path_buf();
     let inject = std::env::var_os("EVRINGD_INJECT_SNAPSHOT_FAILURE").is_some();
-    let (path, bytes) = glommio::executor()
-        .spawn_blocking(move || -> std::io::Result<(std::path::PathBuf, usize)> {
+    // The image comes back to be freed here: its blocks are this shard's, and freed on the
+    // blocking thread each free would take the lock of the shard's allocator arena, which
+    // the shard's own allocations then wait for (`PartitionImage::free_yielding`).
+    let (written, image) = glommio::executor()
+        .spawn_blocking(move || {
             crate::shard::off_shard_cpus();
-            if inject {
-                return Err(std::io::Error::other("injected snapshot failure"));
-            }
-            let body = image.encode();
-            let path = crate::snapshot::write(&dir, &meta, &body)?;
-            crate::snapshot::prune(&dir, keep)?;
-            Ok((path, body.len()))
+            let written = (|| -> std::io::Result<(std::path::PathBuf, usize)> {
+                if inject {
+                    return Err(std::io::Error::other("injected snapshot failure"));
+                }
+                let body = image.encode();
+                let path = crate::snapshot::write(&dir, &meta, &body)?;
+                crate::snapshot::prune(&dir, keep)?;
+                Ok((path, body.len()))
+            })();
+            (written, image)
         })
-        .await?;
+        .await;
+    image.free_yielding().await;
+    let (path, bytes) = written?;
     let label = part.id.to_string();
     metrics::counter!(crate::metrics::SNAPSHOTS, "partition" => label.clone()).increment(1);
     metrics::histogram!(crate::metrics::SNAPSHOT_SECONDS, "partition" => label.clone())

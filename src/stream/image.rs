@@ -53,7 +53,7 @@ pub struct PartitionImage {
     pub lsn: u64,
     streams: Vec<(String, Vec<u64>)>,
     idem: Vec<([u8; 16], String, u64, u64)>,
-    ring: Vec<RingItem>,
+    ring: RingImage,
     pub resume: crate::journal::Resume,
     /// The ring's `complete_from_ns` for the events below the image's first ring event: one
     /// past the largest timestamp of an event the image's ring does not hold. Encoded after
@@ -112,14 +112,167 @@ struct GroupTrailer {
     groups: Vec<StreamGroups>,
 }
 
-/// One ring event: its columns and its payload bytes (see `InMemory`).
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(super) struct RingItem {
+/// The ring's events of an image: each event's columns, and every payload one after another
+/// in one buffer. Encoded exactly as a list of items of five fields (LSN, stream version,
+/// timestamp, value, payload bytes: docs/FORMAT.md), as when each event owned its payload;
+/// held flat so that an image of millions of events is a handful of allocations. The image
+/// is copied on the shard and encoded and written on another thread: one allocation per
+/// event had that thread free millions of the shard's blocks, each free taking the lock of
+/// the shard's glibc arena, so the shard's own allocations waited on a futex (2,000 times
+/// a second, and p99 100 ms, while a 3M-event ring's snapshot was written).
+#[derive(Default)]
+pub(super) struct RingImage {
+    items: Vec<RingSlot>,
+    payloads: Vec<u8>,
+}
+
+/// One event of a [`RingImage`]: its columns and where its payload ends in `payloads`.
+#[derive(Clone, Copy)]
+struct RingSlot {
     lsn: u64,
     stream_version: u64,
     timestamp_ns: u64,
     value: f64,
-    payload: Vec<u8>,
+    end: usize,
+}
+
+/// One event of a [`RingImage`] as it is read.
+pub(super) struct RingItem<'a> {
+    pub(super) lsn: u64,
+    pub(super) stream_version: u64,
+    pub(super) timestamp_ns: u64,
+    pub(super) value: f64,
+    pub(super) payload: &'a [u8],
+}
+
+impl RingImage {
+    pub(super) fn push(&mut self, item: RingItem<'_>) {
+        self.payloads.extend_from_slice(item.payload);
+        self.items.push(RingSlot {
+            lsn: item.lsn,
+            stream_version: item.stream_version,
+            timestamp_ns: item.timestamp_ns,
+            value: item.value,
+            end: self.payloads.len(),
+        });
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.items.clear();
+        self.payloads.clear();
+    }
+
+    pub(super) fn first_lsn(&self) -> Option<u64> {
+        self.items.first().map(|s| s.lsn)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = RingItem<'_>> {
+        let mut start = 0;
+        self.items.iter().map(move |s| {
+            let payload = &self.payloads[start..s.end];
+            start = s.end;
+            RingItem {
+                lsn: s.lsn,
+                stream_version: s.stream_version,
+                timestamp_ns: s.timestamp_ns,
+                value: s.value,
+                payload,
+            }
+        })
+    }
+}
+
+/// A payload encoded as a byte string: postcard writes its length and its bytes, exactly
+/// what it writes for a `Vec<u8>` (a sequence of bytes), at once instead of byte by byte.
+struct Bytes<'a>(&'a [u8]);
+
+impl serde::Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// One ring event as encoded (and as it was before the image held payloads flat).
+#[derive(serde::Serialize)]
+struct RingItemOut<'a> {
+    lsn: u64,
+    stream_version: u64,
+    timestamp_ns: u64,
+    value: f64,
+    payload: Bytes<'a>,
+}
+
+/// One ring event as decoded: its payload borrowed from the snapshot's bytes.
+#[derive(serde::Deserialize)]
+struct RingItemIn<'a> {
+    lsn: u64,
+    stream_version: u64,
+    timestamp_ns: u64,
+    value: f64,
+    #[serde(borrow)]
+    payload: &'a [u8],
+}
+
+impl serde::Serialize for RingImage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.len()))?;
+        for item in self.iter() {
+            seq.serialize_element(&RingItemOut {
+                lsn: item.lsn,
+                stream_version: item.stream_version,
+                timestamp_ns: item.timestamp_ns,
+                value: item.value,
+                payload: Bytes(item.payload),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RingImage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Items;
+        impl<'de> serde::de::Visitor<'de> for Items {
+            type Value = RingImage;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of ring events")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RingImage, A::Error> {
+                let mut ring = RingImage::default();
+                while let Some(item) = seq.next_element::<RingItemIn<'de>>()? {
+                    ring.push(RingItem {
+                        lsn: item.lsn,
+                        stream_version: item.stream_version,
+                        timestamp_ns: item.timestamp_ns,
+                        value: item.value,
+                        payload: item.payload,
+                    });
+                }
+                Ok(ring)
+            }
+        }
+        d.deserialize_seq(Items)
+    }
+}
+
+/// Drops the items of `v` a slice of [`IMAGE_SLICE`] at a time, yielding between slices.
+async fn free_slices<T>(v: Vec<T>) {
+    let mut items = v.into_iter();
+    while items.by_ref().take(IMAGE_SLICE).count() == IMAGE_SLICE {
+        futures_lite::future::yield_now().await;
+    }
 }
 
 /// Items (stream index entries or ring events) copied between two yields of
@@ -131,17 +284,42 @@ pub(super) struct ImageCopier {
     lsn: u64,
     names: Vec<String>,
     next_name: usize,
+    /// The versions below the cut copied so far of stream `names[next_name]`, when a step
+    /// ended inside it (a stream with more versions than a step copies).
+    partial: Option<PartialStream>,
     streams: Vec<(String, Vec<u64>)>,
     stream_ids: Vec<Vec<StreamId>>,
     deleted: Vec<Deleted>,
     meta: Vec<StreamMeta>,
     groups: Vec<StreamGroups>,
-    ring: Vec<RingItem>,
+    ring: RingImage,
     next_ring_lsn: u64,
     ring_done: bool,
     /// The ring's `complete_from_ns` when the copy of `ring` (re)started at its first event:
     /// every event below that one had left the ring by then.
     complete_from_ns: u64,
+}
+
+/// The part of a stream copied by the steps so far ([`ImageCopier::step`]). A stream's
+/// versions below the cut do not change while it exists, except the IDs of its newest
+/// versions, which XSETID may lower (a suffix of the versions): so a copy continues where it
+/// stopped as long as the stream's version there still has the LSN and ID copied.
+#[derive(Default)]
+struct PartialStream {
+    lsns: Vec<u64>,
+    ids: Vec<StreamId>,
+    /// Copy the rest in one step: the stream changed under an earlier copy of it, and is
+    /// copied over at once rather than risk that again.
+    whole: bool,
+}
+
+impl PartialStream {
+    fn continues(&self, e: &StreamEntry) -> bool {
+        let Some(last) = self.lsns.len().checked_sub(1) else {
+            return true;
+        };
+        e.lsns.get(last) == self.lsns.last() && e.ids.get(last) == self.ids.last()
+    }
 }
 
 impl ImageCopier {
@@ -153,12 +331,13 @@ impl ImageCopier {
             lsn,
             names,
             next_name: 0,
+            partial: None,
             streams: Vec::new(),
             stream_ids: Vec::new(),
             deleted: Vec::new(),
             meta: Vec::new(),
             groups: Vec::new(),
-            ring: Vec::new(),
+            ring: RingImage::default(),
             next_ring_lsn,
             ring_done: false,
             complete_from_ns: 0,
@@ -175,19 +354,52 @@ impl ImageCopier {
         let mut spent = 0usize;
         while self.next_name < self.names.len() && spent < budget {
             let name = &self.names[self.next_name];
+            let Some(e) = st.streams.get(name) else {
+                // Gone (deleted or renamed) since the copy began: so is what was copied of it.
+                self.partial = None;
+                self.next_name += 1;
+                continue;
+            };
+            let n = e.lsns.partition_point(|&l| l < self.lsn);
+            let mut part = self.partial.take().unwrap_or_default();
+            if !part.continues(e) {
+                // Deleted and made again, or its newest IDs lowered (XSETID), since the last
+                // step: copied over, whole this time.
+                part = PartialStream {
+                    whole: true,
+                    ..PartialStream::default()
+                };
+            }
+            let from = part.lsns.len();
+            assert!(
+                from <= n,
+                "a stream's versions below the cut stay while it exists"
+            );
+            let to = if part.whole {
+                n
+            } else {
+                n.min(from.saturating_add(budget - spent))
+            };
+            if from == 0 {
+                part.lsns.reserve_exact(n);
+                part.ids.reserve_exact(n);
+            }
+            part.lsns.extend_from_slice(&e.lsns[from..to]);
+            part.ids.extend_from_slice(&e.ids[from..to]);
+            spent += to - from + 1;
+            if to < n {
+                self.partial = Some(part);
+                break;
+            }
             self.next_name += 1;
-            if let Some(e) = st.streams.get(name) {
-                let n = e.lsns.partition_point(|&l| l < self.lsn);
-                // A stream with no version below the cut is kept when it exists without
-                // versions (its groups made it).
-                if n > 0 || e.groups.created {
-                    self.streams.push((name.clone(), e.lsns[..n].to_vec()));
-                    self.stream_ids.push(e.ids[..n].to_vec());
-                    self.deleted.push(e.deleted.clone());
-                    self.meta.push(e.meta.clone());
-                    self.groups.push(e.groups.clone());
-                }
-                spent += n + 1;
+            // A stream with no version below the cut is kept when it exists without
+            // versions (its groups made it).
+            if n > 0 || e.groups.created {
+                self.streams.push((name.clone(), part.lsns));
+                self.stream_ids.push(part.ids);
+                self.deleted.push(e.deleted.clone());
+                self.meta.push(e.meta.clone());
+                self.groups.push(e.groups.clone());
             }
         }
         if self.next_name < self.names.len() {
@@ -214,7 +426,7 @@ impl ImageCopier {
                     stream_version: e.stream_version,
                     timestamp_ns: e.timestamp_ns,
                     value: e.value,
-                    payload: e.payload.to_vec(),
+                    payload: e.payload,
                 });
                 self.next_ring_lsn = e.lsn + 1;
             }
@@ -312,6 +524,31 @@ pub(super) fn check_stream_lsns(
 }
 
 impl PartitionImage {
+    /// Frees the image on the thread that copied it, a slice of items at a time, yielding
+    /// between slices so the shard serves between them. An image is copied on its
+    /// partition's shard, so its blocks come from that thread's allocator arena: freed on
+    /// another thread, each free takes that arena's lock, and the shard's own allocations
+    /// wait for it.
+    pub async fn free_yielding(self) {
+        let PartitionImage {
+            streams,
+            idem,
+            ring,
+            stream_ids,
+            deleted,
+            meta,
+            groups,
+            ..
+        } = self;
+        drop(ring);
+        free_slices(streams).await;
+        free_slices(idem).await;
+        free_slices(stream_ids.unwrap_or_default()).await;
+        free_slices(deleted.unwrap_or_default()).await;
+        free_slices(meta.unwrap_or_default()).await;
+        free_slices(groups.unwrap_or_default()).await;
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = postcard::to_allocvec(self).expect("an image always encodes");
         if let Some(complete_from_ns) = self.complete_from_ns {
@@ -414,7 +651,7 @@ impl PartitionImage {
         }
         // An empty payload is a placeholder (a stream change's slot).
         for item in self.ring.iter().filter(|item| !item.payload.is_empty()) {
-            RingFields::parse(&item.payload).map_err(|source| ImageError::RingEvent {
+            RingFields::parse(item.payload).map_err(|source| ImageError::RingEvent {
                 lsn: item.lsn,
                 source,
             })?;
@@ -453,7 +690,7 @@ impl Rebuild {
             Some(0) => {}
             Some(from) => r.mem.ring.note_left_out(from - 1),
             None if image.needs_full_scan() => {
-                r.left_out_below = image.ring.first().map_or(image.lsn, |item| item.lsn);
+                r.left_out_below = image.ring.first_lsn().unwrap_or(image.lsn);
             }
             None => {}
         }
@@ -493,12 +730,12 @@ impl Rebuild {
                 ));
             }
         }
-        for item in &image.ring {
+        for item in image.ring.iter() {
             if item.payload.is_empty() {
                 r.mem.push_placeholder(item.lsn);
                 continue;
             }
-            let f = RingFields::parse(&item.payload).map_err(|source| ImageError::RingEvent {
+            let f = RingFields::parse(item.payload).map_err(|source| ImageError::RingEvent {
                 lsn: item.lsn,
                 source,
             })?;
@@ -595,20 +832,22 @@ mod tests {
             p.extend_from_slice(b"t");
             p
         };
+        // LSN 0 is no longer in the ring.
+        let mut ring = RingImage::default();
+        for lsn in 1..3 {
+            ring.push(RingItem {
+                lsn,
+                stream_version: lsn,
+                timestamp_ns: 100 + lsn,
+                value: 1.0,
+                payload: &payload("s"),
+            });
+        }
         PartitionImage {
             lsn: 3,
             streams: vec![("s".into(), vec![0, 1, 2])],
             idem: Vec::new(),
-            // LSN 0 is no longer in the ring.
-            ring: (1..3)
-                .map(|lsn| RingItem {
-                    lsn,
-                    stream_version: lsn,
-                    timestamp_ns: 100 + lsn,
-                    value: 1.0,
-                    payload: payload("s"),
-                })
-                .collect(),
+            ring,
             resume: Resume {
                 first_segment: 0,
                 index: Vec::new(),
@@ -661,5 +900,182 @@ mod tests {
         };
         let r = Rebuild::from_image(image(Some(50)), 10, small).unwrap();
         assert_eq!(r.mem.ring.complete_from_ns(), 102);
+    }
+
+    /// One ring event as images encoded it when each event owned its payload.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct OwnedItem {
+        lsn: u64,
+        stream_version: u64,
+        timestamp_ns: u64,
+        value: f64,
+        payload: Vec<u8>,
+    }
+
+    #[test]
+    fn a_flat_ring_encodes_and_decodes_as_a_list_of_items_that_own_their_payloads() {
+        // Payloads of every length up to 300 (a length of 128 or more takes two bytes).
+        let owned: Vec<OwnedItem> = (0..300u64)
+            .map(|i| OwnedItem {
+                lsn: 7 + i,
+                stream_version: i * 3,
+                timestamp_ns: 1_000 + i,
+                value: i as f64 / 2.0,
+                payload: (0..i).map(|b| (b * 7 + i) as u8).collect(),
+            })
+            .collect();
+        let mut flat = RingImage::default();
+        for o in &owned {
+            flat.push(RingItem {
+                lsn: o.lsn,
+                stream_version: o.stream_version,
+                timestamp_ns: o.timestamp_ns,
+                value: o.value,
+                payload: &o.payload,
+            });
+        }
+        let bytes = postcard::to_allocvec(&owned).unwrap();
+        assert_eq!(postcard::to_allocvec(&flat).unwrap(), bytes);
+        let back: RingImage = postcard::from_bytes(&bytes).unwrap();
+        let again: Vec<OwnedItem> = back
+            .iter()
+            .map(|r| OwnedItem {
+                lsn: r.lsn,
+                stream_version: r.stream_version,
+                timestamp_ns: r.timestamp_ns,
+                value: r.value,
+                payload: r.payload.to_vec(),
+            })
+            .collect();
+        assert_eq!(again, owned);
+        assert_eq!(back.first_lsn(), Some(7));
+    }
+
+    mod sliced {
+        use super::super::*;
+        use crate::journal::{Journal, JournalConfig, SimStorage};
+        use crate::protocol::{expected, Direction};
+        use crate::stream::{ChangeRequest, IdSpec, PartitionLimits, TxWrite};
+
+        const STORE: [u8; 16] = *b"evring-img-test!";
+
+        fn limits() -> PartitionLimits {
+            PartitionLimits {
+                idempotency_window: 100,
+                max_read_count: 100_000,
+                max_read_bytes: usize::MAX,
+                max_group_entries: 1 << 20,
+                ring: RingConfig {
+                    capacity_events: 64,
+                    capacity_bytes: 16 * 1024,
+                    max_retries: 8,
+                },
+                write_mode: crate::journal::WriteMode::Fdatasync,
+            }
+        }
+
+        /// Partition 0 on `storage`, from `image` and the journal after it (or the journal).
+        async fn open(storage: SimStorage, image: Option<&[u8]>) -> Partition<SimStorage> {
+            let (mut rebuild, resume) = match image {
+                Some(bytes) => {
+                    let image = PartitionImage::decode(bytes).unwrap();
+                    let resume = image.resume.clone();
+                    let rebuild = Rebuild::from_image(image, 100, limits().ring).unwrap();
+                    (rebuild, Some(resume))
+                }
+                None => (Rebuild::new(100, limits().ring), None),
+            };
+            let cfg = JournalConfig::new(STORE, 0);
+            let (journal, _) = Journal::open_resuming(storage, cfg, resume, |info, frame| {
+                rebuild.frame(info, frame)
+            })
+            .await
+            .unwrap();
+            Partition::new(0, journal, rebuild, limits())
+        }
+
+        fn event(i: usize) -> crate::protocol::Event {
+            crate::client::event("T", format!("event {i}").into_bytes())
+        }
+
+        /// Every stream's events (data) and stream IDs as `part` serves them.
+        async fn contents(
+            part: &Partition<SimStorage>,
+        ) -> Vec<(String, Vec<Vec<u8>>, Vec<StreamId>)> {
+            let mut out = Vec::new();
+            for name in ["big", "small"] {
+                let events = match part.read(name, 0, u32::MAX, Direction::Forward).await {
+                    Ok((events, _)) => events,
+                    Err(crate::stream::StreamError::StreamNotFound(_)) => Vec::new(),
+                    Err(e) => panic!("read {name}: {e:?}"),
+                };
+                let ids = part.stream_ids(name, 0..events.len() as u64);
+                let datas = events.into_iter().map(|e| e.event.data).collect();
+                out.push((name.to_string(), datas, ids));
+            }
+            out
+        }
+
+        /// A copy that stops inside a stream of more versions than a slice takes, with
+        /// `between` run after that first slice: the image, with the journal after it,
+        /// recovers the partition as it is served.
+        async fn sliced_copy_recovers(remake: bool) {
+            let storage = SimStorage::new(5);
+            let part = open(storage.clone(), None).await;
+            for b in 0..10 {
+                let events = (0..10).map(|i| event(b * 10 + i)).collect();
+                part.append("big", expected::ANY, events).await.unwrap();
+            }
+            part.append("small", expected::ANY, vec![event(0)])
+                .await
+                .unwrap();
+            let lsn = part.state.borrow().published_lsn;
+            let mut copier = ImageCopier::new(&part, lsn);
+            let mut inside = false;
+            while !copier.step(&part, 30) {
+                if inside || copier.partial.is_none() {
+                    continue;
+                }
+                inside = true;
+                if remake {
+                    // Deleted and made again between two slices of its copy.
+                    let writes = vec![
+                        TxWrite::Change {
+                            stream: "big".into(),
+                            request: ChangeRequest::DeleteStream,
+                        },
+                        TxWrite::Append {
+                            stream: "big".into(),
+                            expected_version: expected::NO_STREAM,
+                            events: vec![event(1000)],
+                            id: IdSpec::Auto,
+                        },
+                    ];
+                    for done in part.transaction(writes).await {
+                        done.unwrap();
+                    }
+                } else {
+                    part.append("big", expected::ANY, vec![event(100)])
+                        .await
+                        .unwrap();
+                }
+            }
+            assert!(inside, "the copy stopped inside the big stream");
+            let image = copier.finish(&part).encode();
+            let live = contents(&part).await;
+            assert_eq!(live[0].1.len(), if remake { 1 } else { 101 });
+            let recovered = open(storage.crash_image(), Some(&image)).await;
+            assert_eq!(contents(&recovered).await, live);
+        }
+
+        #[test]
+        fn a_stream_copied_over_several_slices_while_it_grows_recovers_whole() {
+            crate::shard::run_local(sliced_copy_recovers(false));
+        }
+
+        #[test]
+        fn a_stream_deleted_and_made_again_between_slices_of_its_copy_recovers_as_made_again() {
+            crate::shard::run_local(sliced_copy_recovers(true));
+        }
     }
 }
