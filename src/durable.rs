@@ -37,6 +37,11 @@ pub fn temporary_path(target: &Path) -> PathBuf {
 /// Replaces `target` with `bytes` durably (see the module docs for the crash guarantee). On
 /// failure the temporary file is removed and the target is left as it was.
 pub fn replace(target: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_parts(target, &[bytes])
+}
+
+/// [`replace`] with the new contents given as `parts`, one after another.
+pub fn replace_parts(target: &Path, parts: &[&[u8]]) -> io::Result<()> {
     let tmp = temporary_path(target);
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -44,7 +49,7 @@ pub fn replace(target: &Path, bytes: &[u8]) -> io::Result<()> {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        write_paced(&mut file, bytes)?;
+        write_paced(&mut file, parts)?;
         file.sync_all()?;
         drop(file);
         fs::rename(&tmp, target)?;
@@ -59,13 +64,14 @@ pub fn replace(target: &Path, bytes: &[u8]) -> io::Result<()> {
 /// The bytes [`replace`] writes before waiting for them to reach the disk.
 pub const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
 
-/// Writes `bytes` from the start of the new, empty `file`, one chunk at a time, each
-/// written back to the disk before the next is written (module docs). Durability still
-/// needs the fsync after it: this writes back data, not the file's size or the disk's cache.
-fn write_paced(file: &mut File, bytes: &[u8]) -> io::Result<()> {
+/// Writes `parts` one after another from the start of the new, empty `file`, one chunk at a
+/// time, each written back to the disk before the next is written (module docs). Durability
+/// still needs the fsync after it: this writes back data, not the file's size or the disk's
+/// cache.
+fn write_paced(file: &mut File, parts: &[&[u8]]) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let mut offset = 0usize;
-    for chunk in bytes.chunks(WRITE_CHUNK_BYTES) {
+    for chunk in parts.iter().flat_map(|p| p.chunks(WRITE_CHUNK_BYTES)) {
         file.write_all(chunk)?;
         // SAFETY: sync_file_range reads no memory of ours; the descriptor is open.
         let rc = unsafe {
@@ -156,5 +162,11 @@ mod tests {
             .collect();
         replace(&target, &short).unwrap();
         assert_eq!(fs::read(&target).unwrap(), short);
+        // In parts: one after another.
+        replace_parts(&target, &[b"head", &long, b"", b"tail"]).unwrap();
+        let mut joined = b"head".to_vec();
+        joined.extend_from_slice(&long);
+        joined.extend_from_slice(b"tail");
+        assert_eq!(fs::read(&target).unwrap(), joined);
     }
 }

@@ -140,6 +140,14 @@ fn checked_header(h: &SnapshotHeader) -> Result<SnapshotMeta, SnapshotError> {
 
 /// Header followed by `body`.
 pub fn encode(meta: &SnapshotMeta, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + body.len());
+    out.extend_from_slice(&header(meta, body));
+    out.extend_from_slice(body);
+    out
+}
+
+/// The header of a snapshot of `body`.
+fn header(meta: &SnapshotMeta, body: &[u8]) -> [u8; SNAPSHOT_HEADER_BYTES] {
     let mut h = SnapshotHeader {
         magic: SNAPSHOT_MAGIC,
         version: SNAPSHOT_VERSION.into(),
@@ -154,9 +162,8 @@ pub fn encode(meta: &SnapshotMeta, body: &[u8]) -> Vec<u8> {
         resume_segment: meta.resume_segment.into(),
     };
     h.header_crc = header_crc(&h).into();
-    let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + body.len());
-    out.extend_from_slice(h.as_bytes());
-    out.extend_from_slice(body);
+    let mut out = [0; SNAPSHOT_HEADER_BYTES];
+    out.copy_from_slice(h.as_bytes());
     out
 }
 
@@ -208,10 +215,11 @@ pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 }
 
 /// Writes a snapshot durably: temporary file, fsync, rename, directory fsync
-/// ([`crate::durable::replace`]).
+/// ([`crate::durable::replace_parts`]); the header and the body go to the file one after
+/// the other, with no copy of the body made to join them ([`encode`]'s bytes).
 pub fn write(dir: &Path, meta: &SnapshotMeta, body: &[u8]) -> io::Result<PathBuf> {
     let path = dir.join(file_name(meta.lsn));
-    crate::durable::replace(&path, &encode(meta, body))?;
+    crate::durable::replace_parts(&path, &[&header(meta, body), body])?;
     Ok(path)
 }
 
@@ -460,5 +468,13 @@ mod tests {
         assert_eq!(removed.len(), 3);
         let left: Vec<u64> = list(dir.path()).unwrap().iter().map(|x| x.0).collect();
         assert_eq!(left, vec![4, 3]);
+    }
+
+    #[test]
+    fn a_written_snapshot_file_holds_the_encoded_header_and_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let path = write(dir.path(), &meta(7), &body).unwrap();
+        assert_eq!(fs::read(path).unwrap(), encode(&meta(7), &body));
     }
 }
