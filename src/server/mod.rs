@@ -356,7 +356,7 @@ fn listen_address(config: &Config) -> Result<SocketAddr, StartError> {
 }
 
 /// Each partition's limits, from the settings.
-fn partition_limits(config: &Config) -> Result<PartitionLimits, StartError> {
+pub(crate) fn partition_limits(config: &Config) -> Result<PartitionLimits, StartError> {
     Ok(PartitionLimits {
         idempotency_window: config.idempotency_window as usize,
         max_read_count: config.max_read_count as usize,

@@ -959,18 +959,18 @@ mod tests {
 
         const STORE: [u8; 16] = *b"evring-img-test!";
 
+        /// The server's defaults, with a small ring (older versions are read from the
+        /// journal).
         fn limits() -> PartitionLimits {
+            let defaults = crate::config::Config::default();
             PartitionLimits {
                 idempotency_window: 100,
-                max_read_count: 100_000,
-                max_read_bytes: usize::MAX,
-                max_group_entries: 1 << 20,
                 ring: RingConfig {
                     capacity_events: 64,
                     capacity_bytes: 16 * 1024,
                     max_retries: 8,
                 },
-                write_mode: crate::journal::WriteMode::Fdatasync,
+                ..crate::server::partition_limits(&defaults).unwrap()
             }
         }
 
