@@ -295,6 +295,12 @@ pub(super) struct ImageCopier {
     ring: RingImage,
     next_ring_lsn: u64,
     ring_done: bool,
+    /// The idempotency window's ids when the copy began, in window order, and how many of
+    /// them the steps have looked up; the entries copied (those still in the window then,
+    /// below the cut).
+    idem_ids: Vec<[u8; 16]>,
+    next_idem: usize,
+    idem: Vec<([u8; 16], String, u64, u64)>,
     /// The ring's `complete_from_ns` when the copy of `ring` (re)started at its first event:
     /// every event below that one had left the ring by then.
     complete_from_ns: u64,
@@ -327,6 +333,7 @@ impl ImageCopier {
         let st = part.state.borrow();
         let names = st.streams.keys().cloned().collect();
         let next_ring_lsn = st.mem.ring.lsn_range().map_or(lsn, |(oldest, _)| oldest);
+        let idem_ids = st.idem_order.iter().copied().collect();
         ImageCopier {
             lsn,
             names,
@@ -340,6 +347,9 @@ impl ImageCopier {
             ring: RingImage::default(),
             next_ring_lsn,
             ring_done: false,
+            idem_ids,
+            next_idem: 0,
+            idem: Vec::new(),
             complete_from_ns: 0,
         }
     }
@@ -406,6 +416,7 @@ impl ImageCopier {
             return false;
         }
         if !self.ring_done {
+            let mut copied = 0;
             for (taken, e) in st.mem.ring.iter_from(self.next_ring_lsn).enumerate() {
                 if e.lsn >= self.lsn || spent + taken >= budget {
                     break;
@@ -429,7 +440,9 @@ impl ImageCopier {
                     payload: e.payload,
                 });
                 self.next_ring_lsn = e.lsn + 1;
+                copied += 1;
             }
+            spent += copied;
             let finished = self.next_ring_lsn >= self.lsn
                 || st
                     .mem
@@ -441,20 +454,28 @@ impl ImageCopier {
             }
             self.ring_done = true;
         }
-        true
+        // The idempotency window, a slice at a time like the rest: an entry that left the
+        // window meanwhile is not in the image (as one evicted before the copy began), and
+        // one that entered it is above the cut.
+        while self.next_idem < self.idem_ids.len() && spent < budget {
+            let id = self.idem_ids[self.next_idem];
+            self.next_idem += 1;
+            spent += 1;
+            if let Some(e) = st.idem.get(&id).filter(|e| e.lsn < self.lsn) {
+                self.idem.push((id, e.stream.clone(), e.version, e.lsn));
+            }
+        }
+        self.next_idem == self.idem_ids.len()
     }
 
     pub(super) fn finish<S: Storage + 'static>(self, part: &Partition<S>) -> PartitionImage {
         let st = part.state.borrow();
         let lsn = self.lsn;
-        let idem = st
-            .idem_order
-            .iter()
-            .filter_map(|id| {
-                let e = st.idem.get(id)?;
-                (e.lsn < lsn).then(|| (*id, e.stream.clone(), e.version, e.lsn))
-            })
-            .collect();
+        assert_eq!(
+            self.next_idem,
+            self.idem_ids.len(),
+            "finished after the last step"
+        );
         // No ring event copied: every event below the LSN has left the ring by now.
         let complete_from_ns = if self.ring.is_empty() {
             st.mem.ring.complete_from_ns()
@@ -464,7 +485,7 @@ impl ImageCopier {
         PartitionImage {
             lsn,
             streams: self.streams,
-            idem,
+            idem: self.idem,
             ring: self.ring,
             resume: part.journal.resume_point(lsn),
             complete_from_ns: Some(complete_from_ns),
@@ -1066,6 +1087,53 @@ mod tests {
             assert_eq!(live[0].1.len(), if remake { 1 } else { 101 });
             let recovered = open(storage.crash_image(), Some(&image)).await;
             assert_eq!(contents(&recovered).await, live);
+        }
+
+        #[test]
+        fn the_idempotency_window_is_copied_in_slices_without_what_leaves_it_meanwhile() {
+            crate::shard::run_local(async {
+                let storage = SimStorage::new(9);
+                let part = open(storage.clone(), None).await;
+                let with_id = |i: usize| {
+                    let mut e = event(i);
+                    e.id = [0; 16];
+                    e.id[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+                    e
+                };
+                for i in 0..80 {
+                    part.append("small", expected::ANY, vec![with_id(i)])
+                        .await
+                        .unwrap();
+                }
+                let lsn = part.state.borrow().published_lsn;
+                let mut copier = ImageCopier::new(&part, lsn);
+                let ids = copier.idem_ids.clone();
+                assert_eq!(ids.len(), 80);
+                let mut copied_before = None;
+                while !copier.step(&part, 10) {
+                    if copied_before.is_some() || copier.next_idem == 0 {
+                        continue;
+                    }
+                    copied_before = Some(copier.next_idem);
+                    // 40 more: the window (100) lets the 20 oldest go, some copied already.
+                    for i in 80..120 {
+                        part.append("small", expected::ANY, vec![with_id(i)])
+                            .await
+                            .unwrap();
+                    }
+                }
+                let k = copied_before.expect("the copy stopped inside the window");
+                assert!(k < 20, "some of the 20 that left were not copied yet ({k})");
+                let image = copier.finish(&part);
+                let got: Vec<[u8; 16]> = image.idem.iter().map(|e| e.0).collect();
+                let want: Vec<[u8; 16]> = ids[..k].iter().chain(&ids[20..]).copied().collect();
+                assert_eq!(got, want);
+                assert!(image.idem.iter().all(|e| e.3 < lsn && e.1 == "small"));
+                // Recovery from it and the journal after it serves what the partition does.
+                let live = contents(&part).await;
+                let recovered = open(storage.crash_image(), Some(&image.encode())).await;
+                assert_eq!(contents(&recovered).await, live);
+            });
         }
 
         #[test]
