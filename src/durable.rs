@@ -71,8 +71,12 @@ pub const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
 fn write_paced(file: &mut File, parts: &[&[u8]]) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let mut offset = 0usize;
+    let mut paced = true;
     for chunk in parts.iter().flat_map(|p| p.chunks(WRITE_CHUNK_BYTES)) {
         file.write_all(chunk)?;
+        if !paced {
+            continue;
+        }
         // SAFETY: sync_file_range reads no memory of ours; the descriptor is open.
         let rc = unsafe {
             libc::sync_file_range(
@@ -85,7 +89,13 @@ fn write_paced(file: &mut File, parts: &[&[u8]]) -> io::Result<()> {
             )
         };
         if rc != 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // A file system without it: written at once, as before; the fsync that
+                // follows still makes the file durable.
+                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => paced = false,
+                _ => return Err(e),
+            }
         }
         offset += chunk.len();
     }
