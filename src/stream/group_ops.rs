@@ -365,11 +365,15 @@ fn resolve(
             noack,
             ..
         } => {
-            let from = entry
-                .ids
-                .partition_point(|&id| id <= g.last_id)
-                .max(entry.deleted.trimmed as usize)
-                .min(visible);
+            // The group's entries read count its versions up to `last_id` when none were
+            // deleted: the first version after it is searched from there.
+            let guess = g
+                .entries_read
+                .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+            let from =
+                super::search::partition_point_near(&entry.ids, guess, |&id| id <= g.last_id)
+                    .max(entry.deleted.trimmed as usize)
+                    .min(visible);
             let mut limit = (*count).min(max_count);
             if !noack {
                 // Room after the consumer the read may create.
@@ -628,7 +632,7 @@ impl<S: Storage + 'static> Partition<S> {
                     kind,
                 });
             }
-            let visible = entry.map_or(0, |e| e.lsns.partition_point(|&l| l < st.published_lsn));
+            let visible = entry.map_or(0, |e| e.visible_below(st.published_lsn));
             let max = self.limits.max_group_entries;
             // Room for the pending entries a read adds, after its consumer and group.
             let room = max.saturating_sub(st.group_entries);
@@ -686,7 +690,7 @@ impl<S: Storage + 'static> Partition<S> {
     ) -> Option<T> {
         let st = self.state.borrow();
         let entry = st.streams.get(stream)?;
-        let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
+        let visible = entry.visible_below(st.published_lsn);
         if visible == 0 && !entry.groups.created {
             return None;
         }

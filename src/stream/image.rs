@@ -370,7 +370,7 @@ impl ImageCopier {
                 self.next_name += 1;
                 continue;
             };
-            let n = e.lsns.partition_point(|&l| l < self.lsn);
+            let n = e.visible_below(self.lsn);
             let mut part = self.partial.take().unwrap_or_default();
             if !part.continues(e) {
                 // Deleted and made again, or its newest IDs lowered (XSETID), since the last

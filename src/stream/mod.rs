@@ -22,6 +22,7 @@ mod idempotency;
 mod image;
 mod partition;
 mod payload;
+mod search;
 mod sets;
 mod transaction;
 mod turns;

@@ -107,6 +107,13 @@ impl StreamEntry {
         self.newest
     }
 
+    /// How many of its versions have an LSN below `lsn`: with `lsn` the partition's
+    /// published LSN, its visible versions (all but the newest few, whose frames are not
+    /// durable yet, so searched from the newest: [`super::search`]).
+    pub(super) fn visible_below(&self, lsn: u64) -> usize {
+        super::search::partition_point_near(&self.lsns, self.lsns.len(), |&l| l < lsn)
+    }
+
     /// The last ID given out in the stream, or set by XSETID (0-0 before either).
     pub(super) fn last_id(&self) -> StreamId {
         let newest = self.newest().map_or(StreamId::ZERO, |(_, id)| id);
@@ -579,7 +586,7 @@ fn last_visible_id(st: &State, stream: &str) -> Option<StreamId> {
         .streams
         .get(stream)
         .filter(|e| e.meta.kind == StreamKind::Stream)?;
-    let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
+    let visible = entry.visible_below(st.published_lsn);
     visible.checked_sub(1).map(|v| entry.ids[v])
 }
 
@@ -1403,7 +1410,7 @@ impl<S: Storage + 'static> Partition<S> {
             let Some(entry) = st.streams.get(stream) else {
                 return Err(StreamError::StreamNotFound(stream.to_string()));
             };
-            let visible = entry.lsns.partition_point(|&l| l < st.published_lsn) as u64;
+            let visible = entry.visible_below(st.published_lsn) as u64;
             // Deleted versions are passed over; a trim's are not even visited.
             let trimmed = entry.deleted.trimmed;
             let take = |versions: &mut dyn Iterator<Item = u64>| -> (Vec<u64>, bool) {
@@ -1609,7 +1616,7 @@ impl<S: Storage + 'static> Partition<S> {
             .streams
             .get(stream)
             .ok_or_else(|| StreamError::StreamNotFound(stream.to_string()))?;
-        let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
+        let visible = entry.visible_below(st.published_lsn);
         if visible == 0 {
             return Err(StreamError::StreamNotFound(stream.to_string()));
         }
@@ -1638,7 +1645,7 @@ impl<S: Storage + 'static> Partition<S> {
             let Some(entry) = st.streams.get(stream) else {
                 return Err(StreamError::StreamNotFound(stream.to_string()));
             };
-            let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
+            let visible = entry.visible_below(st.published_lsn);
             let ids = &entry.ids[..visible];
             let lo = ids
                 .partition_point(|&id| id < start)
@@ -1669,7 +1676,7 @@ impl<S: Storage + 'static> Partition<S> {
     pub fn stream_summary(&self, stream: &str) -> Option<StreamSummary> {
         let st = self.state.borrow();
         let e = st.streams.get(stream)?;
-        let visible = e.lsns.partition_point(|&l| l < st.published_lsn);
+        let visible = e.visible_below(st.published_lsn);
         let first = (e.deleted.trimmed as usize..visible).find(|&v| !e.deleted.contains(v as u64));
         let newest = e.ids[..visible].last().copied().unwrap_or(StreamId::ZERO);
         let entries_added = match e.meta.entries_added {
@@ -1689,7 +1696,7 @@ impl<S: Storage + 'static> Partition<S> {
     pub fn live_entries(&self, stream: &str) -> u64 {
         let st = self.state.borrow();
         st.streams.get(stream).map_or(0, |e| {
-            let visible = e.lsns.partition_point(|&l| l < st.published_lsn) as u64;
+            let visible = e.visible_below(st.published_lsn) as u64;
             visible - e.deleted.count(visible)
         })
     }
@@ -1700,7 +1707,7 @@ impl<S: Storage + 'static> Partition<S> {
         let Some(entry) = st.streams.get(stream) else {
             return Vec::new();
         };
-        let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
+        let visible = entry.visible_below(st.published_lsn);
         let end = (versions.end as usize).min(visible);
         let start = (versions.start as usize).min(end);
         entry.ids[start..end].to_vec()
@@ -1815,7 +1822,7 @@ impl<S: Storage + 'static> Partition<S> {
         let Some(entry) = st.streams.get(stream) else {
             return Vec::new();
         };
-        let visible = entry.lsns.partition_point(|&l| l < st.published_lsn);
+        let visible = entry.visible_below(st.published_lsn);
         let from = (from_version.max(entry.deleted.trimmed) as usize).min(visible);
         (from..visible)
             .filter(|&v| !entry.deleted.contains(v as u64))

@@ -531,7 +531,7 @@ impl<S: Storage + 'static> Partition<S> {
             let Some(e) = st.streams.get(src) else {
                 return Err(StreamError::Group(GroupError::NoStream));
             };
-            let visible = e.lsns.partition_point(|&l| l < st.published_lsn);
+            let visible = e.visible_below(st.published_lsn);
             if visible == 0 && !e.groups.created {
                 return Err(StreamError::Group(GroupError::NoStream));
             }
