@@ -313,7 +313,7 @@ impl StreamEntry {
         let mut node = point - point % t.unit;
         while node < versions {
             let end = node.saturating_add(t.unit).min(versions);
-            let in_node = (end - point) - (self.deleted.count(end) - self.deleted.count(point));
+            let in_node = (end - point) - self.deleted.count_in(point, end);
             let keeps = match (t.keep_last, t.min_id) {
                 (Some(n), _) => live - in_node >= n,
                 (None, Some(min)) => self.ids[end as usize - 1] < min,
@@ -332,7 +332,15 @@ impl StreamEntry {
 }
 
 /// What is deleted of a stream: every version below `trimmed`, and the versions in `deleted`
-/// (all at or above `trimmed`).
+/// (all above `trimmed`).
+///
+/// Invariant (asserted by `check` in debug builds, kept by `absorb_front`): `deleted` never
+/// holds `trimmed` itself. Entry deletions that reach the front of the stream (XDEL of its
+/// oldest entries, one by one) move `trimmed` up instead of growing the set, so the first
+/// live version is `trimmed` (when it exists), found without a walk over deletions, and
+/// `count` walks only the deletions at or above the versions it counts — for the visible
+/// versions, none but the newest few. XLEN, XINFO and each XREADGROUP's counters cost
+/// O(log n), not O(deletions) (3.8 ms per XLEN with 500,000 scattered deletions before).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Deleted {
     pub trimmed: u64,
@@ -346,9 +354,34 @@ impl Deleted {
         version < self.trimmed || self.deleted.contains(&version)
     }
 
-    /// Versions deleted of the first `versions`.
+    /// Versions deleted of the first `versions`: counted from the newest end, where the
+    /// versions asked about nearly always reach (see the type's docs).
     pub fn count(&self, versions: u64) -> u64 {
-        self.trimmed.min(versions) + self.deleted.range(..versions).count() as u64
+        let at_or_above = self.deleted.range(versions..).count();
+        self.trimmed.min(versions) + (self.deleted.len() - at_or_above) as u64
+    }
+
+    /// Versions deleted in `from..to` (`from` at or above `trimmed`): the deletions in it.
+    pub fn count_in(&self, from: u64, to: u64) -> u64 {
+        debug_assert!(from >= self.trimmed, "counted above the trim");
+        self.deleted.range(from..to.max(from)).count() as u64
+    }
+
+    /// Moves `trimmed` over the deletions that start at it (the type's invariant).
+    pub fn absorb_front(&mut self) {
+        while self.deleted.first() == Some(&self.trimmed) {
+            self.deleted.pop_first();
+            self.trimmed += 1;
+        }
+        self.check();
+    }
+
+    /// Asserts the type's invariant in debug builds.
+    fn check(&self) {
+        debug_assert!(
+            self.deleted.first().is_none_or(|&v| v > self.trimmed),
+            "deletions lie above the trim"
+        );
     }
 
     pub fn is_empty(&self) -> bool {
@@ -407,6 +440,7 @@ impl StreamEntry {
                         n += 1;
                     }
                 }
+                self.deleted.absorb_front();
                 n
             }
             StreamChange::TrimBefore(v) => {
@@ -417,6 +451,7 @@ impl StreamEntry {
                 let before = self.live();
                 self.deleted.trimmed = v;
                 self.deleted.deleted = self.deleted.deleted.split_off(&v);
+                self.deleted.absorb_front();
                 before - self.live()
             }
             StreamChange::SetId {
@@ -498,6 +533,88 @@ mod tests {
         assert_eq!(e.apply(&StreamChange::TrimBefore(2)), 0);
         assert_eq!(e.apply(&StreamChange::TrimBefore(99)), 5);
         assert_eq!(e.live(), 0);
+    }
+
+    /// XDEL of a stream's oldest entries one by one moves the trim up rather than growing
+    /// the set of deletions (the first live version is then the trim, without a walk).
+    #[test]
+    fn deleting_the_oldest_entries_one_by_one_moves_the_trim() {
+        let mut e = StreamEntry::default();
+        for v in 0..10u64 {
+            e.push(100 + v, StreamId::new(1, v + 1));
+        }
+        for list in [vec![0], vec![1], vec![3], vec![6, 2]] {
+            e.apply(&StreamChange::DeleteVersions(list));
+        }
+        assert_eq!(
+            e.deleted.trimmed, 4,
+            "0 to 3 deleted in a run from the front"
+        );
+        assert_eq!(e.deleted.deleted.iter().copied().collect::<Vec<_>>(), [6]);
+        assert_eq!(e.deleted.max_deleted, Some(6), "still an entry deletion's");
+        assert_eq!(
+            (e.live(), e.deleted.count(5), e.deleted.count(7)),
+            (5, 4, 5)
+        );
+        assert_eq!(e.apply(&StreamChange::TrimBefore(6)), 2, "4 and 5");
+        assert_eq!((e.deleted.trimmed, e.deleted.deleted.len()), (7, 0));
+    }
+
+    /// Random deletions and trims: what is deleted, counted and live is what a list of flags
+    /// says, whatever the trim absorbed.
+    #[test]
+    fn deletions_count_as_a_list_of_flags_does() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..200 {
+            let mut e = StreamEntry::default();
+            let versions = 1 + next(60);
+            for v in 0..versions {
+                e.push(100 + v, StreamId::new(1, v + 1));
+            }
+            let mut flags = vec![false; versions as usize];
+            for _ in 0..next(40) {
+                let change = if next(4) == 0 {
+                    StreamChange::TrimBefore(next(versions + 5))
+                } else {
+                    StreamChange::DeleteVersions(
+                        (0..1 + next(4)).map(|_| next(versions + 3)).collect(),
+                    )
+                };
+                let expect = match &change {
+                    StreamChange::TrimBefore(v) => (0..(*v).min(versions) as usize)
+                        .filter(|&i| !std::mem::replace(&mut flags[i], true))
+                        .count(),
+                    StreamChange::DeleteVersions(list) => list
+                        .iter()
+                        .filter(|&&v| {
+                            v < versions && !std::mem::replace(&mut flags[v as usize], true)
+                        })
+                        .count(),
+                    _ => unreachable!(),
+                };
+                assert_eq!(e.apply(&change), expect as u64, "{change:?}");
+                for v in 0..=versions {
+                    let dead = flags[..v as usize].iter().filter(|&&f| f).count() as u64;
+                    assert_eq!(e.deleted.count(v), dead);
+                    if v < versions {
+                        assert_eq!(e.deleted.contains(v), flags[v as usize]);
+                    }
+                }
+                assert!(
+                    !e.deleted.deleted.contains(&e.deleted.trimmed),
+                    "the invariant"
+                );
+                let from = e.deleted.trimmed.min(versions);
+                let dead_in = flags[from as usize..].iter().filter(|&&f| f).count() as u64;
+                assert_eq!(e.deleted.count_in(from, versions), dead_in);
+            }
+        }
     }
 
     #[test]

@@ -81,11 +81,14 @@ impl StreamEntry {
     pub(super) fn from_parts(
         lsns: Vec<u64>,
         ids: Vec<StreamId>,
-        deleted: Deleted,
+        mut deleted: Deleted,
         meta: StreamMeta,
         groups: super::groups::StreamGroups,
     ) -> StreamEntry {
         assert_eq!(lsns.len(), ids.len(), "one ID per version");
+        // A snapshot written before deletions at the front moved the trim holds them in
+        // the set (`Deleted`'s invariant).
+        deleted.absorb_front();
         let newest = lsns.last().copied().zip(ids.last().copied());
         StreamEntry {
             lsns,
