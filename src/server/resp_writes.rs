@@ -163,10 +163,8 @@ pub(super) fn xadd_now(
     if !req.tx.is_plain() || !req.args[0].eq_ignore_ascii_case(b"XADD") {
         return Some((req, permits));
     }
-    let Ok(mut write) = parse(shard, &req, b"XADD") else {
-        return Some((req, permits));
-    };
-    let Some(a) = lone_append(&mut write) else {
+    let node_entries = shard.shared.resp.node_max_entries();
+    let Ok((a, None)) = xadd_parts(&req, node_entries) else {
         return Some((req, permits));
     };
     req.start_reading(clock.now());
@@ -381,6 +379,28 @@ pub(super) fn write_error(e: StreamError) -> ApiError {
 
 /// XADD key [NOMKSTREAM] [MAXLEN|MINID [=|~] threshold [LIMIT count]] *|id field value …
 fn xadd(req: &RespRequest, node_entries: u64) -> Result<Write, String> {
+    let (a, trim) = xadd_parts(req, node_entries)?;
+    // The stream's name is copied only for a trim, the second write.
+    let trim = trim.map(|t| TxWrite::Change {
+        stream: a.stream.clone(),
+        request: ChangeRequest::Trim(t),
+    });
+    let mut writes = Vec::with_capacity(1 + usize::from(trim.is_some()));
+    writes.push(TxWrite::Append {
+        stream: a.stream,
+        expected_version: a.expected_version,
+        events: a.events,
+        id: a.id,
+    });
+    writes.extend(trim);
+    Ok(Write {
+        writes,
+        answer: Answer::Added { make: a.make },
+    })
+}
+
+/// XADD read: its append, and the trim placed with it if it asks for one.
+fn xadd_parts(req: &RespRequest, node_entries: u64) -> Result<(LoneAppend, Option<Trim>), String> {
     let args = &req.args;
     if args.len() < 5 {
         return Err(wrong_arity(b"xadd"));
@@ -421,24 +441,16 @@ fn xadd(req: &RespRequest, node_entries: u64) -> Result<Write, String> {
     } else {
         expected::STREAM_EXISTS
     };
-    // The stream's name is copied only for a trim, the second write.
-    let trim = trim.map(|t| TxWrite::Change {
-        stream: stream.clone(),
-        request: ChangeRequest::Trim(t),
-    });
-    let mut writes = Vec::with_capacity(1 + usize::from(trim.is_some()));
-    writes.push(TxWrite::Append {
+    let append = LoneAppend {
+        make,
         stream,
         expected_version,
         events: vec![event],
         id,
-    });
-    writes.extend(trim);
-    Ok(Write {
-        writes,
-        answer: Answer::Added { make },
-    })
+    };
+    Ok((append, trim))
 }
+
 /// The trim options of XADD and XTRIM as they are read: `MAXLEN|MINID [=|~] threshold`
 /// and `LIMIT count`.
 #[derive(Default)]
