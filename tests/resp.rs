@@ -1237,6 +1237,71 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
+/// A SCAN call reads a bounded number of names in each partition it asks
+/// (`SCAN_NAMES_PER_KEY` × COUNT, at least `SCAN_NAMES_MIN`): with a MATCH that one key of
+/// many passes, calls end with fewer keys than COUNT, even none, and a cursor that goes on,
+/// and the whole scan still finds the key, once.
+#[test]
+fn a_scan_call_reads_a_bounded_number_of_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let mut c = server.redis();
+    let partitions = 4;
+    let per_partition = evring::server::SCAN_NAMES_MIN * 3 / 2;
+    let mut pipe = redis::pipe();
+    for i in 0..partitions * per_partition {
+        pipe.cmd("XADD")
+            .arg(format!("k{i}"))
+            .arg("*")
+            .arg("f")
+            .arg("v")
+            .ignore();
+    }
+    pipe.cmd("XADD")
+        .arg("needle")
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .ignore();
+    let () = pipe.query(&mut c).unwrap();
+    let (cursor, first): (String, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg("needle")
+        .arg("COUNT")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    assert_ne!(cursor, "0", "a call does not read every name");
+    assert!(first.len() <= 1);
+    let (cursor, none): (String, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg("no-such-key")
+        .query(&mut c)
+        .unwrap();
+    assert!(none.is_empty());
+    assert_ne!(
+        cursor, "0",
+        "a call that finds nothing stops at its bound of names too"
+    );
+    let mut calls = 0;
+    let got = scan_all(&mut c, &["MATCH", "needle", "COUNT", "1"], |_| calls += 1);
+    assert_eq!(got, ["needle"]);
+    assert!(
+        calls >= partitions,
+        "at least one call per partition: {calls}"
+    );
+    // Without MATCH, a call has its COUNT.
+    let (_, batch): (String, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg(500)
+        .query(&mut c)
+        .unwrap();
+    assert!(batch.len() >= 500, "{}", batch.len());
+}
+
 #[test]
 fn keyspace_commands_see_every_partition_and_only_the_database_selected() {
     let dir = tempfile::tempdir().unwrap();

@@ -69,6 +69,7 @@ use crate::shard::{executor_builder, io_memory_per_executor};
 use crate::stream::PartitionLimits;
 pub use checks::DataDirLock;
 pub use resp_conn::{ARG_LISTS_KEPT, ARG_LIST_BYTES_KEPT};
+pub use resp_keys::{SCAN_NAMES_MIN, SCAN_NAMES_PER_KEY};
 
 /// What a failed network ring says before its cause (which names the kernel feature).
 pub(super) const NET_RING_HINT: &str = "the network ring could not start";

@@ -17,21 +17,26 @@
 //! other `64 - b` bits; the cursor is `partition << (64 - b) | position`. Cursor 0 is the
 //! start (partition 0, position 0) and a reply's cursor 0 the end.
 //!
-//! A SCAN call asks partitions in order, from the cursor's: each returns its keys that match
-//! (MATCH, TYPE) at or after the position, in position order, at most as many as the call
-//! still needs — and with the last of them every other key at the same position, so that
-//! two names of one position are never split between calls. The next cursor is the
-//! position after the last key returned, or the next partition's start once a partition is
-//! done. A call stops once it has COUNT keys or has asked [`SCAN_PARTITIONS_PER_CALL`]
-//! partitions.
+//! A SCAN call asks partitions in order, from the cursor's: each reads its streams in
+//! position order from the cursor's position (a partition keeps them in hash order, so it
+//! starts there in O(log n), `crate::stream::Partition::for_each_stream_from_hash`) and
+//! returns those that match (MATCH, TYPE), until it has as many as the call still needs —
+//! with the last of them every other key at the same position, so that two names of one
+//! position are never split between calls — or has read [`SCAN_NAMES_PER_KEY`] names per
+//! key asked for (at least [`SCAN_NAMES_MIN`]), again at a position's end. The next cursor
+//! is the position after the last one read, or the next partition's start once a partition
+//! is done. A call stops once it has COUNT keys, or a partition stopped before its end, or it
+//! has asked [`SCAN_PARTITIONS_PER_CALL`] partitions: it reads at most that many partitions'
+//! bounds of names.
 //!
 //! Guarantee, as Redis's: a key that exists for the whole scan is returned at least once,
 //! since a key's position never changes and each call resumes past the positions it has
-//! returned whole. A key created or removed during the scan may or may not be returned.
-//! Unlike Redis, a key is returned at most once as well (nothing rehashes), and COUNT counts
-//! keys returned, not slots examined: MATCH and TYPE are applied before COUNT, so a call
-//! returns COUNT keys whenever that many are left. Each partition asked lists its streams
-//! (O(streams in the partition)); KEYS and DBSIZE list every partition's, concurrently.
+//! read whole. A key created or removed during the scan may or may not be returned. Unlike
+//! Redis, a key is returned at most once as well (nothing rehashes), and COUNT counts keys
+//! returned, not slots examined: MATCH and TYPE are applied before COUNT, so a call returns
+//! COUNT keys whenever that many are left among the names it may read; a MATCH or TYPE that
+//! few keys pass may return fewer, even none, with a cursor that goes on, as Redis's does.
+//! KEYS and DBSIZE list every partition's streams (O(streams)), concurrently.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -40,11 +45,17 @@ use super::resp_commands::wrong_arity;
 use super::resp_conn::{RespRequest, DATABASES};
 use super::resp_streams::{error_text, stream_name};
 use super::route::{OpResult, PartOp, Shard};
-use crate::protocol::{partition_of, stream_hash};
+use crate::protocol::partition_of;
 use crate::stream::{Partition, StreamKind};
 
-/// Partitions one SCAN call asks at most (a call costs a listing of each).
+/// Partitions one SCAN call asks at most.
 pub const SCAN_PARTITIONS_PER_CALL: u32 = 16;
+
+/// Names one SCAN call reads at most in a partition, per key COUNT asks for
+/// ([`SCAN_NAMES_PER_KEY`] × COUNT, at least [`SCAN_NAMES_MIN`]), a position's last names
+/// beyond it: what bounds a call whose MATCH or TYPE few keys pass.
+pub const SCAN_NAMES_PER_KEY: usize = 10;
+pub const SCAN_NAMES_MIN: usize = 1000;
 
 /// What the owner of a partition does for a keyspace command.
 #[derive(Debug)]
@@ -155,41 +166,37 @@ fn list(
             && pattern.is_none_or(|pat| string_match(pat, key.as_bytes(), false));
         matches.then(|| key.to_string())
     };
-    let position = |name: &str| stream_hash(name.as_bytes()) >> shift;
     let Some(limit) = limit else {
         let mut keys = Vec::new();
         p.for_each_stream(&prefix, |name, k| keys.extend(key_of(name, k)));
         return KeysOutcome::Keys { keys, next: None };
     };
-    // The position of the `limit`-th key, then every key up to it: two passes over the same
-    // state (nothing runs in between), so that only positions are held for the keys beyond.
-    let mut positions = Vec::new();
-    p.for_each_stream(&prefix, |name, k| {
-        let pos = position(name);
-        if pos >= start && key_of(name, k).is_some() {
-            positions.push(pos);
-        }
-    });
-    let last = if positions.len() <= limit {
-        None
-    } else {
-        Some(*positions.select_nth_unstable(limit.max(1) - 1).1)
-    };
-    let mut keys: Vec<(u64, String)> = Vec::new();
-    p.for_each_stream(&prefix, |name, k| {
-        let pos = position(name);
-        if pos >= start && last.is_none_or(|last| pos <= last) {
-            if let Some(key) = key_of(name, k) {
-                keys.push((pos, key));
+    // From the cursor's position in position order (the partition keeps its streams in
+    // hash order), the keys that match until `limit` of them and the rest of the last one's
+    // position; or, when few match, until `names_max` names were read, at a position's end.
+    let names_max = limit.saturating_mul(SCAN_NAMES_PER_KEY).max(SCAN_NAMES_MIN);
+    let mut keys = Vec::new();
+    let mut current = None;
+    let mut full = false;
+    let mut read = 0usize;
+    let mut next = None;
+    p.for_each_stream_from_hash(start << shift, |hash, name, k| {
+        let pos = hash >> shift;
+        if current != Some(pos) {
+            // A position begins: the call ends before it once it has its keys or has read
+            // enough, so that no position is split between calls.
+            if full || read >= names_max {
+                next = Some(pos);
+                return false;
             }
+            current = Some(pos);
         }
+        read += 1;
+        keys.extend(key_of(name, k));
+        full = keys.len() >= limit;
+        true
     });
-    keys.sort_unstable();
-    let max_position = u64::MAX >> shift;
-    KeysOutcome::Keys {
-        keys: keys.into_iter().map(|(_, k)| k).collect(),
-        next: last.filter(|&l| l < max_position).map(|l| l + 1),
-    }
+    KeysOutcome::Keys { keys, next }
 }
 
 /// Redis's glob matching (`stringmatchlen` in util.c, 7.0): `*` any bytes, `?` one byte,
@@ -566,7 +573,12 @@ async fn scan(shard: &Rc<Shard>, req: &RespRequest) -> Result<(), String> {
             KeysOutcome::Keys { keys: k, next } => {
                 keys.extend(k);
                 match next {
-                    Some(next) => position = next,
+                    Some(next) => {
+                        // It stopped before its end: with COUNT keys, or at its bound of
+                        // names read (the module docs), which bounds the call too.
+                        position = next;
+                        break;
+                    }
                     None => {
                         partition += 1;
                         position = 0;

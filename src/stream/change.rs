@@ -401,7 +401,7 @@ pub fn in_database(name: &str, prefix: &str) -> bool {
 
 /// Applies `change` of the stream (or database) `stream` to the index `streams`.
 pub(super) fn apply_change(
-    streams: &mut std::collections::HashMap<String, StreamEntry>,
+    streams: &mut super::streams::Streams,
     stream: &str,
     change: &StreamChange,
 ) {
@@ -411,11 +411,7 @@ pub(super) fn apply_change(
         }
         StreamChange::DeleteDatabase => streams.retain(|name, _| !in_database(name, stream)),
         StreamChange::Group(g) => {
-            streams
-                .entry(stream.to_string())
-                .or_default()
-                .groups
-                .apply(g);
+            streams.entry_or_default(stream).groups.apply(g);
         }
         other => {
             if let Some(e) = streams.get_mut(stream) {

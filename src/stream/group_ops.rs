@@ -665,10 +665,7 @@ impl<S: Storage + 'static> Partition<S> {
             Some(pending) => {
                 let mut st = self.state.borrow_mut();
                 let destroyed = change.edits.contains(&GroupEdit::Destroy);
-                if !st.streams.contains_key(stream) {
-                    st.streams.insert(stream.to_string(), Default::default());
-                }
-                let entry = st.streams.get_mut(stream).expect("inserted above");
+                let entry = st.streams.entry_or_default(stream);
                 let delta = entry.groups.apply(&change);
                 st.group_entries = st.group_entries.saturating_add_signed(delta);
                 if destroyed {

@@ -11,7 +11,7 @@
 //! the copy starts (appends only add above it); an idempotency entry or ring event evicted
 //! during the copy is simply not in the image (both are bounded windows; the ring is a cache).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::change::{apply_change, Deleted, StreamChange, StreamMeta};
 use super::error::ImageError;
@@ -28,7 +28,7 @@ use crate::ring::RingConfig;
 
 /// Rebuilds stream state from journal frames during recovery.
 pub struct Rebuild {
-    pub(super) streams: HashMap<String, StreamEntry>,
+    pub(super) streams: super::streams::Streams,
     pub(super) idem: VecDeque<([u8; 16], IdemEntry)>,
     window: usize,
     pub(super) mem: InMemory,
@@ -688,7 +688,7 @@ impl PartitionImage {
 impl Rebuild {
     pub fn new(idempotency_window: usize, ring_config: RingConfig) -> Self {
         Rebuild {
-            streams: HashMap::new(),
+            streams: Default::default(),
             idem: VecDeque::new(),
             window: idempotency_window,
             mem: InMemory::new(ring_config),
@@ -808,7 +808,7 @@ impl Rebuild {
                 continue;
             }
             let stream = String::from_utf8_lossy(record.record.stream).into_owned();
-            let entry = self.streams.entry(stream.clone()).or_default();
+            let entry = self.streams.entry_or_default(&stream);
             if entry.lsns.is_empty() {
                 entry.meta.kind = super::StreamKind::of_event(record.record.event_type);
             }

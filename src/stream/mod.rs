@@ -24,6 +24,7 @@ mod partition;
 mod payload;
 mod search;
 mod sets;
+mod streams;
 mod transaction;
 mod turns;
 mod view;

@@ -330,7 +330,7 @@ impl Durable {
 
 pub(super) struct State {
     pub(super) mem: InMemory,
-    pub(super) streams: HashMap<String, StreamEntry>,
+    pub(super) streams: super::streams::Streams,
     /// The streams' ids (hashes of their names), and those two names share.
     stream_ids: StreamIds,
     pub(super) idem: HashMap<[u8; 16], IdemEntry>,
@@ -1063,7 +1063,7 @@ impl<S: Storage + 'static> Partition<S> {
                         Some(entry) => entry,
                         None => {
                             st.stream_ids.note(stream.as_bytes());
-                            st.streams.entry(stream.to_string()).or_default()
+                            st.streams.entry_or_default(stream)
                         }
                     };
                     entry.meta.kind = kind;
@@ -1732,6 +1732,22 @@ impl<S: Storage + 'static> Partition<S> {
         for (name, entry) in &st.streams {
             if name.starts_with(prefix) && stream_exists(entry, st.published_lsn) {
                 f(name, StreamKind::of(entry));
+            }
+        }
+    }
+
+    /// Visits the streams that exist ([`stream_exists`]) whose [`crate::protocol::stream_hash`]
+    /// is at least `from`, in hash order (equal hashes by name), while `f` returns true: the
+    /// RESP port's SCAN, which starts at its cursor's position in O(log n).
+    pub fn for_each_stream_from_hash(
+        &self,
+        from: u64,
+        mut f: impl FnMut(u64, &str, StreamKind) -> bool,
+    ) {
+        let st = self.state.borrow();
+        for (hash, name, entry) in st.streams.at_or_above_hash(from) {
+            if stream_exists(entry, st.published_lsn) && !f(hash, name, StreamKind::of(entry)) {
+                break;
             }
         }
     }
