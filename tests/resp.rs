@@ -1237,6 +1237,73 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
+/// DBSIZE and INFO keyspace count the streams of the index by database without listing
+/// them: asked again and again while new streams are being made (each counted from when its
+/// first entry is durable), every answer agrees with a listing of the same moment (the
+/// partition asserts it with so few streams), and the last is the number of keys made.
+#[test]
+fn key_counts_hold_while_new_streams_are_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &[]);
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut c = server.redis();
+            c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .unwrap();
+            std::thread::spawn(move || {
+                for batch in 0..20 {
+                    let mut pipe = redis::pipe();
+                    for i in 0..16 {
+                        let key = format!("w{w}-{batch}-{i}");
+                        pipe.cmd("XADD")
+                            .arg(key)
+                            .arg("*")
+                            .arg("f")
+                            .arg("v")
+                            .ignore();
+                    }
+                    pipe.cmd("SELECT").arg(1 + w % 2).ignore();
+                    pipe.cmd("XADD")
+                        .arg(format!("d{w}-{batch}"))
+                        .arg("*")
+                        .arg("f")
+                        .arg("v");
+                    pipe.cmd("SELECT").arg(0).ignore();
+                    let _: Vec<String> = pipe.query(&mut c).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut c = server.redis();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut last = 0u64;
+    while writers.iter().any(|w| !w.is_finished()) {
+        let n: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+        assert!(n >= last, "keys are only added: {n} after {last}");
+        last = n;
+        let info: String = redis::cmd("INFO").arg("keyspace").query(&mut c).unwrap();
+        assert!(info.contains("# Keyspace"), "{info}");
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    let n: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(n, 4 * 20 * 16);
+    let info: String = redis::cmd("INFO").arg("keyspace").query(&mut c).unwrap();
+    assert!(info.contains("db0:keys=1280,"), "{info}");
+    assert!(
+        info.contains("db1:keys=40,") && info.contains("db2:keys=40,"),
+        "{info}"
+    );
+    // After a crash and restart, recovered from the journal, they count the same.
+    drop(c);
+    server.kill_and_restart();
+    let mut c = server.redis();
+    let n: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(n, 4 * 20 * 16);
+}
+
 /// A SCAN call reads a bounded number of names in each partition it asks
 /// (`SCAN_NAMES_PER_KEY` × COUNT, at least `SCAN_NAMES_MIN`): with a MATCH that one key of
 /// many passes, calls end with fewer keys than COUNT, even none, and a cursor that goes on,

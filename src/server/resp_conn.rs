@@ -56,7 +56,7 @@ use super::route::Shard;
 use crate::resp::{Parsed, Reply, RequestLimits, RequestParser, RespVersion};
 
 /// Databases a connection may SELECT (0..16), as Redis's default `databases`.
-pub const DATABASES: u32 = 16;
+pub use crate::stream::DATABASES;
 
 thread_local! {
     /// The buffer replies are written in on this shard ([`RespRequest::answer`]).

@@ -36,7 +36,8 @@
 //! returned, not slots examined: MATCH and TYPE are applied before COUNT, so a call returns
 //! COUNT keys whenever that many are left among the names it may read; a MATCH or TYPE that
 //! few keys pass may return fewer, even none, with a cursor that goes on, as Redis's does.
-//! KEYS and DBSIZE list every partition's streams (O(streams)), concurrently.
+//! KEYS lists every partition's streams (O(streams)), concurrently; DBSIZE and INFO keyspace
+//! read every partition's counts by database (`crate::stream::Partition::stream_counts`).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -97,17 +98,7 @@ pub enum KeysOutcome {
 
 /// The database and key a stream name is (see the module docs).
 pub(super) fn split_name(name: &str) -> (u32, &str) {
-    if let Some(rest) = name.strip_prefix('\0') {
-        if let Some((n, key)) = rest.split_once('\0') {
-            let canonical = !n.is_empty() && !n.starts_with('0') && n.len() <= 2;
-            if let Some(db) = n.parse::<u32>().ok().filter(|_| canonical) {
-                if (1..DATABASES).contains(&db) {
-                    return (db, key);
-                }
-            }
-        }
-    }
-    (0, name)
+    crate::stream::database_of(name)
 }
 
 /// The prefix every stream name of database `db` has.
@@ -130,11 +121,7 @@ pub(super) fn run_op(p: &Partition, op: KeysOp) -> OpResult {
         KeysOp::Exists { streams } => {
             KeysOutcome::Exists(streams.iter().filter(|s| p.has_stream(s)).count() as u64)
         }
-        KeysOp::Count => {
-            let mut counts = vec![0u64; DATABASES as usize];
-            p.for_each_stream("", |name, _| counts[split_name(name).0 as usize] += 1);
-            KeysOutcome::Counts(counts)
-        }
+        KeysOp::Count => KeysOutcome::Counts(p.stream_counts().to_vec()),
         KeysOp::Type { stream } => KeysOutcome::Type(p.stream_kind(&stream)),
         KeysOp::List {
             db,

@@ -389,6 +389,26 @@ impl Deleted {
     }
 }
 
+/// Databases a stream name can belong to: the RESP port's SELECT 0–15, Redis's default
+/// `databases`.
+pub const DATABASES: u32 = 16;
+
+/// The database and key stream `name` is: `(N, key)` for a name `"\0N\0key"` with N in
+/// 1..[`DATABASES`] written in decimal without leading zeros, else `(0, name)`.
+pub fn database_of(name: &str) -> (u32, &str) {
+    if let Some(rest) = name.strip_prefix('\0') {
+        if let Some((n, key)) = rest.split_once('\0') {
+            let canonical = !n.is_empty() && !n.starts_with('0') && n.len() <= 2;
+            if let Some(db) = n.parse::<u32>().ok().filter(|_| canonical) {
+                if (1..DATABASES).contains(&db) {
+                    return (db, key);
+                }
+            }
+        }
+    }
+    (0, name)
+}
+
 /// Whether stream `name` belongs to the database `prefix` names: "" for database 0 (a name
 /// that does not start with a NUL byte), else the names that start with `prefix`.
 pub fn in_database(name: &str, prefix: &str) -> bool {

@@ -31,8 +31,8 @@ mod view;
 mod waiters;
 
 pub use change::{
-    in_database, is_list_push, ChangeRequest, Deleted, StreamChange, Trim, LPUSH_TYPE, RPUSH_TYPE,
-    SADD_TYPE, SET_TYPE,
+    database_of, in_database, is_list_push, ChangeRequest, Deleted, StreamChange, Trim, DATABASES,
+    LPUSH_TYPE, RPUSH_TYPE, SADD_TYPE, SET_TYPE,
 };
 pub use error::{ImageError, ShortPayload, StreamError};
 pub use group_ops::{ClaimTime, GroupDone, GroupEntry, GroupError, GroupRequest, GroupStart};

@@ -328,6 +328,11 @@ impl Durable {
     }
 }
 
+/// The most streams a partition has for [`Partition::stream_counts`] to check its counts
+/// against a listing of them (a broken count crashes where tests run; beyond, the check
+/// would cost what the counts save).
+pub const STREAM_COUNTS_CHECKED: usize = 4096;
+
 pub(super) struct State {
     pub(super) mem: InMemory,
     pub(super) streams: super::streams::Streams,
@@ -340,6 +345,10 @@ pub(super) struct State {
     /// (bounded by `PartitionLimits::max_group_entries`).
     pub(super) group_entries: u64,
     pending_publish: BTreeMap<u64, Durable>,
+    /// Streams made by an append not published yet: the LSN of their first version, in LSN
+    /// order; dropped once published. With `Streams`' counts by database, what
+    /// [`Partition::stream_counts`] needs to count the streams that exist without a listing.
+    fresh: VecDeque<(u64, Box<str>)>,
     /// The streams (and databases: `true`) deleted most recently, with when (ns), at most
     /// [`RECENTLY_DELETED`] ([`Partition::deleted_lately`]).
     deleted: VecDeque<(String, bool, u64)>,
@@ -677,6 +686,7 @@ impl<S: Storage + 'static> Partition<S> {
                 published_lsn,
                 group_entries,
                 pending_publish: BTreeMap::new(),
+                fresh: VecDeque::new(),
                 deleted: VecDeque::new(),
                 publish_waiters: Vec::new(),
                 turns: Turns::default(),
@@ -1063,6 +1073,7 @@ impl<S: Storage + 'static> Partition<S> {
                         Some(entry) => entry,
                         None => {
                             st.stream_ids.note(stream.as_bytes());
+                            st.fresh.push_back((a.first_lsn, stream.into()));
                             st.streams.entry_or_default(stream)
                         }
                     };
@@ -1350,6 +1361,13 @@ impl<S: Storage + 'static> Partition<S> {
                     );
                 }
                 ready.push((first_lsn, batch));
+            }
+            while st
+                .fresh
+                .front()
+                .is_some_and(|(lsn, _)| *lsn < st.published_lsn)
+            {
+                st.fresh.pop_front();
             }
             if !ready.is_empty() {
                 wake_all(&mut st.publish_waiters);
@@ -1750,6 +1768,37 @@ impl<S: Storage + 'static> Partition<S> {
                 break;
             }
         }
+    }
+
+    /// How many streams exist ([`stream_exists`]) in each database
+    /// ([`super::database_of`]): DBSIZE and INFO keyspace. The index counts its names by
+    /// database; of those, the streams made by an append not yet published do not exist yet
+    /// (`State::fresh`), and no other name in the index lacks a stream. Asserted against a
+    /// listing when the partition has at most [`STREAM_COUNTS_CHECKED`] streams.
+    pub fn stream_counts(&self) -> [u64; super::DATABASES as usize] {
+        let st = self.state.borrow();
+        let mut counts = st.streams.per_database();
+        for (lsn, name) in st.fresh.iter().filter(|(l, _)| *l >= st.published_lsn) {
+            let unpublished = st.streams.get(&**name).is_some_and(|e| {
+                e.lsns.first() == Some(lsn) && !stream_exists(e, st.published_lsn)
+            });
+            if unpublished {
+                counts[super::database_of(name).0 as usize] -= 1;
+            }
+        }
+        if st.streams.len() <= STREAM_COUNTS_CHECKED {
+            let mut listed = [0; super::DATABASES as usize];
+            for (name, e) in &st.streams {
+                if stream_exists(e, st.published_lsn) {
+                    listed[super::database_of(name).0 as usize] += 1;
+                }
+            }
+            assert_eq!(
+                counts, listed,
+                "streams counted by database as a listing counts them"
+            );
+        }
+        counts
     }
 
     /// The kind of the stream, `None` while it does not exist ([`stream_exists`]).

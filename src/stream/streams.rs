@@ -6,13 +6,18 @@
 //! cursor's position in O(log n) and reads only the names it passes over, where a listing of
 //! every stream of the partition took 0.48 s per call with a million streams.
 //!
-//! Invariant: `order` holds exactly `(stream_hash(name), name)` for each name of the map.
-//! The map is changed only through the methods below, which keep it (a name is added to or
-//! removed from both at once); `check` asserts it in tests.
+//! It also counts the names of each database (`database_of`), for DBSIZE and INFO keyspace
+//! without a listing of every stream (`Partition::stream_counts`).
+//!
+//! Invariant: `order` holds exactly `(stream_hash(name), name)` for each name of the map,
+//! and `per_database` counts the map's names by database. The map is changed only through
+//! the methods below, which keep both (a name is added to or removed from all at once);
+//! `check` asserts it in tests.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Deref;
 
+use super::change::{database_of, DATABASES};
 use super::partition::StreamEntry;
 use crate::protocol::stream_hash;
 
@@ -20,6 +25,8 @@ use crate::protocol::stream_hash;
 pub(super) struct Streams {
     map: HashMap<String, StreamEntry>,
     order: BTreeSet<(u64, Box<str>)>,
+    /// How many names each database ([`database_of`]) has in the map.
+    per_database: [u64; DATABASES as usize],
 }
 
 impl Deref for Streams {
@@ -42,7 +49,15 @@ impl<'a> IntoIterator for &'a Streams {
 impl From<HashMap<String, StreamEntry>> for Streams {
     fn from(map: HashMap<String, StreamEntry>) -> Streams {
         let order = map.keys().map(|name| key(name)).collect();
-        Streams { map, order }
+        let mut per_database = [0; DATABASES as usize];
+        for name in map.keys() {
+            per_database[database_of(name).0 as usize] += 1;
+        }
+        Streams {
+            map,
+            order,
+            per_database,
+        }
     }
 }
 
@@ -60,6 +75,7 @@ impl Streams {
     pub(super) fn entry_or_default(&mut self, name: &str) -> &mut StreamEntry {
         if !self.map.contains_key(name) {
             self.order.insert(key(name));
+            self.per_database[database_of(name).0 as usize] += 1;
             self.map.insert(name.to_string(), StreamEntry::default());
         }
         self.map.get_mut(name).expect("inserted above")
@@ -68,6 +84,7 @@ impl Streams {
     pub(super) fn insert(&mut self, name: String, entry: StreamEntry) {
         if self.map.insert(name.clone(), entry).is_none() {
             self.order.insert(key(&name));
+            self.per_database[database_of(&name).0 as usize] += 1;
         }
     }
 
@@ -77,16 +94,18 @@ impl Streams {
             .order
             .remove(&(stream_hash(name.as_bytes()), Box::from(name)));
         assert!(removed, "every stream has its place in the order");
+        self.per_database[database_of(name).0 as usize] -= 1;
         Some(entry)
     }
 
     /// Keeps the streams for which `keep` is true.
     pub(super) fn retain(&mut self, mut keep: impl FnMut(&str, &mut StreamEntry) -> bool) {
-        let order = &mut self.order;
+        let (order, per_database) = (&mut self.order, &mut self.per_database);
         self.map.retain(|name, entry| {
             let kept = keep(name, entry);
             if !kept {
                 order.remove(&key(name));
+                per_database[database_of(name).0 as usize] -= 1;
             }
             kept
         });
@@ -108,10 +127,21 @@ impl Streams {
         })
     }
 
+    /// How many streams of the map each database has (existing or not yet: see
+    /// `Partition::stream_counts`).
+    pub(super) fn per_database(&self) -> [u64; DATABASES as usize] {
+        self.per_database
+    }
+
     /// Asserts the module's invariant.
     #[cfg(test)]
     pub(super) fn check(&self) {
         assert_eq!(self.order.len(), self.map.len(), "one place per stream");
+        let mut per_database = [0; DATABASES as usize];
+        for name in self.map.keys() {
+            per_database[database_of(name).0 as usize] += 1;
+        }
+        assert_eq!(per_database, self.per_database, "names counted by database");
         for (hash, name) in &self.order {
             assert!(self.map.contains_key(&**name), "{name:?} is a stream");
             assert_eq!(*hash, stream_hash(name.as_bytes()));
@@ -133,6 +163,9 @@ mod tests {
         }
         s.insert("s5".into(), StreamEntry::default());
         s.insert("other".into(), StreamEntry::default());
+        s.insert("\u{0}3\u{0}x3".into(), StreamEntry::default());
+        s.entry_or_default("\u{0}3\u{0}y");
+        assert_eq!(s.per_database()[3], 2, "two names of database 3");
         assert!(s.remove("s7").is_some() && s.remove("s7").is_none());
         s.retain(|name, _| !name.ends_with('3'));
         s.check();
@@ -141,7 +174,8 @@ mod tests {
             .map(|n| (stream_hash(n.as_bytes()), n.clone()))
             .collect();
         all.sort();
-        assert_eq!(all.len(), 200 - 1 - 20 + 1);
+        assert_eq!(all.len(), 200 - 1 - 20 + 2);
+        assert_eq!(s.per_database()[..4], [180, 0, 0, 1], "x3 ended with a 3");
         for from in [0, all[50].0, all[50].0 + 1, u64::MAX] {
             let listed: Vec<(u64, String)> = s
                 .at_or_above_hash(from)
