@@ -47,7 +47,7 @@ use super::resp_conn::{RespRequest, DATABASES};
 use super::resp_streams::{error_text, stream_name};
 use super::route::{OpResult, PartOp, Shard};
 use crate::protocol::partition_of;
-use crate::stream::{Partition, StreamKind};
+use crate::stream::{database_of, Partition, StreamKind};
 
 /// Partitions one SCAN call asks at most.
 pub const SCAN_PARTITIONS_PER_CALL: u32 = 16;
@@ -96,11 +96,6 @@ pub enum KeysOutcome {
     },
 }
 
-/// The database and key a stream name is (see the module docs).
-pub(super) fn split_name(name: &str) -> (u32, &str) {
-    crate::stream::database_of(name)
-}
-
 /// The prefix every stream name of database `db` has.
 fn db_prefix(db: u32) -> String {
     if db == 0 {
@@ -147,7 +142,7 @@ fn list(
 ) -> KeysOutcome {
     let prefix = db_prefix(db);
     let key_of = |name: &str, k: StreamKind| -> Option<String> {
-        let (d, key) = split_name(name);
+        let (d, key) = database_of(name);
         let matches = d == db
             && kind.is_none_or(|want| want == k)
             && pattern.is_none_or(|pat| string_match(pat, key.as_bytes(), false));
@@ -655,13 +650,13 @@ mod tests {
 
     #[test]
     fn names_split_into_databases() {
-        assert_eq!(split_name("orders"), (0, "orders"));
-        assert_eq!(split_name("\u{0}3\u{0}orders"), (3, "orders"));
-        assert_eq!(split_name("\u{0}15\u{0}x"), (15, "x"));
-        assert_eq!(split_name("\u{0}16\u{0}x"), (0, "\u{0}16\u{0}x"));
-        assert_eq!(split_name("\u{0}03\u{0}x"), (0, "\u{0}03\u{0}x"));
-        assert_eq!(split_name("\u{0}0\u{0}x"), (0, "\u{0}0\u{0}x"));
-        assert_eq!(split_name("\u{0}x"), (0, "\u{0}x"));
+        assert_eq!(database_of("orders"), (0, "orders"));
+        assert_eq!(database_of("\u{0}3\u{0}orders"), (3, "orders"));
+        assert_eq!(database_of("\u{0}15\u{0}x"), (15, "x"));
+        assert_eq!(database_of("\u{0}16\u{0}x"), (0, "\u{0}16\u{0}x"));
+        assert_eq!(database_of("\u{0}03\u{0}x"), (0, "\u{0}03\u{0}x"));
+        assert_eq!(database_of("\u{0}0\u{0}x"), (0, "\u{0}0\u{0}x"));
+        assert_eq!(database_of("\u{0}x"), (0, "\u{0}x"));
     }
 
     #[test]

@@ -93,62 +93,47 @@ pub(super) fn parse(shard: &Shard, req: &RespRequest, name: &[u8]) -> Result<Wri
 
 /// Runs and answers write command `name` outside a transaction.
 pub(super) async fn run(shard: &Rc<Shard>, req: &RespRequest, name: &[u8]) -> Result<(), String> {
-    let mut write = parse(shard, req, name)?;
-    if let Some(a) = lone_append(&mut write) {
-        // An XADD without trimming: one append, the path native APPEND takes (no transaction
-        // of one write to set up, collect and take apart).
-        let p = partition_of(&a.stream, shard.shared.partitions);
-        let op = PartOp::Append {
-            stream: a.stream,
-            expected_version: a.expected_version,
-            events: a.events,
-            id: a.id,
-        };
-        let added = match shard.call(p, op).await {
-            OpResult::Appended(Ok((_, first_id))) => Ok(first_id.expect("XADD is never a retry")),
-            OpResult::Appended(Err(e)) => Err(write_error(e)),
-            OpResult::Err(e) => Err(e),
-            other => return Err(format!("internal error: unexpected reply {other:?}")),
-        };
-        answer_added(req, a.make, added);
+    if name == b"XADD" {
+        let (a, trim) = xadd_parts(req, shard.shared.resp.node_max_entries())?;
+        if trim.is_none() {
+            // An XADD without trimming: one append, the path native APPEND takes (no
+            // transaction of one write to set up, collect and take apart).
+            let p = partition_of(&a.stream, shard.shared.partitions);
+            let op = PartOp::Append {
+                stream: a.stream,
+                expected_version: a.expected_version,
+                events: a.events,
+                id: a.id,
+            };
+            let added = match shard.call(p, op).await {
+                OpResult::Appended(Ok((_, first_id))) => {
+                    Ok(first_id.expect("XADD is never a retry"))
+                }
+                OpResult::Appended(Err(e)) => Err(write_error(e)),
+                OpResult::Err(e) => Err(e),
+                other => return Err(format!("internal error: unexpected reply {other:?}")),
+            };
+            answer_added(req, a.make, added);
+            return Ok(());
+        }
+        let write = xadd_write(a, trim);
+        let results = run_writes(shard, write.writes).await?;
+        answer(req, write.answer, &results);
         return Ok(());
     }
+    let write = parse(shard, req, name)?;
     let results = run_writes(shard, write.writes).await?;
     answer(req, write.answer, &results);
     Ok(())
 }
 
-/// An XADD without trimming: one append, and whether it may make its stream.
+/// An XADD read: its append, and whether it may make its stream.
 struct LoneAppend {
     make: bool,
     stream: String,
     expected_version: i64,
     events: Vec<Event>,
     id: IdSpec,
-}
-
-/// The append of `write` if it is an XADD without trimming (taken out of it).
-fn lone_append(write: &mut Write) -> Option<LoneAppend> {
-    let (Answer::Added { make }, [TxWrite::Append { .. }]) = (write.answer, &write.writes[..])
-    else {
-        return None;
-    };
-    let Some(TxWrite::Append {
-        stream,
-        expected_version,
-        events,
-        id,
-    }) = write.writes.pop()
-    else {
-        unreachable!("matched above")
-    };
-    Some(LoneAppend {
-        make,
-        stream,
-        expected_version,
-        events,
-        id,
-    })
 }
 
 /// An XADD without trimming, outside a transaction, answered without a task when it can be
@@ -380,6 +365,11 @@ pub(super) fn write_error(e: StreamError) -> ApiError {
 /// XADD key [NOMKSTREAM] [MAXLEN|MINID [=|~] threshold [LIMIT count]] *|id field value …
 fn xadd(req: &RespRequest, node_entries: u64) -> Result<Write, String> {
     let (a, trim) = xadd_parts(req, node_entries)?;
+    Ok(xadd_write(a, trim))
+}
+
+/// An XADD's append and trim as the writes of one transaction.
+fn xadd_write(a: LoneAppend, trim: Option<Trim>) -> Write {
     // The stream's name is copied only for a trim, the second write.
     let trim = trim.map(|t| TxWrite::Change {
         stream: a.stream.clone(),
@@ -393,10 +383,10 @@ fn xadd(req: &RespRequest, node_entries: u64) -> Result<Write, String> {
         id: a.id,
     });
     writes.extend(trim);
-    Ok(Write {
+    Write {
         writes,
         answer: Answer::Added { make: a.make },
-    })
+    }
 }
 
 /// XADD read: its append, and the trim placed with it if it asks for one.
